@@ -1,0 +1,42 @@
+# The front door. `make demo` and `make test` each do the whole set-up on a fresh Debian/Ubuntu.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export KEEPER_SHARED_DIR ?= $(abspath ../shared)
+
+.PHONY: setup redis test lint typecheck unit demo bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@scripts/ensure-system.sh python
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[dev]'
+	@touch $@
+
+redis:
+	@scripts/ensure-system.sh redis
+
+lint: setup
+	$(VENV)/bin/ruff check keeper tests bench
+
+typecheck: setup
+	$(VENV)/bin/mypy
+
+unit: setup redis
+	$(VENV)/bin/pytest -q
+
+test: setup redis
+	$(VENV)/bin/ruff check keeper tests bench
+	$(VENV)/bin/mypy
+	PYTHONASYNCIODEBUG=$${PYTHONASYNCIODEBUG:-0} $(VENV)/bin/pytest -q
+
+demo: setup redis
+	$(VENV)/bin/keeper demo
+
+bench: setup redis
+	$(PY) bench/run.py
+
+clean:
+	rm -rf $(VENV) .keeper .pytest_cache .mypy_cache .ruff_cache

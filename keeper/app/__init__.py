@@ -1,0 +1,1 @@
+"""The shell: CLI, daemon wiring, admin HTTP, config, logging."""

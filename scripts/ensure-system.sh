@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Make sure a system dependency is present; install Debian's package where it is missing and we may.
+# usage: ensure-system.sh python|redis|chromium
+set -euo pipefail
+want=${1:?usage: ensure-system.sh python|redis|chromium}
+
+can_apt() { command -v apt-get >/dev/null 2>&1 && { [ "$(id -u)" = 0 ] || sudo -n true 2>/dev/null; }; }
+apt_install() {
+  local sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo -n"
+  $sudo apt-get update -qq >/dev/null || true
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null
+}
+
+case "$want" in
+  python)
+    if ! python3 -c 'import sys; assert sys.version_info >= (3, 11)' 2>/dev/null; then
+      echo "keeper needs Python >= 3.11 as python3" >&2; exit 1
+    fi
+    if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
+      if can_apt; then apt_install python3-venv; else
+        echo "python3 cannot create virtual environments: install python3-venv (sudo apt-get install python3-venv)" >&2; exit 1
+      fi
+    fi ;;
+  redis)
+    if ! command -v redis-server >/dev/null 2>&1 && [ -z "${KEEPER_REDIS_SERVER:-}" ]; then
+      if can_apt; then echo "installing Debian's redis-server package"; apt_install redis-server; else
+        echo "no redis-server binary found: install it (sudo apt-get install redis-server) or set KEEPER_REDIS_SERVER" >&2; exit 1
+      fi
+    fi ;;
+  chromium)
+    if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
+      if can_apt; then echo "installing Debian's chromium package (status page test)"; apt_install chromium || true; fi
+    fi ;;
+  *) echo "unknown dependency: $want" >&2; exit 2 ;;
+esac
