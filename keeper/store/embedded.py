@@ -1,0 +1,202 @@
+"""A private ``redis-server`` owned by this process (the default when ``REDIS_URL`` is unset).
+
+Contract: ``start()`` launches ``redis-server`` bound to 127.0.0.1 on a free port (or the given
+one) with AOF on (``appendfsync`` configurable) and its data under ``data_dir``; it returns the
+URL once ``PING`` answers. ``stop()`` sends SIGTERM (redis' clean shutdown, AOF flushed) and waits; ``kill()``
+sends SIGKILL (fault tests). After either, ``start()`` restarts on the same port and data folder,
+so data survives per the AOF policy. No binary found -> ``EmbeddedRedisError`` naming the fix.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import redis
+import redis.exceptions
+import structlog
+
+from keeper.errors import EmbeddedRedisError
+
+log = structlog.get_logger()
+
+_FIX = "install it: sudo apt-get install redis-server, or set KEEPER_REDIS_SERVER"
+_START_TIMEOUT_S = 10.0
+_STOP_TIMEOUT_S = 10.0
+
+
+def find_redis_server(binary: str | None = None) -> str:
+    """The redis-server binary: ``binary``, else $KEEPER_REDIS_SERVER, else PATH, else /usr/sbin, /usr/bin."""
+    candidates: list[str] = []
+    if binary:
+        candidates.append(binary)
+    else:
+        env = os.environ.get("KEEPER_REDIS_SERVER")
+        if env:
+            candidates.append(env)
+        else:
+            found = shutil.which("redis-server")
+            if found:
+                candidates.append(found)
+            candidates += ["/usr/sbin/redis-server", "/usr/bin/redis-server"]
+    for c in candidates:
+        p = Path(c)
+        if p.is_file() and os.access(p, os.X_OK):
+            return str(p)
+    tried = ", ".join(candidates) or "(nothing)"
+    raise EmbeddedRedisError(f"no redis-server binary found (tried {tried}); {_FIX}")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class EmbeddedRedis:
+    """A private redis-server on loopback. See the module docstring for the contract.
+
+    ``password`` (optional) starts it with ``--requirepass`` (used by tests of authenticated
+    ``REDIS_URL``s); the URL then carries the password.
+    """
+
+    def __init__(self, data_dir: Path, port: int | None = None, *, appendfsync: str = "everysec",
+                 binary: str | None = None, password: str | None = None) -> None:
+        if appendfsync not in ("always", "everysec", "no"):
+            raise EmbeddedRedisError(f"appendfsync must be always, everysec or no, not {appendfsync!r}")
+        self.data_dir = Path(data_dir)
+        self.port = port if port is not None else 0
+        self.appendfsync = appendfsync
+        self.binary = binary
+        self.password = password
+        self.pid: int | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
+
+    def _client(self) -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=self.port, password=self.password,
+                           socket_timeout=5, socket_connect_timeout=1)
+
+    def start(self) -> str:
+        """Start (or restart) the server; return its URL once it answers PING."""
+        if self.running():
+            return self.url
+        exe = find_redis_server(self.binary)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if not self.port:
+            self.port = free_port()
+        args = [exe, "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.data_dir),
+                "--appendonly", "yes", "--appendfsync", self.appendfsync, "--save", "",
+                "--daemonize", "no", "--protected-mode", "yes",
+                "--logfile", str(self.data_dir / "redis.log")]
+        if self.password:
+            args += ["--requirepass", self.password]
+        try:
+            self._proc = subprocess.Popen(  # noqa: S603 - our own argv, no shell
+                args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        except OSError as exc:
+            raise EmbeddedRedisError(f"cannot run {exe}: {exc}; {_FIX}") from exc
+        self.pid = self._proc.pid
+        deadline = time.monotonic() + _START_TIMEOUT_S
+        while True:
+            if self._proc.poll() is not None:
+                err = self._proc.stderr.read().decode(errors="replace") if self._proc.stderr else ""
+                logtail = self._log_tail()
+                self._reap()
+                raise EmbeddedRedisError(f"redis-server exited at start (port {self.port}): {err}{logtail}")
+            try:
+                with self._client() as c:
+                    if c.ping():
+                        break
+            except redis.exceptions.BusyLoadingError:
+                pass
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+                pass
+            if time.monotonic() > deadline:
+                self.kill()
+                raise EmbeddedRedisError(f"redis-server did not answer PING within {_START_TIMEOUT_S}s")
+            time.sleep(0.02)
+        log.info("embedded_redis_started", port=self.port, pid=self.pid, dir=str(self.data_dir),
+                 appendfsync=self.appendfsync)
+        return self.url
+
+    def _log_tail(self) -> str:
+        p = self.data_dir / "redis.log"
+        try:
+            return p.read_text(errors="replace")[-2000:]
+        except OSError:
+            return ""
+
+    def _reap(self) -> None:
+        if self._proc is not None:
+            if self._proc.stderr is not None:
+                self._proc.stderr.close()
+            self._proc = None
+        self.pid = None
+
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def stop(self) -> None:
+        """Clean shutdown: SIGTERM (redis flushes the AOF and exits), SIGKILL after a timeout."""
+        proc = self._proc
+        if proc is None:
+            return
+        if proc.poll() is None:
+            # SIGTERM is redis' own clean shutdown (fsync the AOF, exit 0); a SHUTDOWN command
+            # would do the same but redis-py retries the dropped connection for seconds.
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(_STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        log.info("embedded_redis_stopped", port=self.port, pid=self.pid)
+        self._reap()
+
+    def kill(self) -> None:
+        """SIGKILL, no flush: what a crash looks like."""
+        proc = self._proc
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        log.info("embedded_redis_killed", port=self.port, pid=self.pid)
+        self._reap()
+
+    def flushall(self) -> None:
+        with self._client() as c:
+            c.flushall()
+
+    def __enter__(self) -> EmbeddedRedis:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+async def open_redis(url: str | None, data_dir: Path, *, appendfsync: str = "everysec"
+                     ) -> tuple[str, EmbeddedRedis | None]:
+    """Resolve where the log lives.
+
+    ``url`` (``redis://`` or ``rediss://``, password included) is used as is and nothing is owned:
+    returns ``(url, None)``. ``None`` starts a private EmbeddedRedis under ``data_dir`` and
+    returns ``(its url, server)``: the caller owns it and must ``stop()`` it on exit.
+    """
+    if url:
+        return url, None
+    server = EmbeddedRedis(data_dir, appendfsync=appendfsync)
+    server.start()
+    return server.url, server
