@@ -29,7 +29,8 @@ def _shared() -> Path:
 def shared_dir() -> Path:
     p = _shared()
     if not p.is_dir():
-        pytest.skip(f"shared folder {p} is absent (set KEEPER_SHARED_DIR to the folder with vectors/ and data/)")
+        pytest.skip(f"shared folder {p} is absent "
+                    "(set KEEPER_SHARED_DIR to the folder with vectors/ and data/)")
     return p
 
 

@@ -18,7 +18,7 @@ from keeper.errors import DecodeError
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 
 _encoder = msgspec.json.Encoder()
-_decoder: msgspec.json.Decoder[Event] = msgspec.json.Decoder(AnyEvent)  # type: ignore[arg-type]
+_decoder: msgspec.json.Decoder[Event] = msgspec.json.Decoder(AnyEvent)
 _raw_decoder = msgspec.json.Decoder(dict[str, Any])
 _UPCASTERS: dict[tuple[str, int], Upcaster] = {}
 _CURRENT: dict[type[Event], int] = {t: t.VERSION for t in EVENT_TYPES.values()}
@@ -51,13 +51,29 @@ def decode(payload: bytes | str) -> Event:
     try:
         event = _decoder.decode(payload)
     except msgspec.ValidationError as exc:
-        raise _classify(payload, exc) from None
+        # An older version may not fit today's class: look at its type and version first.
+        old = _old_version(payload)
+        if old is not None:
+            return _upcast(payload, *old)
+        raise _classify(exc) from None
     except msgspec.DecodeError as exc:
         raise DecodeError("bad_json", str(exc)) from None
     current = _CURRENT[type(event)]
     if event.v == current:
         return event
     return _upcast(payload, type(event), event.v, current)
+
+
+def _old_version(payload: bytes | str) -> tuple[type[Event], int, int] | None:
+    try:
+        raw = _raw_decoder.decode(payload)
+    except msgspec.MsgspecError:
+        return None
+    cls = EVENT_TYPES.get(raw.get("type"))  # type: ignore[arg-type]
+    v = raw.get("v", 1)
+    if cls is None or not isinstance(v, int) or v == _CURRENT[cls]:
+        return None
+    return cls, v, _CURRENT[cls]
 
 
 def _upcast(payload: bytes | str, cls: type[Event], v: int, current: int) -> Event:
@@ -78,7 +94,7 @@ def _upcast(payload: bytes | str, cls: type[Event], v: int, current: int) -> Eve
         raise DecodeError("invalid_field", f"{tag} after upcast: {exc}") from None
 
 
-def _classify(payload: bytes | str, exc: msgspec.ValidationError) -> DecodeError:
+def _classify(exc: msgspec.ValidationError) -> DecodeError:
     msg = str(exc)
     if "`$.type`" in msg or "Object missing required field `type`" in msg:
         return DecodeError("unknown_type", msg)

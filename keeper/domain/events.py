@@ -280,8 +280,8 @@ AnyEvent = (
 )
 
 EVENT_TYPES: dict[str, type[Event]] = {
-    t.__struct_config__.tag: t  # type: ignore[misc]
-    for t in AnyEvent.__args__  # type: ignore[attr-defined]
+    t.__struct_config__.tag: t
+    for t in AnyEvent.__args__
 }
 
 ACCOUNT_EVENTS = (Deposit, Withdraw, Borrow, Repay, PositionChanged, FundingApplied)

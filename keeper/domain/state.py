@@ -111,7 +111,8 @@ def apply(state: State, entry_id: str, event: ev.Event) -> State:
         d = event.decision
         if d.intent_id not in state.open_intents and d.mode == "live":
             key = bucket_key(d.account, d.bucket)
-            state.open_intents[d.intent_id] = OpenIntent(d.intent_id, key, "intended", event.ts_event, d.trigger)
+            state.open_intents[d.intent_id] = OpenIntent(
+                d.intent_id, key, "intended", event.ts_event, d.trigger)
             state.busy[key] = d.intent_id
     elif t is ev.LiquidationSubmitted:
         assert isinstance(event, ev.LiquidationSubmitted)
@@ -135,8 +136,7 @@ def apply(state: State, entry_id: str, event: ev.Event) -> State:
         state.paused.pop(event.scope, None)
     state.offset = entry_id
     state.applied += 1
-    if event.ts_event > state.log_time:
-        state.log_time = event.ts_event
+    state.log_time = max(state.log_time, event.ts_event)
     return state
 
 

@@ -1,0 +1,197 @@
+"""The projector: the async shell that folds the log into a sans-I/O core.
+
+It reads the log in batches after the core's offset, hands each entry to ``core.handle``,
+appends whatever the core returns (a keeper core returns its ``LiquidationIntended`` outbox
+entries), and snapshots the core together with the log offset it reflects every
+``snapshot_every`` events or ``snapshot_interval_s`` seconds. Start-up and recovery are the same
+path (crash-only): load the newest valid snapshot, re-append the core's pending output (the log's
+duplicate suppression makes that safe), replay the tail.
+
+A snapshot is ``MAGIC + format + core bytes``; one of another format or that fails to decode is
+skipped with a warning and never trusted; the projector then replays from the beginning.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+import structlog
+
+from keeper.domain import state as st
+from keeper.domain.events import Event
+from keeper.errors import SnapshotError
+from keeper.ports import EventLog, SnapshotStore
+
+log = structlog.get_logger("keeper.projector")
+
+MAGIC = b"KSNAP"
+
+
+class Core(Protocol):
+    """What the projector drives: pure, fed entries in log order."""
+
+    @property
+    def offset(self) -> str: ...
+
+    def handle(self, entry_id: str, event: Event) -> Sequence[Event]: ...
+
+    def snapshot(self) -> bytes: ...
+
+    def pending(self) -> Sequence[Event]: ...
+
+
+class ProjectionCore:
+    """The plain projection: state only, returns nothing to append."""
+
+    FORMAT = st.STATE_FORMAT
+
+    def __init__(self, state: st.State | None = None) -> None:
+        self.state = state if state is not None else st.State()
+
+    @property
+    def offset(self) -> str:
+        return self.state.offset
+
+    def handle(self, entry_id: str, event: Event) -> Sequence[Event]:
+        st.apply(self.state, entry_id, event)
+        return ()
+
+    def snapshot(self) -> bytes:
+        return st.encode_state(self.state)
+
+    def pending(self) -> Sequence[Event]:
+        return ()
+
+    @classmethod
+    def restore(cls, data: bytes) -> ProjectionCore:
+        return cls(st.decode_state(data))
+
+
+CoreFactory = Callable[[bytes | None], Core]
+"""Builds a core from snapshot bytes (``None``: a fresh core). Raises on bytes it cannot trust."""
+
+
+def wrap_snapshot(fmt: int, data: bytes) -> bytes:
+    return MAGIC + fmt.to_bytes(2, "big") + data
+
+
+def unwrap_snapshot(fmt: int, blob: bytes) -> bytes:
+    if not blob.startswith(MAGIC):
+        raise SnapshotError("not a keeper snapshot")
+    got = int.from_bytes(blob[len(MAGIC):len(MAGIC) + 2], "big")
+    if got != fmt:
+        raise SnapshotError(f"snapshot format {got}, this keeper reads {fmt}")
+    return blob[len(MAGIC) + 2:]
+
+
+class Projector:
+    """Drives ``core`` from ``log``; see the module docstring for the contract."""
+
+    def __init__(
+        self,
+        log_: EventLog,
+        snapshots: SnapshotStore,
+        factory: CoreFactory,
+        *,
+        name: str = "projector",
+        fmt: int = st.STATE_FORMAT,
+        batch: int = 1000,
+        snapshot_every: int = 100_000,
+        snapshot_interval_s: float = 30.0,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.log = log_
+        self.snapshots = snapshots
+        self.factory = factory
+        self.name = name
+        self.fmt = fmt
+        self.batch = batch
+        self.snapshot_every = snapshot_every
+        self.snapshot_interval_s = snapshot_interval_s
+        self._monotonic = monotonic
+        self.core: Core | None = None
+        self.applied = 0
+        self.appended = 0
+        self.restored_from: str | None = None
+        self._since_snapshot = 0
+        self._last_snapshot_t = monotonic()
+        self._snapshot_offset: str | None = None
+
+    async def start(self) -> Core:
+        """Load the newest valid snapshot (or start fresh) and re-append pending output."""
+        core: Core | None = None
+        found = await self.snapshots.load(self.name)
+        if found is not None:
+            offset, blob = found
+            try:
+                core = self.factory(unwrap_snapshot(self.fmt, blob))
+                if core.offset != offset:
+                    raise SnapshotError(f"snapshot says offset {core.offset}, store says {offset}")
+                self.restored_from = offset
+                self._snapshot_offset = offset
+                log.info("snapshot_loaded", projector=self.name, offset=offset, bytes=len(blob))
+            except Exception as exc:  # any failure means: do not trust it
+                log.warning("snapshot_skipped", projector=self.name, offset=offset, reason=str(exc))
+                core = None
+        if core is None:
+            core = self.factory(None)
+        self.core = core
+        pending = list(core.pending())
+        if pending:
+            ids = await self.log.append(pending)
+            log.info("pending_reappended", projector=self.name, events=len(pending),
+                     new=sum(1 for i in ids if i is not None))
+        return core
+
+    async def step(self, block_ms: int | None = None) -> int:
+        """Read and apply one batch; returns the number of entries applied."""
+        core = self.core if self.core is not None else await self.start()
+        entries = await self.log.read(core.offset, self.batch, block_ms)
+        if not entries:
+            return 0
+        out: list[Event] = []
+        for entry in entries:
+            out.extend(core.handle(entry.id, entry.event))
+        if out:
+            ids = await self.log.append(out)
+            self.appended += sum(1 for i in ids if i is not None)
+        n = len(entries)
+        self.applied += n
+        self._since_snapshot += n
+        if self._since_snapshot >= self.snapshot_every or (
+            self._monotonic() - self._last_snapshot_t >= self.snapshot_interval_s
+        ):
+            await self.snapshot()
+        return n
+
+    async def catch_up(self) -> int:
+        """Apply everything in the log now; returns the number of entries applied."""
+        total = 0
+        while True:
+            n = await self.step()
+            total += n
+            if n == 0:
+                return total
+
+    async def run(self, stop: asyncio.Event, block_ms: int = 200) -> None:
+        """Follow the log until ``stop`` is set, then write a final snapshot."""
+        if self.core is None:
+            await self.start()
+        while not stop.is_set():
+            await self.step(block_ms=block_ms)
+        await self.snapshot()
+
+    async def snapshot(self) -> None:
+        """Write the core and its offset together (one atomic write in the store)."""
+        core = self.core
+        if core is None or core.offset == self._snapshot_offset:
+            return
+        blob = wrap_snapshot(self.fmt, core.snapshot())
+        await self.snapshots.save(self.name, core.offset, blob)
+        self._snapshot_offset = core.offset
+        self._since_snapshot = 0
+        self._last_snapshot_t = self._monotonic()
+        log.info("snapshot_written", projector=self.name, offset=core.offset, bytes=len(blob))
