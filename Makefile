@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export KEEPER_SHARED_DIR ?= $(abspath ../shared)
 
-.PHONY: setup redis test lint typecheck unit demo bench clean
+.PHONY: setup redis browser test lint typecheck unit demo bench clean
 
 setup: $(VENV)/.installed
 
@@ -18,6 +18,9 @@ $(VENV)/.installed: pyproject.toml
 redis:
 	@scripts/ensure-system.sh redis
 
+browser:
+	@scripts/ensure-system.sh chromium || echo "no chromium: the status page test will skip"
+
 lint: setup
 	$(VENV)/bin/ruff check keeper tests bench
 
@@ -27,7 +30,7 @@ typecheck: setup
 unit: setup redis
 	$(VENV)/bin/pytest -q
 
-test: setup redis
+test: setup redis browser
 	$(VENV)/bin/ruff check keeper tests bench
 	$(VENV)/bin/mypy
 	PYTHONASYNCIODEBUG=$${PYTHONASYNCIODEBUG:-0} $(VENV)/bin/pytest -q
