@@ -1,0 +1,311 @@
+"""The event log on Redis Streams (implements ``keeper.ports.EventLog``).
+
+Keys of one shard (all in the ``{shard}`` hash slot)::
+
+    {prefix}:{shard}:log     the stream; one field ``e`` = the event's JSON payload
+    {prefix}:{shard}:ids     set of event ids in the log (the dedup index)
+    {prefix}:{shard}:dead    dead-letter stream (source, reason, detail, payload, ref)
+    {prefix}:{shard}:deadref set of log entry ids already dead-lettered (dead-letter once)
+
+``append`` runs one Lua script per batch: for each event ``SADD ids`` then ``XADD`` only if the
+id was new, so a retried producer (or the same id twice in one batch) adds the event once, and no
+other client sees half a batch. Reads decode with ``keeper.domain.codec.decode``; an entry that
+fails is copied to the dead-letter stream with its reason (once per entry), counted in
+``stats`` and logged, and skipped: readers never crash on bad input and never lose good input.
+
+Blocking reads (``block_ms``) hold the connection: give a blocking reader its own client, and
+keep ``block_ms`` below the client's ``socket_timeout`` (``connect`` sets 30 s; redis-py's
+default is 5 s). redis-py errors are wrapped: connection/timeout -> ``LogUnavailable``, anything
+else -> ``LogError``, with the original as ``__cause__``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import redis.asyncio
+import redis.exceptions
+import structlog
+
+from keeper.domain.codec import encode
+from keeper.domain.events import Event
+from keeper.errors import LogError, LogUnavailable
+from keeper.ports import DeadLetter, LogEntry
+from keeper.store import scripts
+from keeper.store.entries import READ_SOURCE, event_id_of, split_decoded
+
+log = structlog.get_logger()
+
+SOCKET_TIMEOUT_S = 30.0
+"""Socket timeout of clients made by ``connect``: blocking reads must BLOCK for less."""
+
+
+@asynccontextmanager
+async def wrap_errors(op: str) -> AsyncIterator[None]:
+    """Re-raise redis-py errors as the keeper's own (``op`` names the operation)."""
+    try:
+        yield
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+        raise LogUnavailable(f"{op}: redis unreachable: {exc}") from exc
+    except redis.exceptions.RedisError as exc:
+        raise LogError(f"{op}: {exc}") from exc
+
+
+def make_client(url: str, *, socket_timeout: float = SOCKET_TIMEOUT_S) -> redis.asyncio.Redis:
+    """A binary (non-decoding) asyncio client for ``url`` (``redis://`` or ``rediss://``)."""
+    return redis.asyncio.Redis.from_url(url, decode_responses=False, socket_timeout=socket_timeout,
+                                        socket_connect_timeout=5.0)
+
+
+def _s(b: bytes | str) -> str:
+    return b.decode() if isinstance(b, bytes) else b
+
+
+def _raw_entries(entries: Sequence[Any]) -> list[tuple[str, bytes]]:
+    """redis-py's parsed stream entries ``(id, {field: value})`` -> ``(id, payload)``.
+
+    An entry without an ``e`` field (written by something else) yields ``b""``, which then fails
+    to decode and is dead-lettered rather than silently ignored.
+    """
+    out = []
+    for entry_id, fields in entries:
+        if entry_id is None:  # deleted while pending (XAUTOCLAIM / XREADGROUP of history)
+            continue
+        out.append((_s(entry_id), (fields or {}).get(b"e", b"")))
+    return out
+
+
+class RedisEventLog:
+    """One shard's log. See the module docstring for keys and guarantees."""
+
+    def __init__(self, client: redis.asyncio.Redis, *, shard: str = "0", prefix: str = "keeper",
+                 owns_client: bool = False) -> None:
+        self.client = client
+        self.shard = shard
+        tag = f"{prefix}:{{{shard}}}"
+        self.key = f"{tag}:log"
+        self.ids_key = f"{tag}:ids"
+        self.dead_key = f"{tag}:dead"
+        self.deadref_key = f"{tag}:deadref"
+        self.stats: Counter[str] = Counter()
+        self._owns = owns_client
+        self._append = client.register_script(scripts.APPEND)
+        self._import = client.register_script(scripts.IMPORT)
+        self._dead = client.register_script(scripts.DEAD_LETTER)
+        self._group_start: dict[str, str] = {}
+        self._log = log.bind(shard=shard, stream=self.key)
+
+    @classmethod
+    async def connect(cls, url: str, *, shard: str = "0", prefix: str = "keeper") -> RedisEventLog:
+        """A log on its own client (``socket_timeout`` 30 s), checked with PING; ``close`` closes it."""
+        client = make_client(url)
+        async with wrap_errors("connect"):
+            try:
+                await client.ping()
+            except BaseException:
+                await client.aclose()
+                raise
+        return cls(client, shard=shard, prefix=prefix, owns_client=True)
+
+    async def close(self) -> None:
+        """Close the client if this log made it (``connect``); a passed-in client is the caller's."""
+        if self._owns:
+            await self.client.aclose()
+
+    # ------------------------------------------------------------------ append
+
+    async def append(self, events: Sequence[Event]) -> list[str | None]:
+        """Append atomically, dropping events whose ``event_id`` is already in the log."""
+        return await self.append_encoded([(e.event_id, encode(e)) for e in events])
+
+    async def append_encoded(self, items: Sequence[tuple[str, bytes]]) -> list[str | None]:
+        """``append`` for pre-encoded ``(event_id, payload)`` pairs (the payload is not checked)."""
+        if not items:
+            return []
+        args: list[str | bytes] = []
+        for event_id, payload in items:
+            args.append(event_id)
+            args.append(payload)
+        async with wrap_errors("append"):
+            res = await self._append(keys=[self.key, self.ids_key], args=args)
+        out = [None if r is None else _s(r) for r in res]
+        added = sum(1 for r in out if r is not None)
+        self.stats["appended"] += added
+        self.stats["duplicates"] += len(out) - added
+        return out
+
+    async def append_raw(self, payloads: Sequence[bytes]) -> list[str]:
+        """XADD payloads as they are: no dedup, no validation. For tests and tools only."""
+        async with wrap_errors("append_raw"), self.client.pipeline(transaction=True) as pipe:
+            for p in payloads:
+                pipe.xadd(self.key, {"e": p})
+            res = await pipe.execute()
+        return [_s(r) for r in res]
+
+    async def import_entries(self, items: Sequence[tuple[str, bytes]]) -> int:
+        """Append ``(entry_id, payload)`` with the given ids (each above the last), indexing event ids."""
+        if not items:
+            return 0
+        args: list[str | bytes] = []
+        for entry_id, payload in items:
+            args += [entry_id, event_id_of(payload), payload]
+        async with wrap_errors("import"):
+            n = await self._import(keys=[self.key, self.ids_key], args=args)
+        return int(n)
+
+    # ------------------------------------------------------------------ read
+
+    async def read_raw(self, after: str = "0-0", count: int = 1000, block_ms: int | None = None
+                       ) -> list[tuple[str, bytes]]:
+        """Entries with id > ``after`` as ``(id, payload)``, undecoded, at most ``count``."""
+        async with wrap_errors("read"):
+            res: Any = await self.client.xread({self.key: after}, count=count, block=block_ms)
+        if not res:
+            return []
+        return _raw_entries(res[0][1])
+
+    async def read(self, after: str = "0-0", count: int = 1000, block_ms: int | None = None
+                   ) -> list[LogEntry]:
+        """Decoded entries with id > ``after`` in log order; bad ones dead-lettered and skipped.
+
+        May return fewer than ``count`` (or none) when entries were dead-lettered: continue
+        from ``last_seen`` semantics by reading after the last *raw* id, see ``read_batch``.
+        """
+        entries, _ = await self.read_batch(after, count, block_ms)
+        return entries
+
+    async def read_batch(self, after: str = "0-0", count: int = 1000, block_ms: int | None = None
+                         ) -> tuple[list[LogEntry], str]:
+        """Like ``read``, also returning the id to continue after (the last raw id seen).
+
+        Use this in loops: when a whole batch is bad, ``read`` returns ``[]`` although the log
+        goes on; the returned position moves past the bad entries.
+        """
+        raw = await self.read_raw(after, count, block_ms)
+        if not raw:
+            return [], after
+        good, bad = split_decoded(raw)
+        for entry_id, payload, exc in bad:
+            await self._dead_letter_entry(entry_id, payload, exc.reason, exc.detail)
+        return good, raw[-1][0]
+
+    async def _dead_letter_entry(self, entry_id: str, payload: bytes, reason: str, detail: str) -> None:
+        added = await self.dead_letter(READ_SOURCE, reason, detail, payload, ref=entry_id)
+        if added:
+            self._log.warning("log_entry_dead_lettered", entry_id=entry_id, reason=reason,
+                              detail=detail[:200])
+
+    async def last_id(self) -> str:
+        """The id of the newest entry, ``"0-0"`` for an empty log."""
+        async with wrap_errors("last_id"):
+            res: Any = await self.client.xrevrange(self.key, count=1)
+        return _s(res[0][0]) if res else "0-0"
+
+    async def length(self) -> int:
+        async with wrap_errors("length"):
+            return int(await self.client.xlen(self.key))
+
+    # ------------------------------------------------------------------ dead letters
+
+    async def dead_letter(self, source: str, reason: str, detail: str, payload: bytes,
+                          ref: str = "") -> bool:
+        """Record an entry that cannot be accepted. With ``ref`` (a log entry id), only once.
+
+        Returns whether it was recorded (False: ``ref`` was dead-lettered before).
+        """
+        async with wrap_errors("dead_letter"):
+            res = await self._dead(keys=[self.dead_key, self.deadref_key],
+                                   args=[source, reason, detail, payload, ref])
+        if res is None:
+            return False
+        self.stats["dead_lettered"] += 1
+        self.stats[f"dead_lettered.{reason}"] += 1
+        return True
+
+    async def dead_letters(self, count: int = 1000) -> list[DeadLetter]:
+        """The oldest ``count`` dead letters; ``DeadLetter.id`` is the dead-letter stream's id."""
+        async with wrap_errors("dead_letters"):
+            res: Any = await self.client.xrange(self.dead_key, count=count)
+        out = []
+        for entry_id, f in res:
+            out.append(DeadLetter(_s(entry_id), _s(f.get(b"source", b"")), _s(f.get(b"reason", b"")),
+                                  _s(f.get(b"detail", b"")), f.get(b"payload", b"")))
+        return out
+
+    # ------------------------------------------------------------------ consumer groups
+
+    async def ensure_group(self, group: str, start: str = "0") -> None:
+        """Create ``group`` (and the stream) if missing; an existing group is left as it is."""
+        self._group_start[group] = start
+        async with wrap_errors("ensure_group"):
+            try:
+                await self.client.xgroup_create(self.key, group, id=start, mkstream=True)
+            except redis.exceptions.ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+
+    async def _group_call(self, group: str, op: str, fn: Any) -> Any:
+        """Run ``fn()``; on NOGROUP (Redis restarted without the group) recreate it once and retry."""
+        async with wrap_errors(op):
+            try:
+                return await fn()
+            except redis.exceptions.ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                self._log.warning("consumer_group_recreated", group=group, op=op)
+                self.stats["groups_recreated"] += 1
+                await self.ensure_group(group, self._group_start.get(group, "0"))
+                return await fn()
+
+    async def read_group(self, group: str, consumer: str, count: int = 100,
+                         block_ms: int | None = None) -> list[LogEntry]:
+        """New entries for ``consumer`` (XREADGROUP ``>``); ack them after handling.
+
+        Undecodable entries are dead-lettered and acked here (never delivered, never pending).
+        """
+        async def call() -> Any:
+            return await self.client.xreadgroup(group, consumer, {self.key: ">"}, count=count,
+                                                block=block_ms)
+        res = await self._group_call(group, "read_group", call)
+        if not res:
+            return []
+        return await self._group_decode(group, _raw_entries(res[0][1]))
+
+    async def _group_decode(self, group: str, raw: list[tuple[str, bytes]]) -> list[LogEntry]:
+        good, bad = split_decoded(raw)
+        for entry_id, payload, exc in bad:
+            await self._dead_letter_entry(entry_id, payload, exc.reason, exc.detail)
+        if bad:
+            await self.ack(group, [b[0] for b in bad])
+        return good
+
+    async def ack(self, group: str, ids: Sequence[str]) -> None:
+        if not ids:
+            return
+        async with wrap_errors("ack"):
+            await self.client.xack(self.key, group, *ids)
+
+    async def claim_stale(self, group: str, consumer: str, min_idle_ms: int, count: int = 100
+                          ) -> list[LogEntry]:
+        """Take over entries pending longer than ``min_idle_ms`` (a crashed consumer's), XAUTOCLAIM.
+
+        Scans the whole pending list from the start (several XAUTOCLAIM calls) up to ``count``.
+        """
+        out: list[LogEntry] = []
+        start = "0-0"
+        for _ in range(1000):  # bounded: each call advances the cursor through the PEL
+            async def call(start: str = start, want: int = count - len(out)) -> Any:
+                return await self.client.xautoclaim(self.key, group, consumer, min_idle_ms,
+                                                    start_id=start, count=want)
+            res = await self._group_call(group, "claim_stale", call)
+            cursor, entries = _s(res[0]), res[1]
+            out += await self._group_decode(group, _raw_entries(entries))
+            if cursor == "0-0" or len(out) >= count:
+                break
+            start = cursor
+        if out:
+            self._log.info("pending_claimed", group=group, consumer=consumer, n=len(out))
+        return out
