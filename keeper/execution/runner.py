@@ -1,0 +1,224 @@
+"""The executor role: recorded intents in, submissions out, outcomes back into the log.
+
+Per intent (a ``LiquidationIntended`` entry with ``mode == "live"``; anything else is acked and
+ignored) the runner:
+
+1. takes the atomic claim (``keeper.execution.claim``); an intent already done is acked, one
+   held by another live owner is left pending and looked at again later;
+2. applies the expiry rule: an intent never submitted whose ``ts_event`` is older than
+   ``intent_ttl_us`` (by the injected clock) gets ``LiquidationExpired``; an intent that may have
+   reached the venue is never expired, it is resubmitted (the venue's idempotency answers);
+3. appends ``LiquidationSubmitted`` (event id ``sub:<intent>#<token>``), marks the claim
+   ``submitted`` (fenced by the token) and submits under the intent id, with retries;
+4. appends the venue's account events (if any) and then the outcome, whose event id is
+   ``out:<intent>`` for every kind: the log's dedup keeps exactly one outcome per intent;
+5. marks the claim done and acks the entry.
+
+Start-up is recovery (crash-only): ``start`` re-reads this consumer's own pending entries and
+XAUTOCLAIMs entries other consumers left pending for longer than ``stale_ms``; ``step`` does the
+same every ``reclaim_every`` steps. A transient failure that outlasts the retries leaves the entry
+pending (and the claim expiring), so it comes back.
+
+``KEEPER_TEST_CRASH_AT`` (``after_intent``, ``before_post``, ``after_submit``) makes the process
+``os._exit(137)`` at that point: for the SIGKILL restart tests only; never set in production.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+
+from keeper.domain import events as ev
+from keeper.errors import PermanentError, TransientError
+from keeper.execution.base import VenueExecutor
+from keeper.execution.claim import Claims
+from keeper.ports import LogEntry
+from keeper.store.entries import split_decoded
+from keeper.store.redis_log import RedisEventLog, wrap_errors
+
+CRASH_ENV = "KEEPER_TEST_CRASH_AT"
+_log = structlog.get_logger()
+
+
+def wall_clock_us() -> int:
+    """Microseconds since the epoch (the shell's clock; the core never reads it)."""
+    return time.time_ns() // 1000
+
+
+def outcome_id(intent_id: str) -> str:
+    """The event id every outcome of ``intent_id`` shares, so only the first one is recorded."""
+    return f"out:{intent_id}"
+
+
+class Runner:
+    """Drives one executor from one consumer group. ``consumer`` must be stable per process
+    identity (it is also the claim owner: a restarted process takes its own claims back)."""
+
+    def __init__(
+        self,
+        log: RedisEventLog,
+        claims: Claims,
+        executor: VenueExecutor,
+        *,
+        consumer: str,
+        group: str = "executor",
+        intent_ttl_us: int | None = 60_000_000,
+        now_us: Callable[[], int] = wall_clock_us,
+        batch: int = 100,
+        concurrency: int = 32,
+        stale_ms: int = 30_000,
+        reclaim_every: int = 50,
+        crash_at: str | None = None,
+    ) -> None:
+        self.log = log
+        self.claims = claims
+        self.executor = executor
+        self.consumer = consumer
+        self.group = group
+        self.intent_ttl_us = intent_ttl_us
+        self.now_us = now_us
+        self.batch = batch
+        self.stale_ms = stale_ms
+        self.reclaim_every = reclaim_every
+        self.crash_at = crash_at if crash_at is not None else os.environ.get(CRASH_ENV) or None
+        self._sem = asyncio.Semaphore(concurrency)
+        self._steps = 0
+        self.counts: dict[str, int] = {}
+
+    def _count(self, what: str) -> None:
+        self.counts[what] = self.counts.get(what, 0) + 1
+
+    def _crash(self, point: str) -> None:
+        if self.crash_at == point:
+            _log.warning("test_crash", point=point, consumer=self.consumer)
+            os._exit(137)
+
+    async def start(self) -> int:
+        """Create the group if needed and reconcile: own pending entries, then stale ones."""
+        await self.log.ensure_group(self.group, "0")
+        return await self.reconcile()
+
+    async def reconcile(self) -> int:
+        """Handle this consumer's pending entries and other consumers' stale ones."""
+        own = await self._own_pending()
+        stale = await self.log.claim_stale(self.group, self.consumer, self.stale_ms, self.batch)
+        seen = {e.id for e in own}
+        entries = own + [e for e in stale if e.id not in seen]
+        await self._handle_all(entries)
+        if entries:
+            _log.info("reconciled", consumer=self.consumer, group=self.group, entries=len(entries))
+        return len(entries)
+
+    async def _own_pending(self) -> list[LogEntry]:
+        out: list[LogEntry] = []
+        after = "0"
+        for _ in range(10_000):  # bounded walk through this consumer's pending list
+            async with wrap_errors("read_pending"):
+                res: Any = await self.log.client.xreadgroup(
+                    self.group, self.consumer, {self.log.key: after}, count=self.batch)
+            raw = [(i.decode() if isinstance(i, bytes) else i, (f or {}).get(b"e", b""))
+                   for i, f in (res[0][1] if res else []) if i is not None]
+            if not raw:
+                break
+            good, _bad = split_decoded(raw)
+            out += good
+            after = raw[-1][0]
+        return out
+
+    async def step(self, block_ms: int | None = None) -> int:
+        """Handle one batch of new entries; returns how many entries were read."""
+        self._steps += 1
+        if self._steps % self.reclaim_every == 0:
+            stale = await self.log.claim_stale(self.group, self.consumer, self.stale_ms, self.batch)
+            await self._handle_all(stale)
+        entries = await self.log.read_group(self.group, self.consumer, self.batch, block_ms)
+        await self._handle_all(entries)
+        return len(entries)
+
+    async def run(self, stop: asyncio.Event, block_ms: int = 200) -> None:
+        """Reconcile, then follow the log until ``stop`` is set."""
+        await self.start()
+        while not stop.is_set():
+            await self.step(block_ms)
+
+    async def _handle_all(self, entries: list[LogEntry]) -> None:
+        if not entries:
+            return
+        acks = await asyncio.gather(*(self._guarded(e) for e in entries))
+        await self.log.ack(self.group, [e.id for e, ok in zip(entries, acks, strict=True) if ok])
+
+    async def _guarded(self, entry: LogEntry) -> bool:
+        async with self._sem:
+            return await self.handle(entry)
+
+    async def handle(self, entry: LogEntry) -> bool:
+        """Process one entry; returns whether it may be acked."""
+        event = entry.event
+        if not isinstance(event, ev.LiquidationIntended) or event.decision.mode != "live":
+            return True
+        d = event.decision
+        log = _log.bind(intent_id=d.intent_id, entry_id=entry.id, consumer=self.consumer)
+        claim = await self.claims.take(d.intent_id, self.consumer)
+        if claim.done:
+            self._count("already_done")
+            return True
+        if not claim.ok:
+            self._count("held_elsewhere")
+            log.info("intent_held_elsewhere")
+            return False
+        self._crash("after_intent")
+        now = self.now_us()
+        if (claim.previous != "submitted" and self.intent_ttl_us is not None
+                and now - event.ts_event > self.intent_ttl_us):
+            reason = f"ttl: not submitted within {self.intent_ttl_us} us of its trigger"
+            await self._record(d, ev.LiquidationExpired(
+                event_id=outcome_id(d.intent_id), ts_event=now, causation_id=d.intent_id,
+                intent_id=d.intent_id, account=d.account, bucket=d.bucket, reason=reason))
+            await self.claims.finish(d.intent_id, "expired", claim.token)
+            self._count("expired")
+            log.info("intent_expired", reason=reason)
+            return True
+        await self.log.append([ev.LiquidationSubmitted(
+            event_id=f"sub:{d.intent_id}#{claim.token}", ts_event=now, causation_id=d.intent_id,
+            intent_id=d.intent_id, account=d.account, bucket=d.bucket, attempt=claim.token,
+            executor=self.executor.name)])
+        if not await self.claims.mark_submitted(d.intent_id, self.consumer, claim.token):
+            self._count("fenced_out")
+            log.warning("claim_lost_before_submit", token=claim.token)
+            return False
+        self._crash("before_post")
+        outcome: ev.Event
+        try:
+            sub = await self.executor.execute(d)
+        except PermanentError as exc:
+            outcome = ev.LiquidationRejected(
+                event_id=outcome_id(d.intent_id), ts_event=self.now_us(), causation_id=d.intent_id,
+                intent_id=d.intent_id, account=d.account, bucket=d.bucket, reason=exc.reason)
+            kind = "rejected"
+        except TransientError as exc:
+            self._count("transient_gave_up")
+            log.warning("submit_gave_up", error=str(exc))
+            return False
+        else:
+            self._crash("after_submit")
+            if sub.events:
+                await self.log.append(sub.events)
+            outcome = ev.LiquidationConfirmed(
+                event_id=outcome_id(d.intent_id), ts_event=self.now_us(), causation_id=d.intent_id,
+                intent_id=d.intent_id, account=d.account, bucket=d.bucket, venue_ref=sub.ref,
+                duplicate=sub.duplicate)
+            kind = "confirmed_duplicate" if sub.duplicate else "confirmed"
+        await self._record(d, outcome)
+        await self.claims.finish(d.intent_id, kind, claim.token)
+        self._count(kind)
+        log.info("intent_done", outcome=kind, token=claim.token,
+                 reason=getattr(outcome, "reason", None), venue_ref=getattr(outcome, "venue_ref", None))
+        return True
+
+    async def _record(self, d: ev.Decision, outcome: ev.Event) -> None:
+        await self.log.append([outcome])
