@@ -1,0 +1,193 @@
+"""Ingest: normalised events -> (conflation) -> the log, without losing or inventing any.
+
+``Ingest`` owns a bounded buffer drained by one writer task (``run``) that appends in batches:
+
+- **Conflation** (``conflate=True``): while a ``PriceUpdated`` for a symbol waits in the tail of
+  the buffer (no other kind of event queued after it), a newer one for the same symbol replaces
+  it in place; ``stats['conflated']`` counts the replaced ones. Any other event (account events,
+  FeedStale/FeedRecovered) closes the tail, so nothing moves across it: account events are never
+  dropped, merged or reordered, and a price never jumps ahead of an event it followed.
+- **Backpressure**: when the buffer holds ``max_pending`` events, producers wait (``submit``
+  blocks), which in turn stops reading the websocket, whose bounded queue stops the TCP flow.
+- **Log unreachable**: a batch the log refuses (``LogError``, including ``LogUnavailable``) is
+  retried with the injected backoff until it is accepted; every failure logs an error (the
+  alarm) and counts ``log_retries``. Nothing is dropped; producers block once the buffer fills.
+- Rejected inputs are dead-lettered (``log.dead_letter``) by the same writer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+
+import structlog
+
+from keeper.domain.events import Event, PriceUpdated
+from keeper.errors import LogError
+from keeper.feeds.backoff import Backoff, jittered_exponential
+from keeper.feeds.parsers import Parser, Quote
+from keeper.feeds.pipeline import PricePipeline, Reject
+from keeper.ports import Clock, EventLog
+
+log = structlog.get_logger()
+
+
+class SystemClock:
+    """The wall clock (the edge of the system: only shells use it, never the core)."""
+
+    def now_us(self) -> int:
+        return time.time_ns() // 1000
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+
+class Ingest:
+    """The single writer of feed events into ``log`` (see the module docstring).
+
+    Start ``run()`` as a task; ``drain()`` waits until everything submitted is in the log;
+    ``close()`` drains and stops the writer.
+    """
+
+    def __init__(self, log: EventLog, *, pipeline: PricePipeline | None = None, clock: Clock | None = None,
+                 conflate: bool = True, max_pending: int = 10_000, batch_max: int = 1000,
+                 retry: Backoff | None = None,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+        self.log = log
+        self.pipeline = pipeline or PricePipeline()
+        self.clock: Clock = clock or SystemClock()
+        self.conflate = conflate
+        self.max_pending = max_pending
+        self.batch_max = batch_max
+        self.retry = retry or jittered_exponential(initial=0.05, maximum=5.0)
+        self.sleep = sleep
+        self.stats: Counter[str] = Counter()
+        self.unavailable = False
+        self._buf: list[Event] = []
+        self._tail: dict[str, int] = {}
+        self._dead: list[Reject] = []
+        self._changed = asyncio.Condition()
+        self._busy = False
+        self._closed = False
+
+    # ------------------------------------------------------------------ producers
+
+    async def submit_frame(self, source: str, parser: Parser, raw: bytes | str) -> None:
+        """Parse, guard and queue one websocket frame (its rejects are dead-lettered)."""
+        out = self.pipeline.process_frame(source, parser, raw, self.clock.now_us())
+        await self._put(out.events, out.rejects)
+
+    async def submit_quotes(self, quotes: Sequence[Quote], now_us: int | None = None) -> None:
+        """Guard and queue quotes from a recorded source; ``now_us`` defaults to the clock."""
+        out = self.pipeline.process_quotes(quotes, self.clock.now_us() if now_us is None else now_us)
+        await self._put(out.events, out.rejects)
+
+    async def submit(self, events: Sequence[Event]) -> None:
+        """Queue events as they are (account events: never conflated, dropped or reordered)."""
+        await self._put(events, ())
+
+    async def check_stale(self, now_us: int | None = None) -> None:
+        """Run the staleness watchdog once and queue what it says."""
+        await self._put(self.pipeline.check_stale(self.clock.now_us() if now_us is None else now_us), ())
+
+    async def watch_stale(self, interval_s: float) -> None:
+        """Run the watchdog every ``interval_s`` until cancelled."""
+        while True:
+            await self.sleep(interval_s)
+            await self.check_stale()
+
+    async def _put(self, events: Sequence[Event], rejects: Sequence[Reject]) -> None:
+        if not events and not rejects:
+            return
+        async with self._changed:
+            for r in rejects:
+                await self._changed.wait_for(lambda: len(self._dead) < self.max_pending)
+                self._dead.append(r)
+            for e in events:
+                if self.conflate and isinstance(e, PriceUpdated):
+                    i = self._tail.get(e.symbol)
+                    if i is not None:
+                        self._buf[i] = e
+                        self.stats["conflated"] += 1
+                        continue
+                if len(self._buf) >= self.max_pending:
+                    self.stats["backpressure_waits"] += 1
+                    await self._changed.wait_for(lambda: len(self._buf) < self.max_pending)
+                if isinstance(e, PriceUpdated):
+                    self._tail[e.symbol] = len(self._buf)
+                else:
+                    self._tail.clear()
+                self._buf.append(e)
+            self._changed.notify_all()
+
+    # ------------------------------------------------------------------ the writer
+
+    async def run(self) -> None:
+        """The writer loop: append batches until ``close()``; never drops a batch."""
+        while True:
+            async with self._changed:
+                await self._changed.wait_for(lambda: bool(self._buf or self._dead or self._closed))
+                if not self._buf and not self._dead and self._closed:
+                    return
+                batch = self._buf[: self.batch_max]
+                del self._buf[: self.batch_max]
+                self._tail.clear()
+                dead, self._dead = self._dead, []
+                self._busy = True
+                self._changed.notify_all()
+            try:
+                if batch:
+                    await self._with_retry("append", lambda b=batch: self._append(b))  # type: ignore[misc]
+                for r in dead:
+                    await self._with_retry("dead_letter", lambda r=r: self._dead_letter(r))  # type: ignore[misc]
+            finally:
+                async with self._changed:
+                    self._busy = False
+                    self._changed.notify_all()
+
+    async def _append(self, batch: list[Event]) -> None:
+        ids = await self.log.append(batch)
+        added = sum(1 for i in ids if i is not None)
+        self.stats["appended"] += added
+        self.stats["duplicates"] += len(ids) - added
+
+    async def _dead_letter(self, r: Reject) -> None:
+        await self.log.dead_letter(r.source, r.reason, r.detail, r.payload)
+        self.stats["dead_lettered"] += 1
+
+    async def _with_retry(self, op: str, call: Callable[[], Awaitable[None]]) -> None:
+        delays = None
+        while True:
+            try:
+                await call()
+            except LogError as exc:
+                if delays is None:
+                    delays = self.retry()
+                self.unavailable = True
+                self.stats["log_retries"] += 1
+                delay = next(delays)
+                log.error("ingest_log_unavailable", op=op, error=str(exc), retry_in_s=round(delay, 3),
+                          retries=self.stats["log_retries"])
+                await self.sleep(delay)
+                continue
+            if self.unavailable:
+                self.unavailable = False
+                log.info("ingest_log_recovered", op=op)
+            return
+
+    async def drain(self) -> None:
+        """Wait until every event and dead letter submitted so far is in the log."""
+        async with self._changed:
+            await self._changed.wait_for(lambda: not self._buf and not self._dead and not self._busy)
+
+    async def close(self) -> None:
+        """Drain, then let ``run()`` return."""
+        async with self._changed:
+            self._closed = True
+            self._changed.notify_all()
+
+    @property
+    def pending(self) -> int:
+        return len(self._buf)
