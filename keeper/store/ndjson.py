@@ -68,8 +68,8 @@ def export_lines(entries: Iterable[tuple[str, bytes]]) -> Iterator[bytes]:
             yield _PREFIX + eid + _MID_B + base64.b64encode(payload) + b'"}\n'
 
 
-def _open(path: Path, mode: str) -> IO[bytes]:
-    if path.suffix == ".gz":
+def _open(path: Path, mode: str, gz: bool | None = None) -> IO[bytes]:
+    if path.suffix == ".gz" if gz is None else gz:
         return gzip.open(path, mode + "b", compresslevel=6)  # type: ignore[return-value]
     return path.open(mode + "b")
 
@@ -79,7 +79,7 @@ async def export_log(log: _Readable, path: Path) -> int:
     n = 0
     after = "0-0"
     tmp = path.with_name(path.name + ".part")
-    with _open(tmp, "w") as f:
+    with _open(tmp, "w", gz=path.suffix == ".gz") as f:
         while True:
             raw = await log.read_raw(after, _BATCH)
             if not raw:
