@@ -103,6 +103,8 @@ class Ingest:
             return
         async with self._changed:
             for r in rejects:
+                if len(self._dead) >= self.max_pending:
+                    self._changed.notify_all()  # wake the writer before waiting on it
                 await self._changed.wait_for(lambda: len(self._dead) < self.max_pending)
                 self._dead.append(r)
             for e in events:
@@ -114,6 +116,7 @@ class Ingest:
                         continue
                 if len(self._buf) >= self.max_pending:
                     self.stats["backpressure_waits"] += 1
+                    self._changed.notify_all()  # wake the writer before waiting on it
                     await self._changed.wait_for(lambda: len(self._buf) < self.max_pending)
                 if isinstance(e, PriceUpdated):
                     self._tail[e.symbol] = len(self._buf)
