@@ -92,6 +92,11 @@ class Stats:
     liquidated_notional: Decimal = Decimal(0)
 
 
+def _hf(x: Decimal) -> str:
+    """A health factor for rejection reasons: 4 decimals, rounded down (never shown as 1 when < 1)."""
+    return format(x.quantize(Decimal("0.0001"), rounding=ROUND_FLOOR).normalize(), "f")
+
+
 def _num(x: Decimal) -> str:
     """A short human form of an amount for rejection reasons."""
     q = x.quantize(Decimal("0.01")) if abs(x) >= 1 else x.quantize(Decimal("0.000001"))
@@ -371,10 +376,10 @@ class Venue:
         hf = self.health_factor(d.account, d.bucket)
         assert hf is not None
         if hf >= 1:
-            raise Rejection(f"healthy at venue price {self.price(sa)} (HF {_num(hf)} >= 1)")
+            raise Rejection(f"healthy at venue price {self.price(sa)} (HF {_hf(hf)} >= 1)")
         factor = HALF if hf > FULL_CLOSE_HF else ONE
         if rq > debt * factor:
-            raise Rejection(f"close factor exceeded: repay {rq} > {factor} x debt {debt} (HF {_num(hf)})")
+            raise Rejection(f"close factor exceeded: repay {rq} > {factor} x debt {debt} (HF {_hf(hf)})")
         params = self.assets.get(sa)
         bonus = params.liquidation_bonus if params and params.liquidation_bonus is not None else Decimal(0)
         decimals = params.decimals if params and params.decimals is not None else 18
@@ -402,7 +407,7 @@ class Venue:
     def _lending_bad_debt(self, d: ev.Decision, b: Bucket) -> list[bytes]:
         hf = self.health_factor(d.account, d.bucket)
         if hf is None or hf >= 1:
-            raise Rejection(f"healthy at venue price (HF {'none' if hf is None else _num(hf)} >= 1)")
+            raise Rejection(f"healthy at venue price (HF {'none' if hf is None else _hf(hf)} >= 1)")
         out = [self._emit(ev.Withdraw(event_id="", ts_event=0, causation_id=d.intent_id, account=d.account,
                                       bucket=d.bucket, asset=a, amount=amt))
                for a, amt in sorted(b.balances.items()) if amt > 0]
