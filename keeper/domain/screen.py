@@ -189,6 +189,19 @@ def linearise(
     return Linear(const, coefs, ceilings)
 
 
+_NONLINEAR_MODELS = frozenset({"drift", "gmx", "mango"})
+
+
+def screen_mode(kind: str, model: str, mm_at: str) -> tuple[bool, bool, bool]:
+    """``(lending, mm_at_entry, always_check)`` for ``upsert`` from a margin profile's fields.
+
+    Drift (strict TWAP guards, liability weights on spot borrows), GMX (minimum collateral in
+    USD) and Mango (weights applied after netting perps into the settle token) are not linear
+    in prices the way the screen models them: their buckets are always candidates.
+    """
+    return kind == "lending", mm_at == "entry", model in _NONLINEAR_MODELS
+
+
 class _Column:
     """The entries of one symbol: rows sorted in ``[0, nb)``, appended unsorted in ``[nb, n)``.
 

@@ -1,0 +1,352 @@
+"""The health screen: a conservative filter that never misses an exactly liquidatable bucket."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from keeper.domain.model import AssetParams, Bucket, MarketParams, Position, Tier
+from keeper.domain.screen import Screen, linearise, screen_mode, tier_bound
+
+D = Decimal
+MARKETS = {
+    "BTC": MarketParams(symbol="BTC", mmf=D("0.005")),
+    "ETH": MarketParams(symbol="ETH", mmf=D("0.01")),
+    "SOL": MarketParams(symbol="SOL", max_leverage=D("20")),
+    "TIER": MarketParams(symbol="TIER", mmf_tiers=(
+        Tier(D(0), D("0.004")), Tier(D(50_000), D("0.005")), Tier(D(250_000), D("0.01")),
+        Tier(D(1_000_000), D("0.025")), Tier(D(5_000_000), D("0.05")))),
+}
+ASSETS = {
+    "USDC": AssetParams(symbol="USDC", liquidation_threshold=D("0.9"), asset_weight=D(1)),
+    "WETH": AssetParams(symbol="WETH", liquidation_threshold=D("0.8"), asset_weight=D("0.9"),
+                        liability_weight=D("1.1")),
+}
+
+
+# ---------------------------------------------------------------- an exact reference, independent
+
+
+def _brackets(m: MarketParams) -> list[tuple[D, D, D]]:
+    out: list[tuple[D, D, D]] = []
+    pr = pd = D(0)
+    for i, t in enumerate(sorted(m.mmf_tiers, key=lambda t: t.notional_floor)):
+        d = t.deduction if t.deduction is not None else (
+            t.notional_floor * t.rate if i == 0 else pd + t.notional_floor * (t.rate - pr))
+        out.append((t.notional_floor, t.rate, d))
+        pr, pd = t.rate, d
+    return out
+
+
+def exact_mm(m: MarketParams, notional: D) -> D:
+    if m.mmf is not None:
+        return notional * m.mmf
+    if m.max_leverage is not None:
+        return notional / (2 * m.max_leverage)
+    br = _brackets(m)
+    _, rate, ded = br[0]
+    for f, r, d in br:
+        if notional >= f:
+            rate, ded = r, d
+    return max(D(0), notional * rate - ded)
+
+
+def exact_slack(b: Bucket, prices: dict[str, D], lending: bool) -> D:
+    """equity - requirement (perp) or weighted collateral - debt (lending), in exact Decimal."""
+    s = D(0)
+    for sym, bal in b.balances.items():
+        a = ASSETS[sym]
+        if bal > 0:
+            w = a.liquidation_threshold if lending else a.asset_weight
+            assert w is not None
+        else:
+            w = max(D(1), a.liability_weight or D(1))
+        s += bal * prices[sym] * w
+    for sym, p in b.positions.items():
+        px = prices[sym]
+        s += p.size * px + p.quote_value() - exact_mm(MARKETS[sym], abs(p.size) * px)
+    return s
+
+
+def magnitude(b: Bucket, prices: dict[str, D], lending: bool) -> D:
+    """The size of the numbers the slack is made of: sum of the absolute terms."""
+    terms = [abs(bal) * prices[s] for s, bal in b.balances.items()]
+    terms += [abs(p.size * prices[s]) + abs(p.quote_value()) for s, p in b.positions.items()]
+    return sum(terms, D(0))
+
+
+def liquidatable(b: Bucket, prices: dict[str, D], lending: bool) -> bool:
+    has_risk = bool(b.positions) or any(v < 0 for v in b.balances.values())
+    return has_risk and exact_slack(b, prices, lending) < 0
+
+
+# ---------------------------------------------------------------- behaviour
+
+
+def long_btc(collateral: str, size: str = "1", entry: str = "60000") -> Bucket:
+    return Bucket("cross", {"USDC": D(collateral)}, {"BTC": Position("BTC", D(size), D(entry))})
+
+
+def test_long_is_flagged_only_once_price_crosses_its_liquidation_price() -> None:
+    sc = Screen()
+    prices = {"BTC": D(60000), "USDC": D(1)}
+    assert not sc.upsert("a/cross", long_btc("6000"), MARKETS, ASSETS, prices, False)
+    # E = 6000 + (P - 60000); MM = 0.005 P  ->  P* = 54000 / 0.995
+    p_star = D(54000) / D("0.995")
+    assert sc.candidates("BTC", p_star * D("1.0001")) == []
+    assert sc.candidates("BTC", p_star * D("0.9999")) == ["a/cross"]
+    assert sc.check("a/cross")
+    assert sc.candidates("BTC", D(70000)) == []
+    assert not sc.check("a/cross")
+
+
+def test_short_is_flagged_when_price_rises() -> None:
+    sc = Screen()
+    b = Bucket("cross", {"USDC": D(3000)}, {"ETH": Position("ETH", D(-10), D(3000))})
+    sc.upsert("s/cross", b, MARKETS, ASSETS, {"ETH": D(3000), "USDC": D(1)}, False)
+    # E = 3000 - 10 (P - 3000) ; MM = 0.1 P -> P* = 33000 / 10.1
+    p_star = D(33000) / D("10.1")
+    assert sc.candidates("ETH", p_star * D("0.9999")) == []
+    assert sc.candidates("ETH", p_star * D("1.0001")) == ["s/cross"]
+
+
+def test_lending_bucket_is_flagged_when_collateral_falls_below_threshold() -> None:
+    sc = Screen()
+    b = Bucket("cross", {"WETH": D(10), "USDC": D(-20000)})
+    sc.upsert("l/cross", b, MARKETS, ASSETS, {"WETH": D(3000), "USDC": D(1)}, True)
+    # HF = 10 * P * 0.8 / 20000 < 1  <=>  P < 2500
+    assert sc.candidates("WETH", D("2500.01")) == []
+    assert sc.candidates("WETH", D("2499.99")) == ["l/cross"]
+    # a rising debt price also counts
+    assert sc.candidates("WETH", D(2600)) == []
+    assert sc.candidates("USDC", D("1.05")) == ["l/cross"]
+
+
+def test_candidates_only_name_buckets_exposed_to_the_symbol_sorted_by_key() -> None:
+    sc = Screen()
+    prices = {"BTC": D(60000), "ETH": D(3000), "USDC": D(1)}
+    for k in ["z/cross", "b/cross", "m/iso"]:
+        sc.upsert(k, long_btc("1000"), MARKETS, ASSETS, prices, False)
+    sc.upsert("e/cross", Bucket("cross", {"USDC": D(1000)}, {"ETH": Position("ETH", D(1), D(3000))}),
+              MARKETS, ASSETS, prices, False)
+    assert sc.exposed("BTC") == ["b/cross", "m/iso", "z/cross"]
+    assert sc.candidates("BTC", D(58000)) == ["b/cross", "m/iso", "z/cross"]
+    assert sc.candidates("ETH", D(3001)) == []
+    assert sc.exposed("ETH") == ["e/cross"]
+
+
+def test_upsert_replaces_exposure_and_remove_forgets_and_recycles_rows() -> None:
+    sc = Screen()
+    prices = {"BTC": D(60000), "ETH": D(3000), "USDC": D(1)}
+    sc.upsert("a/cross", long_btc("100"), MARKETS, ASSETS, prices, False)
+    assert sc.check("a/cross")
+    moved = Bucket("cross", {"USDC": D(100)}, {"ETH": Position("ETH", D(1), D(3000))})
+    sc.upsert("a/cross", moved, MARKETS, ASSETS, prices, False)
+    assert sc.exposed("BTC") == []
+    assert sc.exposed("ETH") == ["a/cross"]
+    assert not sc.check("a/cross")
+    sc.remove("a/cross")
+    assert "a/cross" not in sc
+    assert sc.exposed("ETH") == []
+    sc.upsert("b/cross", long_btc("100000"), MARKETS, ASSETS, prices, False)
+    assert sc.stats()["buckets"] == 1
+    assert sc.candidates("ETH", D(1)) == []  # the recycled row is not exposed to ETH any more
+    assert sc.candidates("BTC", D(50000)) == []
+    sc.remove("never-there")
+
+
+def test_unlinearisable_bucket_is_a_candidate_on_every_tick_of_its_symbols() -> None:
+    sc = Screen()
+    prices = {"BTC": D(60000), "USDC": D(1), "XYZ": D(5)}
+    odd = Bucket("cross", {"USDC": D(10**9)}, {"XYZ": Position("XYZ", D(1), D(5))})  # unknown market
+    assert sc.upsert("odd/cross", odd, MARKETS, ASSETS, prices, False)
+    sc.upsert("mango/cross", long_btc("1000000"), MARKETS, ASSETS, prices, False, always_check=True)
+    assert sc.candidates("XYZ", D(6)) == ["odd/cross"]
+    assert sc.candidates("USDC", D(1)) == ["mango/cross", "odd/cross"]
+    assert sc.candidates("BTC", D(90000)) == ["mango/cross"]
+    assert sc.stats()["always_check"] == 2
+
+
+def test_screen_mode_follows_the_profile_fields() -> None:
+    assert screen_mode("lending", "aave", "liq") == (True, False, False)
+    assert screen_mode("perp", "perp", "entry") == (False, True, False)
+    assert screen_mode("perp", "mango", "liq") == (False, False, True)
+
+
+def test_mm_at_entry_puts_the_margin_in_the_constant() -> None:
+    lin = linearise(long_btc("6000"), MARKETS, ASSETS, {"BTC": D(60000)}, False, mm_at_entry=True)
+    assert lin is not None
+    assert lin.coefs["BTC"] == D(1)
+    assert lin.const == D(-60000) - D(60000) * D("0.005")
+
+
+@given(st.integers(1, 10**8), st.integers(1, 10**8))
+def test_tier_bound_covers_the_schedule_up_to_its_ceiling(n0: int, n: int) -> None:
+    m = MARKETS["TIER"]
+    bound = tier_bound(m, D(n0))
+    assert bound is not None
+    rate, ceiling = bound
+    if ceiling is None or D(n) <= ceiling:
+        assert D(n) * rate >= exact_mm(m, D(n))
+    assert ceiling is None or ceiling > 2 * D(n0)
+
+
+def test_tiered_position_leaving_its_band_is_flagged_until_upserted_again() -> None:
+    sc = Screen()
+    b = Bucket("cross", {"USDC": D(10**9)}, {"TIER": Position("TIER", D(1), D(10_000))})
+    prices = {"TIER": D(10_000), "USDC": D(1)}
+    sc.upsert("t/cross", b, MARKETS, ASSETS, prices, False)
+    assert sc.candidates("TIER", D(20_000)) == []      # notional 20k: band (0, 50k]
+    assert sc.candidates("TIER", D(60_000)) == ["t/cross"]  # out of the band: re-check
+    assert sc.check("t/cross")
+    sc.upsert("t/cross", b, MARKETS, ASSETS, {**prices, "TIER": D(60_000)}, False)
+    assert sc.candidates("TIER", D(61_000)) == []
+
+
+def test_resync_recomputes_what_the_ticks_accumulated() -> None:
+    rng = np.random.default_rng(7)
+    sc = Screen()
+    prices = {"BTC": D(60000), "ETH": D(3000), "USDC": D(1)}
+    for i in range(200):
+        b = Bucket("cross", {"USDC": D(int(rng.integers(100, 20000)))},
+                   {"BTC": Position("BTC", D(int(rng.integers(-5, 6)) or 1) / 10, D(60000)),
+                    "ETH": Position("ETH", D(int(rng.integers(-5, 6)) or 1), D(3000))})
+        sc.upsert(f"{i:03d}/cross", b, MARKETS, ASSETS, prices, False)
+    for _ in range(300):
+        sym = "BTC" if rng.random() < 0.5 else "ETH"
+        base = 60000 if sym == "BTC" else 3000
+        sc.on_price(sym, base * float(rng.uniform(0.8, 1.2)))
+    before = np.array([sc.headroom(f"{i:03d}/cross") for i in range(200)])
+    sc.resync()
+    after = np.array([sc.headroom(f"{i:03d}/cross") for i in range(200)])
+    # incremental never above the fresh value (beyond float noise) and close to it
+    assert (before <= after + 1e-9 * np.abs(after) + 1e-9).all()
+    np.testing.assert_allclose(before, after, rtol=1e-6, atol=1e-3)
+    assert sc.stats()["resyncs"] == 1
+
+
+def test_on_price_rejects_bad_prices() -> None:
+    sc = Screen()
+    for bad in [0, -1, float("nan"), float("inf")]:
+        with pytest.raises(ValueError, match="price"):
+            sc.on_price("BTC", bad)
+
+
+def test_automatic_resync_runs_after_the_configured_number_of_ticks() -> None:
+    sc = Screen(resync_every=10)
+    sc.upsert("a/cross", long_btc("6000"), MARKETS, ASSETS, {"BTC": D(60000), "USDC": D(1)}, False)
+    for i in range(25):
+        sc.on_price("BTC", 60000 + i)
+    assert sc.stats()["resyncs"] == 2
+
+
+# ---------------------------------------------------------------- random books and price paths
+
+SYMS = ["BTC", "ETH", "SOL", "TIER", "USDC", "WETH"]
+BASE = {"BTC": D(60000), "ETH": D(3000), "SOL": D(150), "TIER": D(20000), "USDC": D(1), "WETH": D(3000)}
+
+
+@st.composite
+def books(draw: st.DrawFn) -> list[tuple[Bucket, bool]]:
+    out = []
+    for _ in range(draw(st.integers(1, 12))):
+        lending = draw(st.booleans())
+        if lending:
+            b = Bucket("cross", {"WETH": D(draw(st.integers(1, 10**6))) / 1000,
+                                 "USDC": -D(draw(st.integers(1, 10**7))) / 100})
+        else:
+            pos = {}
+            for m in draw(st.lists(st.sampled_from(["BTC", "ETH", "SOL", "TIER"]), min_size=1,
+                                   max_size=4, unique=True)):
+                size = D(draw(st.integers(-10**6, 10**6)) or 1) / 1000
+                entry = BASE[m] * D(draw(st.integers(900, 1100))) / 1000
+                pos[m] = Position(m, size, entry)
+            b = Bucket("cross", {}, pos)
+            bal = {"USDC": D(0)}
+            if draw(st.booleans()):
+                bal["WETH"] = D(draw(st.integers(-1000, 1000))) / 100
+            b.balances.update({k: v for k, v in bal.items() if v})
+        # put the bucket right at its boundary, a hair either side (relative 1e-6 .. 1e-17 of its
+        # size, or exactly on it), so float noise and a wrong tolerance band would show
+        slack = exact_slack(b, BASE, lending)
+        mag = magnitude(b, BASE, lending)
+        sign = draw(st.sampled_from([-1, 0, 1]))
+        nudge = sign * mag * D(10) ** -draw(st.integers(6, 17))
+        target = b.balances.get("USDC", D(0)) - slack + nudge  # USDC weighs 1 as debt or perp cash
+        if target:
+            b.balances["USDC"] = target
+        out.append((b, lending))
+    return out
+
+
+# price levels in basis points from the base: paths leave and come back to the boundary
+moves = st.lists(st.tuples(st.sampled_from(SYMS), st.sampled_from([-3000, -300, -1, 0, 0, 1, 300, 3000])),
+                 min_size=1, max_size=30)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(books(), moves, st.sampled_from([0.0, 1e-6]), st.sampled_from([0, 7]))
+def test_screen_never_misses_an_exactly_liquidatable_bucket(
+    book: list[tuple[Bucket, bool]], path: list[tuple[str, int]], abs_tol: float, resync_every: int
+) -> None:
+    sc = Screen(abs_tol=abs_tol, resync_every=resync_every)
+    prices = dict(BASE)
+    for i, (b, lending) in enumerate(book):
+        flagged = sc.upsert(f"{i:02d}/cross", b, MARKETS, ASSETS, prices, lending)
+        assert flagged or not liquidatable(b, prices, lending)
+    for sym, bp in path:
+        prices[sym] = BASE[sym] * (1 + D(bp) / 10_000)
+        got = set(sc.candidates(sym, prices[sym]))
+        for i, (b, lending) in enumerate(book):
+            key = f"{i:02d}/cross"
+            if liquidatable(b, prices, lending):
+                assert sc.check(key), (key, exact_slack(b, prices, lending))
+                if sym in b.symbols():
+                    assert key in got, (key, exact_slack(b, prices, lending))
+
+
+@settings(max_examples=40, deadline=None)
+@given(books())
+def test_bulk_load_flags_what_upserts_flag(book: list[tuple[Bucket, bool]]) -> None:
+    up = Screen()
+    bulk = Screen()
+    prices = dict(BASE)
+    keys, const, er, es, coef, pmax = [], [], [], [], [], []
+    for i, (b, lending) in enumerate(book):
+        key = f"{i:02d}/cross"
+        up.upsert(key, b, MARKETS, ASSETS, prices, lending)
+        lin = linearise(b, MARKETS, ASSETS, prices, lending)
+        assert lin is not None
+        keys.append(key)
+        const.append(float(lin.const))
+        for s in b.symbols():
+            er.append(i)
+            es.append(SYMS.index(s))
+            coef.append(float(lin.coefs[s]))
+            c = lin.ceilings.get(s)
+            pmax.append(np.inf if c is None else float(np.nextafter(float(c), 0.0)))
+    bulk.load_columns(keys, const, er, es, coef, symbols=SYMS, prices=prices, pmax=pmax)
+    for s in SYMS:
+        assert bulk.exposed(s) == up.exposed(s)
+    for s, f in [("BTC", 0.97), ("TIER", 1.6), ("WETH", 0.9), ("ETH", 1.05), ("USDC", 1.01), ("BTC", 1.1)]:
+        p = float(prices[s]) * f
+        prices[s] = D(p)
+        assert bulk.candidates(s, p) == up.candidates(s, p)
+    assert [bulk.check(k) for k in keys] == [up.check(k) for k in keys]
+
+
+def test_load_columns_rejects_bad_input() -> None:
+    sc = Screen()
+    with pytest.raises(ValueError, match="two entries"):
+        sc.load_columns(["a", "b"], [0.0, 0.0], [0, 0], [0, 0], [1.0, 2.0], symbols=["BTC"],
+                        prices={"BTC": 1.0})
+    with pytest.raises(ValueError, match="no price"):
+        Screen().load_columns(["a"], [0.0], [0], [0], [1.0], symbols=["BTC"], prices={})
+    sc2 = Screen()
+    sc2.upsert("x/cross", long_btc("1"), MARKETS, ASSETS, {"BTC": D(1), "USDC": D(1)}, False)
+    with pytest.raises(ValueError, match="empty"):
+        sc2.load_columns(["a"], [0.0], [0], [0], [1.0], symbols=["BTC"], prices={"BTC": 1.0})
