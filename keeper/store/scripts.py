@@ -10,16 +10,29 @@ APPEND = """
 -- KEYS[1] = log stream, KEYS[2] = set of event ids already in the log
 -- ARGV = event_id_1, payload_1, event_id_2, payload_2, ...
 -- Returns one entry id per event, or false for a duplicate (already in the log or earlier in
--- this batch). SADD is the check and the mark in one call, so the whole batch is atomic.
-local out = {}
-local n = 0
-for i = 1, #ARGV, 2 do
-  n = n + 1
-  if redis.call('SADD', KEYS[2], ARGV[i]) == 1 then
-    out[n] = redis.call('XADD', KEYS[1], '*', 'e', ARGV[i + 1])
-  else
-    out[n] = false
+-- this batch). The check (SMISMEMBER), the XADDs and the marking (SADD) run in one script, so
+-- the batch is atomic; the set is read and written in bulk (chunks of 1000 to stay inside
+-- Lua's unpack limit), leaving one redis.call per event: its XADD.
+local n = #ARGV / 2
+local out, seen, new = {}, {}, {}
+for c = 1, n, 1000 do
+  local ids = {}
+  for k = c, math.min(c + 999, n) do ids[#ids + 1] = ARGV[2 * k - 1] end
+  local known = redis.call('SMISMEMBER', KEYS[2], unpack(ids))
+  for j = 1, #ids do
+    local k = c + j - 1
+    local id = ids[j]
+    if known[j] == 0 and not seen[id] then
+      seen[id] = true
+      new[#new + 1] = id
+      out[k] = redis.call('XADD', KEYS[1], '*', 'e', ARGV[2 * k])
+    else
+      out[k] = false
+    end
   end
+end
+for c = 1, #new, 1000 do
+  redis.call('SADD', KEYS[2], unpack(new, c, math.min(c + 999, #new)))
 end
 return out
 """
