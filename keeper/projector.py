@@ -119,6 +119,8 @@ class Projector:
         self._since_snapshot = 0
         self._last_snapshot_t = monotonic()
         self._snapshot_offset: str | None = None
+        self.position = "0-0"
+        """Where reading continues: the core's offset, or past entries that were dead-lettered."""
 
     async def start(self) -> Core:
         """Load the newest valid snapshot (or start fresh) and re-append pending output."""
@@ -139,6 +141,7 @@ class Projector:
         if core is None:
             core = self.factory(None)
         self.core = core
+        self.position = core.offset
         pending = list(core.pending())
         if pending:
             ids = await self.log.append(pending)
@@ -149,7 +152,7 @@ class Projector:
     async def step(self, block_ms: int | None = None) -> int:
         """Read and apply one batch; returns the number of entries applied."""
         core = self.core if self.core is not None else await self.start()
-        entries = await self.log.read(core.offset, self.batch, block_ms)
+        entries, self.position = await self.log.read_batch(self.position, self.batch, block_ms)
         if not entries:
             return 0
         out: list[Event] = []
@@ -171,9 +174,9 @@ class Projector:
         """Apply everything in the log now; returns the number of entries applied."""
         total = 0
         while True:
-            n = await self.step()
-            total += n
-            if n == 0:
+            before = self.position
+            total += await self.step()
+            if self.position == before:
                 return total
 
     async def run(self, stop: asyncio.Event, block_ms: int = 200) -> None:
