@@ -76,7 +76,8 @@ async def test_undecodable_entries_are_dead_lettered_and_projection_goes_on(redi
     log = await RedisEventLog.connect(redis_url)
     try:
         await log.append(deposits(3))
-        await log.append_raw([b'{"type":"deposit","event_id":"broken"', b'{"type":"nope","event_id":"x"}'] * 600)
+        bad = [b'{"type":"deposit","event_id":"broken"', b'{"type":"nope","event_id":"x"}']
+        await log.append_raw(bad * 600)
         await log.append(deposits(4, start=3))
         p = Projector(log, RedisSnapshotStore(log.client), factory, batch=100)
         await p.catch_up()
