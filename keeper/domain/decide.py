@@ -1,0 +1,339 @@
+"""The keeper's pure core: fold each log entry into state, re-check only what it can touch, decide.
+
+``KeeperCore`` is the sans-I/O object the projector (``keeper.projector``) drives live and replay
+drives offline: ``handle(entry_id, event)`` applies the entry and returns the
+``LiquidationIntended`` entries to record (the outbox). No clock, no randomness, no I/O, and every
+iteration is in sorted order: the same entries give byte-identical decisions.
+
+Rules (``docs/keeper.md`` explains why):
+
+- **What is re-checked.** A price: the buckets exposed to that symbol (the exposure index, kept
+  up to date from account events) that the numpy screen (``keeper.domain.screen``, conservative:
+  it never misses a liquidatable bucket) flags as candidates. An account event: that bucket. An
+  outcome that frees a bucket (confirmed, rejected, expired): that bucket. ``FeedRecovered``,
+  ``KeeperResumed``: the buckets exposed to that symbol that the screen flags (the kill switch:
+  all flagged buckets). Market or asset parameter changes: every bucket exposed to it.
+- **Confirmation.** Every candidate goes through the margin engine's exact ``evaluate`` and
+  ``plan_liquidation`` before anything is decided.
+- **Guards.** A bucket with any symbol in ``state.unsafe``, or a missing or non-positive price,
+  gets no decision at all. A bucket with an open intent (``state.busy``) is skipped until the
+  outcome is in the log or the intent expires.
+- **Priority.** Several buckets breaching on one event are decided lowest health first, ties by
+  bucket key; caps are spent in that order.
+- **Modes.** ``live`` (submitted by the runner); ``paper`` (the keeper is in paper mode);
+  ``paused`` (kill switch or the market is paused); ``skip:profit`` (the bonus, net of the
+  protocol fee, does not cover ``min_profit``); ``skip:cap`` (the count or notional cap of the
+  interval, measured in log time, is spent). Only ``live`` marks the bucket busy; the others are
+  recorded once per bucket per unhealthy episode (until the bucket is seen healthy again, or
+  its mode changes), so a bucket that stays unhealthy for hours does not flood the log.
+- **Ids.** ``intent_id = "liq:<account>/<bucket>@<trigger entry id>"``; the intent's
+  ``ts_event`` is the trigger's ``ts_event`` and its ``causation_id`` the trigger's event id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from decimal import Decimal
+from typing import Literal
+
+import msgspec
+
+from keeper.domain import events as ev
+from keeper.domain import guards
+from keeper.domain import state as st
+from keeper.domain.margin import evaluate, get_profile, plan_liquidation
+from keeper.domain.model import bucket_key
+from keeper.domain.screen import Screen, screen_mode
+from keeper.errors import KeeperError
+
+Mode = Literal["live", "paper"]
+CORE_FORMAT = 1000 + st.STATE_FORMAT
+"""Snapshot format of a keeper core (distinct from a plain projection's)."""
+
+
+class KeeperParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """How the keeper decides. Frozen; unknown keys are rejected by name when decoded.
+
+    - ``profile``: the margin profile (``keeper.domain.margin.get_profile``);
+    - ``mode``: ``paper`` (default: decide and record, submit nothing) or ``live``;
+    - ``min_profit``: USD the liquidation bonus (net of the protocol fee) must cover, checked
+      only where the plan carries a bonus;
+    - ``cap_count`` / ``cap_notional``: live decisions (count, USD notional) allowed per
+      ``cap_interval_us`` of log time (``ts_event``); None: no cap;
+    - ``intent_ttl_us``: the expiry rule the runner applies: an intent not submitted within
+      this long after its trigger's ``ts_event`` is expired.
+    """
+
+    profile: str
+    mode: Mode = "paper"
+    min_profit: Decimal = Decimal(0)
+    cap_count: int | None = None
+    cap_notional: Decimal | None = None
+    cap_interval_us: int = 60_000_000
+    intent_ttl_us: int = 60_000_000
+
+
+def intent_id(account: str, bucket: str, trigger: str) -> str:
+    """The intent id of a liquidation of ``account/bucket`` decided after log entry ``trigger``."""
+    return f"liq:{account}/{bucket}@{trigger}"
+
+
+def bucket_of_intent(intent: str) -> str:
+    """``account/bucket`` from an intent id."""
+    return intent.removeprefix("liq:").rpartition("@")[0]
+
+
+class _Saved(msgspec.Struct, forbid_unknown_fields=True):
+    profile: str
+    state: st.State
+    episodes: dict[str, str]
+    window: list[tuple[int, Decimal]]
+    pending: list[ev.LiquidationIntended]
+
+
+_saved_encoder = msgspec.msgpack.Encoder()
+_saved_decoder = msgspec.msgpack.Decoder(_Saved)
+
+
+class KeeperCore:
+    """State + exposure index + decide. See the module docstring for the rules."""
+
+    FORMAT = CORE_FORMAT
+
+    def __init__(self, params: KeeperParams, state: st.State | None = None) -> None:
+        self.params = params
+        self.profile = get_profile(params.profile)
+        self.state = state if state is not None else st.State()
+        self._episodes: dict[str, str] = {}
+        self._window: list[tuple[int, Decimal]] = []
+        self._pending: dict[str, ev.LiquidationIntended] = {}
+        self._exposure: dict[str, set[str]] = {}
+        self._symbols_of: dict[str, tuple[str, ...]] = {}
+        self.screen = Screen()
+        self._screen_mode = screen_mode(self.profile.kind, self.profile.model, self.profile.mm_at)
+        self.rechecked_last = 0
+        """Buckets confirmed with exact arithmetic after the last event (a metric)."""
+        self.rechecked_total = 0
+        self.skipped: dict[str, int] = {}
+        """Why candidates were not decided, counted (a metric, not part of the snapshot)."""
+        for account in sorted(self.state.accounts):
+            for name in sorted(self.state.accounts[account].buckets):
+                self._reindex(bucket_key(account, name))
+
+    # ------------------------------------------------------------------ the projector's interface
+
+    @property
+    def offset(self) -> str:
+        return self.state.offset
+
+    def handle(self, entry_id: str, event: ev.Event) -> list[ev.Event]:
+        """Apply one log entry and return the intents decided after it (possibly none)."""
+        if type(event) is ev.LiquidationIntended:
+            self._pending.pop(event.event_id, None)
+        st.apply(self.state, entry_id, event)
+        keys = self._touched(event)
+        self.rechecked_last = 0
+        if not keys:
+            return []
+        return list(self._decide(keys, entry_id, event))
+
+    def pending(self) -> list[ev.Event]:
+        """Intents decided but not yet seen back in the log (re-appended on restart)."""
+        return [self._pending[k] for k in sorted(self._pending)]
+
+    def snapshot(self) -> bytes:
+        """Everything that decides future output: state, episodes, cap window, pending."""
+        return _saved_encoder.encode(_Saved(self.params.profile, self.state, dict(self._episodes),
+                                            list(self._window), self.pending()))  # type: ignore[arg-type]
+
+    @classmethod
+    def restore(cls, data: bytes, params: KeeperParams) -> KeeperCore:
+        """A core from ``snapshot()`` bytes; raises ``msgspec.ValidationError`` on damage and
+        ``ValueError`` when the snapshot was taken under another profile."""
+        saved = _saved_decoder.decode(data)
+        if saved.profile != params.profile:
+            raise ValueError(f"snapshot is of profile {saved.profile!r}, not {params.profile!r}")
+        core = cls(params, saved.state)
+        core._episodes = dict(saved.episodes)
+        core._window = list(saved.window)
+        core._pending = {p.event_id: p for p in saved.pending}
+        return core
+
+    # ------------------------------------------------------------------ the exposure index
+
+    def exposed(self, symbol: str) -> set[str]:
+        """Keys of the buckets whose health moves with ``symbol``."""
+        return self._exposure.get(symbol, set())
+
+    def _reindex(self, key: str) -> None:
+        bucket = self.state.find_bucket(key)
+        new = tuple(bucket.symbols()) if bucket is not None else ()
+        if bucket is not None and new:
+            lending, at_entry, always = self._screen_mode
+            s = self.state
+            self.screen.upsert(key, bucket, s.markets, s.assets, s.prices, lending,
+                               mm_at_entry=at_entry, always_check=always)
+        else:
+            self.screen.remove(key)
+        old = self._symbols_of.get(key, ())
+        if new == old:
+            return
+        for s in old:
+            keys = self._exposure.get(s)
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del self._exposure[s]
+        for s in new:
+            self._exposure.setdefault(s, set()).add(key)
+        if new:
+            self._symbols_of[key] = new
+        else:
+            self._symbols_of.pop(key, None)
+
+    def _touched(self, event: ev.Event) -> Iterable[str]:
+        t = type(event)
+        if t is ev.PriceUpdated:
+            assert isinstance(event, ev.PriceUpdated)
+            flagged = self.screen.candidates(event.symbol, event.price)
+            if self._episodes:
+                # the screen is conservative: an exposed bucket it does not flag is healthy,
+                # so its unhealthy episode is over
+                hit = set(flagged)
+                for key in [k for k in self._episodes
+                            if k not in hit and event.symbol in self._symbols_of.get(k, ())]:
+                    del self._episodes[key]
+            return flagged
+        if isinstance(event, ev.ACCOUNT_EVENTS):
+            key = bucket_key(event.account, event.bucket)
+            self._reindex(key)
+            return (key,)
+        if t is ev.LiquidationConfirmed or t is ev.LiquidationRejected or t is ev.LiquidationExpired:
+            assert isinstance(event, ev._Outcome)
+            key = (bucket_key(event.account, event.bucket) if event.account
+                   else bucket_of_intent(event.intent_id))
+            return (key,)
+        if t is ev.FeedRecovered:
+            assert isinstance(event, ev.FeedRecovered)
+            return self._flagged(self.exposed(event.symbol))
+        if t is ev.KeeperResumed:
+            assert isinstance(event, ev.KeeperResumed)
+            keys = self._symbols_of if event.scope == guards.KILL_SWITCH else self.exposed(event.scope)
+            return self._flagged(keys)
+        if isinstance(event, ev.MarketListed | ev.MarketParamsChanged | ev.AssetListed
+                      | ev.AssetParamsChanged):
+            exposed = sorted(self.exposed(event.params.symbol))
+            for key in exposed:  # new parameters change the screen's coefficients
+                self._reindex(key)
+            return exposed
+        return ()
+
+    def _flagged(self, keys: Iterable[str]) -> list[str]:
+        return [k for k in sorted(keys) if self.screen.check(k)]
+
+    # ------------------------------------------------------------------ decide
+
+    def _skip(self, why: str) -> None:
+        self.skipped[why] = self.skipped.get(why, 0) + 1
+
+    def _decide(self, keys: Iterable[str], entry_id: str, trigger: ev.Event) -> Sequence[ev.Event]:
+        s = self.state
+        breaches = []
+        for key in sorted(keys):
+            if key in s.busy:
+                continue
+            bucket = s.find_bucket(key)
+            if bucket is None:
+                continue
+            symbols = self._symbols_of.get(key, ())
+            if not symbols:
+                self._episodes.pop(key, None)
+                continue
+            if guards.unsafe_symbols(symbols, s.unsafe):
+                self._skip("unsafe_market")
+                continue
+            if guards.bad_prices(symbols, s.prices):
+                self._skip("no_price")
+                continue
+            self.rechecked_last += 1
+            try:
+                health = evaluate(self.profile, bucket, s.markets, s.assets, s.prices)
+            except KeeperError:
+                self._skip("engine_error")
+                continue
+            if not health.liquidatable:
+                self._episodes.pop(key, None)
+                continue
+            breaches.append((health.health_factor, key, bucket, health, symbols))
+        self.rechecked_total += self.rechecked_last
+        breaches.sort(key=lambda b: (b[0], b[1]))
+        out: list[ev.Event] = []
+        for _, key, bucket, health, symbols in breaches:
+            try:
+                plan = plan_liquidation(self.profile, bucket, s.markets, s.assets, s.prices)
+            except KeeperError:
+                self._skip("engine_error")
+                continue
+            if plan is None:
+                self._skip("no_plan")
+                continue
+            mode = self._mode(symbols, plan.notional, plan.bonus, plan.protocol_fee, plan.seize_asset)
+            if mode != "live" and self._episodes.get(key) == mode:
+                continue
+            account, _, name = key.partition("/")
+            iid = intent_id(account, name, entry_id)
+            decision = ev.Decision(
+                intent_id=iid, account=account, bucket=name, trigger=entry_id,
+                trigger_event_id=trigger.event_id, profile=self.profile.name, rule=plan.rule,
+                action=plan.action, market=plan.market, size=plan.size,
+                repay_asset=plan.repay_asset, repay_amount=plan.repay_amount,
+                seize_asset=plan.seize_asset, seize_amount=plan.seize_amount,
+                protocol_fee=plan.protocol_fee, close_factor=plan.close_factor, bonus=plan.bonus,
+                notional=plan.notional, equity=health.equity, requirement=health.requirement,
+                health_before=health.health_factor, health_after=plan.health_after,
+                bankrupt=health.bankrupt, prices={sym: s.prices[sym] for sym in symbols}, mode=mode)
+            intended = ev.LiquidationIntended(event_id=iid, ts_event=trigger.ts_event,
+                                              causation_id=trigger.event_id, decision=decision)
+            if mode == "live":
+                self._episodes.pop(key, None)
+                s.busy[key] = iid
+                s.open_intents[iid] = st.OpenIntent(iid, key, "intended", trigger.ts_event, entry_id)
+                self._window.append((trigger.ts_event, plan.notional))
+            else:
+                self._episodes[key] = mode
+                self._skip(mode)
+            self._pending[iid] = intended
+            out.append(intended)
+        return out
+
+    def _mode(self, symbols: Sequence[str], notional: Decimal, bonus: Decimal | None,
+              fee: Decimal | None, seize_asset: str | None) -> str:
+        p = self.params
+        if p.mode == "paper":
+            return "paper"
+        if guards.paused_scope(symbols, self.state.paused) is not None:
+            return "paused"
+        if bonus is not None and p.min_profit > 0:
+            fee_value = Decimal(0)
+            if fee and seize_asset is not None and seize_asset in self.state.prices:
+                fee_value = fee * self.state.prices[seize_asset]
+            if notional * bonus - fee_value < p.min_profit:
+                return "skip:profit"
+        if p.cap_count is not None or p.cap_notional is not None:
+            horizon = self.state.log_time - p.cap_interval_us
+            self._window = [w for w in self._window if w[0] > horizon]
+            if p.cap_count is not None and len(self._window) >= p.cap_count:
+                return "skip:cap"
+            if p.cap_notional is not None and sum((w[1] for w in self._window), Decimal(0)) + notional \
+                    > p.cap_notional:
+                return "skip:cap"
+        return "live"
+
+
+def decide_log(entries: Iterable[tuple[str, ev.Event]], params: KeeperParams) -> list[ev.LiquidationIntended]:
+    """Run a fresh core over recorded entries; every intent it decides, in order (replay/diff)."""
+    core = KeeperCore(params)
+    out: list[ev.LiquidationIntended] = []
+    for entry_id, event in entries:
+        out.extend(e for e in core.handle(entry_id, event) if isinstance(e, ev.LiquidationIntended))
+    return out
