@@ -67,8 +67,7 @@ def redact_value(value: Any) -> Any:
     if isinstance(value, str):
         return _pattern.sub(REDACTED, value) if _pattern is not None else value
     if isinstance(value, Mapping):
-        return {k: (REDACTED if isinstance(k, str) and _SECRET_KEY.search(k) and v is not None
-                    else redact_value(v)) for k, v in value.items()}
+        return {k: _redact_item(k, v) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
         return [redact_value(v) for v in value]
     if isinstance(value, int | float | bool) or value is None:
@@ -80,15 +79,18 @@ def redact_value(value: Any) -> Any:
     return value
 
 
+def _redact_item(key: object, value: Any) -> Any:
+    # a container under a secret-looking key ("secrets": {...}) is walked, not blanked, so the
+    # config dump keeps saying which secrets are set
+    if (isinstance(key, str) and _SECRET_KEY.search(key) and value is not None
+            and not isinstance(value, Mapping | list | tuple)):
+        return REDACTED
+    return redact_value(value)
+
+
 def redact(_logger: WrappedLogger, _name: str, event_dict: EventDict) -> EventDict:
     """structlog processor: mask secret-named keys and registered secret values."""
-    out: EventDict = {}
-    for k, v in event_dict.items():
-        if _SECRET_KEY.search(k) and v is not None:
-            out[k] = REDACTED
-        else:
-            out[k] = redact_value(v)
-    return out
+    return {k: _redact_item(k, v) for k, v in event_dict.items()}
 
 
 def _shared_chain() -> list[Processor]:
