@@ -1,0 +1,117 @@
+"""Where a replay reads the log from: an NDJSON export or a Redis stream, in log order.
+
+Both sources yield batches of ``(entry_id, event)`` pairs, decoded with
+``keeper.domain.codec.decode`` (typed msgspec decoding, upcasting old versions). An entry that
+cannot be decoded is *skipped and counted* (``SourceStats.bad``), exactly as the live projector
+never saw it (the live log dead-letters it on read); a replay never writes anything anywhere,
+not even a dead letter.
+
+Positions are stream entry ids (``ms-seq``); ``after`` is exclusive and ``to`` inclusive, and
+they compare as ``(ms, seq)`` integer pairs, never as strings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from keeper.domain.codec import decode
+from keeper.domain.events import Event
+from keeper.errors import DecodeError
+from keeper.store.entries import parse_id
+from keeper.store.ndjson import iter_ndjson
+
+Batch = list[tuple[str, Event]]
+"""Decoded entries of one batch, in log order."""
+
+BATCH = 1000
+
+
+@dataclass
+class SourceStats:
+    """What a source read: entries decoded, entries skipped as undecodable (by reason)."""
+
+    read: int = 0
+    bad: int = 0
+    bad_reasons: dict[str, int] = field(default_factory=dict)
+    first: str | None = None
+    last: str | None = None
+
+    def skip(self, reason: str) -> None:
+        self.bad += 1
+        self.bad_reasons[reason] = self.bad_reasons.get(reason, 0) + 1
+
+
+def _decode_batch(raw: list[tuple[str, bytes]], stats: SourceStats) -> Batch:
+    out: Batch = []
+    append = out.append
+    for entry_id, payload in raw:
+        try:
+            append((entry_id, decode(payload)))
+        except DecodeError as exc:
+            stats.skip(exc.reason)
+    if out:
+        if stats.first is None:
+            stats.first = out[0][0]
+        stats.last = out[-1][0]
+        stats.read += len(out)
+    return out
+
+
+def _cut(raw: list[tuple[str, bytes]], to: tuple[int, int] | None) -> tuple[list[tuple[str, bytes]], bool]:
+    """Drop entries past ``to``; the flag says the end was reached."""
+    if to is None or not raw or parse_id(raw[-1][0]) <= to:
+        return raw, False
+    keep = [r for r in raw if parse_id(r[0]) <= to]
+    return keep, True
+
+
+def ndjson_batches(path: Path, *, after: str = "0-0", to: str | None = None,
+                   batch: int = BATCH, stats: SourceStats | None = None) -> Iterator[Batch]:
+    """Batches of decoded entries of an NDJSON export (``.gz`` by suffix), ``after < id <= to``."""
+    stats = stats if stats is not None else SourceStats()
+    start = parse_id(after)
+    skipping = start > (0, 0)
+    end = parse_id(to) if to is not None else None
+    raw: list[tuple[str, bytes]] = []
+    for entry_id, payload in iter_ndjson(path):
+        if skipping:
+            if parse_id(entry_id) <= start:
+                continue
+            skipping = False
+        raw.append((entry_id, payload))
+        if len(raw) >= batch:
+            raw, done = _cut(raw, end)
+            yield _decode_batch(raw, stats)
+            raw = []
+            if done:
+                return
+    if raw:
+        raw, _ = _cut(raw, end)
+        yield _decode_batch(raw, stats)
+
+
+class RawReader(Protocol):
+    """What a log source needs of a log: ``RedisEventLog`` and ``MemoryEventLog`` both fit."""
+
+    async def read_raw(self, after: str = "0-0", count: int = 1000, block_ms: int | None = None
+                       ) -> list[tuple[str, bytes]]: ...
+
+
+async def log_batches(log: RawReader, *, after: str = "0-0", to: str | None = None,
+                      batch: int = BATCH, stats: SourceStats | None = None) -> AsyncIterator[Batch]:
+    """Batches of decoded entries read from a live log (``read_raw``, never blocking)."""
+    stats = stats if stats is not None else SourceStats()
+    end = parse_id(to) if to is not None else None
+    position = after
+    while True:
+        raw = await log.read_raw(position, batch)
+        if not raw:
+            return
+        position = raw[-1][0]
+        raw, done = _cut(raw, end)
+        yield _decode_batch(raw, stats)
+        if done:
+            return

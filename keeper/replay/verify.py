@@ -1,0 +1,143 @@
+"""Verify: re-derive every decision and compare it with what was recorded live.
+
+Two sides, keyed by intent id (``liq:<account>/<bucket>@<trigger entry id>``):
+
+- *derived*: the ``LiquidationIntended`` entries the core returns during the replay;
+- *recorded*: the ``LiquidationIntended`` entries found in the log.
+
+A decision agrees when both sides have it and its ``Decision`` encodes to the same JSON bytes.
+Everything else is a divergence: ``mismatch`` (both sides, different bytes),
+``derived_not_recorded`` or ``recorded_not_derived``. Divergences are ordered by log position
+(the trigger entry id, then the intent id), so the *first* divergence is the earliest place where
+this keeper would have acted differently.
+
+When the replay starts from a snapshot, recorded intents whose trigger is at or before the
+snapshot's offset were decided before the replay began and are left out of the comparison.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import msgspec
+
+from keeper.domain.events import Decision, Event, LiquidationIntended
+from keeper.store.entries import parse_id
+
+_encoder = msgspec.json.Encoder()
+
+MISMATCH = "mismatch"
+DERIVED_ONLY = "derived_not_recorded"
+RECORDED_ONLY = "recorded_not_derived"
+
+
+def decision_bytes(d: Decision) -> bytes:
+    """The canonical JSON of a decision: what 'byte-identical' is measured on."""
+    return _encoder.encode(d)
+
+
+@dataclass(frozen=True)
+class Divergence:
+    """One decision on which the replay and the recording disagree."""
+
+    kind: str
+    intent_id: str
+    position: str
+    """The trigger's log entry id: where the decision was (or would have been) made."""
+    recorded_at: str | None
+    """The log entry id of the recorded intent, when there is one."""
+    derived: bytes | None
+    recorded: bytes | None
+
+    def sort_key(self) -> tuple[tuple[int, int], str]:
+        return parse_id(self.position), self.intent_id
+
+    def describe(self) -> str:
+        """Both sides, human-readable, for the terminal."""
+        where = f"at log position {self.position}"
+        if self.recorded_at is not None:
+            where += f" (recorded at {self.recorded_at})"
+        lines = [f"first divergence: {self.kind} {self.intent_id} {where}"]
+        lines.append(f"  recorded: {self.recorded.decode() if self.recorded is not None else '(none)'}")
+        lines.append(f"  derived:  {self.derived.decode() if self.derived is not None else '(none)'}")
+        if self.derived is not None and self.recorded is not None:
+            a = msgspec.json.decode(self.recorded)
+            b = msgspec.json.decode(self.derived)
+            diff = sorted(k for k in {*a, *b} if a.get(k) != b.get(k))
+            lines.append(f"  fields that differ: {', '.join(diff)}")
+            for k in diff:
+                lines.append(f"    {k}: recorded {a.get(k)!r} derived {b.get(k)!r}")
+        return "\n".join(lines)
+
+
+@dataclass
+class VerifyReport:
+    """The outcome: how many decisions were compared and every divergence, in log order."""
+
+    decisions: int = 0
+    agreed: int = 0
+    divergences: list[Divergence] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.divergences
+
+    @property
+    def first(self) -> Divergence | None:
+        return self.divergences[0] if self.divergences else None
+
+    def summary(self) -> str:
+        """The last line a verify prints."""
+        return f"verify: {self.decisions} decisions, {len(self.divergences)} divergences"
+
+
+class Verifier:
+    """Collects both sides as a replay runs (``after`` hook) and compares them at ``finish``.
+
+    Pass ``start`` (the offset the replay began after) to leave out intents decided earlier.
+    """
+
+    def __init__(self, start: str = "0-0") -> None:
+        self.start = parse_id(start)
+        self._derived: dict[str, tuple[str, bytes]] = {}
+        self._recorded: dict[str, tuple[str, str, bytes]] = {}
+        self._order: list[str] = []
+
+    def after(self, entry_id: str, event: Event, derived: Sequence[Event]) -> None:
+        """Replay hook: note what the core derived after ``entry_id`` and any recorded intent."""
+        for e in derived:
+            if type(e) is LiquidationIntended:
+                assert isinstance(e, LiquidationIntended)
+                iid = e.decision.intent_id
+                if iid not in self._derived:
+                    self._derived[iid] = (entry_id, decision_bytes(e.decision))
+        if type(event) is LiquidationIntended:
+            assert isinstance(event, LiquidationIntended)
+            d = event.decision
+            if parse_id(d.trigger) <= self.start:
+                return
+            if d.intent_id not in self._recorded:
+                self._recorded[d.intent_id] = (d.trigger, entry_id, decision_bytes(d))
+
+    def finish(self) -> VerifyReport:
+        """Compare the two sides; divergences sorted by log position."""
+        report = VerifyReport()
+        ids = self._derived.keys() | self._recorded.keys()
+        report.decisions = len(ids)
+        out: list[Divergence] = []
+        for iid in ids:
+            der = self._derived.get(iid)
+            rec = self._recorded.get(iid)
+            if der is not None and rec is not None:
+                if der[1] == rec[2]:
+                    report.agreed += 1
+                else:
+                    out.append(Divergence(MISMATCH, iid, rec[0], rec[1], der[1], rec[2]))
+            elif der is not None:
+                out.append(Divergence(DERIVED_ONLY, iid, der[0], None, der[1], None))
+            elif rec is not None:
+                out.append(Divergence(RECORDED_ONLY, iid, rec[0], rec[1], None, rec[2]))
+        out.sort(key=Divergence.sort_key)
+        report.divergences = out
+        return report
