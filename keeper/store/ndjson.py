@@ -41,7 +41,7 @@ class _Importable(Protocol):
 
 class _Line(msgspec.Struct):
     id: str
-    e: msgspec.Raw | None = None
+    e: msgspec.Raw = msgspec.field(default_factory=msgspec.Raw)
     b64: str | None = None
 
 
@@ -104,7 +104,7 @@ def parse_line(line: bytes) -> tuple[str, bytes]:
         obj = _line_decoder.decode(line)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise LogError(f"bad NDJSON line: {exc}: {line[:120]!r}") from exc
-    if obj.e is not None:
+    if len(obj.e):
         return obj.id, bytes(obj.e)
     if obj.b64 is not None:
         return obj.id, base64.b64decode(obj.b64)

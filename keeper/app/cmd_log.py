@@ -1,0 +1,103 @@
+"""``keeper log``: export / import (NDJSON, ``.gz``), tail and dead letters of the event log.
+
+Where the log is: ``--redis-url`` (default ``$REDIS_URL``); without one, a private embedded
+redis-server is started on the data folder (``--data-dir``, default ``var/redis``) for the
+duration of the command and stopped after it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from keeper.errors import KeeperError
+from keeper.store.embedded import open_redis
+from keeper.store.ndjson import export_lines, export_log, import_log
+from keeper.store.redis_log import RedisEventLog, wrap_errors
+
+HELP = "export, import, tail or list dead letters of the event log"
+
+log = structlog.get_logger()
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL"),
+                        help="the log's Redis (default $REDIS_URL; none: an embedded server)")
+    parser.add_argument("--data-dir", type=Path, default=Path("var/redis"),
+                        help="data folder of the embedded server (default var/redis)")
+    parser.add_argument("--shard", default="0")
+    parser.add_argument("--prefix", default="keeper")
+    sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    p = sub.add_parser("export", help="write the whole log to FILE (NDJSON; .gz compresses)")
+    p.add_argument("file", type=Path)
+    p = sub.add_parser("import", help="load FILE into an empty log, same entry ids")
+    p.add_argument("file", type=Path)
+    p = sub.add_parser("tail", help="print the last N entries as NDJSON")
+    p.add_argument("-n", "--count", type=int, default=20)
+    p.add_argument("-f", "--follow", action="store_true", help="then wait for new entries")
+    p.add_argument("--follow-for", type=float, default=None,
+                   help="with --follow, stop after this many seconds")
+    p = sub.add_parser("dead", help="print dead letters (reason, source, detail, payload)")
+    p.add_argument("-n", "--count", type=int, default=100)
+
+
+def _write(lines: list[bytes]) -> None:
+    sys.stdout.buffer.write(b"".join(lines))
+    sys.stdout.buffer.flush()
+
+
+async def _tail(lg: RedisEventLog, count: int, follow: bool, follow_for: float | None) -> int:
+    async with wrap_errors("tail"):
+        res: Any = await lg.client.xrevrange(lg.key, count=count)
+    raw = [(k.decode(), f.get(b"e", b"")) for k, f in reversed(res)]
+    _write(list(export_lines(raw)))
+    after = raw[-1][0] if raw else await lg.last_id()
+    n = len(raw)
+    if not follow:
+        return n
+    loop = asyncio.get_running_loop()
+    deadline = None if follow_for is None else loop.time() + follow_for
+    while deadline is None or loop.time() < deadline:
+        batch = await lg.read_raw(after, 1000, block_ms=1000)
+        if batch:
+            _write(list(export_lines(batch)))
+            after = batch[-1][0]
+            n += len(batch)
+    return n
+
+
+async def _run(args: argparse.Namespace) -> int:
+    url, server = await open_redis(args.redis_url, args.data_dir)
+    try:
+        lg = await RedisEventLog.connect(url, shard=args.shard, prefix=args.prefix)
+        try:
+            if args.action == "export":
+                n = await export_log(lg, args.file)
+                print(f"exported {n} entries to {args.file}", file=sys.stderr)
+            elif args.action == "import":
+                n = await import_log(lg, args.file)
+                print(f"imported {n} entries from {args.file}", file=sys.stderr)
+            elif args.action == "tail":
+                await _tail(lg, args.count, args.follow, args.follow_for)
+            elif args.action == "dead":
+                for d in await lg.dead_letters(args.count):
+                    print(f"{d.id}\t{d.reason}\t{d.source}\t{d.detail}\t"
+                          f"{d.payload[:200].decode(errors='replace')}")
+            else:  # pragma: no cover - argparse restricts the choices
+                raise KeeperError(f"unknown action {args.action}")
+        finally:
+            await lg.close()
+    finally:
+        if server is not None:
+            server.stop()
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    return asyncio.run(_run(args))
