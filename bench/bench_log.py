@@ -9,7 +9,8 @@ changes 35%), pre-encoded with ``keeper.domain.codec.encode``.
   the client's pool; median of 3 runs of the full million (the log is flushed between runs).
 - ``rebuild_redis_events_per_s`` / ``rebuild_ndjson_events_per_s``: a fresh child process reads
   the whole log (``read_batch`` of 1,000 = XREAD + ``codec.decode``) or the NDJSON export
-  (``iter_ndjson`` + ``codec.decode``) and folds each event with ``keeper.domain.state.apply``.
+  (``iter_ndjson_events``: id and event in one typed msgspec pass) and folds each event with
+  ``keeper.domain.state.apply``.
   GC levers: ``gc.freeze()`` after imports/setup and ``gc.disable()`` for the rebuild (state
   records are ``gc=False`` msgspec Structs, so nothing cyclic is left uncollected). Median of 3.
 - ``rebuild_peak_rss_mb``: the largest peak RSS (VmHWM) of the rebuild child processes.
@@ -111,7 +112,6 @@ def peak_rss_mb() -> float:
 
 def child_rebuild(kind: str, src: str) -> None:
     """Run in a fresh process: rebuild the state, print JSON {rate, n, rss_mb, accounts}."""
-    from keeper.domain.codec import decode
     from keeper.domain.state import State, apply
 
     gc.collect()
@@ -141,10 +141,10 @@ def child_rebuild(kind: str, src: str) -> None:
 
         n = asyncio.run(run())
     else:
-        from keeper.store.ndjson import iter_ndjson
+        from keeper.store.ndjson import iter_ndjson_events
 
-        for entry_id, payload in iter_ndjson(Path(src)):
-            apply(state, entry_id, decode(payload))
+        for entry_id, event in iter_ndjson_events(Path(src)):
+            apply(state, entry_id, event)
             n += 1
     dt = time.perf_counter() - t0
     gc.enable()

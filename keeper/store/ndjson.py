@@ -14,13 +14,16 @@ from __future__ import annotations
 
 import base64
 import gzip
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Protocol
 
 import msgspec
 
-from keeper.errors import LogError
+from keeper.domain.codec import decode
+from keeper.domain.events import AnyEvent, Event
+from keeper.errors import DecodeError, LogError
+from keeper.ports import LogEntry
 
 _PREFIX = b'{"id":"'
 _MID_E = b'","e":'
@@ -46,6 +49,14 @@ class _Line(msgspec.Struct):
 
 
 _line_decoder = msgspec.json.Decoder(_Line)
+
+
+class _EventLine(msgspec.Struct):
+    id: str
+    e: AnyEvent
+
+
+_event_line_decoder = msgspec.json.Decoder(_EventLine)
 
 
 def _is_json_line(payload: bytes) -> bool:
@@ -135,3 +146,32 @@ async def import_log(log: _Importable, path: Path) -> int:
     return n
 
 
+
+
+def iter_ndjson_events(path: Path,
+                       on_bad: Callable[[str, bytes, DecodeError], None] | None = None
+                       ) -> Iterator[LogEntry]:
+    """Decoded entries of an export, in order: the fast path for replay and rebuilds.
+
+    A line is decoded in one typed pass (id and event together) when its event is of the
+    current version; anything else (an old version to upcast, a ``b64`` line, a bad payload)
+    goes through ``parse_line`` + ``keeper.domain.codec.decode``, so the result is the same as
+    decoding ``iter_ndjson``. Undecodable entries are passed to ``on_bad`` (or skipped).
+    """
+    with _open(path, "r") as f:
+        for line in f:
+            try:
+                ln = _event_line_decoder.decode(line)
+                ev: Event = ln.e
+                if ev.v == type(ev).VERSION:
+                    yield LogEntry(ln.id, ev)
+                    continue
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                if not line.strip():
+                    continue
+            entry_id, payload = parse_line(line)
+            try:
+                yield LogEntry(entry_id, decode(payload))
+            except DecodeError as exc:
+                if on_bad is not None:
+                    on_bad(entry_id, payload, exc)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import gzip
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
-from keeper.errors import LogError
-from keeper.store.ndjson import export_lines, iter_ndjson, parse_line
+from keeper.domain.codec import decode, encode
+from keeper.domain.events import Deposit, PriceUpdated
+from keeper.errors import DecodeError, LogError
+from keeper.store.ndjson import export_lines, iter_ndjson, iter_ndjson_events, parse_line
 
 
 @pytest.mark.parametrize("payload", [
@@ -36,3 +40,23 @@ def test_garbage_line_is_an_error() -> None:
         parse_line(b"not json at all\n")
     with pytest.raises(LogError, match="without e or b64"):
         parse_line(b'{"id":"1-0"}\n')
+
+
+def test_fast_event_iteration_matches_decode(tmp_path: Path) -> None:
+    good = [(f"{i}-0", encode(Deposit(event_id=f"d{i}", ts_event=i, account="a", bucket="cross",
+                                      asset="USDC", amount=Decimal(i + 1))))
+            for i in range(5)]
+    good.append(("9-0", encode(PriceUpdated(event_id="p", ts_event=9, symbol="X", price=Decimal("2.5")))))
+    bad = [("10-0", b'{"type":"price_updated","event_id":"q","ts_event":1,"symbol":"X","price":"0"}'),
+           ("11-0", b"\xff")]
+    p = tmp_path / "x.ndjson.gz"
+    with gzip.open(p, "wb") as f:
+        f.writelines(export_lines(good + bad))
+    seen: list[tuple[str, str]] = []
+
+    def on_bad(entry_id: str, payload: bytes, exc: DecodeError) -> None:
+        seen.append((entry_id, exc.reason))
+
+    got = list(iter_ndjson_events(p, on_bad))
+    assert got == [(i, decode(b)) for i, b in good]
+    assert seen == [("10-0", "invalid_price"), ("11-0", "bad_json")]
