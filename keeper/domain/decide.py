@@ -170,8 +170,8 @@ class KeeperCore:
         new = tuple(bucket.symbols()) if bucket is not None else ()
         if bucket is not None and new:
             lending, at_entry, always = self._screen_mode
-            s = self.state
-            self.screen.upsert(key, bucket, s.markets, s.assets, s.prices, lending,
+            state = self.state
+            self.screen.upsert(key, bucket, state.markets, state.assets, state.prices, lending,
                                mm_at_entry=at_entry, always_check=always)
         else:
             self.screen.remove(key)

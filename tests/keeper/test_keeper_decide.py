@@ -33,8 +33,9 @@ def run(core: KeeperCore, log: Log, start: int = 0) -> list[ev.LiquidationIntend
 
 
 def perp_book() -> Log:
-    """a1: cross BTC long 1 @20000 with 2000 USDC (liquidatable below ~18947.37) and an isolated
-    ETH long that stays healthy; a2: an isolated BTC long with more margin and a healthy cross."""
+    """a1: cross BTC long 1 @20000 with 2000 USDC (liquidatable below 18947.37) and an isolated
+    ETH long 1 @2000 with 500 (below 1578.95); a2: an isolated BTC long 2 @20000 with 5000
+    (below 18421.05) and a cross ETH short 1 @2000 with 1000 (above 2857.14)."""
     log = Log()
     perp_market(log, "BTC")
     perp_market(log, "ETH")
@@ -43,7 +44,7 @@ def perp_book() -> Log:
     log.price("ETH", "2000")
     perp_account(log, "a1", "cross", "BTC", "1", "20000", "2000")
     perp_account(log, "a1", "iso-ETH", "ETH", "1", "2000", "500")
-    perp_account(log, "a2", "iso-BTC", "BTC", "2", "20000", "3000")
+    perp_account(log, "a2", "iso-BTC", "BTC", "2", "20000", "5000")
     perp_account(log, "a2", "cross", "ETH", "-1", "2000", "1000")
     return log
 
@@ -52,9 +53,9 @@ def test_a_cross_perp_bucket_crossing_its_threshold_gives_exactly_one_intent() -
     log = perp_book()
     core = KeeperCore(LIVE_PERP)
     assert run(core, log) == []
+    start = len(log.entries)
     log.price("BTC", "19000")  # healthy still: E=1000, MM=950
     trigger = log.price("BTC", "18900")
-    start = len(log.entries) - 2
     log.price("BTC", "18800")
     log.price("BTC", "18700")
     got = run(core, log, start)
@@ -73,13 +74,15 @@ def test_an_isolated_perp_bucket_liquidates_alone_and_other_buckets_stay_untouch
     log = perp_book()
     core = KeeperCore(LIVE_PERP)
     run(core, log)
-    # a2/iso-BTC: E = 3000 + 2(P-20000), MM = 0.1 P -> liquidatable below 19487.18; a1/cross
-    # (below 18947.37) is still healthy at 19400
+    # ETH halves: a1's isolated ETH long breaches, a1's cross bucket (BTC) is not even
+    # re-checked, a2's cross ETH short gains
     start = len(log.entries)
-    trigger = log.price("BTC", "19400")
+    trigger = log.price("ETH", "1500")
+    rechecked = core.rechecked_total
     got = run(core, log, start)
-    assert [i.event_id for i in got] == [intent_id("a2", "iso-BTC", trigger)]
-    assert set(core.state.busy) == {"a2/iso-BTC"}
+    assert [i.event_id for i in got] == [intent_id("a1", "iso-ETH", trigger)]
+    assert set(core.state.busy) == {"a1/iso-ETH"}
+    assert core.rechecked_total - rechecked == 1  # only the screen's candidate was confirmed
 
 
 def test_lending_cross_and_isolated_buckets_each_give_one_intent_and_healthy_ones_none() -> None:

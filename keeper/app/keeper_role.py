@@ -1,0 +1,74 @@
+"""Wiring of the keeper role (projector + ``KeeperCore``) and the executor role (``Runner``).
+
+``run_keeper`` runs both against one Redis until ``stop`` is set: the projector folds the log
+into a ``KeeperCore`` and appends its intents (the outbox), the runner submits live intents
+and appends outcomes. Each gets its own Redis client (the runner's reads block). The lead's
+``cmd_run`` calls this; tests run it in a subprocess (``tests/keeper/keeper_proc.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import structlog
+
+from keeper.domain.decide import KeeperCore, KeeperParams
+from keeper.execution.base import VenueExecutor
+from keeper.execution.claim import Claims
+from keeper.execution.runner import Runner
+from keeper.projector import Projector
+from keeper.store.redis_log import RedisEventLog
+from keeper.store.snapshots import RedisSnapshotStore
+
+_log = structlog.get_logger()
+
+
+@dataclass(frozen=True)
+class RoleConfig:
+    """Where and as whom: ``consumer`` must be stable per process (claims and pending entries
+    are taken back by name after a restart)."""
+
+    redis_url: str
+    consumer: str
+    group: str = "executor"
+    shard: str = "0"
+    snapshot_every: int = 10_000
+    snapshot_interval_s: float = 5.0
+    claim_ttl_ms: int = 30_000
+    stale_ms: int = 30_000
+    block_ms: int = 100
+
+
+def core_factory(params: KeeperParams) -> object:
+    """The projector's factory: a fresh core for ``None``, else one restored from bytes."""
+
+    def make(data: bytes | None) -> KeeperCore:
+        return KeeperCore(params) if data is None else KeeperCore.restore(data, params)
+
+    return make
+
+
+async def run_keeper(cfg: RoleConfig, params: KeeperParams, executor: VenueExecutor | None,
+                     stop: asyncio.Event) -> None:
+    """Project and decide; with an executor (and ``params.mode == "live"``) also submit."""
+    proj_log = await RedisEventLog.connect(cfg.redis_url, shard=cfg.shard)
+    run_log = await RedisEventLog.connect(cfg.redis_url, shard=cfg.shard)
+    try:
+        snaps = RedisSnapshotStore(proj_log.client, shard=cfg.shard, format=KeeperCore.FORMAT)
+        projector = Projector(proj_log, snaps, core_factory(params),  # type: ignore[arg-type]
+                              name=f"keeper-{cfg.consumer}", fmt=KeeperCore.FORMAT,
+                              snapshot_every=cfg.snapshot_every,
+                              snapshot_interval_s=cfg.snapshot_interval_s)
+        tasks = [projector.run(stop, block_ms=cfg.block_ms)]
+        if executor is not None:
+            runner = Runner(run_log, Claims(run_log.client, ttl_ms=cfg.claim_ttl_ms), executor,
+                            consumer=cfg.consumer, group=cfg.group, intent_ttl_us=params.intent_ttl_us,
+                            stale_ms=cfg.stale_ms)
+            tasks.append(runner.run(stop, block_ms=cfg.block_ms))
+        _log.info("keeper_started", consumer=cfg.consumer, mode=params.mode, profile=params.profile,
+                  executor=None if executor is None else executor.name)
+        await asyncio.gather(*tasks)
+    finally:
+        await proj_log.close()
+        await run_log.close()
