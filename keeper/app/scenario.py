@@ -1,0 +1,260 @@
+"""The `keeper health` scenario reader (format: ../shared/vectors/SCENARIO.md).
+
+``load_scenario(text)`` returns a fully validated :class:`Scenario` or raises
+:class:`~keeper.errors.ScenarioError` whose message names the offending field by its dotted
+path (``account.isolated[0].positions[1].market``). JSON is parsed with a ``parse_float`` hook
+so that a JSON number where a decimal string is required is reported, never silently rounded.
+Unknown top-level keys are ignored (they are for people and checkers); unknown keys inside
+markets, assets, buckets and positions are errors (a typo there changes the answer).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from keeper.domain.margin import LiquidationRequest, Profile, UnknownProfile, get_profile
+from keeper.domain.model import CROSS, AssetParams, Bucket, MarketParams, Position, Tier
+from keeper.errors import ScenarioError
+
+
+class _JsonFloat(str):
+    """A JSON float's text, kept so the error can quote it."""
+
+    __slots__ = ()
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A validated scenario: the profile, parameters, prices and the buckets in file order
+    (the cross bucket first, named ``cross``; isolated buckets by their ``id``)."""
+
+    id: str
+    profile: Profile
+    markets: dict[str, MarketParams]
+    assets: dict[str, AssetParams]
+    prices: dict[str, Decimal]
+    cross: Bucket | None
+    isolated: list[Bucket] = field(default_factory=list)
+    request: LiquidationRequest | None = None
+
+
+def _obj(v: Any, path: str) -> dict[str, Any]:
+    if not isinstance(v, dict):
+        raise ScenarioError(f"{path}: expected an object, got {_kind(v)}")
+    return v
+
+
+def _kind(v: Any) -> str:
+    if isinstance(v, _JsonFloat):
+        return f"a JSON float ({v})"
+    if isinstance(v, bool):
+        return "a boolean"
+    if isinstance(v, int):
+        return f"a JSON number ({v})"
+    if v is None:
+        return "null"
+    names = {"dict": "an object", "list": "an array", "str": "a string"}
+    return names.get(type(v).__name__, type(v).__name__)
+
+
+def _dec(v: Any, path: str, *, positive: bool = False, nonneg: bool = False) -> Decimal:
+    if isinstance(v, _JsonFloat):
+        raise ScenarioError(f"{path}: a JSON float ({v}) where a decimal string is required")
+    if not isinstance(v, str) or type(v) is not str:
+        raise ScenarioError(f"{path}: expected a decimal string, got {_kind(v)}")
+    try:
+        d = Decimal(v.strip())
+    except InvalidOperation:
+        raise ScenarioError(f"{path}: {v!r} is not a decimal number") from None
+    if not d.is_finite():
+        raise ScenarioError(f"{path}: {v!r} is not a finite number")
+    if positive and d <= 0:
+        raise ScenarioError(f"{path}: must be > 0, got {v}")
+    if nonneg and d < 0:
+        raise ScenarioError(f"{path}: must be >= 0, got {v}")
+    return d
+
+
+def _opt_dec(o: dict[str, Any], key: str, path: str, **kw: bool) -> Decimal | None:
+    return None if o.get(key) is None else _dec(o[key], f"{path}.{key}", **kw)
+
+
+def _check_keys(o: dict[str, Any], allowed: set[str], path: str) -> None:
+    extra = sorted(set(o) - allowed)
+    if extra:
+        raise ScenarioError(f"{path}.{extra[0]}: unknown field")
+
+
+def _market(sym: str, raw: Any, path: str) -> tuple[MarketParams, Decimal]:
+    o = _obj(raw, path)
+    _check_keys(o, {"price", "mmf", "imf", "mmf_tiers", "max_leverage", "liquidation_fee"}, path)
+    if "price" not in o:
+        raise ScenarioError(f"{path}.price: missing price")
+    price = _dec(o["price"], f"{path}.price", positive=True)
+    tiers: list[Tier] = []
+    raw_tiers = o.get("mmf_tiers") or []
+    if not isinstance(raw_tiers, list):
+        raise ScenarioError(f"{path}.mmf_tiers: expected an array, got {_kind(raw_tiers)}")
+    for i, t in enumerate(raw_tiers):
+        tp = f"{path}.mmf_tiers[{i}]"
+        to = _obj(t, tp)
+        _check_keys(to, {"notional_floor", "rate", "deduction"}, tp)
+        for k in ("notional_floor", "rate"):
+            if k not in to:
+                raise ScenarioError(f"{tp}.{k}: missing")
+        tiers.append(
+            Tier(
+                _dec(to["notional_floor"], f"{tp}.notional_floor", nonneg=True),
+                _dec(to["rate"], f"{tp}.rate", nonneg=True),
+                _opt_dec(to, "deduction", tp),
+            )
+        )
+    m = MarketParams(
+        symbol=sym,
+        mmf=_opt_dec(o, "mmf", path, nonneg=True),
+        imf=_opt_dec(o, "imf", path, nonneg=True),
+        mmf_tiers=tuple(tiers),
+        max_leverage=_opt_dec(o, "max_leverage", path, positive=True),
+        liquidation_fee=_opt_dec(o, "liquidation_fee", path, nonneg=True),
+    )
+    if m.mmf is None and not m.mmf_tiers and m.max_leverage is None:
+        raise ScenarioError(f"{path}: needs one of mmf, mmf_tiers or max_leverage")
+    return m, price
+
+
+_ASSET_DECIMALS = ("liquidation_threshold", "liquidation_bonus", "liquidation_protocol_fee",
+                   "asset_weight", "liability_weight")
+
+
+def _asset(sym: str, raw: Any, path: str) -> tuple[AssetParams, Decimal]:
+    o = _obj(raw, path)
+    _check_keys(o, {"price", "decimals", *_ASSET_DECIMALS}, path)
+    if "price" not in o:
+        raise ScenarioError(f"{path}.price: missing price")
+    price = _dec(o["price"], f"{path}.price", positive=True)
+    dec = o.get("decimals")
+    if dec is not None and (isinstance(dec, bool) or not isinstance(dec, int) or not 0 <= dec <= 36):
+        raise ScenarioError(f"{path}.decimals: expected an integer 0..36, got {_kind(dec)}")
+    vals = {k: _opt_dec(o, k, path, nonneg=True) for k in _ASSET_DECIMALS}
+    return AssetParams(symbol=sym, decimals=dec, **vals), price
+
+
+def _bucket(
+    name: str,
+    raw: dict[str, Any],
+    path: str,
+    markets: dict[str, MarketParams],
+    assets: dict[str, AssetParams],
+) -> Bucket:
+    bal_raw = raw.get("balances") or {}
+    balances: dict[str, Decimal] = {}
+    for sym, v in _obj(bal_raw, f"{path}.balances").items():
+        if sym not in assets:
+            raise ScenarioError(f"{path}.balances.{sym}: unknown asset {sym!r} (not in assets)")
+        d = _dec(v, f"{path}.balances.{sym}")
+        if d != 0:
+            balances[sym] = d
+    positions: dict[str, Position] = {}
+    pos_raw = raw.get("positions") or []
+    if not isinstance(pos_raw, list):
+        raise ScenarioError(f"{path}.positions: expected an array, got {_kind(pos_raw)}")
+    for i, p in enumerate(pos_raw):
+        pp = f"{path}.positions[{i}]"
+        po = _obj(p, pp)
+        _check_keys(po, {"market", "size", "entry_price", "quote"}, pp)
+        sym_raw = po.get("market")
+        if not isinstance(sym_raw, str):
+            raise ScenarioError(f"{pp}.market: expected a market name, got {_kind(sym_raw)}")
+        sym = sym_raw
+        if not isinstance(sym, str):
+            raise ScenarioError(f"{pp}.market: expected a market name, got {_kind(sym)}")
+        if sym not in markets:
+            raise ScenarioError(f"{pp}.market: unknown market {sym!r} (not in markets)")
+        if sym in positions:
+            raise ScenarioError(f"{pp}.market: a second position in {sym!r} in the same bucket")
+        if "size" not in po:
+            raise ScenarioError(f"{pp}.size: missing")
+        entry = _opt_dec(po, "entry_price", pp, positive=True)
+        quote = _opt_dec(po, "quote", pp)
+        if entry is not None and quote is not None:
+            raise ScenarioError(f"{pp}: give entry_price or quote, not both")
+        positions[sym] = Position(sym, _dec(po["size"], f"{pp}.size"), entry_price=entry, quote=quote)
+    return Bucket(name, balances, positions)
+
+
+def load_scenario(text: str | bytes) -> Scenario:
+    """Parse and validate a scenario; :class:`ScenarioError` names the first bad field."""
+    try:
+        doc = json.loads(text, parse_float=_JsonFloat, parse_constant=_bad_constant)
+    except json.JSONDecodeError as exc:
+        raise ScenarioError(f"bad JSON: {exc}") from None
+    except ValueError as exc:
+        raise ScenarioError(str(exc)) from None
+    top = _obj(doc, "scenario")
+    pname = top.get("profile")
+    if not isinstance(pname, str):
+        raise ScenarioError(f"profile: expected a profile name, got {_kind(pname)}")
+    try:
+        profile = get_profile(pname)
+    except UnknownProfile as exc:
+        raise ScenarioError(f"profile: {exc}") from None
+    markets: dict[str, MarketParams] = {}
+    assets: dict[str, AssetParams] = {}
+    prices: dict[str, Decimal] = {}
+    for sym, raw in _obj(top.get("markets") or {}, "markets").items():
+        markets[sym], prices[sym] = _market(sym, raw, f"markets.{sym}")
+    for sym, raw in _obj(top.get("assets") or {}, "assets").items():
+        assets[sym], price = _asset(sym, raw, f"assets.{sym}")
+        if sym in prices and prices[sym] != price:
+            raise ScenarioError(f"assets.{sym}.price: {sym!r} is also a market with another price")
+        prices[sym] = price
+    account = _obj(top.get("account"), "account")
+    _check_keys(account, {"cross", "isolated"}, "account")
+    cross = None
+    if account.get("cross") is not None:
+        c = _obj(account["cross"], "account.cross")
+        _check_keys(c, {"balances", "positions"}, "account.cross")
+        cross = _bucket(CROSS, c, "account.cross", markets, assets)
+    isolated: list[Bucket] = []
+    iso_raw = account.get("isolated") or []
+    if not isinstance(iso_raw, list):
+        raise ScenarioError(f"account.isolated: expected an array, got {_kind(iso_raw)}")
+    seen: set[str] = set()
+    for i, b in enumerate(iso_raw):
+        bp = f"account.isolated[{i}]"
+        bo = _obj(b, bp)
+        _check_keys(bo, {"id", "balances", "positions"}, bp)
+        bid = bo.get("id")
+        if not isinstance(bid, str) or not bid or bid == CROSS or bid in seen:
+            raise ScenarioError(f"{bp}.id: expected a unique bucket name other than 'cross', got {bid!r}")
+        seen.add(bid)
+        isolated.append(_bucket(bid, bo, bp, markets, assets))
+    request = None
+    if top.get("liquidation_request") is not None:
+        rp = "liquidation_request"
+        ro = _obj(top[rp], rp)
+        _check_keys(ro, {"repay_asset", "seize_asset", "amount"}, rp)
+        for k in ("repay_asset", "seize_asset"):
+            if not isinstance(ro.get(k), str) or ro[k] not in assets:
+                raise ScenarioError(f"{rp}.{k}: expected an asset of the scenario, got {ro.get(k)!r}")
+        request = LiquidationRequest(
+            ro["repay_asset"], ro["seize_asset"], _dec(ro.get("amount"), f"{rp}.amount", positive=True)
+        )
+    sid = top.get("id")
+    return Scenario(
+        id=sid if isinstance(sid, str) else "",
+        profile=profile,
+        markets=markets,
+        assets=assets,
+        prices=prices,
+        cross=cross,
+        isolated=isolated,
+        request=request,
+    )
+
+
+def _bad_constant(name: str) -> Any:
+    raise ValueError(f"bad JSON: {name} is not a number")

@@ -1,0 +1,45 @@
+"""The pure margin engine: bucket health, liquidation and bankruptcy prices, liquidation sizing,
+for perpetual and lending venues, each venue's conventions held in a :class:`Profile`.
+
+Public API (pinned; see docs/margin.md)::
+
+    evaluate(profile, bucket, markets, assets, prices) -> BucketHealth
+    liquidation_price(profile, bucket, market, markets, assets, prices) -> Decimal | None
+    bankruptcy_price(profile, bucket, market, markets, assets, prices) -> Decimal | None
+    plan_liquidation(profile, bucket, markets, assets, prices, request=None) -> LiquidationPlan | None
+
+No I/O, no clock, no randomness: every function is a function of its arguments.
+"""
+
+from __future__ import annotations
+
+from keeper.domain.margin.evaluate import evaluate
+from keeper.domain.margin.prices import bankruptcy_price, liquidation_price
+from keeper.domain.margin.profiles import PROFILE_NAMES, Profile, get_profile
+from keeper.domain.margin.sizing import pick_pair, pick_position, plan_liquidation
+from keeper.domain.margin.types import (
+    BucketHealth,
+    LiquidationPlan,
+    LiquidationRequest,
+    MissingParameter,
+    MissingPrice,
+    UnknownProfile,
+)
+
+__all__ = [
+    "PROFILE_NAMES",
+    "BucketHealth",
+    "LiquidationPlan",
+    "LiquidationRequest",
+    "MissingParameter",
+    "MissingPrice",
+    "Profile",
+    "UnknownProfile",
+    "bankruptcy_price",
+    "evaluate",
+    "get_profile",
+    "liquidation_price",
+    "pick_pair",
+    "pick_position",
+    "plan_liquidation",
+]

@@ -1,0 +1,184 @@
+"""Perpetual buckets: equity, maintenance requirement and their slopes in one market's price.
+
+Models (``Profile.model``):
+
+* ``perp`` (generic, Binance, Bybit, KuCoin, Hyperliquid, dYdX): equity
+  ``E = Σ balance·price (positive balances × asset_weight where the asset has one)
+  + Σ (size·P + quote)``; requirement ``Σ MM(notional)`` from the market's schedule, the
+  notional taken at the price (``mm_at = "liq"``) or at entry (``"entry"``).
+* ``drift``: total collateral ``Σ deposits·price·asset_weight + Σ perp PnL``; requirement
+  ``Σ perp MM + Σ borrows·price·liability_weight`` (spot liabilities count in the requirement).
+* ``gmx``: remaining collateral ``Σ collateral·price + PnL``; requirement
+  ``sizeInUsd·minCollateralFactorForLiquidation`` (``mmf`` on the entry notional); also
+  liquidatable at remaining ``<= 0`` or under ``min_collateral_usd``.
+* ``mango``: a perp's value ``size·P·(1 ∓ mmf) + quote`` (×``overall_asset_weight`` when
+  positive) is added to the settle token before token weights; positive token totals × asset
+  weight are ``equity``, negative ones × liability weight the ``requirement``.
+
+Every function here also returns the derivative of equity and requirement with respect to one
+symbol's price (``wrt``). Health is piecewise linear in each price, so the local slope is exact;
+the price solvers in ``prices.py`` use it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import NamedTuple
+
+from keeper.domain.margin.profiles import Profile
+from keeper.domain.margin.tiers import Bracket, bracket_for, brackets
+from keeper.domain.margin.types import ONE, ZERO, MissingParameter, price_of
+from keeper.domain.model import AssetParams, Bucket, MarketParams, Position
+
+
+class Terms(NamedTuple):
+    """Equity, requirement and their derivatives in the price of ``wrt``."""
+
+    equity: Decimal
+    requirement: Decimal
+    d_equity: Decimal
+    d_requirement: Decimal
+
+
+def market_of(markets: Mapping[str, MarketParams], symbol: str) -> MarketParams:
+    """The market's parameters, or :class:`MissingParameter` naming the unknown market."""
+    m = markets.get(symbol)
+    if m is None:
+        raise MissingParameter(f"unknown market {symbol!r}")
+    return m
+
+
+def entry_of(pos: Position) -> Decimal:
+    """The position's entry price (``-quote / size`` where it carries a quote balance)."""
+    if pos.entry_price is not None:
+        return pos.entry_price
+    if pos.size == 0:
+        return ZERO
+    return -pos.quote_value() / pos.size
+
+
+def position_mm(
+    profile: Profile, pos: Position, schedule: list[Bracket], price: Decimal
+) -> tuple[Decimal, Decimal]:
+    """``(MM, dMM/dP)`` of one position at mark ``price`` under the profile's ``mm_at``."""
+    size = abs(pos.size)
+    if size == 0:
+        return ZERO, ZERO
+    if profile.mm_at == "entry":
+        notional = size * entry_of(pos)
+        b = bracket_for(schedule, notional)
+        return max(ZERO, notional * b.rate - b.deduction), ZERO
+    notional = size * price
+    b = bracket_for(schedule, notional)
+    mm = notional * b.rate - b.deduction
+    if mm <= 0:
+        return ZERO, ZERO
+    return mm, size * b.rate
+
+
+def _weight(asset: AssetParams | None, field: str) -> Decimal:
+    if asset is None:
+        return ONE
+    w: Decimal | None = getattr(asset, field)
+    return ONE if w is None else w
+
+
+def perp_terms(  # noqa: PLR0917 -- the pinned API passes the model positionally
+    profile: Profile,
+    bucket: Bucket,
+    markets: Mapping[str, MarketParams],
+    assets: Mapping[str, AssetParams],
+    prices: Mapping[str, Decimal],
+    wrt: str | None = None,
+) -> Terms:
+    """Equity and maintenance requirement of a perpetual bucket (see the module docstring)."""
+    if profile.model == "mango":
+        return _mango_terms(profile, bucket, markets, assets, prices, wrt)
+    eq = req = d_eq = d_req = ZERO
+    for sym in sorted(bucket.balances):
+        bal = bucket.balances[sym]
+        px = price_of(prices, sym)
+        asset = assets.get(sym)
+        if bal >= 0:
+            w = _weight(asset, "asset_weight")
+            eq += bal * px * w
+            if sym == wrt:
+                d_eq += bal * w
+        elif profile.model == "drift":
+            w = _weight(asset, "liability_weight")
+            req += -bal * px * w
+            if sym == wrt:
+                d_req += -bal * w
+        else:
+            eq += bal * px
+            if sym == wrt:
+                d_eq += bal
+    for sym in sorted(bucket.positions):
+        pos = bucket.positions[sym]
+        px = price_of(prices, sym)
+        schedule = brackets(market_of(markets, sym))
+        eq += pos.size * px + pos.quote_value()
+        mm, dmm = position_mm(profile, pos, schedule, px)
+        req += mm
+        if sym == wrt:
+            d_eq += pos.size
+            d_req += dmm
+    return Terms(eq, req, d_eq, d_req)
+
+
+def _mango_terms(  # noqa: PLR0917 -- the pinned API passes the model positionally
+    profile: Profile,
+    bucket: Bucket,
+    markets: Mapping[str, MarketParams],
+    assets: Mapping[str, AssetParams],
+    prices: Mapping[str, Decimal],
+    wrt: str | None,
+) -> Terms:
+    # Token totals in USD, with each perp's value folded into the settle token before weights,
+    # as Mango's health cache does.
+    totals: dict[str, Decimal] = {}
+    slopes: dict[str, Decimal] = {}
+    for sym in sorted(bucket.balances):
+        bal = bucket.balances[sym]
+        totals[sym] = bal * price_of(prices, sym)
+        slopes[sym] = bal if sym == wrt else ZERO
+    settle = profile.settle_asset
+    for sym in sorted(bucket.positions):
+        pos = bucket.positions[sym]
+        px = price_of(prices, sym)
+        mmf = brackets(market_of(markets, sym))[0].rate
+        w = ONE - mmf if pos.size > 0 else ONE + mmf
+        v = pos.size * px * w + pos.quote_value()
+        dv = pos.size * w if sym == wrt else ZERO
+        if v > 0:
+            v *= profile.overall_asset_weight
+            dv *= profile.overall_asset_weight
+        totals[settle] = totals.get(settle, ZERO) + v
+        slopes[settle] = slopes.get(settle, ZERO) + dv
+    eq = req = d_eq = d_req = ZERO
+    for sym in sorted(totals):
+        t, dt = totals[sym], slopes[sym]
+        asset = assets.get(sym)
+        if t > 0 or (t == 0 and dt > 0):
+            w = _weight(asset, "asset_weight")
+            eq += t * w
+            d_eq += dt * w
+        else:
+            w = _weight(asset, "liability_weight")
+            req += -t * w
+            d_req += -dt * w
+    return Terms(eq, req, d_eq, d_req)
+
+
+def perp_liquidatable(profile: Profile, bucket: Bucket, equity: Decimal, requirement: Decimal) -> bool:
+    """The venue's liquidation test on equity and requirement (strictness per profile)."""
+    if requirement <= 0:
+        return False
+    if profile.model == "gmx" and (
+        equity <= 0 or (profile.min_collateral_usd is not None and equity < profile.min_collateral_usd)
+    ):
+        return True
+    if profile.strictness == "le":
+        return equity <= requirement
+    return equity < requirement

@@ -1,0 +1,143 @@
+"""The margin engine's result types, its errors and its arithmetic context.
+
+Every number that decides or sizes a liquidation is a ``Decimal`` computed inside
+:func:`exact`'s local context (60 significant digits, traps on invalid operations and division
+by zero), so nothing rounds silently: a profile rounds only where its venue rounds, explicitly.
+"""
+
+from __future__ import annotations
+
+import decimal
+import functools
+from collections.abc import Callable, Mapping
+from decimal import Decimal
+from typing import Literal, ParamSpec, TypeVar
+
+import msgspec
+
+from keeper.errors import KeeperError
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+INF = Decimal("Infinity")
+ZERO = Decimal(0)
+ONE = Decimal(1)
+
+CONTEXT = decimal.Context(
+    prec=60,
+    rounding=decimal.ROUND_HALF_EVEN,
+    traps=[decimal.InvalidOperation, decimal.DivisionByZero, decimal.Overflow],
+)
+"""The engine's Decimal context: wide enough that wei amounts times 8-decimal prices stay exact."""
+
+
+def exact(fn: Callable[P, R]) -> Callable[P, R]:
+    """Run ``fn`` inside the engine's local Decimal context (the caller's context is restored)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        with decimal.localcontext(CONTEXT):
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+class MissingPrice(KeeperError):
+    """A price the computation needs is absent; ``symbol`` names it."""
+
+    def __init__(self, symbol: str) -> None:
+        super().__init__(f"missing price for {symbol!r}")
+        self.symbol = symbol
+
+
+class UnknownProfile(KeeperError):
+    """No profile has this name; ``name`` is the name asked for."""
+
+    def __init__(self, name: str, known: tuple[str, ...]) -> None:
+        super().__init__(f"unknown profile {name!r} (known: {', '.join(known)})")
+        self.name = name
+
+
+class MissingParameter(KeeperError):
+    """A market or asset lacks a parameter the profile needs (names the symbol and the field)."""
+
+
+class BucketHealth(msgspec.Struct, frozen=True, kw_only=True):
+    """One bucket's health under one profile, at one set of prices.
+
+    Perpetual buckets: ``equity`` and ``requirement`` (maintenance). Lending buckets
+    (``lending`` true): ``equity`` is the threshold-weighted collateral value and
+    ``requirement`` the debt value. ``health_factor`` is ``equity / requirement`` (for Aave the
+    venue's own integer HF), ``Decimal("Infinity")`` when the requirement is zero.
+    ``liquidatable`` applies the venue's strictness; ``bankrupt`` is equity below zero (lending:
+    unweighted collateral value below debt value).
+    """
+
+    lending: bool
+    equity: Decimal
+    requirement: Decimal
+    health_factor: Decimal
+    liquidatable: bool
+    bankrupt: bool
+
+
+class LiquidationRequest(msgspec.Struct, frozen=True):
+    """A liquidator's own choice: repay ``amount`` of ``repay_asset``, seize ``seize_asset``."""
+
+    repay_asset: str
+    seize_asset: str
+    amount: Decimal
+
+
+Action = Literal["close_position", "repay_seize", "bad_debt"]
+
+
+class LiquidationPlan(msgspec.Struct, frozen=True, kw_only=True):
+    """What the keeper would submit for one liquidatable bucket.
+
+    ``rule`` names the profile rule that fired, in words. Perpetuals fill ``market`` and
+    ``size`` (signed like the position: the amount of it to close); lending fills the repay and
+    seize legs (``seize_amount`` is everything taken from the account, ``protocol_fee``
+    included, in the seized asset's units). ``notional`` is the USD value closed or repaid.
+    ``health_after`` is the bucket's health factor after the plan at the same prices (None
+    where the venue takes the bucket over).
+    """
+
+    rule: str
+    action: Action
+    notional: Decimal
+    market: str | None = None
+    size: Decimal | None = None
+    close_factor: Decimal | None = None
+    repay_asset: str | None = None
+    repay_amount: Decimal | None = None
+    seize_asset: str | None = None
+    seize_amount: Decimal | None = None
+    protocol_fee: Decimal | None = None
+    bonus: Decimal | None = None
+    health_after: Decimal | None = None
+
+
+def price_of(prices: Mapping[str, Decimal], symbol: str) -> Decimal:
+    """``prices[symbol]`` or :class:`MissingPrice`."""
+    p = prices.get(symbol)
+    if p is None:
+        raise MissingPrice(symbol)
+    return p
+
+
+def fmt_usd(x: Decimal) -> str:
+    """A money amount for a rule text: ``$2,000`` or ``$1,234.56``."""
+    q = x.quantize(Decimal("0.01"), rounding=decimal.ROUND_HALF_EVEN)
+    if q == q.to_integral_value():
+        return f"${int(q):,}"
+    return f"${q:,}"
+
+
+def fmt_num(x: Decimal, places: int = 4) -> str:
+    """A ratio for a rule text, rounded for reading only (never for deciding)."""
+    if x.is_infinite():
+        return "inf"
+    q = x.quantize(Decimal(1).scaleb(-places), rounding=decimal.ROUND_HALF_EVEN).normalize()
+    return f"{q:f}"
