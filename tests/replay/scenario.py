@@ -19,6 +19,7 @@ from keeper.domain import events as ev
 from keeper.domain.codec import decode
 from keeper.domain.decide import KeeperCore, KeeperParams
 from keeper.domain.model import CROSS, AssetParams, MarketParams
+from keeper.ports import SnapshotStore
 from keeper.projector import Projector
 from keeper.store.entries import parse_id
 from keeper.testing import FakeClock, MemoryEventLog, MemorySnapshotStore
@@ -44,7 +45,7 @@ def setup_events() -> list[ev.Event]:
     return out
 
 
-def _open(acct: str, bucket: str, market: str, size: str, entry: str, collateral: str,
+def open_position(acct: str, bucket: str, market: str, size: str, entry: str, collateral: str,
           n: list[int]) -> list[ev.Event]:
     n[0] += 1
     t = T0 + n[0]
@@ -59,10 +60,10 @@ def _open(acct: str, bucket: str, market: str, size: str, entry: str, collateral
 def account_events(fillers: int = 30) -> list[ev.Event]:
     n = [0]
     out = []
-    out += _open("alice", CROSS, "BTC-USD", "1", "60000", "3000", n)
-    out += _open("bob", "iso-ETH", "ETH-USD", "10", "3000", "2000", n)
-    out += _open("bob", "iso-BTC", "BTC-USD", "0.1", "60000", "5000", n)
-    out += _open("carol", CROSS, "BTC-USD", "0.5", "60000", "30000", n)
+    out += open_position("alice", CROSS, "BTC-USD", "1", "60000", "3000", n)
+    out += open_position("bob", "iso-ETH", "ETH-USD", "10", "3000", "2000", n)
+    out += open_position("bob", "iso-BTC", "BTC-USD", "0.1", "60000", "5000", n)
+    out += open_position("carol", CROSS, "BTC-USD", "0.5", "60000", "30000", n)
     for i in range(fillers):
         acct = f"filler-{i:03d}"
         lev = 3 + (i * 7) % 25
@@ -71,7 +72,7 @@ def account_events(fillers: int = 30) -> list[ev.Event]:
         size = D(1) if i % 2 else D(20)
         collateral = (size * price / lev).quantize(D("0.01"))
         bucket = CROSS if i % 3 else f"iso-{market.split('-', maxsplit=1)[0]}"
-        out += _open(acct, bucket, market, str(size), str(price), str(collateral), n)
+        out += open_position(acct, bucket, market, str(size), str(price), str(collateral), n)
         if i % 5 == 0 and bucket == CROSS:  # a second market in the cross bucket
             other = "ETH-USD" if market == "BTC-USD" else "BTC-USD"
             osize = "-5" if other == "ETH-USD" else "-0.2"
@@ -135,20 +136,23 @@ async def _venue_fills(log: MemoryEventLog, after: str, core: KeeperCore) -> Non
         await log.append(out)
 
 
-async def record_live(params: KeeperParams = PARAMS, fillers: int = 30, *, snapshot_every: int = 10**9
-                      ) -> tuple[MemoryEventLog, MemorySnapshotStore, Projector]:
+async def record_live(params: KeeperParams = PARAMS, fillers: int = 30, *,
+                      snapshots: SnapshotStore | None = None, snapshot_after_chunk: int | None = None,
+                      ticks: list[ev.PriceUpdated] | None = None, accounts: list[ev.Event] | None = None,
+                      ) -> tuple[MemoryEventLog, SnapshotStore, Projector]:
     """The live run: events enter the log in small chunks; after each chunk the projector catches
-    up (appending intents) and the toy venue fills what was decided."""
+    up (appending intents) and the toy venue fills what was decided. With
+    ``snapshot_after_chunk`` the projector writes one snapshot after that chunk (into
+    ``snapshots``)."""
     clock = FakeClock(T0)
     log = MemoryEventLog(clock)
-    snaps = MemorySnapshotStore()
+    snaps = snapshots if snapshots is not None else MemorySnapshotStore()
     proj = Projector(log, snaps, core_factory(params), name="keeper", fmt=KeeperCore.FORMAT,
-                     batch=7, snapshot_every=snapshot_every, snapshot_interval_s=1e9,
-                     monotonic=lambda: 0.0)
-    chunks: list[list[ev.Event]] = [setup_events(), account_events(fillers)]
-    ticks = crash_ticks()
-    chunks += [ticks[i:i + 2] for i in range(0, len(ticks), 2)]
-    for chunk in chunks:
+                     batch=7, snapshot_every=10**9, snapshot_interval_s=1e9, monotonic=lambda: 0.0)
+    chunks: list[list[ev.Event]] = [setup_events(), account_events(fillers) if accounts is None else accounts]
+    ticks = crash_ticks() if ticks is None else ticks
+    chunks += [list(ticks[i:i + 2]) for i in range(0, len(ticks), 2)]
+    for n, chunk in enumerate(chunks):
         clock.advance(1000)
         before = await log.last_id()
         await log.append(chunk)
@@ -157,4 +161,6 @@ async def record_live(params: KeeperParams = PARAMS, fillers: int = 30, *, snaps
         clock.advance(1000)
         await _venue_fills(log, before, proj.core)
         await proj.catch_up()
+        if n == snapshot_after_chunk:
+            await proj.snapshot()
     return log, snaps, proj

@@ -1,0 +1,214 @@
+"""``keeper replay``: rebuild state from a recorded log through the keeper's own core.
+
+Reads a Redis log (``--redis-url``) or an NDJSON export (``--ndjson``), never writes to it, never
+submits anything. Params come from the live run's manifest (the ``{prefix}:{shard}:manifest``
+hash, or ``<export>.manifest.json`` beside the export, or ``--manifest``); ``--profile`` and
+``--mode`` override them (how an upgrade or a what-if is checked). With ``--snapshot-dir`` the
+core starts from the newest valid snapshot there and replays only the tail.
+
+Exit status: 0; 1 when ``--verify`` found a divergence (or on a keeper error).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from keeper.errors import ConfigError
+
+HELP = "rebuild state from the log; --verify decisions, --explain or --plot an account"
+
+log = structlog.get_logger("keeper.replay")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    src = parser.add_mutually_exclusive_group(required=True)
+    src.add_argument("--redis-url", help="read the log from this Redis (redis:// or rediss://)")
+    src.add_argument("--ndjson", type=Path, help="read an NDJSON export (.gz by suffix)")
+    parser.add_argument("--shard", default="0", help="log shard (Redis)")
+    parser.add_argument("--prefix", default="keeper", help="key prefix (Redis)")
+    parser.add_argument("--to", metavar="ID", help="stop after this log entry id (inclusive)")
+    parser.add_argument("--until", metavar="TIME",
+                        help="stop before the first entry with a later ts_event (ISO 8601 or µs)")
+    parser.add_argument("--verify", action="store_true", help="re-derive decisions and diff them")
+    parser.add_argument("--explain", metavar="ACCOUNT", help="explain the decision about ACCOUNT")
+    parser.add_argument("--at", metavar="ID", help="with --explain: the decision at or before ID")
+    parser.add_argument("--json", action="store_true", help="with --explain: JSON output")
+    parser.add_argument("--plot", metavar="ACCOUNT", help="plot ACCOUNT's health and prices")
+    parser.add_argument("--out", type=Path, help="with --plot: the PNG to write")
+    parser.add_argument("--profile", help="override the recorded params' margin profile")
+    parser.add_argument("--mode", choices=("live", "paper"), help="override the recorded mode")
+    parser.add_argument("--manifest", type=Path, help="the live run's manifest file")
+    parser.add_argument("--manifest-out", type=Path, help="write this replay's manifest here")
+    parser.add_argument("--snapshot-dir", type=Path, help="start from the newest snapshot here")
+    parser.add_argument("--snapshot-name", default="keeper", help="the snapshot's name")
+    parser.add_argument("--progress", action="store_true", help="progress line even when not a TTY")
+
+
+def _until_us(text: str | None) -> int | None:
+    if text is None:
+        return None
+    if text.isdigit():
+        return int(text)
+    from keeper.feeds.parsers import iso_to_us
+
+    try:
+        return iso_to_us(text)
+    except Exception as exc:
+        raise ConfigError(f"--until: not a time: {text!r} ({exc})") from None
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.plot and args.out is None:
+        raise ConfigError("--plot: needs --out FILE.png")
+    if (args.at or args.json) and not args.explain:
+        raise ConfigError("--at/--json: only with --explain ACCOUNT")
+    return asyncio.run(_run(args))
+
+
+async def _run(args: argparse.Namespace) -> int:
+    from keeper.domain.decide import KeeperCore, KeeperParams
+    from keeper.replay import manifest as mf
+    from keeper.replay.explain import Explainer, render_text, to_json
+    from keeper.replay.plot import plot_account
+    from keeper.replay.replay import Progress, replay_async, replay_batches
+    from keeper.replay.source import SourceStats, log_batches, ndjson_batches
+    from keeper.replay.verify import Verifier
+
+    client: Any = None
+    redis_log: Any = None
+    try:
+        if args.redis_url:
+            from keeper.store.redis_log import RedisEventLog
+
+            redis_log = await RedisEventLog.connect(args.redis_url, shard=args.shard, prefix=args.prefix)
+            client = redis_log.client
+            source = f"{args.redis_url} {redis_log.key}"
+        else:
+            if not args.ndjson.is_file():
+                raise ConfigError(f"--ndjson: no such file {args.ndjson}")
+            source = str(args.ndjson)
+        live: mf.RunManifest | None = None
+        if args.manifest is not None:
+            live = mf.read_file(args.manifest)
+            if live is None:
+                raise ConfigError(f"--manifest: no such file {args.manifest}")
+        elif args.ndjson is not None:
+            live = mf.read_file(mf.manifest_path(args.ndjson))
+        else:
+            live = await mf.read_redis(client, shard=args.shard, prefix=args.prefix)
+        if live is not None:
+            params = mf.params_from(live, profile=args.profile, mode=args.mode)
+        elif args.profile:
+            params = KeeperParams(profile=args.profile, mode=args.mode or "paper")
+        else:
+            raise ConfigError("--profile: no run manifest found, so the profile must be given")
+
+        core = KeeperCore(params)
+        start = "0-0"
+        if args.snapshot_dir is not None:
+            core, start = await _from_snapshot(args, params)
+        if args.to is not None and start != "0-0":
+            from keeper.store.entries import parse_id
+
+            if parse_id(args.to) < parse_id(start):
+                raise ConfigError(f"--to {args.to} is before the snapshot's offset {start}")
+
+        befores: list[Callable[..., None]] = []
+        afters: list[Callable[..., None]] = []
+        verifier = Verifier(start) if args.verify else None
+        if verifier is not None:
+            afters.append(verifier.after)
+        explainers: dict[str, Explainer] = {}
+        for account in {a for a in (args.explain, args.plot) if a}:
+            ex = explainers[account] = Explainer(core, account, args.at if account == args.explain else None)
+            befores.append(ex.before)
+            afters.append(ex.after)
+
+        stats = SourceStats()
+        kw: dict[str, Any] = {
+            "to": args.to, "until_us": _until_us(args.until),
+            "before": _chain(befores), "after": _chain(afters),
+            "progress": Progress(force=args.progress),
+        }
+        if redis_log is not None:
+            result = await replay_async(core, log_batches(redis_log, after=start, to=args.to, stats=stats), **kw)
+        else:
+            result = replay_batches(core, ndjson_batches(args.ndjson, after=start, to=args.to, stats=stats), **kw)
+    finally:
+        if redis_log is not None:
+            await redis_log.close()
+
+    out = sys.stderr if args.json else sys.stdout
+    print(f"replay: {result.entries} entries {result.first or '-'}..{result.last or '-'} "
+          f"(from {'snapshot at ' + start if start != '0-0' else 'the beginning'}, stopped: {result.stopped}); "
+          f"{len(result.derived)} decisions derived, {result.recorded} recorded; "
+          f"{stats.bad} undecodable entries skipped; {result.events_per_s:,.0f} events/s", file=out)
+    print(f"params: profile={params.profile} mode={params.mode} config={mf.config_hash(params)[:12]}"
+          + (f" (live run: {live.config_hash[:12]}, {'same' if live.config_hash == mf.config_hash(params) else 'CHANGED'})"
+             if live is not None else " (no live manifest)"), file=out)
+
+    if args.explain:
+        x = explainers[args.explain].explanation()
+        if args.json:
+            sys.stdout.write(to_json(x).decode() + "\n")
+        else:
+            print(render_text(x))
+    if args.plot:
+        png = plot_account(explainers[args.plot], args.out)
+        print(f"plot: wrote {png}", file=out)
+
+    status = 0
+    verified = None
+    report = None
+    if verifier is not None:
+        report = verifier.finish()
+        if report.first is not None:
+            print(report.first.describe(), file=out)
+            status = 1
+        verified = report.summary()
+    if args.manifest_out is not None:
+        m = mf.replay_manifest(params, live=live, source=source, first=result.first, last=result.last,
+                               entries=result.entries, decisions=len(result.derived), verified=verified,
+                               divergences=len(report.divergences) if report is not None else None)
+        mf.write_file(args.manifest_out, m)
+    if verified is not None:
+        print(verified, file=out)
+    return status
+
+
+async def _from_snapshot(args: argparse.Namespace, params: Any) -> tuple[Any, str]:
+    from keeper.domain.decide import KeeperCore
+    from keeper.projector import unwrap_snapshot
+    from keeper.store.snapshots import FileSnapshotStore
+
+    store = FileSnapshotStore(args.snapshot_dir, format=KeeperCore.FORMAT)
+    found = await store.load(args.snapshot_name)
+    if found is None:
+        raise ConfigError(f"--snapshot-dir: no valid snapshot {args.snapshot_name!r} in {args.snapshot_dir}")
+    offset, blob = found
+    try:
+        core = KeeperCore.restore(unwrap_snapshot(KeeperCore.FORMAT, blob), params)
+    except Exception as exc:  # any failure means: do not trust it
+        raise ConfigError(f"--snapshot-dir: snapshot at {offset} not usable: {exc}") from None
+    log.info("replay_from_snapshot", offset=offset, bytes=len(blob))
+    return core, offset
+
+
+def _chain(hooks: Sequence[Callable[..., None]]) -> Callable[..., None] | None:
+    if not hooks:
+        return None
+    if len(hooks) == 1:
+        return hooks[0]
+
+    def both(*a: Any) -> None:
+        for h in hooks:
+            h(*a)
+
+    return both
