@@ -14,11 +14,18 @@ import hashlib
 import hmac
 from collections import Counter
 from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
 
 import msgspec
 from aiohttp import web
 
+from keeper.domain.codec import encode
+from keeper.domain.events import PositionChanged
+
 Plan = Callable[[str, int], str]
+Effects = Callable[[dict[str, Any]], list[dict[str, Any]]]
+"""What an accepted liquidation does to the account, as keeper event payloads (JSON objects)."""
 
 
 def always_ok(key: str, n: int) -> str:
@@ -26,8 +33,11 @@ def always_ok(key: str, n: int) -> str:
 
 
 class StubVenue:
-    def __init__(self, secret: bytes, plan: Plan = always_ok, hold_s: float = 1.0) -> None:
+    def __init__(self, secret: bytes, plan: Plan = always_ok, hold_s: float = 1.0,
+                 effects: Effects | None = None) -> None:
         self.secret = secret
+        self.effects = effects
+        self.events: dict[str, list[dict[str, Any]]] = {}
         self.plan = plan
         self.hold_s = hold_s
         self.posts: Counter[str] = Counter()
@@ -55,12 +65,13 @@ class StubVenue:
         if action == "reject":
             return web.json_response({"status": "rejected", "reason": f"healthy: {key}"}, status=422)
         if self.accepted[key]:
-            return web.json_response({"status": "duplicate", "ref": f"ref-{key}", "events": []},
-                                     status=409)
+            return web.json_response({"status": "duplicate", "ref": f"ref-{key}",
+                                      "events": self.events.get(key, [])}, status=409)
         self.accepted[key] += 1
+        self.events[key] = self.effects(decision) if self.effects is not None else []
         if action == "lost":
             return web.json_response({"status": "error", "reason": "lost"}, status=503)
-        return web.json_response({"status": "accepted", "ref": f"ref-{key}", "events": []})
+        return web.json_response({"status": "accepted", "ref": f"ref-{key}", "events": self.events[key]})
 
     async def start(self) -> str:
         app = web.Application()
@@ -79,3 +90,15 @@ class StubVenue:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+
+def close_whole_position(decision: dict[str, Any]) -> list[dict[str, Any]]:
+    """A venue that closes the whole position at the decision's price (entry 20000, as seeded
+    by the exactly-once tests), crediting the realised PnL in USDC."""
+    market = decision["market"]
+    size = Decimal(str(decision["size"]))
+    pnl = size * (Decimal(str(decision["prices"][market])) - Decimal(20000))
+    event = PositionChanged(event_id=f"venue-{decision['intent_id']}", ts_event=1,
+                            causation_id=decision["intent_id"], account=decision["account"],
+                            bucket=decision["bucket"], market=market, size=Decimal(0), realized_pnl=pnl)
+    return [msgspec.json.decode(encode(event))]
