@@ -316,6 +316,9 @@ class Screen:
         self._wide: dict[int, tuple[int, ...]] = {}
         self.ticks_since_resync = 0
         self.resyncs = 0
+        self._scratch_h: F64 = np.empty(0)
+        self._scratch_t: F64 = np.empty(0)
+        self._scratch_b = np.empty(0, np.bool_)
 
     # ------------------------------------------------------------------ rows and symbols
 
@@ -468,12 +471,18 @@ class Screen:
         parts: list[I64] = []
         ordered = col.nb == n
         if n:
+            if self._scratch_h.size < n:
+                # reused buffers: fresh multi-megabyte temporaries would page-fault on every tick
+                self._scratch_h = np.empty(2 * n)
+                self._scratch_t = np.empty(2 * n)
+                self._scratch_b = np.empty(2 * n, np.bool_)
             rows = col.rows[:n]
-            hv = self._h[rows]
+            hv = np.take(self._h, rows, out=self._scratch_h[:n])
             if d:
-                hv += (col.lo[:n] if d > 0 else col.hi[:n]) * d
+                tmp = np.multiply(col.lo[:n] if d > 0 else col.hi[:n], d, out=self._scratch_t[:n])
+                np.add(hv, tmp, out=hv)
                 self._h[rows] = hv
-            hit = hv < 0
+            hit = np.less(hv, 0.0, out=self._scratch_b[:n])
             if col.pmax is not None:
                 hit |= col.pmax[:n] < new
             pos = np.flatnonzero(hit)
