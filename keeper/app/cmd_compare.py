@@ -42,6 +42,13 @@ def data_dir(arg: Path | None) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
+    from keeper.app.cmd_replay import logs_to_stderr
+
+    with logs_to_stderr():
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     from keeper.replay.compare import compare, load_window, plot_comparisons
 
     src = data_dir(args.data_dir)

@@ -14,7 +14,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -64,12 +65,24 @@ def _until_us(text: str | None) -> int | None:
         raise ConfigError(f"--until: not a time: {text!r} ({exc})") from None
 
 
+@contextmanager
+def logs_to_stderr() -> Iterator[None]:
+    """Log lines to stderr while a report (or JSON) goes to stdout; the old config after."""
+    old = structlog.get_config()
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
+    try:
+        yield
+    finally:
+        structlog.configure(**old)
+
+
 def run(args: argparse.Namespace) -> int:
     if args.plot and args.out is None:
         raise ConfigError("--plot: needs --out FILE.png")
     if (args.at or args.json) and not args.explain:
         raise ConfigError("--at/--json: only with --explain ACCOUNT")
-    return asyncio.run(_run(args))
+    with logs_to_stderr():
+        return asyncio.run(_run(args))
 
 
 async def _run(args: argparse.Namespace) -> int:
@@ -138,21 +151,26 @@ async def _run(args: argparse.Namespace) -> int:
             "progress": Progress(force=args.progress),
         }
         if redis_log is not None:
-            result = await replay_async(core, log_batches(redis_log, after=start, to=args.to, stats=stats), **kw)
+            batches = log_batches(redis_log, after=start, to=args.to, stats=stats)
+            result = await replay_async(core, batches, **kw)
         else:
-            result = replay_batches(core, ndjson_batches(args.ndjson, after=start, to=args.to, stats=stats), **kw)
+            result = replay_batches(core, ndjson_batches(args.ndjson, after=start, to=args.to, stats=stats),
+                                    **kw)
     finally:
         if redis_log is not None:
             await redis_log.close()
 
     out = sys.stderr if args.json else sys.stdout
+    origin = f"snapshot at {start}" if start != "0-0" else "the beginning"
     print(f"replay: {result.entries} entries {result.first or '-'}..{result.last or '-'} "
-          f"(from {'snapshot at ' + start if start != '0-0' else 'the beginning'}, stopped: {result.stopped}); "
+          f"(from {origin}, stopped: {result.stopped}); "
           f"{len(result.derived)} decisions derived, {result.recorded} recorded; "
           f"{stats.bad} undecodable entries skipped; {result.events_per_s:,.0f} events/s", file=out)
-    print(f"params: profile={params.profile} mode={params.mode} config={mf.config_hash(params)[:12]}"
-          + (f" (live run: {live.config_hash[:12]}, {'same' if live.config_hash == mf.config_hash(params) else 'CHANGED'})"
-             if live is not None else " (no live manifest)"), file=out)
+    h = mf.config_hash(params)
+    vs = " (no live manifest)"
+    if live is not None:
+        vs = f" (live run: {live.config_hash[:12]}, {'same' if live.config_hash == h else 'CHANGED'})"
+    print(f"params: profile={params.profile} mode={params.mode} config={h[:12]}{vs}", file=out)
 
     if args.explain:
         x = explainers[args.explain].explanation()

@@ -138,8 +138,11 @@ class Explainer:
         self._refresh_symbols()
 
     def _refresh_symbols(self) -> None:
+        # Symbols only accumulate: a market the account left still explains (and plots) what
+        # happened to it, and its later prices cost one cheap evaluation each.
         a = self.core.state.accounts.get(self.account)
-        self.symbols = set() if a is None else {s for b in a.buckets.values() for s in b.symbols()}
+        if a is not None:
+            self.symbols |= {s for b in a.buckets.values() for s in b.symbols()}
 
     def _touches(self, event: ev.Event) -> bool:
         t = type(event)

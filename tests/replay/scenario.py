@@ -6,7 +6,7 @@ Accounts (all perps on ``generic-perp``, USDC collateral at $1):
 - ``alice``: cross bucket, long 1 BTC at 60,000 with 3,000 USDC (liquidated in the crash);
 - ``bob``: isolated ``iso-ETH`` long 10 ETH at 3,000 with 2,000 USDC (liquidated) and isolated
   ``iso-BTC`` long 0.1 BTC at 60,000 with 5,000 USDC (1.2x: survives);
-- ``carol``: cross, long 0.5 BTC at 60,000 with 30,000 USDC (never liquidated);
+- ``carol``: cross, long 0.5 BTC at 60,000 with 20,000 USDC (never liquidated);
 - ``filler-NNN``: more cross and isolated accounts at assorted leverage, so there are many
   decisions on many ticks.
 """
@@ -63,7 +63,7 @@ def account_events(fillers: int = 30) -> list[ev.Event]:
     out += open_position("alice", CROSS, "BTC-USD", "1", "60000", "3000", n)
     out += open_position("bob", "iso-ETH", "ETH-USD", "10", "3000", "2000", n)
     out += open_position("bob", "iso-BTC", "BTC-USD", "0.1", "60000", "5000", n)
-    out += open_position("carol", CROSS, "BTC-USD", "0.5", "60000", "30000", n)
+    out += open_position("carol", CROSS, "BTC-USD", "0.5", "60000", "20000", n)
     for i in range(fillers):
         acct = f"filler-{i:03d}"
         lev = 3 + (i * 7) % 25

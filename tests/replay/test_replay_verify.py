@@ -124,7 +124,8 @@ async def test_changed_profile_reports_first_divergence_at_the_right_position(tm
     out = capsys.readouterr().out
     assert rc == 1
     first_tick = _entry_of(log, "px-BTC-USD-3")  # 57,290: bybit-usdt decides one tick earlier
-    assert f"first divergence: {DERIVED_ONLY} liq:alice/cross@{first_tick} at log position {first_tick}" in out
+    want = f"first divergence: {DERIVED_ONLY} liq:alice/cross@{first_tick} at log position {first_tick}"
+    assert want in out
     assert "recorded: (none)" in out
     assert out.strip().splitlines()[-1] == "verify: 2 decisions, 2 divergences"
 
@@ -166,7 +167,8 @@ async def test_snapshot_plus_tail_gives_the_same_decisions_as_from_the_beginning
     assert tail_core.state.offset == log.entries[-1][0]
 
     path = await export(log, tmp_path)
-    rc = await keeper(["replay", "--ndjson", str(path), "--verify", "--snapshot-dir", str(tmp_path / "snaps")])
+    rc = await keeper(["replay", "--ndjson", str(path), "--verify",
+                       "--snapshot-dir", str(tmp_path / "snaps")])
     out = capsys.readouterr().out
     assert rc == 0, out
     assert f"from snapshot at {offset}" in out
