@@ -350,3 +350,26 @@ def test_load_columns_rejects_bad_input() -> None:
     sc2.upsert("x/cross", long_btc("1"), MARKETS, ASSETS, {"BTC": D(1), "USDC": D(1)}, False)
     with pytest.raises(ValueError, match="empty"):
         sc2.load_columns(["a"], [0.0], [0], [0], [1.0], symbols=["BTC"], prices={"BTC": 1.0})
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(books(), moves)
+def test_screen_never_misses_what_the_margin_engine_calls_liquidatable(
+    book: list[tuple[Bucket, bool]], path: list[tuple[str, int]]
+) -> None:
+    margin = pytest.importorskip("keeper.domain.margin")
+    perp, lend = margin.get_profile("generic-perp"), margin.get_profile("aave-v3.3")
+    sc = Screen()
+    prices = dict(BASE)
+    for i, (b, lending) in enumerate(book):
+        sc.upsert(f"{i:02d}/cross", b, MARKETS, ASSETS, prices, lending)
+    for sym, bp in path:
+        prices[sym] = BASE[sym] * (1 + D(bp) / 10_000)
+        got = set(sc.candidates(sym, prices[sym]))
+        for i, (b, lending) in enumerate(book):
+            key = f"{i:02d}/cross"
+            health = margin.evaluate(lend if lending else perp, b, MARKETS, ASSETS, prices)
+            if health.liquidatable:
+                assert sc.check(key), (key, health)
+                if sym in b.symbols():
+                    assert key in got, (key, health)
