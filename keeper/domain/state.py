@@ -9,7 +9,9 @@ a position closed to size zero are removed, so equal histories give equal encodi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import Decimal
+from typing import Any
 
 import msgspec
 
@@ -60,12 +62,24 @@ class State(msgspec.Struct, gc=False, forbid_unknown_fields=True):
         return None if a is None else a.buckets.get(name)
 
 
+def _bucket(state: State, account_id: str, name: str) -> Bucket:
+    a = state.accounts.get(account_id)
+    if a is None:
+        a = state.accounts[account_id] = Account(account_id)
+    b = a.buckets.get(name)
+    if b is None:
+        b = a.buckets[name] = Bucket(name)
+    return b
+
+
 def _credit(bucket: Bucket, asset: str, amount: Decimal) -> None:
-    bal = bucket.balances.get(asset, Decimal(0)) + amount
+    balances = bucket.balances
+    bal = balances.get(asset)
+    bal = amount if bal is None else bal + amount
     if bal:
-        bucket.balances[asset] = bal
+        balances[asset] = bal
     else:
-        bucket.balances.pop(asset, None)
+        balances.pop(asset, None)
 
 
 def _close_intent(state: State, intent_id: str) -> None:
@@ -74,66 +88,107 @@ def _close_intent(state: State, intent_id: str) -> None:
         del state.busy[intent.bucket]
 
 
+# One small handler per event type, looked up by exact type: the hot path of every rebuild and
+# replay, so no isinstance chains. Each handler's ``e`` is the type it is registered for.
+
+def _price(state: State, e: Any) -> None:
+    state.prices[e.symbol] = e.price
+    state.price_time[e.symbol] = e.publish_time or e.ts_event
+
+
+def _plus(state: State, e: Any) -> None:
+    _credit(_bucket(state, e.account, e.bucket), e.asset, e.amount)
+
+
+def _minus(state: State, e: Any) -> None:
+    _credit(_bucket(state, e.account, e.bucket), e.asset, -e.amount)
+
+
+def _position(state: State, e: Any) -> None:
+    b = _bucket(state, e.account, e.bucket)
+    if e.size:
+        b.positions[e.market] = Position(e.market, e.size, e.entry_price, e.quote)
+    else:
+        b.positions.pop(e.market, None)
+    if e.realized_pnl:
+        _credit(b, e.settle_asset, e.realized_pnl)
+
+
+def _funding(state: State, e: Any) -> None:
+    if e.amount:
+        _credit(_bucket(state, e.account, e.bucket), e.asset, e.amount)
+
+
+def _market(state: State, e: Any) -> None:
+    state.markets[e.params.symbol] = e.params
+
+
+def _asset(state: State, e: Any) -> None:
+    state.assets[e.params.symbol] = e.params
+
+
+def _intended(state: State, e: Any) -> None:
+    d: ev.Decision = e.decision
+    if d.intent_id not in state.open_intents and d.mode == "live":
+        key = bucket_key(d.account, d.bucket)
+        state.open_intents[d.intent_id] = OpenIntent(d.intent_id, key, "intended", e.ts_event, d.trigger)
+        state.busy[key] = d.intent_id
+
+
+def _submitted(state: State, e: Any) -> None:
+    intent = state.open_intents.get(e.intent_id)
+    if intent is not None:
+        intent.status = "submitted"
+
+
+def _outcome(state: State, e: Any) -> None:
+    _close_intent(state, e.intent_id)
+
+
+def _stale(state: State, e: Any) -> None:
+    state.unsafe[e.symbol] = e.reason
+
+
+def _recovered(state: State, e: Any) -> None:
+    state.unsafe.pop(e.symbol, None)
+
+
+def _paused(state: State, e: Any) -> None:
+    state.paused[e.scope] = e.reason
+
+
+def _resumed(state: State, e: Any) -> None:
+    state.paused.pop(e.scope, None)
+
+
+_HANDLERS: dict[type[ev.Event], Callable[[State, Any], None]] = {
+    ev.PriceUpdated: _price,
+    ev.Deposit: _plus,
+    ev.Repay: _plus,
+    ev.Withdraw: _minus,
+    ev.Borrow: _minus,
+    ev.PositionChanged: _position,
+    ev.FundingApplied: _funding,
+    ev.MarketListed: _market,
+    ev.MarketParamsChanged: _market,
+    ev.AssetListed: _asset,
+    ev.AssetParamsChanged: _asset,
+    ev.LiquidationIntended: _intended,
+    ev.LiquidationSubmitted: _submitted,
+    ev.LiquidationConfirmed: _outcome,
+    ev.LiquidationRejected: _outcome,
+    ev.LiquidationExpired: _outcome,
+    ev.FeedStale: _stale,
+    ev.FeedRecovered: _recovered,
+    ev.KeeperPaused: _paused,
+    ev.KeeperResumed: _resumed,
+}
+assert set(_HANDLERS) == set(ev.EVENT_TYPES.values()), "every event type needs a handler"
+
+
 def apply(state: State, entry_id: str, event: ev.Event) -> State:
     """Fold one log entry into ``state`` (in place) and return it."""
-    t = type(event)
-    if t is ev.PriceUpdated:
-        assert isinstance(event, ev.PriceUpdated)
-        state.prices[event.symbol] = event.price
-        state.price_time[event.symbol] = event.publish_time or event.ts_event
-    elif t is ev.Deposit or t is ev.Repay:
-        assert isinstance(event, ev._AmountEvent)
-        _credit(state.account(event.account).bucket(event.bucket), event.asset, event.amount)
-    elif t is ev.Withdraw or t is ev.Borrow:
-        assert isinstance(event, ev._AmountEvent)
-        _credit(state.account(event.account).bucket(event.bucket), event.asset, -event.amount)
-    elif t is ev.PositionChanged:
-        assert isinstance(event, ev.PositionChanged)
-        b = state.account(event.account).bucket(event.bucket)
-        if event.size:
-            b.positions[event.market] = Position(event.market, event.size, event.entry_price, event.quote)
-        else:
-            b.positions.pop(event.market, None)
-        if event.realized_pnl:
-            _credit(b, event.settle_asset, event.realized_pnl)
-    elif t is ev.FundingApplied:
-        assert isinstance(event, ev.FundingApplied)
-        if event.amount:
-            _credit(state.account(event.account).bucket(event.bucket), event.asset, event.amount)
-    elif t is ev.MarketListed or t is ev.MarketParamsChanged:
-        assert isinstance(event, ev.MarketListed | ev.MarketParamsChanged)
-        state.markets[event.params.symbol] = event.params
-    elif t is ev.AssetListed or t is ev.AssetParamsChanged:
-        assert isinstance(event, ev.AssetListed | ev.AssetParamsChanged)
-        state.assets[event.params.symbol] = event.params
-    elif t is ev.LiquidationIntended:
-        assert isinstance(event, ev.LiquidationIntended)
-        d = event.decision
-        if d.intent_id not in state.open_intents and d.mode == "live":
-            key = bucket_key(d.account, d.bucket)
-            state.open_intents[d.intent_id] = OpenIntent(
-                d.intent_id, key, "intended", event.ts_event, d.trigger)
-            state.busy[key] = d.intent_id
-    elif t is ev.LiquidationSubmitted:
-        assert isinstance(event, ev.LiquidationSubmitted)
-        intent = state.open_intents.get(event.intent_id)
-        if intent is not None:
-            intent.status = "submitted"
-    elif t is ev.LiquidationConfirmed or t is ev.LiquidationRejected or t is ev.LiquidationExpired:
-        assert isinstance(event, ev._Outcome)
-        _close_intent(state, event.intent_id)
-    elif t is ev.FeedStale:
-        assert isinstance(event, ev.FeedStale)
-        state.unsafe[event.symbol] = event.reason
-    elif t is ev.FeedRecovered:
-        assert isinstance(event, ev.FeedRecovered)
-        state.unsafe.pop(event.symbol, None)
-    elif t is ev.KeeperPaused:
-        assert isinstance(event, ev.KeeperPaused)
-        state.paused[event.scope] = event.reason
-    elif t is ev.KeeperResumed:
-        assert isinstance(event, ev.KeeperResumed)
-        state.paused.pop(event.scope, None)
+    _HANDLERS[type(event)](state, event)
     state.offset = entry_id
     state.applied += 1
     state.log_time = max(state.log_time, event.ts_event)
