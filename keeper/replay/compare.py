@@ -34,7 +34,7 @@ import gzip
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from decimal import ROUND_DOWN, Decimal
+from decimal import ROUND_CEILING, ROUND_DOWN, Decimal
 from pathlib import Path
 from typing import Any
 
@@ -263,7 +263,7 @@ def _simulate(window: Window, layout: _Layout, strict_le: bool, model: str) -> M
         at = dict(zip(markets, window.exact(bar, k), strict=True))
         need_exact = sum((abs(p.size) * at[p.market] * (market_params(p.market).mmf or ZERO)
                           - p.size * (at[p.market] - p.entry) for p in ps), ZERO)
-        out.survive = max(need_exact, ZERO).quantize(CENT)
+        out.survive = max(need_exact, ZERO).quantize(CENT, rounding=ROUND_CEILING)  # needed: round up
         t = int(first[b])
         while 0 <= t < len(where):
             bar, k = where[t]
