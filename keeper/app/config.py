@@ -41,12 +41,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args, get_origin
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args, get_origin
 from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
 
 from keeper.errors import ConfigError
+
+if TYPE_CHECKING:
+    from keeper.domain.decide import KeeperParams
 
 ENV_PREFIX = "KEEPER_"
 DEFAULT_FILE = Path("config/default.toml")
@@ -104,7 +107,7 @@ class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
 class KeeperSection(_Section, frozen=True):
     """``[keeper]``: which venue profile, paper or live, which shard, how much per batch."""
 
-    profile: str = "generic"
+    profile: str = "generic-perp"
     mode: Literal["paper", "live"] = "paper"
     shard: NonNegInt = 0
     shards: PositiveInt = 1
@@ -246,6 +249,16 @@ class Config(_Section, frozen=True):
         data["secrets"] = {k: (None if getattr(self.secrets, k) is None else "***")
                            for k in ("hmac_secret", "admin_token", "redis_password", "redis_url")}
         return data
+
+    def keeper_params(self) -> KeeperParams:
+        """The core's ``KeeperParams`` from ``[keeper]``, ``[guards]`` and ``[execution]``."""
+        from keeper.domain.decide import KeeperParams
+
+        return KeeperParams(
+            profile=self.keeper.profile, mode=self.keeper.mode, min_profit=self.guards.min_profit,
+            cap_count=self.guards.max_liquidations, cap_notional=self.guards.max_notional,
+            cap_interval_us=round(self.guards.interval_s * 1_000_000),
+            intent_ttl_us=round(self.execution.intent_ttl_s * 1_000_000))
 
     def config_hash(self) -> str:
         """sha256 (hex) of the effective non-secret config: equal configs hash equal.
@@ -519,6 +532,11 @@ def _check(cfg: Config, sources: Sources) -> None:
         if not ok:
             want = "a decimal >= 0" if unbounded else "a fraction in (0, 1]"
             raise ConfigError(f"{key}: expected {want}, got {str(value)!r} (from {origin(key)})")
+    from keeper.domain.margin.profiles import PROFILE_NAMES
+
+    if cfg.keeper.profile not in PROFILE_NAMES:
+        raise ConfigError(f"keeper.profile: unknown profile {cfg.keeper.profile!r}; known: "
+                          f"{', '.join(PROFILE_NAMES)} (from {origin('keeper.profile')})")
     names = [s.source_name for s in cfg.feeds.sources]
     for i, n in enumerate(names):
         if n in names[:i]:

@@ -110,13 +110,13 @@ def test_env_overrides_win_over_files_and_are_typed(tmp_path):
                                  'timeout_s = 1.0\n[guards]\nmin_profit = "1"\n')
     cfg = load_config(p, env={"KEEPER_EXECUTION__TIMEOUT_S": "2.5", "KEEPER_GUARDS__MIN_PROFIT": "0.10",
                               "KEEPER_ADMIN__ENABLED": "false", "KEEPER_LOG__LEVEL": "debug",
-                              "KEEPER_KEEPER__PROFILE": "123",  # a string key stays a string
+                              "KEEPER_KEEPER__PROFILE": "compound-v3",
                               "KEEPER_SHARED_DIR": "/elsewhere"})  # not an override: no "__"
     assert cfg.execution.timeout_s == 2.5
     assert cfg.guards.min_profit == Decimal("0.10")
     assert cfg.admin.enabled is False
     assert cfg.log.level == "debug"
-    assert cfg.keeper.profile == "123"
+    assert cfg.keeper.profile == "compound-v3"
 
 
 def test_env_override_can_replace_the_feed_sources():
@@ -204,3 +204,19 @@ def test_malformed_toml_names_the_file(tmp_path):
     p = write(tmp_path, "c.toml", "[admin\nport = 1\n")
     with pytest.raises(ConfigError, match=r"c\.toml: not valid TOML"):
         load_config(p, env={})
+
+
+def test_unknown_profile_lists_the_known_ones():
+    want = r"^keeper\.profile: unknown profile 'bitmex'; known: .*hyperliquid"
+    with pytest.raises(ConfigError, match=want):
+        load_config(None, env={"KEEPER_KEEPER__PROFILE": "bitmex"})
+
+
+def test_keeper_params_carry_mode_caps_and_ttl():
+    cfg = load_config(None, env={"KEEPER_KEEPER__PROFILE": "aave-v3.3", "KEEPER_GUARDS__MIN_PROFIT": "5",
+                                 "KEEPER_GUARDS__INTERVAL_S": "30", "KEEPER_EXECUTION__INTENT_TTL_S": "2.5",
+                                 "KEEPER_GUARDS__MAX_LIQUIDATIONS": "7"})
+    p = cfg.keeper_params()
+    assert (p.profile, p.mode, p.min_profit) == ("aave-v3.3", "paper", Decimal("5"))
+    assert (p.cap_count, p.cap_interval_us, p.intent_ttl_us) == (7, 30_000_000, 2_500_000)
+    assert p.cap_notional == Decimal("10000000")
