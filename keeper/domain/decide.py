@@ -17,7 +17,9 @@ Rules (``docs/keeper.md`` explains why):
   ``plan_liquidation`` before anything is decided.
 - **Guards.** A bucket with any symbol in ``state.unsafe``, or a missing or non-positive price,
   gets no decision at all. A bucket with an open intent (``state.busy``) is skipped until the
-  outcome is in the log or the intent expires.
+  outcome is in the log or the intent expires. A bucket whose liquidation is confirmed but whose
+  resulting account events (``causation_id`` = the intent id) are not in the log yet is
+  *settling*: skipped until they arrive, or for at most ``intent_ttl_us`` of log time.
 - **Priority.** Several buckets breaching on one event are decided lowest health first, ties by
   bucket key; caps are spent in that order.
 - **Modes.** ``live`` (submitted by the runner); ``paper`` (the keeper is in paper mode);
@@ -89,6 +91,8 @@ class _Saved(msgspec.Struct, forbid_unknown_fields=True):
     episodes: dict[str, str]
     window: list[tuple[int, Decimal]]
     pending: list[ev.LiquidationIntended]
+    settling: dict[str, tuple[str, int]] = msgspec.field(default_factory=dict)
+    effects: dict[str, str] = msgspec.field(default_factory=dict)
 
 
 _saved_encoder = msgspec.msgpack.Encoder()
@@ -105,6 +109,10 @@ class KeeperCore:
         self.profile = get_profile(params.profile)
         self.state = state if state is not None else st.State()
         self._episodes: dict[str, str] = {}
+        self._settling: dict[str, tuple[str, int]] = {}
+        """Bucket -> (confirmed intent, log time): confirmed, its account events not seen yet."""
+        self._effects: dict[str, str] = {}
+        """Bucket -> the last intent named as ``causation_id`` by an account event of it."""
         self._window: list[tuple[int, Decimal]] = []
         self._pending: dict[str, ev.LiquidationIntended] = {}
         self._exposure: dict[str, set[str]] = {}
@@ -144,7 +152,8 @@ class KeeperCore:
     def snapshot(self) -> bytes:
         """Everything that decides future output: state, episodes, cap window, pending."""
         return _saved_encoder.encode(_Saved(self.params.profile, self.state, dict(self._episodes),
-                                            list(self._window), self.pending()))  # type: ignore[arg-type]
+                                            list(self._window), self.pending(),  # type: ignore[arg-type]
+                                            dict(self._settling), dict(self._effects)))
 
     @classmethod
     def restore(cls, data: bytes, params: KeeperParams) -> KeeperCore:
@@ -155,6 +164,8 @@ class KeeperCore:
             raise ValueError(f"snapshot is of profile {saved.profile!r}, not {params.profile!r}")
         core = cls(params, saved.state)
         core._episodes = dict(saved.episodes)
+        core._settling = dict(saved.settling)
+        core._effects = dict(saved.effects)
         core._window = list(saved.window)
         core._pending = {p.event_id: p for p in saved.pending}
         return core
@@ -207,11 +218,21 @@ class KeeperCore:
         if isinstance(event, ev.ACCOUNT_EVENTS):
             key = bucket_key(event.account, event.bucket)
             self._reindex(key)
+            cause = event.causation_id
+            if cause is not None and cause.startswith("liq:"):
+                self._effects[key] = cause
+                if self._settling.get(key, ("",))[0] == cause:
+                    del self._settling[key]
             return (key,)
         if t is ev.LiquidationConfirmed or t is ev.LiquidationRejected or t is ev.LiquidationExpired:
             assert isinstance(event, ev._Outcome)
             key = (bucket_key(event.account, event.bucket) if event.account
                    else bucket_of_intent(event.intent_id))
+            if t is ev.LiquidationConfirmed and self._effects.get(key) != event.intent_id:
+                # the venue acted but its account events are not in the log yet: until they
+                # are, the state still shows the bucket as it was before the liquidation
+                self._settling[key] = (event.intent_id, self.state.log_time)
+                return ()
             return (key,)
         if t is ev.FeedRecovered:
             assert isinstance(event, ev.FeedRecovered)
@@ -242,6 +263,12 @@ class KeeperCore:
         for key in sorted(keys):
             if key in s.busy:
                 continue
+            settling = self._settling.get(key)
+            if settling is not None:
+                if s.log_time - settling[1] <= self.params.intent_ttl_us:
+                    self._skip("settling")
+                    continue
+                del self._settling[key]  # the venue's events never came: decide afresh
             bucket = s.find_bucket(key)
             if bucket is None:
                 continue

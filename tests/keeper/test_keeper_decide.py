@@ -317,3 +317,38 @@ def test_restore_refuses_another_profile_and_damaged_bytes() -> None:
 def test_params_reject_unknown_keys_by_name() -> None:
     with pytest.raises(msgspec.ValidationError, match="bogus"):
         msgspec.convert({"profile": "generic-perp", "bogus": 1}, KeeperParams)
+
+
+def test_a_confirmed_bucket_waits_for_the_venues_account_events_before_deciding_again() -> None:
+    log = perp_book()
+    core = KeeperCore(LIVE_PERP)
+    run(core, log)
+    log.price("BTC", "18900")
+    (intent,) = run(core, log, len(log.entries) - 1)
+    start = len(log.entries)
+    log.entries.append((f"{len(log.entries) + 1}-0", intent))
+    log.add(ev.LiquidationConfirmed, intent_id=intent.event_id, account="a1", bucket="cross")
+    log.price("BTC", "18800")  # the state still shows the position: no second liquidation
+    assert run(core, log, start) == []
+    assert core.skipped["settling"] == 1
+    start = len(log.entries)
+    log.add(ev.PositionChanged, account="a1", bucket="cross", market="BTC", size=D(0),
+            realized_pnl=D(-1100), causation_id=intent.event_id)
+    log.price("BTC", "18500")
+    assert run(core, log, start) == []  # closed: healthy
+    assert core.state.find_bucket("a1/cross").positions == {}  # type: ignore[union-attr]
+
+
+def test_settling_ends_after_the_intent_ttl_of_log_time_without_the_venues_events() -> None:
+    log = perp_book()
+    core = KeeperCore(LIVE_PERP)
+    run(core, log)
+    log.price("BTC", "18900")
+    (intent,) = run(core, log, len(log.entries) - 1)
+    start = len(log.entries)
+    log.entries.append((f"{len(log.entries) + 1}-0", intent))
+    log.add(ev.LiquidationConfirmed, intent_id=intent.event_id, account="a1", bucket="cross")
+    log.ts += LIVE_PERP.intent_ttl_us + 1
+    again = log.price("BTC", "18800")
+    got = run(core, log, start)
+    assert [i.event_id for i in got] == [intent_id("a1", "cross", again)]
