@@ -29,6 +29,7 @@ from keeper.errors import LogError
 from keeper.feeds.backoff import Backoff, jittered_exponential
 from keeper.feeds.parsers import Parser, Quote
 from keeper.feeds.pipeline import PricePipeline, Reject
+from keeper.feeds.ws import WsConfig, WsFeed
 from keeper.ports import Clock, EventLog
 
 log = structlog.get_logger()
@@ -87,6 +88,10 @@ class Ingest:
     async def submit(self, events: Sequence[Event]) -> None:
         """Queue events as they are (account events: never conflated, dropped or reordered)."""
         await self._put(events, ())
+
+    async def submit_rejects(self, rejects: Sequence[Reject]) -> None:
+        """Queue inputs to dead-letter (decode failures of account streams, bad file lines)."""
+        await self._put((), rejects)
 
     async def check_stale(self, now_us: int | None = None) -> None:
         """Run the staleness watchdog once and queue what it says."""
@@ -190,6 +195,15 @@ class Ingest:
         async with self._changed:
             self._closed = True
             self._changed.notify_all()
+
+    def price_feed(self, config: WsConfig, source: str, parser: Parser, *,
+                   backoff: Backoff | None = None) -> WsFeed:
+        """A websocket price source whose frames go through this ingest's pipeline."""
+
+        async def on_frame(raw: bytes | str) -> None:
+            await self.submit_frame(source, parser, raw)
+
+        return WsFeed(config, on_frame, backoff=backoff, name=source)
 
     @property
     def pending(self) -> int:
