@@ -132,6 +132,13 @@ def _timeout_middleware(timeout_s: float) -> Any:
         except TimeoutError:
             _log.warning("admin_request_timed_out", path=request.path, timeout_s=timeout_s)
             return _json({"error": f"timed out after {timeout_s}s"}, status=503)
+        except web.HTTPException:
+            raise
+        except Exception as exc:
+            # a failing view must not take the admin server down; the daemon's own state is
+            # untouched by a read, so answering 500 and carrying on is safe
+            _log.exception("admin_request_failed", path=request.path)
+            return _json({"error": f"{type(exc).__name__}: {exc}"}, status=500)
 
     return mw
 
@@ -266,6 +273,16 @@ def build_admin_app(provider: AdminProvider, token: Secret | None, *,
     app.router.add_post("/pause", r.pause)
     app.router.add_post("/resume", r.resume)
     return app
+
+
+def admin_server(provider: AdminProvider, config: Config) -> AdminServer:
+    """The admin server as ``config`` says: ``[admin]`` host, port and request timeout, the
+    token from ``KEEPER_ADMIN_TOKEN``, the redacted config at ``/config``. Start it with
+    ``await server.start()`` or ``async with``.
+    """
+    app = build_admin_app(provider, config.secrets.admin_token, config=config,
+                          request_timeout_s=config.admin.request_timeout_s)
+    return AdminServer(app, config.admin.host, config.admin.port)
 
 
 class AdminServer:

@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 import aiohttp
 import pytest
 
-from keeper.app.admin import AdminServer, build_admin_app
+from keeper.app.admin import AdminServer, admin_server, build_admin_app
 from keeper.app.config import Secret, load_config
 from tests.app.fakes import FakeProvider
 from tests.app.test_metrics import parse
@@ -167,3 +167,30 @@ async def test_admin_binds_loopback_and_rejects_a_taken_port():
         with pytest.raises(OSError):
             await second.start()
 
+
+
+class BrokenProvider(FakeProvider):
+    async def feeds(self):
+        raise RuntimeError("feed table is being rebuilt")
+
+
+async def test_a_failing_view_answers_500_and_the_server_keeps_serving():
+    async with serve(BrokenProvider()) as (http, url):
+        async with http.get(f"{url}/feeds") as r:
+            assert r.status == 500
+            assert (await r.json())["error"] == "RuntimeError: feed table is being rebuilt"
+        async with http.get(f"{url}/healthz") as r:
+            assert r.status == 200
+
+
+async def test_admin_server_from_config_uses_its_host_port_and_token():
+    cfg = load_config(None, env={"KEEPER_ADMIN__PORT": "0", "KEEPER_ADMIN_TOKEN": TOKEN},
+                      register_secrets=False)
+    p = FakeProvider()
+    async with admin_server(p, cfg) as server, aiohttp.ClientSession(timeout=TIMEOUT) as http:
+        assert server.url.startswith("http://127.0.0.1:")
+        async with http.post(f"{server.url}/pause", headers={"Authorization": f"Bearer {TOKEN}"}) as r:
+            assert r.status == 200
+        async with http.get(f"{server.url}/config") as r:
+            assert (await r.json())["config"]["admin"]["port"] == 0
+    assert p.paused == [("*", "")]

@@ -6,6 +6,7 @@ import io
 import json
 import logging
 
+import pytest
 import structlog
 
 from keeper.app.config import load_config
@@ -33,17 +34,12 @@ def test_one_json_object_per_line_with_bound_context(json_logs):
     assert rec["timestamp"].endswith("Z")
 
 
-def test_level_filters_lines():
+def test_level_filters_lines(log_setup):
     buf = io.StringIO()
-    try:
-        configure_logging("json", "warning", stream=buf)
-        structlog.get_logger().info("not_shown")
-        structlog.get_logger().warning("shown")
-    finally:
-        structlog.reset_defaults()
-        for h in list(logging.getLogger().handlers):
-            if getattr(h, "_keeper", False):
-                logging.getLogger().removeHandler(h)
+    log_setup("json", "warning", buf)
+    structlog.get_logger().info("not_shown")
+    logging.getLogger("redis").info("not_shown_either")
+    structlog.get_logger().warning("shown")
     lines = buf.getvalue().splitlines()
     assert [json.loads(x)["event"] for x in lines] == ["shown"]
 
@@ -58,17 +54,11 @@ def test_auto_picks_console_on_a_terminal_and_json_elsewhere():
     assert resolve_format("json", Tty()) == "json"
 
 
-def test_console_renderer_is_readable_and_redacts_too():
+def test_console_renderer_is_readable_and_redacts_too(log_setup):
     buf = io.StringIO()
     register_secret("console-secret-xyz")
-    try:
-        assert configure_logging("console", "info", stream=buf) == "console"
-        structlog.get_logger().info("batch_applied", events=1000, note="key console-secret-xyz")
-    finally:
-        structlog.reset_defaults()
-        for h in list(logging.getLogger().handlers):
-            if getattr(h, "_keeper", False):
-                logging.getLogger().removeHandler(h)
+    assert log_setup("console", "info", buf) == "console"
+    structlog.get_logger().info("batch_applied", events=1000, note="key console-secret-xyz")
     out = buf.getvalue()
     assert "batch_applied" in out and "events=1000" in out
     assert "console-secret-xyz" not in out and "key ***" in out
@@ -109,3 +99,14 @@ def test_secrets_never_appear_in_the_logs_of_a_run(json_logs):
 def test_redact_value_masks_secret_named_keys_at_any_depth():
     assert redact_value({"a": {"api_key": "k", "ok": 1}, "b": [{"Password": "p"}]}) == {
         "a": {"api_key": REDACTED, "ok": 1}, "b": [{"Password": REDACTED}]}
+
+
+def test_short_values_are_not_registered_as_secrets(json_logs):
+    register_secret("abc")  # would mask every "abc" in every line and protect nothing
+    structlog.get_logger().info("abcdef")
+    assert json.loads(json_logs.lines()[0])["event"] == "abcdef"
+
+
+def test_an_unknown_level_is_refused():
+    with pytest.raises(ValueError, match="unknown log level"):
+        configure_logging("json", "loud", stream=io.StringIO())
