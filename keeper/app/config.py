@@ -41,7 +41,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args, get_origin
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args, get_origin, get_type_hints
 from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
@@ -155,6 +155,12 @@ class FeedsSection(_Section, frozen=True):
     max_deviation: Decimal = Decimal("0.05")
     jump_confirmations: PositiveInt = 3
     sources: tuple[FeedSource, ...] = ()
+    accounts_url: str = ""
+    """The venue's account-event websocket (``ws://host/accounts`` on the reference venue) that
+    the ingest role reads; empty: no account stream."""
+    fixed_prices: dict[str, Decimal] = msgspec.field(default_factory=dict)
+    """Symbols priced by definition (``USDC = "1"``): the feeds role records each once at start,
+    so buckets holding them can be valued."""
 
     def markets(self) -> list[str]:
         """Every market some source prices, sorted."""
@@ -378,12 +384,6 @@ def _reject_file_secrets(raw: Mapping[str, Any], sources: Sources, prefix: str =
                               f"REDIS_URL instead (from {sources.get(key, '?')})")
 
 
-def _resolved_annotations(tp: Any) -> dict[str, Any]:
-    import typing
-
-    return typing.get_type_hints(tp, include_extras=True)
-
-
 def _is_str(tp: Any) -> bool:
     hints = _unwrap(tp)
     if hints is str:
@@ -407,17 +407,7 @@ def _env_overrides(env: Mapping[str, str], raw: dict[str, Any], sources: Sources
         if any(_SECRET_KEY.search(p) for p in path):
             raise ConfigError(f"{key}: secrets have their own variables (KEEPER_HMAC_SECRET, "
                               f"KEEPER_ADMIN_TOKEN, KEEPER_REDIS_PASSWORD, REDIS_URL) (from env {name})")
-        hints = _resolved_annotations(Config)
-        tp: Any = None
-        owner: Any = Config
-        for i, part in enumerate(path):
-            fields = getattr(owner, "__struct_fields__", ())
-            if part not in fields or (i == 0 and part in ("secrets", "sources")):
-                tp = None
-                break
-            hints = _resolved_annotations(owner)
-            tp = hints[part]
-            owner = _unwrap(tp) if i < len(path) - 1 else None
+        tp = None if path[0] in ("secrets", "sources") else _type_at(list(path))
         if tp is None:
             raise ConfigError(f"{key}: unknown key (from env {name})")
         value: Any = env[name]
@@ -495,12 +485,18 @@ def _bounds(tp: Any) -> str:
     return out
 
 
-def _type_at(steps: list[str | int]) -> Any:
-    """The annotated type at a path of ``Config`` (array indices step into the item type)."""
+def _type_at(steps: list[str] | list[str | int]) -> Any:
+    """The annotated type at a path of ``Config`` (an array index steps into the item type);
+    ``None`` when there is no such key."""
     tp: Any = Config
     for s in steps:
         inner = _unwrap(tp)
-        tp = get_args(inner)[0] if isinstance(s, int) else _resolved_annotations(inner).get(s)
+        if isinstance(s, int):
+            tp = get_args(inner)[0] if get_args(inner) else None
+        elif hasattr(inner, "__struct_fields__"):
+            tp = get_type_hints(inner, include_extras=True).get(s)
+        else:
+            tp = None
         if tp is None:
             return None
     return tp

@@ -220,3 +220,23 @@ def test_keeper_params_carry_mode_caps_and_ttl():
     assert (p.profile, p.mode, p.min_profit) == ("aave-v3.3", "paper", Decimal("5"))
     assert (p.cap_count, p.cap_interval_us, p.intent_ttl_us) == (7, 30_000_000, 2_500_000)
     assert p.cap_notional == Decimal("10000000")
+
+
+def test_an_error_in_an_included_file_names_that_file(tmp_path):
+    base = write(tmp_path, "base.toml", "[snapshots]\nevery_events = 0\n")
+    top = write(tmp_path, "top.toml", 'include = "base.toml"\n[log]\nlevel = "info"\n')
+    with pytest.raises(ConfigError) as err:
+        load_config(top, env={})
+    assert str(err.value) == f"snapshots.every_events: expected an integer >= 1, got 0 (from {base})"
+
+
+def test_a_later_file_takes_over_the_blame_for_a_key_it_sets(tmp_path):
+    write(tmp_path, "base.toml", "[snapshots]\nevery_events = 10\n")
+    top = write(tmp_path, "top.toml", 'include = "base.toml"\n[snapshots]\nevery_events = -1\n')
+    with pytest.raises(ConfigError, match=rf"got -1 \(from {top}\)$"):
+        load_config(top, env={})
+
+
+def test_env_variable_names_are_case_insensitive():
+    cfg = load_config(None, env={"keeper_log__level": "warning"})
+    assert cfg.log.level == "warning"
