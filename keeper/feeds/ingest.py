@@ -21,6 +21,7 @@ import asyncio
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol
 
 import structlog
 
@@ -30,9 +31,17 @@ from keeper.feeds.backoff import Backoff, jittered_exponential
 from keeper.feeds.parsers import Parser, Quote
 from keeper.feeds.pipeline import PricePipeline, Reject
 from keeper.feeds.ws import WsConfig, WsFeed
-from keeper.ports import Clock, EventLog
+from keeper.ports import Clock
 
 log = structlog.get_logger()
+
+
+class LogSink(Protocol):
+    """What ingest needs of ``keeper.ports.EventLog``: append and dead-letter."""
+
+    async def append(self, events: Sequence[Event]) -> list[str | None]: ...
+
+    async def dead_letter(self, source: str, reason: str, detail: str, payload: bytes) -> object: ...
 
 
 class SystemClock:
@@ -52,7 +61,7 @@ class Ingest:
     ``close()`` drains and stops the writer.
     """
 
-    def __init__(self, log: EventLog, *, pipeline: PricePipeline | None = None, clock: Clock | None = None,
+    def __init__(self, log: LogSink, *, pipeline: PricePipeline | None = None, clock: Clock | None = None,
                  conflate: bool = True, max_pending: int = 10_000, batch_max: int = 1000,
                  retry: Backoff | None = None,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
