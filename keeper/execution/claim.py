@@ -35,8 +35,14 @@ if cur then
   if owner ~= ARGV[1] then return {-1, cur} end
 end
 local token = redis.call('INCR', KEYS[2])
-redis.call('SET', KEYS[1], 'claimed|' .. ARGV[1] .. '|' .. token, 'PX', ARGV[2])
-return {token, prev}
+local phase = 'claimed'
+if ARGV[3] == 'submit' then
+  phase = 'submitted'
+elseif ARGV[3] == 'expire' and string.sub(prev, 1, 10) == 'submitted|' then
+  phase = 'submitted'
+end
+redis.call('SET', KEYS[1], phase .. '|' .. ARGV[1] .. '|' .. token, 'PX', ARGV[2])
+return {token, prev, phase}
 """
 
 _MARK = """
@@ -49,10 +55,12 @@ return 1
 class Claim(NamedTuple):
     """The answer of ``take``: ``token`` > 0 on success (then ``previous`` is the phase the key
     was in: ``""``, ``claimed`` or ``submitted``, the latter meaning a submission may already
-    have reached the venue); 0 when the intent is done; -1 when another owner holds it."""
+    have reached the venue, and ``phase`` the phase it is in now); 0 when the intent is done;
+    -1 when another owner holds it."""
 
     token: int
     previous: str
+    phase: str = ""
 
     @property
     def ok(self) -> bool:
@@ -78,14 +86,24 @@ class Claims:
     def key(self, intent_id: str) -> str:
         return f"{self._prefix}:claim:{intent_id}"
 
-    async def take(self, intent_id: str, owner: str) -> Claim:
+    async def take(self, intent_id: str, owner: str, then: str = "hold") -> Claim:
+        """Claim ``intent_id`` for ``owner``, in one atomic step.
+
+        ``then`` says what the claim becomes: ``hold`` (phase ``claimed``; call
+        ``mark_submitted`` before sending), ``submit`` (phase ``submitted`` at once: one round
+        trip less; a crash before the send then means a resubmission, never an expiry) or
+        ``expire`` (``claimed`` unless it was ``submitted`` before, which it stays: an intent
+        that may have reached the venue is not expired).
+        """
         try:
-            token, prev = await self._take(keys=[self.key(intent_id), f"{self._prefix}:claim:fence"],
-                                           args=[owner, self.ttl_ms])
+            res = await self._take(keys=[self.key(intent_id), f"{self._prefix}:claim:fence"],
+                                   args=[owner, self.ttl_ms, then])
         except redis.exceptions.RedisError as exc:
             raise LogUnavailable(f"claim {intent_id}: {exc}") from exc
+        token, prev = res[0], res[1]
         text = prev.decode() if isinstance(prev, bytes) else str(prev)
-        return Claim(int(token), text.split("|", 1)[0] if text else "")
+        phase = res[2].decode() if len(res) > 2 and isinstance(res[2], bytes) else ""
+        return Claim(int(token), text.split("|", 1)[0] if text else "", phase)
 
     async def mark_submitted(self, intent_id: str, owner: str, token: int) -> bool:
         """True when ``owner`` still holds ``token`` (and the claim now says ``submitted``)."""

@@ -3,15 +3,18 @@
 Per intent (a ``LiquidationIntended`` entry with ``mode == "live"``; anything else is acked and
 ignored) the runner:
 
-1. takes the atomic claim (``keeper.execution.claim``); an intent already done is acked, one
-   held by another live owner is left pending and looked at again later;
-2. applies the expiry rule: an intent never submitted whose ``ts_event`` is older than
-   ``intent_ttl_us`` (by the injected clock) gets ``LiquidationExpired``; an intent that may have
-   reached the venue is never expired, it is resubmitted (the venue's idempotency answers);
-3. appends ``LiquidationSubmitted`` (event id ``sub:<intent>#<token>``), marks the claim
-   ``submitted`` (fenced by the token) and submits under the intent id, with retries;
-4. appends the venue's account events (if any) and then the outcome, whose event id is
-   ``out:<intent>`` for every kind: the log's dedup keeps exactly one outcome per intent;
+1. takes the atomic claim (``keeper.execution.claim``), which in the same step marks it
+   ``submitted``; an intent already done is acked, one held by another live owner is left
+   pending and looked at again later;
+2. applies the expiry rule: an intent whose ``ts_event`` is older than ``intent_ttl_us`` (by
+   the injected clock) and that was never claimed for submission gets ``LiquidationExpired``; an
+   intent that may have reached the venue is never expired, it is resubmitted (the venue's
+   idempotency answers);
+3. appends ``LiquidationSubmitted`` (event id ``sub:<intent>#<token>``) and submits under the
+   intent id, with retries;
+4. appends the venue's account events (if any) and the outcome in one atomic append, events
+   first; the outcome's event id is ``out:<intent>`` for every kind, so the log's dedup keeps
+   exactly one outcome per intent;
 5. marks the claim done and acks the entry.
 
 Start-up is recovery (crash-only): ``start`` re-reads this consumer's own pending entries and
@@ -163,7 +166,9 @@ class Runner:
             return True
         d = event.decision
         log = _log.bind(intent_id=d.intent_id, entry_id=entry.id, consumer=self.consumer)
-        claim = await self.claims.take(d.intent_id, self.consumer)
+        now = self.now_us()
+        too_old = self.intent_ttl_us is not None and now - event.ts_event > self.intent_ttl_us
+        claim = await self.claims.take(d.intent_id, self.consumer, "expire" if too_old else "submit")
         if claim.done:
             self._count("already_done")
             return True
@@ -172,13 +177,11 @@ class Runner:
             log.info("intent_held_elsewhere")
             return False
         self._crash("after_intent")
-        now = self.now_us()
-        if (claim.previous != "submitted" and self.intent_ttl_us is not None
-                and now - event.ts_event > self.intent_ttl_us):
+        if too_old and claim.phase != "submitted":
             reason = f"ttl: not submitted within {self.intent_ttl_us} us of its trigger"
-            await self._record(d, ev.LiquidationExpired(
+            await self.log.append([ev.LiquidationExpired(
                 event_id=outcome_id(d.intent_id), ts_event=now, causation_id=d.intent_id,
-                intent_id=d.intent_id, account=d.account, bucket=d.bucket, reason=reason))
+                intent_id=d.intent_id, account=d.account, bucket=d.bucket, reason=reason)])
             await self.claims.finish(d.intent_id, "expired", claim.token)
             self._count("expired")
             log.info("intent_expired", reason=reason)
@@ -187,38 +190,31 @@ class Runner:
             event_id=f"sub:{d.intent_id}#{claim.token}", ts_event=now, causation_id=d.intent_id,
             intent_id=d.intent_id, account=d.account, bucket=d.bucket, attempt=claim.token,
             executor=self.executor.name)])
-        if not await self.claims.mark_submitted(d.intent_id, self.consumer, claim.token):
-            self._count("fenced_out")
-            log.warning("claim_lost_before_submit", token=claim.token)
-            return False
         self._crash("before_post")
-        outcome: ev.Event
         try:
             sub = await self.executor.execute(d)
         except PermanentError as exc:
-            outcome = ev.LiquidationRejected(
+            await self.log.append([ev.LiquidationRejected(
                 event_id=outcome_id(d.intent_id), ts_event=self.now_us(), causation_id=d.intent_id,
-                intent_id=d.intent_id, account=d.account, bucket=d.bucket, reason=exc.reason)
-            kind = "rejected"
+                intent_id=d.intent_id, account=d.account, bucket=d.bucket, reason=exc.reason)])
+            await self.claims.finish(d.intent_id, "rejected", claim.token)
+            self._count("rejected")
+            log.info("intent_done", outcome="rejected", token=claim.token, reason=exc.reason)
+            return True
         except TransientError as exc:
             self._count("transient_gave_up")
             log.warning("submit_gave_up", error=str(exc))
             return False
-        else:
-            self._crash("after_submit")
-            if sub.events:
-                await self.log.append(sub.events)
-            outcome = ev.LiquidationConfirmed(
-                event_id=outcome_id(d.intent_id), ts_event=self.now_us(), causation_id=d.intent_id,
-                intent_id=d.intent_id, account=d.account, bucket=d.bucket, venue_ref=sub.ref,
-                duplicate=sub.duplicate)
-            kind = "confirmed_duplicate" if sub.duplicate else "confirmed"
-        await self._record(d, outcome)
+        self._crash("after_submit")
+        outcome = ev.LiquidationConfirmed(
+            event_id=outcome_id(d.intent_id), ts_event=self.now_us(), causation_id=d.intent_id,
+            intent_id=d.intent_id, account=d.account, bucket=d.bucket, venue_ref=sub.ref,
+            duplicate=sub.duplicate)
+        kind = "confirmed_duplicate" if sub.duplicate else "confirmed"
+        # the venue's account events first, in the same atomic append as the outcome: a
+        # confirmed outcome is never in the log before the balances it changed
+        await self.log.append([*sub.events, outcome])
         await self.claims.finish(d.intent_id, kind, claim.token)
         self._count(kind)
-        log.info("intent_done", outcome=kind, token=claim.token,
-                 reason=getattr(outcome, "reason", None), venue_ref=getattr(outcome, "venue_ref", None))
+        log.info("intent_done", outcome=kind, token=claim.token, venue_ref=sub.ref)
         return True
-
-    async def _record(self, d: ev.Decision, outcome: ev.Event) -> None:
-        await self.log.append([outcome])

@@ -188,7 +188,7 @@ async def test_paper_executor_runs_the_outbox_path_without_io(log: RedisEventLog
     runner = Runner(log, Claims(log.client), paper, consumer="c1")
     await runner.start()
     await drain(runner)
-    assert [d.intent_id for d in paper.submitted] == [f"liq:a{i}/cross@9-{i}" for i in range(3)]
+    assert sorted(d.intent_id for d in paper.submitted) == [f"liq:a{i}/cross@9-{i}" for i in range(3)]
     got = await outcomes(log)
     assert all(isinstance(v[0], ev.LiquidationConfirmed) and v[0].venue_ref.startswith("paper:")
                for v in got.values())

@@ -1,0 +1,223 @@
+"""Tick-to-intent and tick-to-submit latency of the keeper loop, 100,000 accounts loaded.
+
+One asyncio process, as the daemon runs: a private redis-server (EmbeddedRedis, temp dir, AOF
+everysec); the projector driving a ``KeeperCore`` (generic-perp profile, live mode) over the log;
+the runner with the HTTP executor (the reference-venue client, which also appends the venue's
+resulting account events) posting to a local aiohttp server that closes the position; a producer appending one
+``PriceUpdated`` every 2 ms. 100,000 cross buckets, one long position each in one of 20 markets,
+with liquidation prices spread evenly from 1% to 20% below the start; every market slides down
+in 0.02% steps, so a tick breaches a handful of buckets among the ~5,000 exposed to its market.
+
+- ``tick_to_intent``: from just before the tick's append to Redis to the return of the append
+  that recorded its intent(s) (ticks that produced an intent);
+- ``tick_to_submit``: from the same start to the venue receiving the POST of an intent it caused;
+- ``rechecked_per_tick``: buckets confirmed with exact arithmetic per tick (the screen's
+  candidates that are not already busy), against ``exposed_per_tick``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from decimal import Decimal
+from pathlib import Path
+
+import msgspec
+import structlog
+from aiohttp import web
+
+from keeper.domain import events as ev
+from keeper.domain import state as st
+from keeper.domain.codec import encode
+from keeper.domain.decide import KeeperCore, KeeperParams
+from keeper.domain.model import Account, Bucket, MarketParams, Position
+from keeper.execution.claim import Claims
+from keeper.execution.runner import Runner
+from keeper.execution.simvenue import SimVenueExecutor
+from keeper.ports import LogEntry
+from keeper.projector import Projector
+from keeper.store.embedded import EmbeddedRedis
+from keeper.store.redis_log import RedisEventLog
+from keeper.testing import MemorySnapshotStore
+
+ACCOUNTS = 100_000
+MARKETS = 20
+TICKS = 2_000
+TICK_EVERY_S = 0.002
+STEP = Decimal("0.99996")
+SECRET = b"bench"
+D = Decimal
+
+
+def build_state(rng: random.Random) -> st.State:
+    s = st.State()
+    s.prices["USDC"] = D(1)
+    for m in range(MARKETS):
+        sym = f"M{m:02d}"
+        s.markets[sym] = MarketParams(symbol=sym, mmf=D("0.05"))
+        s.prices[sym] = D(1000)
+    for i in range(ACCOUNTS):
+        sym = f"M{i % MARKETS:02d}"
+        size = D(rng.randint(1, 50))
+        # long `size` @1000 with collateral c: liquidatable below L = (1000 size - c) / (0.95 size)
+        liq = D(1000) * (D(1) - D(rng.randint(10, 2000)) / D(10000))
+        collateral = (D(1000) * size - D("0.95") * size * liq).quantize(D("0.01"))
+        b = Bucket("cross", {"USDC": collateral}, {sym: Position(sym, size, D(1000))})
+        s.accounts[f"a{i:06d}"] = Account(f"a{i:06d}", {"cross": b})
+    return s
+
+
+class TimedLog:
+    """The projector's log, timing the appends that record intents."""
+
+    def __init__(self, log: RedisEventLog, started: dict[str, float], out: list[float]) -> None:
+        self.log, self.started, self.out = log, started, out
+
+    async def read(self, after: str = "0-0", count: int = 1000, block_ms: int | None = None
+                   ) -> list[LogEntry]:
+        return await self.log.read(after, count, block_ms)
+
+    async def read_batch(self, after: str = "0-0", count: int = 1000, block_ms: int | None = None
+                         ) -> tuple[list[LogEntry], str]:
+        return await self.log.read_batch(after, count, block_ms)
+
+    async def append(self, events: Sequence[ev.Event]) -> list[str | None]:
+        ids = await self.log.append(events)
+        now = time.perf_counter()
+        for trigger in {e.causation_id for e in events if isinstance(e, ev.LiquidationIntended)}:
+            t0 = self.started.get(trigger or "")
+            if t0 is not None:
+                self.out.append(now - t0)
+        return ids
+
+
+class CountingCore(KeeperCore):
+    def __init__(self, params: KeeperParams, state: st.State, rechecked: list[int],
+                 exposed: list[int]) -> None:
+        super().__init__(params, state)
+        self._rechecked, self._exposed_n = rechecked, exposed
+
+    def handle(self, entry_id: str, event: ev.Event) -> list[ev.Event]:
+        out = super().handle(entry_id, event)
+        if type(event) is ev.PriceUpdated:
+            self._rechecked.append(self.rechecked_last)
+            self._exposed_n.append(len(self.exposed(event.symbol)))  # type: ignore[attr-defined]
+        return out
+
+
+def pct(xs: list[float], q: float) -> float:
+    s = sorted(xs)
+    return s[min(len(s) - 1, int(q * len(s)))] * 1000
+
+
+async def run(redis_url: str) -> None:
+    rng = random.Random(42)
+    t = time.perf_counter()
+    state = build_state(rng)
+    rechecked: list[int] = []
+    exposed: list[int] = []
+    core = CountingCore(KeeperParams(profile="generic-perp", mode="live", intent_ttl_us=10**12),
+                        state, rechecked, exposed)
+    gc.collect()
+    gc.freeze()
+    print(f"# loaded {ACCOUNTS} accounts in {time.perf_counter() - t:.1f}s", flush=True)
+
+    started: dict[str, float] = {}
+    intent_lat: list[float] = []
+    submit_lat: list[float] = []
+
+    async def liquidations(request: web.Request) -> web.Response:
+        now = time.perf_counter()
+        d = msgspec.json.decode(await request.read())
+        t0 = started.get(d["trigger_event_id"])
+        if t0 is not None:
+            submit_lat.append(now - t0)
+        # the venue closes the whole position at the decision's price
+        market = d["market"]
+        pos = core.state.accounts[d["account"]].buckets[d["bucket"]].positions.get(market)
+        size = pos.size if pos is not None else D(0)
+        closed = ev.PositionChanged(
+            event_id=f"venue-{d['intent_id']}", ts_event=0, causation_id=d["intent_id"],
+            account=d["account"], bucket=d["bucket"], market=market, size=D(0),
+            realized_pnl=size * (D(d["prices"][market]) - D(1000)))
+        return web.json_response({"status": "accepted", "ref": d["intent_id"],
+                                  "events": [msgspec.json.decode(encode(closed))]})
+
+    app = web.Application()
+    app.router.add_post("/liquidations", liquidations)
+    runner_web = web.AppRunner(app)
+    await runner_web.setup()
+    site = web.TCPSite(runner_web, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    prod_log = await RedisEventLog.connect(redis_url)
+    proj_log = await RedisEventLog.connect(redis_url)
+    run_log = await RedisEventLog.connect(redis_url)
+    executor = SimVenueExecutor(f"http://127.0.0.1:{port}", secret=SECRET, timeout_s=2.0)
+    stop = asyncio.Event()
+    projector = Projector(TimedLog(proj_log, started, intent_lat), MemorySnapshotStore(),  # type: ignore[arg-type]
+                          lambda _data: core, name="bench", snapshot_every=10**9,
+                          snapshot_interval_s=10**9)
+    runner = Runner(run_log, Claims(run_log.client), executor, consumer="bench",
+                    intent_ttl_us=None)
+    tasks = [asyncio.create_task(projector.run(stop, block_ms=100))]
+    if not os.environ.get("BENCH_NO_RUNNER"):
+        tasks.append(asyncio.create_task(runner.run(stop, block_ms=100)))
+    await asyncio.sleep(0.3)
+    prices = {f"M{m:02d}": D(1000) for m in range(MARKETS)}
+    ts = time.time_ns() // 1000
+    try:
+        for k in range(TICKS):
+            sym = f"M{k % MARKETS:02d}"
+            prices[sym] = (prices[sym] * STEP).quantize(D("0.000001"))
+            e = ev.PriceUpdated(event_id=f"tick-{k}", ts_event=ts + k, symbol=sym, price=prices[sym])
+            started[e.event_id] = time.perf_counter()
+            await prod_log.append([e])
+            await asyncio.sleep(TICK_EVERY_S)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and core.state.open_intents:
+            await asyncio.sleep(0.05)
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks)
+        await executor.close()
+        for lg in (prod_log, proj_log, run_log):
+            await lg.close()
+        await runner_web.cleanup()
+
+    ticks_with_intent = len(intent_lat)
+    print(f"# ticks {TICKS}, with an intent {ticks_with_intent}, intents submitted {len(submit_lat)}")
+    print(f"bench keeper tick_to_intent_p50_ms {pct(intent_lat, 0.50):.3f} ms")
+    print(f"bench keeper tick_to_intent_p99_ms {pct(intent_lat, 0.99):.3f} ms")
+    print(f"bench keeper tick_to_submit_p50_ms {pct(submit_lat, 0.50):.3f} ms")
+    print(f"bench keeper tick_to_submit_p99_ms {pct(submit_lat, 0.99):.3f} ms")
+    print(f"bench keeper rechecked_per_tick_mean {statistics.fmean(rechecked):.2f} buckets")
+    print(f"bench keeper rechecked_per_tick_max {max(rechecked)} buckets")
+    print(f"bench keeper exposed_per_tick_mean {statistics.fmean(exposed):.0f} buckets")
+    print(f"bench keeper accounts {ACCOUNTS} accounts")
+
+
+def main() -> None:
+    # one log line per intent is right for a daemon, noise for a benchmark
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    with tempfile.TemporaryDirectory(prefix="bench-keeper-") as tmp:
+        server = EmbeddedRedis(Path(tmp))
+        server.start()
+        try:
+            asyncio.run(run(server.url))
+        finally:
+            server.stop()
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
