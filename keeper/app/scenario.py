@@ -232,6 +232,13 @@ def load_scenario(text: str | bytes) -> Scenario:
             raise ScenarioError(f"{bp}.id: expected a unique bucket name other than 'cross', got {bid!r}")
         seen.add(bid)
         isolated.append(_bucket(bid, bo, bp, markets, assets))
+    if profile.kind == "lending":
+        for b in ([cross] if cross is not None else []) + isolated:
+            if b.positions:
+                where = "account.cross" if b.name == CROSS else f"account.isolated[{isolated.index(b)}]"
+                raise ScenarioError(
+                    f"{where}.positions: profile {profile.name!r} is a lending profile and takes no positions"
+                )
     request = None
     if top.get("liquidation_request") is not None:
         rp = "liquidation_request"

@@ -118,6 +118,11 @@ MALFORMED = [
     ("NaN", _mutate(["assets", "USDC", "price"], "NaN"), "assets.USDC.price"),
     ("unknown field", _mutate(["markets", "ETH-USD", "mmr"], "0.05"), "markets.ETH-USD.mmr: unknown field"),
     ("zero price", _mutate(["markets", "ETH-USD", "price"], "0"), "markets.ETH-USD.price: must be > 0"),
+    (
+        "positions under a lending profile",
+        _mutate(["profile"], "aave-v3.3"),
+        "account.cross.positions: profile",
+    ),
     ("duplicate bucket", _mutate(["account", "isolated", 0, "id"], "cross"), "account.isolated[0].id"),
 ]
 
