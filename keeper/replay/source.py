@@ -15,18 +15,19 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 from keeper.domain.codec import decode
 from keeper.domain.events import Event
 from keeper.errors import DecodeError
 from keeper.store.entries import parse_id
-from keeper.store.ndjson import iter_ndjson
+from keeper.store.ndjson import iter_ndjson_events
 
 Batch = list[tuple[str, Event]]
 """Decoded entries of one batch, in log order."""
 
 BATCH = 1000
+_T = TypeVar("_T", bound=tuple[Any, ...])
 
 
 @dataclass
@@ -52,16 +53,12 @@ def _decode_batch(raw: list[tuple[str, bytes]], stats: SourceStats) -> Batch:
             append((entry_id, decode(payload)))
         except DecodeError as exc:
             stats.skip(exc.reason)
-    if out:
-        if stats.first is None:
-            stats.first = out[0][0]
-        stats.last = out[-1][0]
-        stats.read += len(out)
+    _count(out, stats)
     return out
 
 
-def _cut(raw: list[tuple[str, bytes]], to: tuple[int, int] | None) -> tuple[list[tuple[str, bytes]], bool]:
-    """Drop entries past ``to``; the flag says the end was reached."""
+def _cut(raw: list[_T], to: tuple[int, int] | None) -> tuple[list[_T], bool]:
+    """Drop entries past ``to`` (entries are ``(id, ...)`` pairs); the flag says the end was reached."""
     if to is None or not raw or parse_id(raw[-1][0]) <= to:
         return raw, False
     keep = [r for r in raw if parse_id(r[0]) <= to]
@@ -70,27 +67,45 @@ def _cut(raw: list[tuple[str, bytes]], to: tuple[int, int] | None) -> tuple[list
 
 def ndjson_batches(path: Path, *, after: str = "0-0", to: str | None = None,
                    batch: int = BATCH, stats: SourceStats | None = None) -> Iterator[Batch]:
-    """Batches of decoded entries of an NDJSON export (``.gz`` by suffix), ``after < id <= to``."""
+    """Batches of decoded entries of an NDJSON export (``.gz`` by suffix), ``after < id <= to``.
+
+    Lines are decoded in one typed pass (``iter_ndjson_events``); old versions are upcast and
+    undecodable lines skipped and counted, as with ``decode``.
+    """
     stats = stats if stats is not None else SourceStats()
     start = parse_id(after)
     skipping = start > (0, 0)
     end = parse_id(to) if to is not None else None
-    raw: list[tuple[str, bytes]] = []
-    for entry_id, payload in iter_ndjson(path):
+
+    def bad(_entry_id: str, _payload: bytes, exc: DecodeError) -> None:
+        stats.skip(exc.reason)
+
+    out: Batch = []
+    for entry in iter_ndjson_events(path, on_bad=bad):
         if skipping:
-            if parse_id(entry_id) <= start:
+            if parse_id(entry[0]) <= start:
                 continue
             skipping = False
-        raw.append((entry_id, payload))
-        if len(raw) >= batch:
-            raw, done = _cut(raw, end)
-            yield _decode_batch(raw, stats)
-            raw = []
+        out.append(entry)
+        if len(out) >= batch:
+            out, done = _cut(out, end)
+            _count(out, stats)
+            yield out
+            out = []
             if done:
                 return
-    if raw:
-        raw, _ = _cut(raw, end)
-        yield _decode_batch(raw, stats)
+    if out:
+        out, _ = _cut(out, end)
+        _count(out, stats)
+        yield out
+
+
+def _count(out: Batch, stats: SourceStats) -> None:
+    if out:
+        if stats.first is None:
+            stats.first = out[0][0]
+        stats.last = out[-1][0]
+        stats.read += len(out)
 
 
 class RawReader(Protocol):
