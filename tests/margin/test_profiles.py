@@ -174,3 +174,18 @@ def test_lending_strictness_hf_exactly_one_is_not_liquidatable() -> None:
         h = evaluate(get_profile(name), bucket, {}, assets, {"ETH": D(2000), "USDC": D(1)})
         assert h.health_factor == 1, name
         assert not h.liquidatable, name
+
+
+def test_re_solve_handles_brackets_with_equal_rates_and_a_jump_in_deduction() -> None:
+    # Explicit deductions need not be continuous: the line of the upper bracket has the same
+    # slope as the lower one, and its root (494.95) is not a root of the lower bracket's line.
+    from keeper.domain.model import Tier
+
+    markets = {
+        "X": MarketParams(symbol="X", mmf_tiers=(Tier(D(0), D("0.01"), D(0)), Tier(D(1000), D("0.01"), D(5))))
+    }
+    bucket = Bucket("b", {"USDC": D(1505)}, {"X": Position("X", D(1), D(2000))})
+    prices = {"X": D(2000), "USDC": D(1)}
+    lp = liquidation_price(get_profile("generic-perp"), bucket, "X", markets, {}, prices)
+    assert lp is not None
+    assert abs(lp - 500) < D("1e-40")

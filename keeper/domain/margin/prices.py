@@ -25,6 +25,7 @@ from keeper.domain.model import AssetParams, Bucket, MarketParams
 
 MAX_STEPS = 64
 _TINY = Decimal("1e-30")
+_REL = Decimal("1e-45")
 
 Line = Callable[[Decimal], tuple[Decimal, Decimal]]
 """price -> (h(price), dh/dprice) on the piece that holds price."""
@@ -47,8 +48,10 @@ def _solve(line: Line, start: Decimal) -> Decimal | None:
                 return None
             nxt = _TINY
         h_next, slope_next = line(nxt)
-        if slope_next == slope and nxt != _TINY:
-            # nxt is on the piece whose line produced it, so it is that line's root.
+        tolerance = (abs(nxt * slope) + abs(h)) * _REL
+        if nxt != _TINY and slope_next == slope and abs(h_next) <= tolerance:
+            # nxt is on the piece whose line produced it (same slope, and the line's value
+            # there is zero up to the context's last digits), so it is that line's root.
             return nxt
         p, h, slope = nxt, h_next, slope_next
     return None
