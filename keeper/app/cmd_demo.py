@@ -1,0 +1,42 @@
+"""``keeper demo``: embedded Redis + the reference venue + the daemon through a real crash window,
+ending with a summary table; exit 0 only when the run was sound (see ``keeper.app.demo``)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+from keeper.app.demo import DemoOptions, default_shared_data, render, run_demo
+from keeper.app.logging import configure_logging
+
+HELP = "run the whole keeper against the reference venue through a recorded crash, then summarise"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--accounts", type=int, default=10_000, help="accounts in the venue's book")
+    parser.add_argument("--window", default="2025-10-10", help="the crash event in ../shared/data")
+    parser.add_argument("--start", default="2025-10-10T18:00:00Z", help="window start (UTC ISO)")
+    parser.add_argument("--end", default="2025-10-11T00:00:00Z", help="window end (UTC ISO)")
+    parser.add_argument("--speed", type=float, default=2000.0,
+                        help="playback speed (x real time; 2000 plays a 5-minute bar in 0.15 s)")
+    parser.add_argument("--export", type=Path, metavar="FILE", help="write the run's log as NDJSON")
+    parser.add_argument("--summary-json", type=Path, metavar="FILE", help="write the summary as JSON")
+    parser.add_argument("--data-dir", type=Path, default=Path(".keeper/demo"),
+                        help="working folder, emptied first (default .keeper/demo)")
+    parser.add_argument("--shared-data", type=Path, default=None,
+                        help="crash data folder (default KEEPER_DATA_DIR or ../shared/data)")
+    parser.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    parser.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
+
+
+def run(args: argparse.Namespace) -> int:
+    configure_logging("console" if sys.stderr.isatty() else "json", args.log_level, stream=sys.stderr)
+    opts = DemoOptions(accounts=args.accounts, window=args.window, start=args.start, end=args.end,
+                       bar_s=300.0 / args.speed, data_dir=args.data_dir,
+                       shared_data=args.shared_data or default_shared_data(), export=args.export,
+                       summary_json=args.summary_json, progress=not args.no_progress)
+    summary = asyncio.run(run_demo(opts))
+    print(render(summary))
+    return 0 if summary.sound else 1

@@ -1,0 +1,348 @@
+"""The daemon (``keeper run``): every role of the keeper in one asyncio process, or a subset.
+
+Roles (``ROLES``), each a set of tasks on one event loop, all sharing one Redis log:
+
+- ``feeds``: the price websockets of ``[feeds.sources]`` through one ``PricePipeline`` (symbol
+  map, guards, staleness watchdog) into an ``Ingest`` writer; the ``fixed_prices`` once.
+- ``ingest``: the venue's account stream (``feeds.accounts_url``) into the same writer.
+- ``keeper``: one ``Projector`` driving a ``KeeperCore`` per profile (``keeper.profile`` plus
+  ``extra_profiles``), appending intents (the outbox) with ``ts_ingest`` stamped.
+- ``executor``: the ``Runner`` submitting live intents through the configured executor.
+- ``projector``: a plain state projection with its own snapshots (for a separate admin).
+- ``admin``: the admin HTTP server over ``keeper.app.status.Status``.
+
+Crash-only: starting is recovering. The projector loads its newest valid snapshot and replays
+the tail; the runner reclaims its own pending entries under its stable consumer name. Shutdown
+(``stop`` set, e.g. by SIGTERM): intake stops first (feeds and account stream cancelled, the
+writer drained), then the keeper applies what is in the log and writes a final snapshot, the
+runner finishes the batch in hand (unacked entries are handed back to the group), admin last.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import time
+from collections.abc import Awaitable, Sequence
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import structlog
+
+from keeper.app.config import Config, FeedSource
+from keeper.app.keeper_role import core_factory
+from keeper.app.metrics import Metrics
+from keeper.domain import events as ev
+from keeper.domain.decide import KeeperCore, KeeperParams
+from keeper.errors import ConfigError
+from keeper.execution import HttpExecutor, PaperExecutor, SimVenueExecutor
+from keeper.execution.base import VenueExecutor
+from keeper.execution.claim import Claims
+from keeper.execution.runner import Runner
+from keeper.feeds import parsers
+from keeper.feeds.combine import MarketLimits
+from keeper.feeds.ingest import Ingest
+from keeper.feeds.parsers import Parser
+from keeper.feeds.pipeline import PricePipeline
+from keeper.feeds.ws import WsConfig
+from keeper.ingest.account_ws import AccountStream
+from keeper.ports import LogEntry
+from keeper.projector import ProjectionCore, Projector
+from keeper.store.embedded import EmbeddedRedis, open_redis
+from keeper.store.redis_log import RedisEventLog
+from keeper.store.snapshots import RedisSnapshotStore
+
+_log = structlog.get_logger()
+
+ROLES = ("feeds", "ingest", "keeper", "executor", "projector", "admin")
+DEFAULT_ROLES = ("feeds", "ingest", "keeper", "executor", "admin")
+"""``keeper run`` without ``--role``: ``projector`` is left out (the keeper projects itself)."""
+
+_PARSERS = {"binance": parsers.binance_mark_price, "bybit": parsers.bybit_tickers,
+            "hyperliquid": parsers.hyperliquid_all_mids, "coinbase": parsers.coinbase_ticker}
+
+
+def wall_us() -> int:
+    """The shell's clock (the core never reads it)."""
+    return time.time_ns() // 1000
+
+
+class StampingLog:
+    """The keeper's view of the log: stamps ``ts_ingest`` on the intents it appends, so that
+    tick-to-intent latency is in the log itself (the pure core cannot read a clock)."""
+
+    def __init__(self, inner: RedisEventLog) -> None:
+        self.inner = inner
+
+    async def append(self, events: Sequence[ev.Event]) -> list[str | None]:
+        now = wall_us()
+        out = [msgspec.structs.replace(e, ts_ingest=now) if type(e) is ev.LiquidationIntended
+               and e.ts_ingest == 0 else e for e in events]
+        return await self.inner.append(out)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def build_pipeline(cfg: Config) -> PricePipeline:
+    """The price pipeline of ``[feeds]``: each source's symbol mapped to its market."""
+    f = cfg.feeds
+    symbol_map: dict[str, str] = {}
+    for src in f.sources:
+        for market, sym in src.symbols.items():
+            symbol_map[f"{src.source_name}:{sym}"] = market
+            symbol_map[f"{src.source_name}:{sym.upper()}"] = market
+    limits = MarketLimits(max_jump=f.max_jump, max_deviation=f.max_deviation,
+                          stale_after_us=f.staleness_ms * 1000, jump_confirmations=f.jump_confirmations)
+    # each market is combined over the sources that price it; a market priced by one source
+    # has no one to deviate from
+    return PricePipeline(default=limits, symbol_map=symbol_map, only=f.markets())
+
+
+def parser_for(src: FeedSource) -> Parser:
+    make = _PARSERS.get(src.kind)
+    if make is None:
+        raise ConfigError(f"feeds.sources: kind {src.kind!r} needs a parser this daemon does not "
+                          f"wire yet (use one of {', '.join(sorted(_PARSERS))})")
+    return make(src.source_name)
+
+
+def build_executor(cfg: Config) -> VenueExecutor | None:
+    """The executor of ``[execution]``; ``None`` in paper mode (nothing is submitted)."""
+    x = cfg.execution
+    if cfg.keeper.mode == "paper" or x.executor == "paper":
+        return None if cfg.keeper.mode == "paper" else PaperExecutor()
+    secret = cfg.secrets.hmac_secret
+    if secret is None:
+        raise ConfigError("execution.executor: the HTTP executors sign requests; set "
+                          "KEEPER_HMAC_SECRET (or KEEPER_VENUE_SECRET)")
+    kw: dict[str, Any] = {"secret": secret.reveal().encode(), "timeout_s": x.timeout_s,
+                          "max_attempts": x.max_attempts}
+    if x.executor == "sim":
+        return SimVenueExecutor(x.url, **kw)
+    return HttpExecutor(x.url, **kw)
+
+
+class Daemon:
+    """The keeper process. ``run(stop)`` runs ``roles`` until ``stop`` is set, then shuts down
+    gracefully (see the module docstring) and returns. ``consumer`` names this process in the
+    executor group and in claims: keep it stable across restarts (default: ``<host>-executor``).
+    """
+
+    def __init__(self, config: Config, *, roles: Sequence[str] | None = None,
+                 consumer: str | None = None, extra_profiles: Sequence[str] = (),
+                 block_ms: int = 100) -> None:
+        roles = tuple(roles) if roles else DEFAULT_ROLES
+        bad = [r for r in roles if r not in ROLES]
+        if bad:
+            raise ConfigError(f"--role: unknown role {bad[0]!r}; known: {', '.join(ROLES)}")
+        self.config = config
+        self.roles = roles
+        self.consumer = consumer or f"{socket.gethostname()}-executor"
+        self.profiles = tuple(dict.fromkeys((config.keeper.profile, *extra_profiles)))
+        self.block_ms = min(block_ms, config.redis.block_ms)
+        self.metrics = Metrics()
+        self.redis_url = ""
+        self.ingest: Ingest | None = None
+        self.pipeline: PricePipeline | None = None
+        self.projectors: list[Projector] = []
+        self.runner: Runner | None = None
+        self.log: RedisEventLog | None = None
+        self.admin_port: int | None = None
+        self.started = asyncio.Event()
+        """Set once every role is up (the admin port bound, projectors started)."""
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._closers: list[Any] = []
+
+    def params(self, profile: str) -> KeeperParams:
+        return msgspec.structs.replace(self.config.keeper_params(), profile=profile)
+
+    def cores(self) -> list[KeeperCore]:
+        """The live keeper cores (one per profile), once started."""
+        return [p.core for p in self.projectors if isinstance(p.core, KeeperCore)]
+
+    async def _connect(self) -> RedisEventLog:
+        log = await RedisEventLog.connect(self.redis_url, shard=str(self.config.keeper.shard))
+        self._closers.append(log.close)
+        return log
+
+    def _spawn(self, coro: Awaitable[Any], name: str) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coro)
+        task.set_name(name)
+        self._tasks.append(task)
+        return task
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run until ``stop``; raises what a role raised (after shutting the others down)."""
+        cfg = self.config
+        data_dir = Path(cfg.redis.data_dir)
+        url, server = await open_redis(cfg.redis_url(), data_dir, appendfsync=cfg.redis.appendfsync)
+        self.redis_url = url
+        _log.info("daemon_starting", roles=list(self.roles), profiles=list(self.profiles),
+                  mode=cfg.keeper.mode, executor=cfg.execution.executor, pid=os.getpid(),
+                  redis="embedded" if server else "external")
+        intake: list[asyncio.Task[Any]] = []
+        workers: list[asyncio.Task[Any]] = []
+        inner_stop = asyncio.Event()
+        admin = None
+        executor = None
+        try:
+            self.log = await self._connect()
+            if "feeds" in self.roles or "ingest" in self.roles:
+                intake = await self._start_intake()
+            if "keeper" in self.roles or "projector" in self.roles:
+                await self._start_projectors(inner_stop, workers)
+            if "executor" in self.roles:
+                executor = build_executor(cfg)
+                if executor is not None:
+                    await self._start_runner(executor, inner_stop, workers)
+            if "admin" in self.roles and cfg.admin.enabled:
+                admin = await self._start_admin()
+            self.started.set()
+            _log.info("daemon_started", roles=list(self.roles), admin_port=self.admin_port,
+                      restored_from=[p.restored_from for p in self.projectors])
+            waiter = asyncio.ensure_future(stop.wait())
+            await asyncio.wait([waiter, *self._tasks], return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
+            failed = [t for t in self._tasks if t.done() and not t.cancelled() and t.exception()]
+            if failed:
+                _log.error("role_failed", task=failed[0].get_name(), error=repr(failed[0].exception()))
+        finally:
+            await self._shutdown(intake, workers, inner_stop, admin, executor)
+            if server is not None:
+                server.stop()
+        for t in self._tasks:
+            if t.done() and not t.cancelled() and t.exception() is not None:
+                raise t.exception()  # type: ignore[misc]
+
+    async def _shutdown(self, intake: list[asyncio.Task[Any]], workers: list[asyncio.Task[Any]],
+                        inner_stop: asyncio.Event, admin: Any, executor: Any) -> None:
+        for t in intake:  # 1. stop intake
+            t.cancel()
+        await asyncio.gather(*intake, return_exceptions=True)
+        if self.ingest is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.ingest.drain(), 5.0)
+            await self.ingest.close()
+        inner_stop.set()  # 2. keeper and runner finish their batch, snapshot
+        _done, pending = await asyncio.wait(workers, timeout=10.0) if workers else (set(), set())
+        for t in pending:
+            t.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+        for p in self.projectors:
+            with contextlib.suppress(Exception):
+                await p.snapshot()
+        for t in self._tasks:
+            if not t.done():
+                t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if admin is not None:  # 3. admin last: it answers until the end
+            await admin.stop()
+        if executor is not None:
+            await executor.close()
+        for close in reversed(self._closers):
+            with contextlib.suppress(Exception):
+                await close()
+        _log.info("daemon_stopped", applied=[p.applied for p in self.projectors],
+                  offsets=[p.core.offset if p.core else None for p in self.projectors],
+                  runner=dict(self.runner.counts) if self.runner else None)
+
+    async def _start_intake(self) -> list[asyncio.Task[Any]]:
+        cfg = self.config
+        assert self.log is not None
+        self.pipeline = build_pipeline(cfg)
+        self.ingest = Ingest(self.log, pipeline=self.pipeline, max_pending=10_000)
+        tasks = [self._spawn(self.ingest.run(), "ingest-writer")]
+        if "feeds" in self.roles:
+            now = wall_us()
+            fixed = [ev.PriceUpdated(event_id=f"fixed:{sym}:{price}", ts_event=now, ts_ingest=now,
+                                     symbol=sym, price=price, source="fixed")
+                     for sym, price in sorted(cfg.feeds.fixed_prices.items())]
+            await self.ingest.submit(fixed)
+            for src in cfg.feeds.sources:
+                feed = self.ingest.price_feed(WsConfig(src.url), src.source_name, parser_for(src))
+                tasks.append(self._spawn(feed.run(), f"feed-{src.source_name}"))
+            interval = max(cfg.feeds.staleness_ms / 4000, 0.05)
+            tasks.append(self._spawn(self.ingest.watch_stale(interval), "stale-watchdog"))
+        if "ingest" in self.roles and cfg.feeds.accounts_url:
+            stream = AccountStream(cfg.feeds.accounts_url, self.ingest)
+            tasks.append(self._spawn(stream.run(), "account-stream"))
+        return tasks
+
+    async def _start_projectors(self, stop: asyncio.Event, workers: list[asyncio.Task[Any]]) -> None:
+        cfg = self.config
+        shard = str(cfg.keeper.shard)
+        log = await self._connect()  # the projectors' blocking reads get their own connection
+        if "keeper" in self.roles:
+            for profile in self.profiles:
+                snaps = RedisSnapshotStore(log.client, shard=shard, format=KeeperCore.FORMAT)
+                p = Projector(StampingLog(log), snaps,
+                              core_factory(self.params(profile)),  # type: ignore[arg-type]
+                              name=f"keeper-{profile}", fmt=KeeperCore.FORMAT,
+                              batch=cfg.keeper.batch_size, snapshot_every=cfg.snapshots.every_events,
+                              snapshot_interval_s=cfg.snapshots.interval_s)
+                self.projectors.append(p)
+        if "projector" in self.roles:
+            snaps = RedisSnapshotStore(log.client, shard=shard, format=ProjectionCore.FORMAT)
+            self.projectors.append(Projector(StampingLog(log), snaps,
+                                             _projection_factory, name="state",
+                                             batch=cfg.keeper.batch_size,
+                                             snapshot_every=cfg.snapshots.every_events,
+                                             snapshot_interval_s=cfg.snapshots.interval_s))
+        for p in self.projectors:
+            await p.start()
+            _log.info("projector_started", projector=p.name, restored_from=p.restored_from,
+                      offset=p.position)
+            workers.append(self._spawn(self._follow(p, stop), f"projector-{p.name}"))
+
+    async def _follow(self, p: Projector, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            n = await p.step(block_ms=self.block_ms)
+            if n:
+                self.metrics.events_applied.inc("all", by=n)
+        await p.catch_up()  # the batch in hand and anything the drained intake wrote
+        await p.snapshot()
+
+    async def _start_runner(self, executor: VenueExecutor, stop: asyncio.Event,
+                            workers: list[asyncio.Task[Any]]) -> None:
+        cfg = self.config
+        log = await self._connect()
+        self.runner = Runner(log, Claims(log.client, ttl_ms=30_000), executor, consumer=self.consumer,
+                             intent_ttl_us=round(cfg.execution.intent_ttl_s * 1_000_000))
+        workers.append(self._spawn(self.runner.run(stop, block_ms=self.block_ms), "runner"))
+
+    async def _start_admin(self) -> Any:
+        from keeper.app.admin import AdminServer, build_admin_app
+        from keeper.app.status import Status
+
+        cfg = self.config
+        assert self.log is not None
+        status = Status(self, self.log)
+        app = build_admin_app(status, cfg.secrets.admin_token, config=cfg,
+                              request_timeout_s=cfg.admin.request_timeout_s)
+        server = AdminServer(app, cfg.admin.host, cfg.admin.port)
+        self.admin_port = await server.start()
+        return server
+
+
+def _projection_factory(data: bytes | None) -> ProjectionCore:
+    return ProjectionCore() if data is None else ProjectionCore.restore(data)
+
+
+async def read_all(log: RedisEventLog, batch: int = 5000) -> list[LogEntry]:
+    """Every decodable entry of ``log`` in order (for reports; bounded by the log's length)."""
+    out: list[LogEntry] = []
+    after = "0-0"
+    while True:
+        entries, pos = await log.read_batch(after, batch)
+        if pos == after:
+            return out
+        out += entries
+        after = pos
+
+
+__all__ = ["DEFAULT_ROLES", "ROLES", "Daemon", "EmbeddedRedis", "StampingLog", "build_executor",
+           "build_pipeline", "read_all"]

@@ -1,0 +1,349 @@
+"""``keeper demo``: the whole system against the reference venue through a real crash.
+
+What runs (all on 127.0.0.1, nothing to configure):
+
+1. an embedded Redis under a fresh folder (``.keeper/demo/redis`` unless ``--data-dir``);
+2. the reference venue (``keeper.sim``) in-process, its book (default 10,000 accounts) generated
+   at the first prices of the window (the real prices: the book is priced at the window's first
+   bar, so no rescaling is needed);
+3. the price window: the 2025-10-10 Bybit USDT-perp 5-minute bars of BTC, ETH and SOL from
+   ``../shared/data/event_windows_tidy.csv.gz`` (rows with event ``2025-10-10`` and venue
+   ``bybit``), each bar played as four ticks (open, the extreme on the way, the other extreme,
+   close); without the data folder the built-in ``keeper.sim.synthetic_crash`` (seed 1, its
+   stated defaults: BTC -25%, ETH -35%, SOL -45% over 30 minutes with a 10% wick);
+4. the daemon (every role; executor = the venue's client) with two keeper cores: profile
+   ``generic-perp`` for perp buckets and ``aave-v3.3`` for the venue's lending buckets (a perp
+   profile never finds a lending bucket liquidatable, and vice versa); assets are priced at their
+   market's mark by a second price subscription that maps ``ETHUSDT`` to ``ETH`` (the venue's
+   rule), and ``USDC`` at exactly 1 (``feeds.fixed_prices``).
+
+The summary is computed from the log and the venue's ``GET /stats``. The run is sound when every
+venue-accepted liquidation is an intent in the log, none was accepted twice, and no account
+healthy by construction was liquidated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import gzip
+import json
+import os
+import secrets
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import structlog
+
+from keeper.app.config import FeedSource, load_config
+from keeper.app.daemon import Daemon, read_all
+from keeper.domain import events as ev
+from keeper.sim.book import generate_book
+from keeper.sim.prices import Tick, synthetic_crash
+from keeper.sim.server import SimServer, start_sim
+from keeper.store.embedded import open_redis
+from keeper.store.ndjson import export_log
+from keeper.store.redis_log import RedisEventLog
+
+_log = structlog.get_logger()
+
+MARKETS = ("BTC", "ETH", "SOL")
+LENDING_PROFILE = "aave-v3.3"
+PERP_PROFILE = "generic-perp"
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    accounts: int = 10_000
+    window: str = "2025-10-10"
+    start: str = "2025-10-10T18:00:00Z"
+    end: str = "2025-10-11T00:00:00Z"
+    bar_s: float = 0.15
+    """Wall seconds per 5-minute bar (the speed is 300 / bar_s)."""
+    data_dir: Path = Path(".keeper/demo")
+    shared_data: Path | None = None
+    export: Path | None = None
+    summary_json: Path | None = None
+    seed: int = 1
+    progress: bool = True
+
+
+def _us(iso: str) -> int:
+    return int(datetime.fromisoformat(iso.replace("Z", "+00:00")).astimezone(UTC).timestamp() * 1_000_000)
+
+
+def load_window(data: Path, event: str, start: str, end: str) -> list[Tick]:
+    """Bybit 5-minute bars of ``MARKETS`` for ``event`` in [start, end) as ticks: per bar open,
+    then low and high (high first on an up bar), then close, a quarter bar apart."""
+    t0, t1 = _us(start), _us(end)
+    bars: dict[int, dict[str, tuple[Decimal, Decimal, Decimal, Decimal]]] = {}
+    with gzip.open(data / "event_windows_tidy.csv.gz", "rt", encoding="utf-8", newline="") as f:
+        for row in csv.DictReader(f):
+            if row["event"] != event or row["venue"] != "bybit":
+                continue
+            base = row["symbol"].split("/")[0]
+            if base not in MARKETS:
+                continue
+            ts = _us(row["ts"])
+            if t0 <= ts < t1:
+                bars.setdefault(ts, {})[f"{base}-USD"] = (
+                    Decimal(row["open"]), Decimal(row["high"]), Decimal(row["low"]), Decimal(row["close"]))
+    ticks: list[Tick] = []
+    for ts in sorted(bars):
+        bar = bars[ts]
+        if len(bar) != len(MARKETS):
+            continue  # every tick prices every market
+        for k in range(4):
+            prices = {}
+            for m, (o, h, lo, c) in sorted(bar.items()):
+                seq = (o, h, lo, c) if c < o else (o, lo, h, c)
+                prices[m] = seq[k]
+            ticks.append(Tick(ts + k * 75_000_000, prices))
+    return ticks
+
+
+@dataclass
+class Summary:
+    source: str
+    accounts: int
+    ticks: int
+    seconds: float
+    liquidations: dict[str, int] = field(default_factory=dict)
+    notional: Decimal = Decimal(0)
+    bad_debt: Decimal = Decimal(0)
+    rejected: int = 0
+    rejected_by_reason: dict[str, int] = field(default_factory=dict)
+    intents: int = 0
+    latency_ms: dict[str, float] = field(default_factory=dict)
+    log_entries: int = 0
+    problems: list[str] = field(default_factory=list)
+    profiles: str = f"{PERP_PROFILE} (perp buckets) + {LENDING_PROFILE} (lending buckets)"
+
+    @property
+    def sound(self) -> bool:
+        return not self.problems
+
+
+def _pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    return s[min(len(s) - 1, int(q * len(s)))]
+
+
+def summarise(entries: list[Any], stats: dict[str, Any], healthy: set[tuple[str, str]],
+              kinds: dict[str, str], base: Summary) -> Summary:
+    """The figures and the soundness checks, from the log and the venue's stats."""
+    ingest_us: dict[str, int] = {}
+    intents: dict[str, ev.Decision] = {}
+    latencies: list[float] = []
+    rejected = 0
+    for entry in entries:
+        e = entry.event
+        ingest_us[entry.id] = e.ts_ingest
+        if isinstance(e, ev.LiquidationIntended) and e.decision.mode == "live":
+            intents[e.decision.intent_id] = e.decision
+            trig = ingest_us.get(e.decision.trigger, 0)
+            if trig and e.ts_ingest:
+                latencies.append((e.ts_ingest - trig) / 1000)
+        elif isinstance(e, ev.LiquidationRejected):
+            rejected += 1
+    s = base
+    s.intents = len(intents)
+    s.log_entries = len(entries)
+    s.latency_ms = {"p50": round(_pct(latencies, 0.5), 3), "p99": round(_pct(latencies, 0.99), 3),
+                    "n": len(latencies)}
+    s.rejected = rejected
+    s.rejected_by_reason = dict(stats.get("rejected_by_reason", {}))
+    s.bad_debt = Decimal(str(stats.get("bad_debt", "0")))
+    counts = {"perp cross": 0, "perp isolated": 0, "lending cross": 0, "lending isolated": 0}
+    for iid, n in sorted(stats.get("accepted_by_intent", {}).items()):
+        if n != 1:
+            s.problems.append(f"{iid} accepted {n} times")
+        d = intents.get(iid)
+        if d is None:
+            s.problems.append(f"{iid} accepted by the venue but not an intent in the log")
+            continue
+        if (d.account, d.bucket) in healthy:
+            s.problems.append(f"{iid}: healthy-by-construction {d.account}/{d.bucket} liquidated")
+        lending = kinds.get(d.account, "").startswith("lending") or d.action == "repay_seize"
+        key = f"{'lending' if lending else 'perp'} {'cross' if d.bucket == 'cross' else 'isolated'}"
+        counts[key] += 1
+        s.notional += d.notional
+    s.liquidations = counts
+    return s
+
+
+def render(s: Summary) -> str:
+    total = sum(s.liquidations.values())
+    rows = [
+        ("price source", s.source),
+        ("accounts", f"{s.accounts:,}"),
+        ("ticks played", f"{s.ticks:,} in {s.seconds:.1f} s"),
+        ("keeper cores", s.profiles),
+        ("log entries", f"{s.log_entries:,}"),
+        ("live intents", f"{s.intents:,}"),
+        ("liquidations confirmed", f"{total:,}"),
+        *((f"  {k}", f"{v:,}") for k, v in s.liquidations.items()),
+        ("notional liquidated", f"${s.notional.quantize(Decimal('0.01')):,}"),
+        ("bad debt left (venue)", f"${s.bad_debt.quantize(Decimal('0.01')):,}"),
+        ("rejected submissions", f"{s.rejected:,} {s.rejected_by_reason or ''}".strip()),
+        ("tick-to-intent p50 / p99", f"{s.latency_ms.get('p50')} ms / {s.latency_ms.get('p99')} ms "
+                                     f"(n={s.latency_ms.get('n')}, ts_ingest trigger -> intent)"),
+        ("sound", "yes" if s.sound else "NO: " + "; ".join(s.problems[:5])),
+    ]
+    width = max(len(k) for k, _ in rows)
+    line = "-" * (width + 50)
+    return "\n".join([line, *(f"{k:<{width}}  {v}" for k, v in rows), line])
+
+
+class _Progress:
+    def __init__(self, sim: SimServer, enabled: bool) -> None:
+        self.sim = sim
+        self.enabled = enabled
+
+    def show(self, final: bool = False) -> None:
+        if not self.enabled:
+            return
+        total = max(len(self.sim.path), 1)
+        done = self.sim.ticks_played
+        width = 30
+        fill = int(width * done / total)
+        st = self.sim.venue.stats
+        sys.stderr.write(f"\r[{'#' * fill}{'.' * (width - fill)}] {done}/{total} ticks  "
+                         f"liquidated {st.accepted}  rejected {st.rejected}   ")
+        if final:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+
+async def run_demo(opts: DemoOptions) -> Summary:
+    """Run the demo end to end; returns its summary (``summary.sound`` says whether to exit 0)."""
+    shared = opts.shared_data
+    path: list[Tick] = []
+    source = ""
+    if shared is not None and (shared / "event_windows_tidy.csv.gz").exists():
+        path = load_window(shared, opts.window, opts.start, opts.end)
+        source = f"bybit 5m bars {opts.start} .. {opts.end} ({opts.window}), 4 ticks/bar"
+    if not path:
+        path = synthetic_crash(opts.seed)[::10]
+        source = ("synthetic crash (seed 1: BTC -25%, ETH -35%, SOL -45% over 30 min, 10% wick), "
+                  "every 10th second")
+    speed = 300 / opts.bar_s if source.startswith("bybit") else 10 / opts.bar_s / 4
+    if opts.data_dir.exists():
+        shutil.rmtree(opts.data_dir)
+    opts.data_dir.mkdir(parents=True)
+    redis_dir = (opts.data_dir / "redis").resolve()
+    redis_dir.mkdir(parents=True)
+    url, server = await open_redis(None, redis_dir, appendfsync="everysec")
+    secret = secrets.token_hex(16)
+    sim = await start_sim(secret.encode(), accounts=opts.accounts, seed=opts.seed, path=path,
+                          speed=speed, play=False)
+    book = generate_book(opts.accounts, opts.seed, path[0].prices)  # deterministic: the venue's book
+    try:
+        cfg = demo_config(sim.url, url, secret)
+        daemon = Daemon(cfg, consumer="demo-executor", extra_profiles=(LENDING_PROFILE,), block_ms=50)
+        stop = asyncio.Event()
+        task = asyncio.create_task(daemon.run(stop))
+        progress = _Progress(sim, opts.progress)
+        try:
+            await _wait_book(daemon, sim, task)
+            t0 = time.monotonic()
+            sim.play()
+            while not sim.played.is_set():
+                if task.done():
+                    break
+                progress.show()
+                await asyncio.sleep(0.25)
+            seconds = time.monotonic() - t0
+            progress.show(final=True)
+            await _settle(daemon, task)
+        finally:
+            stop.set()
+            await task
+        stats = sim.venue.stats_view()
+        log = await RedisEventLog.connect(url)
+        try:
+            entries = await read_all(log)
+            if opts.export is not None:
+                await export_log(log, opts.export)
+        finally:
+            await log.close()
+        base = Summary(source=source, accounts=opts.accounts, ticks=sim.ticks_played, seconds=seconds)
+        summary = summarise(entries, stats, set(book.healthy), book.kinds, base)
+        if opts.summary_json is not None:
+            opts.summary_json.write_text(json.dumps(msgspec.to_builtins(
+                {**summary.__dict__, "sound": summary.sound}, enc_hook=str), indent=2))
+        return summary
+    finally:
+        await sim.stop()
+        if server is not None:
+            server.stop()
+
+
+def demo_config(venue_url: str, redis_url: str, secret: str) -> Any:
+    """The daemon's config for the demo: live, the venue's feeds and executor, admin on any port."""
+    env = {"KEEPER_HMAC_SECRET": secret}
+    base = load_config(None, env=env, register_secrets=True)
+    ws = venue_url.replace("http://", "ws://")
+    prices = {f"{m}-USD": f"{m}USDT" for m in MARKETS}
+    assets = {m: f"{m}USDT" for m in MARKETS}
+    r = msgspec.structs.replace
+    return r(base,
+             keeper=r(base.keeper, profile=PERP_PROFILE, mode="live"),
+             redis=r(base.redis, url=redis_url),
+             snapshots=r(base.snapshots, interval_s=5.0),
+             feeds=r(base.feeds, staleness_ms=10_000, max_jump=Decimal("0.5"),
+                     sources=(FeedSource(kind="binance", name="venue", url=f"{ws}/prices", symbols=prices),
+                              FeedSource(kind="binance", name="venue-assets", url=f"{ws}/prices",
+                                         symbols=assets)),
+                     accounts_url=f"{ws}/accounts", fixed_prices={"USDC": Decimal(1)}),
+             execution=r(base.execution, executor="sim", url=venue_url, intent_ttl_s=30.0),
+             guards=r(base.guards, max_liquidations=1_000_000, max_notional=Decimal(10) ** 12),
+             admin=r(base.admin, port=0))
+
+
+async def _wait_book(daemon: Daemon, sim: SimServer, task: asyncio.Task[None],
+                     timeout_s: float = 90.0) -> None:
+    """Until the keeper has applied the venue's whole book (and the first prices)."""
+    deadline = time.monotonic() + timeout_s
+    want = sim.venue.seq
+    while time.monotonic() < deadline and not task.done():
+        cores = daemon.cores()
+        if cores and all(c.state.applied >= want for c in cores):
+            return
+        await asyncio.sleep(0.1)
+    if task.done():
+        await task
+    raise TimeoutError(f"the keeper did not load the venue's book ({want} events) in {timeout_s} s")
+
+
+async def _settle(daemon: Daemon, task: asyncio.Task[None], timeout_s: float = 20.0) -> None:
+    """Until no intent is open and the log has stopped growing for a moment."""
+    deadline = time.monotonic() + timeout_s
+    quiet = 0
+    last = -1
+    while time.monotonic() < deadline and not task.done() and quiet < 4:
+        cores = daemon.cores()
+        applied = sum(c.state.applied for c in cores)
+        busy = sum(len(c.state.busy) for c in cores)
+        quiet = quiet + 1 if (applied == last and busy == 0) else 0
+        last = applied
+        await asyncio.sleep(0.25)
+
+
+def default_shared_data() -> Path | None:
+    """``KEEPER_DATA_DIR``, else ``$KEEPER_SHARED_DIR/data``, else ``../shared/data``."""
+    for cand in (os.environ.get("KEEPER_DATA_DIR"),
+                 os.environ.get("KEEPER_SHARED_DIR") and f"{os.environ['KEEPER_SHARED_DIR']}/data",
+                 "../shared/data"):
+        if cand and Path(cand).is_dir():
+            return Path(cand)
+    return None

@@ -1,0 +1,179 @@
+"""The daemon's ``AdminProvider``: views over the live keeper core(s), the log and the feeds.
+
+Reads never block the loop for long: at-risk takes the buckets the screen rates closest to
+liquidation (least headroom) and confirms only those with the exact margin engine; recent
+liquidations read the tail of the log (bounded); account views evaluate one account.
+"""
+
+from __future__ import annotations
+
+import time
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from keeper.app.metrics import Metrics
+from keeper.domain import events as ev
+from keeper.domain.decide import KeeperCore
+from keeper.domain.margin import evaluate, liquidation_price
+from keeper.domain.model import bucket_key
+from keeper.errors import KeeperError
+from keeper.store.redis_log import RedisEventLog
+
+if TYPE_CHECKING:
+    from keeper.app.daemon import Daemon
+
+_log = structlog.get_logger()
+
+SCAN_LIMIT = 20_000
+"""At most this many buckets are ranked by the screen per at-risk request."""
+TAIL = 5_000
+"""Recent liquidations are looked for in the last this many log entries."""
+
+
+def _health(core: KeeperCore, key: str) -> dict[str, Any] | None:
+    s = core.state
+    bucket = s.find_bucket(key)
+    if bucket is None:
+        return None
+    try:
+        h = evaluate(core.profile, bucket, s.markets, s.assets, s.prices)
+    except KeeperError:
+        return None
+    account, _, name = key.partition("/")
+    health: Decimal | None = None if h.health_factor.is_infinite() else h.health_factor
+    return {"account": account, "bucket": name, "health": health, "equity": h.equity,
+            "requirement": h.requirement, "liquidatable": h.liquidatable, "bankrupt": h.bankrupt,
+            "profile": core.profile.name, "busy": key in s.busy}
+
+
+class Status:
+    """``keeper.app.admin.AdminProvider`` over a running ``Daemon``."""
+
+    def __init__(self, daemon: Daemon, log: RedisEventLog) -> None:
+        self.daemon = daemon
+        self.log = log
+
+    def healthy(self) -> bool:
+        return not any(t.done() for t in self.daemon._tasks)
+
+    async def ready(self) -> tuple[bool, dict[str, Any]]:
+        last = await self.log.last_id()
+        lag = {p.name: p.position != last for p in self.daemon.projectors}
+        stale = sorted(self.daemon.pipeline.watchdog.stale) if self.daemon.pipeline else []
+        unsafe = sorted({s for c in self.daemon.cores() for s in c.state.unsafe})
+        behind = [n for n, b in lag.items() if b]
+        ok = not behind and not stale and self.healthy()
+        return ok, {"behind": behind, "log_last": last, "stale_feeds": stale, "unsafe": unsafe}
+
+    def metrics(self) -> Metrics:
+        m = self.daemon.metrics
+        now = time.time_ns() // 1000
+        for core in self.daemon.cores():
+            for sym, t in core.state.price_time.items():
+                m.feed_staleness.set(max(now - t, 0) / 1e6, sym)
+        runner = self.daemon.runner
+        if runner is not None:
+            for outcome, n in runner.counts.items():
+                cur = m.intents.value(outcome)
+                if n > cur:
+                    m.intents.inc(outcome, by=n - cur)
+        return m
+
+    async def account(self, account_id: str) -> dict[str, Any] | None:
+        for core in self.daemon.cores():
+            acct = core.state.accounts.get(account_id)
+            if acct is None:
+                continue
+            s = core.state
+            rows = []
+            for name in sorted(acct.buckets):
+                row = _health(core, bucket_key(account_id, name))
+                if row is None:
+                    continue
+                prices: dict[str, Decimal | None] = {}
+                for market in sorted(acct.buckets[name].positions):
+                    try:
+                        prices[market] = liquidation_price(core.profile, acct.buckets[name], market,
+                                                           s.markets, s.assets, s.prices)
+                    except KeeperError:
+                        prices[market] = None
+                row["liquidation_prices"] = prices
+                rows.append(row)
+            return {"account": account_id, "buckets": rows}
+        return None
+
+    async def at_risk(self, limit: int) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = []
+        for core in self.daemon.cores():
+            keys = sorted(core._symbols_of)[:SCAN_LIMIT]
+            ranked = sorted(keys, key=lambda k: (core.screen.headroom(k), k))[: max(limit * 4, 50)]
+            for key in ranked:
+                row = _health(core, key)
+                if row is not None and row["health"] is not None:
+                    rows.append(row)
+        rows.sort(key=lambda r: (r["health"], r["account"], r["bucket"]))
+        seen: set[tuple[str, str]] = set()
+        out = []
+        for r in rows:
+            k = (r["account"], r["bucket"])
+            if k not in seen:
+                seen.add(k)
+                out.append(r)
+        self.daemon.metrics.buckets_at_risk.set(sum(1 for r in out if r["liquidatable"]))
+        return out[:limit]
+
+    async def recent_liquidations(self, limit: int) -> list[dict[str, Any]]:
+        raw: Any = await self.log.client.xrevrange(self.log.key, count=TAIL)
+        from keeper.domain.codec import decode
+
+        intents: dict[str, dict[str, Any]] = {}
+        outcomes: dict[str, str] = {}
+        for entry_id, fields in raw:
+            try:
+                e = decode(fields[b"e"])
+            except KeeperError:
+                continue
+            pos = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+            if isinstance(e, ev.LiquidationIntended) and e.decision.mode == "live":
+                d = e.decision
+                intents[d.intent_id] = {"intent_id": d.intent_id, "account": d.account,
+                                        "bucket": d.bucket, "market": d.market or d.seize_asset,
+                                        "size": d.size if d.size is not None else d.repay_amount,
+                                        "log_pos": pos}
+            elif isinstance(e, ev.LiquidationConfirmed | ev.LiquidationRejected | ev.LiquidationExpired):
+                outcomes.setdefault(e.intent_id, type(e).__name__.removeprefix("Liquidation").lower())
+        out = []
+        for iid, row in intents.items():  # newest first: xrevrange order
+            row["outcome"] = outcomes.get(iid, "pending")
+            out.append(row)
+            if len(out) >= limit:
+                break
+        return out
+
+    async def feeds(self) -> list[dict[str, Any]]:
+        now = time.time_ns() // 1000
+        cores = self.daemon.cores()
+        if not cores:
+            return []
+        s = cores[0].state
+        stale = self.daemon.pipeline.watchdog.stale if self.daemon.pipeline else set()
+        return [{"symbol": sym, "price": s.prices.get(sym),
+                 "age_s": round((now - s.price_time.get(sym, now)) / 1e6, 3),
+                 "state": "unsafe" if sym in s.unsafe else ("stale" if sym in stale else "ok")}
+                for sym in sorted(s.prices)]
+
+    async def pause(self, scope: str, reason: str) -> str | None:
+        now = time.time_ns() // 1000
+        ids = await self.log.append([ev.KeeperPaused(event_id=f"pause:{scope}:{now}", ts_event=now,
+                                                     ts_ingest=now, scope=scope, reason=reason)])
+        _log.warning("keeper_paused", scope=scope, reason=reason, entry_id=ids[0])
+        return ids[0]
+
+    async def resume(self, scope: str) -> str | None:
+        now = time.time_ns() // 1000
+        ids = await self.log.append([ev.KeeperResumed(event_id=f"resume:{scope}:{now}", ts_event=now,
+                                                      ts_ingest=now, scope=scope)])
+        _log.info("keeper_resumed", scope=scope, entry_id=ids[0])
+        return ids[0]
