@@ -14,9 +14,10 @@ No I/O, no clock, no randomness: every function is a function of its arguments.
 from __future__ import annotations
 
 from keeper.domain.margin.evaluate import evaluate
+from keeper.domain.margin.lending_sizing import pick_pair
 from keeper.domain.margin.prices import bankruptcy_price, liquidation_price
 from keeper.domain.margin.profiles import PROFILE_NAMES, Profile, get_profile
-from keeper.domain.margin.sizing import pick_pair, pick_position, plan_liquidation
+from keeper.domain.margin.sizing import pick_position, plan_liquidation
 from keeper.domain.margin.types import (
     BucketHealth,
     LiquidationPlan,

@@ -84,7 +84,7 @@ def _weight(asset: AssetParams | None, field: str) -> Decimal:
     return ONE if w is None else w
 
 
-def perp_terms(  # noqa: PLR0917 -- the pinned API passes the model positionally
+def perp_terms(  # noqa: PLR0917 -- the model's inputs, positional as in the pinned API
     profile: Profile,
     bucket: Bucket,
     markets: Mapping[str, MarketParams],
@@ -127,7 +127,7 @@ def perp_terms(  # noqa: PLR0917 -- the pinned API passes the model positionally
     return Terms(eq, req, d_eq, d_req)
 
 
-def _mango_terms(  # noqa: PLR0917 -- the pinned API passes the model positionally
+def _mango_terms(  # noqa: PLR0917 -- the model's inputs, positional as in the pinned API
     profile: Profile,
     bucket: Bucket,
     markets: Mapping[str, MarketParams],

@@ -67,7 +67,7 @@ def _exposed(bucket: Bucket, symbol: str) -> bool:
     return symbol in bucket.positions or bucket.balances.get(symbol, ZERO) != 0
 
 
-def _solve_for(  # noqa: PLR0917 -- the pinned API passes the model positionally
+def _solve_for(  # noqa: PLR0917 -- the model's inputs, positional as in the pinned API
     profile: Profile,
     bucket: Bucket,
     market: str,
@@ -97,7 +97,7 @@ def _solve_for(  # noqa: PLR0917 -- the pinned API passes the model positionally
 
 
 @exact
-def liquidation_price(  # noqa: PLR0917 -- the pinned API passes the model positionally
+def liquidation_price(  # noqa: PLR0917 -- the model's inputs, positional as in the pinned API
     profile: Profile,
     bucket: Bucket,
     market: str,
@@ -114,7 +114,7 @@ def liquidation_price(  # noqa: PLR0917 -- the pinned API passes the model posit
 
 
 @exact
-def bankruptcy_price(  # noqa: PLR0917 -- the pinned API passes the model positionally
+def bankruptcy_price(  # noqa: PLR0917 -- the model's inputs, positional as in the pinned API
     profile: Profile,
     bucket: Bucket,
     market: str,

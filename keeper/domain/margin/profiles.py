@@ -104,7 +104,8 @@ _PROFILES: dict[str, Profile] = {
         Profile(
             name="hyperliquid", kind="perp", model="perp", sizing="full",
             rounding="exact Decimal; mmf = 1/(2*max_leverage) or tiers with derived deductions",
-            slice_fraction=D("0.2"), slice_above_notional=D(100000), backstop_fraction=CONTEXT.divide(D(2), D(3)),
+            slice_fraction=D("0.2"), slice_above_notional=D(100000),
+            backstop_fraction=CONTEXT.divide(D(2), D(3)),
             bad_debt_path="backstop liquidator vault, then auto-deleveraging",
         ),
         Profile(

@@ -6,7 +6,7 @@ Which position or pair first (the deterministic cross-bucket rule, docs/margin.m
 * lending: the debt with the largest value, repaid against the collateral with the largest
   value (only assets that count as collateral), ties by asset symbol.
 
-How much (``Profile.sizing``):
+How much (``Profile.sizing``; lending in ``lending_sizing.py``):
 
 * ``restore``: the least amount of that position (rounded up to ``size_quantum``) that brings
   the bucket back to ``target_health`` when closed at the mark price (after the market's
@@ -26,16 +26,14 @@ action ``bad_debt`` with ``Profile.bad_debt_path`` in ``rule``.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from decimal import ROUND_CEILING, ROUND_DOWN, Decimal
+from decimal import Decimal
 
-from keeper.domain.margin import aave
 from keeper.domain.margin.evaluate import evaluate
 from keeper.domain.margin.health import entry_of, market_of, position_mm
-from keeper.domain.margin.lending import aave_reserves, decimals_of, lending_terms, threshold
+from keeper.domain.margin.lending_sizing import plan_lending
 from keeper.domain.margin.profiles import Profile
 from keeper.domain.margin.tiers import brackets
 from keeper.domain.margin.types import (
-    ONE,
     ZERO,
     BucketHealth,
     LiquidationPlan,
@@ -45,12 +43,13 @@ from keeper.domain.margin.types import (
     fmt_num,
     fmt_usd,
     price_of,
+    quantize_up,
 )
 from keeper.domain.model import AssetParams, Bucket, MarketParams, Position
 
 
 @exact
-def plan_liquidation(  # noqa: PLR0917 -- the pinned API passes the model positionally
+def plan_liquidation(  # noqa: PLR0917 -- the model's inputs, positional as in the pinned API
     profile: Profile,
     bucket: Bucket,
     markets: Mapping[str, MarketParams],
@@ -63,7 +62,7 @@ def plan_liquidation(  # noqa: PLR0917 -- the pinned API passes the model positi
     if not health.liquidatable:
         return None
     if profile.kind == "lending":
-        return _plan_lending(profile, bucket, assets, prices, health, request)
+        return plan_lending(profile, bucket, assets, prices, health, request)
     return _plan_perp(profile, bucket, markets, assets, prices, health)
 
 
@@ -106,11 +105,7 @@ def close_part(bucket: Bucket, market: str, amount: Decimal, price: Decimal, fee
     return Bucket(bucket.name, dict(bucket.balances), positions)
 
 
-def _quantize_up(x: Decimal, q: Decimal) -> Decimal:
-    return (x / q).to_integral_value(rounding=ROUND_CEILING) * q
-
-
-def _plan_perp(  # noqa: PLR0917 -- the pinned API passes the model positionally
+def _plan_perp(  # noqa: PLR0917 -- the model's inputs, positional as in the pinned API
     profile: Profile,
     bucket: Bucket,
     markets: Mapping[str, MarketParams],
@@ -151,7 +146,7 @@ def _plan_perp(  # noqa: PLR0917 -- the pinned API passes the model positionally
             and profile.slice_above_notional is not None
             and notional_all > profile.slice_above_notional
         ):
-            size = _quantize_up(abs(pos.size) * profile.slice_fraction, profile.size_quantum)
+            size = quantize_up(abs(pos.size) * profile.slice_fraction, profile.size_quantum)
             size = min(size, abs(pos.size)).copy_sign(pos.size)
             return finish(
                 size,
@@ -168,271 +163,9 @@ def _plan_perp(  # noqa: PLR0917 -- the pinned API passes the model positionally
     if g1 <= 0 or g1 == g0:
         return finish(pos.size, f"{head}; {pick}: closing all of it does not restore health {tau}")
     share = -g0 / (g1 - g0)
-    size = min(_quantize_up(abs(pos.size) * share, profile.size_quantum), abs(pos.size)).copy_sign(pos.size)
+    size = min(quantize_up(abs(pos.size) * share, profile.size_quantum), abs(pos.size)).copy_sign(pos.size)
     return finish(
         size,
         f"{head}; {pick}: close the least that restores health {tau} "
         f"({fmt_num(share * 100, 2)}% of the position)",
     )
-
-
-# --- lending --------------------------------------------------------------------------------
-
-
-def pick_pair(
-    bucket: Bucket,
-    assets: Mapping[str, AssetParams],
-    prices: Mapping[str, Decimal],
-    request: LiquidationRequest | None,
-) -> tuple[str, str | None]:
-    """``(debt asset, collateral asset)``: largest debt value and largest collateral value,
-    ties by symbol; a request's choice where given (checked against the bucket)."""
-    if request is not None:
-        if bucket.balances.get(request.repay_asset, ZERO) >= 0:
-            raise MissingParameter(f"liquidation_request.repay_asset: {request.repay_asset!r} is not a debt")
-        if bucket.balances.get(request.seize_asset, ZERO) <= 0:
-            raise MissingParameter(
-                f"liquidation_request.seize_asset: {request.seize_asset!r} is not collateral"
-            )
-        return request.repay_asset, request.seize_asset
-    debts = sorted((bal * price_of(prices, s), s) for s, bal in bucket.balances.items() if bal < 0)
-    debt = debts[0][1]  # most negative value first; ties: sorted by symbol
-    colls = [(-(bal * price_of(prices, s)), s) for s, bal in bucket.balances.items() if bal > 0]
-    counted = [c for c in colls if threshold(assets, c[1]) > 0] or colls
-    coll = sorted(counted)[0][1] if counted else None
-    return debt, coll
-
-
-def _bonus(profile: Profile, assets: Mapping[str, AssetParams], sym: str) -> Decimal:
-    a = assets.get(sym)
-    if a is not None and a.liquidation_bonus is not None:
-        return a.liquidation_bonus
-    return profile.liquidation_bonus or ZERO
-
-
-def _fee(assets: Mapping[str, AssetParams], sym: str) -> Decimal:
-    a = assets.get(sym)
-    return ZERO if a is None or a.liquidation_protocol_fee is None else a.liquidation_protocol_fee
-
-
-def _after(bucket: Bucket, debt: str, repay: Decimal, coll: str, seize: Decimal) -> Bucket:
-    bal = dict(bucket.balances)
-    bal[debt] = bal[debt] + repay
-    bal[coll] = bal[coll] - seize
-    return Bucket(bucket.name, {k: v for k, v in bal.items() if v != 0}, dict(bucket.positions))
-
-
-def _plan_lending(  # noqa: PLR0917 -- the pinned API passes the model positionally
-    profile: Profile,
-    bucket: Bucket,
-    assets: Mapping[str, AssetParams],
-    prices: Mapping[str, Decimal],
-    h: BucketHealth,
-    request: LiquidationRequest | None,
-) -> LiquidationPlan:
-    debt, coll = pick_pair(bucket, assets, prices, request)
-    head = f"{profile.name}: HF {fmt_num(h.health_factor, 4)} < 1"
-    pair = "largest debt, largest collateral" if request is None else "the liquidator's request"
-    if coll is None:
-        return LiquidationPlan(
-            rule=f"{head}; no collateral left: {profile.bad_debt_path}",
-            action="bad_debt",
-            repay_asset=debt,
-            notional=ZERO,
-        )
-    if profile.model == "aave":
-        return _plan_aave(profile, bucket, assets, prices, h, request, debt, coll, head, pair)
-    pd, pc = price_of(prices, debt), price_of(prices, coll)
-    dd, dc = decimals_of(profile, assets, debt), decimals_of(profile, assets, coll)
-    owed, held = -bucket.balances[debt], bucket.balances[coll]
-    q_d, q_c = Decimal(1).scaleb(-dd), Decimal(1).scaleb(-dc)
-    if profile.sizing == "absorb":
-        return LiquidationPlan(
-            rule=f"{head} (liquidity < 0); absorb: the protocol seizes all collateral at its "
-            f"liquidationFactor and takes over the debt"
-            + (f"; {profile.bad_debt_path}" if h.bankrupt else ""),
-            action="bad_debt" if h.bankrupt else "repay_seize",
-            close_factor=ONE,
-            repay_asset=debt,
-            repay_amount=owed,
-            seize_asset=coll,
-            seize_amount=held,
-            protocol_fee=ZERO,
-            notional=owed * pd,
-        )
-    cf: Decimal | None
-    if profile.model == "morpho":
-        lltv = threshold(assets, coll)
-        assert profile.lif_max is not None
-        assert profile.lif_cursor is not None
-        lif = min(profile.lif_max, ONE / (profile.lif_cursor * lltv + ONE - profile.lif_cursor))
-        bonus = lif - ONE
-        cf = None
-        t = lending_terms(profile, bucket, assets, prices)
-        tau = profile.target_health
-        denom = tau - lif * lltv
-        need = owed if denom <= 0 else (tau * t.debt_value - t.collateral_value) / denom / pd
-        amount = min(owed, _quantize_up(need, q_d))
-        why = f"no close factor; repay the least that restores health {tau} (LIF {fmt_num(lif, 6)})"
-        fee_share = ZERO
-    else:  # compound-v2
-        bonus = _bonus(profile, assets, coll)
-        lif = ONE + bonus
-        cf = profile.close_factor or ONE
-        amount = (owed * cf).quantize(q_d, rounding=ROUND_DOWN)
-        why = f"close factor {fmt_num(cf * 100, 2)}% of the borrow"
-        fee_share = profile.protocol_seize_share or ZERO
-    if request is not None:
-        amount = min(amount, request.amount)
-    seize = (amount * lif * pd / pc).quantize(q_c, rounding=ROUND_DOWN)
-    if seize > held:
-        seize = held
-        amount = (held * pc / (lif * pd)).quantize(q_d, rounding=ROUND_DOWN)
-    fee = (seize * fee_share).quantize(q_c, rounding=ROUND_DOWN)
-    after = evaluate(profile, _after(bucket, debt, amount, coll, seize), {}, assets, prices)
-    return LiquidationPlan(
-        rule=f"{head}; {pair}: repay {debt}, seize {coll}; {why}"
-        + (f"; bankrupt: {profile.bad_debt_path}" if h.bankrupt else ""),
-        action="bad_debt" if h.bankrupt else "repay_seize",
-        close_factor=cf,
-        repay_asset=debt,
-        repay_amount=amount,
-        seize_asset=coll,
-        seize_amount=seize,
-        protocol_fee=fee,
-        bonus=bonus,
-        notional=amount * pd,
-        health_after=after.health_factor,
-    )
-
-
-def _plan_aave(  # noqa: PLR0917 -- the pinned API passes the model positionally
-    profile: Profile,
-    bucket: Bucket,
-    assets: Mapping[str, AssetParams],
-    prices: Mapping[str, Decimal],
-    h: BucketHealth,
-    request: LiquidationRequest | None,
-    debt: str,
-    coll: str,
-    head: str,
-    pair: str,
-) -> LiquidationPlan:
-    reserves = {r.symbol: r for r in aave_reserves(profile, bucket, assets, prices)}
-    data = aave.account_data(list(reserves.values()))
-    d, c = reserves[debt], reserves[coll]
-    hf_wad = data.health_factor_wad if data.health_factor_wad is not None else 0
-    owed = -d.units
-    bonus = _bonus(profile, assets, coll)
-    bonus_bps = aave.PERCENTAGE_FACTOR + aave.to_bps(bonus)
-    fee_bps = aave.to_bps(_fee(assets, coll))
-    if profile.close_factor_scope == "total":
-        assert profile.close_factor_min_base is not None
-        threshold_base = aave.to_price8(profile.close_factor_min_base)
-        max_debt, cf_bps = aave.max_debt_v33(
-            health_factor_wad=hf_wad,
-            total_debt_base=data.total_debt_base,
-            reserve_debt_units=owed,
-            reserve_debt_base=aave.base_value(owed, d.price8, d.decimals),
-            reserve_collateral_base=aave.base_value(c.units, c.price8, c.decimals),
-            debt_price8=d.price8,
-            debt_decimals=d.decimals,
-            min_base_threshold=threshold_base,
-        )
-        if cf_bps == aave.DEFAULT_CLOSE_FACTOR:
-            floor_usd = fmt_usd(profile.close_factor_min_base)
-            why = f"close factor 50% of total debt (HF > 0.95, reserves >= {floor_usd})"
-        elif hf_wad <= aave.CLOSE_FACTOR_HF_THRESHOLD:
-            why = "close factor 100% (HF <= 0.95)"
-        else:
-            why = f"close factor 100% (reserve collateral or debt < {fmt_usd(profile.close_factor_min_base)})"
-    else:
-        cf_bps = aave.close_factor_v30(hf_wad)
-        max_debt = aave.percent_mul(owed, cf_bps)
-        why = (
-            "close factor 50% of the reserve's debt (HF > 0.95)"
-            if cf_bps == aave.DEFAULT_CLOSE_FACTOR
-            else "close factor 100% (HF <= 0.95)"
-        )
-    amount = max_debt if request is None else min(max_debt, aave.to_units(request.amount, d.decimals))
-
-    def seizure(units: int) -> aave.Seizure:
-        return aave.collateral_to_liquidate(
-            debt_to_cover=units,
-            debt_price8=d.price8,
-            debt_decimals=d.decimals,
-            collateral_balance=c.units,
-            collateral_price8=c.price8,
-            collateral_decimals=c.decimals,
-            bonus_bps=bonus_bps,
-            protocol_fee_bps=fee_bps,
-        )
-
-    s = seizure(amount)
-    if profile.min_leftover_base is not None:
-        s, note = _avoid_dust(profile, s, seizure, d, c, owed, bonus_bps)
-        why += note
-    repay = aave.from_units(s.debt_units, d.decimals)
-    seize = aave.from_units(s.collateral_units, c.decimals)
-    after = evaluate(profile, _after(bucket, debt, repay, coll, seize), {}, assets, prices)
-    bankrupt_note = f"; bankrupt: {profile.bad_debt_path}" if h.bankrupt else ""
-    return LiquidationPlan(
-        rule=f"{head}; {pair}: repay {debt}, seize {coll}; {why}{bankrupt_note}",
-        action="bad_debt" if h.bankrupt else "repay_seize",
-        close_factor=Decimal(cf_bps).scaleb(-4).normalize(),
-        repay_asset=debt,
-        repay_amount=repay,
-        seize_asset=coll,
-        seize_amount=seize,
-        protocol_fee=aave.from_units(s.protocol_fee_units, c.decimals),
-        bonus=bonus,
-        notional=repay * price_of(prices, debt),
-        health_after=after.health_factor,
-    )
-
-
-def _avoid_dust(  # noqa: PLR0917 -- the pinned API passes the model positionally
-    profile: Profile,
-    s: aave.Seizure,
-    seizure: object,
-    d: aave.Reserve,
-    c: aave.Reserve,
-    owed: int,
-    bonus_bps: int,
-) -> tuple[aave.Seizure, str]:
-    """v3.3 MustNotLeaveDust: shrink a partial liquidation so at least the minimum is left."""
-    assert profile.min_leftover_base is not None
-    floor_base = aave.to_price8(profile.min_leftover_base)
-
-    def dusty(x: aave.Seizure) -> bool:
-        return aave.leaves_dust(
-            seizure=x,
-            reserve_debt_units=owed,
-            debt_price8=d.price8,
-            debt_decimals=d.decimals,
-            collateral_balance=c.units,
-            collateral_price8=c.price8,
-            collateral_decimals=c.decimals,
-            min_leftover_base=floor_base,
-        )
-
-    if not dusty(s):
-        return s, ""
-    calc = seizure  # a closure over the pair (typed loosely to keep the signature short)
-    assert callable(calc)
-    keep_debt = -(-floor_base * 10**d.decimals // d.price8)  # ceil: units worth the minimum
-    keep_coll = -(-floor_base * 10**c.decimals // c.price8)
-    cand = min(s.debt_units, owed - keep_debt)
-    coll_room = c.units - keep_coll
-    if coll_room > 0:
-        by_coll = aave.percent_div(
-            (c.price8 * coll_room * 10**d.decimals) // (d.price8 * 10**c.decimals), bonus_bps
-        )
-        cand = min(cand, by_coll)
-    while cand > 0:
-        x: aave.Seizure = calc(cand)
-        if not dusty(x):
-            return x, f"; reduced to leave at least {fmt_usd(profile.min_leftover_base)} (dust rule)"
-        cand -= max(1, cand // 10**6)
-    return s, f"; no partial amount leaves {fmt_usd(profile.min_leftover_base)} (MustNotLeaveDust)"
-

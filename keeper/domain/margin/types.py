@@ -127,6 +127,11 @@ def price_of(prices: Mapping[str, Decimal], symbol: str) -> Decimal:
     return p
 
 
+def quantize_up(x: Decimal, q: Decimal) -> Decimal:
+    """``x`` rounded up (toward +inf) to a multiple of ``q``."""
+    return (x / q).to_integral_value(rounding=decimal.ROUND_CEILING) * q
+
+
 def fmt_usd(x: Decimal) -> str:
     """A money amount for a rule text: ``$2,000`` or ``$1,234.56``."""
     q = x.quantize(Decimal("0.01"), rounding=decimal.ROUND_HALF_EVEN)
