@@ -186,14 +186,17 @@ class Runner:
             self._count("expired")
             log.info("intent_expired", reason=reason)
             return True
-        await self.log.append([ev.LiquidationSubmitted(
+        self._crash("before_post")
+        # the claim (phase ``submitted``) is the durable mark that a send may have happened; the
+        # LiquidationSubmitted record is written alongside the send, off the critical path
+        submitted = asyncio.ensure_future(self.log.append([ev.LiquidationSubmitted(
             event_id=f"sub:{d.intent_id}#{claim.token}", ts_event=now, causation_id=d.intent_id,
             intent_id=d.intent_id, account=d.account, bucket=d.bucket, attempt=claim.token,
-            executor=self.executor.name)])
-        self._crash("before_post")
+            executor=self.executor.name)]))
         try:
             sub = await self.executor.execute(d)
         except PermanentError as exc:
+            await submitted
             await self.log.append([ev.LiquidationRejected(
                 event_id=outcome_id(d.intent_id), ts_event=self.now_us(), causation_id=d.intent_id,
                 intent_id=d.intent_id, account=d.account, bucket=d.bucket, reason=exc.reason)])
@@ -202,9 +205,14 @@ class Runner:
             log.info("intent_done", outcome="rejected", token=claim.token, reason=exc.reason)
             return True
         except TransientError as exc:
+            await submitted
             self._count("transient_gave_up")
             log.warning("submit_gave_up", error=str(exc))
             return False
+        except BaseException:
+            await asyncio.gather(submitted, return_exceptions=True)
+            raise
+        await submitted
         self._crash("after_submit")
         outcome = ev.LiquidationConfirmed(
             event_id=outcome_id(d.intent_id), ts_event=self.now_us(), causation_id=d.intent_id,
