@@ -66,6 +66,12 @@ class MarketCombiner:
     def offer(self, q: Quote, ts_ingest: int = 0) -> tuple[list[Event], str | None]:
         """Take one guarded quote; return (events to record, rejection reason or None)."""
         lim = self.limits
+        latest = self._latest
+        alone = not latest or (len(latest) == 1 and q.source in latest)
+        if (alone and not self._outliers and self._pending is None
+                and (self.last_price is None or lim.max_jump is None
+                     or not exceeds(self.last_price, q.price, lim.max_jump))):
+            return self._single(q, ts_ingest), None
         horizon = q.publish_time - lim.stale_after_us
         fresh = {s: x for s, x in self._latest.items() if x.publish_time >= horizon and s != q.source}
         self._outliers = {s: t for s, t in self._outliers.items() if t >= horizon}
@@ -106,6 +112,20 @@ class MarketCombiner:
         if not self._outliers:
             self._leave("deviation", q, ts_ingest, events)
         return events, None
+
+    def _single(self, q: Quote, ts_ingest: int) -> list[Event]:
+        """The one-source fast path: same result as the general path, without the median."""
+        self._latest[q.source] = q
+        self.last_price = q.price
+        event = PriceUpdated(event_id=f"{q.source}:{self.symbol}:{q.publish_time}", ts_event=q.publish_time,
+                             ts_ingest=ts_ingest, symbol=self.symbol, price=q.price,
+                             publish_time=q.publish_time, source=q.source, conf=q.conf)
+        if not self.unsafe:
+            return [event]
+        events: list[Event] = [event]
+        self._leave("jump", q, ts_ingest, events)
+        self._leave("deviation", q, ts_ingest, events)
+        return events
 
     def _price(self, q: Quote, price: Decimal, fresh: dict[str, Quote], ts_ingest: int) -> PriceUpdated:
         eid = f"{q.source}:{self.symbol}:{q.publish_time}"

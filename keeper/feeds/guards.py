@@ -21,6 +21,8 @@ Check = Callable[[Quote], str | None]
 def check_value(q: Quote) -> str | None:
     """NaN, infinities, zero and negative prices are never recorded."""
     p = q.price
+    if p.is_finite() and p > 0:  # the hot path: one call and one comparison
+        return None
     if p.is_nan():
         return "nan"
     if p.is_infinite():

@@ -67,13 +67,18 @@ def _load(raw: bytes | str) -> Any:
 
 def to_decimal(value: object, what: str = "price") -> Decimal:
     """A JSON number or decimal string as ``Decimal`` (never through a float); else ParseError."""
+    if type(value) is str and len(value) <= 64:  # the hot path: venues send decimal strings
+        try:
+            return Decimal(value)
+        except InvalidOperation:
+            pass
     if isinstance(value, bool):
         raise ParseError(f"bad_{what}", repr(value)[:80])
     if isinstance(value, Decimal):
         return value
     if isinstance(value, int):
         return Decimal(value)
-    if isinstance(value, str) and len(value) <= 64:
+    if type(value) is str and len(value) <= 64:
         try:
             return Decimal(value.strip())
         except InvalidOperation:
@@ -187,7 +192,9 @@ def binance_mark_price(source: str = "binance") -> Parser:
     def one(m: _BinanceMark) -> Quote:
         if m.e != "markPriceUpdate":
             raise ParseError("bad_shape", f"event type {m.e!r}")
-        return Quote(source, m.s, to_decimal(m.p), _time_us(m.E, "ms"))
+        if not 0 < m.E < 10**14:
+            raise ParseError("bad_time", str(m.E))
+        return Quote(source, m.s, to_decimal(m.p), m.E * 1000)
 
     def parse_binance(raw: bytes | str, received_us: int) -> list[Quote]:
         head = raw[:12] if isinstance(raw, str) else raw[:12].decode("latin-1")

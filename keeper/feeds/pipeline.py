@@ -93,9 +93,10 @@ class PricePipeline:
     def process_quote(self, q: Quote, now_us: int, events: list[Event], rejects: list[Reject],
                       raw: bytes | str = b"") -> None:
         """Append to ``events``/``rejects`` what one quote gives."""
-        mapped = self.symbol_map.get(f"{q.source}:{q.symbol}") or self.symbol_map.get(q.symbol)
-        if mapped is not None:
-            q = Quote(q.source, mapped, q.price, q.publish_time, q.conf)
+        if self.symbol_map:
+            mapped = self.symbol_map.get(f"{q.source}:{q.symbol}") or self.symbol_map.get(q.symbol)
+            if mapped is not None:
+                q = Quote(q.source, mapped, q.price, q.publish_time, q.conf)
         if self.only is not None and q.symbol not in self.only:
             self.ignored += 1
             return
