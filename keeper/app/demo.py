@@ -73,6 +73,8 @@ class DemoOptions:
     summary_json: Path | None = None
     seed: int = 1
     progress: bool = True
+    redis_url: str | None = None
+    """An existing Redis to use instead of starting the embedded one (tests)."""
 
 
 def _us(iso: str) -> int:
@@ -121,9 +123,15 @@ class Summary:
     rejected: int = 0
     rejected_by_reason: dict[str, int] = field(default_factory=dict)
     intents: int = 0
+    accepted: int = 0
+    """Liquidations the venue accepted (its ``/stats``)."""
+    confirmed: int = 0
+    """``LiquidationConfirmed`` outcomes in the log that were not duplicates."""
     latency_ms: dict[str, float] = field(default_factory=dict)
     log_entries: int = 0
     problems: list[str] = field(default_factory=list)
+    skipped: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Per keeper core: candidates not decided, by reason (unsafe market, no price, paper...)."""
     profiles: str = f"{PERP_PROFILE} (perp buckets) + {LENDING_PROFILE} (lending buckets)"
 
     @property
@@ -155,12 +163,15 @@ def summarise(entries: list[Any], stats: dict[str, Any], healthy: set[tuple[str,
                 latencies.append((e.ts_ingest - trig) / 1000)
         elif isinstance(e, ev.LiquidationRejected):
             rejected += 1
+        elif isinstance(e, ev.LiquidationConfirmed) and not e.duplicate:
+            base.confirmed += 1
     s = base
     s.intents = len(intents)
     s.log_entries = len(entries)
     s.latency_ms = {"p50": round(_pct(latencies, 0.5), 3), "p99": round(_pct(latencies, 0.99), 3),
                     "n": len(latencies)}
     s.rejected = rejected
+    s.accepted = int(stats.get("accepted", 0))
     s.rejected_by_reason = dict(stats.get("rejected_by_reason", {}))
     s.bad_debt = Decimal(str(stats.get("bad_debt", "0")))
     counts = {"perp cross": 0, "perp isolated": 0, "lending cross": 0, "lending isolated": 0}
@@ -197,6 +208,7 @@ def render(s: Summary) -> str:
         ("rejected submissions", f"{s.rejected:,} {s.rejected_by_reason or ''}".strip()),
         ("tick-to-intent p50 / p99", f"{s.latency_ms.get('p50')} ms / {s.latency_ms.get('p99')} ms "
                                      f"(n={s.latency_ms.get('n')}, ts_ingest trigger -> intent)"),
+        ("not decided", "; ".join(f"{p}: {v}" for p, v in s.skipped.items() if v) or "-"),
         ("sound", "yes" if s.sound else "NO: " + "; ".join(s.problems[:5])),
     ]
     width = max(len(k) for k, _ in rows)
@@ -242,7 +254,7 @@ async def run_demo(opts: DemoOptions) -> Summary:
     opts.data_dir.mkdir(parents=True)
     redis_dir = (opts.data_dir / "redis").resolve()
     redis_dir.mkdir(parents=True)
-    url, server = await open_redis(None, redis_dir, appendfsync="everysec")
+    url, server = await open_redis(opts.redis_url, redis_dir, appendfsync="everysec")
     secret = secrets.token_hex(16)
     sim = await start_sim(secret.encode(), accounts=opts.accounts, seed=opts.seed, path=path,
                           speed=speed, play=False)
@@ -265,6 +277,7 @@ async def run_demo(opts: DemoOptions) -> Summary:
             seconds = time.monotonic() - t0
             progress.show(final=True)
             await _settle(daemon, task)
+            skipped = {c.profile.name: dict(sorted(c.skipped.items())) for c in daemon.cores()}
         finally:
             stop.set()
             await task
@@ -277,6 +290,7 @@ async def run_demo(opts: DemoOptions) -> Summary:
         finally:
             await log.close()
         base = Summary(source=source, accounts=opts.accounts, ticks=sim.ticks_played, seconds=seconds)
+        base.skipped = skipped
         summary = summarise(entries, stats, set(book.healthy), book.kinds, base)
         if opts.summary_json is not None:
             opts.summary_json.write_text(json.dumps(msgspec.to_builtins(
