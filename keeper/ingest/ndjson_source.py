@@ -28,7 +28,7 @@ from keeper.feeds.pipeline import Reject
 
 class _Line(msgspec.Struct):
     id: str | None = None
-    e: msgspec.Raw | None = None
+    e: msgspec.Raw = msgspec.Raw()  # msgspec cannot decode ``Raw | None``: empty means absent
     b64: str | None = None
 
 
@@ -40,9 +40,9 @@ def _payload(line: bytes) -> bytes:
         return line
     try:
         parsed = _line.decode(line)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, msgspec.ValidationError):
         return line
-    if parsed.e is not None:
+    if len(parsed.e):
         return bytes(parsed.e)
     if parsed.b64 is not None:
         try:
