@@ -5,7 +5,7 @@ Formats (see ``../shared/data/README.md``):
 - the tidy CSV (``event_windows_tidy.csv.gz``): ``event, source, venue, market, symbol,
   resolution, ts, open, high, low, close, volume``, filtered by event, source and symbols;
 - freqtrade JSON (``.json``/``.json.gz``: ``[[open_ms, o, h, l, c, v], ...]``) and feather
-  (``date, open, high, low, close, volume``);
+  (``date, open, high, low, close, volume``); CoinAPI OHLCV JSON (the stablesims ETH files);
 - Tardis-style trades CSV (``exchange,symbol,timestamp,local_timestamp,id,side,price,amount``,
   times in µs);
 - data.binance.vision klines (a ``.zip`` holding one CSV, ``open_time`` in ms, header optional).
@@ -121,6 +121,25 @@ def load_freqtrade_json(path: str | Path, symbol: str | None = None, source: str
     return Series(source or src, symbol or sym, _gap(bars), bars)
 
 
+class _CoinApiBar(msgspec.Struct):
+    time_period_start: str
+    price_open: Decimal
+    price_high: Decimal
+    price_low: Decimal
+    price_close: Decimal
+
+
+_coinapi_decoder = msgspec.json.Decoder(list[_CoinApiBar], float_hook=Decimal)
+
+
+def load_coinapi_json(path: str | Path, symbol: str = "ETH/USD", source: str = "coinapi") -> Series:
+    """CoinAPI OHLCV export (``time_period_start``, ``price_open`` ..., the stablesims files)."""
+    rows = _coinapi_decoder.decode(Path(path).read_bytes())
+    bars = [Bar(iso_to_us(r.time_period_start), r.price_open, r.price_high, r.price_low, r.price_close)
+            for r in rows]
+    return Series(source, symbol, _gap(bars), bars)
+
+
 def load_feather(path: str | Path, symbol: str | None = None, source: str | None = None) -> Series:
     """freqtrade feather (``date`` as a UTC timestamp, ``open..close`` doubles)."""
     import pyarrow as pa  # noqa: PLC0415 (heavy; only for this format)
@@ -202,6 +221,8 @@ def load_file(path: str | Path, symbol: str | None = None) -> Series:
         return load_feather(path, symbol)
     if name.endswith((".csv", ".csv.gz")):
         return load_trades(path, symbol)
+    if name.endswith(".json") and Path(path).read_bytes()[:64].lstrip()[1:].lstrip().startswith(b"{"):
+        return load_coinapi_json(path, symbol or "ETH/USD")
     if name.endswith((".json", ".json.gz")):
         return load_freqtrade_json(path, symbol)
     raise ValueError(f"unknown recording format: {name}")
@@ -215,8 +236,9 @@ def list_windows(folder: str | Path | None = None) -> list[dict[str, str]]:
     if index.is_file():
         with index.open(newline="") as f:
             out.extend({"kind": "tidy", **row} for row in csv.DictReader(f))
+    kinds = (".json", ".json.gz", ".feather", ".zip", ".csv.gz")
     for p in sorted(d.glob("*/*")):
-        if p.name.endswith((".json.gz", ".feather", ".zip", ".csv.gz")) and "bookDepth" not in p.name:
+        if p.name.endswith(kinds) and "bookDepth" not in p.name:
             out.append({"kind": "file", "event": p.parent.name, "path": str(p.relative_to(d))})
     return out
 

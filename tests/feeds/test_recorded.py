@@ -89,6 +89,13 @@ def test_trades_aggregate_to_the_tidy_one_minute_bars(data_dir: Path) -> None:
         assert (px[0], max(px), min(px), px[-1]) == (b.open, b.high, b.low, b.close)
 
 
+def test_coinapi_json_matches_the_tidy_window(data_dir: Path) -> None:
+    s = load_file(data_dir / "2020-03-12_black_thursday" / "stablesims_ETH_10min_03-12-2020.json")
+    assert (s.source, s.symbol, s.resolution_us, len(s.bars)) == ("coinapi", "ETH/USD", 10 * M, 144)
+    [tidy] = load_tidy(data_dir / TIDY, "2020-03-12", symbols=["ETH/USD"])
+    assert [(b.ts_us, b.close) for b in tidy.bars] == [(b.ts_us, b.close) for b in s.bars]
+
+
 def test_load_file_dispatches_on_the_name(data_dir: Path) -> None:
     assert load_file(data_dir / "2022-06_and_2022-11" / "ETH_USDT-5m-futures.json.gz").resolution_us == 5 * M
     with pytest.raises(ValueError, match="unknown recording format"):
