@@ -158,3 +158,45 @@ async def test_close_flushes_everything_pending(conflate: bool) -> None:
     await ing.close()
     await asyncio.wait_for(writer, 5)
     assert len(await _events(log)) == 2
+
+
+async def test_three_venues_one_market_median_and_a_90pct_outlier_through_real_formats() -> None:
+    from keeper.feeds.combine import MarketLimits
+    from keeper.feeds.parsers import bybit_tickers, coinbase_ticker
+    from keeper.feeds.pipeline import PricePipeline
+
+    log = MemoryEventLog()
+    clock = FakeClock(T0)
+    pipeline = PricePipeline(default=MarketLimits(max_deviation=Decimal("0.02")),
+                             symbol_map={"binance:BTCUSDT": "BTC-USD", "bybit:BTCUSDT": "BTC-USD"})
+    ing = Ingest(log, pipeline=pipeline, clock=clock, conflate=False)
+    writer = asyncio.create_task(ing.run())
+    bn, bb, cb = binance_mark_price(), bybit_tickers(), coinbase_ticker()
+
+    def binance(ms: int, p: str) -> bytes:
+        return (f'{{"e":"markPriceUpdate","E":{ms},"s":"BTCUSDT","p":"{p}","i":"1","P":"1","r":"0",'
+                f'"T":1}}').encode()
+
+    def bybit(ms: int, p: str) -> bytes:
+        return (f'{{"topic":"tickers.BTCUSDT","type":"delta","data":{{"symbol":"BTCUSDT","markPrice":"{p}"}},'
+                f'"cs":1,"ts":{ms}}}').encode()
+
+    def coinbase(iso: str, p: str) -> bytes:
+        return f'{{"type":"ticker","product_id":"BTC-USD","price":"{p}","time":"{iso}"}}'.encode()
+
+    ms = 1_700_000_000_000
+    await ing.submit_frame("binance", bn, binance(ms, "60000"))
+    await ing.submit_frame("bybit", bb, bybit(ms + 1, "60030"))
+    await ing.submit_frame("coinbase", cb, coinbase("2023-11-14T22:13:20.002Z", "59990"))
+    await ing.submit_frame("bybit", bb, bybit(ms + 3, "114000"))  # +90%: an outlier
+    await ing.submit_frame("binance", bn, binance(ms + 4, "60010"))
+    await ing.close()
+    await asyncio.wait_for(writer, 5)
+    events = [e.event for e in await log.read()]
+    prices = [e for e in events if isinstance(e, PriceUpdated)]
+    assert [p.price for p in prices] == [Decimal(60000), Decimal(60015), Decimal(60000), Decimal(60000)]
+    assert prices[2].source == "median(binance,bybit,coinbase)"
+    assert prices[2].spread == Decimal("0.00066667")  # (60030 - 59990) / 60000, half-even at 8 places
+    assert prices[3].source == "median(binance,coinbase)"  # bybit is out while it is an outlier
+    stale = [e for e in events if not isinstance(e, PriceUpdated)]
+    assert [(type(e).__name__, e.reason) for e in stale] == [("FeedStale", "deviation")]  # type: ignore[attr-defined]
