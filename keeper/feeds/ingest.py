@@ -58,7 +58,8 @@ class Ingest:
     """The single writer of feed events into ``log`` (see the module docstring).
 
     Start ``run()`` as a task; ``drain()`` waits until everything submitted is in the log;
-    ``close()`` drains and stops the writer.
+    ``close()`` lets the writer finish what is queued and return. Stop the writer with
+    ``close()``, not by cancelling it: a cancelled writer loses the batch it was appending.
     """
 
     def __init__(self, log: LogSink, *, pipeline: PricePipeline | None = None, clock: Clock | None = None,
