@@ -57,7 +57,11 @@ class EventLog(Protocol):
 
     async def dead_letters(self, count: int = 1000) -> list[DeadLetter]: ...
 
-    async def dead_letter(self, source: str, reason: str, detail: str, payload: bytes) -> None: ...
+    async def dead_letter(self, source: str, reason: str, detail: str, payload: bytes,
+                          ref: str = "") -> bool:
+        """Keep a refused input with its reason; with ``ref`` (a log entry id) at most once.
+        Returns whether it was added."""
+        ...
 
 
 class SnapshotStore(Protocol):
