@@ -53,6 +53,11 @@ def wall_clock_us() -> int:
     return time.time_ns() // 1000
 
 
+def _is_live_intent(entry: LogEntry) -> bool:
+    e = entry.event
+    return isinstance(e, ev.LiquidationIntended) and e.decision.mode == "live"
+
+
 def outcome_id(intent_id: str) -> str:
     """The event id every outcome of ``intent_id`` shares, so only the first one is recorded."""
     return f"out:{intent_id}"
@@ -90,6 +95,8 @@ class Runner:
         self.reclaim_every = reclaim_every
         self.crash_at = crash_at if crash_at is not None else os.environ.get(CRASH_ENV) or None
         self._sem = asyncio.Semaphore(concurrency)
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._active: set[str] = set()
         self._steps = 0
         self.counts: dict[str, int] = {}
 
@@ -102,17 +109,20 @@ class Runner:
             os._exit(137)
 
     async def start(self) -> int:
-        """Create the group if needed and reconcile: own pending entries, then stale ones."""
+        """Create the group if needed and reconcile (own pending entries, then stale ones),
+        waiting for that work to finish before any new entry is read."""
         await self.log.ensure_group(self.group, "0")
         return await self.reconcile()
 
     async def reconcile(self) -> int:
-        """Handle this consumer's pending entries and other consumers' stale ones."""
+        """Handle this consumer's pending entries and other consumers' stale ones; returns when
+        they are done."""
         own = await self._own_pending()
         stale = await self.log.claim_stale(self.group, self.consumer, self.stale_ms, self.batch)
         seen = {e.id for e in own}
         entries = own + [e for e in stale if e.id not in seen]
-        await self._handle_all(entries)
+        await self._dispatch(entries)
+        await self.wait_idle()
         if entries:
             _log.info("reconciled", consumer=self.consumer, group=self.group, entries=len(entries))
         return len(entries)
@@ -134,30 +144,55 @@ class Runner:
         return out
 
     async def step(self, block_ms: int | None = None) -> int:
-        """Handle one batch of new entries; returns how many entries were read."""
+        """Read one batch of new entries and start handling them; returns how many were read.
+
+        Intents are handled in background tasks (at most ``concurrency`` at once), so a slow or
+        retrying submission never holds up the next one; ``wait_idle`` waits for them.
+        """
         self._steps += 1
         if self._steps % self.reclaim_every == 0:
-            stale = await self.log.claim_stale(self.group, self.consumer, self.stale_ms, self.batch)
-            await self._handle_all(stale)
+            await self._dispatch(await self.log.claim_stale(self.group, self.consumer, self.stale_ms,
+                                                            self.batch))
         entries = await self.log.read_group(self.group, self.consumer, self.batch, block_ms)
-        await self._handle_all(entries)
+        await self._dispatch(entries)
         return len(entries)
 
     async def run(self, stop: asyncio.Event, block_ms: int = 200) -> None:
-        """Reconcile, then follow the log until ``stop`` is set."""
+        """Reconcile, then follow the log until ``stop`` is set; in-flight work is finished."""
         await self.start()
-        while not stop.is_set():
-            await self.step(block_ms)
+        try:
+            while not stop.is_set():
+                await self.step(block_ms)
+        finally:
+            await self.wait_idle()
 
-    async def _handle_all(self, entries: list[LogEntry]) -> None:
-        if not entries:
-            return
-        acks = await asyncio.gather(*(self._guarded(e) for e in entries))
-        await self.log.ack(self.group, [e.id for e, ok in zip(entries, acks, strict=True) if ok])
+    async def wait_idle(self) -> None:
+        """Wait until no intent is being handled."""
+        while self._inflight:
+            await asyncio.gather(*list(self._inflight), return_exceptions=True)
 
-    async def _guarded(self, entry: LogEntry) -> bool:
-        async with self._sem:
-            return await self.handle(entry)
+    async def _dispatch(self, entries: list[LogEntry]) -> None:
+        skip = [e.id for e in entries if not _is_live_intent(e)]
+        await self.log.ack(self.group, skip)
+        for entry in entries:
+            if not _is_live_intent(entry) or entry.id in self._active:
+                continue
+            await self._sem.acquire()  # backpressure: bounded work in flight
+            self._active.add(entry.id)
+            task = asyncio.create_task(self._one(entry))
+            self._inflight.add(task)
+            task.add_done_callback(self._inflight.discard)
+
+    async def _one(self, entry: LogEntry) -> None:
+        try:
+            if await self.handle(entry):
+                await self.log.ack(self.group, [entry.id])
+        except Exception as exc:  # left pending: reclaimed when stale, never lost
+            self._count("error")
+            _log.warning("intent_error", entry_id=entry.id, error=f"{type(exc).__name__}: {exc}")
+        finally:
+            self._active.discard(entry.id)
+            self._sem.release()
 
     async def handle(self, entry: LogEntry) -> bool:
         """Process one entry; returns whether it may be acked."""

@@ -71,6 +71,7 @@ async def test_keeper_liquidates_each_breach_at_the_reference_venue_exactly_once
         for _ in range(300):
             applied = await projector.catch_up()
             handled = await runner.step()
+            await runner.wait_idle()
             if not applied and not handled:
                 if not core.state.open_intents:
                     break

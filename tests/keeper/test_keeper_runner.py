@@ -57,7 +57,9 @@ async def outcomes(log: RedisEventLog) -> dict[str, list[ev.Event]]:
 
 async def drain(runner: Runner, rounds: int = 50) -> None:
     for _ in range(rounds):
-        if await runner.step() == 0:
+        n = await runner.step()
+        await runner.wait_idle()
+        if n == 0:
             return
     raise AssertionError("runner did not drain")
 
@@ -106,6 +108,7 @@ async def test_two_runners_in_separate_groups_submit_each_intent_once(
         await asyncio.gather(*(r.start() for r in runners))
         for _ in range(200):
             counts = await asyncio.gather(*(r.step() for r in runners))
+            await asyncio.gather(*(r.wait_idle() for r in runners))
             if not any(counts):
                 break
         # intents one runner saw while the other held them are retried once their claim is done
@@ -192,3 +195,21 @@ async def test_paper_executor_runs_the_outbox_path_without_io(log: RedisEventLog
     got = await outcomes(log)
     assert all(isinstance(v[0], ev.LiquidationConfirmed) and v[0].venue_ref.startswith("paper:")
                for v in got.values())
+
+
+async def test_a_slow_submission_does_not_hold_up_the_next_intents(
+        log: RedisEventLog, venue: StubVenue) -> None:
+    venue.plan = lambda key, n: "timeout" if key.endswith("@9-0") and n <= 2 else "ok"
+    await log.append([intent(i) for i in range(5)])
+    ex = HttpExecutor(f"{venue.url}/liquidations", secret=SECRET, backoff=no_delay, timeout_s=0.2)
+    runner = Runner(log, Claims(log.client), ex, consumer="c1")
+    try:
+        await runner.start()
+        await drain(runner)
+    finally:
+        await ex.close()
+    order = [e.event.intent_id for e in await log.read("0-0", 10_000)
+             if isinstance(e.event, ev.LiquidationConfirmed)]
+    assert len(order) == 5
+    assert order[-1] == "liq:a0/cross@9-0"  # the slow one finished last, the others did not wait
+    assert venue.posts["liq:a0/cross@9-0"] == 3
