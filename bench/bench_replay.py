@@ -1,21 +1,23 @@
 """Replay and verify throughput over a 1,000,000-event NDJSON export, decisions on.
 
-Bounded to well under two minutes, so the "live run" and the timed replay are one pass:
+The export is written by a "live run" in a temp dir: a ``KeeperCore`` (generic-perp, live mode)
+handles every entry as the projector would, and each intent it decides is written right after
+its trigger, followed by the venue's fill (position closed, loss and a 0.5% fee realised) and
+its confirmation, as the live log holds them (entry ids ``<ms>-0`` for the venue's entries, the
+same ms with seq 1, 2, ... for what follows from them). The venue's side: 10,000 accounts (70%
+one cross bucket with 1-3 positions, 30% one or two isolated buckets) on 20 markets, then ~80%
+price ticks (a random walk with a slow downward drift, so buckets keep breaching) and ~20%
+account events (positions opened, deposits, withdrawals, funding).
 
-1. the generator writes the venue's side of a log (``raw.ndjson``): 10,000 accounts (70% one
-   cross bucket with 1-3 positions, 30% one or two isolated buckets) on 20 markets, then ~80%
-   price ticks (a random walk with a slow downward drift, so buckets keep breaching) and ~20%
-   account events (positions opened, deposits, withdrawals, funding);
-2. **replay** (timed: ``replay_events_per_s``): a ``KeeperCore`` (generic-perp, paper mode, the
-   keeper's default) replays ``raw.ndjson``: typed decode, apply, exposure index, screen, exact
-   confirmation and decide for every entry, GC paused as in ``keeper replay``. Its decisions are
-   then written back after their triggers (``log.ndjson``), as a live run records them (in paper
-   mode a recorded intent does not change later decisions, so this is exactly what a live paper
-   keeper would have logged);
-3. **verify** (timed: ``verify_events_per_s``) over ``log.ndjson``: the same plus collecting and
-   comparing every decision byte-for-byte (asserted: zero divergences).
+Figures (``bench <name> <value> <unit>``):
 
-Also printed: ``decode_only_events_per_s`` (the source alone) and the decision count.
+- ``replay_events_per_s``: all 1M entries, NDJSON read + typed decode + ``KeeperCore.handle``
+  (apply, exposure index, screen, exact confirmation, decide), GC paused as in ``keeper replay``;
+- ``replay_decisions``: decisions re-derived (all equal to the recorded ones: see verify);
+- ``verify_events_per_s``: the same plus collecting and comparing every decision byte for byte,
+  over the first 500,000 entries (to stay well under two minutes; asserted: zero divergences);
+- ``decode_only_events_per_s``: the source alone, for reference.
+
 ``python bench/bench_replay.py --profile`` adds a cProfile of 100,000 steady-state entries.
 ``BENCH_REPLAY_EVENTS`` changes the size (default 1,000,000).
 """
@@ -46,122 +48,126 @@ from keeper.replay.verify import Verifier
 EVENTS = int(os.environ.get("BENCH_REPLAY_EVENTS", "1000000"))
 ACCOUNTS = 10_000
 MARKETS = 20
-PARAMS = KeeperParams(profile="generic-perp", mode="paper")
+PARAMS = KeeperParams(profile="generic-perp", mode="live")
 T0_MS = 1_760_000_000_000
 D = Decimal
 
 
-def generate(path: Path, events: int = EVENTS, seed: int = 1) -> int:
-    """Write the venue's side of the log (no decisions); returns the number of entries."""
+class _LiveRun:
+    """Feeds the live core and writes each entry, then what follows from it, to the export."""
+
+    def __init__(self, path: Path) -> None:
+        self.f = path.open("wb")
+        self.core = KeeperCore(PARAMS)
+        self.n = 0
+        self.ms = T0_MS
+        self.seq = 0
+        self.intents = 0
+
+    def _put(self, e: ev.Event) -> list[ev.Event]:
+        self.n += 1
+        entry_id = f"{self.ms}-{self.seq}"
+        self.seq += 1
+        self.f.write(b'{"id":"' + entry_id.encode() + b'","e":' + encode(e) + b"}\n")
+        return list(self.core.handle(entry_id, e))
+
+    def emit(self, e: ev.Event, ts: int) -> None:
+        """Write a venue entry, then every intent decided, each with its fill and confirmation."""
+        self.ms += 1
+        self.seq = 0
+        todo = self._put(e)
+        while todo:
+            out = todo.pop(0)
+            assert isinstance(out, ev.LiquidationIntended)
+            self.intents += 1
+            todo += self._put(out)
+            d = out.decision
+            if d.mode != "live" or d.market is None:
+                continue
+            pos = self.core.state.accounts[d.account].buckets[d.bucket].positions.get(d.market)
+            if pos is None:
+                continue
+            price = d.prices[d.market]
+            pnl = (pos.size * (price - (pos.entry_price or price)) - abs(pos.size) * price * D("0.005")
+                   ).quantize(D("0.01"))
+            todo += self._put(ev.PositionChanged(
+                event_id=f"fill-{d.intent_id}", ts_event=ts, causation_id=d.intent_id, account=d.account,
+                bucket=d.bucket, market=d.market, size=D(0), realized_pnl=pnl))
+            todo += self._put(ev.LiquidationConfirmed(
+                event_id=f"ok-{d.intent_id}", ts_event=ts, intent_id=d.intent_id, account=d.account,
+                bucket=d.bucket))
+
+    def close(self) -> None:
+        self.f.close()
+
+
+def generate(path: Path, events: int = EVENTS, seed: int = 1) -> tuple[int, int]:
+    """The live run: write the export; returns (entries, intents)."""
     rng = random.Random(seed)
-    f = path.open("wb")
-    n = 0
+    w = _LiveRun(path)
     ts = T0_MS * 1000
-
-    def put(e: ev.Event) -> None:
-        nonlocal n
-        n += 1
-        # one ms per entry: the decisions recorded after an entry take its ms with seq 1, 2, ...
-        f.write(b'{"id":"' + f"{T0_MS + n}-0".encode() + b'","e":' + encode(e) + b"}\n")
-
     markets = [f"M{i:02d}-USD" for i in range(MARKETS)]
     prices = {m: rng.uniform(1, 5000) for m in markets}
-    put(ev.AssetListed(event_id="a-USDC", ts_event=ts, params=AssetParams(symbol="USDC", decimals=6)))
-    put(ev.PriceUpdated(event_id="p-USDC", ts_event=ts, symbol="USDC", price=D(1)))
+    w.emit(ev.AssetListed(event_id="a-USDC", ts_event=ts, params=AssetParams(symbol="USDC", decimals=6)), ts)
+    w.emit(ev.PriceUpdated(event_id="p-USDC", ts_event=ts, symbol="USDC", price=D(1)), ts)
     for m in markets:
         mmf = D(rng.choice(["0.004", "0.005", "0.01", "0.0125"]))
-        put(ev.MarketListed(event_id=f"m-{m}", ts_event=ts, params=MarketParams(
-            symbol=m, mmf=mmf, imf=mmf * 2, liquidation_fee=D("0.01"))))
-        put(ev.PriceUpdated(event_id=f"p-{m}-0", ts_event=ts, symbol=m, price=_px(prices[m])))
-    balances: dict[tuple[str, str], float] = {}
+        w.emit(ev.MarketListed(event_id=f"m-{m}", ts_event=ts, params=MarketParams(
+            symbol=m, mmf=mmf, imf=mmf * 2, liquidation_fee=D("0.01"))), ts)
+        w.emit(ev.PriceUpdated(event_id=f"p-{m}-0", ts_event=ts, symbol=m, price=_px(prices[m])), ts)
     nid = 0
 
     def open_bucket(acct: str, bucket: str, ms: list[str]) -> None:
         nonlocal nid
         notional = rng.lognormvariate(8.5, 1.0)
-        collateral = round(notional / rng.uniform(2, 30), 2)
-        balances[acct, bucket] = balances.get((acct, bucket), 0.0) + collateral
         nid += 1
-        put(ev.Deposit(event_id=f"d{nid}", ts_event=ts, account=acct, bucket=bucket, asset="USDC",
-                       amount=D(f"{collateral:.2f}")))
+        w.emit(ev.Deposit(event_id=f"d{nid}", ts_event=ts, account=acct, bucket=bucket, asset="USDC",
+                          amount=D(f"{notional / rng.uniform(2, 30):.2f}")), ts)
         for m in ms:
             nid += 1
             size = notional / len(ms) / prices[m] * (1 if rng.random() < 0.7 else -1)
-            put(ev.PositionChanged(event_id=f"o{nid}", ts_event=ts, account=acct, bucket=bucket, market=m,
-                                   size=D(f"{size:.6f}"), entry_price=_px(prices[m])))
+            w.emit(ev.PositionChanged(event_id=f"o{nid}", ts_event=ts, account=acct, bucket=bucket, market=m,
+                                      size=D(f"{size:.6f}"), entry_price=_px(prices[m])), ts)
 
     accounts = [f"acct-{i:05d}" for i in range(ACCOUNTS)]
-    owned: dict[str, list[str]] = {}
     for acct in accounts:
         if rng.random() < 0.7:
             open_bucket(acct, CROSS, rng.sample(markets, rng.randint(1, 3)))
-            owned[acct] = [CROSS]
         else:
-            owned[acct] = []
             for m in rng.sample(markets, rng.randint(1, 2)):
                 open_bucket(acct, f"iso-{m}", [m])
-                owned[acct].append(f"iso-{m}")
     tick = 0
-    while n < events:
+    while w.n < events:
         ts += 1000
         r = rng.random()
         if r < 0.8:
             tick += 1
             m = markets[tick % MARKETS]
             prices[m] *= 1 + rng.gauss(-0.00001, 0.0006)
-            put(ev.PriceUpdated(event_id=f"p-{m}-{tick}", ts_event=ts, symbol=m, price=_px(prices[m])))
+            w.emit(ev.PriceUpdated(event_id=f"p-{m}-{tick}", ts_event=ts, symbol=m, price=_px(prices[m])), ts)
             continue
         acct = rng.choice(accounts)
-        buckets = owned[acct]
+        a = w.core.state.accounts.get(acct)
+        buckets = sorted(a.buckets) if a is not None else []
         nid += 1
-        if r < 0.83:
+        if not buckets or r < 0.83:
             m = rng.choice(markets)
-            b = CROSS if rng.random() < 0.7 else f"iso-{m}"
-            open_bucket(acct, b, [m])
-            if b not in buckets:
-                buckets.append(b)
+            open_bucket(acct, CROSS if rng.random() < 0.7 else f"iso-{m}", [m])
         elif r < 0.90:
-            b = rng.choice(buckets)
-            amount = round(rng.uniform(10, 500), 2)
-            balances[acct, b] += amount
-            put(ev.Deposit(event_id=f"d{nid}", ts_event=ts, account=acct, bucket=b, asset="USDC",
-                           amount=D(f"{amount:.2f}")))
+            w.emit(ev.Deposit(event_id=f"d{nid}", ts_event=ts, account=acct, bucket=rng.choice(buckets),
+                              asset="USDC", amount=D(f"{rng.uniform(10, 500):.2f}")), ts)
         elif r < 0.94:
             b = rng.choice(buckets)
-            amount = round(balances[acct, b] * 0.05, 2)
-            if amount > 1:
-                balances[acct, b] -= amount
-                put(ev.Withdraw(event_id=f"w{nid}", ts_event=ts, account=acct, bucket=b, asset="USDC",
-                                amount=D(f"{amount:.2f}")))
+            bal = a.buckets[b].balances.get("USDC", D(0)) if a is not None else D(0)
+            if bal > 20:
+                w.emit(ev.Withdraw(event_id=f"w{nid}", ts_event=ts, account=acct, bucket=b, asset="USDC",
+                                   amount=(bal * D("0.05")).quantize(D("0.01"))), ts)
         else:
-            b = rng.choice(buckets)
-            amount = round(rng.uniform(-5, 5), 2)
-            balances[acct, b] += amount
-            put(ev.FundingApplied(event_id=f"f{nid}", ts_event=ts, account=acct, bucket=b, market="M00-USD",
-                                  asset="USDC", amount=D(f"{amount:.2f}")))
-    f.close()
-    return n
-
-
-def record(raw: Path, out: Path, derived: list[tuple[str, ev.LiquidationIntended]]) -> int:
-    """Write ``raw`` with each decision right after its trigger (entry ``<ms>-0``), as
-    ``<ms>-1``, ``<ms>-2``...: what the live projector would have appended. Returns the count."""
-    by_trigger: dict[bytes, list[ev.LiquidationIntended]] = {}
-    for trigger, e in derived:
-        by_trigger.setdefault(trigger.encode(), []).append(e)
-    n = 0
-    with raw.open("rb") as src, out.open("wb") as dst:
-        for line in src:
-            dst.write(line)
-            n += 1
-            entry_id = line[7:line.index(b'"', 7)]
-            intents = by_trigger.get(entry_id)
-            if intents:
-                ms = entry_id.split(b"-")[0]
-                for k, e in enumerate(intents, 1):
-                    dst.write(b'{"id":"' + ms + b"-" + str(k).encode() + b'","e":' + encode(e) + b"}\n")
-                    n += 1
-    return n
+            w.emit(ev.FundingApplied(event_id=f"f{nid}", ts_event=ts, account=acct,
+                                     bucket=rng.choice(buckets), market="M00-USD", asset="USDC",
+                                     amount=D(f"{rng.uniform(-5, 5):.2f}")), ts)
+    w.close()
+    return w.n, w.intents
 
 
 def _px(x: float) -> Decimal:
@@ -171,36 +177,46 @@ def _px(x: float) -> Decimal:
 def main() -> None:
     structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
     with tempfile.TemporaryDirectory() as tmp:
-        raw, path = Path(tmp) / "raw.ndjson", Path(tmp) / "log.ndjson"
+        path = Path(tmp) / "log.ndjson"
         t0 = time.perf_counter()
-        n_raw = generate(raw)
-        print(f"# generated {n_raw:,} venue entries in {time.perf_counter() - t0:.1f}s")
+        with gc_paused():
+            n, intents = generate(path)
+        print(f"# live run: {n:,} entries ({intents:,} intents) in {time.perf_counter() - t0:.1f}s, "
+              f"{path.stat().st_size / 1e6:.0f} MB")
 
         t0 = time.perf_counter()
         with gc_paused():
-            decoded = sum(len(b) for b in ndjson_batches(raw))
-        assert decoded == n_raw
+            decoded = sum(len(b) for b in ndjson_batches(path))
+        assert decoded == n
         print(f"bench decode_only_events_per_s {decoded / (time.perf_counter() - t0):.0f} events/s")
 
-        res = replay_batches(KeeperCore(PARAMS), ndjson_batches(raw))
-        assert res.entries == n_raw
+        res = replay_batches(KeeperCore(PARAMS), ndjson_batches(path))
+        assert res.entries == n
+        assert len(res.derived) == res.recorded == intents
         print(f"bench replay_events_per_s {res.events_per_s:.0f} events/s")
         print(f"bench replay_decisions {len(res.derived)} decisions")
 
-        n = record(raw, path, res.derived)
-        print(f"# recorded {n:,} entries ({n - n_raw:,} intents), {path.stat().st_size / 1e6:.0f} MB")
+        half = _id_at(path, min(n, 500_000))
         v = Verifier()
         t0 = time.perf_counter()
-        res = replay_batches(KeeperCore(PARAMS), ndjson_batches(path), after=v.after)
+        res = replay_batches(KeeperCore(PARAMS), ndjson_batches(path), to=half, after=v.after)
         report = v.finish()
         dt = time.perf_counter() - t0
-        assert res.entries == n
         assert report.ok, report.first.describe() if report.first else ""
-        assert report.decisions == n - n_raw
-        print(f"# {report.summary()}")
-        print(f"bench verify_events_per_s {n / dt:.0f} events/s")
+        assert report.decisions == res.recorded > 0
+        print(f"# {report.summary()} (first {res.entries:,} entries)")
+        print(f"bench verify_events_per_s {res.entries / dt:.0f} events/s")
         if "--profile" in sys.argv:
             profile(path)
+
+
+def _id_at(path: Path, n: int) -> str:
+    """The entry id of the ``n``-th line of an export."""
+    with path.open("rb") as f:
+        for i, line in enumerate(f, 1):
+            if i == n:
+                return line[7:line.index(b'"', 7)].decode()
+    raise ValueError(f"{path} has fewer than {n} lines")
 
 
 def profile(path: Path, warm: int = 300_000, measured: int = 100_000) -> None:
