@@ -22,8 +22,10 @@ XAUTOCLAIMs entries other consumers left pending for longer than ``stale_ms``; `
 same every ``reclaim_every`` steps. A transient failure that outlasts the retries leaves the entry
 pending (and the claim expiring), so it comes back.
 
-``KEEPER_TEST_CRASH_AT`` (``after_intent``, ``before_post``, ``after_submit``) makes the process
-``os._exit(137)`` at that point: for the SIGKILL restart tests only; never set in production.
+``KEEPER_TEST_CRASH_AT`` makes the process ``os._exit(137)`` at one point: ``after_intent`` (the
+intent is delivered to this consumer, not claimed), ``before_post`` (claimed, nothing sent),
+``after_submit`` (the venue answered, no outcome recorded). For the crash tests only; never set
+in production.
 """
 
 from __future__ import annotations
@@ -172,16 +174,20 @@ class Runner:
             await asyncio.gather(*list(self._inflight), return_exceptions=True)
 
     async def _dispatch(self, entries: list[LogEntry]) -> None:
-        skip = [e.id for e in entries if not _is_live_intent(e)]
-        await self.log.ack(self.group, skip)
+        skip: list[str] = []
         for entry in entries:
-            if not _is_live_intent(entry) or entry.id in self._active:
+            if not _is_live_intent(entry):
+                skip.append(entry.id)
+                continue
+            if entry.id in self._active:
                 continue
             await self._sem.acquire()  # backpressure: bounded work in flight
             self._active.add(entry.id)
             task = asyncio.create_task(self._one(entry))
             self._inflight.add(task)
             task.add_done_callback(self._inflight.discard)
+        # acked after the intents are under way: the ack is off the submission's path
+        await self.log.ack(self.group, skip)
 
     async def _one(self, entry: LogEntry) -> None:
         try:
@@ -201,6 +207,7 @@ class Runner:
             return True
         d = event.decision
         log = _log.bind(intent_id=d.intent_id, entry_id=entry.id, consumer=self.consumer)
+        self._crash("after_intent")  # delivered to this consumer, not claimed yet
         now = self.now_us()
         too_old = self.intent_ttl_us is not None and now - event.ts_event > self.intent_ttl_us
         claim = await self.claims.take(d.intent_id, self.consumer, "expire" if too_old else "submit")
@@ -211,7 +218,6 @@ class Runner:
             self._count("held_elsewhere")
             log.info("intent_held_elsewhere")
             return False
-        self._crash("after_intent")
         if too_old and claim.phase != "submitted":
             reason = f"ttl: not submitted within {self.intent_ttl_us} us of its trigger"
             await self.log.append([ev.LiquidationExpired(
@@ -221,7 +227,7 @@ class Runner:
             self._count("expired")
             log.info("intent_expired", reason=reason)
             return True
-        self._crash("before_post")
+        self._crash("before_post")  # claimed (phase submitted), nothing sent yet
         # the claim (phase ``submitted``) is the durable mark that a send may have happened; the
         # LiquidationSubmitted record is written alongside the send, off the critical path
         submitted = asyncio.ensure_future(self.log.append([ev.LiquidationSubmitted(
