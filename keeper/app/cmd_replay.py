@@ -49,6 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--manifest-out", type=Path, help="write this replay's manifest here")
     parser.add_argument("--snapshot-dir", type=Path, help="start from the newest snapshot here")
     parser.add_argument("--snapshot-name", default="keeper", help="the snapshot's name")
+    parser.add_argument("--redis-snapshot", metavar="NAME",
+                        help="with --redis-url: start from the shard's Redis snapshot NAME "
+                             "(the daemon's is keeper-<consumer>)")
     parser.add_argument("--progress", action="store_true", help="progress line even when not a TTY")
 
 
@@ -125,8 +128,8 @@ async def _run(args: argparse.Namespace) -> int:
 
         core = KeeperCore(params)
         start = "0-0"
-        if args.snapshot_dir is not None:
-            core, start = await _from_snapshot(args, params)
+        if args.snapshot_dir is not None or args.redis_snapshot is not None:
+            core, start = await _from_snapshot(args, params, client)
         if args.to is not None and start != "0-0":
             from keeper.store.entries import parse_id
 
@@ -201,20 +204,28 @@ async def _run(args: argparse.Namespace) -> int:
     return status
 
 
-async def _from_snapshot(args: argparse.Namespace, params: Any) -> tuple[Any, str]:
+async def _from_snapshot(args: argparse.Namespace, params: Any, client: Any) -> tuple[Any, str]:
     from keeper.domain.decide import KeeperCore
     from keeper.projector import unwrap_snapshot
-    from keeper.store.snapshots import FileSnapshotStore
+    from keeper.store.snapshots import FileSnapshotStore, RedisSnapshotStore
 
-    store = FileSnapshotStore(args.snapshot_dir, format=KeeperCore.FORMAT)
-    found = await store.load(args.snapshot_name)
+    store: FileSnapshotStore | RedisSnapshotStore
+    if args.redis_snapshot is not None:
+        if client is None:
+            raise ConfigError("--redis-snapshot: only with --redis-url")
+        store = RedisSnapshotStore(client, shard=args.shard, prefix=args.prefix, format=KeeperCore.FORMAT)
+        name, where = args.redis_snapshot, f"the shard's Redis ({store.key(args.redis_snapshot)})"
+    else:
+        store = FileSnapshotStore(args.snapshot_dir, format=KeeperCore.FORMAT)
+        name, where = args.snapshot_name, str(args.snapshot_dir)
+    found = await store.load(name)
     if found is None:
-        raise ConfigError(f"--snapshot-dir: no valid snapshot {args.snapshot_name!r} in {args.snapshot_dir}")
+        raise ConfigError(f"snapshot: no valid snapshot {name!r} in {where}")
     offset, blob = found
     try:
         core = KeeperCore.restore(unwrap_snapshot(KeeperCore.FORMAT, blob), params)
     except Exception as exc:  # any failure means: do not trust it
-        raise ConfigError(f"--snapshot-dir: snapshot at {offset} not usable: {exc}") from None
+        raise ConfigError(f"snapshot {name!r} at {offset} not usable: {exc}") from None
     log.info("replay_from_snapshot", offset=offset, bytes=len(blob))
     return core, offset
 

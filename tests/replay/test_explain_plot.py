@@ -13,12 +13,15 @@ from keeper.app import cli
 from keeper.domain import events as ev
 from keeper.domain.codec import decode
 from keeper.domain.decide import KeeperCore
+from keeper.projector import wrap_snapshot
 from keeper.replay import manifest as mf
 from keeper.replay.explain import Explainer
 from keeper.replay.replay import replay_async
 from keeper.replay.source import log_batches
+from keeper.store.entries import parse_id
 from keeper.store.ndjson import export_log
 from keeper.store.redis_log import RedisEventLog
+from keeper.store.snapshots import RedisSnapshotStore
 from tests.replay.scenario import PARAMS, record_live
 
 
@@ -141,6 +144,12 @@ async def test_replay_from_redis_verifies_against_the_manifest_there(
         await mf.write_redis(rlog.client, live)
         res = await replay_async(KeeperCore(PARAMS), log_batches(rlog, batch=50))
         assert res.entries == len(mem.entries)
+        # a snapshot of the core halfway, where the daemon keeps its own
+        half = mem.entries[len(mem.entries) // 2][0]
+        core = KeeperCore(PARAMS)
+        await replay_async(core, log_batches(rlog), to=half)
+        snaps = RedisSnapshotStore(rlog.client, format=KeeperCore.FORMAT)
+        await snaps.save("keeper-k1", core.offset, wrap_snapshot(KeeperCore.FORMAT, core.snapshot()))
     finally:
         await rlog.close()
     out_manifest = tmp_path / "replay.manifest.json"
@@ -154,3 +163,12 @@ async def test_replay_from_redis_verifies_against_the_manifest_there(
     assert m is not None and m.kind == "replay" and m.same_config is True
     assert m.log_first == mem.entries[0][0] and m.log_last == mem.entries[-1][0]
     assert m.verified == f"verify: {n} decisions, 0 divergences"
+
+    rc = await keeper(["replay", "--redis-url", redis_url, "--verify", "--redis-snapshot", "keeper-k1"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert f"from snapshot at {half}" in out
+    tail = sum(1 for e in map(lambda p: decode(p[1]), mem.entries)
+               if isinstance(e, ev.LiquidationIntended) and parse_id(e.decision.trigger) > parse_id(half))
+    assert 0 < tail < n
+    assert out.strip().splitlines()[-1] == f"verify: {tail} decisions, 0 divergences"
