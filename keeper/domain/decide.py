@@ -20,6 +20,8 @@ Rules (``docs/keeper.md`` explains why):
   outcome is in the log or the intent expires. A bucket whose liquidation is confirmed but whose
   resulting account events (``causation_id`` = the intent id) are not in the log yet is
   *settling*: skipped until they arrive, or for at most ``intent_ttl_us`` of log time.
+- **Which buckets.** A lending profile decides on buckets without positions, a perp profile on
+  buckets with positions, so cores of several profiles on one log never decide the same bucket.
 - **Priority.** Several buckets breaching on one event are decided lowest health first, ties by
   bucket key; caps are spent in that order.
 - **Modes.** ``live`` (submitted by the runner); ``paper`` (the keeper is in paper mode);
@@ -49,6 +51,9 @@ from keeper.domain.screen import Screen, screen_mode
 from keeper.errors import KeeperError
 
 Mode = Literal["live", "paper"]
+_ENGINE_ERRORS = (KeeperError, ArithmeticError, ValueError)
+"""What the engine may raise on one bucket's data: counted and skipped, never allowed to stop
+the projector (a poison entry would otherwise stop it again on every restart)."""
 CORE_FORMAT = 1000 + st.STATE_FORMAT
 """Snapshot format of a keeper core (distinct from a plain projection's)."""
 
@@ -119,6 +124,7 @@ class KeeperCore:
         self._symbols_of: dict[str, tuple[str, ...]] = {}
         self.screen = Screen()
         self._screen_mode = screen_mode(self.profile.kind, self.profile.model, self.profile.mm_at)
+        self._lending = self.profile.kind == "lending"
         self.rechecked_last = 0
         """Buckets confirmed with exact arithmetic after the last event (a metric)."""
         self.rechecked_total = 0
@@ -276,6 +282,10 @@ class KeeperCore:
             if not symbols:
                 self._episodes.pop(key, None)
                 continue
+            if bool(bucket.positions) == self._lending:
+                # a lending profile takes the buckets without positions, a perp profile those
+                # with: cores of several profiles on one log never decide on the same bucket
+                continue
             if guards.unsafe_symbols(symbols, s.unsafe):
                 self._skip("unsafe_market")
                 continue
@@ -285,7 +295,7 @@ class KeeperCore:
             self.rechecked_last += 1
             try:
                 health = evaluate(self.profile, bucket, s.markets, s.assets, s.prices)
-            except KeeperError:
+            except _ENGINE_ERRORS:
                 self._skip("engine_error")
                 continue
             if not health.liquidatable:
@@ -298,7 +308,7 @@ class KeeperCore:
         for _, key, bucket, health, symbols in breaches:
             try:
                 plan = plan_liquidation(self.profile, bucket, s.markets, s.assets, s.prices)
-            except KeeperError:
+            except _ENGINE_ERRORS:
                 self._skip("engine_error")
                 continue
             if plan is None:

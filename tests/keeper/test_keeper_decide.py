@@ -352,3 +352,31 @@ def test_settling_ends_after_the_intent_ttl_of_log_time_without_the_venues_event
     again = log.price("BTC", "18800")
     got = run(core, log, start)
     assert [i.event_id for i in got] == [intent_id("a1", "cross", again)]
+
+
+def test_a_perp_core_and_a_lending_core_on_one_log_each_take_their_own_buckets() -> None:
+    log = perp_book()
+    lending_assets(log)
+    log.price("WETH", "2000")
+    lending_account(log, "b1", "cross", "1", "1500")
+    perp, lending = KeeperCore(LIVE_PERP), KeeperCore(LIVE_AAVE)
+    run(perp, log)
+    run(lending, log)
+    start = len(log.entries)
+    log.price("BTC", "18900")
+    log.price("WETH", "1800")
+    assert [i.event_id.split("@")[0] for i in run(perp, log, start)] == ["liq:a1/cross"]
+    assert [i.event_id.split("@")[0] for i in run(lending, log, start)] == ["liq:b1/cross"]
+
+
+def test_a_bucket_the_engine_cannot_evaluate_is_skipped_and_the_others_still_decided() -> None:
+    log = perp_book()
+    perp_account(log, "z9", "cross", "XYZ", "1", "100", "1")  # a market nobody listed
+    log.price("XYZ", "100")
+    core = KeeperCore(LIVE_PERP)
+    run(core, log)
+    start = len(log.entries)
+    log.price("XYZ", "50")
+    trigger = log.price("BTC", "18900")
+    assert [i.event_id for i in run(core, log, start)] == [intent_id("a1", "cross", trigger)]
+    assert core.skipped["engine_error"] >= 1
