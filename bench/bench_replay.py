@@ -16,7 +16,9 @@ Figures (``bench <name> <value> <unit>``):
 - ``replay_decisions``: decisions re-derived (all equal to the recorded ones: see verify);
 - ``verify_events_per_s``: the same plus collecting and comparing every decision byte for byte,
   over the first 500,000 entries (to stay well under two minutes; asserted: zero divergences);
-- ``decode_only_events_per_s``: the source alone, for reference.
+- ``decode_only_events_per_s``: the source alone, and ``replay_state_only_events_per_s``: the
+  same replay through the plain ``ProjectionCore`` (apply only, no decisions), for reference:
+  what the replay shell costs without the keeper's decision path.
 
 ``python bench/bench_replay.py --profile`` adds a cProfile of 100,000 steady-state entries.
 ``BENCH_REPLAY_EVENTS`` changes the size (default 1,000,000).
@@ -41,6 +43,7 @@ from keeper.domain import events as ev
 from keeper.domain.codec import encode
 from keeper.domain.decide import KeeperCore, KeeperParams
 from keeper.domain.model import CROSS, AssetParams, MarketParams
+from keeper.projector import ProjectionCore
 from keeper.replay.replay import Replayer, gc_paused, replay_batches
 from keeper.replay.source import ndjson_batches
 from keeper.replay.verify import Verifier
@@ -189,6 +192,10 @@ def main() -> None:
             decoded = sum(len(b) for b in ndjson_batches(path))
         assert decoded == n
         print(f"bench decode_only_events_per_s {decoded / (time.perf_counter() - t0):.0f} events/s")
+
+        res = replay_batches(ProjectionCore(), ndjson_batches(path))
+        assert res.entries == n
+        print(f"bench replay_state_only_events_per_s {res.events_per_s:.0f} events/s")
 
         res = replay_batches(KeeperCore(PARAMS), ndjson_batches(path))
         assert res.entries == n

@@ -15,7 +15,7 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import aclosing, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -159,6 +159,8 @@ async def _run(args: argparse.Namespace) -> int:
         else:
             result = replay_batches(core, ndjson_batches(args.ndjson, after=start, to=args.to, stats=stats),
                                     **kw)
+        if verifier is not None and result.stopped != "end" and result.last is not None:
+            await _scan_late(args, redis_log, verifier, result.last)
     finally:
         if redis_log is not None:
             await redis_log.close()
@@ -202,6 +204,29 @@ async def _run(args: argparse.Namespace) -> int:
     if verified is not None:
         print(verified, file=out)
     return status
+
+
+async def _scan_late(args: argparse.Namespace, redis_log: Any, verifier: Any, stop: str) -> None:
+    """Feed the verifier the intents recorded just past an early stop (see ``Verifier.after_stop``)."""
+    from keeper.replay.source import log_batches, ndjson_batches
+    from keeper.replay.verify import LATE_WINDOW
+
+    seen = 0
+    if redis_log is not None:
+        async with aclosing(log_batches(redis_log, after=stop)) as batches:
+            async for batch in batches:
+                for entry_id, event in batch:
+                    verifier.after_stop(entry_id, event, stop)
+                seen += len(batch)
+                if seen >= LATE_WINDOW:
+                    return
+    else:
+        for batch in ndjson_batches(args.ndjson, after=stop):
+            for entry_id, event in batch:
+                verifier.after_stop(entry_id, event, stop)
+            seen += len(batch)
+            if seen >= LATE_WINDOW:
+                return
 
 
 async def _from_snapshot(args: argparse.Namespace, params: Any, client: Any) -> tuple[Any, str]:

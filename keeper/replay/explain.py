@@ -54,6 +54,8 @@ class Step:
     decided: list[ev.Decision] = field(default_factory=list)
     ref: str | None = None
     """The intent this entry belongs to: an intent's or outcome's id, a fill's causation id."""
+    late: bool = False
+    """After ``at``: kept only to show what became of an intent decided before it."""
 
 
 def _ref(event: ev.Event) -> str | None:
@@ -133,6 +135,8 @@ class Explainer:
         self._before: dict[str, BucketMark] | None = None
         self.lowest: dict[str, Lowest] = {}
         self.held: list[tuple[str, str, str]] = []
+        self._past = False
+        self._final: dict[str, BucketMark] | None = None
         self.prices: dict[str, list[tuple[int, Decimal]]] = {}
         """Price series of the account's symbols (log time µs, price), for plots."""
         self._refresh_symbols()
@@ -183,13 +187,24 @@ class Explainer:
         return out
 
     def before(self, entry_id: str, event: ev.Event) -> None:
-        if self.at is not None and parse_id(entry_id) > self.at:
-            self._before = None
+        if self.at is not None and not self._past and parse_id(entry_id) > self.at:
+            self._past = True
+            self._final = self.marks()  # the account as of ``at``
+        if self._past:
+            # Past ``at`` only the fate of the account's intents is followed (submission, fill,
+            # outcome): the decision explained was made at or before ``at``.
+            ref = _ref(event)
+            linked = ref is not None and ref.startswith(f"liq:{self.account}/")
+            self._before = self.marks() if linked and self._touches(event) else None
             return
         self._before = self.marks() if self._touches(event) else None
 
     def after(self, entry_id: str, event: ev.Event, derived: Any) -> None:
         if self._before is None:
+            return
+        if self._past:
+            self.steps.append(Step(entry_id, event.ts_event, ev.event_type(event), _summary(event),
+                                   self._before, self.marks(), [], _ref(event), late=True))
             return
         if isinstance(event, ev.ACCOUNT_EVENTS):
             self._refresh_symbols()
@@ -232,13 +247,13 @@ class Explainer:
     def explanation(self) -> Explanation:
         """Pick the focus decision and split the steps into its chain and its outcome."""
         out = Explanation(self.account, self.core.profile.name, self.at_text, lowest=self.lowest,
-                          held=self.held, final=self.marks())
+                          held=self.held, final=self._final if self._final is not None else self.marks())
         focus: tuple[int, ev.Decision] | None = None
         for i, step in enumerate(self.steps):
             for d in step.decided:
                 focus = (i, d)
         if focus is None:
-            out.steps = self.steps
+            out.steps = [s for s in self.steps if not s.late]
             return out
         i, d = focus
         out.decision = d

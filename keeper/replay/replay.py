@@ -213,6 +213,8 @@ async def replay_async(core: Core, batches: AsyncIterable[Batch], *, to: str | N
 
 def _finish(r: Replayer) -> None:
     res = r.result
+    if res.stopped == "end" and r.to is not None and res.last is not None and parse_id(res.last) >= r.to:
+        res.stopped = "to"  # the source already cut at ``to``
     if r.progress is not None:
         r.progress.close(res.entries, res.last or "-")
     log.info("replay_done", entries=res.entries, first=res.first, last=res.last,

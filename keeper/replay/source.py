@@ -12,7 +12,7 @@ they compare as ``(ms, seq)`` integer pairs, never as strings.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -116,7 +116,7 @@ class RawReader(Protocol):
 
 
 async def log_batches(log: RawReader, *, after: str = "0-0", to: str | None = None,
-                      batch: int = BATCH, stats: SourceStats | None = None) -> AsyncIterator[Batch]:
+                      batch: int = BATCH, stats: SourceStats | None = None) -> AsyncGenerator[Batch, None]:
     """Batches of decoded entries read from a live log (``read_raw``, never blocking)."""
     stats = stats if stats is not None else SourceStats()
     end = parse_id(to) if to is not None else None

@@ -172,3 +172,19 @@ async def test_replay_from_redis_verifies_against_the_manifest_there(
                if isinstance(e, ev.LiquidationIntended) and parse_id(e.decision.trigger) > parse_id(half))
     assert 0 < tail < n
     assert out.strip().splitlines()[-1] == f"verify: {tail} decisions, 0 divergences"
+
+
+async def test_explain_at_the_trigger_still_shows_what_became_of_the_intent(
+        export: tuple[Path, dict[str, ev.Event]], capsys: pytest.CaptureFixture[str]) -> None:
+    path, by_entry = export
+    d = next(e.decision for e in by_entry.values()
+             if isinstance(e, ev.LiquidationIntended) and e.decision.account == "bob")
+    argv = ["replay", "--ndjson", str(path), "--explain", "bob", "--at", d.trigger, "--json"]
+    assert await keeper(argv) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["trigger"] == d.trigger
+    assert all(parse_id(s["entry_id"]) <= parse_id(d.trigger) for s in doc["steps"])
+    assert [s["type"] for s in doc["outcomes"]][-1] == "liquidation_confirmed"
+    # as of the trigger, the isolated ETH bucket is liquidatable and the BTC one is not
+    assert doc["final"]["iso-ETH"]["liquidatable"] is True
+    assert doc["final"]["iso-BTC"]["liquidatable"] is False

@@ -213,3 +213,19 @@ def test_manifest_hash_is_stable_and_overrides_apply(tmp_path: Path) -> None:
     rep = mf.replay_manifest(mf.params_from(back, profile="bybit-usdt"), live=live, source="y",
                              first="1-0", last="9-0", entries=9, decisions=3)
     assert rep.reproduces == live.config_hash and rep.same_config is False
+
+
+async def test_verify_to_a_trigger_finds_its_intent_recorded_just_after(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    log, _, _ = await record_live()
+    recorded = recorded_intents(log)
+    entry_id, first = recorded[0]
+    trigger = first.decision.trigger
+    assert parse_id(entry_id) > parse_id(trigger)  # the projector appends after its batch
+    path = await export(log, tmp_path)
+    rc = await keeper(["replay", "--ndjson", str(path), "--verify", "--to", trigger])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    n = sum(1 for _, e in recorded if parse_id(e.decision.trigger) <= parse_id(trigger))
+    assert "stopped: to" in out
+    assert out.strip().splitlines()[-1] == f"verify: {n} decisions, 0 divergences"
