@@ -204,6 +204,7 @@ class ModelResult:
         wiped = sum(1 for bs in by_acct.values()
                     if all(b.liquidated for b in bs) and sum((b.returned for b in bs), ZERO) == 0)
         return {
+            "collateral_posted": sum((b.collateral for b in self.buckets), ZERO),
             "liquidations": sum(1 for b in self.buckets if b.liquidated),
             "accounts_liquidated": sum(1 for bs in by_acct.values() if any(b.liquidated for b in bs)),
             "accounts_wiped": wiped,
@@ -309,7 +310,8 @@ class Comparison:
             self.model,
             f"{'':<30}{'isolated':>18}{'cross':>18}",
         ]
-        rows = [("liquidations (buckets)", "liquidations"), ("accounts liquidated", "accounts_liquidated"),
+        rows = [("collateral posted (USD)", "collateral_posted"), ("liquidations (buckets)", "liquidations"),
+                ("accounts liquidated", "accounts_liquidated"),
                 ("accounts fully wiped", "accounts_wiped"), ("collateral lost (USD)", "collateral_lost"),
                 ("bad debt (USD)", "bad_debt"), ("liquidation fees (USD)", "fees"),
                 ("initial margin (USD)", "initial_margin"),
