@@ -13,6 +13,7 @@ Accounts (all perps on ``generic-perp``, USDC collateral at $1):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import Decimal
 
 from keeper.domain import events as ev
@@ -100,7 +101,7 @@ def crash_ticks(steps: int = 40) -> list[ev.PriceUpdated]:
     return out
 
 
-def core_factory(params: KeeperParams):  # type: ignore[no-untyped-def]
+def core_factory(params: KeeperParams) -> Callable[[bytes | None], KeeperCore]:
     def make(data: bytes | None) -> KeeperCore:
         return KeeperCore(params) if data is None else KeeperCore.restore(data, params)
     return make
