@@ -1,18 +1,23 @@
 """Tick-to-intent and tick-to-submit latency of the keeper loop, 100,000 accounts loaded.
 
-One asyncio process, as the daemon runs: a private redis-server (EmbeddedRedis, temp dir, AOF
-everysec); the projector driving a ``KeeperCore`` (generic-perp profile, live mode) over the log;
-the runner with the HTTP executor (the reference-venue client, which also appends the venue's
-resulting account events) posting to a local aiohttp server that closes the position; a producer appending one
-``PriceUpdated`` every 2 ms. 100,000 cross buckets, one long position each in one of 20 markets,
-with liquidation prices spread evenly from 0.01% to 20% below the start; every market slides down
-in 0.001% steps, so about one tick in four breaches a bucket among the ~5,000 exposed to its market.
+One asyncio process, as the daemon runs the keeper and executor roles together: a private
+redis-server (EmbeddedRedis, temp dir, AOF everysec); the projector driving a ``KeeperCore``
+(generic-perp profile, live mode) over the log; the runner with the reference-venue client
+(which also appends the venue's resulting account events) posting to a local aiohttp venue in
+its own process, which closes the position; a producer appending one ``PriceUpdated`` every
+2 ms. 100,000 cross buckets, one long position each in one of 20 markets (~5,000 exposed per
+market), liquidation prices spread over 0-20% below the start on ``LEVELS`` distinct levels;
+every market slides down in 0.001% steps, so about one tick in four breaches a bucket.
 
 - ``tick_to_intent``: from just before the tick's append to Redis to the return of the append
   that recorded its intent(s) (ticks that produced an intent);
-- ``tick_to_submit``: from the same start to the venue receiving the POST of an intent it caused;
+- ``tick_to_submit``: from the same start to the venue receiving the POST of an intent it caused
+  (CLOCK_MONOTONIC in both processes);
 - ``rechecked_per_tick``: buckets confirmed with exact arithmetic per tick (the screen's
-  candidates that are not already busy), against ``exposed_per_tick``.
+  candidates that are not busy), against ``exposed_per_tick``.
+
+``BENCH_NO_RUNNER=1``: the keeper role alone. ``BENCH_LOOP=asyncio``: the stock event loop (else
+uvloop). ``BENCH_GRID=coarse``: bursts of 2-3 breaches on one tick.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from collections.abc import Sequence
 from decimal import Decimal
 from pathlib import Path
 
+import aiohttp
 import msgspec
 import structlog
 from aiohttp import web
@@ -54,7 +60,47 @@ TICKS = 2_000
 TICK_EVERY_S = 0.002
 STEP = Decimal("0.99999")
 SECRET = b"bench"
+LEVELS = 2_000 if os.environ.get("BENCH_GRID") == "coarse" else 200_000
+"""Distinct liquidation price levels per market (0 to 20% down). ``BENCH_GRID=coarse``: 2,000
+levels for 5,000 buckets, so 2-3 buckets breach on the same tick (bursts)."""
 D = Decimal
+
+
+def clock() -> float:
+    """CLOCK_MONOTONIC: one system-wide clock, so the venue process's times compare with ours."""
+    return time.clock_gettime(time.CLOCK_MONOTONIC)
+
+
+async def venue_main() -> None:
+    """The venue, in its own process (as a real one would be): accepts every liquidation, closes
+    the position at the decision's price, and remembers when each request arrived."""
+    received: list[tuple[str, float]] = []
+
+    async def liquidations(request: web.Request) -> web.Response:
+        now = clock()
+        d = msgspec.json.decode(await request.read())
+        received.append((d["trigger_event_id"], now))
+        market = d["market"]
+        closed = ev.PositionChanged(
+            event_id=f"venue-{d['intent_id']}", ts_event=0, causation_id=d["intent_id"],
+            account=d["account"], bucket=d["bucket"], market=market, size=D(0),
+            realized_pnl=D(d["size"]) * (D(d["prices"][market]) - D(1000)))
+        return web.json_response({"status": "accepted", "ref": d["intent_id"],
+                                  "events": [msgspec.json.decode(encode(closed))]})
+
+    async def times(request: web.Request) -> web.Response:
+        return web.json_response(received)
+
+    app = web.Application()
+    app.router.add_post("/liquidations", liquidations)
+    app.router.add_get("/times", times)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    print(site._server.sockets[0].getsockname()[1], flush=True)  # type: ignore[union-attr]
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)  # until stdin closes
+    await runner.cleanup()
 
 
 def build_state(rng: random.Random) -> st.State:
@@ -68,7 +114,7 @@ def build_state(rng: random.Random) -> st.State:
         sym = f"M{i % MARKETS:02d}"
         size = D(rng.randint(1, 50))
         # long `size` @1000 with collateral c: liquidatable below L = (1000 size - c) / (0.95 size)
-        liq = D(1000) * (D(1) - D(rng.randint(1, 2000)) / D(10000))
+        liq = D(1000) * (D(1) - D(rng.randint(1, LEVELS)) / D(LEVELS * 5))
         collateral = (D(1000) * size - D("0.95") * size * liq).quantize(D("0.01"))
         b = Bucket("cross", {"USDC": collateral}, {sym: Position(sym, size, D(1000))})
         s.accounts[f"a{i:06d}"] = Account(f"a{i:06d}", {"cross": b})
@@ -80,6 +126,7 @@ class TimedLog:
 
     def __init__(self, log: RedisEventLog, started: dict[str, float], out: list[float]) -> None:
         self.log, self.started, self.out = log, started, out
+        self.recorded: dict[str, float] = {}
 
     async def read(self, after: str = "0-0", count: int = 1000, block_ms: int | None = None
                    ) -> list[LogEntry]:
@@ -91,11 +138,12 @@ class TimedLog:
 
     async def append(self, events: Sequence[ev.Event]) -> list[str | None]:
         ids = await self.log.append(events)
-        now = time.perf_counter()
+        now = clock()
         for trigger in {e.causation_id for e in events if isinstance(e, ev.LiquidationIntended)}:
             t0 = self.started.get(trigger or "")
             if t0 is not None:
                 self.out.append(now - t0)
+                self.recorded[trigger or ""] = now
         return ids
 
 
@@ -136,37 +184,21 @@ async def run(redis_url: str) -> None:
     intent_lat: list[float] = []
     submit_lat: list[float] = []
 
-    async def liquidations(request: web.Request) -> web.Response:
-        now = time.perf_counter()
-        d = msgspec.json.decode(await request.read())
-        t0 = started.get(d["trigger_event_id"])
-        if t0 is not None:
-            submit_lat.append(now - t0)
-        # the venue closes the whole position at the decision's price
-        market = d["market"]
-        pos = core.state.accounts[d["account"]].buckets[d["bucket"]].positions.get(market)
-        size = pos.size if pos is not None else D(0)
-        closed = ev.PositionChanged(
-            event_id=f"venue-{d['intent_id']}", ts_event=0, causation_id=d["intent_id"],
-            account=d["account"], bucket=d["bucket"], market=market, size=D(0),
-            realized_pnl=size * (D(d["prices"][market]) - D(1000)))
-        return web.json_response({"status": "accepted", "ref": d["intent_id"],
-                                  "events": [msgspec.json.decode(encode(closed))]})
-
-    app = web.Application()
-    app.router.add_post("/liquidations", liquidations)
-    runner_web = web.AppRunner(app)
-    await runner_web.setup()
-    site = web.TCPSite(runner_web, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    venue = await asyncio.create_subprocess_exec(
+        sys.executable, __file__, "--venue", stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE)
+    assert venue.stdout is not None
+    assert venue.stdin is not None
+    port = int((await venue.stdout.readline()).decode())
 
     prod_log = await RedisEventLog.connect(redis_url)
     proj_log = await RedisEventLog.connect(redis_url)
     run_log = await RedisEventLog.connect(redis_url)
     executor = SimVenueExecutor(f"http://127.0.0.1:{port}", secret=SECRET, timeout_s=2.0)
     stop = asyncio.Event()
-    projector = Projector(TimedLog(proj_log, started, intent_lat), MemorySnapshotStore(),  # type: ignore[arg-type]
+    timed = TimedLog(proj_log, started, intent_lat)
+    handoff: list[float] = []
+    projector = Projector(timed, MemorySnapshotStore(),  # type: ignore[arg-type]
                           lambda _data: core, name="bench", snapshot_every=10**9,
                           snapshot_interval_s=10**9)
     runner = Runner(run_log, Claims(run_log.client), executor, consumer="bench",
@@ -182,7 +214,7 @@ async def run(redis_url: str) -> None:
             sym = f"M{k % MARKETS:02d}"
             prices[sym] = (prices[sym] * STEP).quantize(D("0.000001"))
             e = ev.PriceUpdated(event_id=f"tick-{k}", ts_event=ts + k, symbol=sym, price=prices[sym])
-            started[e.event_id] = time.perf_counter()
+            started[e.event_id] = clock()
             await prod_log.append([e])
             await asyncio.sleep(TICK_EVERY_S)
         deadline = time.monotonic() + 20
@@ -194,7 +226,15 @@ async def run(redis_url: str) -> None:
         await executor.close()
         for lg in (prod_log, proj_log, run_log):
             await lg.close()
-        await runner_web.cleanup()
+        async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/times") as r:
+            for trigger, t1 in await r.json():
+                t0 = started.get(trigger)
+                if t0 is not None:
+                    submit_lat.append(t1 - t0)
+                if trigger in timed.recorded:
+                    handoff.append(t1 - timed.recorded[trigger])
+        venue.stdin.close()
+        await venue.wait()
 
     ticks_with_intent = len(intent_lat)
     print(f"# ticks {TICKS}, with an intent {ticks_with_intent}, intents submitted {len(submit_lat)}, "
@@ -203,6 +243,8 @@ async def run(redis_url: str) -> None:
     print(f"bench keeper tick_to_intent_p99_ms {pct(intent_lat, 0.99):.3f} ms")
     print(f"bench keeper tick_to_submit_p50_ms {pct(submit_lat, 0.50):.3f} ms")
     print(f"bench keeper tick_to_submit_p99_ms {pct(submit_lat, 0.99):.3f} ms")
+    print(f"# intent recorded -> venue received: p50 {pct(handoff, 0.5):.3f} ms, "
+          f"p99 {pct(handoff, 0.99):.3f} ms")
     print(f"bench keeper rechecked_per_tick_mean {statistics.fmean(rechecked):.2f} buckets")
     print(f"bench keeper rechecked_per_tick_max {max(rechecked)} buckets")
     print(f"bench keeper exposed_per_tick_mean {statistics.fmean(exposed):.0f} buckets")
@@ -210,6 +252,9 @@ async def run(redis_url: str) -> None:
 
 
 def main() -> None:
+    if sys.argv[1:] == ["--venue"]:
+        asyncio.run(venue_main())
+        return
     # one log line per intent is right for a daemon, noise for a benchmark
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     with tempfile.TemporaryDirectory(prefix="bench-keeper-") as tmp:
