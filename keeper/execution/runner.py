@@ -6,8 +6,9 @@ ignored) the runner:
 1. takes the atomic claim (``keeper.execution.claim``), which in the same step marks it
    ``submitted``; an intent already done is acked, one held by another live owner is left
    pending and looked at again later;
-2. applies the expiry rule: an intent whose ``ts_event`` is older than ``intent_ttl_us`` (by
-   the injected clock) and that was never claimed for submission gets ``LiquidationExpired``; an
+2. applies the expiry rule: an intent older than ``intent_ttl_us`` (by the injected clock,
+   measured from its ``ts_ingest`` when the writer stamped one, else from its ``ts_event``, the
+   trigger's time) and never claimed for submission gets ``LiquidationExpired``; an
    intent that may have reached the venue is never expired, it is resubmitted (the venue's
    idempotency answers);
 3. appends ``LiquidationSubmitted`` (event id ``sub:<intent>#<token>``) and submits under the
@@ -209,7 +210,10 @@ class Runner:
         log = _log.bind(intent_id=d.intent_id, entry_id=entry.id, consumer=self.consumer)
         self._crash("after_intent")  # delivered to this consumer, not claimed yet
         now = self.now_us()
-        too_old = self.intent_ttl_us is not None and now - event.ts_event > self.intent_ttl_us
+        # age from when the intent entered the log where the writer stamped it (a replayed
+        # recording's source times may be far behind the wall clock), else its trigger's time
+        born = event.ts_ingest or event.ts_event
+        too_old = self.intent_ttl_us is not None and now - born > self.intent_ttl_us
         claim = await self.claims.take(d.intent_id, self.consumer, "expire" if too_old else "submit")
         if claim.done:
             self._count("already_done")

@@ -167,17 +167,19 @@ async def test_sigkill_at_a_random_moment_and_restart_keeps_exactly_once(
     assert_exactly_once(intents, outcomes, venue, n)
 
 
+@pytest.mark.parametrize("shared_group", [True, False])
 async def test_two_keeper_processes_on_one_log_submit_each_of_1000_intents_once(
-        redis_url: str, log: RedisEventLog, venue: StubVenue, tmp_path: Path) -> None:
+        redis_url: str, log: RedisEventLog, venue: StubVenue, tmp_path: Path, shared_group: bool) -> None:
     n = 1000
     await seed(log, n)
     procs: list[asyncio.subprocess.Process] = []
     with (tmp_path / "keeper.log").open("wb") as out:
         try:
-            # separate consumer groups: each process sees every intent, only the claim
-            # keeps the second one from submitting it
+            # one shared consumer group (the deployment), or separate groups: then each process
+            # sees every intent and only the claim keeps the second one from submitting it
             for k in (1, 2):
-                procs.append(await spawn(redis_url, venue, out, consumer=f"k{k}", group=f"g{k}"))
+                group = "executor" if shared_group else f"g{k}"
+                procs.append(await spawn(redis_url, venue, out, consumer=f"k{k}", group=group))
             intents, outcomes = await settled(log, n, timeout_s=150)
         finally:
             for p in procs:

@@ -8,6 +8,7 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from decimal import Decimal
 
+import msgspec
 import pytest_asyncio
 from keeper_stub_venue import StubVenue
 
@@ -213,3 +214,20 @@ async def test_a_slow_submission_does_not_hold_up_the_next_intents(
     assert len(order) == 5
     assert order[-1] == "liq:a0/cross@9-0"  # the slow one finished last, the others did not wait
     assert venue.posts["liq:a0/cross@9-0"] == 3
+
+
+async def test_expiry_counts_from_the_intents_ingest_time_when_stamped(
+        log: RedisEventLog, venue: StubVenue) -> None:
+    old_trigger = now_us() - 3_600_000_000  # a replayed recording: source time an hour ago
+    fresh = intent(1, ts=old_trigger)
+    await log.append([msgspec.structs.replace(fresh, ts_ingest=now_us()), intent(2, ts=old_trigger)])
+    ex = HttpExecutor(f"{venue.url}/liquidations", secret=SECRET, backoff=no_delay)
+    runner = Runner(log, Claims(log.client), ex, consumer="c1", intent_ttl_us=60_000_000)
+    try:
+        await runner.start()
+        await drain(runner)
+    finally:
+        await ex.close()
+    got = await outcomes(log)
+    assert isinstance(got["liq:a1/cross@9-1"][0], ev.LiquidationConfirmed)
+    assert isinstance(got["liq:a2/cross@9-2"][0], ev.LiquidationExpired)
