@@ -106,17 +106,21 @@ def record_live(source: list[tuple[str, ev.Event]], core: object, seed: int
         for e in core.handle(entry_id, event):  # type: ignore[attr-defined]
             queue.append(e)
 
-    for _, event in source:
-        emit(event)
+    def flush() -> None:
         while queue:
             e = queue.pop(0)
             emit(e)
             if isinstance(e, ev.LiquidationIntended) and e.decision.mode == "live":
                 waiting.append(e)
+
+    for _, event in source:
+        emit(event)
+        flush()
         if waiting and rng.random() < 0.3:
             i = waiting.pop(0)
             kind = rng.choice([ev.LiquidationConfirmed, ev.LiquidationRejected, ev.LiquidationExpired])
             d = i.decision
             emit(kind(event_id=f"out:{d.intent_id}", ts_event=event.ts_event, intent_id=d.intent_id,
                       account=d.account, bucket=d.bucket))
+            flush()
     return out
