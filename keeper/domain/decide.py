@@ -335,7 +335,8 @@ class KeeperCore:
                 self._episodes.pop(key, None)
                 s.busy[key] = iid
                 s.open_intents[iid] = st.OpenIntent(iid, key, "intended", trigger.ts_event, entry_id)
-                self._window.append((trigger.ts_event, plan.notional))
+                if self.params.cap_count is not None or self.params.cap_notional is not None:
+                    self._window.append((trigger.ts_event, plan.notional))
             else:
                 self._episodes[key] = mode
                 self._skip(mode)
