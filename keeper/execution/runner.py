@@ -32,22 +32,24 @@ in production.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
 
 from keeper.domain import events as ev
-from keeper.errors import PermanentError, TransientError
-from keeper.execution.base import VenueExecutor
+from keeper.errors import LogUnavailable, PermanentError, TransientError
+from keeper.execution.base import Backoff, VenueExecutor, jittered_backoff
 from keeper.execution.claim import Claims
 from keeper.ports import LogEntry
 from keeper.store.entries import split_decoded
 from keeper.store.redis_log import RedisEventLog, wrap_errors
 
 CRASH_ENV = "KEEPER_TEST_CRASH_AT"
+_REDIS_RETRIES = 8
 _log = structlog.get_logger()
 
 
@@ -85,6 +87,7 @@ class Runner:
         stale_ms: int = 30_000,
         reclaim_every: int = 50,
         crash_at: str | None = None,
+        outage_backoff: Backoff | None = None,
     ) -> None:
         self.log = log
         self.claims = claims
@@ -97,6 +100,7 @@ class Runner:
         self.stale_ms = stale_ms
         self.reclaim_every = reclaim_every
         self.crash_at = crash_at if crash_at is not None else os.environ.get(CRASH_ENV) or None
+        self.outage_backoff = outage_backoff or jittered_backoff(0.1, 2.0)
         self._sem = asyncio.Semaphore(concurrency)
         self._inflight: set[asyncio.Task[None]] = set()
         self._active: set[str] = set()
@@ -161,13 +165,34 @@ class Runner:
         return len(entries)
 
     async def run(self, stop: asyncio.Event, block_ms: int = 200) -> None:
-        """Reconcile, then follow the log until ``stop`` is set; in-flight work is finished."""
-        await self.start()
+        """Reconcile, then follow the log until ``stop`` is set; in-flight work is finished.
+
+        Redis being unreachable does not end the loop: it waits (``outage_backoff``) and goes
+        on, reconciling again once Redis answers.
+        """
+        await self._until_up(stop, self.start)
         try:
             while not stop.is_set():
-                await self.step(block_ms)
+                try:
+                    await self.step(block_ms)
+                except LogUnavailable:
+                    await self._until_up(stop, self.reconcile)
         finally:
             await self.wait_idle()
+
+    async def _until_up(self, stop: asyncio.Event, call: Callable[[], Awaitable[int]]) -> None:
+        attempt = 0
+        while not stop.is_set():
+            try:
+                await call()
+                return
+            except LogUnavailable as exc:
+                attempt += 1
+                self._count("redis_unavailable")
+                _log.warning("runner_waiting_for_redis", consumer=self.consumer, attempt=attempt,
+                             error=str(exc))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self.outage_backoff(attempt))
 
     async def wait_idle(self) -> None:
         """Wait until no intent is being handled."""
@@ -192,8 +217,19 @@ class Runner:
 
     async def _one(self, entry: LogEntry) -> None:
         try:
-            if await self.handle(entry):
-                await self.log.ack(self.group, [entry.id])
+            for attempt in range(1, _REDIS_RETRIES + 1):
+                try:
+                    if await self.handle(entry):
+                        await self.log.ack(self.group, [entry.id])
+                    return
+                except LogUnavailable as exc:
+                    # handling is idempotent (same owner retakes its claim, same ids): retry
+                    # here rather than wait for the entry to go stale
+                    self._count("redis_unavailable")
+                    if attempt == _REDIS_RETRIES:
+                        raise
+                    _log.info("intent_retry_redis", entry_id=entry.id, attempt=attempt, error=str(exc))
+                    await asyncio.sleep(self.outage_backoff(attempt))
         except Exception as exc:  # left pending: reclaimed when stale, never lost
             self._count("error")
             _log.warning("intent_error", entry_id=entry.id, error=f"{type(exc).__name__}: {exc}")

@@ -13,9 +13,11 @@ import pytest_asyncio
 from keeper_stub_venue import StubVenue
 
 from keeper.domain import events as ev
+from keeper.errors import LogUnavailable
 from keeper.execution import HttpExecutor, PaperExecutor, no_delay
 from keeper.execution.claim import Claims
 from keeper.execution.runner import Runner
+from keeper.store.embedded import EmbeddedRedis
 from keeper.store.redis_log import RedisEventLog
 
 SECRET = b"runner-secret"
@@ -231,3 +233,42 @@ async def test_expiry_counts_from_the_intents_ingest_time_when_stamped(
     got = await outcomes(log)
     assert isinstance(got["liq:a1/cross@9-1"][0], ev.LiquidationConfirmed)
     assert isinstance(got["liq:a2/cross@9-2"][0], ev.LiquidationExpired)
+
+
+async def test_the_runner_rides_out_a_redis_restart(
+        redis_server: EmbeddedRedis, log: RedisEventLog, venue: StubVenue) -> None:
+    ex = HttpExecutor(f"{venue.url}/liquidations", secret=SECRET, backoff=no_delay)
+    runner = Runner(log, Claims(log.client), ex, consumer="c1", outage_backoff=lambda _n: 0.05)
+    stop = asyncio.Event()
+    task = asyncio.create_task(runner.run(stop, block_ms=50))
+
+    async def confirmed(n: int) -> None:
+        for _ in range(400):
+            try:
+                if len(await outcomes(log)) >= n:
+                    return
+            except LogUnavailable:
+                pass
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"fewer than {n} outcomes")
+
+    try:
+        await log.append([intent(i) for i in range(5)])
+        await confirmed(5)
+        await asyncio.sleep(1.2)  # AOF everysec: let the first outcomes reach the disk
+        redis_server.kill()
+        await asyncio.sleep(0.3)
+        redis_server.start()
+        for _ in range(100):
+            try:
+                await log.append([intent(i) for i in range(5, 10)])
+                break
+            except LogUnavailable:
+                await asyncio.sleep(0.05)
+        await confirmed(10)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+        await ex.close()
+    assert runner.counts.get("redis_unavailable", 0) >= 1
+    assert set(venue.accepted.values()) == {1} and len(venue.accepted) == 10
