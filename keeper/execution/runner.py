@@ -18,6 +18,12 @@ ignored) the runner:
    exactly one outcome per intent;
 5. marks the claim done and acks the entry.
 
+The kill switch and market pauses hold submissions here too: the runner follows
+``KeeperPaused``/``KeeperResumed`` in the log it reads, leaves the intents they cover pending
+(unsent, unacked) and, on the resume, reconciles them (submitted, or expired by the rule). The
+pause state is what this runner has read since it started (a restarted runner does not know
+of a pause recorded before its group position).
+
 Start-up is recovery (crash-only): ``start`` re-reads this consumer's own pending entries and
 XAUTOCLAIMs entries other consumers left pending for longer than ``stale_ms``; ``step`` does the
 same every ``reclaim_every`` steps. A transient failure that outlasts the retries leaves the entry
@@ -41,6 +47,7 @@ from typing import Any
 import structlog
 
 from keeper.domain import events as ev
+from keeper.domain import guards
 from keeper.errors import LogUnavailable, PermanentError, TransientError
 from keeper.execution.base import Backoff, VenueExecutor, jittered_backoff
 from keeper.execution.claim import Claims
@@ -103,6 +110,8 @@ class Runner:
         self.outage_backoff = outage_backoff or jittered_backoff(0.1, 2.0)
         self._sem = asyncio.Semaphore(concurrency)
         self._inflight: set[asyncio.Task[None]] = set()
+        self.paused: dict[str, str] = {}
+        """Pause scopes seen in the log (``*``: kill switch): their intents are held, pending."""
         self._active: set[str] = set()
         self._steps = 0
         self.counts: dict[str, int] = {}
@@ -201,11 +210,14 @@ class Runner:
 
     async def _dispatch(self, entries: list[LogEntry]) -> None:
         skip: list[str] = []
+        resumed = False
         for entry in entries:
             if not _is_live_intent(entry):
+                resumed = self._follow_pause(entry.event) or resumed
                 skip.append(entry.id)
                 continue
-            if entry.id in self._active:
+            # the pause is judged in log order, at the intent's place in the batch
+            if entry.id in self._active or self._paused_for(entry):
                 continue
             await self._sem.acquire()  # backpressure: bounded work in flight
             self._active.add(entry.id)
@@ -214,6 +226,31 @@ class Runner:
             task.add_done_callback(self._inflight.discard)
         # acked after the intents are under way: the ack is off the submission's path
         await self.log.ack(self.group, skip)
+        if resumed:  # intents held while paused are this consumer's pending entries
+            await self.reconcile()
+
+    def _follow_pause(self, event: ev.Event) -> bool:
+        """Track the kill switch and market pauses from the log; True on a resume."""
+        if isinstance(event, ev.KeeperPaused):
+            self.paused[event.scope] = event.reason
+            _log.warning("submissions_paused", consumer=self.consumer, scope=event.scope)
+        elif isinstance(event, ev.KeeperResumed) and event.scope in self.paused:
+            del self.paused[event.scope]
+            _log.info("submissions_resumed", consumer=self.consumer, scope=event.scope)
+            return True
+        return False
+
+    def _paused_for(self, entry: LogEntry) -> bool:
+        if not self.paused:
+            return False
+        event = entry.event
+        assert isinstance(event, ev.LiquidationIntended)
+        d = event.decision
+        scopes = {guards.KILL_SWITCH, *d.prices, *([d.market] if d.market else [])}
+        if scopes.isdisjoint(self.paused):
+            return False
+        self._count("held_paused")
+        return True
 
     async def _one(self, entry: LogEntry) -> None:
         try:

@@ -272,3 +272,34 @@ async def test_the_runner_rides_out_a_redis_restart(
         await ex.close()
     assert runner.counts.get("redis_unavailable", 0) >= 1
     assert set(venue.accepted.values()) == {1} and len(venue.accepted) == 10
+
+
+def intent_in(i: int, market: str) -> ev.LiquidationIntended:
+    x = intent(i)
+    d = msgspec.structs.replace(x.decision, market=market, prices={market: Decimal(100)})
+    return msgspec.structs.replace(x, decision=d)
+
+
+async def test_kill_switch_and_market_pause_hold_submissions_until_resumed(
+        log: RedisEventLog, venue: StubVenue) -> None:
+    t = now_us()
+    await log.append([intent_in(0, "BTC"), intent_in(1, "ETH"),
+                      ev.KeeperPaused(event_id="pause-btc", ts_event=t, scope="BTC"),
+                      intent_in(2, "BTC"), intent_in(3, "ETH"),
+                      ev.KeeperPaused(event_id="kill", ts_event=t, scope="*"),
+                      intent_in(4, "ETH")])
+    ex = HttpExecutor(f"{venue.url}/liquidations", secret=SECRET, backoff=no_delay)
+    runner = Runner(log, Claims(log.client), ex, consumer="c1")
+    try:
+        await runner.start()
+        await drain(runner)
+        assert sorted(venue.posts) == ["liq:a0/cross@9-0", "liq:a1/cross@9-1", "liq:a3/cross@9-3"]
+        await log.append([ev.KeeperResumed(event_id="resume-all", ts_event=t, scope="*")])
+        await drain(runner)
+        assert "liq:a4/cross@9-4" in venue.posts and "liq:a2/cross@9-2" not in venue.posts
+        await log.append([ev.KeeperResumed(event_id="resume-btc", ts_event=t, scope="BTC")])
+        await drain(runner)
+    finally:
+        await ex.close()
+    assert len(venue.accepted) == 5 and set(venue.accepted.values()) == {1}
+    assert len(await outcomes(log)) == 5
