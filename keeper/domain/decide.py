@@ -18,8 +18,9 @@ Rules (``docs/keeper.md`` explains why):
 - **Guards.** A bucket with any symbol in ``state.unsafe``, or a missing or non-positive price,
   gets no decision at all. A bucket with an open intent (``state.busy``) is skipped until the
   outcome is in the log or the intent expires. A bucket whose liquidation is confirmed but whose
-  resulting account events (``causation_id`` = the intent id) are not in the log yet is
-  *settling*: skipped until they arrive, or for at most ``intent_ttl_us`` of log time.
+  resulting account events are not in the log yet is *settling*: skipped until an account event
+  naming the intent (``causation_id``), or a position change, repay or withdraw of the bucket,
+  arrives, or for at most ``intent_ttl_us`` of log time.
 - **Which buckets.** A lending profile decides on buckets without positions, a perp profile on
   buckets with positions, so cores of several profiles on one log never decide the same bucket.
 - **Priority.** Several buckets breaching on one event are decided lowest health first, ties by
@@ -52,6 +53,7 @@ from keeper.errors import KeeperError
 
 Mode = Literal["live", "paper"]
 _ENGINE_ERRORS = (KeeperError, ArithmeticError, ValueError)
+_LIQUIDATION_EFFECTS = (ev.PositionChanged, ev.Repay, ev.Withdraw)
 """What the engine may raise on one bucket's data: counted and skipped, never allowed to stop
 the projector (a poison entry would otherwise stop it again on every restart)."""
 CORE_FORMAT = 1000 + st.STATE_FORMAT
@@ -227,18 +229,23 @@ class KeeperCore:
             cause = event.causation_id
             if cause is not None and cause.startswith("liq:"):
                 self._effects[key] = cause
-                if self._settling.get(key, ("",))[0] == cause:
-                    del self._settling[key]
+            if key in self._settling and (cause == self._settling[key][0]
+                                          or isinstance(event, _LIQUIDATION_EFFECTS)):
+                # the venue's own events for the bucket: they name the intent, or (venues
+                # that do not) are of the kinds a liquidation produces
+                del self._settling[key]
             return (key,)
         if t is ev.LiquidationConfirmed or t is ev.LiquidationRejected or t is ev.LiquidationExpired:
             assert isinstance(event, ev._Outcome)
             key = (bucket_key(event.account, event.bucket) if event.account
                    else bucket_of_intent(event.intent_id))
-            if t is ev.LiquidationConfirmed and self._effects.get(key) != event.intent_id:
-                # the venue acted but its account events are not in the log yet: until they
-                # are, the state still shows the bucket as it was before the liquidation
-                self._settling[key] = (event.intent_id, self.state.log_time)
-                return ()
+            if t is ev.LiquidationConfirmed:
+                if self._effects.get(key) != event.intent_id:
+                    # the venue acted but its account events are not in the log yet: until
+                    # they are, the state still shows the bucket as before the liquidation
+                    self._settling[key] = (event.intent_id, self.state.log_time)
+                    return ()
+                del self._effects[key]
             return (key,)
         if t is ev.FeedRecovered:
             assert isinstance(event, ev.FeedRecovered)

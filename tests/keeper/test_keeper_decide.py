@@ -380,3 +380,20 @@ def test_a_bucket_the_engine_cannot_evaluate_is_skipped_and_the_others_still_dec
     trigger = log.price("BTC", "18900")
     assert [i.event_id for i in run(core, log, start)] == [intent_id("a1", "cross", trigger)]
     assert core.skipped["engine_error"] >= 1
+
+
+def test_an_untagged_position_change_of_the_bucket_ends_settling() -> None:
+    log = perp_book()
+    core = KeeperCore(LIVE_PERP)
+    run(core, log)
+    log.price("BTC", "18900")
+    (intent,) = run(core, log, len(log.entries) - 1)
+    start = len(log.entries)
+    log.entries.append((f"{len(log.entries) + 1}-0", intent))
+    log.add(ev.LiquidationConfirmed, intent_id=intent.event_id, account="a1", bucket="cross")
+    # the venue halved the position; its account stream does not name the intent
+    log.add(ev.PositionChanged, account="a1", bucket="cross", market="BTC", size=D("0.5"),
+            entry_price=D(20000), realized_pnl=D(-550))
+    trigger = log.price("BTC", "17500")  # the rest goes under water: decided again
+    assert intent_id("a1", "cross", trigger) in [i.event_id for i in run(core, log, start)]
+    assert core.skipped.get("settling", 0) == 0
