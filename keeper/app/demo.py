@@ -3,7 +3,7 @@
 What runs (all on 127.0.0.1, nothing to configure):
 
 1. an embedded Redis under a fresh folder (``.keeper/demo/redis`` unless ``--data-dir``);
-2. the reference venue (``keeper.sim``) in-process, its book (default 10,000 accounts) generated
+2. the reference venue (``keeper sim``) as a child process (``keeper.sim.process``), its book (default 10,000 accounts) generated
    at the first prices of the window (the real prices: the book is priced at the window's first
    bar, so no rescaling is needed);
 3. the price window: the 2025-10-10 Bybit USDT-perp 5-minute bars of BTC, ETH and SOL from
@@ -47,7 +47,7 @@ from keeper.app.daemon import Daemon, read_all
 from keeper.domain import events as ev
 from keeper.sim.book import generate_book
 from keeper.sim.prices import Tick, synthetic_crash
-from keeper.sim.server import SimServer, start_sim
+from keeper.sim.process import VenueProcess, write_path
 from keeper.store.embedded import open_redis
 from keeper.store.ndjson import export_log
 from keeper.store.redis_log import RedisEventLog
@@ -217,20 +217,18 @@ def render(s: Summary) -> str:
 
 
 class _Progress:
-    def __init__(self, sim: SimServer, enabled: bool) -> None:
-        self.sim = sim
+    def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
 
-    def show(self, final: bool = False) -> None:
+    def show(self, health: dict[str, Any], stats: dict[str, Any], final: bool = False) -> None:
         if not self.enabled:
             return
-        total = max(len(self.sim.path), 1)
-        done = self.sim.ticks_played
+        total = max(int(health.get("ticks_total", 0)), 1)
+        done = int(health.get("ticks_played", 0))
         width = 30
         fill = int(width * done / total)
-        st = self.sim.venue.stats
         sys.stderr.write(f"\r[{'#' * fill}{'.' * (width - fill)}] {done}/{total} ticks  "
-                         f"liquidated {st.accepted}  rejected {st.rejected}   ")
+                         f"liquidated {stats.get('accepted', 0)}  rejected {stats.get('rejected', 0)}   ")
         if final:
             sys.stderr.write("\n")
         sys.stderr.flush()
@@ -254,34 +252,37 @@ async def run_demo(opts: DemoOptions) -> Summary:
     opts.data_dir.mkdir(parents=True)
     redis_dir = (opts.data_dir / "redis").resolve()
     redis_dir.mkdir(parents=True)
+    prices_file = opts.data_dir / "prices.ndjson"
+    write_path(path, prices_file)
     url, server = await open_redis(opts.redis_url, redis_dir, appendfsync="everysec")
     secret = secrets.token_hex(16)
-    sim = await start_sim(secret.encode(), accounts=opts.accounts, seed=opts.seed, path=path,
-                          speed=speed, play=False)
+    venue = VenueProcess(secret, prices_file, accounts=opts.accounts, seed=opts.seed, speed=speed,
+                         log_file=opts.data_dir / "venue.log")
     book = generate_book(opts.accounts, opts.seed, path[0].prices)  # deterministic: the venue's book
     try:
-        cfg = demo_config(sim.url, url, secret)
+        await venue.start()
+        cfg = demo_config(venue.url, url, secret)
         daemon = Daemon(cfg, consumer="demo-executor", extra_profiles=(LENDING_PROFILE,), block_ms=50)
         stop = asyncio.Event()
         task = asyncio.create_task(daemon.run(stop))
-        progress = _Progress(sim, opts.progress)
+        progress = _Progress(opts.progress)
         try:
-            await _wait_book(daemon, sim, task)
+            await _wait_book(daemon, int((await venue.healthz())["seq"]), task)
             t0 = time.monotonic()
-            sim.play()
-            while not sim.played.is_set():
-                if task.done():
-                    break
-                progress.show()
+            await venue.play()
+            health = await venue.healthz()
+            while not health.get("played") and not task.done():
+                progress.show(health, await venue.stats())
                 await asyncio.sleep(0.25)
+                health = await venue.healthz()
             seconds = time.monotonic() - t0
-            progress.show(final=True)
+            progress.show(health, await venue.stats(), final=True)
             await _settle(daemon, task)
             skipped = {c.profile.name: dict(sorted(c.skipped.items())) for c in daemon.cores()}
         finally:
             stop.set()
             await task
-        stats = sim.venue.stats_view()
+        stats = await venue.stats()
         log = await RedisEventLog.connect(url)
         try:
             entries = await read_all(log)
@@ -289,7 +290,8 @@ async def run_demo(opts: DemoOptions) -> Summary:
                 await export_log(log, opts.export)
         finally:
             await log.close()
-        base = Summary(source=source, accounts=opts.accounts, ticks=sim.ticks_played, seconds=seconds)
+        base = Summary(source=source, accounts=opts.accounts, ticks=int(health.get("ticks_played", 0)),
+                       seconds=seconds)
         base.skipped = skipped
         summary = summarise(entries, stats, set(book.healthy), book.kinds, base)
         if opts.summary_json is not None:
@@ -297,7 +299,7 @@ async def run_demo(opts: DemoOptions) -> Summary:
                 {**summary.__dict__, "sound": summary.sound}, enc_hook=str), indent=2))
         return summary
     finally:
-        await sim.stop()
+        await venue.stop()
         if server is not None:
             server.stop()
 
@@ -324,11 +326,10 @@ def demo_config(venue_url: str, redis_url: str, secret: str) -> Any:
              admin=r(base.admin, port=0))
 
 
-async def _wait_book(daemon: Daemon, sim: SimServer, task: asyncio.Task[None],
+async def _wait_book(daemon: Daemon, want: int, task: asyncio.Task[None],
                      timeout_s: float = 90.0) -> None:
-    """Until the keeper has applied the venue's whole book (and the first prices)."""
+    """Until the keeper has applied the venue's whole book (``want`` events; and the first prices)."""
     deadline = time.monotonic() + timeout_s
-    want = sim.venue.seq
     while time.monotonic() < deadline and not task.done():
         cores = daemon.cores()
         if cores and all(c.state.applied >= want for c in cores):
