@@ -2,9 +2,12 @@
 
 Reads a Redis log (``--redis-url``) or an NDJSON export (``--ndjson``), never writes to it, never
 submits anything. Params come from the live run's manifest (the ``{prefix}:{shard}:manifest``
-hash, or ``<export>.manifest.json`` beside the export, or ``--manifest``); ``--profile`` and
-``--mode`` override them (how an upgrade or a what-if is checked). With ``--snapshot-dir`` the
-core starts from the newest valid snapshot there and replays only the tail.
+hash, or ``<export>.manifest.json`` beside the export, or ``--manifest``). A run with several
+keeper cores (one per profile) is replayed with every one of them, same params, their decisions
+merged (``MultiCore``); ``--core NAME`` keeps only the named ones. ``--param KEY=VALUE`` changes a
+parameter of every core, ``--mode`` too, and ``--profile`` replaces the cores by one of that
+profile (how an upgrade or a what-if is checked). With ``--snapshot-dir`` the core starts from
+the newest valid snapshot there and replays only the tail.
 
 Exit status: 0; 1 when ``--verify`` found a divergence (or on a keeper error).
 """
@@ -45,6 +48,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, help="with --plot: the PNG to write")
     parser.add_argument("--profile", help="override the recorded params' margin profile")
     parser.add_argument("--mode", choices=("live", "paper"), help="override the recorded mode")
+    parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a keeper parameter on every core (repeatable)")
+    parser.add_argument("--core", action="append", default=[], metavar="NAME",
+                        help="replay only this core of the run (repeatable; default: all)")
     parser.add_argument("--manifest", type=Path, help="the live run's manifest file")
     parser.add_argument("--manifest-out", type=Path, help="write this replay's manifest here")
     parser.add_argument("--snapshot-dir", type=Path, help="start from the newest snapshot here")
@@ -89,11 +96,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _run(args: argparse.Namespace) -> int:
-    from keeper.domain.decide import KeeperCore, KeeperParams
+    from keeper.domain.decide import KeeperCore
     from keeper.replay import manifest as mf
     from keeper.replay.explain import Explainer, render_text, to_json
     from keeper.replay.plot import plot_account
-    from keeper.replay.replay import Progress, replay_async, replay_batches
+    from keeper.replay.replay import MultiCore, Progress, replay_async, replay_batches
     from keeper.replay.source import SourceStats, log_batches, ndjson_batches
     from keeper.replay.verify import Verifier
 
@@ -119,17 +126,18 @@ async def _run(args: argparse.Namespace) -> int:
             live = mf.read_file(mf.manifest_path(args.ndjson))
         else:
             live = await mf.read_redis(client, shard=args.shard, prefix=args.prefix)
-        if live is not None:
-            params = mf.params_from(live, profile=args.profile, mode=args.mode)
-        elif args.profile:
-            params = KeeperParams(profile=args.profile, mode=args.mode or "paper")
-        else:
-            raise ConfigError("--profile: no run manifest found, so the profile must be given")
-
-        core = KeeperCore(params)
+        named = select_cores(live, args)
+        params = named[0][1]
+        cores: list[KeeperCore] = [KeeperCore(p) for _, p in named]
         start = "0-0"
         if args.snapshot_dir is not None or args.redis_snapshot is not None:
-            core, start = await _from_snapshot(args, params, client)
+            if len(named) > 1:
+                raise ConfigError("--snapshot-dir/--redis-snapshot: one core at a time "
+                                  f"(the run had {', '.join(n for n, _ in named)}; use --core)")
+            core0, start = await _from_snapshot(args, params, client)
+            cores = [core0]
+        multi = MultiCore(cores, [n for n, _ in named])
+        core: Any = cores[0] if len(cores) == 1 else multi
         if args.to is not None and start != "0-0":
             from keeper.store.entries import parse_id
 
@@ -139,19 +147,25 @@ async def _run(args: argparse.Namespace) -> int:
         befores: list[Callable[..., None]] = []
         afters: list[Callable[..., None]] = []
         verifier = Verifier(start) if args.verify else None
-        if verifier is not None:
+        if verifier is not None and (args.explain or args.plot):
             afters.append(verifier.after)
-        explainers: dict[str, Explainer] = {}
+        explainers: dict[str, list[Explainer]] = {}
         for account in {a for a in (args.explain, args.plot) if a}:
-            ex = explainers[account] = Explainer(core, account, args.at if account == args.explain else None)
-            befores.append(ex.before)
-            afters.append(ex.after)
+            at = args.at if account == args.explain else None
+            for k, c in enumerate(cores):
+                ex = Explainer(c, account, at)
+                explainers.setdefault(account, []).append(ex)
+                befores.append(ex.before)
+                afters.append(ex.after if len(cores) == 1 else _own(ex, multi, k))
+        if afters or befores:
+            core = multi  # per-entry hooks: ``multi.last`` holds each core's own output
 
         stats = SourceStats()
         kw: dict[str, Any] = {
             "to": args.to, "until_us": _until_us(args.until),
             "before": _chain(befores), "after": _chain(afters),
             "progress": Progress(force=args.progress),
+            "after_batch": verifier.after_batch if verifier is not None and not explainers else None,
         }
         if redis_log is not None:
             batches = log_batches(redis_log, after=start, to=args.to, stats=stats)
@@ -171,20 +185,21 @@ async def _run(args: argparse.Namespace) -> int:
           f"(from {origin}, stopped: {result.stopped}); "
           f"{len(result.derived)} decisions derived, {result.recorded} recorded; "
           f"{stats.bad} undecodable entries skipped; {result.events_per_s:,.0f} events/s", file=out)
-    h = mf.config_hash(params)
+    h = mf.run_hash(named)
     vs = " (no live manifest)"
     if live is not None:
         vs = f" (live run: {live.config_hash[:12]}, {'same' if live.config_hash == h else 'CHANGED'})"
-    print(f"params: profile={params.profile} mode={params.mode} config={h[:12]}{vs}", file=out)
+    profiles = ", ".join(f"{n}={p.profile}" for n, p in named)
+    print(f"params: cores {profiles} mode={params.mode} config={h[:12]}{vs}", file=out)
 
     if args.explain:
-        x = explainers[args.explain].explanation()
+        x = pick_explainer(explainers[args.explain]).explanation()
         if args.json:
             sys.stdout.write(to_json(x).decode() + "\n")
         else:
             print(render_text(x))
     if args.plot:
-        png = plot_account(explainers[args.plot], args.out)
+        png = plot_account(pick_explainer(explainers[args.plot]), args.out)
         print(f"plot: wrote {png}", file=out)
 
     status = 0
@@ -197,7 +212,7 @@ async def _run(args: argparse.Namespace) -> int:
             status = 1
         verified = report.summary()
     if args.manifest_out is not None:
-        m = mf.replay_manifest(params, live=live, source=source, first=result.first, last=result.last,
+        m = mf.replay_manifest(named, live=live, source=source, first=result.first, last=result.last,
                                entries=result.entries, decisions=len(result.derived), verified=verified,
                                divergences=len(report.divergences) if report is not None else None)
         mf.write_file(args.manifest_out, m)
@@ -253,6 +268,69 @@ async def _from_snapshot(args: argparse.Namespace, params: Any, client: Any) -> 
         raise ConfigError(f"snapshot {name!r} at {offset} not usable: {exc}") from None
     log.info("replay_from_snapshot", offset=offset, bytes=len(blob))
     return core, offset
+
+
+def select_cores(live: Any, args: argparse.Namespace) -> list[tuple[str, Any]]:
+    """The ``(name, KeeperParams)`` cores to replay: the live run's (every one, or the
+    ``--core`` ones) with ``--mode``/``--param`` applied; ``--profile`` replaces them by one core
+    of that profile (the live run's other params kept)."""
+    from keeper.domain.decide import KeeperParams
+    from keeper.replay import manifest as mf
+
+    overrides: dict[str, Any] = {"mode": args.mode}
+    for item in args.param:
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise ConfigError(f"--param: expected KEY=VALUE, got {item!r}")
+        if key not in KeeperParams.__struct_fields__ or key == "profile":
+            raise ConfigError(f"--param: unknown parameter {key!r} (use --profile for the profile)")
+        overrides[key] = None if value.lower() in ("none", "null") else value
+    try:
+        if live is None:
+            if not args.profile:
+                raise ConfigError("--profile: no run manifest found, so the profile must be given")
+            p = mf.convert_params({"profile": args.profile, "mode": "paper"}, overrides)
+            return [(mf.core_name(p), p)]
+        named = mf.cores_from(live, **overrides)
+        if args.core:
+            unknown = sorted(set(args.core) - {n for n, _ in named})
+            if unknown:
+                raise ConfigError(f"--core: {unknown[0]!r} is not a core of the run "
+                                  f"({', '.join(n for n, _ in named)})")
+            named = [(n, p) for n, p in named if n in args.core]
+        if args.profile:
+            p = mf.convert_params({**mf.params_dict(named[0][1]), "profile": args.profile}, {})
+            named = [(mf.core_name(p), p)]
+    except Exception as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError(f"--param: {exc}") from None
+    return named
+
+
+def pick_explainer(exs: Sequence[Any]) -> Any:
+    """Of one account's explainers (one per core), the one whose core decided about it, else
+    the one whose core takes its buckets (perp buckets: a perp profile), else the first."""
+    for ex in exs:
+        if ex.explanation().decision is not None:
+            return ex
+    for ex in exs:
+        a = ex.core.state.accounts.get(ex.account)
+        if a is None:
+            continue
+        lending = ex.core.profile.kind == "lending"
+        if any(bool(b.positions) != lending for b in a.buckets.values() if b.positions or b.balances):
+            return ex
+    return exs[0]
+
+
+def _own(ex: Any, multi: Any, k: int) -> Callable[..., None]:
+    """An explainer's ``after`` fed only its own core's decisions (``MultiCore.last[k]``)."""
+
+    def after(entry_id: str, event: Any, _derived: Any) -> None:
+        ex.after(entry_id, event, multi.last[k])
+
+    return after
 
 
 def _chain(hooks: Sequence[Callable[..., None]]) -> Callable[..., None] | None:

@@ -7,13 +7,20 @@ take the live run's ``KeeperParams`` (unless a parameter is deliberately overrid
 an upgrade or a what-if is checked) and writes its own (``kind="replay"``) stating the range it
 covered, the config hash it ran with, whether that equals the live run's, and the verify result.
 
+A run may have several keeper cores on one log (the demo runs ``generic-perp`` for perp buckets
+and ``aave-v3.3`` for lending buckets), each with its own params and snapshot name: ``cores``
+lists them all (``CoreSpec``); ``params`` repeats the first core's (older readers). A replay
+rebuilds every core of the list and merges their decisions.
+
 ``config_hash`` is the SHA-256 of the params' canonical JSON (keys sorted), so two runs with the
-same parameters have the same hash whatever produced them.
+same parameters have the same hash whatever produced them; with several cores it is the hash of
+the list of ``{name, params}`` (in the manifest's order).
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +30,14 @@ from keeper import __version__
 from keeper.domain.decide import KeeperParams
 
 MANIFEST_SUFFIX = ".manifest.json"
+
+
+class CoreSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """One keeper core of a run: its snapshot (projector) name, params and their hash."""
+
+    name: str
+    params: dict[str, Any]
+    config_hash: str
 
 
 class RunManifest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -43,6 +58,13 @@ class RunManifest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     verified: str | None = None
     """Replay only: the ``verify: N decisions, M divergences`` line, when it verified."""
     divergences: int | None = None
+    cores: list[CoreSpec] = msgspec.field(default_factory=list)
+    """Every keeper core of the run (empty in manifests written before several cores)."""
+    status: str = ""
+    """Live only: ``running`` (written at start) or ``stopped`` (updated at shutdown)."""
+    started_us: int | None = None
+    stopped_us: int | None = None
+    config_files: list[str] = msgspec.field(default_factory=list)
 
 
 _encoder = msgspec.json.Encoder(order="sorted")
@@ -59,29 +81,82 @@ def config_hash(params: KeeperParams) -> str:
     return hashlib.sha256(_encoder.encode(params_dict(params))).hexdigest()
 
 
-def params_from(manifest: RunManifest, **overrides: Any) -> KeeperParams:
-    """The manifest's params with ``overrides`` (not None) applied; unknown keys are rejected."""
-    raw = dict(manifest.params)
+NamedParams = tuple[str, KeeperParams]
+"""(core name, params): the core name is its projector's and snapshot's name."""
+
+
+def core_name(params: KeeperParams) -> str:
+    """The daemon's name for the core of these params (its projector and snapshot name)."""
+    return f"keeper-{params.profile}"
+
+
+def _named(params: KeeperParams | Sequence[NamedParams]) -> list[NamedParams]:
+    if isinstance(params, KeeperParams):
+        return [(core_name(params), params)]
+    out = list(params)
+    if not out:
+        raise ValueError("a run has at least one keeper core")
+    return out
+
+
+def run_hash(params: KeeperParams | Sequence[NamedParams]) -> str:
+    """The run's config hash: ``config_hash`` of a single core's params, else the SHA-256 of
+    the list of ``{name, params}``."""
+    named = _named(params)
+    if len(named) == 1:
+        return config_hash(named[0][1])
+    doc = [{"name": n, "params": params_dict(p)} for n, p in named]
+    return hashlib.sha256(_encoder.encode(doc)).hexdigest()
+
+
+def convert_params(raw: dict[str, Any], overrides: dict[str, Any]) -> KeeperParams:
+    """``KeeperParams`` from plain values with ``overrides`` (not None) applied, lax about
+    strings (``"3"`` for an int, as typed on a command line); unknown keys are rejected."""
+    raw = dict(raw)
     raw.update({k: v for k, v in overrides.items() if v is not None})
     return msgspec.convert(raw, KeeperParams, strict=False)
 
 
-def live_manifest(params: KeeperParams, *, source: str = "", first: str | None = None,
-                  last: str | None = None, entries: int = 0, decisions: int = 0) -> RunManifest:
-    """A live run's manifest."""
-    return RunManifest(kind="live", config_hash=config_hash(params), params=params_dict(params),
-                       source=source, log_first=first, log_last=last, entries=entries,
-                       decisions=decisions)
+def params_from(manifest: RunManifest, **overrides: Any) -> KeeperParams:
+    """The manifest's (first core's) params with ``overrides`` (not None) applied; unknown keys
+    are rejected."""
+    return convert_params(manifest.params, overrides)
 
 
-def replay_manifest(params: KeeperParams, *, live: RunManifest | None, source: str,
-                    first: str | None, last: str | None, entries: int, decisions: int,
+def cores_from(manifest: RunManifest, **overrides: Any) -> list[NamedParams]:
+    """Every core of the run, in order, each with ``overrides`` (not None) applied. A manifest
+    without ``cores`` (one core) gives its ``params`` under ``core_name``."""
+    if not manifest.cores:
+        p = params_from(manifest, **overrides)
+        return [(core_name(p), p)]
+    return [(c.name, convert_params(c.params, overrides)) for c in manifest.cores]
+
+
+def _specs(named: Sequence[NamedParams]) -> list[CoreSpec]:
+    return [CoreSpec(name=n, params=params_dict(p), config_hash=config_hash(p)) for n, p in named]
+
+
+def live_manifest(params: KeeperParams | Sequence[NamedParams], *, source: str = "",
+                  first: str | None = None, last: str | None = None, entries: int = 0,
+                  decisions: int = 0, status: str = "", started_us: int | None = None,
+                  stopped_us: int | None = None, config_files: Sequence[str] = ()) -> RunManifest:
+    """A live run's manifest: one core's params, or every ``(name, params)`` core of the run."""
+    named = _named(params)
+    return RunManifest(kind="live", config_hash=run_hash(named), params=params_dict(named[0][1]),
+                       cores=_specs(named), source=source, log_first=first, log_last=last,
+                       entries=entries, decisions=decisions, status=status, started_us=started_us,
+                       stopped_us=stopped_us, config_files=list(config_files))
+
+
+def replay_manifest(params: KeeperParams | Sequence[NamedParams], *, live: RunManifest | None,
+                    source: str, first: str | None, last: str | None, entries: int, decisions: int,
                     verified: str | None = None, divergences: int | None = None) -> RunManifest:
     """A replay's manifest, naming the live run it reproduced (when its manifest was found)."""
-    h = config_hash(params)
+    named = _named(params)
+    h = run_hash(named)
     return RunManifest(
-        kind="replay", config_hash=h, params=params_dict(params), source=source, log_first=first,
-        log_last=last, entries=entries, decisions=decisions,
+        kind="replay", config_hash=h, params=params_dict(named[0][1]), cores=_specs(named),
+        source=source, log_first=first, log_last=last, entries=entries, decisions=decisions,
         reproduces=live.config_hash if live is not None else None,
         same_config=(live.config_hash == h) if live is not None else None,
         verified=verified, divergences=divergences)

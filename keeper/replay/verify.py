@@ -126,6 +126,19 @@ class Verifier:
             if d.intent_id not in self._recorded:
                 self._recorded[d.intent_id] = (d.trigger, entry_id, decision_bytes(d))
 
+    def after_batch(self, batch: Sequence[tuple[str, Event]], derived: Sequence[Event]) -> None:
+        """Batch replay hook (``core.handle_batch``): the same as ``after`` on every entry, the
+        derived decisions placed at their trigger (the entry they were decided after)."""
+        for e in derived:
+            if type(e) is LiquidationIntended:
+                assert isinstance(e, LiquidationIntended)
+                iid = e.decision.intent_id
+                if iid not in self._derived:
+                    self._derived[iid] = (e.decision.trigger, decision_bytes(e.decision))
+        for entry_id, event in batch:
+            if type(event) is LiquidationIntended:
+                self.after(entry_id, event, ())
+
     def after_stop(self, entry_id: str, event: Event, stop: str) -> None:
         """Past the stop position of a replay (``--to``/``--until``): note only the recorded
         intents decided at or before ``stop`` (the projector appends them after its batch, so
