@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from keeper import __version__
 from keeper.errors import KeeperError
 
-COMMANDS = ("run", "demo", "health", "log", "feed", "sim", "replay", "compare", "snapshot")
+COMMANDS = ("run", "demo", "health", "log", "feed", "sim", "replay", "compare")
 
 
 def _available() -> list[str]:
