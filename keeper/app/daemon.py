@@ -27,7 +27,7 @@ import socket
 import time
 from collections.abc import Awaitable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import structlog
@@ -51,9 +51,14 @@ from keeper.feeds.ws import WsConfig
 from keeper.ingest.account_ws import AccountStream
 from keeper.ports import LogEntry
 from keeper.projector import ProjectionCore, Projector
+from keeper.replay.manifest import RunManifest
 from keeper.store.embedded import EmbeddedRedis, open_redis
+from keeper.store.entries import parse_id
 from keeper.store.redis_log import RedisEventLog
 from keeper.store.snapshots import RedisSnapshotStore
+
+if TYPE_CHECKING:
+    from keeper.app.status import Sampler
 
 _log = structlog.get_logger()
 
@@ -72,16 +77,69 @@ def wall_us() -> int:
 
 class StampingLog:
     """The keeper's view of the log: stamps ``ts_ingest`` on the intents it appends, so that
-    tick-to-intent latency is in the log itself (the pure core cannot read a clock)."""
+    tick-to-intent latency is in the log itself (the pure core cannot read a clock).
 
-    def __init__(self, inner: RedisEventLog) -> None:
+    Only the envelope is stamped: the ``Decision`` inside is the core's, byte for byte, which
+    is what ``keeper replay --verify`` compares. With ``metrics``: each intent's tick-to-intent
+    latency (its trigger's ``ts_ingest`` in the batch just read -> now) is observed and intents
+    are counted by mode (``intended`` for live ones); with ``count_applied`` also the entries
+    read, by event type (the projector applies every entry it reads before reading again).
+    """
+
+    def __init__(self, inner: RedisEventLog, metrics: Metrics | None = None,
+                 count_applied: bool = False) -> None:
         self.inner = inner
+        self.metrics = metrics
+        self.count_applied = count_applied
+        self._ingested: dict[str, int] = {}
+
+    async def read_batch(self, after: str = "0-0", count: int = 1000, block_ms: int | None = None
+                         ) -> tuple[list[LogEntry], str]:
+        entries, pos = await self.inner.read_batch(after, count, block_ms)
+        m = self.metrics
+        if m is not None and entries:
+            # the triggers of the intents decided after this batch are in this batch
+            self._ingested = {e.id: e.event.ts_ingest for e in entries}
+            if self.count_applied:
+                for e in entries:
+                    m.events_applied.inc(ev.event_type(e.event))
+        return entries, pos
 
     async def append(self, events: Sequence[ev.Event]) -> list[str | None]:
         now = wall_us()
         out = [msgspec.structs.replace(e, ts_ingest=now) if type(e) is ev.LiquidationIntended
                and e.ts_ingest == 0 else e for e in events]
-        return await self.inner.append(out)
+        ids = await self.inner.append(out)
+        m = self.metrics
+        if m is not None:
+            for e, i in zip(out, ids, strict=True):
+                if i is None or type(e) is not ev.LiquidationIntended:
+                    continue
+                assert isinstance(e, ev.LiquidationIntended)
+                d = e.decision
+                m.intents.inc("intended" if d.mode == "live" else d.mode)
+                trig = self._ingested.get(d.trigger, 0)
+                if trig and e.ts_ingest >= trig:
+                    m.tick_to_intent.observe((e.ts_ingest - trig) / 1e6)
+        return ids
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+class CountingSink:
+    """The ingest writer's log: counts what it appended (``events_ingested_total{type}``)."""
+
+    def __init__(self, inner: RedisEventLog, metrics: Metrics) -> None:
+        self.inner = inner
+        self.metrics = metrics
+
+    async def append(self, events: Sequence[ev.Event]) -> list[str | None]:
+        ids = await self.inner.append(events)
+        for e, i in zip(events, ids, strict=True):
+            if i is not None:
+                self.metrics.events_ingested.inc(ev.event_type(e))
+        return ids
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -152,6 +210,11 @@ class Daemon:
         self.runner: Runner | None = None
         self.log: RedisEventLog | None = None
         self.admin_port: int | None = None
+        self.sampler: Sampler | None = None
+        """The admin role's metrics sampler (log lag, buckets at risk, dead letters)."""
+        self.sample_interval_s = 0.5
+        self.manifest: RunManifest | None = None
+        """This run's manifest as last written (None before the keeper role started)."""
         self.started = asyncio.Event()
         """Set once every role is up (the admin port bound, projectors started)."""
         self._tasks: list[asyncio.Task[Any]] = []
@@ -159,6 +222,9 @@ class Daemon:
 
     def params(self, profile: str) -> KeeperParams:
         return msgspec.structs.replace(self.config.keeper_params(), profile=profile)
+
+    def keeper_projectors(self) -> list[Projector]:
+        return [p for p in self.projectors if isinstance(p.core, KeeperCore)]
 
     def cores(self) -> list[KeeperCore]:
         """The live keeper cores (one per profile), once started."""
@@ -201,6 +267,7 @@ class Daemon:
                     await self._start_runner(executor, inner_stop, workers)
             if "admin" in self.roles and cfg.admin.enabled:
                 admin = await self._start_admin()
+            await self._write_manifest("running")
             self.started.set()
             _log.info("daemon_started", roles=list(self.roles), admin_port=self.admin_port,
                       restored_from=[p.restored_from for p in self.projectors])
@@ -235,6 +302,10 @@ class Daemon:
         for p in self.projectors:
             with contextlib.suppress(Exception):
                 await p.snapshot()
+        try:
+            await self._write_manifest("stopped")
+        except Exception as exc:  # a manifest is a record, never a reason to stop unclean
+            _log.warning("manifest_not_written", error=repr(exc))
         for t in self._tasks:
             if not t.done():
                 t.cancel()
@@ -250,11 +321,44 @@ class Daemon:
                   offsets=[p.core.offset if p.core else None for p in self.projectors],
                   runner=dict(self.runner.counts) if self.runner else None)
 
+    async def _write_manifest(self, status: str) -> None:
+        """The run manifest (``keeper.replay.manifest``) in the shard's manifest hash: every
+        keeper core (projector name, params), the config hash, version, the log range covered.
+        At start (``running``) ``log_first`` is the first entry the cores will apply (None on an
+        empty log); at shutdown (``stopped``) ``log_last`` is where they stopped."""
+        from keeper.replay import manifest as mf
+
+        projs = self.keeper_projectors()
+        if not projs or self.log is None:
+            return
+        log = self.log
+        start = min((p.restored_from or "0-0" for p in projs), key=parse_id)
+        first = self.manifest.log_first if self.manifest is not None else None
+        if first is None:
+            raw: Any = await log.client.xrange(log.key, min=f"({start}" if start != "0-0" else "-",
+                                               count=1)
+            first = raw[0][0].decode() if raw else None
+        stopped = status == "stopped"
+        last = min((p.core.offset for p in projs if p.core is not None), key=parse_id) if stopped \
+            else None
+        named = [(p.name, p.core.params) for p in projs if isinstance(p.core, KeeperCore)]
+        now = wall_us()
+        m = mf.live_manifest(
+            named, source=log.key, first=first, last=None if last == "0-0" else last,
+            entries=projs[0].applied, decisions=sum(p.appended for p in projs), status=status,
+            started_us=self.manifest.started_us if self.manifest is not None else now,
+            stopped_us=now if stopped else None, config_files=self.config.sources)
+        await mf.write_redis(log.client, m, shard=str(self.config.keeper.shard))
+        self.manifest = m
+        _log.info("run_manifest_written", status=status, config_hash=m.config_hash[:12],
+                  cores=[n for n, _ in named], log_first=m.log_first, log_last=m.log_last)
+
     async def _start_intake(self) -> list[asyncio.Task[Any]]:
         cfg = self.config
         assert self.log is not None
         self.pipeline = build_pipeline(cfg)
-        self.ingest = Ingest(self.log, pipeline=self.pipeline, max_pending=10_000)
+        self.ingest = Ingest(CountingSink(self.log, self.metrics),
+                             pipeline=self.pipeline, max_pending=10_000)
         tasks = [self._spawn(self.ingest.run(), "ingest-writer")]
         if "feeds" in self.roles:
             now = wall_us()
@@ -277,9 +381,9 @@ class Daemon:
         shard = str(cfg.keeper.shard)
         log = await self._connect()  # the projectors' blocking reads get their own connection
         if "keeper" in self.roles:
-            for profile in self.profiles:
+            for k, profile in enumerate(self.profiles):
                 snaps = RedisSnapshotStore(log.client, shard=shard, format=KeeperCore.FORMAT)
-                p = Projector(StampingLog(log), snaps,
+                p = Projector(StampingLog(log, self.metrics, count_applied=k == 0), snaps,
                               core_factory(self.params(profile)),  # type: ignore[arg-type]
                               name=f"keeper-{profile}", fmt=KeeperCore.FORMAT,
                               batch=cfg.keeper.batch_size, snapshot_every=cfg.snapshots.every_events,
@@ -287,7 +391,8 @@ class Daemon:
                 self.projectors.append(p)
         if "projector" in self.roles:
             snaps = RedisSnapshotStore(log.client, shard=shard, format=ProjectionCore.FORMAT)
-            self.projectors.append(Projector(StampingLog(log), snaps,
+            self.projectors.append(Projector(StampingLog(log, self.metrics,
+                                                         count_applied=not self.projectors), snaps,
                                              _projection_factory, name="state",
                                              batch=cfg.keeper.batch_size,
                                              snapshot_every=cfg.snapshots.every_events,
@@ -300,9 +405,7 @@ class Daemon:
 
     async def _follow(self, p: Projector, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            n = await p.step(block_ms=self.block_ms)
-            if n:
-                self.metrics.events_applied.inc("all", by=n)
+            await p.step(block_ms=self.block_ms)
         await p.catch_up()  # the batch in hand and anything the drained intake wrote
         await p.snapshot()
 
@@ -316,11 +419,14 @@ class Daemon:
 
     async def _start_admin(self) -> Any:
         from keeper.app.admin import AdminServer, build_admin_app
-        from keeper.app.status import Status
+        from keeper.app.status import Sampler, Status
 
         cfg = self.config
         assert self.log is not None
         status = Status(self, self.log)
+        self.sampler = Sampler(self, self.log)
+        # cancelled at shutdown with the other tasks (admin answers until the end)
+        self._spawn(self.sampler.run(asyncio.Event(), self.sample_interval_s), "metrics-sampler")
         app = build_admin_app(status, cfg.secrets.admin_token, config=cfg,
                               request_timeout_s=cfg.admin.request_timeout_s)
         server = AdminServer(app, cfg.admin.host, cfg.admin.port)

@@ -7,6 +7,9 @@ liquidations read the tail of the log (bounded); account views evaluate one acco
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import heapq
 import time
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -19,6 +22,7 @@ from keeper.domain.decide import KeeperCore
 from keeper.domain.margin import evaluate, liquidation_price
 from keeper.domain.model import bucket_key
 from keeper.errors import KeeperError
+from keeper.store.entries import parse_id
 from keeper.store.redis_log import RedisEventLog
 
 if TYPE_CHECKING:
@@ -30,6 +34,13 @@ SCAN_LIMIT = 20_000
 """At most this many buckets are ranked by the screen per at-risk request."""
 TAIL = 5_000
 """Recent liquidations are looked for in the last this many log entries."""
+LAG_CAP = 10_000
+"""Log lag is counted up to this many entries per sample (a bounded read; more reads as this)."""
+AT_RISK_HEALTH = Decimal("1.1")
+"""``buckets_at_risk``: buckets whose health factor is below this (1 = liquidatable)."""
+RISK_SCAN = 1_000
+"""Per core, the buckets the screen rates closest to liquidation that are evaluated exactly."""
+DEAD_BATCH = 1_000
 
 
 def _health(core: KeeperCore, key: str) -> dict[str, Any] | None:
@@ -46,6 +57,76 @@ def _health(core: KeeperCore, key: str) -> dict[str, Any] | None:
     return {"account": account, "bucket": name, "health": health, "equity": h.equity,
             "requirement": h.requirement, "liquidatable": h.liquidatable, "bankrupt": h.bankrupt,
             "profile": core.profile.name, "busy": key in s.busy}
+
+
+class Sampler:
+    """Samples what the roles do not count themselves into the daemon's ``Metrics``: log lag
+    (entries after the slowest projector's position, up to ``LAG_CAP``), buckets at risk (exact
+    health below ``AT_RISK_HEALTH`` among each core's ``RISK_SCAN`` lowest-headroom buckets),
+    dead letters by reason (new entries of the dead-letter stream since the last sample), and the
+    runner's outcomes. ``sample()`` once; ``run(stop, interval_s)`` until ``stop``."""
+
+    def __init__(self, daemon: Daemon, log: RedisEventLog) -> None:
+        self.daemon = daemon
+        self.log = log
+        self._dead_after = "0-0"
+        self.samples = 0
+
+    async def sample(self) -> None:
+        m = self.daemon.metrics
+        client: Any = self.log.client
+        positions = [p.position for p in self.daemon.projectors]
+        if positions:
+            slowest = min(positions, key=parse_id)
+            last = await self.log.last_id()
+            lag = 0
+            if parse_id(last) > parse_id(slowest):
+                lo = f"({slowest}" if slowest != "0-0" else "-"
+                lag = len(await client.xrange(self.log.key, min=lo, max=last, count=LAG_CAP))
+            m.log_lag.set(lag)
+        m.buckets_at_risk.set(sum(self._at_risk(c) for c in self.daemon.cores()))
+        while True:
+            lo = f"({self._dead_after}" if self._dead_after != "0-0" else "-"
+            raw: Any = await client.xrange(self.log.dead_key, min=lo, count=DEAD_BATCH)
+            for entry_id, fields in raw:
+                reason = fields.get(b"reason", b"").decode() or "unknown"
+                m.dead_letters.inc(reason)
+                self._dead_after = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+            if len(raw) < DEAD_BATCH:
+                break
+        sync_runner(self.daemon)
+        self.samples += 1
+
+    @staticmethod
+    def _at_risk(core: KeeperCore) -> int:
+        keys = heapq.nsmallest(RISK_SCAN, core._symbols_of, key=core.screen.headroom)
+        n = 0
+        for key in keys:
+            row = _health(core, key)
+            if row is not None and row["health"] is not None and row["health"] < AT_RISK_HEALTH:
+                n += 1
+        return n
+
+    async def run(self, stop: asyncio.Event, interval_s: float = 0.5) -> None:
+        while not stop.is_set():
+            try:
+                await self.sample()
+            except Exception as exc:  # a sample is a screen: never let it take the admin down
+                _log.warning("metrics_sample_failed", error=repr(exc))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval_s)
+
+
+def sync_runner(daemon: Daemon) -> None:
+    """Bring ``intents_total{outcome}`` up to the runner's own counts (they only grow)."""
+    runner = daemon.runner
+    if runner is None:
+        return
+    m = daemon.metrics
+    for outcome, n in runner.counts.items():
+        cur = m.intents.value(outcome)
+        if n > cur:
+            m.intents.inc(outcome, by=n - cur)
 
 
 class Status:
@@ -73,12 +154,7 @@ class Status:
         for core in self.daemon.cores():
             for sym, t in core.state.price_time.items():
                 m.feed_staleness.set(max(now - t, 0) / 1e6, sym)
-        runner = self.daemon.runner
-        if runner is not None:
-            for outcome, n in runner.counts.items():
-                cur = m.intents.value(outcome)
-                if n > cur:
-                    m.intents.inc(outcome, by=n - cur)
+        sync_runner(self.daemon)
         return m
 
     async def account(self, account_id: str) -> dict[str, Any] | None:
