@@ -70,7 +70,8 @@ class EmbeddedRedis:
                  binary: str | None = None, password: str | None = None) -> None:
         if appendfsync not in ("always", "everysec", "no"):
             raise EmbeddedRedisError(f"appendfsync must be always, everysec or no, not {appendfsync!r}")
-        self.data_dir = Path(data_dir)
+        # absolute: redis-server chdirs into --dir before it opens --logfile
+        self.data_dir = Path(data_dir).resolve()
         self.port = port if port is not None else 0
         self.appendfsync = appendfsync
         self.binary = binary
@@ -102,8 +103,11 @@ class EmbeddedRedis:
         if self.password:
             args += ["--requirepass", self.password]
         try:
+            # Its own session: a SIGTERM or Ctrl-C aimed at the keeper's process group must not
+            # stop Redis under the keeper's feet; the keeper stops it last, after its snapshot.
             self._proc = subprocess.Popen(  # noqa: S603 - our own argv, no shell
-                args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                start_new_session=True)
         except OSError as exc:
             raise EmbeddedRedisError(f"cannot run {exe}: {exc}; {_FIX}") from exc
         self.pid = self._proc.pid
