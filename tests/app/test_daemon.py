@@ -65,3 +65,108 @@ def test_keeper_run_names_the_bad_key_and_exits_1(tmp_path: Path) -> None:
                           cwd=ROOT, capture_output=True, text=True, timeout=30, check=False)
     assert proc.returncode == 1
     assert "execution.timeout_s" in proc.stderr
+
+
+def _admin_cfg(redis_url: str, tmp_path: Path) -> object:
+    base = load_config(None, env={}, register_secrets=False)
+    r = msgspec.structs.replace
+    return r(base, redis=r(base.redis, url=redis_url, data_dir=str(tmp_path / "redis")),
+             admin=r(base.admin, port=0),
+             feeds=r(base.feeds, fixed_prices={"USDC": Decimal(1)}))
+
+
+def _metric(text: str, name: str, labels: str = "") -> float:
+    """The value of one sample of ``/metrics`` (fails when absent)."""
+    key = f"{name}{{{labels}}}" if labels else name
+    for line in text.splitlines():
+        if line.startswith(key + " "):
+            return float(line.split()[-1])
+    raise AssertionError(f"no sample {key} in /metrics")
+
+
+async def test_admin_serves_real_metrics_from_the_running_daemon(redis_url: str, tmp_path: Path) -> None:
+    """A daemon (feeds with a fixed price, keeper in paper mode, admin) over a crash written to
+    its log; /metrics, /readyz, /at-risk and /accounts/{id} are scraped and checked against the
+    log itself."""
+    import asyncio
+    from collections import Counter
+
+    import aiohttp
+
+    from keeper.app.daemon import wall_us
+    from tests.replay.scenario import account_events, crash_ticks, setup_events
+
+    log = await RedisEventLog.connect(redis_url)
+    daemon = Daemon(_admin_cfg(redis_url, tmp_path),  # type: ignore[arg-type]
+                    roles=["feeds", "keeper", "admin"], block_ms=20)
+    stop = asyncio.Event()
+    task = asyncio.create_task(daemon.run(stop))
+    try:
+        await asyncio.wait_for(daemon.started.wait(), 15)
+        now = wall_us()
+        ticks = [msgspec.structs.replace(t, ts_ingest=now) for t in crash_ticks()]
+        await log.append([*setup_events(), *account_events()])
+        await log.append_raw([b"not an event"])  # dead-lettered when the keeper reads it
+        await log.append(ticks)
+        deadline = asyncio.get_running_loop().time() + 20
+        assert daemon.sampler is not None
+        lags = []
+        while True:  # until the keeper has applied the whole log (its own intents included)
+            await daemon.sampler.sample()
+            lags.append(daemon.metrics.log_lag.value())
+            last = await log.last_id()
+            if lags[-1] == 0 and daemon.projectors[0].position == last:
+                break
+            assert asyncio.get_running_loop().time() < deadline, "the keeper did not catch up"
+            await asyncio.sleep(0.02)
+        entries = await read_all(log)
+        types = Counter(ev.event_type(e.event) for e in entries)
+        paper = [e.event for e in entries if isinstance(e.event, ev.LiquidationIntended)]
+        assert paper and all(e.decision.mode == "paper" for e in paper)
+
+        base = f"http://127.0.0.1:{daemon.admin_port}"
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+            async with http.get(f"{base}/metrics") as resp:
+                assert resp.status == 200
+                text = await resp.text()
+            async with http.get(f"{base}/readyz") as resp:
+                ready = (resp.status, await resp.json())
+            async with http.get(f"{base}/at-risk?limit=5") as resp:
+                assert resp.status == 200
+                at_risk = await resp.json()
+            async with http.get(f"{base}/accounts/alice") as resp:
+                assert resp.status == 200
+                alice = await resp.json()
+            async with http.get(f"{base}/accounts/nobody") as resp:
+                assert resp.status == 404
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+        await log.close()
+
+    # applied per event type, exactly what is in the log (not one `all` label)
+    assert 'type="all"' not in text
+    for name, n in types.items():
+        assert _metric(text, "keeper_events_applied_total", f'type="{name}"') == n
+    assert _metric(text, "keeper_events_ingested_total", 'type="price_updated"') == 1  # the fixed USDC
+    assert _metric(text, "keeper_log_lag_entries") == 0
+    assert _metric(text, "keeper_intents_total", 'outcome="paper"') == len(paper)
+    assert _metric(text, "keeper_tick_to_intent_seconds_count") == len(paper)
+    assert 0 < _metric(text, "keeper_tick_to_intent_seconds_sum") < 60 * len(paper)
+    assert _metric(text, "keeper_dead_letters_total", 'reason="bad_json"') == 1
+    # the crash left paper-mode buckets liquidatable: at risk, lowest health first
+    assert _metric(text, "keeper_buckets_at_risk") >= len({(e.decision.account, e.decision.bucket)
+                                                            for e in paper})
+    last_btc = next(t.price for t in reversed(ticks) if t.symbol == "BTC-USD")
+    assert last_btc > 0
+    # the feed is as old as the recorded ticks' log time (wall now - ts_event)
+    assert _metric(text, "keeper_feed_staleness_seconds", 'symbol="BTC-USD"') > 1e6
+    assert ready[0] == 200, ready
+    assert ready[1]["behind"] == [] and ready[1]["log_last"] == last
+    healths = [Decimal(r["health"]) for r in at_risk]
+    assert healths == sorted(healths) and healths[0] < 1 and len(at_risk) == 5
+    assert all(r["liquidatable"] == (Decimal(r["health"]) < 1) for r in at_risk)
+    assert alice["account"] == "alice"
+    [cross] = alice["buckets"]
+    assert Decimal(cross["health"]) < 1 and cross["liquidatable"]
+    assert Decimal(cross["liquidation_prices"]["BTC-USD"]) > last_btc
