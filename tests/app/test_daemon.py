@@ -110,15 +110,17 @@ async def test_admin_serves_real_metrics_from_the_running_daemon(redis_url: str,
         await log.append(ticks)
         deadline = asyncio.get_running_loop().time() + 20
         assert daemon.sampler is not None
-        lags = []
-        while True:  # until the keeper has applied the whole log (its own intents included)
+        seen: list[str] = []
+        while True:  # until the keeper has applied the whole log (its own intents included) and
+            # the log stays put across a few of its read cycles (no intent still being appended)
             await daemon.sampler.sample()
-            lags.append(daemon.metrics.log_lag.value())
             last = await log.last_id()
-            if lags[-1] == 0 and daemon.projectors[0].position == last:
+            caught_up = daemon.metrics.log_lag.value() == 0 and daemon.projectors[0].position == last
+            seen = [*seen, last] if caught_up else []
+            if len(seen) >= 4 and len(set(seen[-4:])) == 1:
                 break
             assert asyncio.get_running_loop().time() < deadline, "the keeper did not catch up"
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(0.05)
         entries = await read_all(log)
         types = Counter(ev.event_type(e.event) for e in entries)
         paper = [e.event for e in entries if isinstance(e.event, ev.LiquidationIntended)]
