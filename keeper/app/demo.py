@@ -3,7 +3,8 @@
 What runs (all on 127.0.0.1, nothing to configure):
 
 1. an embedded Redis under a fresh folder (``.keeper/demo/redis`` unless ``--data-dir``);
-2. the reference venue (``keeper sim``) as a child process (``keeper.sim.process``), its book (default 10,000 accounts) generated
+2. the reference venue (``keeper sim``) as a child process (``keeper.sim.process``), its book
+   (default 10,000 accounts) generated
    at the first prices of the window (the real prices: the book is priced at the window's first
    bar, so no rescaling is needed);
 3. the price window: the 2025-10-10 Bybit USDT-perp 5-minute bars of BTC, ETH and SOL from
@@ -45,6 +46,7 @@ import structlog
 from keeper.app.config import FeedSource, load_config
 from keeper.app.daemon import Daemon, read_all
 from keeper.domain import events as ev
+from keeper.domain.decide import KeeperParams
 from keeper.sim.book import generate_book
 from keeper.sim.prices import Tick, synthetic_crash
 from keeper.sim.process import VenueProcess, write_path
@@ -262,7 +264,8 @@ async def run_demo(opts: DemoOptions) -> Summary:
     try:
         await venue.start()
         cfg = demo_config(venue.url, url, secret)
-        daemon = Daemon(cfg, consumer="demo-executor", extra_profiles=(LENDING_PROFILE,), block_ms=50)
+        daemon = _DemoDaemon(cfg, consumer="demo-executor", extra_profiles=(LENDING_PROFILE,),
+                             block_ms=50)
         stop = asyncio.Event()
         task = asyncio.create_task(daemon.run(stop))
         progress = _Progress(opts.progress)
@@ -302,6 +305,15 @@ async def run_demo(opts: DemoOptions) -> Summary:
         await venue.stop()
         if server is not None:
             server.stop()
+
+
+class _DemoDaemon(Daemon):
+    """The daemon without the per-window liquidation caps (``[guards]`` has no "none"): the demo
+    is there to show a crash liquidated in full, and the core's cap check costs time in
+    proportion to the decisions in its window (a crash tick decides hundreds at once)."""
+
+    def params(self, profile: str) -> KeeperParams:
+        return msgspec.structs.replace(super().params(profile), cap_count=None, cap_notional=None)
 
 
 def demo_config(venue_url: str, redis_url: str, secret: str) -> Any:
