@@ -126,6 +126,9 @@ class KeeperCore:
         self._symbols_of: dict[str, tuple[str, ...]] = {}
         self.screen = Screen()
         self._screen_mode = screen_mode(self.profile.kind, self.profile.model, self.profile.mm_at)
+        self._cleared: str | None = None
+        """A bucket the last account event touched and the screen cleared: healthy for sure, so
+        its exact check is skipped (the outcome of that check is known: not liquidatable)."""
         self._lending = self.profile.kind == "lending"
         self.rechecked_last = 0
         """Buckets confirmed with exact arithmetic after the last event (a metric)."""
@@ -147,11 +150,23 @@ class KeeperCore:
         if type(event) is ev.LiquidationIntended:
             self._pending.pop(event.event_id, None)
         st.apply(self.state, entry_id, event)
+        self._cleared = None
         keys = self._touched(event)
         self.rechecked_last = 0
         if not keys:
             return []
         return list(self._decide(keys, entry_id, event))
+
+    def handle_batch(self, entries: Sequence[tuple[str, ev.Event]]) -> list[ev.Event]:
+        """``handle`` for each entry in order, the intents concatenated: the same output and
+        state as one call per entry (the projector and replay call this once per read batch)."""
+        out: list[ev.Event] = []
+        handle = self.handle
+        for entry_id, event in entries:
+            decided = handle(entry_id, event)
+            if decided:
+                out.extend(decided)
+        return out
 
     def pending(self) -> list[ev.Event]:
         """Intents decided but not yet seen back in the log (re-appended on restart)."""
@@ -184,19 +199,21 @@ class KeeperCore:
         """Keys of the buckets whose health moves with ``symbol``."""
         return self._exposure.get(symbol, set())
 
-    def _reindex(self, key: str) -> None:
+    def _reindex(self, key: str) -> bool:
+        """Refresh the bucket's screen row and exposure; returns whether the screen flags it."""
         bucket = self.state.find_bucket(key)
         new = tuple(bucket.symbols()) if bucket is not None else ()
+        flagged = False
         if bucket is not None and new:
             lending, at_entry, always = self._screen_mode
             state = self.state
-            self.screen.upsert(key, bucket, state.markets, state.assets, state.prices, lending,
-                               mm_at_entry=at_entry, always_check=always)
+            flagged = self.screen.upsert(key, bucket, state.markets, state.assets, state.prices,
+                                         lending, mm_at_entry=at_entry, always_check=always)
         else:
             self.screen.remove(key)
         old = self._symbols_of.get(key, ())
         if new == old:
-            return
+            return flagged
         for s in old:
             keys = self._exposure.get(s)
             if keys is not None:
@@ -209,6 +226,7 @@ class KeeperCore:
             self._symbols_of[key] = new
         else:
             self._symbols_of.pop(key, None)
+        return flagged
 
     def _touched(self, event: ev.Event) -> Iterable[str]:
         t = type(event)
@@ -225,7 +243,8 @@ class KeeperCore:
             return flagged
         if isinstance(event, ev.ACCOUNT_EVENTS):
             key = bucket_key(event.account, event.bucket)
-            self._reindex(key)
+            if not self._reindex(key):
+                self._cleared = key
             cause = event.causation_id
             if cause is not None and cause.startswith("liq:"):
                 self._effects[key] = cause
@@ -298,6 +317,10 @@ class KeeperCore:
                 continue
             if guards.bad_prices(symbols, s.prices):
                 self._skip("no_price")
+                continue
+            if key == self._cleared:
+                # the screen never misses a liquidatable bucket: this one is healthy
+                self._episodes.pop(key, None)
                 continue
             self.rechecked_last += 1
             try:

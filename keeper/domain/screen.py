@@ -38,9 +38,11 @@ Pure: no I/O, no clock, no randomness. Results are sorted, so they are the same 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
+from heapq import heapify, heappop, heappush
 from typing import Any
 
 import numpy as np
@@ -48,14 +50,13 @@ import numpy.typing as npt
 
 from keeper.domain.model import AssetParams, Bucket, MarketParams
 
-F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 
 _ZERO = Decimal(0)
 _ONE = Decimal(1)
 _TIER_HEADROOM = Decimal(2)
-_ROW_WIDTH = 8  # symbols per row kept in the dense table; wider buckets overflow to a dict
-_MIN_TAIL = 256
+_QUIET = 1.0 / 1024
+"""Budget weight of a symbol not ticked since first priced (a stablecoin): rarely worth a share."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,94 +203,8 @@ def screen_mode(kind: str, model: str, mm_at: str) -> tuple[bool, bool, bool]:
     return kind == "lending", mm_at == "entry", model in _NONLINEAR_MODELS
 
 
-class _Column:
-    """The entries of one symbol: rows sorted in ``[0, nb)``, appended unsorted in ``[nb, n)``.
-
-    A removed entry stays in place as dead (coefficients 0, ``alive`` False) until the next
-    compaction, so positions never shift under a caller; a row appears at most once.
-    """
-
-    __slots__ = ("alive", "hi", "lo", "n", "nb", "pmax", "rows", "tail")
-
-    def __init__(self, cap: int = 16) -> None:
-        self.rows = np.zeros(cap, np.int64)
-        self.lo = np.zeros(cap, np.float64)
-        self.hi = np.zeros(cap, np.float64)
-        self.alive = np.zeros(cap, np.bool_)
-        self.pmax: F64 | None = None
-        self.n = self.nb = 0
-        self.tail: dict[int, int] = {}
-
-    def find(self, row: int) -> int:
-        """The slot holding ``row`` (dead or alive), or -1."""
-        i = int(np.searchsorted(self.rows[: self.nb], row))
-        if i < self.nb and self.rows[i] == row:
-            return i
-        return self.tail.get(row, -1)
-
-    def put(self, row: int, lo: float, hi: float, pmax: float) -> None:
-        i = self.find(row)
-        if i < 0:
-            if self.n == self.rows.size:
-                self._grow(2 * self.rows.size)
-            i = self.n
-            self.n += 1
-            self.tail[row] = i
-            self.rows[i] = row
-        self.lo[i], self.hi[i], self.alive[i] = lo, hi, True
-        if pmax != np.inf and self.pmax is None:
-            self.pmax = np.full(self.rows.size, np.inf)
-        if self.pmax is not None:
-            self.pmax[i] = pmax
-        if self.n - self.nb > max(_MIN_TAIL, self.nb // 8):
-            self.compact()
-
-    def kill(self, row: int) -> None:
-        i = self.find(row)
-        if i >= 0:
-            self.lo[i] = self.hi[i] = 0.0
-            self.alive[i] = False
-            if self.pmax is not None:
-                self.pmax[i] = np.inf
-        if self.n - self.nb > max(_MIN_TAIL, self.nb // 8):
-            self.compact()
-
-    def compact(self) -> None:
-        """Drop dead entries and sort by row; amortised over many updates."""
-        keep = np.flatnonzero(self.alive[: self.n])
-        order = keep[np.argsort(self.rows[keep], kind="stable")]
-        cap = max(16, 2 * order.size)
-        self.rows = _sized(self.rows[order], cap)
-        self.lo = _sized(self.lo[order], cap)
-        self.hi = _sized(self.hi[order], cap)
-        self.alive = _sized(self.alive[order], cap)
-        if self.pmax is not None:
-            self.pmax = _sized(self.pmax[order], cap, np.inf)
-        self.n = self.nb = order.size
-        self.tail = {}
-
-    def _grow(self, cap: int) -> None:
-        self.rows = _sized(self.rows, cap)
-        self.lo = _sized(self.lo, cap)
-        self.hi = _sized(self.hi, cap)
-        self.alive = _sized(self.alive, cap)
-        if self.pmax is not None:
-            self.pmax = _sized(self.pmax, cap, np.inf)
-
-    def nbytes(self) -> int:
-        extra = 0 if self.pmax is None else self.pmax.nbytes
-        return self.rows.nbytes + self.lo.nbytes + self.hi.nbytes + self.alive.nbytes + extra
-
-
-def _sized(a: Any, cap: int, fill: float = 0) -> Any:
-    out = np.full(cap, fill, a.dtype)
-    k = min(cap, a.size)
-    out[:k] = a[:k]
-    return out
-
-
 class Screen:
-    """The columnar index: per bucket row a headroom ``h``; per symbol a column of exposed rows.
+    """Per bucket row its linear form; per symbol the rows exposed to it and two heaps of bounds.
 
     Keys are bucket keys (``account/bucket``). Rows are recycled through a free list. Every
     method that returns buckets returns them sorted (rows ascending, keys by ``sorted``).
@@ -304,21 +219,26 @@ class Screen:
         self._sym: dict[str, int] = {}
         self._names: list[str] = []
         self._price: list[float] = []
-        self._cols: list[_Column] = []
+        self._moves: list[int] = []
+        """Ticks seen per symbol: a symbol that has not moved gets a small share of a budget."""
+        self._members: list[set[int]] = []
+        """Per symbol: the linear rows exposed to it."""
         self._always: list[set[int]] = []
+        self._floors: list[list[tuple[float, int, int]]] = []
+        """Per symbol a heap of ``(-floor, row, version)``: the row must be settled below it."""
+        self._ceils: list[list[tuple[float, int, int]]] = []
+        """Per symbol a heap of ``(ceiling, row, version)``: the row must be settled above it."""
         self._keys: list[str | None] = []
         self._row: dict[str, int] = {}
         self._free: list[int] = []
-        self._h: F64 = np.zeros(0)
-        self._c: F64 = np.zeros(0)
-        self._alw = np.zeros(0, np.bool_)
-        self._syms = np.zeros((0, _ROW_WIDTH), np.int32)
-        self._wide: dict[int, tuple[int, ...]] = {}
+        self._c: list[float] = []
+        self._ent: list[tuple[tuple[int, float, float], ...]] = []
+        """Per row its linear entries ``(symbol id, widened coefficient, price ceiling)``."""
+        self._sids: list[tuple[int, ...]] = []
+        self._alw: list[bool] = []
+        self._ver: list[int] = []
         self.ticks_since_resync = 0
         self.resyncs = 0
-        self._scratch_h: F64 = np.empty(0)
-        self._scratch_t: F64 = np.empty(0)
-        self._scratch_b = np.empty(0, np.bool_)
 
     # ------------------------------------------------------------------ rows and symbols
 
@@ -333,20 +253,13 @@ class Screen:
         if sid is None:
             sid = self._sym[symbol] = len(self._names)
             self._names.append(symbol)
-            self._price.append(np.nan)
-            self._cols.append(_Column())
+            self._price.append(math.nan)
+            self._moves.append(0)
+            self._members.append(set())
             self._always.append(set())
+            self._floors.append([])
+            self._ceils.append([])
         return sid
-
-    def _reserve(self, cap: int) -> None:
-        if cap <= self._h.size:
-            return
-        self._h = _sized(self._h, cap, np.inf)
-        self._c = _sized(self._c, cap, np.inf)
-        self._alw = _sized(self._alw, cap)
-        syms = np.full((cap, _ROW_WIDTH), -1, np.int32)
-        syms[: self._syms.shape[0]] = self._syms
-        self._syms = syms
 
     def _alloc(self, key: str) -> int:
         if self._free:
@@ -354,33 +267,77 @@ class Screen:
             self._keys[row] = key
         else:
             row = len(self._keys)
-            self._reserve(max(16, 2 * row) if row >= self._h.size else row + 1)
             self._keys.append(key)
+            self._c.append(math.inf)
+            self._ent.append(())
+            self._sids.append(())
+            self._alw.append(False)
+            self._ver.append(0)
         self._row[key] = row
         return row
 
-    def _row_sids(self, row: int) -> tuple[int, ...]:
-        wide = self._wide.get(row)
-        if wide is not None:
-            return wide
-        r = self._syms[row]
-        return tuple(int(x) for x in r[r >= 0])
-
-    def _set_row_sids(self, row: int, sids: Sequence[int]) -> None:
-        self._syms[row] = -1
-        self._wide.pop(row, None)
-        if len(sids) > _ROW_WIDTH:
-            self._wide[row] = tuple(sids)
-        else:
-            self._syms[row, : len(sids)] = sids
-
     def _detach(self, row: int) -> None:
-        for sid in self._row_sids(row):
-            self._cols[sid].kill(row)
+        for sid in self._sids[row]:
+            self._members[sid].discard(row)
             self._always[sid].discard(row)
-        self._set_row_sids(row, ())
-        self._h[row] = self._c[row] = np.inf
+        self._sids[row] = ()
+        self._ent[row] = ()
+        self._c[row] = math.inf
         self._alw[row] = False
+        self._ver[row] += 1  # the row's heap entries are stale from now on
+
+    def _fresh(self, row: int) -> tuple[float, bool]:
+        """The row's headroom at the current prices, and whether a price is above its ceiling."""
+        price = self._price
+        h = self._c[row]
+        broken = False
+        for sid, lo, pmax in self._ent[row]:
+            p = price[sid]
+            h += lo * p
+            if p > pmax:
+                broken = True
+        return h, broken
+
+    def _settle(self, row: int) -> bool:
+        """Recompute the row at the current prices and give each of its symbols a price band.
+
+        The headroom ``h`` is split between the row's symbols (by weight); while every symbol
+        stays inside its band the row's headroom cannot go below zero, so it is not looked at.
+        Returns whether the row is flagged now (it is then re-examined on every tick).
+        """
+        ver = self._ver[row] + 1
+        self._ver[row] = ver
+        h, broken = self._fresh(row)
+        ent = self._ent[row]
+        if not h >= 0 or broken:  # NaN too
+            for sid, _, _ in ent:
+                heappush(self._floors[sid], (-math.inf, row, ver))
+            return True
+        moves = self._moves
+        wsum = 0.0
+        for sid, lo, _ in ent:
+            if lo:
+                wsum += 1.0 if moves[sid] > 1 else _QUIET
+        share = h / wsum if wsum else 0.0
+        price = self._price
+        for sid, lo, pmax in ent:
+            w = 1.0 if moves[sid] > 1 else _QUIET
+            p = price[sid]
+            if lo > 0:
+                heappush(self._floors[sid], (-(p - w * share / lo), row, ver))
+                ceiling = pmax
+            elif lo < 0:
+                ceiling = min(pmax, p - w * share / lo)
+            else:
+                ceiling = pmax
+            if ceiling != math.inf:
+                heappush(self._ceils[sid], (ceiling, row, ver))
+        return False
+
+    def _compact(self, heap: list[tuple[float, int, int]]) -> None:
+        ver = self._ver
+        heap[:] = [e for e in heap if ver[e[1]] == e[2]]
+        heapify(heap)
 
     # ------------------------------------------------------------------ updates from the state
 
@@ -398,6 +355,7 @@ class Screen:
     ) -> bool:
         """Recompute the bucket's row from the exact state; returns whether it is flagged now.
 
+        Not flagged means the exact engine calls the bucket healthy at the screen's prices.
         Call after any event that changes the bucket, or the parameters of a market or asset
         it holds. ``prices`` seeds the screen's price of a symbol it has not seen yet and
         chooses tier bands; the screen's own current prices are used for the slack, so they and
@@ -410,36 +368,34 @@ class Screen:
             self._detach(row)
         syms = bucket.symbols()
         sids = [self._sid(s) for s in syms]
-        self._set_row_sids(row, sids)
+        self._sids[row] = tuple(sids)
         if not sids:
             return False
+        price = self._price
         for s, sid in zip(syms, sids, strict=True):
-            if np.isnan(self._price[sid]) and s in prices:
-                self._price[sid] = _checked_price(prices[s])
+            if math.isnan(price[sid]) and s in prices:
+                price[sid] = _checked_price(prices[s])
         lin = None
-        if not always_check and all(not np.isnan(self._price[sid]) for sid in sids):
+        if not always_check and all(not math.isnan(price[sid]) for sid in sids):
             lin = linearise(bucket, markets, assets, prices, lending, mm_at_entry=mm_at_entry)
         if lin is None:
             self._alw[row] = True
-            self._h[row] = self._c[row] = -np.inf
             for sid in sids:
                 self._always[sid].add(row)
             return True
         rel = self.rel_tol
         c = float(lin.const)
-        h = c_lo = c - rel * abs(c) - self.abs_tol
-        broken = False
+        self._c[row] = c - rel * abs(c) - self.abs_tol
+        ent = []
+        coefs, ceilings, members = lin.coefs, lin.ceilings, self._members
         for s, sid in zip(syms, sids, strict=True):
-            coef = float(lin.coefs.get(s, _ZERO))
-            lo, hi = coef - rel * abs(coef), coef + rel * abs(coef)
-            ceiling = lin.ceilings.get(s)
-            pmax = np.inf if ceiling is None else float(np.nextafter(float(ceiling), 0.0))
-            self._cols[sid].put(row, lo, hi, pmax)
-            h += lo * self._price[sid]
-            broken = broken or self._price[sid] > pmax
-        self._c[row] = c_lo
-        self._h[row] = h
-        return broken or h < 0
+            coef = float(coefs.get(s, _ZERO))
+            ceiling = ceilings.get(s)
+            pmax = math.inf if ceiling is None else math.nextafter(float(ceiling), 0.0)
+            ent.append((sid, coef - rel * abs(coef), pmax))
+            members[sid].add(row)
+        self._ent[row] = tuple(ent)
+        return self._settle(row)
 
     def remove(self, key: str) -> None:
         """Forget the bucket (closed account, emptied bucket); unknown keys are ignored."""
@@ -452,105 +408,95 @@ class Screen:
 
     # ------------------------------------------------------------------ ticks
 
+    def _tick(self, symbol: str, price: Decimal | float) -> list[int]:
+        new = _checked_price(price)
+        if self.resync_every and self.ticks_since_resync >= self.resync_every:
+            self.resync()
+        self.ticks_since_resync += 1
+        sid = self._sid(symbol)
+        self._price[sid] = new
+        self._moves[sid] += 1
+        ver = self._ver
+        hit: list[int] = []
+        floors = self._floors[sid]
+        while floors and -floors[0][0] > new:
+            _, row, v = heappop(floors)
+            if ver[row] == v:
+                hit.append(row)
+        ceils = self._ceils[sid]
+        while ceils and ceils[0][0] < new:
+            _, row, v = heappop(ceils)
+            if ver[row] == v:
+                hit.append(row)
+        flagged = [row for row in dict.fromkeys(hit) if self._settle(row)]
+        if self._always[sid]:
+            flagged.extend(self._always[sid])
+        for heap in (floors, ceils):
+            if len(heap) > 2 * len(self._members[sid]) + 64:
+                self._compact(heap)
+        flagged.sort()
+        return flagged
+
     def on_price(self, symbol: str, price: Decimal | float) -> I64:
         """Move ``symbol`` to ``price``; return the flagged rows exposed to it, ascending.
 
         Flagged: headroom below zero, a tier band left, or a bucket the screen cannot
         linearise. Raises ValueError for a price that is not finite and positive.
         """
-        new = _checked_price(price)
-        if self.resync_every and self.ticks_since_resync >= self.resync_every:
-            self.resync()
-        self.ticks_since_resync += 1
-        sid = self._sid(symbol)
-        old = self._price[sid]
-        self._price[sid] = new
-        d = 0.0 if np.isnan(old) else new - old
-        col = self._cols[sid]
-        n = col.n
-        parts: list[I64] = []
-        ordered = col.nb == n
-        if n:
-            if self._scratch_h.size < n:
-                # reused buffers: fresh multi-megabyte temporaries would page-fault on every tick
-                self._scratch_h = np.empty(2 * n)
-                self._scratch_t = np.empty(2 * n)
-                self._scratch_b = np.empty(2 * n, np.bool_)
-            rows = col.rows[:n]
-            hv = np.take(self._h, rows, out=self._scratch_h[:n])
-            if d:
-                tmp = np.multiply(col.lo[:n] if d > 0 else col.hi[:n], d, out=self._scratch_t[:n])
-                np.add(hv, tmp, out=hv)
-                self._h[rows] = hv
-            hit = np.less(hv, 0.0, out=self._scratch_b[:n])
-            if col.pmax is not None:
-                hit |= col.pmax[:n] < new
-            pos = np.flatnonzero(hit)
-            if pos.size:
-                parts.append(rows[pos[col.alive[pos]]])
-        if self._always[sid]:
-            parts.append(np.fromiter(self._always[sid], np.int64))
-            ordered = False
-        if not parts:
-            return np.zeros(0, np.int64)
-        if len(parts) == 1 and ordered:
-            return parts[0]
-        return np.unique(np.concatenate(parts))
+        return np.array(self._tick(symbol, price), np.int64)
 
     def candidates(self, symbol: str, price: Decimal | float) -> list[str]:
         """``on_price`` as bucket keys, sorted: the buckets to confirm with the exact engine."""
+        rows = self._tick(symbol, price)
+        if not rows:
+            return []
         keys = self._keys
-        return sorted(keys[r] for r in self.on_price(symbol, price).tolist())
+        return sorted([keys[r] for r in rows])  # type: ignore[misc]
 
     def exposed(self, symbol: str) -> list[str]:
         """Every bucket whose health moves with ``symbol``, sorted by key."""
         sid = self._sym.get(symbol)
         if sid is None:
             return []
-        col = self._cols[sid]
-        rows = col.rows[: col.n][col.alive[: col.n]].tolist()
-        return sorted(self._keys[r] for r in {*rows, *self._always[sid]})
+        keys = self._keys
+        return sorted(keys[r] for r in self._members[sid] | self._always[sid])  # type: ignore[misc]
 
     def check(self, key: str) -> bool:
         """Whether the bucket is flagged at the screen's current prices (unknown key: False)."""
         row = self._row.get(key)
         if row is None:
             return False
-        if self._alw[row] or self._h[row] < 0:
+        if self._alw[row]:
             return True
-        for sid in self._row_sids(row):
-            col = self._cols[sid]
-            if col.pmax is not None:
-                i = col.find(row)
-                if i >= 0 and col.pmax[i] < self._price[sid]:
-                    return True
-        return False
+        h, broken = self._fresh(row)
+        return broken or h < 0
 
     def headroom(self, key: str) -> float:
         """The bucket's slack minus its tolerance band, in quote units (-inf: always checked)."""
-        return float(self._h[self._row[key]])
+        row = self._row[key]
+        return -math.inf if self._alw[row] else self._fresh(row)[0]
 
     def price(self, symbol: str) -> float | None:
         """The screen's current price of ``symbol`` (None if it has none)."""
         sid = self._sym.get(symbol)
-        return None if sid is None or np.isnan(self._price[sid]) else self._price[sid]
+        return None if sid is None or math.isnan(self._price[sid]) else self._price[sid]
 
     # ------------------------------------------------------------------ full rescans
 
     def resync(self, prices: Mapping[str, Decimal | float] | None = None) -> None:
-        """Recompute every headroom from the stored coefficients (a full numpy rescan).
+        """Recompute every row and its price bands at the current prices (a full rescan).
 
-        ``prices`` (optional) sets symbols' prices first. This discards the rounding and the
-        widening that incremental ticks accumulate; run it periodically against drift.
+        ``prices`` (optional) sets symbols' prices first. Headroom is always computed afresh
+        from a row's coefficients, so nothing drifts; this drops stale heap entries and
+        re-splits each row's headroom between its symbols.
         """
         for s, p in (prices or {}).items():
             self._price[self._sid(s)] = _checked_price(p)
-        h = self._c.copy()
-        for sid, col in enumerate(self._cols):
-            if col.n:
-                rows = col.rows[: col.n]
-                h[rows] += col.lo[: col.n] * self._price[sid]
-        self._h = h
+        for heap in (*self._floors, *self._ceils):
+            heap.clear()
+        for row, ent in enumerate(self._ent):
+            if ent:
+                self._settle(row)
         self.ticks_since_resync = 0
         self.resyncs += 1
 
@@ -582,75 +528,68 @@ class Screen:
         er = np.asarray(entry_row, np.int64)
         es = np.asarray(entry_symbol, np.int64)
         ec = np.asarray(coef, np.float64)
-        ep = None if pmax is None else np.asarray(pmax, np.float64)
+        ep = np.full(er.shape, np.inf) if pmax is None else np.asarray(pmax, np.float64)
         if c.shape != (nb,) or er.shape != es.shape or er.shape != ec.shape or er.ndim != 1:
             raise ValueError("const must have one value per key; entries must be 1-d of one length")
-        if ep is not None and ep.shape != er.shape:
+        if ep.shape != er.shape:
             raise ValueError("pmax must have one value per entry")
         if er.size and (er.min() < 0 or er.max() >= nb or es.min() < 0 or es.max() >= len(symbols)):
             raise ValueError("entry_row or entry_symbol out of range")
         if not (np.isfinite(c).all() and np.isfinite(ec).all()):
             raise ValueError("const and coef must be finite")
-        row_of = dict(zip(keys, range(nb), strict=True))
-        if len(row_of) != nb:
+        if len(set(keys)) != nb:
             raise ValueError("duplicate keys")
         sid_map = np.array([self._sid(s) for s in symbols], np.int64)
         for s in symbols:
             sid = self._sym[s]
             if s in prices:
                 self._price[sid] = _checked_price(prices[s])
-            elif np.isnan(self._price[sid]):
+            elif math.isnan(self._price[sid]):
                 raise ValueError(f"no price for {s!r}")
         sid_e = sid_map[es] if es.size else es
-        order = np.lexsort((er, sid_e))
-        s_sorted, r_sorted = sid_e[order], er[order]
+        order = np.lexsort((sid_e, er))
+        r_sorted, s_sorted = er[order], sid_e[order]
         if order.size > 1 and ((s_sorted[1:] == s_sorted[:-1]) & (r_sorted[1:] == r_sorted[:-1])).any():
             raise ValueError("two entries for one bucket and symbol")
-        self._reserve(max(16, nb))
-        self._keys = list(keys)
-        self._row = row_of
         rel = self.rel_tol
-        has = np.zeros(nb, np.bool_)
-        has[er] = True
-        self._c[:nb] = np.where(has, c - rel * np.abs(c) - self.abs_tol, np.inf)
-        lo_all = ec - rel * np.abs(ec)
-        hi_all = ec + rel * np.abs(ec)
-        bounds = np.searchsorted(s_sorted, np.arange(len(self._names) + 1))
-        for sid in range(len(self._names)):
-            a, b = int(bounds[sid]), int(bounds[sid + 1])
+        lo_all = (ec - rel * np.abs(ec))[order].tolist()
+        pm_all = ep[order].tolist()
+        c_lo = (c - rel * np.abs(c) - self.abs_tol).tolist()
+        bounds = np.searchsorted(r_sorted, np.arange(nb + 1)).tolist()
+        sids_all = s_sorted.tolist()
+        for i, key in enumerate(keys):
+            row = self._alloc(key)
+            a, b = bounds[i], bounds[i + 1]
+            sids = sids_all[a:b]
+            self._sids[row] = tuple(sids)
             if a == b:
                 continue
-            sel = order[a:b]
-            col = self._cols[sid] = _Column(0)
-            col.rows, col.lo, col.hi = r_sorted[a:b].copy(), lo_all[sel], hi_all[sel]
-            col.alive = np.ones(b - a, np.bool_)
-            if ep is not None and np.isfinite(ep[sel]).any():
-                col.pmax = ep[sel]
-            col.n = col.nb = b - a
-        by_row = np.lexsort((sid_e, er))
-        rr, ss = er[by_row], sid_e[by_row]
-        rank = np.arange(rr.size) - np.searchsorted(rr, rr)
-        narrow = rank < _ROW_WIDTH
-        self._syms[rr[narrow], rank[narrow]] = ss[narrow]
-        for row in np.unique(rr[~narrow]).tolist():
-            self._wide[row] = tuple(ss[rr == row].tolist())
+            self._c[row] = c_lo[i]
+            self._ent[row] = tuple(zip(sids, lo_all[a:b], pm_all[a:b], strict=True))
+            for sid in sids:
+                self._members[sid].add(row)
         self.resync()
+        self.resyncs -= 1  # loading is not a resync
 
     def nbytes(self) -> int:
-        """Bytes held by the screen's numpy arrays (not the key dict and list)."""
-        rows = self._h.nbytes + self._c.nbytes + self._alw.nbytes + self._syms.nbytes
-        return rows + sum(col.nbytes() for col in self._cols)
+        """An estimate of the bytes held by the screen's rows, entries and heap entries."""
+        entries = sum(len(e) for e in self._ent)
+        heap = sum(len(h) for h in (*self._floors, *self._ceils))
+        return 160 * len(self._keys) + 120 * entries + 100 * heap
 
     def stats(self) -> dict[str, int]:
-        """Counts for benchmarks and metrics: buckets, live and dead entries, always-checked, bytes."""
-        live = sum(int(col.alive[: col.n].sum()) for col in self._cols)
-        total = sum(col.n for col in self._cols)
+        """Counts for benchmarks and metrics: buckets, entries, stale heap entries, always-checked, bytes."""
+        live = sum(len(e) for e in self._ent)
+        heap = sum(len(h) for h in (*self._floors, *self._ceils))
+        ver = self._ver
+        stale = sum(1 for h in (*self._floors, *self._ceils) for e in h if ver[e[1]] != e[2])
+        del heap
         return {
             "buckets": len(self._row),
             "symbols": len(self._names),
             "entries": live,
-            "dead_entries": total - live,
-            "always_check": int(self._alw.sum()),
+            "dead_entries": stale,
+            "always_check": sum(self._alw),
             "bytes": self.nbytes(),
             "ticks_since_resync": self.ticks_since_resync,
             "resyncs": self.resyncs,
@@ -659,6 +598,6 @@ class Screen:
 
 def _checked_price(price: Decimal | float) -> float:
     p = float(price)
-    if not (np.isfinite(p) and p > 0):
+    if not (math.isfinite(p) and p > 0):
         raise ValueError(f"price must be finite and > 0, got {price}")
     return p
