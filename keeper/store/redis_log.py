@@ -7,16 +7,23 @@ Keys of one shard (all in the ``{shard}`` hash slot)::
     {prefix}:{shard}:dead    dead-letter stream (source, reason, detail, payload, ref)
     {prefix}:{shard}:deadref set of log entry ids already dead-lettered (dead-letter once)
 
-``append`` runs one Lua script per batch: for each event ``SADD ids`` then ``XADD`` only if the
-id was new, so a retried producer (or the same id twice in one batch) adds the event once, and no
-other client sees half a batch. Reads decode with ``keeper.domain.codec.decode``; an entry that
-fails is copied to the dead-letter stream with its reason (once per entry), counted in
-``stats`` and logged, and skipped: readers never crash on bad input and never lose good input.
+``append`` runs one Lua script per batch (``scripts.APPEND``: a bulk SMISMEMBER/SADD on ``ids``,
+then ``XADD`` for each new event), so a retried producer (or the same id twice in one batch) adds
+the event once, and no other client sees half a batch. Reads decode with
+``keeper.domain.codec.decode``; an entry that fails is copied to the dead-letter stream with its
+reason (once per entry), counted in ``stats`` and logged, and skipped: readers never crash on
+bad input and never lose good input.
 
 Blocking reads (``block_ms``) hold the connection: give a blocking reader its own client, and
 keep ``block_ms`` below the client's ``socket_timeout`` (``connect`` sets 30 s; redis-py's
 default is 5 s). redis-py errors are wrapped: connection/timeout -> ``LogUnavailable``, anything
 else -> ``LogError``, with the original as ``__cause__``.
+
+Hot paths: a log made by ``connect`` (or with ``fast=True``) sends ``append`` and non-blocking
+reads over its own raw pipelined connection (``keeper.store.fastpath``: hiredis packing and
+parsing, several batches in flight), which ``close`` closes. Errors there are wrapped the same
+way (connection/timeout -> ``LogUnavailable``, an error reply -> ``LogError``). Blocking reads,
+consumer groups and everything else go through the redis-py client.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ from keeper.errors import LogError, LogUnavailable
 from keeper.ports import DeadLetter, LogEntry
 from keeper.store import scripts
 from keeper.store.entries import READ_SOURCE, event_id_of, split_decoded
+from keeper.store.fastpath import RawRedis, ReplyError
 
 log = structlog.get_logger()
 
@@ -43,14 +51,25 @@ SOCKET_TIMEOUT_S = 30.0
 """Socket timeout of clients made by ``connect``: blocking reads must BLOCK for less."""
 
 
+_UNAVAILABLE_REPLIES = ("LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN")
+"""Error replies meaning "not now" (redis-py raises these as connection errors too)."""
+
+
 @asynccontextmanager
 async def wrap_errors(op: str) -> AsyncIterator[None]:
-    """Re-raise redis-py errors as the keeper's own (``op`` names the operation)."""
+    """Re-raise redis-py (and raw connection) errors as the keeper's own (``op`` names the
+    operation)."""
     try:
         yield
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
         raise LogUnavailable(f"{op}: redis unreachable: {exc}") from exc
     except redis.exceptions.RedisError as exc:
+        raise LogError(f"{op}: {exc}") from exc
+    except (OSError, TimeoutError) as exc:  # the raw connection: ConnectionError is an OSError
+        raise LogUnavailable(f"{op}: redis unreachable: {exc}") from exc
+    except ReplyError as exc:
+        if str(exc).startswith(_UNAVAILABLE_REPLIES):
+            raise LogUnavailable(f"{op}: redis unavailable: {exc}") from exc
         raise LogError(f"{op}: {exc}") from exc
 
 
@@ -78,11 +97,44 @@ def _raw_entries(entries: Sequence[Any]) -> list[tuple[str, bytes]]:
     return out
 
 
+def _raw_reply_entries(entries: list[Any]) -> list[tuple[str, bytes]]:
+    """hiredis' XREAD entries ``[id, [field, value, ...]]`` -> ``(id, payload of e)``; an entry
+    without ``e`` yields ``b""`` (dead-lettered on decode), as ``_raw_entries``."""
+    out = []
+    for entry_id, fields in entries:
+        if fields and fields[0] == b"e":
+            out.append((entry_id.decode(), fields[1]))
+        else:
+            f = fields or []
+            payload = next((f[i + 1] for i in range(0, len(f) - 1, 2) if f[i] == b"e"), b"")
+            out.append((entry_id.decode(), payload))
+    return out
+
+
+def _raw_from_client(client: redis.asyncio.Redis) -> RawRedis | None:
+    """A raw connection with the client's address and credentials; None when it uses TLS or a
+    credential provider (the raw connection does not speak those)."""
+    pool = client.connection_pool
+    kw = pool.connection_kwargs
+    if kw.get("credential_provider") is not None or "ssl" in pool.connection_class.__name__.lower():
+        return None
+    common: dict[str, Any] = {"username": kw.get("username"), "password": kw.get("password"),
+                              "db": int(kw.get("db") or 0)}
+    if kw.get("path"):
+        return RawRedis(path=str(kw["path"]), **common)
+    return RawRedis(str(kw.get("host", "localhost")), int(kw.get("port", 6379)), **common)
+
+
 class RedisEventLog:
     """One shard's log. See the module docstring for keys and guarantees."""
 
     def __init__(self, client: redis.asyncio.Redis, *, shard: str = "0", prefix: str = "keeper",
-                 owns_client: bool = False) -> None:
+                 owns_client: bool = False, fast: bool | None = None, url: str | None = None
+                 ) -> None:
+        """``fast`` (default: ``owns_client``) sends appends and non-blocking reads over a raw
+        connection of the log's own, made from ``url`` or the client's connection settings;
+        call ``close`` to close it. Without a usable address (TLS, unusual options) it stays off.
+        """
         self.client = client
         self.shard = shard
         tag = f"{prefix}:{{{shard}}}"
@@ -97,6 +149,10 @@ class RedisEventLog:
         self._dead = client.register_script(scripts.DEAD_LETTER)
         self._group_start: dict[str, str] = {}
         self._log = log.bind(shard=shard, stream=self.key)
+        self._append_sha = scripts.sha1(scripts.APPEND)
+        self._raw: RawRedis | None = None
+        if fast if fast is not None else owns_client:
+            self._raw = RawRedis.from_url(url) if url else _raw_from_client(client)
 
     @classmethod
     async def connect(cls, url: str, *, shard: str = "0", prefix: str = "keeper") -> RedisEventLog:
@@ -108,10 +164,13 @@ class RedisEventLog:
             except BaseException:
                 await client.aclose()
                 raise
-        return cls(client, shard=shard, prefix=prefix, owns_client=True)
+        return cls(client, shard=shard, prefix=prefix, owns_client=True, url=url)
 
     async def close(self) -> None:
-        """Close the client if this log made it (``connect``); a passed-in client is the caller's."""
+        """Close the raw connection, and the client if this log made it (``connect``); a
+        passed-in client is the caller's."""
+        if self._raw is not None:
+            await self._raw.close()
         if self._owns:
             await self.client.aclose()
 
@@ -125,14 +184,16 @@ class RedisEventLog:
         """``append`` for pre-encoded ``(event_id, payload)`` pairs (the payload is not checked)."""
         if not items:
             return []
-        args: list[str | bytes] = []
-        for event_id, payload in items:
-            args.append(event_id)
-            args.append(payload)
+        args: list[str | bytes] = [event_id for event_id, _ in items]
+        args += [payload for _, payload in items]
         async with wrap_errors("append"):
-            res = await self._append(keys=[self.key, self.ids_key], args=args)
+            if self._raw is not None:
+                res = await self._evalsha_raw(self._append_sha, scripts.APPEND,
+                                              [self.key, self.ids_key], args)
+            else:
+                res = await self._append(keys=[self.key, self.ids_key], args=args)
         out = [None if r is None else _s(r) for r in res]
-        added = sum(1 for r in out if r is not None)
+        added = len(out) - out.count(None)
         self.stats["appended"] += added
         self.stats["duplicates"] += len(out) - added
         return out
@@ -156,11 +217,29 @@ class RedisEventLog:
             n = await self._import(keys=[self.key, self.ids_key], args=args)
         return int(n)
 
+    async def _evalsha_raw(self, sha: str, source: str, keys: list[str], args: list[str | bytes]
+                           ) -> Any:
+        """EVALSHA on the raw connection; on NOSCRIPT (a restarted or flushed server) load the
+        script and retry once."""
+        assert self._raw is not None
+        try:
+            return await self._raw.call("EVALSHA", sha, len(keys), *keys, *args)
+        except ReplyError as exc:
+            if not str(exc).startswith("NOSCRIPT"):
+                raise
+        await self._raw.call("SCRIPT", "LOAD", source)
+        return await self._raw.call("EVALSHA", sha, len(keys), *keys, *args)
+
     # ------------------------------------------------------------------ read
 
     async def read_raw(self, after: str = "0-0", count: int = 1000, block_ms: int | None = None
                        ) -> list[tuple[str, bytes]]:
         """Entries with id > ``after`` as ``(id, payload)``, undecoded, at most ``count``."""
+        if block_ms is None and self._raw is not None:
+            async with wrap_errors("read"):
+                reply: Any = await self._raw.call("XREAD", "COUNT", count, "STREAMS", self.key,
+                                                  after)
+            return [] if not reply else _raw_reply_entries(reply[0][1])
         async with wrap_errors("read"):
             res: Any = await self.client.xread({self.key: after}, count=count, block=block_ms)
         if not res:

@@ -6,33 +6,41 @@ script may touch them together.
 
 from __future__ import annotations
 
+import hashlib
+
 APPEND = """
 -- KEYS[1] = log stream, KEYS[2] = set of event ids already in the log
--- ARGV = event_id_1, payload_1, event_id_2, payload_2, ...
+-- ARGV = event_id_1 .. event_id_n, payload_1 .. payload_n (ids first, then payloads, so the
+-- ids go to SMISMEMBER/SADD with unpack and no per-event table building)
 -- Returns one entry id per event, or false for a duplicate (already in the log or earlier in
--- this batch). The check (SMISMEMBER), the XADDs and the marking (SADD) run in one script, so
--- the batch is atomic; the set is read and written in bulk (chunks of 1000 to stay inside
--- Lua's unpack limit), leaving one redis.call per event: its XADD.
+-- this batch). Everything runs in one script, so the batch is atomic. Per chunk of 1000 (Lua's
+-- unpack limit): SMISMEMBER (the state before), then one SADD of the whole chunk; when SADD
+-- added every id, none was known and none repeats in the chunk, so each event is XADDed with
+-- no further check (the common case: one redis.call per event). Otherwise the SMISMEMBER
+-- answer and a table of ids seen in this chunk pick the new ones (a later chunk sees earlier
+-- chunks' ids through SMISMEMBER).
 local n = #ARGV / 2
-local out, seen, new = {}, {}, {}
+local out = {}
+local call = redis.call
+local key, idk = KEYS[1], KEYS[2]
 for c = 1, n, 1000 do
-  local ids = {}
-  for k = c, math.min(c + 999, n) do ids[#ids + 1] = ARGV[2 * k - 1] end
-  local known = redis.call('SMISMEMBER', KEYS[2], unpack(ids))
-  for j = 1, #ids do
-    local k = c + j - 1
-    local id = ids[j]
-    if known[j] == 0 and not seen[id] then
-      seen[id] = true
-      new[#new + 1] = id
-      out[k] = redis.call('XADD', KEYS[1], '*', 'e', ARGV[2 * k])
-    else
-      out[k] = false
+  local last = math.min(c + 999, n)
+  local known = call('SMISMEMBER', idk, unpack(ARGV, c, last))
+  local added = call('SADD', idk, unpack(ARGV, c, last))
+  if added == last - c + 1 then
+    for k = c, last do out[k] = call('XADD', key, '*', 'e', ARGV[n + k]) end
+  else
+    local seen = {}
+    for k = c, last do
+      local id = ARGV[k]
+      if known[k - c + 1] == 0 and not seen[id] then
+        seen[id] = true
+        out[k] = call('XADD', key, '*', 'e', ARGV[n + k])
+      else
+        out[k] = false
+      end
     end
   end
-end
-for c = 1, #new, 1000 do
-  redis.call('SADD', KEYS[2], unpack(new, c, math.min(c + 999, #new)))
 end
 return out
 """
@@ -74,3 +82,8 @@ end
 redis.call('HSET', KEYS[1], 'offset', ARGV[1], 'format', ARGV[2], 'sha256', ARGV[3], 'data', ARGV[4])
 return 1
 """
+
+
+def sha1(source: str) -> str:
+    """The SHA1 Redis names a script by (EVALSHA)."""
+    return hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
