@@ -155,9 +155,14 @@ class Projector:
         entries, self.position = await self.log.read_batch(self.position, self.batch, block_ms)
         if not entries:
             return 0
+        batch = getattr(core, "handle_batch", None)
         out: list[Event] = []
-        for entry in entries:
-            out.extend(core.handle(entry.id, entry.event))
+        if batch is not None:
+            # one call per read batch (cores that have it: the same output as handle per entry)
+            out.extend(batch([(entry.id, entry.event) for entry in entries]))
+        else:
+            for entry in entries:
+                out.extend(core.handle(entry.id, entry.event))
         if out:
             ids = await self.log.append(out)
             self.appended += sum(1 for i in ids if i is not None)
