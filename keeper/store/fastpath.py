@@ -75,6 +75,11 @@ class _Protocol(asyncio.Protocol):
             if not fut.done():
                 fut.set_exception(exc)
 
+    def eof_received(self) -> bool:
+        # The server closed its side: no reply can come any more (the transport closes next).
+        self.fail(ConnectionError("redis connection closed by the server"))
+        return False
+
     def connection_lost(self, exc: Exception | None) -> None:
         self.fail(ConnectionError(f"redis connection lost: {exc or 'closed by the server'}"))
 
