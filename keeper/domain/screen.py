@@ -1,4 +1,4 @@
-"""A conservative, vectorised health screen: which buckets MAY be liquidatable after a price moves.
+"""A conservative health screen: which buckets MAY be liquidatable after a price moves.
 
 The screen is a filter in front of the exact (Decimal) margin engine, never a substitute for it.
 Its one promise: **it never misses a bucket the exact engine would call liquidatable** (with the
@@ -19,19 +19,25 @@ Tiered schedules are not linear; the screen bounds them. With ``N0`` the positio
 the upsert price, the band is ``(0, C]`` where ``C`` is the first tier floor above ``2 * N0``
 (infinite in the top tier), and the rate used is ``sup MM(N) / N`` over the band, so
 ``|size| * P * rate >= MM`` for every price in the band. When a tick takes the price above the
-band (``P > C / |size|``) the bucket is flagged on every tick of that market until it is upserted
+band (``P > C / |size|``) the bucket is flagged on every tick of its symbols until it is upserted
 again. Anything else the screen cannot linearise (unknown market, no maintenance parameter, a
 missing price, a profile with non-linear health: pass ``always_check=True``) is a candidate on
 every tick of any symbol it is exposed to.
 
 Floats and tolerance. Each stored coefficient is widened by a relative band ``rel_tol``: the
-screen keeps ``h = slack - rel_tol * (|const| + sum |coef_s| * P_s) - abs_tol`` and flags
-``h < 0``. Prices are positive, so the band is folded into the coefficients: ``lo = coef -
-rel_tol*|coef|`` is used when the price rises and ``hi = coef + rel_tol*|coef|`` when it falls,
-which keeps ``h`` at or below the freshly computed value whatever the path. ``abs_tol`` must
-cover the profile's rounding in the bucket's quote units. Rounding error grows with the number
-of incremental updates; ``resync`` (a full numpy rescan) resets it and runs by itself every
-``resync_every`` ticks (a tick count, not a clock: replay stays exact).
+screen's headroom is ``h = slack - rel_tol * (|const| + sum |coef_s| * P_s) - abs_tol`` (prices
+are positive, so the band is folded into the coefficients: ``lo = coef - rel_tol*|coef|``) and
+it flags ``h < 0``. ``h`` is always computed afresh from a row's coefficients at the current
+prices, so nothing drifts. ``abs_tol`` must cover the profile's rounding in the bucket's quote
+units.
+
+Price bands (why a tick is cheap). When a row is settled its headroom is split between its
+symbols, and each symbol gets a band of prices inside which its term cannot use up more than
+its share; per symbol two heaps (floors, ceilings) hold its rows' bands. A tick pops only the
+rows whose band it left, settles them again and flags those with ``h < 0``; every other row is
+provably unflagged. A flagged row has an empty band: it is looked at on every tick of its
+symbols until it is healthy or upserted. ``resync`` settles every row again (and drops stale
+heap entries); it runs by itself every ``resync_every`` ticks (a count, not a clock).
 
 Pure: no I/O, no clock, no randomness. Results are sorted, so they are the same on every run.
 """
