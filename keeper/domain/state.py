@@ -97,15 +97,41 @@ def _price(state: State, e: Any) -> None:
 
 
 def _plus(state: State, e: Any) -> None:
-    _credit(_bucket(state, e.account, e.bucket), e.asset, e.amount)
+    # _bucket + _credit inlined: the most frequent account events, two calls fewer each.
+    a = state.accounts.get(e.account)
+    b = None if a is None else a.buckets.get(e.bucket)
+    if b is None:
+        b = _bucket(state, e.account, e.bucket)
+    balances = b.balances
+    asset = e.asset
+    bal = balances.get(asset)
+    bal = e.amount if bal is None else bal + e.amount
+    if bal:
+        balances[asset] = bal
+    else:
+        balances.pop(asset, None)
 
 
 def _minus(state: State, e: Any) -> None:
-    _credit(_bucket(state, e.account, e.bucket), e.asset, -e.amount)
+    a = state.accounts.get(e.account)
+    b = None if a is None else a.buckets.get(e.bucket)
+    if b is None:
+        b = _bucket(state, e.account, e.bucket)
+    balances = b.balances
+    asset = e.asset
+    bal = balances.get(asset)
+    bal = -e.amount if bal is None else bal - e.amount
+    if bal:
+        balances[asset] = bal
+    else:
+        balances.pop(asset, None)
 
 
 def _position(state: State, e: Any) -> None:
-    b = _bucket(state, e.account, e.bucket)
+    a = state.accounts.get(e.account)
+    b = None if a is None else a.buckets.get(e.bucket)
+    if b is None:
+        b = _bucket(state, e.account, e.bucket)
     if e.size:
         b.positions[e.market] = Position(e.market, e.size, e.entry_price, e.quote)
     else:
@@ -191,7 +217,9 @@ def apply(state: State, entry_id: str, event: ev.Event) -> State:
     _HANDLERS[type(event)](state, event)
     state.offset = entry_id
     state.applied += 1
-    state.log_time = max(state.log_time, event.ts_event)
+    ts = event.ts_event
+    if ts > state.log_time:  # noqa: PLR1730 (max() without the builtin call: the hot path)
+        state.log_time = ts
     return state
 
 
