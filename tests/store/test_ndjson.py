@@ -60,3 +60,26 @@ def test_fast_event_iteration_matches_decode(tmp_path: Path) -> None:
     got = list(iter_ndjson_events(p, on_bad))
     assert got == [(i, decode(b)) for i, b in good]
     assert seen == [("10-0", "invalid_price"), ("11-0", "bad_json")]
+
+
+@pytest.mark.parametrize("chunk", [7, 300, 1 << 20])
+def test_chunked_iteration_matches_line_by_line(tmp_path: Path, chunk: int,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chunks cut lines anywhere; good chunks, chunks with a bad or foreign line and the last
+    line without a newline all give what line-by-line decoding gives."""
+    monkeypatch.setattr("keeper.store.ndjson._CHUNK", chunk)
+    good = [(f"{i}-0", encode(Deposit(event_id=f"d{i}", ts_event=i, account=f"a{i % 3}",
+                                      bucket="cross", asset="USDC", amount=Decimal(i + 1))))
+            for i in range(40)]
+    lines = list(export_lines(good[:20]))
+    lines.append(b'{"id":"50-0","b64":"/w=="}\n')  # a payload that is not JSON
+    lines.append(b"\n")
+    lines += list(export_lines(good[20:]))
+    lines[-1] = lines[-1].rstrip(b"\n")  # no final newline
+    p = tmp_path / "x.ndjson"
+    p.write_bytes(b"".join(lines))
+    seen: list[tuple[str, str]] = []
+    got = list(iter_ndjson_events(p, lambda i, _p, exc: seen.append((i, exc.reason))))
+    assert [tuple(g) for g in got] == [(i, decode(b)) for i, b in good]
+    assert all(type(g).__name__ == "LogEntry" for g in got)
+    assert seen == [("50-0", "bad_json")]
