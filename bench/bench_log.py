@@ -5,11 +5,13 @@ over 10,000 accounts and 20 markets (prices 30%, deposits 25%, withdrawals 10%, 
 changes 35%), pre-encoded with ``keeper.domain.codec.encode``.
 
 - ``append_events_per_s``: ``RedisEventLog.append_encoded`` (one Lua script per batch does the
-  SADD-dedup check and the XADD, atomically), batches of 2,000, several batches in flight on
-  the client's pool; median of 3 runs of the full million (the log is flushed between runs).
+  SMISMEMBER/SADD dedup check and the XADDs, atomically), batches of 2,000, four batches in
+  flight on the log's raw pipelined connection (EVALSHA packed with hiredis); median of 3 runs
+  of the full million (the log is flushed between runs).
 - ``rebuild_redis_events_per_s`` / ``rebuild_ndjson_events_per_s``: a fresh child process reads
-  the whole log (``read_batch`` of 1,000 = XREAD + ``codec.decode``) or the NDJSON export
-  (``iter_ndjson_events``: id and event in one typed msgspec pass) and folds each event with
+  the whole log (``read_batch`` of 1,000 = XREAD on the raw connection + ``codec.decode``) or
+  the NDJSON export (``iter_ndjson_events``: chunks of lines, id and event in one typed msgspec
+  ``decode_lines`` call) and folds each event with
   ``keeper.domain.state.apply``.
   GC levers: ``gc.freeze()`` after imports/setup and ``gc.disable()`` for the rebuild (state
   records are ``gc=False`` msgspec Structs, so nothing cyclic is left uncollected). Median of 3.
