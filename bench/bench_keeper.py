@@ -239,16 +239,16 @@ async def run(redis_url: str) -> None:
     ticks_with_intent = len(intent_lat)
     print(f"# ticks {TICKS}, with an intent {ticks_with_intent}, intents submitted {len(submit_lat)}, "
           f"load average {os.getloadavg()[0]:.2f}")
-    print(f"bench keeper tick_to_intent_p50_ms {pct(intent_lat, 0.50):.3f} ms")
-    print(f"bench keeper tick_to_intent_p99_ms {pct(intent_lat, 0.99):.3f} ms")
-    print(f"bench keeper tick_to_submit_p50_ms {pct(submit_lat, 0.50):.3f} ms")
-    print(f"bench keeper tick_to_submit_p99_ms {pct(submit_lat, 0.99):.3f} ms")
+    print(f"bench tick_to_intent_p50_ms {pct(intent_lat, 0.50):.3f} ms")
+    print(f"bench tick_to_intent_p99_ms {pct(intent_lat, 0.99):.3f} ms")
+    print(f"bench tick_to_submit_p50_ms {pct(submit_lat, 0.50):.3f} ms")
+    print(f"bench tick_to_submit_p99_ms {pct(submit_lat, 0.99):.3f} ms")
     print(f"# intent recorded -> venue received: p50 {pct(handoff, 0.5):.3f} ms, "
           f"p99 {pct(handoff, 0.99):.3f} ms")
-    print(f"bench keeper rechecked_per_tick_mean {statistics.fmean(rechecked):.2f} buckets")
-    print(f"bench keeper rechecked_per_tick_max {max(rechecked)} buckets")
-    print(f"bench keeper exposed_per_tick_mean {statistics.fmean(exposed):.0f} buckets")
-    print(f"bench keeper accounts {ACCOUNTS} accounts")
+    print(f"bench rechecked_per_tick_mean {statistics.fmean(rechecked):.2f} buckets")
+    print(f"bench rechecked_per_tick_max {max(rechecked)} buckets")
+    print(f"bench exposed_per_tick_mean {statistics.fmean(exposed):.0f} buckets")
+    print(f"bench accounts {ACCOUNTS} accounts")
 
 
 def main() -> None:

@@ -39,7 +39,7 @@ async def run() -> None:
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
     t0 = time.perf_counter()
     book = generate_book(10_000, 1)
-    print(f"bench sim_book_10k {time.perf_counter() - t0:.3f} s ({len(book.events)} events)")
+    print(f"bench sim_book_10k_s {time.perf_counter() - t0:.3f} s ({len(book.events)} events)")
     path = synthetic_crash(1)
     sim = await start_sim(SECRET, accounts=10_000, seed=1, path=path, play=False)
     sim.set_prices(path[-1].ts_us, path[-1].prices)  # the crash low: many buckets liquidatable

@@ -138,3 +138,22 @@ async def test_timeout_drops_the_connection(redis_url: str) -> None:
         assert await raw.call("PING") == b"PONG"  # a fresh connection, not the late reply
     finally:
         await raw.close()
+
+
+def test_raw_connection_works_under_uvloop(redis_url: str) -> None:
+    import asyncio
+
+    import uvloop
+
+    from keeper.store.fastpath import RawRedis
+
+    async def go() -> object:
+        raw = RawRedis.from_url(redis_url)
+        assert raw is not None
+        try:
+            return await raw.call("PING")
+        finally:
+            await raw.close()
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        assert runner.run(go()) in (b"PONG", "PONG")
