@@ -48,15 +48,17 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from heapq import heapify, heappop, heappush
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from keeper.domain.margin.tiers import derive_deductions, maintenance
 from keeper.domain.model import AssetParams, Bucket, MarketParams
 
 I64 = npt.NDArray[np.int64]
+I32 = npt.NDArray[np.int32]
+F64 = npt.NDArray[np.float64]
 
 _ZERO = Decimal(0)
 _ONE = Decimal(1)
@@ -74,32 +76,6 @@ class Linear:
     ceilings: dict[str, Decimal] = field(default_factory=dict)
 
 
-def _brackets(tiers: Sequence[Any]) -> list[tuple[Decimal, Decimal, Decimal]]:
-    """(floor, rate, deduction) sorted by floor; missing deductions keep the schedule continuous."""
-    out: list[tuple[Decimal, Decimal, Decimal]] = []
-    prev_rate = prev_ded = _ZERO
-    for i, t in enumerate(sorted(tiers, key=lambda t: t.notional_floor)):
-        if t.deduction is not None:
-            ded = t.deduction
-        elif i == 0:
-            ded = t.notional_floor * t.rate
-        else:
-            ded = prev_ded + t.notional_floor * (t.rate - prev_rate)
-        out.append((t.notional_floor, t.rate, ded))
-        prev_rate, prev_ded = t.rate, ded
-    return out
-
-
-def _tier_mm(br: list[tuple[Decimal, Decimal, Decimal]], notional: Decimal) -> Decimal:
-    """The exact maintenance margin at ``notional`` (below the first floor: the first tier)."""
-    floor, rate, ded = br[0]
-    for f, r, d in br:
-        if notional >= f:
-            floor, rate, ded = f, r, d
-    del floor
-    return notional * rate - ded
-
-
 def tier_bound(market: MarketParams, notional: Decimal) -> tuple[Decimal, Decimal | None] | None:
     """``(rate, ceiling)`` with ``notional' * rate >= MM(notional')`` for all ``0 < notional' <= ceiling``.
 
@@ -107,7 +83,7 @@ def tier_bound(market: MarketParams, notional: Decimal) -> tuple[Decimal, Decima
     when no such rate exists (a first tier with a negative deduction). On each linear piece
     ``MM(N)/N = rate - deduction/N`` is monotone, so its supremum is at a piece's end.
     """
-    br = _brackets(market.mmf_tiers)
+    br = [(b.floor, b.rate, b.deduction) for b in derive_deductions(market.mmf_tiers)]
     target = notional * _TIER_HEADROOM
     ceiling = next((f for f, _, _ in br if f > target), None)
     best = _ZERO
@@ -154,7 +130,7 @@ def linearise(
         if mm_at_entry:
             entry = pos.entry_price if pos.entry_price is not None else -pos.quote_value() / size
             if mk.mmf_tiers:
-                const -= max(_ZERO, _tier_mm(_brackets(mk.mmf_tiers), absz * entry))
+                const -= maintenance(derive_deductions(mk.mmf_tiers), absz * entry)
             elif mk.mmf is not None:
                 const -= absz * entry * mk.mmf
             elif mk.max_leverage is not None:
@@ -209,11 +185,172 @@ def screen_mode(kind: str, model: str, mm_at: str) -> tuple[bool, bool, bool]:
     return kind == "lending", mm_at == "entry", model in _NONLINEAR_MODELS
 
 
-class Screen:
-    """Per bucket row its linear form; per symbol the rows exposed to it and two heaps of bounds.
+class _Edges:
+    """One symbol's band edges on one side, each ``(key, row, generation)``; crossed when ``key > x``.
 
-    Keys are bucket keys (``account/bucket``). Rows are recycled through a free list. Every
-    method that returns buckets returns them sorted (rows ascending, keys by ``sorted``).
+    Floors are stored as ``key = floor`` and probed with ``x = P``; ceilings as ``key = -ceiling``
+    probed with ``x = -P``, so both sides are one structure and what a tick crosses is always the
+    top of the keys. Levels, like a small LSM tree, so pushes are cheap and a probe is
+    O(log n + crossed + pending): a sorted ``main`` array; a sorted ``small`` one that pending
+    edges are merged into at a probe (merged into ``main`` when it outgrows ``main / 16``);
+    ``pend``, unsorted batches from settles since the last probe; and ``tail``, a Python list of
+    single pushes (upserts). An edge whose generation is not its row's current one is stale (the
+    row was settled again or removed): skipped when crossed, dropped when compacted. ``top`` is
+    an upper bound of every key, so a probe that cannot cross anything touches no array.
+    """
+
+    __slots__ = ("g", "k", "npend", "pend", "r", "sg", "sk", "sr", "tail", "top")
+
+    def __init__(self) -> None:
+        self.k: F64 = _EF
+        self.r: I32 = _EI
+        self.g: I32 = _EI
+        self.sk: F64 = _EF
+        self.sr: I32 = _EI
+        self.sg: I32 = _EI
+        self.pend: list[tuple[F64, I32, I32]] = []
+        self.npend = 0
+        self.tail: list[tuple[float, int, int]] = []
+        self.top = -math.inf
+
+    def __len__(self) -> int:
+        return self.k.size + self.sk.size + self.npend + len(self.tail)
+
+    def push(self, key: float, row: int, gen: int) -> None:
+        self.tail.append((key, row, gen))
+        self.top = max(self.top, key)
+        if len(self.tail) >= _TAIL:
+            self._flush_tail()
+
+    def push_many(self, keys: F64, rows: I32, gens: I32, top: float) -> None:
+        """Queue a batch of edges (``top``: their largest key); merged at the next probe."""
+        self.pend.append((keys, rows, gens))
+        self.npend += keys.size
+        self.top = max(self.top, top)
+        if self.npend > max(_SMALL, self.k.size >> 4):
+            self._merge(*self._take_pending())
+
+    def _flush_tail(self) -> None:
+        k, r, g = zip(*self.tail, strict=True)
+        self.tail = []
+        self.pend.append((np.array(k, np.float64), np.array(r, np.int32), np.array(g, np.int32)))
+        self.npend += len(k)
+
+    def _take_pending(self) -> tuple[F64, I32, I32]:
+        if self.tail:
+            self._flush_tail()
+        pend = self.pend
+        self.pend = []
+        self.npend = 0
+        if len(pend) == 1:
+            return pend[0]
+        k, r, g = zip(*pend, strict=True)
+        return np.concatenate(k), np.concatenate(r), np.concatenate(g)
+
+    def _merge(self, keys: F64, rows: I32, gens: I32) -> None:
+        """Merge unsorted edges into ``small`` (and ``small`` into ``main`` when it is large)."""
+        if not keys.size:
+            return
+        o = np.argsort(keys, kind="stable")
+        self.sk, self.sr, self.sg = _merged((self.sk, self.sr, self.sg), (keys[o], rows[o], gens[o]))
+        if self.sk.size > max(_SMALL, self.k.size >> 4):
+            self.k, self.r, self.g = _merged((self.k, self.r, self.g), (self.sk, self.sr, self.sg))
+            self.sk, self.sr, self.sg = _EF, _EI, _EI
+
+    def set(self, keys: F64, rows: I32, gens: I32) -> None:
+        """Replace every edge (a full settle): ``main`` is the batch sorted by key."""
+        o = np.argsort(keys, kind="stable")
+        self.k, self.r, self.g = keys[o], rows[o], gens[o]
+        self.sk, self.sr, self.sg = _EF, _EI, _EI
+        self.pend, self.npend, self.tail = [], 0, []
+        self.top = float(self.k[-1]) if self.k.size else -math.inf
+
+    def pop(self, x: float) -> tuple[list[I32], list[I32]]:
+        """Remove and return ``(rows, generations)`` of the edges with ``key > x``."""
+        rows: list[I32] = []
+        gens: list[I32] = []
+        if self.pend or self.tail:
+            k, r, g = self._take_pending()
+            hit = k > x
+            if hit.any():
+                rows.append(r[hit])
+                gens.append(g[hit])
+                keep = ~hit
+                k, r, g = k[keep], r[keep], g[keep]
+            self._merge(k, r, g)
+        k = self.k
+        if k.size and k[-1] > x:
+            i = int(np.searchsorted(k, x, side="right"))
+            rows.append(self.r[i:])
+            gens.append(self.g[i:])
+            self.k, self.r, self.g = k[:i], self.r[:i], self.g[:i]
+        k = self.sk
+        if k.size and k[-1] > x:
+            i = int(np.searchsorted(k, x, side="right"))
+            rows.append(self.sr[i:])
+            gens.append(self.sg[i:])
+            self.sk, self.sr, self.sg = k[:i], self.sr[:i], self.sg[:i]
+        self.top = x  # every key left is <= x
+        return rows, gens
+
+    def compact(self, ver: I32) -> None:
+        """Drop stale edges (every level merged into ``main``)."""
+        pk, pr, pg = self._take_pending()
+        k = np.concatenate((self.k, self.sk, pk))
+        r = np.concatenate((self.r, self.sr, pr))
+        g = np.concatenate((self.g, self.sg, pg))
+        keep = ver[r] == g
+        self.set(k[keep], r[keep], g[keep])
+
+    def stale(self, ver: I32) -> int:
+        levels = [(self.r, self.g), (self.sr, self.sg), *((r, g) for _, r, g in self.pend)]
+        n = sum(int(np.count_nonzero(ver[r] != g)) for r, g in levels)
+        return n + sum(1 for _, r, g in self.tail if ver[r] != g)
+
+    def nbytes(self) -> int:
+        return 16 * len(self)
+
+
+def _merged(a: tuple[F64, I32, I32], b: tuple[F64, I32, I32]) -> tuple[F64, I32, I32]:
+    """Two key-sorted edge arrays merged into one, key-sorted (``b`` after equal keys of ``a``)."""
+    ak, ar, ag = a
+    bk, br, bg = b
+    if not ak.size:
+        return bk, br, bg
+    n = ak.size + bk.size
+    at = np.searchsorted(ak, bk, side="right") + np.arange(bk.size)
+    mask = np.ones(n, np.bool_)
+    mask[at] = False
+    out_k = np.empty(n)
+    out_k[at] = bk
+    out_k[mask] = ak
+    out_r = np.empty(n, np.int32)
+    out_r[at] = br
+    out_r[mask] = ar
+    out_g = np.empty(n, np.int32)
+    out_g[at] = bg
+    out_g[mask] = ag
+    return out_k, out_r, out_g
+
+
+_EF: F64 = np.zeros(0, np.float64)
+_EI: I32 = np.zeros(0, np.int32)
+_TAIL = 64
+"""Single pushes kept in a Python list before they are merged as one batch."""
+_SMALL = 4096
+_MAX_WIDTH = 16
+"""Symbols a row can hold in the arrays; a bucket exposed to more is always a candidate."""
+_SMALL_SETTLE = 8
+"""Crossed rows settled one by one in Python below this count (numpy's call cost dominates)."""
+
+
+class Screen:
+    """Rows of linear forms in numpy arrays; per symbol two sorted arrays of band edges.
+
+    Row ``r`` holds ``const`` in ``_c[r]`` and up to ``_width`` entries ``(symbol id, widened
+    coefficient, price ceiling)`` in the 2-d arrays ``_es``/``_el``/``_ep`` (symbol id 0 is a
+    placeholder with price 1 and coefficient 0). Keys are bucket keys (``account/bucket``); rows
+    are recycled through a free list. Every method that returns buckets returns them sorted.
     """
 
     def __init__(self, *, rel_tol: float = 1e-9, abs_tol: float = 1e-6, resync_every: int = 200_000) -> None:
@@ -223,26 +360,31 @@ class Screen:
         self.abs_tol = abs_tol
         self.resync_every = resync_every
         self._sym: dict[str, int] = {}
-        self._names: list[str] = []
-        self._price: list[float] = []
-        self._moves: list[int] = []
-        """Ticks seen per symbol: a symbol that has not moved gets a small share of a budget."""
-        self._members: list[set[int]] = []
-        """Per symbol: the linear rows exposed to it."""
-        self._always: list[set[int]] = []
-        self._floors: list[list[tuple[float, int, int]]] = []
-        """Per symbol a heap of ``(-floor, row, version)``: the row must be settled below it."""
-        self._ceils: list[list[tuple[float, int, int]]] = []
-        """Per symbol a heap of ``(ceiling, row, version)``: the row must be settled above it."""
+        self._names: list[str] = [""]
+        self._price: list[float] = [1.0]
+        """Per symbol id its current price (NaN: none yet); id 0 is the placeholder."""
+        self._px: F64 = np.ones(8)
+        """``_price`` as an array, for gathers over many rows."""
+        self._moves: list[int] = [0]
+        self._wt: list[float] = [0.0]
+        """Budget weight per symbol: 1 once it has ticked twice, ``_QUIET`` before."""
+        self._wa: F64 = np.zeros(8)
+        self._count: list[int] = [0]
+        """Live linear rows per symbol (how many edges a compact side should hold)."""
+        self._always: list[set[int]] = [set()]
+        self._floors: list[_Edges] = [_Edges()]
+        self._ceils: list[_Edges] = [_Edges()]
         self._keys: list[str | None] = []
         self._row: dict[str, int] = {}
         self._free: list[int] = []
-        self._c: list[float] = []
-        self._ent: list[tuple[tuple[int, float, float], ...]] = []
-        """Per row its linear entries ``(symbol id, widened coefficient, price ceiling)``."""
-        self._sids: list[tuple[int, ...]] = []
-        self._alw: list[bool] = []
-        self._ver: list[int] = []
+        self._width = 4
+        self._c: F64 = np.zeros(0)
+        self._ver: I32 = np.zeros(0, np.int32)
+        self._alw = np.zeros(0, np.bool_)
+        self._es: I32 = np.zeros((0, self._width), np.int32)
+        self._el: F64 = np.zeros((0, self._width))
+        self._ep: F64 | None = None
+        """Price ceilings per entry; allocated when the first finite one arrives (tiers)."""
         self.ticks_since_resync = 0
         self.resyncs = 0
 
@@ -261,11 +403,41 @@ class Screen:
             self._names.append(symbol)
             self._price.append(math.nan)
             self._moves.append(0)
-            self._members.append(set())
+            self._wt.append(_QUIET)
+            self._count.append(0)
             self._always.append(set())
-            self._floors.append([])
-            self._ceils.append([])
+            self._floors.append(_Edges())
+            self._ceils.append(_Edges())
+            if sid >= self._px.size:
+                self._px = _sized(self._px, 2 * sid, math.nan)
+                self._wa = _sized(self._wa, 2 * sid, _QUIET)
+            self._px[sid] = math.nan
+            self._wa[sid] = _QUIET
         return sid
+
+    def _set_price(self, sid: int, p: float) -> None:
+        self._price[sid] = p
+        self._px[sid] = p
+
+    def _reserve(self, cap: int, width: int) -> None:
+        """Grow the row arrays to ``cap`` rows of ``width`` entries (never shrinks)."""
+        old, w0 = self._c.size, self._width
+        if cap <= old and width <= w0:
+            return
+        cap = max(cap, old)
+        width = max(width, w0)
+        self._c = _sized(self._c, cap, math.inf)
+        self._ver = _sized(self._ver, cap)
+        self._alw = _sized(self._alw, cap)
+        es = np.zeros((cap, width), np.int32)
+        es[:old, :w0] = self._es
+        el = np.zeros((cap, width))
+        el[:old, :w0] = self._el
+        self._es, self._el, self._width = es, el, width
+        if self._ep is not None:
+            ep = np.full((cap, width), math.inf)
+            ep[:old, :w0] = self._ep
+            self._ep = ep
 
     def _alloc(self, key: str) -> int:
         if self._free:
@@ -273,77 +445,152 @@ class Screen:
             self._keys[row] = key
         else:
             row = len(self._keys)
+            if row >= self._c.size:
+                self._reserve(max(16, 2 * row), self._width)
             self._keys.append(key)
-            self._c.append(math.inf)
-            self._ent.append(())
-            self._sids.append(())
-            self._alw.append(False)
-            self._ver.append(0)
         self._row[key] = row
         return row
 
     def _detach(self, row: int) -> None:
-        for sid in self._sids[row]:
-            self._members[sid].discard(row)
-            self._always[sid].discard(row)
-        self._sids[row] = ()
-        self._ent[row] = ()
+        """Empty the row; its edges are stale from now on (its generation moves on)."""
+        self._ver[row] += 1
+        if self._alw[row]:
+            self._alw[row] = False
+            for s in self._always:
+                s.discard(row)
+        else:
+            for sid in self._es[row].tolist():
+                if sid:
+                    self._count[sid] -= 1
+        self._es[row] = 0
+        self._el[row] = 0.0
+        if self._ep is not None:
+            self._ep[row] = math.inf
         self._c[row] = math.inf
-        self._alw[row] = False
-        self._ver[row] += 1  # the row's heap entries are stale from now on
+
+    def _entries(self, row: int) -> list[tuple[int, float, float]]:
+        sids = self._es[row].tolist()
+        los = self._el[row].tolist()
+        pms = self._ep[row].tolist() if self._ep is not None else [math.inf] * len(sids)
+        return [(s, lo, pm) for s, lo, pm in zip(sids, los, pms, strict=True) if s]
 
     def _fresh(self, row: int) -> tuple[float, bool]:
         """The row's headroom at the current prices, and whether a price is above its ceiling."""
         price = self._price
-        h = self._c[row]
+        h = float(self._c[row])
         broken = False
-        for sid, lo, pmax in self._ent[row]:
+        for sid, lo, pmax in self._entries(row):
             p = price[sid]
             h += lo * p
             if p > pmax:
                 broken = True
         return h, broken
 
-    def _settle(self, row: int) -> bool:
-        """Recompute the row at the current prices and give each of its symbols a price band.
+    # ------------------------------------------------------------------ settling (bands)
 
-        The headroom ``h`` is split between the row's symbols (by weight); while every symbol
-        stays inside its band the row's headroom cannot go below zero, so it is not looked at.
-        Returns whether the row is flagged now (it is then re-examined on every tick).
+    def _settle1(self, row: int, ent: Sequence[tuple[int, float, float]], c: float) -> bool:
+        """Settle one row in Python: recompute it and push one band edge per symbol.
+
+        The headroom ``h`` is split between the row's symbols by weight; while every symbol stays
+        inside its band the row's headroom cannot go below zero. Returns whether it is flagged
+        (then it gets an empty band: a floor at +inf, crossed by every tick of its symbols).
         """
-        ver = self._ver[row] + 1
-        self._ver[row] = ver
-        h, broken = self._fresh(row)
-        ent = self._ent[row]
+        gen = int(self._ver[row]) + 1
+        self._ver[row] = gen
+        price = self._price
+        h = c
+        broken = False
+        for sid, lo, pmax in ent:
+            p = price[sid]
+            h += lo * p
+            if p > pmax:
+                broken = True
+        floors, ceils = self._floors, self._ceils
         if not h >= 0 or broken:  # NaN too
             for sid, _, _ in ent:
-                heappush(self._floors[sid], (-math.inf, row, ver))
+                floors[sid].push(math.inf, row, gen)
             return True
-        moves = self._moves
+        wt = self._wt
         wsum = 0.0
         for sid, lo, _ in ent:
             if lo:
-                wsum += 1.0 if moves[sid] > 1 else _QUIET
+                wsum += wt[sid]
         share = h / wsum if wsum else 0.0
-        price = self._price
         for sid, lo, pmax in ent:
-            w = 1.0 if moves[sid] > 1 else _QUIET
             p = price[sid]
             if lo > 0:
-                heappush(self._floors[sid], (-(p - w * share / lo), row, ver))
+                floors[sid].push(p - wt[sid] * share / lo, row, gen)
                 ceiling = pmax
             elif lo < 0:
-                ceiling = min(pmax, p - w * share / lo)
+                ceiling = min(pmax, p - wt[sid] * share / lo)
             else:
                 ceiling = pmax
             if ceiling != math.inf:
-                heappush(self._ceils[sid], (ceiling, row, ver))
+                ceils[sid].push(-ceiling, row, gen)
         return False
 
-    def _compact(self, heap: list[tuple[float, int, int]]) -> None:
-        ver = self._ver
-        heap[:] = [e for e in heap if ver[e[1]] == e[2]]
-        heapify(heap)
+    def _settle_many(self, rows: I64, *, rebuild: bool = False) -> I64:
+        """Settle many linear rows at once (numpy); returns the flagged ones.
+
+        ``rebuild``: these are all the linear rows, so every symbol's edges are replaced (a
+        full settle that also drops every stale edge).
+        """
+        gen = self._ver[rows] + 1
+        self._ver[rows] = gen
+        es = self._es[rows]
+        el = self._el[rows]
+        px = self._px[es]
+        h = self._c[rows] + (el * px).sum(axis=1)
+        bad = ~(h >= 0)
+        ep = None
+        if self._ep is not None:
+            ep = self._ep[rows]
+            bad |= (px > ep).any(axis=1)
+        w = np.where(el != 0, self._wa[es], 0.0)
+        wsum = w.sum(axis=1)
+        share = np.divide(h, wsum, out=np.zeros_like(h), where=(wsum > 0) & ~bad)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            edge = px - w * share[:, None] / el
+        good = ~bad[:, None]
+        rr = np.broadcast_to(rows.astype(np.int32)[:, None], es.shape)
+        gg = np.broadcast_to(gen[:, None], es.shape)
+        fmask = (good & (el > 0)) | (bad[:, None] & (es != 0))
+        fkey = np.where(good, edge, math.inf)[fmask]
+        ckey = np.where(el < 0, edge, math.inf)
+        if ep is not None:
+            ckey = np.minimum(ckey, ep)
+        cmask = good & (es != 0) & (ckey != math.inf)
+        sides = ((self._floors, es[fmask], fkey, rr[fmask], gg[fmask]),
+                 (self._ceils, es[cmask], -ckey[cmask], rr[cmask], gg[cmask]))
+        for edges, sid0, key0, rw0, gn0 in sides:
+            if rebuild:
+                for e in edges:
+                    e.set(_EF, _EI, _EI)
+            if not sid0.size:
+                continue
+            o = np.argsort(sid0, kind="stable")
+            sid, key, rw, gn = sid0[o], key0[o], rw0[o], gn0[o]
+            cuts = np.flatnonzero(np.diff(sid)) + 1
+            starts = np.concatenate(([0], cuts))
+            bounds = [*starts.tolist(), sid.size]
+            sids = sid[starts].tolist()
+            if rebuild:
+                for i, s in enumerate(sids):
+                    a, b = bounds[i], bounds[i + 1]
+                    edges[s].set(key[a:b], rw[a:b], gn[a:b])
+                continue
+            tops = np.maximum.reduceat(key, starts).tolist()
+            for i, s in enumerate(sids):
+                a, b = bounds[i], bounds[i + 1]
+                edges[s].push_many(key[a:b], rw[a:b], gn[a:b], tops[i])
+        flagged: I64 = rows[bad]
+        return flagged
+
+    def _maybe_compact(self, sid: int) -> None:
+        live = self._count[sid] + len(self._always[sid])
+        for edges in (self._floors[sid], self._ceils[sid]):
+            if len(edges) > 2 * live + 1024:
+                edges.compact(self._ver)
 
     # ------------------------------------------------------------------ updates from the state
 
@@ -373,35 +620,48 @@ class Screen:
         else:
             self._detach(row)
         syms = bucket.symbols()
-        sids = [self._sid(s) for s in syms]
-        self._sids[row] = tuple(sids)
-        if not sids:
+        if not syms:
             return False
+        sids = [self._sid(s) for s in syms]
         price = self._price
         for s, sid in zip(syms, sids, strict=True):
             if math.isnan(price[sid]) and s in prices:
-                price[sid] = _checked_price(prices[s])
+                self._set_price(sid, _checked_price(prices[s]))
         lin = None
-        if not always_check and all(not math.isnan(price[sid]) for sid in sids):
+        if not always_check and len(sids) <= _MAX_WIDTH and all(not math.isnan(price[sid]) for sid in sids):
             lin = linearise(bucket, markets, assets, prices, lending, mm_at_entry=mm_at_entry)
         if lin is None:
             self._alw[row] = True
             for sid in sids:
                 self._always[sid].add(row)
             return True
+        if len(sids) > self._width:
+            self._reserve(self._c.size, len(sids))
         rel = self.rel_tol
         c = float(lin.const)
-        self._c[row] = c - rel * abs(c) - self.abs_tol
+        c_lo = c - rel * abs(c) - self.abs_tol
+        self._c[row] = c_lo
+        coefs, ceilings, count = lin.coefs, lin.ceilings, self._count
         ent = []
-        coefs, ceilings, members = lin.coefs, lin.ceilings, self._members
+        los = []
+        pms = []
         for s, sid in zip(syms, sids, strict=True):
             coef = float(coefs.get(s, _ZERO))
+            lo = coef - rel * abs(coef)
             ceiling = ceilings.get(s)
             pmax = math.inf if ceiling is None else math.nextafter(float(ceiling), 0.0)
-            ent.append((sid, coef - rel * abs(coef), pmax))
-            members[sid].add(row)
-        self._ent[row] = tuple(ent)
-        return self._settle(row)
+            ent.append((sid, lo, pmax))
+            los.append(lo)
+            pms.append(pmax)
+            count[sid] += 1
+        k = len(sids)
+        self._es[row, :k] = sids
+        self._el[row, :k] = los
+        if self._ep is not None or any(pm != math.inf for pm in pms):
+            if self._ep is None:
+                self._ep = np.full(self._el.shape, math.inf)
+            self._ep[row, :k] = pms
+        return self._settle1(row, ent, c_lo)
 
     def remove(self, key: str) -> None:
         """Forget the bucket (closed account, emptied bucket); unknown keys are ignored."""
@@ -420,27 +680,37 @@ class Screen:
             self.resync()
         self.ticks_since_resync += 1
         sid = self._sid(symbol)
-        self._price[sid] = new
-        self._moves[sid] += 1
-        ver = self._ver
-        hit: list[int] = []
-        floors = self._floors[sid]
-        while floors and -floors[0][0] > new:
-            _, row, v = heappop(floors)
-            if ver[row] == v:
-                hit.append(row)
-        ceils = self._ceils[sid]
-        while ceils and ceils[0][0] < new:
-            _, row, v = heappop(ceils)
-            if ver[row] == v:
-                hit.append(row)
-        flagged = [row for row in dict.fromkeys(hit) if self._settle(row)]
+        self._set_price(sid, new)
+        moves = self._moves[sid] = self._moves[sid] + 1
+        if moves == 2:
+            self._wt[sid] = 1.0
+            self._wa[sid] = 1.0
+        rows: list[I32] = []
+        gens: list[I32] = []
+        floors, ceils = self._floors[sid], self._ceils[sid]
+        if floors.top > new:
+            r, g = floors.pop(new)
+            rows += r
+            gens += g
+        if ceils.top > -new:
+            r, g = ceils.pop(-new)
+            rows += r
+            gens += g
+        flagged: list[int] = []
+        if rows:
+            rr = rows[0] if len(rows) == 1 else np.concatenate(rows)
+            gg = gens[0] if len(gens) == 1 else np.concatenate(gens)
+            hit = np.unique(rr[self._ver[rr] == gg])
+            if hit.size < _SMALL_SETTLE:
+                c = self._c
+                flagged = [row for row in hit.tolist()
+                           if self._settle1(row, self._entries(row), float(c[row]))]
+            elif hit.size:
+                flagged = self._settle_many(hit.astype(np.int64)).tolist()
+            self._maybe_compact(sid)
         if self._always[sid]:
             flagged.extend(self._always[sid])
-        for heap in (floors, ceils):
-            if len(heap) > 2 * len(self._members[sid]) + 64:
-                self._compact(heap)
-        flagged.sort()
+            flagged.sort()
         return flagged
 
     def on_price(self, symbol: str, price: Decimal | float) -> I64:
@@ -460,12 +730,14 @@ class Screen:
         return sorted([keys[r] for r in rows])  # type: ignore[misc]
 
     def exposed(self, symbol: str) -> list[str]:
-        """Every bucket whose health moves with ``symbol``, sorted by key."""
+        """Every bucket whose health moves with ``symbol``, sorted by key (a scan of the rows)."""
         sid = self._sym.get(symbol)
         if sid is None:
             return []
+        n = len(self._keys)
+        rows = np.flatnonzero((self._es[:n] == sid).any(axis=1)).tolist()
         keys = self._keys
-        return sorted(keys[r] for r in self._members[sid] | self._always[sid])  # type: ignore[misc]
+        return sorted(keys[r] for r in {*rows, *self._always[sid]})  # type: ignore[misc]
 
     def check(self, key: str) -> bool:
         """Whether the bucket is flagged at the screen's current prices (unknown key: False)."""
@@ -475,7 +747,7 @@ class Screen:
         if self._alw[row]:
             return True
         h, broken = self._fresh(row)
-        return broken or h < 0
+        return broken or not h >= 0
 
     def headroom(self, key: str) -> float:
         """The bucket's slack minus its tolerance band, in quote units (-inf: always checked)."""
@@ -490,22 +762,19 @@ class Screen:
     # ------------------------------------------------------------------ full rescans
 
     def resync(self, prices: Mapping[str, Decimal | float] | None = None) -> None:
-        """Recompute every row and its price bands at the current prices (a full rescan).
+        """Settle every row again at the current prices (a full numpy rescan).
 
         ``prices`` (optional) sets symbols' prices first. Headroom is always computed afresh
-        from a row's coefficients, so nothing drifts; this drops stale heap entries and
-        re-splits each row's headroom between its symbols.
+        from a row's coefficients, so nothing drifts; this drops every stale edge and re-splits
+        each row's headroom between its symbols.
         """
         for s, p in (prices or {}).items():
-            self._price[self._sid(s)] = _checked_price(p)
-        for heap in (*self._floors, *self._ceils):
-            heap.clear()
-        for row, ent in enumerate(self._ent):
-            if ent:
-                self._settle(row)
+            self._set_price(self._sid(s), _checked_price(p))
+        n = len(self._keys)
+        linear = np.flatnonzero((self._es[:n] != 0).any(axis=1) & ~self._alw[:n])
+        self._settle_many(linear, rebuild=True)
         self.ticks_since_resync = 0
         self.resyncs += 1
-
     # ------------------------------------------------------------------ bulk load and sizes
 
     def load_columns(
@@ -549,7 +818,7 @@ class Screen:
         for s in symbols:
             sid = self._sym[s]
             if s in prices:
-                self._price[sid] = _checked_price(prices[s])
+                self._set_price(sid, _checked_price(prices[s]))
             elif math.isnan(self._price[sid]):
                 raise ValueError(f"no price for {s!r}")
         sid_e = sid_map[es] if es.size else es
@@ -558,48 +827,55 @@ class Screen:
         if order.size > 1 and ((s_sorted[1:] == s_sorted[:-1]) & (r_sorted[1:] == r_sorted[:-1])).any():
             raise ValueError("two entries for one bucket and symbol")
         rel = self.rel_tol
-        lo_all = (ec - rel * np.abs(ec))[order].tolist()
-        pm_all = ep[order].tolist()
-        c_lo = (c - rel * np.abs(c) - self.abs_tol).tolist()
-        bounds = np.searchsorted(r_sorted, np.arange(nb + 1)).tolist()
-        sids_all = s_sorted.tolist()
-        for i, key in enumerate(keys):
-            row = self._alloc(key)
-            a, b = bounds[i], bounds[i + 1]
-            sids = sids_all[a:b]
-            self._sids[row] = tuple(sids)
-            if a == b:
-                continue
-            self._c[row] = c_lo[i]
-            self._ent[row] = tuple(zip(sids, lo_all[a:b], pm_all[a:b], strict=True))
-            for sid in sids:
-                self._members[sid].add(row)
+        per_row = np.bincount(r_sorted, minlength=nb)
+        width = int(per_row.max()) if nb else 0
+        if width > _MAX_WIDTH:
+            raise ValueError(f"a bucket has more than {_MAX_WIDTH} symbols")
+        self._reserve(nb, max(width, 1))
+        starts = np.searchsorted(r_sorted, np.arange(nb))
+        slot = np.arange(r_sorted.size) - starts[r_sorted]
+        self._es[r_sorted, slot] = s_sorted
+        self._el[r_sorted, slot] = (ec - rel * np.abs(ec))[order]
+        if np.isfinite(ep).any():
+            self._ep = np.full(self._el.shape, math.inf)
+            eo = ep[order]
+            self._ep[r_sorted, slot] = np.where(np.isfinite(eo), np.nextafter(eo, 0.0), math.inf)
+        self._c[:nb] = np.where(per_row > 0, c - rel * np.abs(c) - self.abs_tol, math.inf)
+        self._keys = list(keys)
+        self._row = dict(zip(keys, range(nb), strict=True))
+        for sid, n in enumerate(np.bincount(s_sorted, minlength=len(self._names)).tolist()):
+            self._count[sid] += n
         self.resync()
         self.resyncs -= 1  # loading is not a resync
 
     def nbytes(self) -> int:
-        """An estimate of the bytes held by the screen's rows, entries and heap entries."""
-        entries = sum(len(e) for e in self._ent)
-        heap = sum(len(h) for h in (*self._floors, *self._ceils))
-        return 160 * len(self._keys) + 120 * entries + 100 * heap
+        """Bytes held by the row arrays and the band edges (not the key list and dict)."""
+        rows = self._c.nbytes + self._ver.nbytes + self._alw.nbytes + self._es.nbytes + self._el.nbytes
+        if self._ep is not None:
+            rows += self._ep.nbytes
+        return rows + sum(e.nbytes() for e in (*self._floors, *self._ceils))
 
     def stats(self) -> dict[str, int]:
-        """Counts for benchmarks and metrics: buckets, entries, stale heap entries, always-checked, bytes."""
-        live = sum(len(e) for e in self._ent)
-        heap = sum(len(h) for h in (*self._floors, *self._ceils))
-        ver = self._ver
-        stale = sum(1 for h in (*self._floors, *self._ceils) for e in h if ver[e[1]] != e[2])
-        del heap
+        """Counts for benchmarks and metrics: buckets, entries, stale edges, always-checked, bytes."""
+        n = len(self._keys)
         return {
             "buckets": len(self._row),
-            "symbols": len(self._names),
-            "entries": live,
-            "dead_entries": stale,
-            "always_check": sum(self._alw),
+            "symbols": len(self._names) - 1,
+            "entries": int(np.count_nonzero(self._es[:n])),
+            "edges": sum(len(e) for e in (*self._floors, *self._ceils)),
+            "dead_entries": sum(e.stale(self._ver) for e in (*self._floors, *self._ceils)),
+            "always_check": int(np.count_nonzero(self._alw[:n])),
             "bytes": self.nbytes(),
             "ticks_since_resync": self.ticks_since_resync,
             "resyncs": self.resyncs,
         }
+
+
+def _sized(a: Any, cap: int, fill: float = 0) -> Any:
+    out = np.full(cap, fill, a.dtype)
+    k = min(cap, a.size)
+    out[:k] = a[:k]
+    return out
 
 
 def _checked_price(price: Decimal | float) -> float:
