@@ -242,8 +242,8 @@ class _Edges:
         pend = self.pend
         self.pend = []
         self.npend = 0
-        if len(pend) == 1:
-            return pend[0]
+        if len(pend) <= 1:
+            return pend[0] if pend else (_EF, _EI, _EI)
         k, r, g = zip(*pend, strict=True)
         return np.concatenate(k), np.concatenate(r), np.concatenate(g)
 
