@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from decimal import Decimal
 from pathlib import Path
 
 from keeper.app.demo import DemoOptions, default_shared_data, render, run_demo
@@ -19,8 +20,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--window", default="2025-10-10", help="the crash event in ../shared/data")
     parser.add_argument("--start", default="2025-10-10T18:00:00Z", help="window start (UTC ISO)")
     parser.add_argument("--end", default="2025-10-11T00:00:00Z", help="window end (UTC ISO)")
-    parser.add_argument("--speed", type=float, default=2000.0,
-                        help="playback speed (x real time; 2000 plays a 5-minute bar in 0.15 s)")
+    parser.add_argument("--tick-ms", type=float, default=25.0,
+                        help="wall milliseconds between price ticks (the playback pace)")
+    parser.add_argument("--step", type=Decimal, default=Decimal("0.001"),
+                        help="largest move of a price between two ticks, as a fraction (0.001 = 0.1%%)")
     parser.add_argument("--export", type=Path, metavar="FILE", help="write the run's log as NDJSON")
     parser.add_argument("--summary-json", type=Path, metavar="FILE", help="write the summary as JSON")
     parser.add_argument("--data-dir", type=Path, default=Path(".keeper/demo"),
@@ -34,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     configure_logging("console" if sys.stderr.isatty() else "json", args.log_level, stream=sys.stderr)
     opts = DemoOptions(accounts=args.accounts, window=args.window, start=args.start, end=args.end,
-                       bar_s=300.0 / args.speed, data_dir=args.data_dir,
+                       tick_s=args.tick_ms / 1000, step=args.step, data_dir=args.data_dir,
                        shared_data=args.shared_data or default_shared_data(), export=args.export,
                        summary_json=args.summary_json, progress=not args.no_progress)
     summary = asyncio.run(run_demo(opts))

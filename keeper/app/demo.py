@@ -28,7 +28,9 @@ from __future__ import annotations
 import asyncio
 import csv
 import gzip
+import itertools
 import json
+import math
 import os
 import secrets
 import shutil
@@ -36,7 +38,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +49,7 @@ from keeper.app.config import FeedSource, load_config
 from keeper.app.daemon import Daemon, read_all
 from keeper.domain import events as ev
 from keeper.domain.decide import KeeperParams
-from keeper.sim.book import generate_book
+from keeper.sim.book import DEFAULT_MARKET, MARKET_TABLE, generate_book
 from keeper.sim.prices import Tick, synthetic_crash
 from keeper.sim.process import VenueProcess, write_path
 from keeper.store.embedded import open_redis
@@ -67,8 +69,10 @@ class DemoOptions:
     window: str = "2025-10-10"
     start: str = "2025-10-10T18:00:00Z"
     end: str = "2025-10-11T00:00:00Z"
-    bar_s: float = 0.15
-    """Wall seconds per 5-minute bar (the speed is 300 / bar_s)."""
+    tick_s: float = 0.025
+    """Wall seconds between ticks (the pace: one price move of at most ``step`` per tick)."""
+    step: Decimal = Decimal("0.001")
+    """The largest move of any market's price from one tick to the next (see ``load_window``)."""
     data_dir: Path = Path(".keeper/demo")
     shared_data: Path | None = None
     export: Path | None = None
@@ -83,9 +87,15 @@ def _us(iso: str) -> int:
     return int(datetime.fromisoformat(iso.replace("Z", "+00:00")).astimezone(UTC).timestamp() * 1_000_000)
 
 
-def load_window(data: Path, event: str, start: str, end: str) -> list[Tick]:
+def load_window(data: Path, event: str, start: str, end: str, step: Decimal | None = None) -> list[Tick]:
     """Bybit 5-minute bars of ``MARKETS`` for ``event`` in [start, end) as ticks: per bar open,
-    then low and high (high first on an up bar), then close, a quarter bar apart."""
+    then low and high (high first on an up bar), then close, a quarter bar apart.
+
+    With ``step`` (a fraction, e.g. ``0.001``) the path between those points is filled in: each
+    leg (point to next point, the last close to the next open included) is cut into the fewest
+    equal steps that move no market by more than ``step`` of its price, rounded to the market's
+    price tick, at evenly spaced times in the leg. The extremes are still reached exactly; the
+    path in between is the straight line (a bar says nothing more about it)."""
     t0, t1 = _us(start), _us(end)
     bars: dict[int, dict[str, tuple[Decimal, Decimal, Decimal, Decimal]]] = {}
     with gzip.open(data / "event_windows_tidy.csv.gz", "rt", encoding="utf-8", newline="") as f:
@@ -99,7 +109,7 @@ def load_window(data: Path, event: str, start: str, end: str) -> list[Tick]:
             if t0 <= ts < t1:
                 bars.setdefault(ts, {})[f"{base}-USD"] = (
                     Decimal(row["open"]), Decimal(row["high"]), Decimal(row["low"]), Decimal(row["close"]))
-    ticks: list[Tick] = []
+    points: list[Tick] = []
     for ts in sorted(bars):
         bar = bars[ts]
         if len(bar) != len(MARKETS):
@@ -109,8 +119,28 @@ def load_window(data: Path, event: str, start: str, end: str) -> list[Tick]:
             for m, (o, h, lo, c) in sorted(bar.items()):
                 seq = (o, h, lo, c) if c < o else (o, lo, h, c)
                 prices[m] = seq[k]
-            ticks.append(Tick(ts + k * 75_000_000, prices))
-    return ticks
+            points.append(Tick(ts + k * 75_000_000, prices))
+    return points if step is None else _fill(points, step)
+
+
+def _fill(points: list[Tick], step: Decimal) -> list[Tick]:
+    out = points[:1]
+    for a, b in itertools.pairwise(points):
+        if b.prices == a.prices:
+            continue  # no move, no tick
+        n = max(1, *(math.ceil(abs(b.prices[m] - p) / (p * step)) for m, p in a.prices.items()))
+        for k in range(1, n + 1):
+            if k == n:
+                out.append(b)
+                continue
+            prices = {m: (p + (b.prices[m] - p) * k / n).quantize(_price_tick(m), ROUND_HALF_EVEN)
+                      for m, p in a.prices.items()}
+            out.append(Tick(a.ts_us + (b.ts_us - a.ts_us) * k // n, prices))
+    return out
+
+
+def _price_tick(market: str) -> Decimal:
+    return MARKET_TABLE.get(market.split("-", maxsplit=1)[0], DEFAULT_MARKET)[3]
 
 
 @dataclass
@@ -222,18 +252,38 @@ class _Progress:
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
 
-    def show(self, health: dict[str, Any], stats: dict[str, Any], final: bool = False) -> None:
+    def show(self, done: int, total: int, stats: dict[str, Any], final: bool = False) -> None:
         if not self.enabled:
             return
-        total = max(int(health.get("ticks_total", 0)), 1)
-        done = int(health.get("ticks_played", 0))
         width = 30
-        fill = int(width * done / total)
+        fill = int(width * done / max(total, 1))
         sys.stderr.write(f"\r[{'#' * fill}{'.' * (width - fill)}] {done}/{total} ticks  "
                          f"liquidated {stats.get('accepted', 0)}  rejected {stats.get('rejected', 0)}   ")
         if final:
             sys.stderr.write("\n")
         sys.stderr.flush()
+
+
+async def _play(venue: VenueProcess, path: list[Tick], tick_s: float, progress: _Progress,
+                task: asyncio.Task[None]) -> int:
+    """Move the venue's marks along ``path[1:]`` (the book is priced at ``path[0]``), one tick
+    every ``tick_s`` on a fixed schedule (a late tick is sent at once, never skipped); returns
+    the ticks played (stops early if the daemon ended)."""
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    total = len(path)
+    done = 1
+    next_show = t0
+    for k, tick in enumerate(path[1:], start=1):
+        if task.done():
+            break
+        await asyncio.sleep(max(t0 + k * tick_s - loop.time(), 0.0))
+        await venue.set_marks(tick.ts_us, tick.prices)
+        done += 1
+        if loop.time() >= next_show:
+            progress.show(done, total, await venue.stats())
+            next_show = loop.time() + 0.25
+    return done
 
 
 async def run_demo(opts: DemoOptions) -> Summary:
@@ -243,22 +293,24 @@ async def run_demo(opts: DemoOptions) -> Summary:
     source = ""
     if shared is not None and (shared / "event_windows_tidy.csv.gz").exists():
         path = load_window(shared, opts.window, opts.start, opts.end)
-        source = f"bybit 5m bars {opts.start} .. {opts.end} ({opts.window}), 4 ticks/bar"
+        source = f"bybit 5m bars {opts.start} .. {opts.end} ({opts.window})"
     if not path:
         path = synthetic_crash(opts.seed)[::10]
         source = ("synthetic crash (seed 1: BTC -25%, ETH -35%, SOL -45% over 30 min, 10% wick), "
                   "every 10th second")
-    speed = 300 / opts.bar_s if source.startswith("bybit") else 10 / opts.bar_s / 4
+    path = _fill(path, opts.step)
+    source += (f"; open, extremes, close joined in steps of <= {opts.step * 100}%, "
+               f"one every {opts.tick_s * 1000:g} ms")
     if opts.data_dir.exists():
         shutil.rmtree(opts.data_dir)
     opts.data_dir.mkdir(parents=True)
     redis_dir = (opts.data_dir / "redis").resolve()
     redis_dir.mkdir(parents=True)
     prices_file = opts.data_dir / "prices.ndjson"
-    write_path(path, prices_file)
+    write_path(path[:1], prices_file)  # the book's prices; the demo plays the rest (``_play``)
     url, server = await open_redis(opts.redis_url, redis_dir, appendfsync="everysec")
     secret = secrets.token_hex(16)
-    venue = VenueProcess(secret, prices_file, accounts=opts.accounts, seed=opts.seed, speed=speed,
+    venue = VenueProcess(secret, prices_file, accounts=opts.accounts, seed=opts.seed, speed=0.0,
                          log_file=opts.data_dir / "venue.log")
     book = generate_book(opts.accounts, opts.seed, path[0].prices)  # deterministic: the venue's book
     try:
@@ -272,14 +324,9 @@ async def run_demo(opts: DemoOptions) -> Summary:
         try:
             await _wait_book(daemon, int((await venue.healthz())["seq"]), task)
             t0 = time.monotonic()
-            await venue.play()
-            health = await venue.healthz()
-            while not health.get("played") and not task.done():
-                progress.show(health, await venue.stats())
-                await asyncio.sleep(0.25)
-                health = await venue.healthz()
+            played = await _play(venue, path, opts.tick_s, progress, task)
             seconds = time.monotonic() - t0
-            progress.show(health, await venue.stats(), final=True)
+            progress.show(played, len(path), await venue.stats(), final=True)
             await _settle(daemon, task)
             skipped = {c.profile.name: dict(sorted(c.skipped.items())) for c in daemon.cores()}
         finally:
@@ -293,7 +340,7 @@ async def run_demo(opts: DemoOptions) -> Summary:
                 await export_log(log, opts.export)
         finally:
             await log.close()
-        base = Summary(source=source, accounts=opts.accounts, ticks=int(health.get("ticks_played", 0)),
+        base = Summary(source=source, accounts=opts.accounts, ticks=played,
                        seconds=seconds)
         base.skipped = skipped
         summary = summarise(entries, stats, set(book.healthy), book.kinds, base)

@@ -18,6 +18,7 @@ import contextlib
 import os
 import sys
 from collections.abc import Sequence
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +94,13 @@ class VenueProcess:
         """Start playing the price path."""
         assert self._session is not None
         async with self._session.post(f"{self.url}/play") as resp:
+            resp.raise_for_status()
+
+    async def set_marks(self, ts_us: int, prices: dict[str, Decimal]) -> None:
+        """Move the venue's marks now (``POST /marks``): they are broadcast on ``/prices``."""
+        assert self._session is not None
+        body = msgspec.json.encode({"ts_us": ts_us, "prices": {k: str(v) for k, v in prices.items()}})
+        async with self._session.post(f"{self.url}/marks", data=body) as resp:
             resp.raise_for_status()
 
     async def stop(self, timeout_s: float = 10.0) -> int | None:

@@ -12,9 +12,10 @@ Rules (per bucket; ``P`` is the venue's current mark of a market or price of an 
   maintenance ``MM = Σ |size_m| · P_m · mmf_m`` (``mmf`` from the market, else
   ``1 / (2 · max_leverage)``, else the tier bracket of the notional); liquidatable iff ``E < MM``.
 - lending ``HF = Σ coll · P · LT / Σ debt · P`` (balances > 0 are collateral, < 0 debt);
-  liquidatable iff ``HF < 1``. Close factor: 50% of the debt asset's debt while ``HF > 0.95``,
-  else 100%. Seize at most ``repay · P_debt · (1 + bonus) / P_coll`` plus one base unit of the
-  collateral asset (``10^-decimals``), and never more than the bucket holds.
+  liquidatable iff ``HF < 1``. Close factor: 50% of the debt asset's debt while ``HF > 0.95``
+  and both that debt and the seized collateral are worth at least $2,000 (Aave v3.3's rule for
+  small positions), else 100%. Seize at most ``repay · P_debt · (1 + bonus) / P_coll`` plus one
+  base unit of the collateral asset (``10^-decimals``), and never more than the bucket holds.
 - a perp close fills at the mark: realised PnL ``size · (mark − entry)`` rounded down (towards
   −∞) to 1e-6 USDC, minus a fee ``|size| · mark · liquidation_fee`` (default 1%) rounded up to
   1e-6 USDC, paid to the insurance fund. A bucket whose collateral value is then negative is
@@ -47,6 +48,8 @@ SETTLE_ASSET = "USDC"
 ONE = Decimal(1)
 HALF = Decimal("0.5")
 FULL_CLOSE_HF = Decimal("0.95")
+FULL_CLOSE_BELOW_USD = Decimal(2000)
+"""Aave v3.3: the close factor is 100% when the debt or the seized collateral is worth less."""
 
 
 @dataclass(frozen=True)
@@ -377,7 +380,8 @@ class Venue:
         assert hf is not None
         if hf >= 1:
             raise Rejection(f"healthy at venue price {self.price(sa)} (HF {_hf(hf)} >= 1)")
-        factor = HALF if hf > FULL_CLOSE_HF else ONE
+        small = min(debt * self.price(ra), held * self.price(sa)) < FULL_CLOSE_BELOW_USD
+        factor = HALF if hf > FULL_CLOSE_HF and not small else ONE
         if rq > debt * factor:
             raise Rejection(f"close factor exceeded: repay {rq} > {factor} x debt {debt} (HF {_hf(hf)})")
         params = self.assets.get(sa)

@@ -134,6 +134,13 @@ def test_lending_health_factor_close_factor_and_bonus_bound() -> None:
     assert isinstance(repay, ev.Repay) and repay.amount == D(1000) and repay.causation_id == "l4"
     assert isinstance(withdraw, ev.Withdraw) and withdraw.amount == D("0.4375")
     assert v.accounts["carol"].buckets["lend-ETH"].balances == {"ETH": D("0.5625"), "USDC": D(-1000)}
+    # now small (debt $1,000, collateral 0.5625 ETH = $1,181.25 < $2,000): the close factor is
+    # 100% above HF 0.95 too (Aave v3.3); HF = 0.5625 * 2100 * 0.83 / 1000 = 0.980
+    v.set_marks(3, {"ETH-USD": D(2100)})
+    full = decision("l5", "carol", "lend-ETH", "repay_seize", repay_asset="USDC", repay_amount=D(1000),
+                    seize_asset="ETH", seize_amount=D("0.5"))
+    assert v.liquidate(full).status == "accepted"
+    assert v.accounts["carol"].buckets["lend-ETH"].balances.get("USDC", D(0)) == 0
 
 
 def test_lending_full_close_factor_below_095_and_bad_debt_write_off() -> None:
