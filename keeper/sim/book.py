@@ -10,9 +10,10 @@ The mix, chosen to look like a real venue's book:
 - ~1% **healthy by construction**: one long position at 1.0-1.5x leverage (survives any fall
   below 60% in its market, and carries no other exposure). ``Book.healthy`` lists them; the
   venue must never accept their liquidation on any realistic path.
-- ~12% **lending**: ETH (65%) or BTC collateral with USDC debt, health factor uniform in
-  [1.1, 3.0); 60% in the account's cross bucket, the rest in an isolated market bucket
-  (``lend-ETH``/``lend-BTC``, Morpho-Blue style).
+- ~12% **lending**: ETH (65%) or BTC collateral with USDC debt; 20% of them near their
+  threshold (health factor uniform in [1.02, 1.25): a 20% fall in their collateral liquidates
+  most), the rest uniform in [1.25, 3.0); 60% in the account's cross bucket, the rest in an
+  isolated market bucket (``lend-ETH``/``lend-BTC``, Morpho-Blue style).
 - the rest **perps**, 70% long: 72% of them trade from their cross bucket (1-3 markets sharing
   USDC collateral), the rest from 1-2 isolated buckets (``iso-<market>``, one position each).
   Bucket leverage (notional / collateral): 15% in [1, 2), 55% in [2, 10), 20% in [10, 20),
@@ -52,6 +53,9 @@ ASSET_TABLE: dict[str, tuple[int, Decimal | None, Decimal | None, Decimal | None
     "BTC": (8, D("0.78"), D("0.05"), D("0.1")),
 }
 LENDING_COLLATERAL = (("ETH", 0.65), ("BTC", 0.35))
+NEAR_SHARE = 0.2
+NEAR_HF = (1.02, 1.25)
+FAR_HF = (1.25, 3.0)
 LEVERAGE_BANDS = ((0.15, 1.0, 2.0), (0.55, 2.0, 10.0), (0.20, 10.0, 20.0), (0.10, 20.0, 50.0))
 CENT = D("0.01")
 DEFAULT_PRICES = {"BTC-USD": D(60000), "ETH-USD": D(3000), "SOL-USD": D(150)}
@@ -142,7 +146,8 @@ class _Gen:
         price = self.prices[f"{asset}-USD"]
         unit = D(1).scaleb(-min(decimals, 6))
         amount = max((D(repr(self.notional())) / price).quantize(unit, rounding=ROUND_DOWN), unit)
-        hf = D(repr(self.rng.uniform(1.1, 3.0)))
+        lo, hi = NEAR_HF if self.rng.random() < NEAR_SHARE else FAR_HF
+        hf = D(repr(self.rng.uniform(lo, hi)))
         debt = (amount * price * lt / hf).quantize(CENT, rounding=ROUND_DOWN)
         self.deposit(acct, bucket, asset, amount)
         if debt > 0:

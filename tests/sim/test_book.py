@@ -66,7 +66,9 @@ def test_leverage_spread_and_bucket_mix_look_like_a_real_venue() -> None:
     assert max(lev) <= 50 * D("1.01") and min(lev) >= D("0.9")
     assert 0.2 <= isolated / perp_buckets <= 0.35, (isolated, perp_buckets)
     assert 0.08 < len(hfs) / len(v.accounts) < 0.16
-    assert min(hfs) >= D("1.09") and max(hfs) <= D("3.01")
+    assert min(hfs) >= D("1.01") and max(hfs) <= D("3.01")
+    near = sum(1 for h in hfs if h < D("1.25"))
+    assert 0.12 < near / len(hfs) < 0.28, (near, len(hfs))  # 20% drawn in [1.02, 1.25)
     kinds = Counter(book.kinds.values())
     assert kinds["healthy"] == 100 and kinds["lending-isolated"] > 0 and kinds["lending-cross"] > 0
 
@@ -96,6 +98,16 @@ def test_nothing_is_liquidatable_at_the_start_and_much_is_at_the_crash_low() -> 
     hit = _liquidatable(v)
     assert len(hit) > 300
     assert hit.isdisjoint(book.healthy)
+
+
+def test_a_twenty_percent_fall_liquidates_some_lending_buckets_not_most() -> None:
+    v = _loaded(10_000)
+    lending = [(a.id, n) for a in v.accounts.values() for n, b in a.buckets.items() if not b.positions]
+    # about the 2025-10-10 window's lows: ETH -19%, BTC -14%
+    v.set_marks(1, {"ETH-USD": DEFAULT_PRICES["ETH-USD"] * D("0.81"),
+                    "BTC-USD": DEFAULT_PRICES["BTC-USD"] * D("0.86")})
+    hit = _liquidatable(v).intersection(lending)
+    assert 0.05 < len(hit) / len(lending) < 0.25, (len(hit), len(lending))
 
 
 def test_healthy_accounts_hold_one_low_leverage_long() -> None:
