@@ -26,6 +26,7 @@ healthy by construction was liquidated.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import csv
 import gzip
 import itertools
@@ -154,6 +155,11 @@ class Summary:
     bad_debt: Decimal = Decimal(0)
     rejected: int = 0
     rejected_by_reason: dict[str, int] = field(default_factory=dict)
+    healthy_moved: int = 0
+    """Rejected as healthy, and a price the decision used had moved before the venue's reply
+    (the venue's mark last published before the reply differs from the keeper's): legitimate."""
+    healthy_same: int = 0
+    """Rejected as healthy at the very prices the keeper decided on: keeper and venue disagree."""
     intents: int = 0
     accepted: int = 0
     """Liquidations the venue accepted (its ``/stats``)."""
@@ -185,6 +191,8 @@ def summarise(entries: list[Any], stats: dict[str, Any], healthy: set[tuple[str,
     intents: dict[str, ev.Decision] = {}
     latencies: list[float] = []
     rejected = 0
+    marks: dict[str, list[tuple[int, Decimal]]] = {}
+    healthy_rejections: list[tuple[ev.LiquidationRejected, ev.Decision]] = []
     for entry in entries:
         e = entry.event
         ingest_us[entry.id] = e.ts_ingest
@@ -193,8 +201,12 @@ def summarise(entries: list[Any], stats: dict[str, Any], healthy: set[tuple[str,
             trig = ingest_us.get(e.decision.trigger, 0)
             if trig and e.ts_ingest:
                 latencies.append((e.ts_ingest - trig) / 1000)
+        elif isinstance(e, ev.PriceUpdated):
+            marks.setdefault(e.symbol, []).append((e.ts_event, e.price))
         elif isinstance(e, ev.LiquidationRejected):
             rejected += 1
+            if e.reason.startswith("healthy") and e.intent_id in intents:
+                healthy_rejections.append((e, intents[e.intent_id]))
         elif isinstance(e, ev.LiquidationConfirmed) and not e.duplicate:
             base.confirmed += 1
     s = base
@@ -203,6 +215,14 @@ def summarise(entries: list[Any], stats: dict[str, Any], healthy: set[tuple[str,
     s.latency_ms = {"p50": round(_pct(latencies, 0.5), 3), "p99": round(_pct(latencies, 0.99), 3),
                     "n": len(latencies)}
     s.rejected = rejected
+    for series in marks.values():
+        series.sort(key=lambda m: m[0])
+    for rej, dec in healthy_rejections:
+        if any(_mark_at(marks.get(sym, []), rej.ts_event) not in (None, price)
+               for sym, price in dec.prices.items()):
+            s.healthy_moved += 1
+        else:
+            s.healthy_same += 1
     s.accepted = int(stats.get("accepted", 0))
     s.rejected_by_reason = dict(stats.get("rejected_by_reason", {}))
     s.bad_debt = Decimal(str(stats.get("bad_debt", "0")))
@@ -224,6 +244,12 @@ def summarise(entries: list[Any], stats: dict[str, Any], healthy: set[tuple[str,
     return s
 
 
+def _mark_at(series: list[tuple[int, Decimal]], ts_us: int) -> Decimal | None:
+    """The last price in ``series`` (sorted by time) published at or before ``ts_us``."""
+    i = bisect.bisect_right(series, ts_us, key=lambda m: m[0])
+    return series[i - 1][1] if i else None
+
+
 def render(s: Summary) -> str:
     total = sum(s.liquidations.values())
     rows = [
@@ -238,6 +264,8 @@ def render(s: Summary) -> str:
         ("notional liquidated", f"${s.notional.quantize(Decimal('0.01')):,}"),
         ("bad debt left (venue)", f"${s.bad_debt.quantize(Decimal('0.01')):,}"),
         ("rejected submissions", f"{s.rejected:,} {s.rejected_by_reason or ''}".strip()),
+        ("  healthy, price moved", f"{s.healthy_moved:,} (the venue's mark had moved by its reply)"),
+        ("  healthy, same price", f"{s.healthy_same:,} (keeper and venue disagree)"),
         ("tick-to-intent p50 / p99", f"{s.latency_ms.get('p50')} ms / {s.latency_ms.get('p99')} ms "
                                      f"(n={s.latency_ms.get('n')}, ts_ingest trigger -> intent)"),
         ("not decided", "; ".join(f"{p}: {v}" for p, v in s.skipped.items() if v) or "-"),
