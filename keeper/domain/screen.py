@@ -236,8 +236,8 @@ class _Edges:
         self.pend.append((np.array(k, np.float64), np.array(r, np.int32), np.array(g, np.int32)))
         self.npend += len(k)
 
-    def _take_pending(self) -> tuple[F64, I32, I32]:
-        if self.tail:
+    def _take_pending(self, *, tail: bool = True) -> tuple[F64, I32, I32]:
+        if tail and self.tail:
             self._flush_tail()
         pend = self.pend
         self.pend = []
@@ -265,12 +265,21 @@ class _Edges:
         self.pend, self.npend, self.tail = [], 0, []
         self.top = float(self.k[-1]) if self.k.size else -math.inf
 
-    def pop(self, x: float) -> tuple[list[I32], list[I32]]:
-        """Remove and return ``(rows, generations)`` of the edges with ``key > x``."""
+    def pop(self, x: float, pairs: list[tuple[int, int]]) -> tuple[list[I32], list[I32]]:
+        """Remove the edges with ``key > x``; returns their ``(rows, generations)`` as arrays and
+        appends those of the tail (single pushes, filtered in Python) to ``pairs``."""
         rows: list[I32] = []
         gens: list[I32] = []
-        if self.pend or self.tail:
-            k, r, g = self._take_pending()
+        if self.tail:
+            left = []
+            for e in self.tail:
+                if e[0] > x:
+                    pairs.append((e[1], e[2]))
+                else:
+                    left.append(e)
+            self.tail = left
+        if self.pend:
+            k, r, g = self._take_pending(tail=False)
             hit = k > x
             if hit.any():
                 rows.append(r[hit])
@@ -381,6 +390,7 @@ class Screen:
         self._c: F64 = np.zeros(0)
         self._ver: I32 = np.zeros(0, np.int32)
         self._alw = np.zeros(0, np.bool_)
+        self._alw_sids: dict[int, list[int]] = {}
         self._es: I32 = np.zeros((0, self._width), np.int32)
         self._el: F64 = np.zeros((0, self._width))
         self._ep: F64 | None = None
@@ -453,20 +463,27 @@ class Screen:
 
     def _detach(self, row: int) -> None:
         """Empty the row; its edges are stale from now on (its generation moves on)."""
-        self._ver[row] += 1
-        if self._alw[row]:
-            self._alw[row] = False
-            for s in self._always:
-                s.discard(row)
-        else:
-            for sid in self._es[row].tolist():
-                if sid:
-                    self._count[sid] -= 1
+        self._release(row)
+        self._clear(row)
+
+    def _clear(self, row: int) -> None:
         self._es[row] = 0
         self._el[row] = 0.0
         if self._ep is not None:
             self._ep[row] = math.inf
         self._c[row] = math.inf
+
+    def _release(self, row: int) -> None:
+        """Make the row's edges stale and take it out of the per-symbol counts (arrays kept)."""
+        self._ver[row] += 1
+        if self._alw[row]:
+            self._alw[row] = False
+            for sid in self._alw_sids.pop(row, ()):
+                self._always[sid].discard(row)
+        else:
+            for sid in self._es[row].tolist():
+                if sid:
+                    self._count[sid] -= 1
 
     def _entries(self, row: int) -> list[tuple[int, float, float]]:
         sids = self._es[row].tolist()
@@ -618,9 +635,10 @@ class Screen:
         if row is None:
             row = self._alloc(key)
         else:
-            self._detach(row)
+            self._release(row)
         syms = bucket.symbols()
         if not syms:
+            self._clear(row)
             return False
         sids = [self._sid(s) for s in syms]
         price = self._price
@@ -631,7 +649,9 @@ class Screen:
         if not always_check and len(sids) <= _MAX_WIDTH and all(not math.isnan(price[sid]) for sid in sids):
             lin = linearise(bucket, markets, assets, prices, lending, mm_at_entry=mm_at_entry)
         if lin is None:
+            self._clear(row)
             self._alw[row] = True
+            self._alw_sids[row] = sids
             for sid in sids:
                 self._always[sid].add(row)
             return True
@@ -654,13 +674,13 @@ class Screen:
             los.append(lo)
             pms.append(pmax)
             count[sid] += 1
-        k = len(sids)
-        self._es[row, :k] = sids
-        self._el[row, :k] = los
+        pad = self._width - len(sids)
+        self._es[row] = sids + [0] * pad
+        self._el[row] = los + [0.0] * pad
         if self._ep is not None or any(pm != math.inf for pm in pms):
             if self._ep is None:
                 self._ep = np.full(self._el.shape, math.inf)
-            self._ep[row, :k] = pms
+            self._ep[row] = pms + [math.inf] * pad
         return self._settle1(row, ent, c_lo)
 
     def remove(self, key: str) -> None:
@@ -687,26 +707,33 @@ class Screen:
             self._wa[sid] = 1.0
         rows: list[I32] = []
         gens: list[I32] = []
+        pairs: list[tuple[int, int]] = []
         floors, ceils = self._floors[sid], self._ceils[sid]
         if floors.top > new:
-            r, g = floors.pop(new)
+            r, g = floors.pop(new, pairs)
             rows += r
             gens += g
         if ceils.top > -new:
-            r, g = ceils.pop(-new)
+            r, g = ceils.pop(-new, pairs)
             rows += r
             gens += g
         flagged: list[int] = []
-        if rows:
-            rr = rows[0] if len(rows) == 1 else np.concatenate(rows)
-            gg = gens[0] if len(gens) == 1 else np.concatenate(gens)
-            hit = np.unique(rr[self._ver[rr] == gg])
-            if hit.size < _SMALL_SETTLE:
+        if rows or pairs:
+            ver = self._ver
+            if rows:
+                if pairs:
+                    rows.append(np.array([p[0] for p in pairs], np.int32))
+                    gens.append(np.array([p[1] for p in pairs], np.int32))
+                rr = rows[0] if len(rows) == 1 else np.concatenate(rows)
+                gg = gens[0] if len(gens) == 1 else np.concatenate(gens)
+                hit = np.unique(rr[ver[rr] == gg]).tolist()
+            else:
+                hit = sorted({r for r, g in pairs if ver[r] == g})
+            if len(hit) < _SMALL_SETTLE:
                 c = self._c
-                flagged = [row for row in hit.tolist()
-                           if self._settle1(row, self._entries(row), float(c[row]))]
-            elif hit.size:
-                flagged = self._settle_many(hit.astype(np.int64)).tolist()
+                flagged = [row for row in hit if self._settle1(row, self._entries(row), float(c[row]))]
+            else:
+                flagged = self._settle_many(np.array(hit, np.int64)).tolist()
             self._maybe_compact(sid)
         if self._always[sid]:
             flagged.extend(self._always[sid])
