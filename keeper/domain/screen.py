@@ -33,11 +33,13 @@ units.
 
 Price bands (why a tick is cheap). When a row is settled its headroom is split between its
 symbols, and each symbol gets a band of prices inside which its term cannot use up more than
-its share; per symbol two heaps (floors, ceilings) hold its rows' bands. A tick pops only the
-rows whose band it left, settles them again and flags those with ``h < 0``; every other row is
-provably unflagged. A flagged row has an empty band: it is looked at on every tick of its
-symbols until it is healthy or upserted. ``resync`` settles every row again (and drops stale
-heap entries); it runs by itself every ``resync_every`` ticks (a count, not a clock).
+its share. Per symbol two sorted numpy arrays of band edges (floors, ceilings; see ``_Edges``)
+hold its rows' bands; a tick takes only the rows whose band it left (a suffix of each sorted
+array: O(log n + crossed)), settles them again (vectorised when there are many) and flags
+those with ``h < 0``; every other row is provably unflagged. A flagged row has an empty band:
+it is looked at on every tick of its symbols until it is healthy or upserted. ``resync``
+settles every row again (and drops stale edges); it runs by itself every ``resync_every``
+ticks (a count, not a clock). Rows live in numpy columns (~115 B per 1-5-position bucket).
 
 Pure: no I/O, no clock, no randomness. Results are sorted, so they are the same on every run.
 """
