@@ -129,7 +129,9 @@ def _fill(points: list[Tick], step: Decimal) -> list[Tick]:
     for a, b in itertools.pairwise(points):
         if b.prices == a.prices:
             continue  # no move, no tick
-        n = max(1, *(math.ceil(abs(b.prices[m] - p) / (p * step)) for m, p in a.prices.items()))
+        # measured against the lower end, a step is <= ``step`` of the price anywhere on the leg
+        n = max(1, *(math.ceil(abs(b.prices[m] - p) / (min(p, b.prices[m]) * step))
+                     for m, p in a.prices.items()))
         for k in range(1, n + 1):
             if k == n:
                 out.append(b)

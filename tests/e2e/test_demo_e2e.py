@@ -5,15 +5,17 @@ healthy by construction is never liquidated."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import subprocess
 import sys
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
-from keeper.app.demo import DemoOptions, Summary, load_window, run_demo
+from keeper.app.demo import DemoOptions, Summary, _fill, _price_tick, load_window, run_demo
 from keeper.store.ndjson import iter_ndjson_events
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,17 +37,21 @@ def _check_sound(s: Summary, export: Path) -> None:
 async def test_real_crash_window_liquidated_once_each(data_dir: Path, redis_url: str, tmp_path: Path) -> None:
     export = tmp_path / "log.ndjson"
     opts = DemoOptions(accounts=300, start="2025-10-10T20:00:00Z", end="2025-10-10T22:30:00Z",
-                       bar_s=0.05, data_dir=tmp_path / "run", shared_data=data_dir, export=export,
+                       tick_s=0.01, data_dir=tmp_path / "run", shared_data=data_dir, export=export,
                        progress=False, redis_url=redis_url)
     s = await asyncio.wait_for(run_demo(opts), 90)
     assert s.source.startswith("bybit")
-    assert s.ticks == 30 * 4
+    points = load_window(data_dir, "2025-10-10", opts.start, opts.end)
+    assert s.ticks == len(_fill(points, opts.step)) > len(points) == 30 * 4
     _check_sound(s, export)
+    # a healthy rejection is either after a move or a disagreement; none of the latter
+    assert s.healthy_same == 0
+    assert s.healthy_moved == s.rejected_by_reason.get("healthy", 0)
 
 
 async def test_synthetic_crash_liquidated_once_each(redis_url: str, tmp_path: Path) -> None:
     export = tmp_path / "log.ndjson"
-    opts = DemoOptions(accounts=300, bar_s=0.05, data_dir=tmp_path / "run", shared_data=None,
+    opts = DemoOptions(accounts=300, tick_s=0.01, data_dir=tmp_path / "run", shared_data=None,
                        export=export, progress=False, redis_url=redis_url)
     s = await asyncio.wait_for(run_demo(opts), 90)
     assert s.source.startswith("synthetic")
@@ -64,12 +70,27 @@ def test_window_loader_plays_four_ticks_per_bar_through_the_extremes(data_dir: P
             assert min(seq) in seq[1:3] and max(seq) in seq[:3]  # open, extremes, close
 
 
+def test_filled_path_moves_at_most_a_step_and_keeps_every_bar_point(data_dir: Path) -> None:
+    points = load_window(data_dir, "2025-10-10", "2025-10-10T21:00:00Z", "2025-10-10T21:30:00Z")
+    step = Decimal("0.001")
+    path = load_window(data_dir, "2025-10-10", "2025-10-10T21:00:00Z", "2025-10-10T21:30:00Z", step)
+    assert len(path) > 4 * len(points)
+    assert all(a.ts_us < b.ts_us for a, b in itertools.pairwise(path))
+    kept = {t.ts_us: t.prices for t in path}
+    for p in points:  # every open, extreme and close is played exactly, at its time
+        assert kept.get(p.ts_us, p.prices) == p.prices
+    for a, b in itertools.pairwise(path):
+        for m, price in a.prices.items():
+            # a step of <= 0.1%, plus the rounding of both ends to the price tick
+            assert abs(b.prices[m] - price) <= min(price, b.prices[m]) * step + 2 * _price_tick(m)
+
+
 @pytest.mark.timeout(60)
 def test_keeper_demo_command_runs_to_a_sound_summary(tmp_path: Path) -> None:
     summary = tmp_path / "summary.json"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.run(
-        [sys.executable, "-m", "keeper.app.cli", "demo", "--accounts", "300", "--speed", "6000",
+        [sys.executable, "-m", "keeper.app.cli", "demo", "--accounts", "300", "--tick-ms", "5",
          "--start", "2025-10-10T20:00:00Z", "--end", "2025-10-10T22:00:00Z",
          "--data-dir", str(tmp_path / "run"), "--summary-json", str(summary), "--no-progress"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=55, check=False)
