@@ -74,6 +74,8 @@ class DemoOptions:
     """Wall seconds between ticks (the pace: one price move of at most ``step`` per tick)."""
     step: Decimal = Decimal("0.001")
     """The largest move of any market's price from one tick to the next (see ``load_window``)."""
+    bar_s: float | None = None
+    """Deprecated (the pace before paths were filled in): when set, ``tick_s = bar_s / 4``."""
     data_dir: Path = Path(".keeper/demo")
     shared_data: Path | None = None
     export: Path | None = None
@@ -330,7 +332,7 @@ async def run_demo(opts: DemoOptions) -> Summary:
                   "every 10th second")
     path = _fill(path, opts.step)
     source += (f"; open, extremes, close joined in steps of <= {opts.step * 100}%, "
-               f"one every {opts.tick_s * 1000:g} ms")
+               f"one every {(opts.tick_s if opts.bar_s is None else opts.bar_s / 4) * 1000:g} ms")
     if opts.data_dir.exists():
         shutil.rmtree(opts.data_dir)
     opts.data_dir.mkdir(parents=True)
@@ -354,7 +356,8 @@ async def run_demo(opts: DemoOptions) -> Summary:
         try:
             await _wait_book(daemon, int((await venue.healthz())["seq"]), task)
             t0 = time.monotonic()
-            played = await _play(venue, path, opts.tick_s, progress, task)
+            tick_s = opts.tick_s if opts.bar_s is None else opts.bar_s / 4
+            played = await _play(venue, path, tick_s, progress, task)
             seconds = time.monotonic() - t0
             progress.show(played, len(path), await venue.stats(), final=True)
             await _settle(daemon, task)
