@@ -3,24 +3,32 @@
 What runs (all on 127.0.0.1, nothing to configure):
 
 1. an embedded Redis under a fresh folder (``.keeper/demo/redis`` unless ``--data-dir``);
-2. the reference venue (``keeper sim``) as a child process (``keeper.sim.process``), its book
-   (default 10,000 accounts) generated
-   at the first prices of the window (the real prices: the book is priced at the window's first
-   bar, so no rescaling is needed);
+2. the reference venue (``keeper sim``) as a child process (``keeper.sim.process``), so it
+   has its own core (sharing the keeper's loop, its price broadcasts and liquidations were half
+   of the keeper's tick-to-intent); its book (default 10,000 accounts) is generated at the
+   window's first prices;
 3. the price window: the 2025-10-10 Bybit USDT-perp 5-minute bars of BTC, ETH and SOL from
    ``../shared/data/event_windows_tidy.csv.gz`` (rows with event ``2025-10-10`` and venue
-   ``bybit``), each bar played as four ticks (open, the extreme on the way, the other extreme,
-   close); without the data folder the built-in ``keeper.sim.synthetic_crash`` (seed 1, its
-   stated defaults: BTC -25%, ETH -35%, SOL -45% over 30 minutes with a 10% wick);
+   ``bybit``), each bar's open, the extreme on the way, the other extreme and close joined by
+   straight legs in steps of at most ``step`` (0.1%) of any price (``load_window``); without the
+   data folder the built-in ``keeper.sim.synthetic_crash`` (seed 1, its stated defaults: BTC
+   -25%, ETH -35%, SOL -45% over 30 minutes with a 10% wick), every 10th second, joined the
+   same way. The demo plays it (``POST /marks``), one tick every ``tick_s`` (25 ms). Why: a bar
+   played as four ticks moved ETH 19% in one tick, so a crash tick decided ~800 liquidations at
+   once and the venue checked most of them after the next tick (the bounce) and refused them as
+   healthy, and each refusal was decided again; in steps of 0.1% the liquidations of a crash
+   arrive a few per tick, as they do on a live feed, at a pace this 2-core machine follows;
 4. the daemon (every role; executor = the venue's client) with two keeper cores: profile
    ``generic-perp`` for perp buckets and ``aave-v3.3`` for the venue's lending buckets (a perp
    profile never finds a lending bucket liquidatable, and vice versa); assets are priced at their
    market's mark by a second price subscription that maps ``ETHUSDT`` to ``ETH`` (the venue's
    rule), and ``USDC`` at exactly 1 (``feeds.fixed_prices``).
 
-The summary is computed from the log and the venue's ``GET /stats``. The run is sound when every
-venue-accepted liquidation is an intent in the log, none was accepted twice, and no account
-healthy by construction was liquidated.
+The daemon runs without the per-window caps (``_DemoDaemon``). The summary is computed from the
+log and the venue's ``GET /stats``. The run is sound when every venue-accepted liquidation is an
+intent in the log, none was accepted twice, and no account healthy by construction was
+liquidated. A submission refused as healthy is split by whether a price the decision used had
+moved by the venue's reply (legitimate: the market moved) or not (a keeper/venue disagreement).
 """
 
 from __future__ import annotations
