@@ -37,6 +37,7 @@ Rules (``docs/keeper.md`` explains why):
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterable, Sequence
 from decimal import Decimal
 from typing import Literal
@@ -106,6 +107,37 @@ _saved_encoder = msgspec.msgpack.Encoder()
 _saved_decoder = msgspec.msgpack.Decoder(_Saved)
 
 
+class _CapWindow:
+    """Live liquidations inside the cap interval, by log time, with their count and notional kept
+    as they come and go: checking a cap costs O(expired), not O(window), per decision."""
+
+    def __init__(self, items: Iterable[tuple[int, Decimal]] = ()) -> None:
+        self._items: list[tuple[int, Decimal]] = sorted(items)
+        self._start = 0
+        self.notional = sum((n for _, n in self._items), Decimal(0))
+
+    def __len__(self) -> int:
+        return len(self._items) - self._start
+
+    def add(self, ts: int, notional: Decimal) -> None:
+        bisect.insort(self._items, (ts, notional), lo=self._start)
+        self.notional += notional
+
+    def expire(self, horizon: int) -> None:
+        """Forget every liquidation at or before ``horizon``."""
+        items, i = self._items, self._start
+        while i < len(items) and items[i][0] <= horizon:
+            self.notional -= items[i][1]
+            i += 1
+        if i > 1024 and 2 * i > len(items):
+            del items[:i]
+            i = 0
+        self._start = i
+
+    def items(self) -> list[tuple[int, Decimal]]:
+        return self._items[self._start:]
+
+
 class KeeperCore:
     """State + exposure index + decide. See the module docstring for the rules."""
 
@@ -120,7 +152,7 @@ class KeeperCore:
         """Bucket -> (confirmed intent, log time): confirmed, its account events not seen yet."""
         self._effects: dict[str, str] = {}
         """Bucket -> the last intent named as ``causation_id`` by an account event of it."""
-        self._window: list[tuple[int, Decimal]] = []
+        self._window = _CapWindow()
         self._pending: dict[str, ev.LiquidationIntended] = {}
         self._exposure: dict[str, set[str]] = {}
         self._symbols_of: dict[str, tuple[str, ...]] = {}
@@ -175,7 +207,7 @@ class KeeperCore:
     def snapshot(self) -> bytes:
         """Everything that decides future output: state, episodes, cap window, pending."""
         return _saved_encoder.encode(_Saved(self.params.profile, self.state, dict(self._episodes),
-                                            list(self._window), self.pending(),  # type: ignore[arg-type]
+                                            self._window.items(), self.pending(),  # type: ignore[arg-type]
                                             dict(self._settling), dict(self._effects)))
 
     @classmethod
@@ -189,7 +221,7 @@ class KeeperCore:
         core._episodes = dict(saved.episodes)
         core._settling = dict(saved.settling)
         core._effects = dict(saved.effects)
-        core._window = list(saved.window)
+        core._window = _CapWindow(saved.window)
         core._pending = {p.event_id: p for p in saved.pending}
         return core
 
@@ -366,7 +398,7 @@ class KeeperCore:
                 s.busy[key] = iid
                 s.open_intents[iid] = st.OpenIntent(iid, key, "intended", trigger.ts_event, entry_id)
                 if self.params.cap_count is not None or self.params.cap_notional is not None:
-                    self._window.append((trigger.ts_event, plan.notional))
+                    self._window.add(trigger.ts_event, plan.notional)
             else:
                 self._episodes[key] = mode
                 self._skip(mode)
@@ -388,12 +420,10 @@ class KeeperCore:
             if notional * bonus - fee_value < p.min_profit:
                 return "skip:profit"
         if p.cap_count is not None or p.cap_notional is not None:
-            horizon = self.state.log_time - p.cap_interval_us
-            self._window = [w for w in self._window if w[0] > horizon]
+            self._window.expire(self.state.log_time - p.cap_interval_us)
             if p.cap_count is not None and len(self._window) >= p.cap_count:
                 return "skip:cap"
-            if p.cap_notional is not None and sum((w[1] for w in self._window), Decimal(0)) + notional \
-                    > p.cap_notional:
+            if p.cap_notional is not None and self._window.notional + notional > p.cap_notional:
                 return "skip:cap"
         return "live"
 
