@@ -58,6 +58,7 @@ from keeper.app.config import FeedSource, load_config
 from keeper.app.daemon import Daemon, read_all
 from keeper.domain import events as ev
 from keeper.domain.decide import KeeperParams
+from keeper.replay import manifest as mf
 from keeper.sim.book import DEFAULT_MARKET, MARKET_TABLE, generate_book
 from keeper.sim.prices import Tick, synthetic_crash
 from keeper.sim.process import VenueProcess, write_path
@@ -379,6 +380,10 @@ async def run_demo(opts: DemoOptions) -> Summary:
             entries = await read_all(log)
             if opts.export is not None:
                 await export_log(log, opts.export)
+                # the run manifest beside the export, so `keeper replay --ndjson` replays every core
+                live = await mf.read_redis(log.client)
+                if live is not None:
+                    mf.write_file(mf.manifest_path(opts.export), live)
         finally:
             await log.close()
         base = Summary(source=source, accounts=opts.accounts, ticks=played,

@@ -68,7 +68,11 @@ async def test_live_run_replays_with_zero_divergences_and_a_changed_param_diverg
     assert live.log_first == entries[0][0]
     assert live.log_last is not None and parse_id(live.log_last) <= parse_id(last)
     assert live.decisions > 0
-    mf.write_file(mf.manifest_path(export), live)  # beside the export, as `keeper replay` reads it
+    # the demo wrote it beside the export, as `keeper replay --ndjson` reads it
+    beside = mf.read_file(mf.manifest_path(export))
+    assert beside is not None
+    assert beside.config_hash == live.config_hash
+    assert [c.name for c in beside.cores] == names
 
     recorded = [(i, e.decision) for i, e in entries if isinstance(e, ev.LiquidationIntended)]
     intents = {d.intent_id for _, d in recorded}
