@@ -10,9 +10,9 @@ changes 35%), pre-encoded with ``keeper.domain.codec.encode``.
   of the full million (the log is flushed between runs).
 - ``rebuild_redis_events_per_s`` / ``rebuild_ndjson_events_per_s``: a fresh child process reads
   the whole log (``read_batch`` of 1,000 = XREAD on the raw connection + ``codec.decode``) or
-  the NDJSON export (``iter_ndjson_events``: chunks of lines, id and event in one typed msgspec
-  ``decode_lines`` call) and folds each event with
-  ``keeper.domain.state.apply``.
+  the NDJSON export (``iter_ndjson_batches``: 64 KiB chunks of lines, ids and events in one
+  typed msgspec ``decode_lines`` call, folded while still in cache) and folds the events with
+  ``keeper.domain.state.apply`` (Redis) or ``apply_many`` (NDJSON: one call per chunk).
   GC levers: ``gc.freeze()`` after imports/setup and ``gc.disable()`` for the rebuild (state
   records are ``gc=False`` msgspec Structs, so nothing cyclic is left uncollected). Median of 3.
 - ``rebuild_peak_rss_mb``: the largest peak RSS (VmHWM) of the rebuild child processes.
@@ -143,11 +143,12 @@ def child_rebuild(kind: str, src: str) -> None:
 
         n = asyncio.run(run())
     else:
-        from keeper.store.ndjson import iter_ndjson_events
+        from keeper.domain.state import apply_many
+        from keeper.store.ndjson import iter_ndjson_batches
 
-        for entry_id, event in iter_ndjson_events(Path(src)):
-            apply(state, entry_id, event)
-            n += 1
+        for batch in iter_ndjson_batches(Path(src)):
+            apply_many(state, batch)
+            n += len(batch)
     dt = time.perf_counter() - t0
     gc.enable()
     rss = peak_rss_mb()

@@ -21,7 +21,7 @@ from keeper.domain.codec import decode
 from keeper.domain.events import Event
 from keeper.errors import DecodeError
 from keeper.store.entries import parse_id
-from keeper.store.ndjson import iter_ndjson_events
+from keeper.store.ndjson import iter_ndjson_batches
 
 Batch = list[tuple[str, Event]]
 """Decoded entries of one batch, in log order."""
@@ -69,7 +69,7 @@ def ndjson_batches(path: Path, *, after: str = "0-0", to: str | None = None,
                    batch: int = BATCH, stats: SourceStats | None = None) -> Iterator[Batch]:
     """Batches of decoded entries of an NDJSON export (``.gz`` by suffix), ``after < id <= to``.
 
-    Lines are decoded in one typed pass (``iter_ndjson_events``); old versions are upcast and
+    Lines are decoded in chunks, one typed pass each (``iter_ndjson_batches``); old versions are upcast and
     undecodable lines skipped and counted, as with ``decode``.
     """
     stats = stats if stats is not None else SourceStats()
@@ -81,17 +81,20 @@ def ndjson_batches(path: Path, *, after: str = "0-0", to: str | None = None,
         stats.skip(exc.reason)
 
     out: Batch = []
-    for entry in iter_ndjson_events(path, on_bad=bad):
+    for decoded in iter_ndjson_batches(path, on_bad=bad):
+        chunk = decoded
         if skipping:
-            if parse_id(entry[0]) <= start:
+            chunk = [e for e in decoded if parse_id(e[0]) > start]
+            if not chunk:
                 continue
             skipping = False
-        out.append(entry)
-        if len(out) >= batch:
-            out, done = _cut(out, end)
-            _count(out, stats)
-            yield out
-            out = []
+        out = out + chunk if out else chunk
+        while len(out) >= batch:
+            head = out[:batch] if len(out) > batch else out
+            out = out[batch:] if len(out) > batch else []
+            head, done = _cut(head, end)
+            _count(head, stats)
+            yield head
             if done:
                 return
     if out:

@@ -149,8 +149,10 @@ async def import_log(log: _Importable, path: Path) -> int:
 
 
 
-_CHUNK = 1 << 20
-"""Bytes read per step by ``iter_ndjson_events`` (whole lines of it are decoded in one call)."""
+_CHUNK = 1 << 16
+"""Bytes read per step by ``iter_ndjson_batches`` (whole lines of it are decoded in one call).
+64 KiB (~250 entries): the decoded events are still in the CPU cache when they are applied; 1 MiB
+chunks made a 1M-event rebuild ~25% slower (265k/s against 335-390k/s)."""
 
 _new_entry = tuple.__new__  # LogEntry(...) without its Python-level __new__ frame
 
@@ -158,21 +160,34 @@ _new_entry = tuple.__new__  # LogEntry(...) without its Python-level __new__ fra
 def iter_ndjson_events(path: Path,
                        on_bad: Callable[[str, bytes, DecodeError], None] | None = None
                        ) -> Iterator[LogEntry]:
-    """Decoded entries of an export, in order: the fast path for replay and rebuilds.
+    """Decoded entries of an export, in order (``iter_ndjson_batches``, one entry at a time)."""
+    for batch in iter_ndjson_batches(path, on_bad):
+        for entry_id, event in batch:
+            yield _new_entry(LogEntry, (entry_id, event))
 
-    The file is read in chunks of whole lines, each decoded in one typed msgspec call (id and
-    event together) when every line of it is a current-version event. A chunk with anything
-    else (an old version to upcast, a ``b64`` line, a bad payload) goes line by line through
-    ``parse_line`` + ``keeper.domain.codec.decode``, so the result is the same as decoding
-    ``iter_ndjson``. Undecodable entries are passed to ``on_bad`` (or skipped).
+
+def iter_ndjson_batches(path: Path,
+                        on_bad: Callable[[str, bytes, DecodeError], None] | None = None
+                        ) -> Iterator[list[tuple[str, Event]]]:
+    """Decoded ``(entry id, event)`` pairs of an export, in order, one list per chunk read: the
+    fast path for replay and rebuilds (no per-entry generator step).
+
+    The file is read in chunks of whole lines (``_CHUNK``), each decoded in one typed msgspec
+    call (id and event together) when every line of it is a current-version event. A chunk
+    with anything else (an old version to upcast, a ``b64`` line, a bad payload) goes line by
+    line through ``parse_line`` + ``keeper.domain.codec.decode``, so the result is the same as
+    decoding ``iter_ndjson``. Undecodable entries are passed to ``on_bad`` (or skipped). Lists
+    may be empty (a chunk of bad lines); their sizes follow the chunking, not a count.
     """
     with _open(path, "r") as f:
         tail = b""
+        decode_lines = _event_line_decoder.decode_lines
+        current = _CURRENT
         while True:
             chunk = f.read(_CHUNK)
             if not chunk:
                 if tail:
-                    yield from _slow_lines(tail.splitlines(keepends=True), on_bad)
+                    yield list(_slow_lines(tail.splitlines(keepends=True), on_bad))
                 return
             buf = tail + chunk if tail else chunk
             cut = buf.rfind(b"\n") + 1
@@ -181,16 +196,14 @@ def iter_ndjson_events(path: Path,
                 continue
             body, tail = buf[:cut], buf[cut:]
             try:
-                lines = _event_line_decoder.decode_lines(body)
+                lines = decode_lines(body)
             except (msgspec.DecodeError, msgspec.ValidationError):
-                yield from _slow_lines(body.splitlines(keepends=True), on_bad)
+                yield list(_slow_lines(body.splitlines(keepends=True), on_bad))
                 continue
-            current = _CURRENT
             if any(ln.e.v != current[type(ln.e)] for ln in lines):
-                yield from _slow_lines(body.splitlines(keepends=True), on_bad)
+                yield list(_slow_lines(body.splitlines(keepends=True), on_bad))
                 continue
-            for ln in lines:
-                yield _new_entry(LogEntry, (ln.id, ln.e))
+            yield [(ln.id, ln.e) for ln in lines]
 
 
 def _slow_lines(lines: Iterable[bytes], on_bad: Callable[[str, bytes, DecodeError], None] | None
