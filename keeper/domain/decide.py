@@ -194,7 +194,31 @@ class KeeperCore:
         state as one call per entry (the projector and replay call this once per read batch)."""
         out: list[ev.Event] = []
         handle = self.handle
+        state = self.state
+        prices, price_time = state.prices, state.price_time
+        price_type = ev.PriceUpdated
+        candidates = self.screen.candidates
         for entry_id, event in entries:
+            if type(event) is price_type and not self._episodes:
+                # ``handle`` inlined for the most frequent entry (st.apply's _price and
+                # _touched's price branch with no unhealthy episode open): three calls fewer
+                symbol = event.symbol
+                price = event.price
+                prices[symbol] = price
+                price_time[symbol] = event.publish_time or event.ts_event
+                state.offset = entry_id
+                state.applied += 1
+                ts = event.ts_event
+                if ts > state.log_time:  # noqa: PLR1730 (the hot path)
+                    state.log_time = ts
+                self._cleared = None
+                self.rechecked_last = 0
+                keys = candidates(symbol, price)
+                if keys:
+                    decided = self._decide(keys, entry_id, event)
+                    if decided:
+                        out.extend(decided)
+                continue
             decided = handle(entry_id, event)
             if decided:
                 out.extend(decided)

@@ -701,16 +701,23 @@ class Screen:
         if self.resync_every and self.ticks_since_resync >= self.resync_every:
             self.resync()
         self.ticks_since_resync += 1
-        sid = self._sid(symbol)
-        self._set_price(sid, new)
+        sid = self._sym.get(symbol)
+        if sid is None:
+            sid = self._sid(symbol)
+        self._price[sid] = new
+        self._px[sid] = new
         moves = self._moves[sid] = self._moves[sid] + 1
         if moves == 2:
             self._wt[sid] = 1.0
             self._wa[sid] = 1.0
+        floors, ceils = self._floors[sid], self._ceils[sid]
+        if floors.top <= new and ceils.top <= -new:
+            # no band left (most ticks): only the always-checked rows, no lists, no arrays
+            always = self._always[sid]
+            return sorted(always) if always else []
         rows: list[I32] = []
         gens: list[I32] = []
         pairs: list[tuple[int, int]] = []
-        floors, ceils = self._floors[sid], self._ceils[sid]
         if floors.top > new:
             r, g = floors.pop(new, pairs)
             rows += r
