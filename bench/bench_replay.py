@@ -15,7 +15,9 @@ Figures (``bench <name> <value> <unit>``):
   (apply, exposure index, screen, exact confirmation, decide), GC paused as in ``keeper replay``;
 - ``replay_decisions``: decisions re-derived (all equal to the recorded ones: see verify);
 - ``verify_events_per_s``: the same plus collecting and comparing every decision byte for byte,
-  over the first 500,000 entries (to stay well under two minutes; asserted: zero divergences);
+  over the first 500,000 entries (to stay well under two minutes; asserted: zero divergences),
+  through ``Verifier.after_batch`` as ``keeper replay --verify`` does (whole batches into
+  ``handle_batch``; the per-entry ``after`` hook is for ``--explain``/``--plot``);
 - ``decode_only_events_per_s``: the source alone, and ``replay_state_only_events_per_s``: the
   same replay through the plain ``ProjectionCore`` (apply only, no decisions), for reference:
   what the replay shell costs without the keeper's decision path.
@@ -206,7 +208,7 @@ def main() -> None:
         half = _id_at(path, min(n, 500_000))
         v = Verifier()
         t0 = time.perf_counter()
-        res = replay_batches(KeeperCore(PARAMS), ndjson_batches(path), to=half, after=v.after)
+        res = replay_batches(KeeperCore(PARAMS), ndjson_batches(path), to=half, after_batch=v.after_batch)
         report = v.finish()
         dt = time.perf_counter() - t0
         assert report.ok, report.first.describe() if report.first else ""
