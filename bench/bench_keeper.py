@@ -153,11 +153,15 @@ class CountingCore(KeeperCore):
         super().__init__(params, state)
         self._rechecked, self._exposed_n = rechecked, exposed
 
-    def handle(self, entry_id: str, event: ev.Event) -> list[ev.Event]:
-        out = super().handle(entry_id, event)
-        if type(event) is ev.PriceUpdated:
-            self._rechecked.append(self.rechecked_last)
-            self._exposed_n.append(len(self.exposed(event.symbol)))  # type: ignore[attr-defined]
+    def handle_batch(self, entries: Sequence[tuple[str, ev.Event]]) -> list[ev.Event]:
+        # the projector's path (handle_batch), one entry at a time so each tick is counted
+        out: list[ev.Event] = []
+        for entry in entries:
+            out.extend(super().handle_batch([entry]))
+            event = entry[1]
+            if type(event) is ev.PriceUpdated:
+                self._rechecked.append(self.rechecked_last)
+                self._exposed_n.append(len(self.exposed(event.symbol)))  # type: ignore[attr-defined]
         return out
 
 
