@@ -49,7 +49,7 @@ from keeper.domain import guards
 from keeper.domain import state as st
 from keeper.domain.margin import evaluate, get_profile, plan_liquidation
 from keeper.domain.model import bucket_key
-from keeper.domain.screen import Screen, screen_mode
+from keeper.domain.screen import Screen, balance_weight, screen_mode
 from keeper.errors import KeeperError
 
 Mode = Literal["live", "paper"]
@@ -57,6 +57,9 @@ _ENGINE_ERRORS = (KeeperError, ArithmeticError, ValueError)
 _LIQUIDATION_EFFECTS = (ev.PositionChanged, ev.Repay, ev.Withdraw)
 """What the engine may raise on one bucket's data: counted and skipped, never allowed to stop
 the projector (a poison entry would otherwise stop it again on every restart)."""
+_BALANCE_SIGN: dict[type, int] = {ev.Deposit: 1, ev.Repay: 1, ev.FundingApplied: 1,
+                                  ev.Withdraw: -1, ev.Borrow: -1}
+"""Account events that only move one balance, and the sign of ``amount`` in that move."""
 CORE_FORMAT = 1000 + st.STATE_FORMAT
 """Snapshot format of a keeper core (distinct from a plain projection's)."""
 
@@ -284,6 +287,28 @@ class KeeperCore:
             self._symbols_of.pop(key, None)
         return flagged
 
+    def _shifted(self, key: str, event: ev.Event) -> bool | None:
+        """The screen row moved by one term (``Screen.shift``) when ``event`` only moved a balance
+        the bucket held before and holds after with the same sign (the bucket's symbols, hence
+        its exposure, are unchanged); whether it is flagged, or None: ``_reindex`` instead."""
+        sign = _BALANCE_SIGN.get(type(event))
+        if sign is None:
+            return None
+        assert isinstance(event, ev._AmountEvent | ev.FundingApplied)
+        bucket = self.state.find_bucket(key)
+        if bucket is None:
+            return None
+        asset = event.asset
+        new = bucket.balances.get(asset)
+        if new is None:
+            return None
+        delta = event.amount if sign > 0 else -event.amount
+        old = new - delta
+        if not old or (old > 0) != (new > 0):
+            return None  # the asset came or went, or the weight changes with the sign
+        w = balance_weight(self.state.assets.get(asset), new > 0, self._screen_mode[0])
+        return self.screen.shift(key, asset, delta * w)
+
     def _touched(self, event: ev.Event) -> Iterable[str]:
         t = type(event)
         if t is ev.PriceUpdated:
@@ -299,7 +324,10 @@ class KeeperCore:
             return flagged
         if isinstance(event, ev.ACCOUNT_EVENTS):
             key = bucket_key(event.account, event.bucket)
-            if not self._reindex(key):
+            moved = self._shifted(key, event)
+            if moved is None:
+                moved = self._reindex(key)
+            if not moved:
                 self._cleared = key
             cause = event.causation_id
             if cause is not None and cause.startswith("liq:"):

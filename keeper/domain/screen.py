@@ -159,19 +159,22 @@ def linearise(
             return None
         coefs[sym] = coefs.get(sym, _ZERO) + size - absz * rate
     for sym, bal in sorted(bucket.balances.items()):
-        ap = assets.get(sym)
-        if bal > 0:
-            if lending:
-                lt = None if ap is None else ap.liquidation_threshold
-                w = _ZERO if lt is None else lt
-            else:
-                aw = None if ap is None else ap.asset_weight
-                w = _ONE if aw is None else min(_ONE, aw)
-        else:
-            lw = ap.liability_weight if ap is not None and ap.liability_weight is not None else _ONE
-            w = max(_ONE, lw)
-        coefs[sym] = coefs.get(sym, _ZERO) + bal * w
+        coefs[sym] = coefs.get(sym, _ZERO) + bal * balance_weight(assets.get(sym), bal > 0, lending)
     return Linear(const, coefs, ceilings)
+
+
+def balance_weight(ap: AssetParams | None, collateral: bool, lending: bool) -> Decimal:
+    """The weight ``linearise`` gives a balance of an asset with parameters ``ap`` (None: not
+    listed): a collateral (``> 0``) balance's asset weight (capped at 1; for ``lending``, the
+    liquidation threshold, 0 when missing), a debt's ``max(1, liability weight)``."""
+    if collateral:
+        if lending:
+            lt = None if ap is None else ap.liquidation_threshold
+            return _ZERO if lt is None else lt
+        aw = None if ap is None else ap.asset_weight
+        return _ONE if aw is None else min(_ONE, aw)
+    lw = ap.liability_weight if ap is not None and ap.liability_weight is not None else _ONE
+    return max(_ONE, lw)
 
 
 _NONLINEAR_MODELS = frozenset({"drift", "gmx", "mango"})
@@ -351,6 +354,9 @@ _TAIL = 64
 _SMALL = 4096
 _MAX_WIDTH = 16
 """Symbols a row can hold in the arrays; a bucket exposed to more is always a candidate."""
+_SHIFT_BUDGET = 1024
+"""How many times its own band (``rel_tol * |coef|``) a coefficient may widen through ``shift``
+before the row must be re-linearised: extra false positives only within ~1e-6 of the boundary."""
 _SMALL_SETTLE = 8
 """Crossed rows settled one by one in Python below this count (numpy's call cost dominates)."""
 
@@ -393,6 +399,8 @@ class Screen:
         self._ver: I32 = np.zeros(0, np.int32)
         self._alw = np.zeros(0, np.bool_)
         self._alw_sids: dict[int, list[int]] = {}
+        self._drift: dict[int, float] = {}
+        """Per row shifted by ``shift`` since its last ``upsert``: the widening spent so far."""
         self._es: I32 = np.zeros((0, self._width), np.int32)
         self._el: F64 = np.zeros((0, self._width))
         self._ep: F64 | None = None
@@ -478,6 +486,8 @@ class Screen:
     def _release(self, row: int) -> None:
         """Make the row's edges stale and take it out of the per-symbol counts (arrays kept)."""
         self._ver[row] += 1
+        if self._drift:
+            self._drift.pop(row, None)
         if self._alw[row]:
             self._alw[row] = False
             for sid in self._alw_sids.pop(row, ()):
@@ -684,6 +694,40 @@ class Screen:
                 self._ep = np.full(self._el.shape, math.inf)
             self._ep[row] = pms + [math.inf] * pad
         return self._settle1(row, ent, c_lo)
+
+    def shift(self, key: str, symbol: str, delta: Decimal) -> bool | None:
+        """Add ``delta`` (exact) to the bucket's coefficient of ``symbol``; whether it is flagged now.
+
+        For an event that moves only a balance the row already holds, with its sign unchanged
+        (``delta`` is the balance change times the weight ``linearise`` uses for that sign): the
+        same promise as ``upsert`` at a fraction of the cost. The delta is widened by ``rel_tol``
+        like a coefficient and the sum rounded down one ulp, so the row stays at least as wide as
+        a fresh ``upsert`` would make it (``|c + d| <= |c| + |d|``). Returns None, changing
+        nothing, when the caller must ``upsert`` instead: unknown key, an always-checked row, no
+        entry for ``symbol``, or a row whose shifts have widened it by more than
+        ``_SHIFT_BUDGET`` times its own band.
+        """
+        row = self._row.get(key)
+        sid = self._sym.get(symbol)
+        if row is None or sid is None or self._alw[row]:
+            return None
+        sids = self._es[row].tolist()
+        if sid not in sids:
+            return None
+        j = sids.index(sid)
+        d = float(delta)
+        widen = self.rel_tol * abs(d)
+        spent = self._drift.get(row, 0.0) + widen
+        lo = float(self._el[row, j])
+        if spent > _SHIFT_BUDGET * self.rel_tol * abs(lo) + self.abs_tol:
+            return None  # re-linearise: the band would keep growing with repeated shifts
+        new = math.nextafter(lo + (d - widen), -math.inf)
+        self._el[row, j] = new
+        self._drift[row] = spent  # after _settle1 (which does not release): kept
+        los = self._el[row].tolist()
+        pms = self._ep[row].tolist() if self._ep is not None else None
+        ent = [(s, los[i], math.inf if pms is None else pms[i]) for i, s in enumerate(sids) if s]
+        return self._settle1(row, ent, float(self._c[row]))
 
     def remove(self, key: str) -> None:
         """Forget the bucket (closed account, emptied bucket); unknown keys are ignored."""

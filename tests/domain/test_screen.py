@@ -423,3 +423,65 @@ def test_band_edges_at_scale_never_miss_a_row_below_zero(
     assert st_["edges"] <= 2 * (2 * st_["entries"] + 2 * len(syms) * 1024)
     sc.resync()
     assert sc.stats()["dead_entries"] == 0
+
+
+# ---------------------------------------------------------------- shift: one term moved in place
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(books(), st.lists(st.tuples(st.integers(0, 11), st.integers(-10**6, 10**6)), min_size=1, max_size=25),
+       moves)
+def test_shift_keeps_a_row_at_least_as_conservative_as_a_fresh_upsert(
+    book: list[tuple[Bucket, bool]], deltas: list[tuple[int, int]], path: list[tuple[str, int]]
+) -> None:
+    from keeper.domain.screen import balance_weight
+
+    sc, fresh = Screen(), Screen()
+    prices = dict(BASE)
+    for i, (b, lending) in enumerate(book):
+        sc.upsert(f"{i:02d}/cross", b, MARKETS, ASSETS, prices, lending)
+    shifted = 0
+    for (i, cents), (sym, bp) in zip(deltas, path * len(deltas), strict=False):
+        if i >= len(book):
+            continue
+        b, lending = book[i]
+        key = f"{i:02d}/cross"
+        old = b.balances.get("USDC", D(0))
+        new = old + D(cents) / 100
+        if not old or not new or (old > 0) != (new > 0):
+            continue  # the caller re-linearises when a balance comes, goes or changes sign
+        b.balances["USDC"] = new
+        w = balance_weight(ASSETS["USDC"], new > 0, lending)
+        flagged = sc.shift(key, "USDC", (new - old) * w)
+        if flagged is None:
+            flagged = sc.upsert(key, b, MARKETS, ASSETS, prices, lending)
+        else:
+            shifted += 1
+        assert flagged or not liquidatable(b, prices, lending)
+        fresh.upsert(key, b, MARKETS, ASSETS, prices, lending)
+        assert sc.headroom(key) <= fresh.headroom(key) + 1e-9 * float(magnitude(b, prices, lending))
+        prices[sym] = BASE[sym] * (1 + D(bp) / 10_000)
+        got = set(sc.candidates(sym, prices[sym]))
+        fresh.candidates(sym, prices[sym])
+        for j, (bj, lj) in enumerate(book):
+            if liquidatable(bj, prices, lj):
+                assert sc.check(f"{j:02d}/cross")
+                if sym in bj.symbols():
+                    assert f"{j:02d}/cross" in got
+
+
+def test_shift_declines_what_it_cannot_move_in_place() -> None:
+    sc = Screen()
+    prices = {"BTC": D(60000), "USDC": D(1)}
+    sc.upsert("a/cross", long_btc("6000"), MARKETS, ASSETS, prices, False)
+    sc.upsert("n/cross", long_btc("6000"), MARKETS, ASSETS, prices, False, always_check=True)
+    assert sc.shift("zz/cross", "USDC", D(1)) is None      # unknown bucket
+    assert sc.shift("a/cross", "WETH", D(1)) is None       # no entry for the symbol
+    assert sc.shift("n/cross", "USDC", D(1)) is None       # always checked
+    h0 = sc.headroom("a/cross")
+    assert sc.shift("a/cross", "USDC", D(-500)) is False   # slack 6000 - 300 - 500 > 0
+    assert sc.headroom("a/cross") == pytest.approx(h0 - 500)
+    assert sc.shift("a/cross", "USDC", D(-5300)) is True   # now 6000 - 300 - 5800 < 0
+    assert sc.check("a/cross")
+    # repeated shifts spend the row's band: past it, the caller must upsert again
+    assert any(sc.shift("a/cross", "USDC", D(10**6) * (-1) ** k) is None for k in range(50))

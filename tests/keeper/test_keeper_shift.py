@@ -1,0 +1,107 @@
+"""Balance-only account events move the screen row by one term (``Screen.shift``), not a re-linearise:
+the decisions and snapshots must be those of a core that checks every bucket exactly."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from keeper_scenarios import Log, lending_account, lending_assets, perp_account, perp_market, record_live
+from test_keeper_batch import _ExactEverywhere, _per_entry
+
+from keeper.domain import events as ev
+from keeper.domain.decide import KeeperCore, KeeperParams
+
+D = Decimal
+PERP = KeeperParams(profile="generic-perp", mode="live")
+PAPER = KeeperParams(profile="generic-perp", mode="paper")
+AAVE = KeeperParams(profile="aave-v3.3", mode="live")
+
+# (kind, account index, amount in cents): deposits, withdrawals, borrows, repays, funding of
+# either sign; amounts from a cent to more than any bucket holds, so balances cross zero too
+flows = st.lists(st.tuples(st.sampled_from(["deposit", "withdraw", "borrow", "repay", "funding"]),
+                           st.integers(0, 9), st.integers(1, 400_000)), max_size=40)
+moves = st.lists(st.tuples(st.sampled_from(["BTC", "ETH", "WETH"]), st.integers(-300, 200)), min_size=5,
+                 max_size=60)
+
+
+def build(lending: bool, flow: list[tuple[str, int, int]], path: list[tuple[str, int]]) -> Log:
+    log = Log()
+    prices = {"BTC": D(20000), "ETH": D(2000), "WETH": D(2000)}
+    if lending:
+        lending_assets(log)
+    else:
+        perp_market(log, "BTC")
+        perp_market(log, "ETH")
+    log.price("USDC", "1")
+    for sym, p in prices.items():
+        log.price(sym, p)
+    for i in range(10):
+        if lending:
+            lending_account(log, f"h{i}", "cross", str(1 + i % 3), str(1400 + 150 * i))
+        else:
+            sym = "BTC" if i % 2 else "ETH"
+            size = D(i - 5 or 1) / 10
+            perp_account(log, f"h{i}", "cross", sym, str(size), str(prices[sym]),
+                         str(abs(size) * prices[sym] / (3 + i)))
+    steps = max(len(flow), len(path))
+    for k in range(steps):
+        if k < len(path):
+            sym, bp = path[k]
+            prices[sym] = (prices[sym] * (1 + D(bp) / 10000)).quantize(D("0.01"))
+            log.price(sym, prices[sym])
+        if k < len(flow):
+            kind, i, cents = flow[k]
+            amount = D(cents) / 100
+            if kind == "funding":
+                log.add(ev.FundingApplied, account=f"h{i}", bucket="cross", market="BTC", asset="USDC",
+                        amount=amount if cents % 2 else -amount)
+            else:
+                cls = {"deposit": ev.Deposit, "withdraw": ev.Withdraw, "borrow": ev.Borrow,
+                       "repay": ev.Repay}[kind]
+                log.add(cls, account=f"h{i}", bucket="cross", asset="USDC", amount=amount)
+    return log
+
+
+@settings(max_examples=40, deadline=None)
+@given(lending=st.booleans(), paper=st.booleans(), flow=flows, path=moves, seed=st.integers(0, 1000))
+def test_shifted_rows_decide_what_exact_checks_of_every_bucket_decide(
+        lending: bool, paper: bool, flow: list[tuple[str, int, int]], path: list[tuple[str, int]],
+        seed: int) -> None:
+    params = AAVE if lending else PAPER if paper else PERP
+    entries = record_live(build(lending, flow, path).entries, KeeperCore(params), seed)
+    screened, oracle = KeeperCore(params), _ExactEverywhere(params)
+    assert _per_entry(screened, entries) == _per_entry(oracle, entries)
+    assert screened.snapshot() == oracle.snapshot()
+
+
+def test_a_withdrawal_that_breaches_is_decided_at_that_entry_through_a_shift() -> None:
+    log = Log()
+    perp_market(log, "BTC")
+    log.price("USDC", "1")
+    log.price("BTC", "20000")
+    perp_account(log, "a", "cross", "BTC", "1", "20000", "1500")  # MM 1000: slack 500
+    core = KeeperCore(PERP)
+    for entry_id, event in log.entries:
+        core.handle(entry_id, event)
+    row = core.screen._row["a/cross"]
+    shifted = core.screen.shift
+    calls: list[bool | None] = []
+
+    def spy(key: str, symbol: str, delta: Decimal) -> bool | None:
+        calls.append(shifted(key, symbol, delta))
+        return calls[-1]
+
+    core.screen.shift = spy  # type: ignore[method-assign]
+    ok = log.add(ev.Withdraw, account="a", bucket="cross", asset="USDC", amount=D(499))
+    assert core.handle(ok, log.entries[-1][1]) == []
+    bad = log.add(ev.Withdraw, account="a", bucket="cross", asset="USDC", amount=D(2))
+    out = core.handle(bad, log.entries[-1][1])
+    assert calls == [False, True]  # both moved the row by one term, the second flagged it
+    assert core.screen._row["a/cross"] == row
+    assert [e.event_id for e in out] == [f"liq:a/cross@{bad}"]
+    # the balance gone entirely: the asset leaves the bucket, a full re-linearise (no shift)
+    gone = log.add(ev.Withdraw, account="a", bucket="cross", asset="USDC", amount=D(999))
+    core.handle(gone, log.entries[-1][1])
+    assert calls == [False, True]
