@@ -723,11 +723,24 @@ class Screen:
             return None  # re-linearise: the band would keep growing with repeated shifts
         new = math.nextafter(lo + (d - widen), -math.inf)
         self._el[row, j] = new
-        self._drift[row] = spent  # after _settle1 (which does not release): kept
+        self._drift[row] = spent
         los = self._el[row].tolist()
         pms = self._ep[row].tolist() if self._ep is not None else None
         ent = [(s, los[i], math.inf if pms is None else pms[i]) for i, s in enumerate(sids) if s]
-        return self._settle1(row, ent, float(self._c[row]))
+        c = float(self._c[row])
+        if new >= lo:
+            # the row only gained (prices are positive): its headroom is at least the old one at
+            # every price, so the bands it holds (or its empty band, if flagged) stay valid
+            price = self._price
+            h = c
+            broken = False
+            for s, coef, pmax in ent:
+                p = price[s]
+                h += coef * p
+                if p > pmax:
+                    broken = True
+            return broken or not h >= 0
+        return self._settle1(row, ent, c)
 
     def remove(self, key: str) -> None:
         """Forget the bucket (closed account, emptied bucket); unknown keys are ignored."""
