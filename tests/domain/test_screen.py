@@ -459,7 +459,8 @@ def test_shift_keeps_a_row_at_least_as_conservative_as_a_fresh_upsert(
             shifted += 1
         assert flagged or not liquidatable(b, prices, lending)
         fresh.upsert(key, b, MARKETS, ASSETS, prices, lending)
-        assert sc.headroom(key) <= fresh.headroom(key) + 1e-9 * float(magnitude(b, prices, lending))
+        if "TIER" not in b.positions:  # a tier band is chosen at the upsert's price: not comparable
+            assert sc.headroom(key) <= fresh.headroom(key) + 1e-9 * float(magnitude(b, prices, lending))
         prices[sym] = BASE[sym] * (1 + D(bp) / 10_000)
         got = set(sc.candidates(sym, prices[sym]))
         fresh.candidates(sym, prices[sym])
