@@ -190,6 +190,14 @@ class KeeperCore:
         self.rechecked_last = 0
         if not keys:
             return []
+        cleared = self._cleared
+        if (cleared is not None and not self.state.unsafe and cleared not in self._episodes
+                and cleared not in self._settling and keys == (cleared,)):
+            # an account event of a bucket the screen cleared (the most frequent case): _decide
+            # would change nothing. The screen flags a bucket with a symbol it has no price for,
+            # and has a price only where the state does (positive), so no guard would fire;
+            # with no episode or settling entry there is nothing to drop and nothing to decide
+            return []
         return list(self._decide(keys, entry_id, event))
 
     def handle_batch(self, entries: Sequence[tuple[str, ev.Event]]) -> list[ev.Event]:
