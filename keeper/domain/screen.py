@@ -201,10 +201,12 @@ class _Edges:
     ``pend``, unsorted batches from settles since the last probe; and ``tail``, a Python list of
     single pushes (upserts). An edge whose generation is not its row's current one is stale (the
     row was settled again or removed): skipped when crossed, dropped when compacted. ``top`` is
-    an upper bound of every key, so a probe that cannot cross anything touches no array.
+    an upper bound of every key, so a probe that cannot cross anything touches no array;
+    ``tail_top`` and ``pend_top`` bound the tail's and the pending batches' keys, so a probe that
+    crosses only sorted edges leaves those two levels alone.
     """
 
-    __slots__ = ("g", "k", "npend", "pend", "r", "sg", "sk", "sr", "tail", "top")
+    __slots__ = ("g", "k", "npend", "pend", "pend_top", "r", "sg", "sk", "sr", "tail", "tail_top", "top")
 
     def __init__(self) -> None:
         self.k: F64 = _EF
@@ -217,27 +219,37 @@ class _Edges:
         self.npend = 0
         self.tail: list[tuple[float, int, int]] = []
         self.top = -math.inf
+        self.tail_top = -math.inf
+        self.pend_top = -math.inf
 
     def __len__(self) -> int:
         return self.k.size + self.sk.size + self.npend + len(self.tail)
 
     def push(self, key: float, row: int, gen: int) -> None:
         self.tail.append((key, row, gen))
-        self.top = max(self.top, key)
+        if key > self.tail_top:
+            self.tail_top = key
+            if key > self.top:  # noqa: PLR1730 (hot path: no call)
+                self.top = key
         if len(self.tail) >= _TAIL:
             self._flush_tail()
+            if self.npend > max(_SMALL, self.k.size >> 4):
+                self._merge(*self._take_pending())
 
     def push_many(self, keys: F64, rows: I32, gens: I32, top: float) -> None:
         """Queue a batch of edges (``top``: their largest key); merged at the next probe."""
         self.pend.append((keys, rows, gens))
         self.npend += keys.size
         self.top = max(self.top, top)
+        self.pend_top = max(self.pend_top, top)
         if self.npend > max(_SMALL, self.k.size >> 4):
             self._merge(*self._take_pending())
 
     def _flush_tail(self) -> None:
         k, r, g = zip(*self.tail, strict=True)
         self.tail = []
+        self.pend_top = max(self.pend_top, self.tail_top)
+        self.tail_top = -math.inf
         self.pend.append((np.array(k, np.float64), np.array(r, np.int32), np.array(g, np.int32)))
         self.npend += len(k)
 
@@ -247,6 +259,7 @@ class _Edges:
         pend = self.pend
         self.pend = []
         self.npend = 0
+        self.pend_top = -math.inf
         if len(pend) <= 1:
             return pend[0] if pend else (_EF, _EI, _EI)
         k, r, g = zip(*pend, strict=True)
@@ -269,21 +282,26 @@ class _Edges:
         self.sk, self.sr, self.sg = _EF, _EI, _EI
         self.pend, self.npend, self.tail = [], 0, []
         self.top = float(self.k[-1]) if self.k.size else -math.inf
+        self.tail_top = self.pend_top = -math.inf
 
     def pop(self, x: float, pairs: list[tuple[int, int]]) -> tuple[list[I32], list[I32]]:
         """Remove the edges with ``key > x``; returns their ``(rows, generations)`` as arrays and
         appends those of the tail (single pushes, filtered in Python) to ``pairs``."""
         rows: list[I32] = []
         gens: list[I32] = []
-        if self.tail:
+        if self.tail_top > x:
             left = []
+            top = -math.inf
             for e in self.tail:
                 if e[0] > x:
                     pairs.append((e[1], e[2]))
                 else:
                     left.append(e)
+                    if e[0] > top:  # noqa: PLR1730 (hot path: no call)
+                        top = e[0]
             self.tail = left
-        if self.pend:
+            self.tail_top = top
+        if self.pend_top > x:
             k, r, g = self._take_pending(tail=False)
             hit = k > x
             if hit.any():
@@ -792,7 +810,10 @@ class Screen:
                     gens.append(np.array([p[1] for p in pairs], np.int32))
                 rr = rows[0] if len(rows) == 1 else np.concatenate(rows)
                 gg = gens[0] if len(gens) == 1 else np.concatenate(gens)
-                hit = np.unique(rr[ver[rr] == gg]).tolist()
+                if rr.size <= _SMALL_SETTLE:  # a few: Python beats numpy's per-call cost
+                    hit = sorted({r for r, g in zip(rr.tolist(), gg.tolist(), strict=True) if ver[r] == g})
+                else:
+                    hit = np.unique(rr[ver[rr] == gg]).tolist()
             else:
                 hit = sorted({r for r, g in pairs if ver[r] == g})
             if len(hit) < _SMALL_SETTLE:
