@@ -736,15 +736,14 @@ class Screen:
         d = float(delta)
         widen = self.rel_tol * abs(d)
         spent = self._drift.get(row, 0.0) + widen
-        lo = float(self._el[row, j])
+        los = self._el[row].tolist()
+        lo = los[j]
         if spent > _SHIFT_BUDGET * self.rel_tol * abs(lo) + self.abs_tol:
             return None  # re-linearise: the band would keep growing with repeated shifts
         new = math.nextafter(lo + (d - widen), -math.inf)
-        self._el[row, j] = new
+        self._el[row, j] = los[j] = new
         self._drift[row] = spent
-        los = self._el[row].tolist()
         pms = self._ep[row].tolist() if self._ep is not None else None
-        ent = [(s, los[i], math.inf if pms is None else pms[i]) for i, s in enumerate(sids) if s]
         c = float(self._c[row])
         if new >= lo:
             # the row only gained (prices are positive): its headroom is at least the old one at
@@ -752,12 +751,14 @@ class Screen:
             price = self._price
             h = c
             broken = False
-            for s, coef, pmax in ent:
-                p = price[s]
-                h += coef * p
-                if p > pmax:
-                    broken = True
+            for i, s in enumerate(sids):
+                if s:
+                    p = price[s]
+                    h += los[i] * p
+                    if pms is not None and p > pms[i]:
+                        broken = True
             return broken or not h >= 0
+        ent = [(s, los[i], math.inf if pms is None else pms[i]) for i, s in enumerate(sids) if s]
         return self._settle1(row, ent, c)
 
     def remove(self, key: str) -> None:
@@ -772,7 +773,9 @@ class Screen:
     # ------------------------------------------------------------------ ticks
 
     def _tick(self, symbol: str, price: Decimal | float) -> list[int]:
-        new = _checked_price(price)
+        new = float(price)  # _checked_price inlined (every tick)
+        if not 0.0 < new < math.inf:
+            raise ValueError(f"price must be finite and > 0, got {price}")
         if self.resync_every and self.ticks_since_resync >= self.resync_every:
             self.resync()
         self.ticks_since_resync += 1
