@@ -24,7 +24,6 @@ import asyncio
 import contextlib
 import os
 import socket
-import time
 from collections.abc import Awaitable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,6 +34,7 @@ import structlog
 from keeper.app.config import Config, FeedSource
 from keeper.app.keeper_role import core_factory
 from keeper.app.metrics import Metrics
+from keeper.clock import wall_clock_us
 from keeper.domain import events as ev
 from keeper.domain.decide import KeeperCore, KeeperParams
 from keeper.errors import ConfigError
@@ -70,11 +70,6 @@ _PARSERS = {"binance": parsers.binance_mark_price, "bybit": parsers.bybit_ticker
             "hyperliquid": parsers.hyperliquid_all_mids, "coinbase": parsers.coinbase_ticker}
 
 
-def wall_us() -> int:
-    """The shell's clock (the core never reads it)."""
-    return time.time_ns() // 1000
-
-
 class StampingLog:
     """The keeper's view of the log: stamps ``ts_ingest`` on the intents it appends, so that
     tick-to-intent latency is in the log itself (the pure core cannot read a clock).
@@ -106,7 +101,7 @@ class StampingLog:
         return entries, pos
 
     async def append(self, events: Sequence[ev.Event]) -> list[str | None]:
-        now = wall_us()
+        now = wall_clock_us()
         out = [msgspec.structs.replace(e, ts_ingest=now) if type(e) is ev.LiquidationIntended
                and e.ts_ingest == 0 else e for e in events]
         ids = await self.inner.append(out)
@@ -342,7 +337,7 @@ class Daemon:
         last = min((p.core.offset for p in projs if p.core is not None), key=parse_id) if stopped \
             else None
         named = [(p.name, p.core.params) for p in projs if isinstance(p.core, KeeperCore)]
-        now = wall_us()
+        now = wall_clock_us()
         m = mf.live_manifest(
             named, source=log.key, first=first, last=None if last == "0-0" else last,
             entries=projs[0].applied, decisions=sum(p.appended for p in projs), status=status,
@@ -361,7 +356,7 @@ class Daemon:
                              pipeline=self.pipeline, max_pending=10_000)
         tasks = [self._spawn(self.ingest.run(), "ingest-writer")]
         if "feeds" in self.roles:
-            now = wall_us()
+            now = wall_clock_us()
             fixed = [ev.PriceUpdated(event_id=f"fixed:{sym}:{price}", ts_event=now, ts_ingest=now,
                                      symbol=sym, price=price, source="fixed")
                      for sym, price in sorted(cfg.feeds.fixed_prices.items())]

@@ -10,13 +10,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import heapq
-import time
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from keeper.app.metrics import Metrics
+from keeper.clock import wall_clock_us
 from keeper.domain import events as ev
 from keeper.domain.decide import KeeperCore
 from keeper.domain.margin import evaluate, liquidation_price
@@ -150,7 +150,7 @@ class Status:
 
     def metrics(self) -> Metrics:
         m = self.daemon.metrics
-        now = time.time_ns() // 1000
+        now = wall_clock_us()
         for core in self.daemon.cores():
             for sym, t in core.state.price_time.items():
                 m.feed_staleness.set(max(now - t, 0) / 1e6, sym)
@@ -229,7 +229,7 @@ class Status:
         return out
 
     async def feeds(self) -> list[dict[str, Any]]:
-        now = time.time_ns() // 1000
+        now = wall_clock_us()
         cores = self.daemon.cores()
         if not cores:
             return []
@@ -241,14 +241,14 @@ class Status:
                 for sym in sorted(s.prices)]
 
     async def pause(self, scope: str, reason: str) -> str | None:
-        now = time.time_ns() // 1000
+        now = wall_clock_us()
         ids = await self.log.append([ev.KeeperPaused(event_id=f"pause:{scope}:{now}", ts_event=now,
                                                      ts_ingest=now, scope=scope, reason=reason)])
         _log.warning("keeper_paused", scope=scope, reason=reason, entry_id=ids[0])
         return ids[0]
 
     async def resume(self, scope: str) -> str | None:
-        now = time.time_ns() // 1000
+        now = wall_clock_us()
         ids = await self.log.append([ev.KeeperResumed(event_id=f"resume:{scope}:{now}", ts_event=now,
                                                       ts_ingest=now, scope=scope)])
         _log.info("keeper_resumed", scope=scope, entry_id=ids[0])

@@ -52,19 +52,22 @@ def decode(payload: bytes | str) -> Event:
         event = _decoder.decode(payload)
     except msgspec.ValidationError as exc:
         # An older version may not fit today's class: look at its type and version first.
-        old = _old_version(payload)
+        old = _upcast(payload)
         if old is not None:
-            return _upcast(payload, *old)
+            return old
         raise _classify(exc) from None
     except msgspec.DecodeError as exc:
         raise DecodeError("bad_json", str(exc)) from None
-    current = _CURRENT[type(event)]
-    if event.v == current:
+    if event.v == _CURRENT[type(event)]:
         return event
-    return _upcast(payload, type(event), event.v, current)
+    upcast = _upcast(payload)
+    assert upcast is not None  # its version differs from the current one
+    return upcast
 
 
-def _old_version(payload: bytes | str) -> tuple[type[Event], int, int] | None:
+def _upcast(payload: bytes | str) -> Event | None:
+    """The payload converted from its own version to the current one; None when it is not a
+    known type at another version (then the typed decoder's error stands)."""
     try:
         raw = _raw_decoder.decode(payload)
     except msgspec.MsgspecError:
@@ -73,14 +76,10 @@ def _old_version(payload: bytes | str) -> tuple[type[Event], int, int] | None:
     v = raw.get("v", 1)
     if cls is None or not isinstance(v, int) or v == _CURRENT[cls]:
         return None
-    return cls, v, _CURRENT[cls]
-
-
-def _upcast(payload: bytes | str, cls: type[Event], v: int, current: int) -> Event:
+    current = _CURRENT[cls]
     tag = str(cls.__struct_config__.tag)
     if v > current or v < 1:
         raise DecodeError("unknown_version", f"{tag} v{v} (this keeper reads up to v{current})")
-    raw = _raw_decoder.decode(payload)
     while v < current:
         fn = _UPCASTERS.get((tag, v))
         if fn is None:

@@ -86,10 +86,6 @@ class Bucket(msgspec.Struct, gc=False, forbid_unknown_fields=True):
     balances: dict[str, Decimal] = msgspec.field(default_factory=dict)
     positions: dict[str, Position] = msgspec.field(default_factory=dict)
 
-    @property
-    def is_cross(self) -> bool:
-        return self.name == CROSS
-
     def symbols(self) -> list[str]:
         """Every market and asset whose price moves this bucket's health, sorted."""
         return sorted({*self.balances, *self.positions})

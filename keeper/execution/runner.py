@@ -40,12 +40,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
 
+from keeper.clock import wall_clock_us
 from keeper.domain import events as ev
 from keeper.domain import guards
 from keeper.errors import LogUnavailable, PermanentError, TransientError
@@ -58,11 +58,6 @@ from keeper.store.redis_log import RedisEventLog, wrap_errors
 CRASH_ENV = "KEEPER_TEST_CRASH_AT"
 _REDIS_RETRIES = 8
 _log = structlog.get_logger()
-
-
-def wall_clock_us() -> int:
-    """Microseconds since the epoch (the shell's clock; the core never reads it)."""
-    return time.time_ns() // 1000
 
 
 def _is_live_intent(entry: LogEntry) -> bool:

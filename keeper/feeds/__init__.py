@@ -9,10 +9,11 @@ The pieces, in the order a frame meets them::
 ``recorded.Player`` feeds quotes from recorded files into the same ``Ingest``.
 """
 
+from keeper.clock import SystemClock
 from keeper.feeds.backoff import Backoff, jittered_exponential, no_delay
 from keeper.feeds.combine import MarketCombiner, MarketLimits, median
 from keeper.feeds.guards import OrderGuard, check_value, exponent_check
-from keeper.feeds.ingest import Ingest, LogSink, SystemClock
+from keeper.feeds.ingest import Ingest, LogSink
 from keeper.feeds.parsers import (
     JsonPaths,
     ParseError,

@@ -18,13 +18,13 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
 import structlog
 
+from keeper.clock import SystemClock
 from keeper.domain.events import Event, PriceUpdated
 from keeper.errors import LogError
 from keeper.feeds.backoff import Backoff, jittered_exponential
@@ -42,16 +42,6 @@ class LogSink(Protocol):
     async def append(self, events: Sequence[Event]) -> list[str | None]: ...
 
     async def dead_letter(self, source: str, reason: str, detail: str, payload: bytes) -> object: ...
-
-
-class SystemClock:
-    """The wall clock (the edge of the system: only shells use it, never the core)."""
-
-    def now_us(self) -> int:
-        return time.time_ns() // 1000
-
-    def monotonic(self) -> float:
-        return time.monotonic()
 
 
 class Ingest:

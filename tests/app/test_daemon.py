@@ -93,7 +93,7 @@ async def test_admin_serves_real_metrics_from_the_running_daemon(redis_url: str,
 
     import aiohttp
 
-    from keeper.app.daemon import wall_us
+    from keeper.clock import wall_clock_us
     from tests.replay.scenario import account_events, crash_ticks, setup_events
 
     log = await RedisEventLog.connect(redis_url)
@@ -103,7 +103,7 @@ async def test_admin_serves_real_metrics_from_the_running_daemon(redis_url: str,
     task = asyncio.create_task(daemon.run(stop))
     try:
         await asyncio.wait_for(daemon.started.wait(), 15)
-        now = wall_us()
+        now = wall_clock_us()
         ticks = [msgspec.structs.replace(t, ts_ingest=now) for t in crash_ticks()]
         await log.append([*setup_events(), *account_events()])
         await log.append_raw([b"not an event"])  # dead-lettered when the keeper reads it
