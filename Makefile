@@ -8,7 +8,10 @@ export KEEPER_SHARED_DIR ?= $(abspath ../shared)
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# setup.py compiles these with mypyc: a changed source means a rebuild (keeper/_compiled.py)
+COMPILED := keeper/domain/screen.py keeper/domain/decide.py
+
+$(VENV)/.installed: pyproject.toml setup.py $(COMPILED)
 	@scripts/ensure-system.sh python
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
@@ -42,4 +45,4 @@ bench: setup redis
 	$(PY) bench/run.py
 
 clean:
-	rm -rf $(VENV) .keeper .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .keeper .pytest_cache .mypy_cache .ruff_cache build *__mypyc*.so keeper/domain/*.so

@@ -34,6 +34,7 @@ import time
 from collections.abc import Sequence
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import msgspec
@@ -147,21 +148,29 @@ class TimedLog:
         return ids
 
 
-class CountingCore(KeeperCore):
+class CountingCore:
+    """A ``KeeperCore`` that counts, per tick, the buckets re-checked and exposed (a wrapper:
+    ``KeeperCore`` may be compiled, and compiled classes take no Python subclasses)."""
+
+    FORMAT = KeeperCore.FORMAT
+
     def __init__(self, params: KeeperParams, state: st.State, rechecked: list[int],
                  exposed: list[int]) -> None:
-        super().__init__(params, state)
+        self.core = KeeperCore(params, state)
         self._rechecked, self._exposed_n = rechecked, exposed
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.core, name)
 
     def handle_batch(self, entries: Sequence[tuple[str, ev.Event]]) -> list[ev.Event]:
         # the projector's path (handle_batch), one entry at a time so each tick is counted
         out: list[ev.Event] = []
         for entry in entries:
-            out.extend(super().handle_batch([entry]))
+            out.extend(self.core.handle_batch([entry]))
             event = entry[1]
             if type(event) is ev.PriceUpdated:
-                self._rechecked.append(self.rechecked_last)
-                self._exposed_n.append(len(self.exposed(event.symbol)))  # type: ignore[attr-defined]
+                self._rechecked.append(self.core.rechecked_last)
+                self._exposed_n.append(len(self.core.exposed(event.symbol)))
         return out
 
 

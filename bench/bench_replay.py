@@ -41,6 +41,7 @@ from pathlib import Path
 
 import structlog
 
+from keeper import _compiled
 from keeper.domain import events as ev
 from keeper.domain.codec import encode
 from keeper.domain.decide import KeeperCore, KeeperParams
@@ -181,6 +182,7 @@ def _px(x: float) -> Decimal:
 
 def main() -> None:
     structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
+    print(f"# compiled (mypyc): {', '.join(_compiled.compiled()) or 'nothing: pure Python'}")
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "log.ndjson"
         t0 = time.perf_counter()
@@ -220,12 +222,22 @@ def main() -> None:
 
 
 def _id_at(path: Path, n: int) -> str:
-    """The entry id of the ``n``-th line of an export."""
+    """The id of the last entry of the ``n``-th line's millisecond: a venue entry and what
+    follows from it (its intents, fills, confirmations) share one, so a replay cut there never
+    leaves a decision on one side and its recorded intent on the other."""
+    last = None
     with path.open("rb") as f:
         for i, line in enumerate(f, 1):
+            entry_id = line[7:line.index(b'"', 7)].decode()
             if i == n:
-                return line[7:line.index(b'"', 7)].decode()
-    raise ValueError(f"{path} has fewer than {n} lines")
+                last = entry_id
+            elif last is not None:
+                if entry_id.partition("-")[0] != last.partition("-")[0]:
+                    return last
+                last = entry_id
+    if last is None:
+        raise ValueError(f"{path} has fewer than {n} lines")
+    return last
 
 
 def profile(path: Path, warm: int = 300_000, measured: int = 100_000) -> None:

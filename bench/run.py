@@ -20,6 +20,9 @@ def main() -> int:
     if wanted:
         files = [f for f in files if f.stem.removeprefix("bench_") in wanted]
     print(f"# machine: {platform.machine()} {platform.processor() or ''} python {platform.python_version()}")
+    from keeper import _compiled  # after the machine line: a stale build refuses to import
+
+    print(f"# compiled (mypyc): {', '.join(_compiled.compiled()) or 'nothing: pure Python'}")
     failed = 0
     for f in files:
         print(f"# {f.stem}", flush=True)

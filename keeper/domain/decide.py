@@ -40,7 +40,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Iterable, Sequence
 from decimal import Decimal
-from typing import Literal
+from typing import ClassVar
 
 import msgspec
 
@@ -49,10 +49,12 @@ from keeper.domain import guards
 from keeper.domain import state as st
 from keeper.domain.margin import evaluate, get_profile, plan_liquidation
 from keeper.domain.model import bucket_key
+from keeper.domain.params import CoreSnapshot, KeeperParams
 from keeper.domain.screen import Screen, balance_weight, screen_mode
 from keeper.errors import KeeperError
 
-Mode = Literal["live", "paper"]
+__all__ = ["CORE_FORMAT", "KeeperCore", "KeeperParams", "bucket_of_intent", "decide_log", "intent_id"]
+
 _ENGINE_ERRORS = (KeeperError, ArithmeticError, ValueError)
 _LIQUIDATION_EFFECTS = (ev.PositionChanged, ev.Repay, ev.Withdraw)
 """What the engine may raise on one bucket's data: counted and skipped, never allowed to stop
@@ -62,28 +64,6 @@ _BALANCE_SIGN: dict[type, int] = {ev.Deposit: 1, ev.Repay: 1, ev.FundingApplied:
 """Account events that only move one balance, and the sign of ``amount`` in that move."""
 CORE_FORMAT = 1000 + st.STATE_FORMAT
 """Snapshot format of a keeper core (distinct from a plain projection's)."""
-
-
-class KeeperParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """How the keeper decides. Frozen; unknown keys are rejected by name when decoded.
-
-    - ``profile``: the margin profile (``keeper.domain.margin.get_profile``);
-    - ``mode``: ``paper`` (default: decide and record, submit nothing) or ``live``;
-    - ``min_profit``: USD the liquidation bonus (net of the protocol fee) must cover, checked
-      only where the plan carries a bonus;
-    - ``cap_count`` / ``cap_notional``: live decisions (count, USD notional) allowed per
-      ``cap_interval_us`` of log time (``ts_event``); None: no cap;
-    - ``intent_ttl_us``: the expiry rule the runner applies: an intent not submitted within
-      this long after its trigger's ``ts_event`` is expired.
-    """
-
-    profile: str
-    mode: Mode = "paper"
-    min_profit: Decimal = Decimal(0)
-    cap_count: int | None = None
-    cap_notional: Decimal | None = None
-    cap_interval_us: int = 60_000_000
-    intent_ttl_us: int = 60_000_000
 
 
 def intent_id(account: str, bucket: str, trigger: str) -> str:
@@ -96,18 +76,8 @@ def bucket_of_intent(intent: str) -> str:
     return intent.removeprefix("liq:").rpartition("@")[0]
 
 
-class _Saved(msgspec.Struct, forbid_unknown_fields=True):
-    profile: str
-    state: st.State
-    episodes: dict[str, str]
-    window: list[tuple[int, Decimal]]
-    pending: list[ev.LiquidationIntended]
-    settling: dict[str, tuple[str, int]] = msgspec.field(default_factory=dict)
-    effects: dict[str, str] = msgspec.field(default_factory=dict)
-
-
 _saved_encoder = msgspec.msgpack.Encoder()
-_saved_decoder = msgspec.msgpack.Decoder(_Saved)
+_saved_decoder = msgspec.msgpack.Decoder(CoreSnapshot)
 
 
 class _CapWindow:
@@ -144,7 +114,7 @@ class _CapWindow:
 class KeeperCore:
     """State + exposure index + decide. See the module docstring for the rules."""
 
-    FORMAT = CORE_FORMAT
+    FORMAT: ClassVar[int] = CORE_FORMAT
 
     def __init__(self, params: KeeperParams, state: st.State | None = None) -> None:
         self.params = params
@@ -160,6 +130,7 @@ class KeeperCore:
         self._exposure: dict[str, set[str]] = {}
         self._symbols_of: dict[str, tuple[str, ...]] = {}
         self.screen = Screen()
+        self.screen.refresh = self._reindex
         self._screen_mode = screen_mode(self.profile.kind, self.profile.model, self.profile.mm_at)
         self._cleared: str | None = None
         """A bucket the last account event touched and the screen cleared: healthy for sure, so
@@ -185,8 +156,7 @@ class KeeperCore:
         if type(event) is ev.LiquidationIntended:
             self._pending.pop(event.event_id, None)
         st.apply(self.state, entry_id, event)
-        self._cleared = None
-        keys = self._touched(event)
+        keys = self._touched(event)  # sets _cleared
         self.rechecked_last = 0
         if not keys:
             return []
@@ -241,7 +211,7 @@ class KeeperCore:
 
     def snapshot(self) -> bytes:
         """Everything that decides future output: state, episodes, cap window, pending."""
-        return _saved_encoder.encode(_Saved(self.params.profile, self.state, dict(self._episodes),
+        return _saved_encoder.encode(CoreSnapshot(self.params.profile, self.state, dict(self._episodes),
                                             self._window.items(), self.pending(),  # type: ignore[arg-type]
                                             dict(self._settling), dict(self._effects)))
 
@@ -267,9 +237,13 @@ class KeeperCore:
         return self._exposure.get(symbol, set())
 
     def _reindex(self, key: str) -> bool:
-        """Refresh the bucket's screen row and exposure; returns whether the screen flags it."""
+        """Refresh the bucket's screen row and exposure; returns whether the screen flags it.
+
+        Only buckets this core can decide on are indexed (see ``_decide``: a perp profile's have
+        positions, a lending profile's none); the others have no row and no exposure."""
         bucket = self.state.find_bucket(key)
-        new = tuple(bucket.symbols()) if bucket is not None else ()
+        new = (tuple(bucket.symbols()) if bucket is not None and bool(bucket.positions) != self._lending
+               else ())
         flagged = False
         if bucket is not None and new:
             lending, at_entry, always = self._screen_mode
@@ -295,29 +269,36 @@ class KeeperCore:
             self._symbols_of.pop(key, None)
         return flagged
 
-    def _shifted(self, key: str, event: ev.Event) -> bool | None:
-        """The screen row moved by one term (``Screen.shift``) when ``event`` only moved a balance
-        the bucket held before and holds after with the same sign (the bucket's symbols, hence
-        its exposure, are unchanged); whether it is flagged, or None: ``_reindex`` instead."""
-        sign = _BALANCE_SIGN.get(type(event))
-        if sign is None:
-            return None
-        assert isinstance(event, ev._AmountEvent | ev.FundingApplied)
+    def _balance_moved(self, key: str, event: ev._AmountEvent | ev.FundingApplied, sign: int) -> bool:
+        """The screen after ``event`` moved one balance of the bucket by ``sign * amount``;
+        whether it flags the bucket. Cheaper than ``_reindex`` where the bucket's symbols (hence
+        its exposure) are unchanged: a bucket this core does not index stays so (a balance does
+        not open or close positions); a balance that grew only raises the slack, so an unflagged
+        row may lag behind (``Screen.defer``); one that shrank and kept its sign moves one term
+        of the row (``Screen.shift``)."""
         bucket = self.state.find_bucket(key)
         if bucket is None:
-            return None
+            return self._reindex(key)
+        if bool(bucket.positions) == self._lending and key not in self._symbols_of:
+            return False
         asset = event.asset
         new = bucket.balances.get(asset)
         if new is None:
-            return None
+            return self._reindex(key)  # the asset went
         delta = event.amount if sign > 0 else -event.amount
         old = new - delta
-        if not old or (old > 0) != (new > 0):
-            return None  # the asset came or went, or the weight changes with the sign
+        if not old:
+            return self._reindex(key)  # the asset came
+        if delta > 0 and self.screen.defer(key):
+            return False
+        if (old > 0) != (new > 0):
+            return self._reindex(key)  # the weight changes with the sign
         w = balance_weight(self.state.assets.get(asset), new > 0, self._screen_mode[0])
-        return self.screen.shift(key, asset, delta * w)
+        moved = self.screen.shift(key, asset, delta * w)
+        return self._reindex(key) if moved is None else moved
 
     def _touched(self, event: ev.Event) -> Iterable[str]:
+        self._cleared = None
         t = type(event)
         if t is ev.PriceUpdated:
             assert isinstance(event, ev.PriceUpdated)
@@ -332,8 +313,11 @@ class KeeperCore:
             return flagged
         if isinstance(event, ev.ACCOUNT_EVENTS):
             key = bucket_key(event.account, event.bucket)
-            moved = self._shifted(key, event)
-            if moved is None:
+            sign = _BALANCE_SIGN.get(t)
+            if sign is not None:
+                assert isinstance(event, ev._AmountEvent | ev.FundingApplied)
+                moved = self._balance_moved(key, event, sign)
+            else:
                 moved = self._reindex(key)
             if not moved:
                 self._cleared = key
@@ -357,6 +341,8 @@ class KeeperCore:
                     self._settling[key] = (event.intent_id, self.state.log_time)
                     return ()
                 del self._effects[key]
+            if not self.screen.check(key):
+                self._cleared = key  # freed and healthy: nothing to confirm exactly
             return (key,)
         if t is ev.FeedRecovered:
             assert isinstance(event, ev.FeedRecovered)
@@ -384,7 +370,7 @@ class KeeperCore:
     def _decide(self, keys: Iterable[str], entry_id: str, trigger: ev.Event) -> Sequence[ev.Event]:
         s = self.state
         breaches = []
-        for key in sorted(keys):
+        for key in sorted(set(keys)):  # one decision per bucket, whatever the caller passed
             if key in s.busy:
                 continue
             settling = self._settling.get(key)
@@ -429,7 +415,7 @@ class KeeperCore:
         out: list[ev.Event] = []
         for _, key, bucket, health, symbols in breaches:
             try:
-                plan = plan_liquidation(self.profile, bucket, s.markets, s.assets, s.prices)
+                plan = plan_liquidation(self.profile, bucket, s.markets, s.assets, s.prices, health=health)
             except _ENGINE_ERRORS:
                 self._skip("engine_error")
                 continue

@@ -46,8 +46,9 @@ Pure: no I/O, no clock, no randomness. Results are sorted, so they are the same 
 
 from __future__ import annotations
 
+import heapq
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -198,8 +199,10 @@ class _Edges:
     top of the keys. Levels, like a small LSM tree, so pushes are cheap and a probe is
     O(log n + crossed + pending): a sorted ``main`` array; a sorted ``small`` one that pending
     edges are merged into at a probe (merged into ``main`` when it outgrows ``main / 16``);
-    ``pend``, unsorted batches from settles since the last probe; and ``tail``, a Python list of
-    single pushes (upserts). An edge whose generation is not its row's current one is stale (the
+    ``pend``, unsorted batches from settles since the last probe; and ``tail``, a heap of single
+    pushes (``(-key, row, generation)``: the largest key on top, so a probe pops exactly what it
+    crosses, never scanning the rest; the rows settled one at a time are the ones near their
+    edges, crossed again and again). An edge whose generation is not its row's current one is stale (the
     row was settled again or removed): skipped when crossed, dropped when compacted. ``top`` is
     an upper bound of every key, so a probe that cannot cross anything touches no array;
     ``tail_top`` and ``pend_top`` bound the tail's and the pending batches' keys, so a probe that
@@ -218,6 +221,7 @@ class _Edges:
         self.pend: list[tuple[F64, I32, I32]] = []
         self.npend = 0
         self.tail: list[tuple[float, int, int]] = []
+        """A heap of ``(-key, row, generation)``."""
         self.top = -math.inf
         self.tail_top = -math.inf
         self.pend_top = -math.inf
@@ -226,7 +230,7 @@ class _Edges:
         return self.k.size + self.sk.size + self.npend + len(self.tail)
 
     def push(self, key: float, row: int, gen: int) -> None:
-        self.tail.append((key, row, gen))
+        heapq.heappush(self.tail, (-key, row, gen))
         if key > self.tail_top:
             self.tail_top = key
             if key > self.top:  # noqa: PLR1730 (hot path: no call)
@@ -250,7 +254,7 @@ class _Edges:
         self.tail = []
         self.pend_top = max(self.pend_top, self.tail_top)
         self.tail_top = -math.inf
-        self.pend.append((np.array(k, np.float64), np.array(r, np.int32), np.array(g, np.int32)))
+        self.pend.append((-np.array(k, np.float64), np.array(r, np.int32), np.array(g, np.int32)))
         self.npend += len(k)
 
     def _take_pending(self, *, tail: bool = True) -> tuple[F64, I32, I32]:
@@ -286,21 +290,17 @@ class _Edges:
 
     def pop(self, x: float, pairs: list[tuple[int, int]]) -> tuple[list[I32], list[I32]]:
         """Remove the edges with ``key > x``; returns their ``(rows, generations)`` as arrays and
-        appends those of the tail (single pushes, filtered in Python) to ``pairs``."""
+        appends those of the tail (single pushes, popped off its heap) to ``pairs``."""
         rows: list[I32] = []
         gens: list[I32] = []
         if self.tail_top > x:
-            left = []
-            top = -math.inf
-            for e in self.tail:
-                if e[0] > x:
-                    pairs.append((e[1], e[2]))
-                else:
-                    left.append(e)
-                    if e[0] > top:  # noqa: PLR1730 (hot path: no call)
-                        top = e[0]
-            self.tail = left
-            self.tail_top = top
+            heap = self.tail
+            nx = -x
+            pop = heapq.heappop
+            while heap and heap[0][0] < nx:
+                _, row, gen = pop(heap)
+                pairs.append((row, gen))
+            self.tail_top = -heap[0][0] if heap else -math.inf
         if self.pend_top > x:
             k, r, g = self._take_pending(tail=False)
             hit = k > x
@@ -367,8 +367,8 @@ def _merged(a: tuple[F64, I32, I32], b: tuple[F64, I32, I32]) -> tuple[F64, I32,
 
 _EF: F64 = np.zeros(0, np.float64)
 _EI: I32 = np.zeros(0, np.int32)
-_TAIL = 64
-"""Single pushes kept in a Python list before they are merged as one batch."""
+_TAIL = 1024
+"""Single pushes kept in the tail's heap before they are merged as one batch."""
 _SMALL = 4096
 _MAX_WIDTH = 16
 """Symbols a row can hold in the arrays; a bucket exposed to more is always a candidate."""
@@ -399,7 +399,7 @@ class Screen:
         self._price: list[float] = [1.0]
         """Per symbol id its current price (NaN: none yet); id 0 is the placeholder."""
         self._px: F64 = np.ones(8)
-        """``_price`` as an array, for gathers over many rows."""
+        """``_price`` as an array, for gathers over many rows (copied from ``_price`` before each)."""
         self._moves: list[int] = [0]
         self._wt: list[float] = [0.0]
         """Budget weight per symbol: 1 once it has ticked twice, ``_QUIET`` before."""
@@ -416,6 +416,8 @@ class Screen:
         self._c: F64 = np.zeros(0)
         self._ver: I32 = np.zeros(0, np.int32)
         self._alw = np.zeros(0, np.bool_)
+        self._hot = np.zeros(0, np.bool_)
+        """Per row: flagged at its last settle (its band is empty)."""
         self._alw_sids: dict[int, list[int]] = {}
         self._drift: dict[int, float] = {}
         """Per row shifted by ``shift`` since its last ``upsert``: the widening spent so far."""
@@ -423,8 +425,18 @@ class Screen:
         self._el: F64 = np.zeros((0, self._width))
         self._ep: F64 | None = None
         """Price ceilings per entry; allocated when the first finite one arrives (tiers)."""
+        self._dirty: set[int] = set()
+        """Rows whose stored form lags behind their bucket by updates that only raised its slack
+        (``defer``): still a valid lower bound, refreshed when a tick crosses their band."""
+        self.refresh: Callable[[str], bool] | None = None
+        """Re-linearises a bucket from the exact state (``upsert``), returning whether it is flagged:
+        set by the owner of the state; without it ``defer`` never defers."""
         self.ticks_since_resync = 0
         self.resyncs = 0
+        self.upserts = 0
+        self.shifts = 0
+        self.deferred = 0
+        """Counts of rows re-linearised, moved by one term, and left to lag (metrics)."""
 
     # ------------------------------------------------------------------ rows and symbols
 
@@ -467,6 +479,7 @@ class Screen:
         self._c = _sized(self._c, cap, math.inf)
         self._ver = _sized(self._ver, cap)
         self._alw = _sized(self._alw, cap)
+        self._hot = _sized(self._hot, cap)
         es = np.zeros((cap, width), np.int32)
         es[:old, :w0] = self._es
         el = np.zeros((cap, width))
@@ -495,6 +508,7 @@ class Screen:
         self._clear(row)
 
     def _clear(self, row: int) -> None:
+        self._hot[row] = False
         self._es[row] = 0
         self._el[row] = 0.0
         if self._ep is not None:
@@ -506,6 +520,8 @@ class Screen:
         self._ver[row] += 1
         if self._drift:
             self._drift.pop(row, None)
+        if self._dirty:
+            self._dirty.discard(row)
         if self._alw[row]:
             self._alw[row] = False
             for sid in self._alw_sids.pop(row, ()):
@@ -554,9 +570,12 @@ class Screen:
                 broken = True
         floors, ceils = self._floors, self._ceils
         if not h >= 0 or broken:  # NaN too
+            self._hot[row] = True
             for sid, _, _ in ent:
                 floors[sid].push(math.inf, row, gen)
             return True
+        if self._hot[row]:
+            self._hot[row] = False
         wt = self._wt
         wsum = 0.0
         for sid, lo, _ in ent:
@@ -584,6 +603,7 @@ class Screen:
         """
         gen = self._ver[rows] + 1
         self._ver[rows] = gen
+        self._px[:len(self._price)] = self._price
         es = self._es[rows]
         el = self._el[rows]
         px = self._px[es]
@@ -593,6 +613,7 @@ class Screen:
         if self._ep is not None:
             ep = self._ep[rows]
             bad |= (px > ep).any(axis=1)
+        self._hot[rows] = bad
         w = np.where(el != 0, self._wa[es], 0.0)
         wsum = w.sum(axis=1)
         share = np.divide(h, wsum, out=np.zeros_like(h), where=(wsum > 0) & ~bad)
@@ -661,6 +682,7 @@ class Screen:
         chooses tier bands; the screen's own current prices are used for the slack, so they and
         the state's must agree (``on_price``/``resync`` keep them in step).
         """
+        self.upserts += 1
         row = self._row.get(key)
         if row is None:
             row = self._alloc(key)
@@ -723,7 +745,9 @@ class Screen:
         a fresh ``upsert`` would make it (``|c + d| <= |c| + |d|``). Returns None, changing
         nothing, when the caller must ``upsert`` instead: unknown key, an always-checked row, no
         entry for ``symbol``, or a row whose shifts have widened it by more than
-        ``_SHIFT_BUDGET`` times its own band.
+        ``_SHIFT_BUDGET`` times its own band. A deferred row (``defer``) is shifted and stays
+        stale (its form, lowered by ``delta``, is still a lower bound), but where that flags it,
+        None again: its stale form may be the only reason, so ``upsert`` must answer.
         """
         row = self._row.get(key)
         sid = self._sym.get(symbol)
@@ -741,6 +765,7 @@ class Screen:
         if spent > _SHIFT_BUDGET * self.rel_tol * abs(lo) + self.abs_tol:
             return None  # re-linearise: the band would keep growing with repeated shifts
         new = math.nextafter(lo + (d - widen), -math.inf)
+        self.shifts += 1
         self._el[row, j] = los[j] = new
         self._drift[row] = spent
         pms = self._ep[row].tolist() if self._ep is not None else None
@@ -757,9 +782,29 @@ class Screen:
                     h += los[i] * p
                     if pms is not None and p > pms[i]:
                         broken = True
-            return broken or not h >= 0
-        ent = [(s, los[i], math.inf if pms is None else pms[i]) for i, s in enumerate(sids) if s]
-        return self._settle1(row, ent, c)
+            flagged = broken or not h >= 0
+        else:
+            ent = [(s, los[i], math.inf if pms is None else pms[i]) for i, s in enumerate(sids) if s]
+            flagged = self._settle1(row, ent, c)
+        return None if flagged and row in self._dirty else flagged
+
+    def defer(self, key: str) -> bool:
+        """Let the bucket's row lag behind an update that can only raise its slack at every price
+        (a balance grew, the bucket's symbols unchanged); whether it may, i.e. whether the row is
+        linear and unflagged (then it is still unflagged: its stored form stays a lower bound of
+        the slack, and its bands stay valid).
+
+        The row is marked stale: a tick that crosses its band, ``check`` and ``headroom``
+        re-linearise it through ``refresh`` first. Without ``refresh`` nothing is deferred.
+        """
+        if self.refresh is None:
+            return False
+        row = self._row.get(key)
+        if row is None or self._alw[row] or self._hot[row]:
+            return False
+        self._dirty.add(row)
+        self.deferred += 1
+        return True
 
     def remove(self, key: str) -> None:
         """Forget the bucket (closed account, emptied bucket); unknown keys are ignored."""
@@ -782,8 +827,7 @@ class Screen:
         sid = self._sym.get(symbol)
         if sid is None:
             sid = self._sid(symbol)
-        self._price[sid] = new
-        self._px[sid] = new
+        self._price[sid] = new  # _px is brought up to date where it is read (_settle_many)
         moves = self._moves[sid] = self._moves[sid] + 1
         if moves == 2:
             self._wt[sid] = 1.0
@@ -819,16 +863,41 @@ class Screen:
                     hit = np.unique(rr[ver[rr] == gg]).tolist()
             else:
                 hit = sorted({r for r, g in pairs if ver[r] == g})
+            refreshed: list[int] = []
+            if self._dirty:
+                hit, refreshed = self._refresh_dirty(hit)
             if len(hit) < _SMALL_SETTLE:
                 c = self._c
                 flagged = [row for row in hit if self._settle1(row, self._entries(row), float(c[row]))]
             else:
                 flagged = self._settle_many(np.array(hit, np.int64)).tolist()
+            if refreshed:
+                flagged = sorted(flagged + refreshed)
             self._maybe_compact(sid)
         if self._always[sid]:
             flagged.extend(self._always[sid])
             flagged.sort()
         return flagged
+
+    def _refresh_dirty(self, hit: list[int]) -> tuple[list[int], list[int]]:
+        """Split crossed rows into those to settle and the ``defer``-red ones, which are re-linearised
+        through ``refresh`` instead (their stored form is stale); returns ``(to settle, flagged
+        among the refreshed)``."""
+        dirty = self._dirty
+        stale = [r for r in hit if r in dirty]
+        if not stale:
+            return hit, []
+        rest = [r for r in hit if r not in dirty]
+        refresh = self.refresh
+        assert refresh is not None  # defer marks rows only when it is set
+        keys = self._keys
+        flagged = []
+        for r in stale:
+            key = keys[r]
+            assert key is not None
+            if refresh(key):  # upsert: the row is not stale any more
+                flagged.append(self._row[key])
+        return rest, flagged
 
     def on_price(self, symbol: str, price: Decimal | float) -> I64:
         """Move ``symbol`` to ``price``; return the flagged rows exposed to it, ascending.
@@ -861,6 +930,8 @@ class Screen:
         row = self._row.get(key)
         if row is None:
             return False
+        if row in self._dirty and self.refresh is not None:
+            return self.refresh(key)
         if self._alw[row]:
             return True
         h, broken = self._fresh(row)
@@ -869,6 +940,8 @@ class Screen:
     def headroom(self, key: str) -> float:
         """The bucket's slack minus its tolerance band, in quote units (-inf: always checked)."""
         row = self._row[key]
+        if row in self._dirty and self.refresh is not None:
+            self.refresh(key)
         return -math.inf if self._alw[row] else self._fresh(row)[0]
 
     def price(self, symbol: str) -> float | None:
@@ -985,6 +1058,10 @@ class Screen:
             "bytes": self.nbytes(),
             "ticks_since_resync": self.ticks_since_resync,
             "resyncs": self.resyncs,
+            "upserts": self.upserts,
+            "shifts": self.shifts,
+            "deferred": self.deferred,
+            "stale_rows": len(self._dirty),
         }
 
 

@@ -23,13 +23,13 @@ from keeper.domain.decide import KeeperCore, KeeperParams
 PAPER = KeeperParams(profile="generic-perp", mode="paper")
 
 
-class _ExactEverywhere(KeeperCore):
-    """The oracle: every bucket is a candidate on every tick of its symbols."""
-
-    def __init__(self, params: KeeperParams) -> None:
-        super().__init__(params)
-        lending, at_entry, _ = self._screen_mode
-        self._screen_mode = (lending, at_entry, True)
+def _exact_everywhere(params: KeeperParams) -> KeeperCore:
+    """The oracle: every bucket is a candidate on every tick of its symbols (a setting, not a
+    subclass: ``KeeperCore`` may be compiled, and compiled classes take no Python subclasses)."""
+    core = KeeperCore(params)
+    lending, at_entry, _ = core._screen_mode
+    core._screen_mode = (lending, at_entry, True)
+    return core
 
 
 def _per_entry(core: KeeperCore, entries: list[tuple[str, ev.Event]]) -> list[bytes]:
@@ -64,7 +64,7 @@ def test_screen_shortcuts_decide_what_exact_checks_of_every_bucket_decide(
         book: list[tuple[str, str, int, int]], path: list[tuple[str, int]], seed: int, paper: bool) -> None:
     params = PAPER if paper else PARAMS
     entries = record_live(build(book, path).entries, KeeperCore(params), seed)
-    screened, oracle = KeeperCore(params), _ExactEverywhere(params)
+    screened, oracle = KeeperCore(params), _exact_everywhere(params)
     assert _per_entry(screened, entries) == _per_entry(oracle, entries)
     assert screened.snapshot() == oracle.snapshot()
     assert oracle.rechecked_total >= screened.rechecked_total

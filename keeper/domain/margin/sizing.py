@@ -56,9 +56,15 @@ def plan_liquidation(  # noqa: PLR0917 -- the model's inputs, positional as in t
     assets: Mapping[str, AssetParams],
     prices: Mapping[str, Decimal],
     request: LiquidationRequest | None = None,
+    *,
+    health: BucketHealth | None = None,
 ) -> LiquidationPlan | None:
-    """The liquidation the keeper would submit, or None when the bucket is not liquidatable."""
-    health = evaluate(profile, bucket, markets, assets, prices)
+    """The liquidation the keeper would submit, or None when the bucket is not liquidatable.
+
+    ``health``: the bucket's ``evaluate`` at these very inputs, when the caller has it already.
+    """
+    if health is None:
+        health = evaluate(profile, bucket, markets, assets, prices)
     if not health.liquidatable:
         return None
     if profile.kind == "lending":

@@ -1,0 +1,52 @@
+"""The keeper core's records: its parameters and its snapshot.
+
+Kept apart from ``keeper.domain.decide`` (which re-exports ``KeeperParams``) because that module
+is compiled where the build can (mypyc, see ``setup.py``) and msgspec reads a Struct's field types
+from its class, which must stay an ordinary Python class.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Literal
+
+import msgspec
+
+from keeper.domain import events as ev
+from keeper.domain import state as st
+
+Mode = Literal["live", "paper"]
+
+
+class KeeperParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """How the keeper decides. Frozen; unknown keys are rejected by name when decoded.
+
+    - ``profile``: the margin profile (``keeper.domain.margin.get_profile``);
+    - ``mode``: ``paper`` (default: decide and record, submit nothing) or ``live``;
+    - ``min_profit``: USD the liquidation bonus (net of the protocol fee) must cover, checked
+      only where the plan carries a bonus;
+    - ``cap_count`` / ``cap_notional``: live decisions (count, USD notional) allowed per
+      ``cap_interval_us`` of log time (``ts_event``); None: no cap;
+    - ``intent_ttl_us``: the expiry rule the runner applies: an intent not submitted within
+      this long after its trigger's ``ts_event`` is expired.
+    """
+
+    profile: str
+    mode: Mode = "paper"
+    min_profit: Decimal = Decimal(0)
+    cap_count: int | None = None
+    cap_notional: Decimal | None = None
+    cap_interval_us: int = 60_000_000
+    intent_ttl_us: int = 60_000_000
+
+
+class CoreSnapshot(msgspec.Struct, forbid_unknown_fields=True):
+    """What ``KeeperCore.snapshot`` writes (msgpack): everything that decides its future output."""
+
+    profile: str
+    state: st.State
+    episodes: dict[str, str]
+    window: list[tuple[int, Decimal]]
+    pending: list[ev.LiquidationIntended]
+    settling: dict[str, tuple[str, int]] = {}
+    effects: dict[str, str] = {}
