@@ -486,3 +486,84 @@ def test_shift_declines_what_it_cannot_move_in_place() -> None:
     assert sc.check("a/cross")
     # repeated shifts spend the row's band: past it, the caller must upsert again
     assert any(sc.shift("a/cross", "USDC", D(10**6) * (-1) ** k) is None for k in range(50))
+
+
+# ---------------------------------------------------------------- defer: a row left to lag behind
+
+
+def _refreshing(buckets: dict[str, Bucket], prices: dict[str, D]) -> tuple[Screen, list[str]]:
+    """A screen whose ``refresh`` re-linearises from ``buckets`` (the state), noting each key."""
+    sc = Screen()
+    calls: list[str] = []
+
+    def refresh(key: str) -> bool:
+        calls.append(key)
+        return sc.upsert(key, buckets[key], MARKETS, ASSETS, prices, False)
+
+    sc.refresh = refresh
+    return sc, calls
+
+
+def test_a_deferred_row_lags_until_a_tick_crosses_it_then_answers_for_the_bucket_as_it_is() -> None:
+    prices = {"BTC": D(60000), "USDC": D(1)}
+    b = long_btc("6000")
+    sc, calls = _refreshing({"a/cross": b}, prices)
+    assert not sc.upsert("a/cross", b, MARKETS, ASSETS, prices, False)
+    b.balances["USDC"] += D(10000)  # a deposit: the slack only grew
+    assert sc.defer("a/cross")
+    assert sc.stats()["stale_rows"] == 1 and calls == []
+    # between the old liquidation price (54000/0.995) and the new one (44000/0.995): the stale row
+    # is crossed, re-linearised from the bucket as it is, and found healthy
+    prices["BTC"] = D(50000)
+    assert sc.candidates("BTC", prices["BTC"]) == []
+    assert calls == ["a/cross"] and sc.stats()["stale_rows"] == 0
+    prices["BTC"] = D(44000) / D("0.995") * D("0.9999")
+    assert sc.candidates("BTC", prices["BTC"]) == ["a/cross"]
+
+
+def test_a_deferred_row_is_refreshed_before_check_and_headroom() -> None:
+    prices = {"BTC": D(60000), "USDC": D(1)}
+    b = long_btc("6000")
+    sc, calls = _refreshing({"a/cross": b}, prices)
+    sc.upsert("a/cross", b, MARKETS, ASSETS, prices, False)
+    h0 = sc.headroom("a/cross")
+    b.balances["USDC"] += D(500)
+    assert sc.defer("a/cross")
+    assert sc.headroom("a/cross") == pytest.approx(h0 + 500)
+    assert calls == ["a/cross"]
+    b.balances["USDC"] += D(500)
+    assert sc.defer("a/cross")
+    assert not sc.check("a/cross")
+    assert calls == ["a/cross", "a/cross"]
+
+
+def test_defer_declines_what_must_be_looked_at_now() -> None:
+    prices = {"BTC": D(60000), "USDC": D(1)}
+    books = {"a/cross": long_btc("6000"), "n/cross": long_btc("6000"), "f/cross": long_btc("200")}
+    sc = Screen()
+    sc.upsert("a/cross", books["a/cross"], MARKETS, ASSETS, prices, False)
+    assert not sc.defer("a/cross")  # no refresh: nothing may lag
+    sc, calls = _refreshing(books, prices)
+    sc.upsert("a/cross", books["a/cross"], MARKETS, ASSETS, prices, False)
+    sc.upsert("n/cross", books["n/cross"], MARKETS, ASSETS, prices, False, always_check=True)
+    assert sc.upsert("f/cross", books["f/cross"], MARKETS, ASSETS, prices, False)  # 200 < MM 300
+    assert not sc.defer("zz/cross")  # unknown
+    assert not sc.defer("n/cross")   # always checked
+    assert not sc.defer("f/cross")   # flagged: its band is empty, it is looked at on every tick
+    assert sc.defer("a/cross")
+    assert calls == []
+
+
+def test_shift_of_a_deferred_row_that_would_flag_it_asks_for_an_upsert() -> None:
+    prices = {"BTC": D(60000), "USDC": D(1)}
+    b = long_btc("6000")
+    sc, _ = _refreshing({"a/cross": b}, prices)
+    sc.upsert("a/cross", b, MARKETS, ASSETS, prices, False)
+    b.balances["USDC"] += D(10000)
+    assert sc.defer("a/cross")
+    b.balances["USDC"] -= D(100)
+    assert sc.shift("a/cross", "USDC", D(-100)) is False  # still unflagged on its stale form
+    b.balances["USDC"] -= D(5700)
+    # stale form: 6000 - 100 - 5700 - 300 < 0; the bucket itself holds 10200 - 300 > 0
+    assert sc.shift("a/cross", "USDC", D(-5700)) is None
+    assert not sc.upsert("a/cross", b, MARKETS, ASSETS, prices, False)
