@@ -9,7 +9,9 @@ export KEEPER_SHARED_DIR ?= $(abspath ../shared)
 setup: $(VENV)/.installed
 
 # setup.py compiles these with mypyc: a changed source means a rebuild (keeper/_compiled.py)
-COMPILED := keeper/domain/screen.py keeper/domain/decide.py
+COMPILED := keeper/domain/screen.py keeper/domain/decide.py keeper/domain/guards.py \
+	keeper/domain/margin/health.py keeper/domain/margin/sizing.py \
+	keeper/domain/margin/tiers.py
 
 $(VENV)/.installed: pyproject.toml setup.py $(COMPILED)
 	@scripts/ensure-system.sh python
@@ -37,6 +39,8 @@ test: setup redis browser
 	$(VENV)/bin/ruff check keeper tests bench
 	$(VENV)/bin/mypy
 	PYTHONASYNCIODEBUG=$${PYTHONASYNCIODEBUG:-0} $(VENV)/bin/pytest -q
+	@# the pure-Python sources of the compiled modules (setup.py) must keep deciding the same
+	KEEPER_PURE=1 $(VENV)/bin/pytest -q tests/domain tests/margin tests/keeper
 
 demo: setup redis
 	$(VENV)/bin/keeper demo

@@ -15,9 +15,15 @@ import sys
 
 from setuptools import setup
 
-COMPILED = ["keeper/domain/screen.py", "keeper/domain/decide.py"]  # and keeper/_compiled.py
-"""The re-check hot path: the health screen and the keeper core (no msgspec Struct lives in
-either: msgspec reads field types from classes that mypyc would compile)."""
+COMPILED = [
+    "keeper/domain/screen.py", "keeper/domain/decide.py", "keeper/domain/guards.py",
+    "keeper/domain/margin/health.py",
+    "keeper/domain/margin/sizing.py", "keeper/domain/margin/tiers.py",
+]  # and keeper/_compiled.py
+"""The re-check hot path: the health screen, the keeper core and the perp engine it confirms
+with (no msgspec Struct lives in any: msgspec reads field types from classes that mypyc would
+compile; ``margin/evaluate.py`` stays source: the package re-exports a function of the same
+name, which a compiled import would resolve to the module)."""
 
 
 def ext_modules() -> list[object]:

@@ -241,13 +241,38 @@ class _Edges:
                 self._merge(*self._take_pending())
 
     def push_many(self, keys: F64, rows: I32, gens: I32, top: float) -> None:
-        """Queue a batch of edges (``top``: their largest key); merged at the next probe."""
+        """Queue a batch of edges (``top``: their largest key); merged at the next probe, or
+        into the heap while every edge fits there."""
+        if not self._in_arrays() and len(self.tail) + keys.size <= _TAIL:
+            self._heap_many(keys, rows, gens)
+            return
         self.pend.append((keys, rows, gens))
         self.npend += keys.size
         self.top = max(self.top, top)
         self.pend_top = max(self.pend_top, top)
         if self.npend > max(_SMALL, self.k.size >> 4):
             self._merge(*self._take_pending())
+
+    def _in_arrays(self) -> bool:
+        """Whether any edge is in the numpy levels (if not, every edge is in the tail's heap:
+        a symbol with few rows never touches numpy)."""
+        return bool(self.k.size or self.sk.size or self.npend)
+
+    def _heap_many(self, keys: F64, rows: I32, gens: I32) -> None:
+        heap = self.tail
+        new = list(zip((-keys).tolist(), rows.tolist(), gens.tolist(), strict=True))
+        if len(new) > len(heap) >> 3:
+            heap.extend(new)
+            heapq.heapify(heap)
+        else:
+            for e in new:
+                heapq.heappush(heap, e)
+        self._heap_top()
+
+    def _heap_top(self) -> None:
+        self.tail_top = -self.tail[0][0] if self.tail else -math.inf
+        if not self._in_arrays() or self.tail_top > self.top:
+            self.top = self.tail_top
 
     def _flush_tail(self) -> None:
         k, r, g = zip(*self.tail, strict=True)
@@ -280,7 +305,15 @@ class _Edges:
             self.sk, self.sr, self.sg = _EF, _EI, _EI
 
     def set(self, keys: F64, rows: I32, gens: I32) -> None:
-        """Replace every edge (a full settle): ``main`` is the batch sorted by key."""
+        """Replace every edge (a full settle): ``main`` is the batch sorted by key (or the heap,
+        when the batch fits there)."""
+        if keys.size <= _TAIL >> 1:
+            self.k, self.r, self.g = _EF, _EI, _EI
+            self.sk, self.sr, self.sg = _EF, _EI, _EI
+            self.pend, self.npend, self.tail = [], 0, []
+            self.pend_top = -math.inf
+            self._heap_many(keys, rows, gens)
+            return
         o = np.argsort(keys, kind="stable")
         self.k, self.r, self.g = keys[o], rows[o], gens[o]
         self.sk, self.sr, self.sg = _EF, _EI, _EI
@@ -326,7 +359,16 @@ class _Edges:
         return rows, gens
 
     def compact(self, ver: I32) -> None:
-        """Drop stale edges (every level merged into ``main``)."""
+        """Drop stale edges (every level merged into ``main``, or the heap filtered in place)."""
+        if not self._in_arrays():
+            heap = self.tail
+            r = np.fromiter((e[1] for e in heap), np.int64, len(heap))
+            g = np.fromiter((e[2] for e in heap), np.int64, len(heap))
+            keep = (ver[r] == g).tolist()
+            self.tail = [e for e, k in zip(heap, keep, strict=True) if k]
+            heapq.heapify(self.tail)
+            self._heap_top()
+            return
         pk, pr, pg = self._take_pending()
         k = np.concatenate((self.k, self.sk, pk))
         r = np.concatenate((self.r, self.sr, pr))
@@ -367,15 +409,16 @@ def _merged(a: tuple[F64, I32, I32], b: tuple[F64, I32, I32]) -> tuple[F64, I32,
 
 _EF: F64 = np.zeros(0, np.float64)
 _EI: I32 = np.zeros(0, np.int32)
-_TAIL = 1024
-"""Single pushes kept in the tail's heap before they are merged as one batch."""
+_TAIL = 1 << 14
+"""Edges kept in the tail's heap before they go to the numpy levels as one batch: a symbol with
+fewer rows keeps all its edges in the heap (pops and pushes O(log n), no array call at all)."""
 _SMALL = 4096
 _MAX_WIDTH = 16
 """Symbols a row can hold in the arrays; a bucket exposed to more is always a candidate."""
 _SHIFT_BUDGET = 1024
 """How many times its own band (``rel_tol * |coef|``) a coefficient may widen through ``shift``
 before the row must be re-linearised: extra false positives only within ~1e-6 of the boundary."""
-_SMALL_SETTLE = 8
+_SMALL_SETTLE = 16
 """Crossed rows settled one by one in Python below this count (numpy's call cost dominates)."""
 
 

@@ -99,3 +99,37 @@ def test_a_withdrawal_that_breaches_is_decided_at_that_entry_through_a_shift() -
     gone = log.add(ev.Withdraw, account="a", bucket="cross", asset="USDC", amount=D(999))
     core.handle(gone, log.entries[-1][1])
     assert (core.screen.shifts - shifts, core.screen.upserts - upserts) == (2, 1)
+
+
+def test_a_perp_core_indexes_only_buckets_with_positions_and_lets_deposits_lag() -> None:
+    log = Log()
+    perp_market(log, "BTC")
+    log.price("USDC", "1")
+    log.price("BTC", "20000")
+    core = KeeperCore(PERP)
+    for entry_id, event in log.entries:
+        core.handle(entry_id, event)
+
+    def add(cls: type[ev.Event], **kw: object) -> list[ev.Event]:
+        entry_id = log.add(cls, **kw)  # type: ignore[arg-type]
+        return core.handle(entry_id, log.entries[-1][1])
+
+    # collateral alone: a bucket a perp profile never decides, so no row and no exposure
+    add(ev.Deposit, account="a", bucket="cross", asset="USDC", amount=D(1500))
+    assert "a/cross" not in core.screen and core.exposed("USDC") == set()
+    add(ev.PositionChanged, account="a", bucket="cross", market="BTC", size=D(1), entry_price=D(20000))
+    assert "a/cross" in core.screen and core.exposed("BTC") == {"a/cross"}
+    # a deposit only raises the slack: the row lags (no re-linearise, no shift) ...
+    upserts, shifts = core.screen.upserts, core.screen.shifts
+    assert add(ev.Deposit, account="a", bucket="cross", asset="USDC", amount=D(500)) == []
+    assert (core.screen.upserts, core.screen.shifts) == (upserts, shifts)
+    assert core.screen.stats()["stale_rows"] == 1
+    # ... and the price that would have breached the bucket without it (below 18500/0.95 = 19474)
+    # does not: the crossed row is re-linearised from the state (2000 USDC: below 18000/0.95 = 18947)
+    assert add(ev.PriceUpdated, symbol="BTC", price=D(19200)) == []
+    assert core.screen.upserts == upserts + 1 and core.screen.stats()["stale_rows"] == 0
+    out = add(ev.PriceUpdated, symbol="BTC", price=D(18900))
+    assert [e.event_id for e in out] == [f"liq:a/cross@{log.entries[-1][0]}"]
+    # the position closed: the bucket leaves the index
+    add(ev.PositionChanged, account="a", bucket="cross", market="BTC", size=D(0))
+    assert "a/cross" not in core.screen and core.exposed("BTC") == set()

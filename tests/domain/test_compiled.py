@@ -1,0 +1,57 @@
+"""The compiled build (mypyc, setup.py): same behaviour as the source, and never a stale one."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from keeper import _compiled
+
+
+def _tree(tmp_path: Path) -> tuple[Path, Path]:
+    src = tmp_path / "domain" / "screen.py"
+    src.parent.mkdir()
+    src.write_text("# source\n")
+    built = src.parent / "screen.cpython-311-x86_64-linux-gnu.so"
+    built.write_bytes(b"\x7fELF")
+    return src, built
+
+
+def test_a_build_older_than_its_source_is_refused_with_the_fix(tmp_path: Path) -> None:
+    src, built = _tree(tmp_path)
+    t = src.stat().st_mtime
+    os.utime(built, (t - 10, t - 10))
+    with pytest.raises(ImportError, match=r"older than screen\.py: rebuild it with `make setup`"):
+        _compiled.check(tmp_path)
+
+
+def test_a_build_as_new_as_its_source_and_a_source_alone_are_fine(tmp_path: Path) -> None:
+    src, built = _tree(tmp_path)
+    t = src.stat().st_mtime
+    os.utime(built, (t + 10, t + 10))
+    _compiled.check(tmp_path)
+    built.unlink()
+    _compiled.check(tmp_path)
+
+
+def test_compiled_names_the_modules_that_import_compiled() -> None:
+    import keeper.domain.decide
+    import keeper.domain.screen
+
+    names = _compiled.compiled()
+    for mod in (keeper.domain.screen, keeper.domain.decide):
+        name = mod.__name__.removeprefix("keeper.")
+        assert (name in names) == str(mod.__file__).endswith(".so")
+
+
+def test_keeper_pure_imports_the_sources_whatever_is_built() -> None:
+    import subprocess
+    import sys
+
+    code = ("from keeper import _compiled; import keeper.domain.screen as s, keeper.domain.decide as d; "
+            "print(_compiled.compiled(), s.__file__.endswith('.py'), d.__file__.endswith('.py'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "KEEPER_PURE": "1"})
+    assert out.stdout.split() == ["[]", "True", "True"]
