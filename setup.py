@@ -14,6 +14,7 @@ import os
 import sys
 
 from setuptools import setup
+from setuptools.command.build_ext import build_ext
 
 COMPILED = [
     "keeper/domain/screen.py", "keeper/domain/decide.py", "keeper/domain/guards.py",
@@ -41,4 +42,19 @@ def ext_modules() -> list[object]:
         return []
 
 
-setup(ext_modules=ext_modules())
+class AllOrNothing(build_ext):
+    """Builds every compiled module or none: a compiler error leaves the pure-Python package (a
+    module compiled without mypyc's shared runtime module would not import)."""
+
+    def run(self) -> None:
+        try:
+            super().run()
+        except Exception as exc:  # CompileError, LinkError, a missing compiler...
+            sys.stderr.write(f"keeper: compiling failed ({exc}), building pure Python\n")
+            for ext in self.extensions:
+                built = self.get_ext_fullpath(ext.name)
+                if os.path.exists(built):
+                    os.remove(built)
+
+
+setup(ext_modules=ext_modules(), cmdclass={"build_ext": AllOrNothing})

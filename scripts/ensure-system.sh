@@ -20,6 +20,12 @@ case "$want" in
       if can_apt; then apt_install python3-venv; else
         echo "python3 cannot create virtual environments: install python3-venv (sudo apt-get install python3-venv)" >&2; exit 1
       fi
+    fi
+    # a C compiler and Python's headers: setup.py compiles the hot modules with mypyc (without
+    # them the build is pure Python, correct but slower)
+    if ! command -v cc >/dev/null 2>&1 || ! python3 -c 'import os, sysconfig; assert os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h"))' 2>/dev/null; then
+      if can_apt; then echo "installing gcc and python3-dev (compiled hot path)"; apt_install gcc python3-dev || true
+      else echo "no C compiler or Python headers: keeper builds as pure Python (slower)" >&2; fi
     fi ;;
   redis)
     if ! command -v redis-server >/dev/null 2>&1 && [ -z "${KEEPER_REDIS_SERVER:-}" ]; then

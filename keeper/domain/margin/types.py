@@ -32,13 +32,26 @@ CONTEXT = decimal.Context(
 """The engine's Decimal context: wide enough that wei amounts times 8-decimal prices stay exact."""
 
 
+_ACTIVE = CONTEXT.copy()
+"""The context ``exact`` installs. One object, so a call made inside another (``plan_liquidation``
+evaluates health several times) costs an identity check, not a context copy. Its flags collect
+whatever the engine raised without trapping: nothing reads them, and the traps above raise on the
+operation that sets them, whatever the flags already hold."""
+
+
 def exact(fn: Callable[P, R]) -> Callable[P, R]:
-    """Run ``fn`` inside the engine's local Decimal context (the caller's context is restored)."""
+    """Run ``fn`` inside the engine's Decimal context (the caller's context is restored)."""
 
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        with decimal.localcontext(CONTEXT):
+        caller = decimal.getcontext()
+        if caller is _ACTIVE:
             return fn(*args, **kwargs)
+        decimal.setcontext(_ACTIVE)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            decimal.setcontext(caller)
 
     return wrapper
 
