@@ -409,9 +409,11 @@ def _merged(a: tuple[F64, I32, I32], b: tuple[F64, I32, I32]) -> tuple[F64, I32,
 
 _EF: F64 = np.zeros(0, np.float64)
 _EI: I32 = np.zeros(0, np.int32)
-_TAIL = 1 << 14
+_TAIL = 1 << 12
 """Edges kept in the tail's heap before they go to the numpy levels as one batch: a symbol with
-fewer rows keeps all its edges in the heap (pops and pushes O(log n), no array call at all)."""
+fewer rows keeps all its edges in the heap (pops and pushes O(log n), no array call at all). Past
+a few thousand, a tick that crosses many edges is cheaper as an array slice (bench_recheck's
+typical market, ~5,600 rows, ran 10-20% slower with every edge in a heap)."""
 _SMALL = 4096
 _MAX_WIDTH = 16
 """Symbols a row can hold in the arrays; a bucket exposed to more is always a candidate."""
