@@ -452,6 +452,8 @@ class Screen:
         self._count: list[int] = [0]
         """Live linear rows per symbol (how many edges a compact side should hold)."""
         self._always: list[set[int]] = [set()]
+        self._unbanded: list[set[int]] = [set()]
+        """Per quiet symbol: rows settled with no edge for it (see ``_settle1``)."""
         self._floors: list[_Edges] = [_Edges()]
         self._ceils: list[_Edges] = [_Edges()]
         self._keys: list[str | None] = []
@@ -501,6 +503,7 @@ class Screen:
             self._wt.append(_QUIET)
             self._count.append(0)
             self._always.append(set())
+            self._unbanded.append(set())
             self._floors.append(_Edges())
             self._ceils.append(_Edges())
             if sid >= self._px.size:
@@ -614,20 +617,33 @@ class Screen:
             if p > pmax:
                 broken = True
         floors, ceils = self._floors, self._ceils
+        wt = self._wt
+        mixed = False  # the row holds a symbol that moves: its quiet symbols get no edge
+        for sid, _, _ in ent:
+            if wt[sid] != _QUIET:
+                mixed = True
+                break
         if not h >= 0 or broken:  # NaN too
             self._hot[row] = True
             for sid, _, _ in ent:
-                floors[sid].push(math.inf, row, gen)
+                if mixed and wt[sid] == _QUIET:
+                    self._unbanded[sid].add(row)
+                else:
+                    floors[sid].push(math.inf, row, gen)
             return True
         if self._hot[row]:
             self._hot[row] = False
-        wt = self._wt
         wsum = 0.0
         for sid, lo, _ in ent:
             if lo:
                 wsum += wt[sid]
         share = h / wsum if wsum else 0.0
         for sid, lo, pmax in ent:
+            if mixed and wt[sid] == _QUIET:
+                # its share is ~1/1024 of the headroom: an edge any move of it would cross.
+                # Noted instead; a tick of the quiet symbol settles the rows noted for it
+                self._unbanded[sid].add(row)
+                continue
             p = price[sid]
             if lo > 0:
                 floors[sid].push(p - wt[sid] * share / lo, row, gen)
@@ -667,12 +683,24 @@ class Screen:
         good = ~bad[:, None]
         rr = np.broadcast_to(rows.astype(np.int32)[:, None], es.shape)
         gg = np.broadcast_to(gen[:, None], es.shape)
-        fmask = (good & (el > 0)) | (bad[:, None] & (es != 0))
+        held = es != 0
+        quiet = (self._wa[es] == _QUIET) & held
+        # as in _settle1: a quiet symbol of a row holding a moving one gets no edge, but a note
+        skip = quiet & (held & ~quiet).any(axis=1)[:, None]
+        if rebuild:
+            for noted in self._unbanded:
+                noted.clear()
+        if skip.any():
+            unbanded = self._unbanded
+            for sid, row in zip(es[skip].tolist(), rr[skip].tolist(), strict=True):
+                unbanded[sid].add(row)
+        held &= ~skip
+        fmask = (good & (el > 0) & held) | (bad[:, None] & held)
         fkey = np.where(good, edge, math.inf)[fmask]
         ckey = np.where(el < 0, edge, math.inf)
         if ep is not None:
             ckey = np.minimum(ckey, ep)
-        cmask = good & (es != 0) & (ckey != math.inf)
+        cmask = good & held & (ckey != math.inf)
         sides = ((self._floors, es[fmask], fkey, rr[fmask], gg[fmask]),
                  (self._ceils, es[cmask], -ckey[cmask], rr[cmask], gg[cmask]))
         for edges, sid0, key0, rw0, gn0 in sides:
@@ -872,13 +900,15 @@ class Screen:
         sid = self._sym.get(symbol)
         if sid is None:
             sid = self._sid(symbol)
+        quiet = self._wt[sid] == _QUIET
         self._price[sid] = new  # _px is brought up to date where it is read (_settle_many)
         moves = self._moves[sid] = self._moves[sid] + 1
         if moves == 2:
             self._wt[sid] = 1.0
             self._wa[sid] = 1.0
+        unbanded = self._unbanded[sid] if quiet else None
         floors, ceils = self._floors[sid], self._ceils[sid]
-        if floors.top <= new and ceils.top <= -new:
+        if floors.top <= new and ceils.top <= -new and not unbanded:
             # no band left (most ticks): only the always-checked rows, no lists, no arrays
             always = self._always[sid]
             return sorted(always) if always else []
@@ -894,7 +924,7 @@ class Screen:
             rows += r
             gens += g
         flagged: list[int] = []
-        if rows or pairs:
+        if rows or pairs or unbanded:
             ver = self._ver
             if rows:
                 if pairs:
@@ -908,20 +938,31 @@ class Screen:
                     hit = np.unique(rr[ver[rr] == gg]).tolist()
             else:
                 hit = sorted({r for r, g in pairs if ver[r] == g})
-            refreshed: list[int] = []
-            if self._dirty:
-                hit, refreshed = self._refresh_dirty(hit)
-            if len(hit) < _SMALL_SETTLE:
-                c = self._c
-                flagged = [row for row in hit if self._settle1(row, self._entries(row), float(c[row]))]
-            else:
-                flagged = self._settle_many(np.array(hit, np.int64)).tolist()
-            if refreshed:
-                flagged = sorted(flagged + refreshed)
-            self._maybe_compact(sid)
+            if unbanded:
+                # rows holding this quiet symbol with no edge for it (noted by _settle1): settled
+                # on each of its ticks (and given edges on its second move, when it weighs 1)
+                keys = self._keys
+                hit = sorted({*hit, *(r for r in unbanded if keys[r] is not None)})
+                unbanded.clear()
+            flagged = self._settle_hit(sid, hit)
         if self._always[sid]:
             flagged.extend(self._always[sid])
             flagged.sort()
+        return flagged
+
+    def _settle_hit(self, sid: int, hit: list[int]) -> list[int]:
+        """Settle the rows a tick of ``sid`` reached (ascending): the flagged ones, ascending."""
+        refreshed: list[int] = []
+        if self._dirty:
+            hit, refreshed = self._refresh_dirty(hit)
+        if len(hit) < _SMALL_SETTLE:
+            c = self._c
+            flagged = [row for row in hit if self._settle1(row, self._entries(row), float(c[row]))]
+        else:
+            flagged = self._settle_many(np.array(hit, np.int64)).tolist()
+        if refreshed:
+            flagged = sorted(flagged + refreshed)
+        self._maybe_compact(sid)
         return flagged
 
     def _refresh_dirty(self, hit: list[int]) -> tuple[list[int], list[int]]:

@@ -567,3 +567,20 @@ def test_shift_of_a_deferred_row_that_would_flag_it_asks_for_an_upsert() -> None
     # stale form: 6000 - 100 - 5700 - 300 < 0; the bucket itself holds 10200 - 300 > 0
     assert sc.shift("a/cross", "USDC", D(-5700)) is None
     assert not sc.upsert("a/cross", b, MARKETS, ASSETS, prices, False)
+
+
+def test_a_quiet_symbol_gets_no_band_edges_and_its_tick_settles_every_row_holding_it() -> None:
+    sc = Screen()
+    prices = {"BTC": D(60000), "USDC": D(1)}
+    sc.candidates("BTC", D(60000))
+    sc.candidates("BTC", D(60000))  # BTC has moved twice: it weighs 1, USDC (never moved) is quiet
+    for i in range(5):
+        sc.upsert(f"{i}/cross", long_btc(str(6000 + i)), MARKETS, ASSETS, prices, False)
+    assert sc.stats()["edges"] == 5  # one BTC floor per row, none for USDC
+    # USDC debt: the lending bucket's health moves with USDC, which has no edges
+    sc.upsert("l/cross", Bucket("cross", {"WETH": D(10), "USDC": D(-20000)}), MARKETS, ASSETS,
+              {"WETH": D(3000), "USDC": D(1)}, True)
+    assert sc.candidates("USDC", D("1.01")) == []
+    assert sc.candidates("USDC", D("1.25")) == ["l/cross"]  # debt 25,000 > 10 WETH * 3000 * 0.8
+    # after its second move USDC weighs 1: the rows settled on that tick got USDC edges
+    assert sc.stats()["edges"] > 5
