@@ -2,7 +2,7 @@
 
 The modules stay ordinary, type-checked Python (``mypy --strict``) and run as such when they are
 not compiled; mypyc turns the same source into C extensions that import in their place (about
-1.3x on ``keeper replay``, see docs/replay.md). ``KEEPER_PURE=1`` builds nothing (pure Python);
+1.4x on ``keeper replay``, see docs/replay.md). ``KEEPER_PURE=1`` builds nothing (pure Python);
 a build where mypyc is missing or fails falls back to pure Python with a warning (the
 benchmarks print which modules run compiled).
 Everything else about the package is in pyproject.toml.
