@@ -382,7 +382,8 @@ class _Edges:
         return n + sum(1 for _, r, g in self.tail if ver[r] != g)
 
     def nbytes(self) -> int:
-        return 16 * len(self)
+        """16 B per edge in the arrays; a heap entry is a tuple, a float and two ints (~150 B)."""
+        return 16 * (self.k.size + self.sk.size + self.npend) + _HEAP_EDGE_BYTES * len(self.tail)
 
 
 def _merged(a: tuple[F64, I32, I32], b: tuple[F64, I32, I32]) -> tuple[F64, I32, I32]:
@@ -414,6 +415,8 @@ _TAIL = 1 << 12
 fewer rows keeps all its edges in the heap (pops and pushes O(log n), no array call at all). Past
 a few thousand, a tick that crosses many edges is cheaper as an array slice (bench_recheck's
 typical market, ~5,600 rows, ran 10-20% slower with every edge in a heap)."""
+_HEAP_EDGE_BYTES = 64 + 24 + 2 * 28 + 8
+"""A heap entry: its 3-tuple, the float key, the row and generation ints, the list's pointer."""
 _SMALL = 4096
 _MAX_WIDTH = 16
 """Symbols a row can hold in the arrays; a bucket exposed to more is always a candidate."""
