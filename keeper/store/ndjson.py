@@ -51,13 +51,24 @@ class _Line(msgspec.Struct):
 _line_decoder = msgspec.json.Decoder(_Line)
 
 
-class _EventLine(msgspec.Struct):
+class _EventLine(msgspec.Struct, gc=False):
     id: str
     e: AnyEvent
 
 
 _event_line_decoder = msgspec.json.Decoder(_EventLine)
 _CURRENT: dict[type[Event], int] = {t: t.VERSION for t in EVENT_TYPES.values()}
+_ONE_VERSION: int | None = next(iter(set(_CURRENT.values()))) if len(set(_CURRENT.values())) == 1 else None
+"""The version every event type is at, when they all are at one (a chunk is then checked with
+one set of its versions, not a lookup per line)."""
+
+
+def _all_current(lines: list[_EventLine]) -> bool:
+    """Whether every decoded line is at its type's current version (else: upcast line by line)."""
+    if _ONE_VERSION is not None:
+        return {ln.e.v for ln in lines} <= {_ONE_VERSION}
+    current = _CURRENT
+    return all(ln.e.v == current[type(ln.e)] for ln in lines)
 
 
 def _is_json_line(payload: bytes) -> bool:
@@ -182,7 +193,6 @@ def iter_ndjson_batches(path: Path,
     with _open(path, "r") as f:
         tail = b""
         decode_lines = _event_line_decoder.decode_lines
-        current = _CURRENT
         while True:
             chunk = f.read(_CHUNK)
             if not chunk:
@@ -200,7 +210,7 @@ def iter_ndjson_batches(path: Path,
             except (msgspec.DecodeError, msgspec.ValidationError):
                 yield list(_slow_lines(body.splitlines(keepends=True), on_bad))
                 continue
-            if any(ln.e.v != current[type(ln.e)] for ln in lines):
+            if not _all_current(lines):
                 yield list(_slow_lines(body.splitlines(keepends=True), on_bad))
                 continue
             yield [(ln.id, ln.e) for ln in lines]

@@ -56,3 +56,17 @@ def test_replay_source_batches_sized_and_cut(tmp_path: Path, chunk: int, after: 
     assert all(len(b) == batch for b in batches[:-1]) and 0 < len(batches[-1]) <= batch
     assert stats.read == len(want)
     assert (stats.first, stats.last) == (want[0][0], want[-1][0])
+
+
+@pytest.mark.parametrize("chunk", [97, 1 << 16])
+def test_a_line_of_another_version_leaves_the_fast_path_and_is_refused_by_name(
+        tmp_path: Path, chunk: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("keeper.store.ndjson._CHUNK", chunk)
+    p, good = _export(tmp_path)
+    newer = (b'{"id":"70-0","e":{"type":"price_updated","v":2,"event_id":"n","ts_event":1,'
+             b'"symbol":"X","price":"1"}}\n')
+    p.write_bytes(p.read_bytes() + b"\n" + newer)
+    bad: list[tuple[str, str]] = []
+    got = [e for b in iter_ndjson_batches(p, lambda i, _p, exc: bad.append((i, exc.reason))) for e in b]
+    assert got == [(i, decode(b)) for i, b in good]  # the v2 line is not read as a v1 one
+    assert ("70-0", "unknown_version") in bad
