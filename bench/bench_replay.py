@@ -182,7 +182,7 @@ def _px(x: float) -> Decimal:
 
 def main() -> None:
     structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
-    print(f"# compiled (mypyc): {', '.join(_compiled.compiled()) or 'nothing: pure Python'}")
+    print(_compiled.describe())
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "log.ndjson"
         t0 = time.perf_counter()

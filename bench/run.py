@@ -22,7 +22,7 @@ def main() -> int:
     print(f"# machine: {platform.machine()} {platform.processor() or ''} python {platform.python_version()}")
     from keeper import _compiled  # after the machine line: a stale build refuses to import
 
-    print(f"# compiled (mypyc): {', '.join(_compiled.compiled()) or 'nothing: pure Python'}")
+    print(_compiled.describe())
     failed = 0
     for f in files:
         print(f"# {f.stem}", flush=True)

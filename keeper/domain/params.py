@@ -48,5 +48,5 @@ class CoreSnapshot(msgspec.Struct, forbid_unknown_fields=True):
     episodes: dict[str, str]
     window: list[tuple[int, Decimal]]
     pending: list[ev.LiquidationIntended]
-    settling: dict[str, tuple[str, int]] = {}
-    effects: dict[str, str] = {}
+    settling: dict[str, tuple[str, int]] = msgspec.field(default_factory=dict)
+    effects: dict[str, str] = msgspec.field(default_factory=dict)

@@ -35,17 +35,15 @@ class OpenIntent(msgspec.Struct, gc=False, forbid_unknown_fields=True):
 class State(msgspec.Struct, gc=False, forbid_unknown_fields=True):
     """Everything the log says, as of ``offset`` (the last applied stream entry id)."""
 
-    # empty defaults: msgspec gives each instance its own (and, unlike msgspec.field, they
-    # match the annotation, which a compiled build checks)
-    markets: dict[str, MarketParams] = {}
-    assets: dict[str, AssetParams] = {}
-    prices: dict[str, Decimal] = {}
-    price_time: dict[str, int] = {}
-    accounts: dict[str, Account] = {}
-    open_intents: dict[str, OpenIntent] = {}
-    busy: dict[str, str] = {}
-    unsafe: dict[str, str] = {}
-    paused: dict[str, str] = {}
+    markets: dict[str, MarketParams] = msgspec.field(default_factory=dict)
+    assets: dict[str, AssetParams] = msgspec.field(default_factory=dict)
+    prices: dict[str, Decimal] = msgspec.field(default_factory=dict)
+    price_time: dict[str, int] = msgspec.field(default_factory=dict)
+    accounts: dict[str, Account] = msgspec.field(default_factory=dict)
+    open_intents: dict[str, OpenIntent] = msgspec.field(default_factory=dict)
+    busy: dict[str, str] = msgspec.field(default_factory=dict)
+    unsafe: dict[str, str] = msgspec.field(default_factory=dict)
+    paused: dict[str, str] = msgspec.field(default_factory=dict)
     offset: str = "0-0"
     applied: int = 0
     log_time: int = 0
