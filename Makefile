@@ -49,4 +49,5 @@ bench: setup redis
 	$(PY) bench/run.py
 
 clean:
-	rm -rf $(VENV) .keeper .pytest_cache .mypy_cache .ruff_cache build *__mypyc*.so keeper/domain/*.so
+	rm -rf $(VENV) .keeper .pytest_cache .mypy_cache .ruff_cache build *__mypyc*.so keeper/_compiled.json
+	find keeper -name "*.so" -delete

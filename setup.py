@@ -10,21 +10,35 @@ Everything else about the package is in pyproject.toml.
 
 from __future__ import annotations
 
+import ast
+import hashlib
+import json
 import os
 import sys
+from pathlib import Path
 
 from setuptools import setup
 from setuptools.command.build_ext import build_ext
 
-COMPILED = [
-    "keeper/domain/screen.py", "keeper/domain/decide.py", "keeper/domain/guards.py",
-    "keeper/domain/margin/health.py",
-    "keeper/domain/margin/sizing.py", "keeper/domain/margin/tiers.py",
-]  # and keeper/_compiled.py
+
+def _compiled_modules() -> tuple[str, ...]:
+    """``keeper._compiled.COMPILED``, read without importing the package."""
+    tree = ast.parse(Path("keeper/_compiled.py").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.AnnAssign | ast.Assign):
+            targets = [node.target] if isinstance(node, ast.AnnAssign) else node.targets
+            if any(isinstance(t, ast.Name) and t.id == "COMPILED" for t in targets):
+                assert node.value is not None
+                return tuple(ast.literal_eval(node.value))
+    raise SystemExit("keeper/_compiled.py defines no COMPILED")
+
+
+MODULES = _compiled_modules()
 """The re-check hot path: the health screen, the keeper core and the perp engine it confirms
 with (no msgspec Struct lives in any: msgspec reads field types from classes that mypyc would
 compile; ``margin/evaluate.py`` stays source: the package re-exports a function of the same
 name, which a compiled import would resolve to the module)."""
+COMPILED = [f"keeper/{name}.py" for name in MODULES]
 
 
 def ext_modules() -> list[object]:
@@ -55,6 +69,15 @@ class AllOrNothing(build_ext):
                 built = self.get_ext_fullpath(ext.name)
                 if os.path.exists(built):
                     os.remove(built)
+            return
+        if self.extensions:
+            # what was compiled, for keeper._compiled.check: beside the sources (an editable
+            # install runs them in place) and in the build tree (a wheel carries it)
+            record = json.dumps({name: hashlib.sha256(Path(f"keeper/{name}.py").read_bytes()).hexdigest()
+                                 for name in MODULES}, indent=1, sort_keys=True)
+            for root in {Path("keeper"), Path(self.build_lib) / "keeper"}:
+                if root.is_dir():
+                    (root / "_compiled.json").write_text(record + "\n")
 
 
 setup(ext_modules=ext_modules(), cmdclass={"build_ext": AllOrNothing})

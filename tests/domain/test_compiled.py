@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -11,29 +12,41 @@ from keeper import _compiled
 
 
 def _tree(tmp_path: Path) -> tuple[Path, Path]:
+    for name in _compiled.COMPILED:
+        src = tmp_path / f"{name}.py"
+        src.parent.mkdir(parents=True, exist_ok=True)
+        src.write_text(f"# {name}\n")
     src = tmp_path / "domain" / "screen.py"
-    src.parent.mkdir()
-    src.write_text("# source\n")
     built = src.parent / "screen.cpython-311-x86_64-linux-gnu.so"
     built.write_bytes(b"\x7fELF")
     return src, built
 
 
-def test_a_build_older_than_its_source_is_refused_with_the_fix(tmp_path: Path) -> None:
-    src, built = _tree(tmp_path)
-    t = src.stat().st_mtime
-    os.utime(built, (t - 10, t - 10))
-    with pytest.raises(ImportError, match=r"older than screen\.py: rebuild it with `make setup`"):
+def _record(root: Path) -> None:
+    (root / _compiled.RECORD).write_text(json.dumps(_compiled.source_hashes(root)))
+
+
+def test_a_build_of_another_source_is_refused_with_the_fix(tmp_path: Path) -> None:
+    src, _ = _tree(tmp_path)
+    with pytest.raises(ImportError, match=r"compiled domain/screen was built from another screen\.py"):
+        _compiled.check(tmp_path)  # no record of what was compiled
+    _record(tmp_path)
+    _compiled.check(tmp_path)
+    src.write_text("# edited since the build\n")
+    with pytest.raises(ImportError, match=r"rebuild with `make setup`"):
         _compiled.check(tmp_path)
 
 
-def test_a_build_as_new_as_its_source_and_a_source_alone_are_fine(tmp_path: Path) -> None:
-    src, built = _tree(tmp_path)
-    t = src.stat().st_mtime
-    os.utime(built, (t + 10, t + 10))
-    _compiled.check(tmp_path)
+def test_sources_without_a_build_need_no_record(tmp_path: Path) -> None:
+    _, built = _tree(tmp_path)
     built.unlink()
     _compiled.check(tmp_path)
+
+
+def test_the_makefile_rebuilds_on_the_modules_the_build_compiles() -> None:
+    makefile = (Path(__file__).resolve().parents[2] / "Makefile").read_text()
+    listed = makefile.split("COMPILED :=", 1)[1].split("\n\n", 1)[0].replace("\\", " ").split()
+    assert sorted(listed) == sorted(f"keeper/{name}.py" for name in _compiled.COMPILED)
 
 
 def test_compiled_names_the_modules_that_import_compiled() -> None:
