@@ -13,7 +13,7 @@ COMPILED := keeper/domain/screen.py keeper/domain/decide.py keeper/domain/guards
 	keeper/domain/margin/health.py keeper/domain/margin/sizing.py \
 	keeper/domain/margin/tiers.py
 
-$(VENV)/.installed: pyproject.toml setup.py $(COMPILED)
+$(VENV)/.installed: pyproject.toml setup.py keeper/_compiled.py $(COMPILED)
 	@scripts/ensure-system.sh python
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
