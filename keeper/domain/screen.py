@@ -415,6 +415,8 @@ _TAIL = 1 << 12
 fewer rows keeps all its edges in the heap (pops and pushes O(log n), no array call at all). Past
 a few thousand, a tick that crosses many edges is cheaper as an array slice (bench_recheck's
 typical market, ~5,600 rows, ran 10-20% slower with every edge in a heap)."""
+_SET_MEMBER_BYTES = 60
+"""A row number in a Python set: its int (28 B) and ~1.5 hash-table slots."""
 _HEAP_EDGE_BYTES = 64 + 24 + 2 * 28 + 8
 """A heap entry: its 3-tuple, the float key, the row and generation ints, the list's pointer."""
 _SMALL = 4096
@@ -1128,11 +1130,14 @@ class Screen:
         self.resyncs -= 1  # loading is not a resync
 
     def nbytes(self) -> int:
-        """Bytes held by the row arrays and the band edges (not the key list and dict)."""
-        rows = self._c.nbytes + self._ver.nbytes + self._alw.nbytes + self._es.nbytes + self._el.nbytes
+        """Bytes held by the row arrays, the band edges and the row sets (stale rows, quiet
+        symbols' notes: ~60 B a member), not the key list and dict."""
+        rows = (self._c.nbytes + self._ver.nbytes + self._alw.nbytes + self._hot.nbytes + self._es.nbytes
+                + self._el.nbytes)
         if self._ep is not None:
             rows += self._ep.nbytes
-        return rows + sum(e.nbytes() for e in (*self._floors, *self._ceils))
+        members = len(self._dirty) + sum(len(s) for s in self._unbanded)
+        return rows + _SET_MEMBER_BYTES * members + sum(e.nbytes() for e in (*self._floors, *self._ceils))
 
     def stats(self) -> dict[str, int]:
         """Counts for benchmarks and metrics: buckets, entries, stale edges, always-checked, bytes."""
