@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import structlog
 
+from keeper import _compiled
 from keeper.app.config import Config, FeedSource
 from keeper.app.keeper_role import core_factory
 from keeper.app.metrics import Metrics
@@ -244,7 +245,7 @@ class Daemon:
         self.redis_url = url
         _log.info("daemon_starting", roles=list(self.roles), profiles=list(self.profiles),
                   mode=cfg.keeper.mode, executor=cfg.execution.executor, pid=os.getpid(),
-                  redis="embedded" if server else "external")
+                  redis="embedded" if server else "external", compiled=_compiled.compiled())
         intake: list[asyncio.Task[Any]] = []
         workers: list[asyncio.Task[Any]] = []
         inner_stop = asyncio.Event()
