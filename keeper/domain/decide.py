@@ -48,7 +48,7 @@ from keeper.domain import events as ev
 from keeper.domain import guards
 from keeper.domain import state as st
 from keeper.domain.margin import evaluate, get_profile, plan_liquidation
-from keeper.domain.model import bucket_key
+from keeper.domain.model import Bucket, bucket_key
 from keeper.domain.params import CoreSnapshot, KeeperParams
 from keeper.domain.screen import Screen, balance_weight, screen_mode
 from keeper.errors import KeeperError
@@ -236,14 +236,19 @@ class KeeperCore:
         """Keys of the buckets whose health moves with ``symbol``."""
         return self._exposure.get(symbol, set())
 
+    def _decidable(self, bucket: Bucket) -> bool:
+        """Whether this core decides on ``bucket``: a lending profile takes the buckets without
+        positions, a perp profile those with, so cores of several profiles on one log never
+        decide on the same bucket."""
+        return bool(bucket.positions) != self._lending
+
     def _reindex(self, key: str) -> bool:
         """Refresh the bucket's screen row and exposure; returns whether the screen flags it.
 
-        Only buckets this core can decide on are indexed (see ``_decide``: a perp profile's have
-        positions, a lending profile's none); the others have no row and no exposure."""
+        Only buckets this core can decide on (``_decidable``) are indexed; the others have no
+        row and no exposure."""
         bucket = self.state.find_bucket(key)
-        new = (tuple(bucket.symbols()) if bucket is not None and bool(bucket.positions) != self._lending
-               else ())
+        new = tuple(bucket.symbols()) if bucket is not None and self._decidable(bucket) else ()
         flagged = False
         if bucket is not None and new:
             lending, at_entry, always = self._screen_mode
@@ -279,7 +284,7 @@ class KeeperCore:
         bucket = self.state.find_bucket(key)
         if bucket is None:
             return self._reindex(key)
-        if bool(bucket.positions) == self._lending and key not in self._symbols_of:
+        if not self._decidable(bucket) and key not in self._symbols_of:
             return False
         asset = event.asset
         new = bucket.balances.get(asset)
@@ -386,9 +391,7 @@ class KeeperCore:
             if not symbols:
                 self._episodes.pop(key, None)
                 continue
-            if bool(bucket.positions) == self._lending:
-                # a lending profile takes the buckets without positions, a perp profile those
-                # with: cores of several profiles on one log never decide on the same bucket
+            if not self._decidable(bucket):
                 continue
             if guards.unsafe_symbols(symbols, s.unsafe):
                 self._skip("unsafe_market")
