@@ -10,30 +10,30 @@ Everything else about the package is in pyproject.toml.
 
 from __future__ import annotations
 
-import ast
-import hashlib
+import importlib.util
 import json
 import os
 import sys
 from pathlib import Path
+from types import ModuleType
 
 from setuptools import setup
 from setuptools.command.build_ext import build_ext
 
 
-def _compiled_modules() -> tuple[str, ...]:
-    """``keeper._compiled.COMPILED``, read without importing the package."""
-    tree = ast.parse(Path("keeper/_compiled.py").read_text())
-    for node in tree.body:
-        if isinstance(node, ast.AnnAssign | ast.Assign):
-            targets = [node.target] if isinstance(node, ast.AnnAssign) else node.targets
-            if any(isinstance(t, ast.Name) and t.id == "COMPILED" for t in targets):
-                assert node.value is not None
-                return tuple(ast.literal_eval(node.value))
-    raise SystemExit("keeper/_compiled.py defines no COMPILED")
+def _load_compiled() -> ModuleType:
+    """``keeper/_compiled.py`` on its own (stdlib only): importing the package would check the
+    very build this is about to replace."""
+    spec = importlib.util.spec_from_file_location("_keeper_compiled", "keeper/_compiled.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-MODULES = _compiled_modules()
+_COMPILED = _load_compiled()
+MODULES: tuple[str, ...] = _COMPILED.COMPILED
 """The re-check hot path: the health screen, the keeper core and the perp engine it confirms
 with (no msgspec Struct lives in any: msgspec reads field types from classes that mypyc would
 compile; ``margin/evaluate.py`` stays source: the package re-exports a function of the same
@@ -73,11 +73,10 @@ class AllOrNothing(build_ext):
         if self.extensions:
             # what was compiled, for keeper._compiled.check: beside the sources (an editable
             # install runs them in place) and in the build tree (a wheel carries it)
-            record = json.dumps({name: hashlib.sha256(Path(f"keeper/{name}.py").read_bytes()).hexdigest()
-                                 for name in MODULES}, indent=1, sort_keys=True)
+            record = json.dumps(_COMPILED.source_hashes(Path("keeper")), indent=1, sort_keys=True)
             for root in {Path("keeper"), Path(self.build_lib) / "keeper"}:
                 if root.is_dir():
-                    (root / "_compiled.json").write_text(record + "\n")
+                    (root / _COMPILED.RECORD).write_text(record + "\n")
 
 
 setup(ext_modules=ext_modules(), cmdclass={"build_ext": AllOrNothing})

@@ -25,7 +25,7 @@ from types import ModuleType
 
 COMPILED = ("domain/screen", "domain/decide", "domain/guards",
             "domain/margin/health", "domain/margin/sizing", "domain/margin/tiers")
-"""Module paths under ``keeper/`` that setup.py compiles (it reads this tuple; the Makefile's
+"""Module paths under ``keeper/`` that setup.py compiles (it loads this module; the Makefile's
 list, which decides when to rebuild, is checked against it by a test)."""
 
 RECORD = "_compiled.json"
