@@ -12,12 +12,16 @@ account events (positions opened, deposits, withdrawals, funding).
 Figures (``bench <name> <value> <unit>``):
 
 - ``replay_events_per_s``: all 1M entries, NDJSON read + typed decode + ``KeeperCore.handle``
-  (apply, exposure index, screen, exact confirmation, decide), GC paused as in ``keeper replay``;
+  (apply, exposure index, screen, exact confirmation, decide), GC paused, as ``keeper replay
+  --jobs N`` runs it: N processes (one per CPU, at least 2), the accounts split between them
+  (``keeper.replay.parallel``); asserted: the same decisions in the same order as one process;
+- ``replay_1proc_events_per_s``: the same in one process (``keeper replay``, default ``--jobs 1``);
 - ``replay_decisions``: decisions re-derived (all equal to the recorded ones: see verify);
-- ``verify_events_per_s``: the same plus collecting and comparing every decision byte for byte,
-  over the first 500,000 entries (to stay well under two minutes; asserted: zero divergences),
-  through ``Verifier.after_batch`` as ``keeper replay --verify`` does (whole batches into
-  ``handle_batch``; the per-entry ``after`` hook is for ``--explain``/``--plot``);
+- ``verify_events_per_s`` (N processes) and ``verify_1proc_events_per_s`` (one): the same plus
+  collecting and comparing every decision byte for byte, over the first 500,000 entries (to
+  stay well under two minutes; asserted: zero divergences), through ``Verifier.after_batch`` as
+  ``keeper replay --verify`` does (whole batches into ``handle_batch``; the per-entry ``after``
+  hook is for ``--explain``/``--plot``);
 - ``decode_only_events_per_s``: the source alone, and ``replay_state_only_events_per_s``: the
   same replay through the plain ``ProjectionCore`` (apply only, no decisions), for reference:
   what the replay shell costs without the keeper's decision path.
@@ -47,9 +51,10 @@ from keeper.domain.codec import encode
 from keeper.domain.decide import KeeperCore, KeeperParams
 from keeper.domain.model import CROSS, AssetParams, MarketParams
 from keeper.projector import ProjectionCore
+from keeper.replay.parallel import default_jobs, replay_parallel
 from keeper.replay.replay import Replayer, gc_paused, replay_batches
 from keeper.replay.source import ndjson_batches
-from keeper.replay.verify import Verifier
+from keeper.replay.verify import Verifier, decision_bytes
 
 EVENTS = int(os.environ.get("BENCH_REPLAY_EVENTS", "1000000"))
 ACCOUNTS = 10_000
@@ -201,11 +206,18 @@ def main() -> None:
         assert res.entries == n
         print(f"bench replay_state_only_events_per_s {res.events_per_s:.0f} events/s")
 
-        res = replay_batches(KeeperCore(PARAMS), ndjson_batches(path))
-        assert res.entries == n
-        assert len(res.derived) == res.recorded == intents
-        print(f"bench replay_events_per_s {res.events_per_s:.0f} events/s")
-        print(f"bench replay_decisions {len(res.derived)} decisions")
+        one = replay_batches(KeeperCore(PARAMS), ndjson_batches(path))
+        assert one.entries == n
+        assert len(one.derived) == one.recorded == intents
+        print(f"bench replay_1proc_events_per_s {one.events_per_s:.0f} events/s")
+        jobs = max(2, default_jobs())
+        par = replay_parallel([("perp", PARAMS)], path, jobs).result
+        assert par.entries == n
+        assert [(t, decision_bytes(e.decision)) for t, e in par.derived] == [
+            (t, decision_bytes(e.decision)) for t, e in one.derived]
+        print(f"# --jobs {jobs}: the accounts split between {jobs} processes; the same decisions")
+        print(f"bench replay_events_per_s {par.events_per_s:.0f} events/s")
+        print(f"bench replay_decisions {len(par.derived)} decisions")
 
         half = _id_at(path, min(n, 500_000))
         v = Verifier()
@@ -216,7 +228,15 @@ def main() -> None:
         assert report.ok, report.first.describe() if report.first else ""
         assert report.decisions == res.recorded > 0
         print(f"# {report.summary()} (first {res.entries:,} entries)")
-        print(f"bench verify_events_per_s {res.entries / dt:.0f} events/s")
+        print(f"bench verify_1proc_events_per_s {res.entries / dt:.0f} events/s")
+        t0 = time.perf_counter()
+        pv = replay_parallel([("perp", PARAMS)], path, jobs, to=half, verify=True)
+        assert pv.verifier is not None
+        report = pv.verifier.finish()
+        dt = time.perf_counter() - t0
+        assert report.ok, report.first.describe() if report.first else ""
+        assert report.decisions == pv.result.recorded == res.recorded
+        print(f"bench verify_events_per_s {pv.result.entries / dt:.0f} events/s")
         if "--profile" in sys.argv:
             profile(path)
 

@@ -60,6 +60,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with --redis-url: start from the shard's Redis snapshot NAME "
                              "(the daemon's is keeper-<consumer>)")
     parser.add_argument("--progress", action="store_true", help="progress line even when not a TTY")
+    parser.add_argument("--jobs", type=int, default=1, metavar="N",
+                        help="--ndjson: replay with N processes, the accounts split between them "
+                             "(0: one per CPU); the same decisions as one (docs/replay.md)")
 
 
 def _until_us(text: str | None) -> int | None:
@@ -160,6 +163,7 @@ async def _run(args: argparse.Namespace) -> int:
         if afters or befores:
             core = multi  # per-entry hooks: ``multi.last`` holds each core's own output
 
+        jobs = _jobs(args, named, start, bool(explainers))
         stats = SourceStats()
         kw: dict[str, Any] = {
             "to": args.to, "until_us": _until_us(args.until),
@@ -170,6 +174,14 @@ async def _run(args: argparse.Namespace) -> int:
         if redis_log is not None:
             batches = log_batches(redis_log, after=start, to=args.to, stats=stats)
             result = await replay_async(core, batches, **kw)
+        elif jobs > 1:
+            from keeper.replay.parallel import replay_parallel
+
+            par = replay_parallel(named, args.ndjson, jobs, to=args.to, until_us=kw["until_us"],
+                                  verify=verifier is not None, progress=kw["progress"].enabled)
+            result, stats = par.result, par.stats
+            if par.verifier is not None:
+                verifier = par.verifier
         else:
             result = replay_batches(core, ndjson_batches(args.ndjson, after=start, to=args.to, stats=stats),
                                     **kw)
@@ -184,7 +196,8 @@ async def _run(args: argparse.Namespace) -> int:
     print(f"replay: {result.entries} entries {result.first or '-'}..{result.last or '-'} "
           f"(from {origin}, stopped: {result.stopped}); "
           f"{len(result.derived)} decisions derived, {result.recorded} recorded; "
-          f"{stats.bad} undecodable entries skipped; {result.events_per_s:,.0f} events/s", file=out)
+          f"{stats.bad} undecodable entries skipped; {result.events_per_s:,.0f} events/s"
+          + (f" ({jobs} processes)" if jobs > 1 else ""), file=out)
     h = mf.run_hash(named)
     vs = " (no live manifest)"
     if live is not None:
@@ -219,6 +232,24 @@ async def _run(args: argparse.Namespace) -> int:
     if verified is not None:
         print(verified, file=out)
     return status
+
+
+def _jobs(args: argparse.Namespace, named: Sequence[tuple[str, Any]], start: str, hooks: bool) -> int:
+    """How many processes replay (``--jobs``); 1, with a warning saying why, where the replay
+    cannot be split (``keeper.replay.parallel.serial_reason``)."""
+    from keeper.replay.parallel import default_jobs, serial_reason
+
+    if args.jobs < 0:
+        raise ConfigError(f"--jobs: expected 0 (one per CPU) or more, got {args.jobs}")
+    jobs = args.jobs or default_jobs()
+    if jobs == 1:
+        return 1
+    reason = "a Redis log is read by one process (export it: keeper log export)" if args.redis_url else None
+    reason = reason or serial_reason(named, snapshot=start != "0-0", hooks=hooks)
+    if reason is not None:
+        log.warning("replay_one_process", jobs=jobs, reason=reason)
+        return 1
+    return jobs
 
 
 async def _scan_late(args: argparse.Namespace, redis_log: Any, verifier: Any, stop: str) -> None:

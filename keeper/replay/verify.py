@@ -148,6 +148,15 @@ class Verifier:
             if parse_id(event.decision.trigger) <= parse_id(stop):
                 self.after(entry_id, event, ())
 
+    def absorb(self, other: Verifier) -> None:
+        """Take in what ``other`` collected (a parallel replay's worker: its accounts only, so
+        the two never hold the same intent)."""
+        for iid, der in other._derived.items():
+            self._derived.setdefault(iid, der)
+        for iid, rec in other._recorded.items():
+            if parse_id(rec[0]) > self.start:
+                self._recorded.setdefault(iid, rec)
+
     def finish(self) -> VerifyReport:
         """Compare the two sides; divergences sorted by log position."""
         report = VerifyReport()
