@@ -11,7 +11,7 @@ setup: $(VENV)/.installed
 # setup.py compiles these with mypyc (the list is keeper/_compiled.py's): a changed source means a rebuild
 COMPILED := keeper/domain/screen.py keeper/domain/decide.py keeper/domain/guards.py \
 	keeper/domain/margin/health.py keeper/domain/margin/sizing.py \
-	keeper/domain/margin/tiers.py keeper/replay/route.py
+	keeper/domain/margin/tiers.py keeper/replay/route.py keeper/store/lines.py
 
 $(VENV)/.installed: pyproject.toml setup.py keeper/_compiled.py $(COMPILED)
 	@scripts/ensure-system.sh python

@@ -24,7 +24,8 @@ from pathlib import Path
 from types import ModuleType
 
 COMPILED = ("domain/screen", "domain/decide", "domain/guards",
-            "domain/margin/health", "domain/margin/sizing", "domain/margin/tiers", "replay/route")
+            "domain/margin/health", "domain/margin/sizing", "domain/margin/tiers", "replay/route",
+            "store/lines")
 """Module paths under ``keeper/`` that setup.py compiles (it loads this module; the Makefile's
 list, which decides when to rebuild, is checked against it by a test)."""
 

@@ -24,9 +24,11 @@ import msgspec
 
 from keeper.domain.model import AssetParams, MarketParams
 
+_ZERO = Decimal(0)
+
 
 def _finite_positive(name: str, value: Decimal) -> None:
-    if not value.is_finite() or value <= 0:
+    if not value.is_finite() or value <= _ZERO:
         raise ValueError(f"{name} must be a finite number > 0, got {value}")
 
 
@@ -87,7 +89,9 @@ class PriceUpdated(Event, frozen=True, tag="price_updated"):
     conf: Decimal | None = None
 
     def __post_init__(self) -> None:
-        _finite_positive("price", self.price)
+        p = self.price  # _finite_positive inlined: every tick line runs this once per decode
+        if not (p.is_finite() and p > _ZERO):
+            raise ValueError(f"price must be a finite number > 0, got {p}")
 
 
 # ---------------------------------------------------------------- account events

@@ -23,7 +23,7 @@ replay bench (``bench/bench_replay.py``).
 
 Workers are forked (``multiprocessing``, ``fork``): the parent's imports and configuration come
 along, nothing is pickled in but a small task, and what comes back is each worker's decisions as
-encoded bytes, its ``Verifier`` and its counts.
+one msgpack array, its ``Verifier`` and its counts.
 """
 
 from __future__ import annotations
@@ -36,10 +36,10 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 
+import msgspec
 import structlog
 
 from keeper.domain import events as ev
-from keeper.domain.codec import decode, encode
 from keeper.domain.decide import KeeperCore, KeeperParams
 from keeper.domain.model import bucket_key
 from keeper.replay.replay import Core, MultiCore, Progress, ReplayResult, gc_paused, handle_batch
@@ -49,6 +49,9 @@ from keeper.replay.verify import Verifier
 from keeper.store.entries import parse_id
 
 log = structlog.get_logger("keeper.replay")
+
+_intents_encoder = msgspec.msgpack.Encoder()
+_intents_decoder = msgspec.msgpack.Decoder(list[ev.LiquidationIntended])
 
 __all__ = ["ParallelReplay", "account_of", "default_jobs", "replay_parallel", "serial_reason", "shard_of"]
 
@@ -87,10 +90,13 @@ class _ShardOut:
     last: str | None = None
     stopped: str = "end"
     recorded: int = 0
-    derived: list[bytes] = field(default_factory=list)
+    intents: list[ev.LiquidationIntended] = field(default_factory=list)
+    derived: bytes = b""
+    """``intents`` as one msgpack array (what is sent back: decoding it beats unpickling)."""
     verifier: Verifier | None = None
     stats: SourceStats = field(default_factory=SourceStats)
     kept: int = 0
+    elapsed_s: float = 0.0
 
 
 class _Shard:
@@ -106,6 +112,7 @@ class _Shard:
 
     def run(self) -> _ShardOut:
         task, out = self.task, self.out
+        t0 = time.perf_counter()
         progress = Progress(force=True) if task.progress else None
         split = self.router.split
         with gc_paused():
@@ -127,6 +134,9 @@ class _Shard:
                     break
         if progress is not None:
             progress.close(out.entries, out.last or "-")
+        out.derived = _intents_encoder.encode(out.intents)
+        out.intents = []
+        out.elapsed_s = time.perf_counter() - t0
         return out
 
     def _until(self, batch: Batch) -> Batch:
@@ -143,7 +153,8 @@ class _Shard:
         derived = handle_batch(self.core, own)
         for e in derived:
             if type(e) is ev.LiquidationIntended:
-                out.derived.append(encode(e))
+                assert isinstance(e, ev.LiquidationIntended)
+                out.intents.append(e)
         out.recorded += sum(1 for _, e in own if type(e) is ev.LiquidationIntended)
         out.kept += len(own)
         if out.verifier is not None:
@@ -189,12 +200,7 @@ def replay_parallel(named: Sequence[tuple[str, KeeperParams]], path: Path, jobs:
     first = outs[0]
     if any((o.entries, o.last, o.stopped) != (first.entries, first.last, first.stopped) for o in outs):
         raise RuntimeError("parallel replay: the workers read different entries")  # never: one file
-    intents: list[ev.LiquidationIntended] = []
-    for o in outs:
-        for b in o.derived:
-            e = decode(b)
-            assert isinstance(e, ev.LiquidationIntended)
-            intents.append(e)
+    intents = [e for o in outs for e in _intents_decoder.decode(o.derived)]
 
     def position(e: ev.LiquidationIntended) -> tuple[tuple[int, int], int, bool, Decimal, str]:
         d = e.decision
@@ -218,6 +224,7 @@ def replay_parallel(named: Sequence[tuple[str, KeeperParams]], path: Path, jobs:
     res.elapsed_s = time.perf_counter() - t0
     log.info("replay_done", entries=res.entries, first=res.first, last=res.last, derived=len(res.derived),
              recorded=res.recorded, stopped=res.stopped, jobs=jobs, kept=[o.kept for o in outs],
+             worker_s=[round(o.elapsed_s, 3) for o in outs],
              elapsed_s=round(res.elapsed_s, 3), events_per_s=round(res.events_per_s))
     return ParallelReplay(res, verifier, first.stats, [o.kept for o in outs])
 

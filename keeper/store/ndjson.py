@@ -24,6 +24,7 @@ from keeper.domain.codec import decode
 from keeper.domain.events import EVENT_TYPES, AnyEvent, Event
 from keeper.errors import DecodeError, LogError
 from keeper.ports import LogEntry
+from keeper.store.lines import current_pairs
 
 _PREFIX = b'{"id":"'
 _MID_E = b'","e":'
@@ -210,10 +211,13 @@ def iter_ndjson_batches(path: Path,
             except (msgspec.DecodeError, msgspec.ValidationError):
                 yield list(_slow_lines(body.splitlines(keepends=True), on_bad))
                 continue
-            if not _all_current(lines):
+            pairs = current_pairs(lines, _ONE_VERSION) if _ONE_VERSION is not None else None
+            if pairs is not None:
+                yield pairs
+            elif _ONE_VERSION is None and _all_current(lines):
+                yield [(ln.id, ln.e) for ln in lines]
+            else:
                 yield list(_slow_lines(body.splitlines(keepends=True), on_bad))
-                continue
-            yield [(ln.id, ln.e) for ln in lines]
 
 
 def _slow_lines(lines: Iterable[bytes], on_bad: Callable[[str, bytes, DecodeError], None] | None
