@@ -51,23 +51,31 @@ class Router:
         self.shard = shard
         self._mine: dict[str, bool] = {}
         self.log_time = 0
-        """The log time over every entry so far (what one core would have)."""
+        """The highest ``ts_event`` read so far (every other worker's entry is read)."""
         self.fed = 0
-        """The log time the worker's cores have once its kept entries so far are handled."""
+        """A lower bound of the log time the worker's cores have once its kept entries so far
+        are handled (their own times are read only while another worker's entry is ahead)."""
 
     def split(self, batch: list[Entry]) -> list[tuple[int, list[Entry]]]:
         """The batch's own and global entries, in order, as runs ``(log time, entries)``: before
         a run whose log time is not 0 the cores' log time must be raised to it (another worker's
-        entry moved it past what this worker has seen, and one core would have seen that)."""
+        entry moved it past what this worker has seen, and one core would have seen that).
+
+        A kept entry's time is read only while a dropped one is ahead of ``fed``: then either it
+        catches up (``fed`` moves to it) or a run starts at the dropped one's time. ``fed`` being
+        a lower bound can only start a run that changes nothing (raising to a time the cores
+        have), never miss one. Runs are slices of the batch, not copies entry by entry.
+        """
         mine, jobs, shard = self._mine, self.jobs, self.shard
         price_t = ev.PriceUpdated
         lt, fed = self.log_time, self.fed
         runs: list[tuple[int, list[Entry]]] = []
         own: list[Entry] = []
         at = 0
-        for item in batch:
-            e = item[1]
-            ts = e.ts_event
+        start = 0  # the first entry of the batch not yet in ``own`` nor dropped
+        n = len(batch)
+        for i in range(n):
+            e = batch[i][1]
             if type(e) is not price_t:
                 account = account_of(e)
                 if account is not None:
@@ -76,20 +84,28 @@ class Router:
                         m = zlib.crc32(account.encode()) % jobs == shard
                         mine[account] = m
                     if not m:
+                        if start < i:
+                            own.extend(batch[start:i])
+                        start = i + 1
+                        ts = e.ts_event
                         if ts > lt:  # noqa: PLR1730 (compiled hot loop: no call)
                             lt = ts
                         continue
-            if lt > fed and lt > ts:
-                if own:
-                    runs.append((at, own))
-                own = []
-                at = lt
-                fed = lt
-            own.append(item)
-            if ts > fed:  # noqa: PLR1730
-                fed = ts
-            if ts > lt:  # noqa: PLR1730
-                lt = ts
+            if lt > fed:
+                ts = e.ts_event
+                if lt > ts:
+                    if start < i:
+                        own.extend(batch[start:i])
+                    if own:
+                        runs.append((at, own))
+                    own = []
+                    start = i
+                    at = lt
+                    fed = lt
+                else:
+                    fed = lt = ts
+        if start < n:
+            own.extend(batch[start:n])
         if own:
             runs.append((at, own))
         self.log_time, self.fed = lt, fed
