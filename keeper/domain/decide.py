@@ -248,13 +248,14 @@ class KeeperCore:
         Only buckets this core can decide on (``_decidable``) are indexed; the others have no
         row and no exposure."""
         bucket = self.state.find_bucket(key)
-        new = tuple(bucket.symbols()) if bucket is not None and self._decidable(bucket) else ()
+        syms = bucket.symbols() if bucket is not None and self._decidable(bucket) else []
+        new = tuple(syms)
         flagged = False
         if bucket is not None and new:
             lending, at_entry, always = self._screen_mode
             state = self.state
             flagged = self.screen.upsert(key, bucket, state.markets, state.assets, state.prices,
-                                         lending, mm_at_entry=at_entry, always_check=always)
+                                         lending, mm_at_entry=at_entry, always_check=always, symbols=syms)
         else:
             self.screen.remove(key)
         old = self._symbols_of.get(key, ())

@@ -53,9 +53,8 @@ from __future__ import annotations
 import heapq
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -74,13 +73,13 @@ _QUIET = 1.0 / 1024
 """Budget weight of a symbol not ticked since first priced (a stablecoin): rarely worth a share."""
 
 
-@dataclass(frozen=True, slots=True)
-class Linear:
-    """A bucket's slack as ``const + sum coefs[s] * P_s``, valid while ``P_s <= ceilings[s]``."""
+class Linear(NamedTuple):
+    """A bucket's slack as ``const + sum coefs[s] * P_s``, valid while ``P_s <= ceilings[s]``
+    (a tuple: every upsert builds one)."""
 
     const: Decimal
     coefs: dict[str, Decimal]
-    ceilings: dict[str, Decimal] = field(default_factory=dict)
+    ceilings: dict[str, Decimal]
 
 
 def tier_bound(market: MarketParams, notional: Decimal) -> tuple[Decimal, Decimal | None] | None:
@@ -123,6 +122,19 @@ def linearise(
     ``prices`` is read only to choose a tiered position's band. None means the screen must
     treat the bucket as always a candidate (unknown market, missing parameter or price).
     """
+    lin = _linearise(bucket, markets, assets, prices, lending, mm_at_entry)
+    return None if lin is None else Linear(*lin)
+
+
+def _linearise(  # noqa: PLR0917 - linearise's arguments
+    bucket: Bucket,
+    markets: Mapping[str, MarketParams],
+    assets: Mapping[str, AssetParams],
+    prices: Mapping[str, Decimal],
+    lending: bool,
+    mm_at_entry: bool,
+) -> tuple[Decimal, dict[str, Decimal], dict[str, Decimal]] | None:
+    """``linearise`` as a plain tuple (what ``upsert`` reads: no record built per upsert)."""
     const = _ZERO
     coefs: dict[str, Decimal] = {}
     ceilings: dict[str, Decimal] = {}
@@ -133,7 +145,11 @@ def linearise(
         if mk is None:
             return None
         size, absz = pos.size, abs(pos.size)
-        const += pos.quote_value()
+        quote = pos.quote  # Position.quote_value() inlined (an interpreted call per position)
+        if quote is None:
+            entry_price = pos.entry_price
+            quote = _ZERO if entry_price is None else -size * entry_price
+        const += quote
         if mm_at_entry:
             entry = pos.entry_price if pos.entry_price is not None else -pos.quote_value() / size
             if mk.mmf_tiers:
@@ -165,7 +181,7 @@ def linearise(
         coefs[sym] = coefs.get(sym, _ZERO) + size - absz * rate
     for sym, bal in sorted(bucket.balances.items()):
         coefs[sym] = coefs.get(sym, _ZERO) + bal * balance_weight(assets.get(sym), bal > 0, lending)
-    return Linear(const, coefs, ceilings)
+    return const, coefs, ceilings
 
 
 def balance_weight(ap: AssetParams | None, collateral: bool, lending: bool) -> Decimal:
@@ -424,6 +440,9 @@ _SET_MEMBER_BYTES = 60
 _HEAP_EDGE_BYTES = 64 + 24 + 2 * 28 + 8
 """A heap entry: its 3-tuple, the float key, the row and generation ints, the list's pointer."""
 _SMALL = 4096
+_GEN_MASK = 0x7FFFFFFF
+"""Row generations (int32) wrap to 0 after 2**31 - 1 settles of one row: an edge that old was
+compacted away long before."""
 _MAX_WIDTH = 16
 """Symbols a row can hold in the arrays; a bucket exposed to more is always a candidate."""
 _SHIFT_BUDGET = 1024
@@ -481,6 +500,15 @@ class Screen:
         self._el: F64 = np.zeros((0, self._width))
         self._ep: F64 | None = None
         """Price ceilings per entry; allocated when the first finite one arrives (tiers)."""
+        self._cm: Any = None
+        self._verm: Any = None
+        self._alwm: Any = None
+        self._hotm: Any = None
+        self._esm: Any = None
+        self._elm: Any = None
+        self._epm: Any = None
+        """Flat memoryviews of the row arrays above (``_views``)."""
+        self._views()
         self._dirty: set[int] = set()
         """Rows whose stored form lags behind their bucket by updates that only raised its slack
         (``defer``): still a valid lower bound, refreshed when a tick crosses their band."""
@@ -546,6 +574,24 @@ class Screen:
             ep = np.full((cap, width), math.inf)
             ep[:old, :w0] = self._ep
             self._ep = ep
+        self._views()
+
+    def _views(self) -> None:
+        """Flat memoryviews over the row arrays (after any of them is replaced): one row's
+        numbers are read and written through them as Python ints and floats, several times
+        cheaper than numpy scalar or row indexing; the vectorised paths use the arrays."""
+        self._cm = self._c.data
+        self._verm = self._ver.data
+        self._alwm = self._alw.data
+        self._hotm = self._hot.data
+        self._esm = _flat(self._es, "i")
+        self._elm = _flat(self._el, "d")
+        self._epm = None if self._ep is None else _flat(self._ep, "d")
+
+    def _new_ceilings(self) -> None:
+        """Allocate the price ceilings (the first tiered entry)."""
+        self._ep = np.full(self._el.shape, math.inf)
+        self._views()
 
     def _alloc(self, key: str) -> int:
         if self._free:
@@ -565,39 +611,52 @@ class Screen:
         self._clear(row)
 
     def _clear(self, row: int) -> None:
-        self._hot[row] = False
-        self._es[row] = 0
-        self._el[row] = 0.0
-        if self._ep is not None:
-            self._ep[row] = math.inf
-        self._c[row] = math.inf
+        self._hotm[row] = False
+        esm, elm, epm = self._esm, self._elm, self._epm
+        w = self._width
+        for j in range(row * w, row * w + w):
+            esm[j] = 0
+            elm[j] = 0.0
+            if epm is not None:
+                epm[j] = math.inf
+        self._cm[row] = math.inf
 
-    def _release(self, row: int) -> None:
-        """Make the row's edges stale and take it out of the per-symbol counts (arrays kept)."""
-        self._ver[row] += 1
+    def _release(self, row: int) -> int:
+        """Make the row's edges stale and take it out of the per-symbol counts (arrays kept);
+        returns how many entries the row holds (its slots past that are zero)."""
+        verm = self._verm
+        ver: int = verm[row]
+        verm[row] = (ver + 1) & _GEN_MASK
         if self._drift:
             self._drift.pop(row, None)
         if self._dirty:
             self._dirty.discard(row)
-        if self._alw[row]:
-            self._alw[row] = False
+        if self._alwm[row]:
+            self._alwm[row] = False
             for sid in self._alw_sids.pop(row, ()):
                 self._always[sid].discard(row)
-        else:
-            for sid in self._es[row].tolist():
-                if sid:
-                    self._count[sid] -= 1
+            return 0
+        w = self._width
+        count = self._count
+        used = 0
+        for sid in self._esm[row * w:row * w + w].tolist():
+            if sid:
+                count[sid] -= 1
+                used += 1
+        return used
 
     def _entries(self, row: int) -> list[tuple[int, float, float]]:
-        sids = self._es[row].tolist()
-        los = self._el[row].tolist()
-        pms = self._ep[row].tolist() if self._ep is not None else [math.inf] * len(sids)
+        w = self._width
+        a = row * w
+        sids = self._esm[a:a + w].tolist()
+        los = self._elm[a:a + w].tolist()
+        pms = self._epm[a:a + w].tolist() if self._epm is not None else [math.inf] * w
         return [(s, lo, pm) for s, lo, pm in zip(sids, los, pms, strict=True) if s]
 
     def _fresh(self, row: int) -> tuple[float, bool]:
         """The row's headroom at the current prices, and whether a price is above its ceiling."""
         price = self._price
-        h = float(self._c[row])
+        h: float = self._cm[row]
         broken = False
         for sid, lo, pmax in self._entries(row):
             p = price[sid]
@@ -616,8 +675,9 @@ class Screen:
         inside its band the row's headroom cannot go below zero. Returns whether it is flagged
         (then it gets an empty band: a floor at +inf, crossed by every tick of its symbols).
         """
-        gen = int(self._ver[row]) + 1
-        self._ver[row] = gen
+        verm = self._verm
+        gen: int = (verm[row] + 1) & _GEN_MASK
+        verm[row] = gen
         price = self._price
         h = c
         broken = False
@@ -634,15 +694,16 @@ class Screen:
                 mixed = True
                 break
         if not h >= 0 or broken:  # NaN too
-            self._hot[row] = True
+            self._hotm[row] = True
             for sid, _, _ in ent:
                 if mixed and wt[sid] == _QUIET:
                     self._unbanded[sid].add(row)
                 else:
                     floors[sid].push(math.inf, row, gen)
             return True
-        if self._hot[row]:
-            self._hot[row] = False
+        hotm = self._hotm
+        if hotm[row]:
+            hotm[row] = False
         wsum = 0.0
         for sid, lo, _ in ent:
             if lo:
@@ -672,7 +733,7 @@ class Screen:
         ``rebuild``: these are all the linear rows, so every symbol's edges are replaced (a
         full settle that also drops every stale edge).
         """
-        gen = self._ver[rows] + 1
+        gen = (self._ver[rows] + 1) & _GEN_MASK
         self._ver[rows] = gen
         self._px[:len(self._price)] = self._price
         es = self._es[rows]
@@ -756,6 +817,7 @@ class Screen:
         *,
         mm_at_entry: bool = False,
         always_check: bool = False,
+        symbols: Sequence[str] | None = None,
     ) -> bool:
         """Recompute the bucket's row from the exact state; returns whether it is flagged now.
 
@@ -763,29 +825,39 @@ class Screen:
         Call after any event that changes the bucket, or the parameters of a market or asset
         it holds. ``prices`` seeds the screen's price of a symbol it has not seen yet and
         chooses tier bands; the screen's own current prices are used for the slack, so they and
-        the state's must agree (``on_price``/``resync`` keep them in step).
+        the state's must agree (``on_price``/``resync`` keep them in step). ``symbols``: the
+        bucket's ``symbols()``, when the caller has them.
         """
         self.upserts += 1
         row = self._row.get(key)
+        used = self._width
         if row is None:
             row = self._alloc(key)
         else:
-            self._release(row)
-        syms = bucket.symbols()
+            used = self._release(row)
+        syms = bucket.symbols() if symbols is None else symbols
         if not syms:
             self._clear(row)
             return False
-        sids = [self._sid(s) for s in syms]
         price = self._price
-        for s, sid in zip(syms, sids, strict=True):
-            if math.isnan(price[sid]) and s in prices:
-                self._set_price(sid, _checked_price(prices[s]))
+        priced = True
+        sids: list[int] = []
+        for s in syms:
+            sid = self._sym.get(s)
+            if sid is None:
+                sid = self._sid(s)
+            if math.isnan(price[sid]):
+                if s in prices:
+                    self._set_price(sid, _checked_price(prices[s]))
+                else:
+                    priced = False
+            sids.append(sid)
         lin = None
-        if not always_check and len(sids) <= _MAX_WIDTH and all(not math.isnan(price[sid]) for sid in sids):
-            lin = linearise(bucket, markets, assets, prices, lending, mm_at_entry=mm_at_entry)
+        if priced and not always_check and len(sids) <= _MAX_WIDTH:
+            lin = _linearise(bucket, markets, assets, prices, lending, mm_at_entry)
         if lin is None:
             self._clear(row)
-            self._alw[row] = True
+            self._alwm[row] = True
             self._alw_sids[row] = sids
             for sid in sids:
                 self._always[sid].add(row)
@@ -793,29 +865,44 @@ class Screen:
         if len(sids) > self._width:
             self._reserve(self._c.size, len(sids))
         rel = self.rel_tol
-        c = float(lin.const)
+        const, coefs, ceilings = lin
+        c = float(const)
         c_lo = c - rel * abs(c) - self.abs_tol
-        self._c[row] = c_lo
-        coefs, ceilings, count = lin.coefs, lin.ceilings, self._count
+        self._cm[row] = c_lo
+        count = self._count
         ent = []
         los = []
         pms = []
+        capped = False
         for s, sid in zip(syms, sids, strict=True):
             coef = float(coefs.get(s, _ZERO))
             lo = coef - rel * abs(coef)
-            ceiling = ceilings.get(s)
-            pmax = math.inf if ceiling is None else math.nextafter(float(ceiling), 0.0)
+            pmax = math.inf
+            if ceilings:
+                ceiling = ceilings.get(s)
+                if ceiling is not None:
+                    pmax = math.nextafter(float(ceiling), 0.0)
+                    capped = True
             ent.append((sid, lo, pmax))
             los.append(lo)
             pms.append(pmax)
             count[sid] += 1
-        pad = self._width - len(sids)
-        self._es[row] = sids + [0] * pad
-        self._el[row] = los + [0.0] * pad
-        if self._ep is not None or any(pm != math.inf for pm in pms):
-            if self._ep is None:
-                self._ep = np.full(self._el.shape, math.inf)
-            self._ep[row] = pms + [math.inf] * pad
+        if capped and self._epm is None:
+            self._new_ceilings()
+        esm, elm, epm = self._esm, self._elm, self._epm
+        w = self._width
+        a = row * w
+        k = len(sids)
+        for j in range(k):
+            esm[a + j] = sids[j]
+            elm[a + j] = los[j]
+            if epm is not None:
+                epm[a + j] = pms[j]
+        for j in range(a + k, a + max(k, min(used, w))):  # slots past ``used`` are zero already
+            esm[j] = 0
+            elm[j] = 0.0
+            if epm is not None:
+                epm[j] = math.inf
         return self._settle1(row, ent, c_lo)
 
     def shift(self, key: str, symbol: str, delta: Decimal) -> bool | None:
@@ -834,25 +921,27 @@ class Screen:
         """
         row = self._row.get(key)
         sid = self._sym.get(symbol)
-        if row is None or sid is None or self._alw[row]:
+        if row is None or sid is None or self._alwm[row]:
             return None
-        sids = self._es[row].tolist()
+        w = self._width
+        a = row * w
+        sids = self._esm[a:a + w].tolist()
         if sid not in sids:
             return None
         j = sids.index(sid)
         d = float(delta)
         widen = self.rel_tol * abs(d)
         spent = self._drift.get(row, 0.0) + widen
-        los = self._el[row].tolist()
+        los = self._elm[a:a + w].tolist()
         lo = los[j]
         if spent > _SHIFT_BUDGET * self.rel_tol * abs(lo) + self.abs_tol:
             return None  # re-linearise: the band would keep growing with repeated shifts
         new = math.nextafter(lo + (d - widen), -math.inf)
         self.shifts += 1
-        self._el[row, j] = los[j] = new
+        self._elm[a + j] = los[j] = new
         self._drift[row] = spent
-        pms = self._ep[row].tolist() if self._ep is not None else None
-        c = float(self._c[row])
+        pms = self._epm[a:a + w].tolist() if self._epm is not None else None
+        c: float = self._cm[row]
         if new >= lo:
             # the row only gained (prices are positive): its headroom is at least the old one at
             # every price, so the bands it holds (or its empty band, if flagged) stay valid
@@ -883,7 +972,7 @@ class Screen:
         if self.refresh is None:
             return False
         row = self._row.get(key)
-        if row is None or self._alw[row] or self._hot[row]:
+        if row is None or self._alwm[row] or self._hotm[row]:
             return False
         self._dirty.add(row)
         self.deferred += 1
@@ -935,7 +1024,7 @@ class Screen:
             gens += g
         flagged: list[int] = []
         if rows or pairs or unbanded:
-            ver = self._ver
+            verm = self._verm
             if rows:
                 if pairs:
                     rows.append(np.array([p[0] for p in pairs], np.int32))
@@ -943,11 +1032,11 @@ class Screen:
                 rr = rows[0] if len(rows) == 1 else np.concatenate(rows)
                 gg = gens[0] if len(gens) == 1 else np.concatenate(gens)
                 if rr.size <= _SMALL_SETTLE:  # a few: Python beats numpy's per-call cost
-                    hit = sorted({r for r, g in zip(rr.tolist(), gg.tolist(), strict=True) if ver[r] == g})
+                    hit = sorted({r for r, g in zip(rr.tolist(), gg.tolist(), strict=True) if verm[r] == g})
                 else:
-                    hit = np.unique(rr[ver[rr] == gg]).tolist()
+                    hit = np.unique(rr[self._ver[rr] == gg]).tolist()
             else:
-                hit = sorted({r for r, g in pairs if ver[r] == g})
+                hit = sorted({r for r, g in pairs if verm[r] == g})
             if unbanded:
                 # rows holding this quiet symbol with no edge for it (noted by _settle1): settled
                 # on each of its ticks (and given edges on its second move, when it weighs 1)
@@ -966,8 +1055,8 @@ class Screen:
         if self._dirty:
             hit, refreshed = self._refresh_dirty(hit)
         if len(hit) < _SMALL_SETTLE:
-            c = self._c
-            flagged = [row for row in hit if self._settle1(row, self._entries(row), float(c[row]))]
+            cm = self._cm
+            flagged = [row for row in hit if self._settle1(row, self._entries(row), cm[row])]
         else:
             flagged = self._settle_many(np.array(hit, np.int64)).tolist()
         if refreshed:
@@ -1028,7 +1117,7 @@ class Screen:
             return False
         if row in self._dirty and self.refresh is not None:
             return self.refresh(key)
-        if self._alw[row]:
+        if self._alwm[row]:
             return True
         h, broken = self._fresh(row)
         return broken or not h >= 0
@@ -1038,7 +1127,7 @@ class Screen:
         row = self._row[key]
         if row in self._dirty and self.refresh is not None:
             self.refresh(key)
-        return -math.inf if self._alw[row] else self._fresh(row)[0]
+        return -math.inf if self._alwm[row] else self._fresh(row)[0]
 
     def price(self, symbol: str) -> float | None:
         """The screen's current price of ``symbol`` (None if it has none)."""
@@ -1123,7 +1212,8 @@ class Screen:
         self._es[r_sorted, slot] = s_sorted
         self._el[r_sorted, slot] = (ec - rel * np.abs(ec))[order]
         if np.isfinite(ep).any():
-            self._ep = np.full(self._el.shape, math.inf)
+            self._new_ceilings()
+            assert self._ep is not None
             eo = ep[order]
             self._ep[r_sorted, slot] = np.where(np.isfinite(eo), np.nextafter(eo, 0.0), math.inf)
         self._c[:nb] = np.where(per_row > 0, c - rel * np.abs(c) - self.abs_tol, math.inf)
@@ -1162,6 +1252,11 @@ class Screen:
             "deferred": self.deferred,
             "stale_rows": len(self._dirty),
         }
+
+
+def _flat(a: Any, fmt: Any) -> Any:
+    """A 1-d memoryview of the C-contiguous array ``a`` (item format ``fmt``)."""
+    return a.data.cast("B").cast(fmt) if a.size else memoryview(b"").cast(fmt)
 
 
 def _sized(a: Any, cap: int, fill: float = 0) -> Any:
