@@ -66,6 +66,13 @@ CORE_FORMAT = 1000 + st.STATE_FORMAT
 """Snapshot format of a keeper core (distinct from a plain projection's)."""
 
 
+def _find_bucket(state: st.State, key: str) -> Bucket | None:
+    """``state.find_bucket``, compiled (every account event looks its bucket up twice)."""
+    account, _, name = key.partition("/")
+    a = state.accounts.get(account)
+    return None if a is None else a.buckets.get(name)
+
+
 def intent_id(account: str, bucket: str, trigger: str) -> str:
     """The intent id of a liquidation of ``account/bucket`` decided after log entry ``trigger``."""
     return f"liq:{account}/{bucket}@{trigger}"
@@ -247,8 +254,10 @@ class KeeperCore:
 
         Only buckets this core can decide on (``_decidable``) are indexed; the others have no
         row and no exposure."""
-        bucket = self.state.find_bucket(key)
-        syms = bucket.symbols() if bucket is not None and self._decidable(bucket) else []
+        bucket = _find_bucket(self.state, key)
+        syms: list[str] = []
+        if bucket is not None and self._decidable(bucket):
+            syms = sorted({*bucket.balances, *bucket.positions})  # Bucket.symbols(), compiled
         new = tuple(syms)
         flagged = False
         if bucket is not None and new:
@@ -282,7 +291,7 @@ class KeeperCore:
         not open or close positions); a balance that grew only raises the slack, so an unflagged
         row may lag behind (``Screen.defer``); one that shrank and kept its sign moves one term
         of the row (``Screen.shift``)."""
-        bucket = self.state.find_bucket(key)
+        bucket = _find_bucket(self.state, key)
         if bucket is None:
             return self._reindex(key)
         if not self._decidable(bucket) and key not in self._symbols_of:
@@ -318,7 +327,7 @@ class KeeperCore:
                     del self._episodes[key]
             return flagged
         if isinstance(event, ev.ACCOUNT_EVENTS):
-            key = bucket_key(event.account, event.bucket)
+            key = f"{event.account}/{event.bucket}"  # bucket_key, inlined
             sign = _BALANCE_SIGN.get(t)
             if sign is not None:
                 assert isinstance(event, ev._AmountEvent | ev.FundingApplied)
@@ -385,7 +394,7 @@ class KeeperCore:
                     self._skip("settling")
                     continue
                 del self._settling[key]  # the venue's events never came: decide afresh
-            bucket = s.find_bucket(key)
+            bucket = _find_bucket(s, key)
             if bucket is None:
                 continue
             symbols = self._symbols_of.get(key, ())
