@@ -181,35 +181,50 @@ class KeeperCore:
         """``handle`` for each entry in order, the intents concatenated: the same output and
         state as one call per entry (the projector and replay call this once per read batch)."""
         out: list[ev.Event] = []
-        handle = self.handle
         state = self.state
+        screen = self.screen  # a native call below (a bound method in a local is a Python call)
         prices, price_time = state.prices, state.price_time
         price_type = ev.PriceUpdated
-        candidates = self.screen.candidates
-        for entry_id, event in entries:
-            if type(event) is price_type and not self._episodes:
-                # ``handle`` inlined for the most frequent entry (st.apply's _price and
-                # _touched's price branch with no unhealthy episode open): three calls fewer
-                symbol = event.symbol
-                price = event.price
-                prices[symbol] = price
-                price_time[symbol] = event.publish_time or event.ts_event
-                state.offset = entry_id
-                state.applied += 1
-                ts = event.ts_event
-                if ts > state.log_time:  # noqa: PLR1730 (the hot path)
-                    state.log_time = ts
-                self._cleared = None
-                self.rechecked_last = 0
-                keys = candidates(symbol, price)
-                if keys:
-                    decided = self._decide(keys, entry_id, event)
-                    if decided:
-                        out.extend(decided)
-                continue
-            decided = handle(entry_id, event)
-            if decided:
-                out.extend(decided)
+        # a run of ticks keeps the state's position and log time in locals (msgspec attribute
+        # writes are generic): written back before anything reads them (a decision, another
+        # entry's handle), at the end, and if a tick raises
+        offset, applied, log_time = state.offset, state.applied, state.log_time
+        held = False
+        try:
+            for entry_id, event in entries:
+                if type(event) is price_type and not self._episodes:
+                    # ``handle`` inlined for the most frequent entry (st.apply's _price and
+                    # _touched's price branch with no unhealthy episode open): three calls fewer
+                    symbol = event.symbol
+                    price = event.price
+                    prices[symbol] = price
+                    price_time[symbol] = event.publish_time or event.ts_event
+                    offset = entry_id
+                    applied += 1
+                    ts = event.ts_event
+                    if ts > log_time:  # noqa: PLR1730 (the hot path)
+                        log_time = ts
+                    held = True
+                    self._cleared = None
+                    self.rechecked_last = 0
+                    keys = screen.candidates(symbol, price)
+                    if keys:
+                        state.offset, state.applied, state.log_time = offset, applied, log_time
+                        held = False
+                        decided = self._decide(keys, entry_id, event)
+                        if decided:
+                            out.extend(decided)
+                    continue
+                if held:
+                    state.offset, state.applied, state.log_time = offset, applied, log_time
+                    held = False
+                decided = self.handle(entry_id, event)
+                offset, applied, log_time = state.offset, state.applied, state.log_time
+                if decided:
+                    out.extend(decided)
+        finally:
+            if held:
+                state.offset, state.applied, state.log_time = offset, applied, log_time
         return out
 
     def pending(self) -> list[ev.Event]:
