@@ -40,7 +40,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Iterable, Sequence
 from decimal import Decimal
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import msgspec
 
@@ -57,6 +57,7 @@ __all__ = ["CORE_FORMAT", "KeeperCore", "KeeperParams", "bucket_of_intent", "dec
 
 _ENGINE_ERRORS = (KeeperError, ArithmeticError, ValueError)
 _LIQUIDATION_EFFECTS = (ev.PositionChanged, ev.Repay, ev.Withdraw)
+_ACCOUNT_TYPES: frozenset[type] = frozenset(ev.ACCOUNT_EVENTS)
 """What the engine may raise on one bucket's data: counted and skipped, never allowed to stop
 the projector (a poison entry would otherwise stop it again on every restart)."""
 _BALANCE_SIGN: dict[type, int] = {ev.Deposit: 1, ev.Repay: 1, ev.FundingApplied: 1,
@@ -341,14 +342,11 @@ class KeeperCore:
                             if k not in hit and event.symbol in self._symbols_of.get(k, ())]:
                     del self._episodes[key]
             return flagged
-        if isinstance(event, ev.ACCOUNT_EVENTS):
-            key = f"{event.account}/{event.bucket}"  # bucket_key, inlined
+        if t in _ACCOUNT_TYPES:
+            acct: Any = event  # an account event (a set lookup, not isinstance over six types)
+            key = f"{acct.account}/{acct.bucket}"  # bucket_key, inlined
             sign = _BALANCE_SIGN.get(t)
-            if sign is not None:
-                assert isinstance(event, ev._AmountEvent | ev.FundingApplied)
-                moved = self._balance_moved(key, event, sign)
-            else:
-                moved = self._reindex(key)
+            moved = self._balance_moved(key, acct, sign) if sign is not None else self._reindex(key)
             if not moved:
                 self._cleared = key
             cause = event.causation_id
