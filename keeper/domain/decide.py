@@ -38,6 +38,7 @@ Rules (``docs/keeper.md`` explains why):
 from __future__ import annotations
 
 import bisect
+import decimal
 from collections.abc import Iterable, Sequence
 from decimal import Decimal
 from typing import Any, ClassVar
@@ -47,7 +48,11 @@ import msgspec
 from keeper.domain import events as ev
 from keeper.domain import guards
 from keeper.domain import state as st
-from keeper.domain.margin import evaluate, get_profile, plan_liquidation
+from keeper.domain.margin import get_profile
+from keeper.domain.margin.health import health_of
+from keeper.domain.margin.profiles import Profile
+from keeper.domain.margin.sizing import plan_of
+from keeper.domain.margin.types import ENGINE, BucketHealth, LiquidationPlan
 from keeper.domain.model import Bucket, bucket_key
 from keeper.domain.params import CoreSnapshot, KeeperParams
 from keeper.domain.screen import Screen, balance_weight, screen_mode
@@ -65,6 +70,31 @@ _BALANCE_SIGN: dict[type, int] = {ev.Deposit: 1, ev.Repay: 1, ev.FundingApplied:
 """Account events that only move one balance, and the sign of ``amount`` in that move."""
 CORE_FORMAT = 1000 + st.STATE_FORMAT
 """Snapshot format of a keeper core (distinct from a plain projection's)."""
+
+
+def _health(profile: Profile, bucket: Bucket, s: st.State) -> BucketHealth:
+    """``evaluate`` (the engine's context installed here, as its ``exact`` wrapper would, and
+    only around it: the keeper's own Decimal arithmetic stays in the caller's context)."""
+    caller = decimal.getcontext()
+    if caller is ENGINE:
+        return health_of(profile, bucket, s.markets, s.assets, s.prices)
+    decimal.setcontext(ENGINE)
+    try:
+        return health_of(profile, bucket, s.markets, s.assets, s.prices)
+    finally:
+        decimal.setcontext(caller)
+
+
+def _plan(profile: Profile, bucket: Bucket, s: st.State, health: BucketHealth) -> LiquidationPlan | None:
+    """``plan_liquidation(..., health=health)``, in the engine's context as ``_health``."""
+    caller = decimal.getcontext()
+    if caller is ENGINE:
+        return plan_of(profile, bucket, s.markets, s.assets, s.prices, None, health)
+    decimal.setcontext(ENGINE)
+    try:
+        return plan_of(profile, bucket, s.markets, s.assets, s.prices, None, health)
+    finally:
+        decimal.setcontext(caller)
 
 
 def _find_bucket(state: st.State, key: str) -> Bucket | None:
@@ -428,7 +458,7 @@ class KeeperCore:
                 continue
             self.rechecked_last += 1
             try:
-                health = evaluate(self.profile, bucket, s.markets, s.assets, s.prices)
+                health = _health(self.profile, bucket, s)
             except _ENGINE_ERRORS:
                 self._skip("engine_error")
                 continue
@@ -441,7 +471,7 @@ class KeeperCore:
         out: list[ev.Event] = []
         for _, key, bucket, health, symbols in breaches:
             try:
-                plan = plan_liquidation(self.profile, bucket, s.markets, s.assets, s.prices, health=health)
+                plan = _plan(self.profile, bucket, s, health)
             except _ENGINE_ERRORS:
                 self._skip("engine_error")
                 continue

@@ -26,9 +26,10 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import NamedTuple
 
+from keeper.domain.margin.lending import lending_liquidatable, lending_terms
 from keeper.domain.margin.profiles import Profile
 from keeper.domain.margin.tiers import Bracket, bracket_for, brackets
-from keeper.domain.margin.types import ONE, ZERO, MissingParameter, price_of
+from keeper.domain.margin.types import INF, ONE, ZERO, BucketHealth, MissingParameter, MissingPrice, price_of
 from keeper.domain.model import AssetParams, Bucket, MarketParams, Position
 
 
@@ -116,9 +117,15 @@ def perp_terms(  # noqa: PLR0917 -- the model's inputs, positional as in the pin
                 d_eq += bal
     for sym in sorted(bucket.positions):
         pos = bucket.positions[sym]
-        px = price_of(prices, sym)
+        mark = prices.get(sym)  # price_of and Position.quote_value inlined (interpreted helpers)
+        if mark is None:
+            raise MissingPrice(sym)
+        px = mark
         schedule = brackets(market_of(markets, sym))
-        eq += pos.size * px + pos.quote_value()
+        quote = pos.quote
+        if quote is None:
+            quote = ZERO if pos.entry_price is None else -pos.size * pos.entry_price
+        eq += pos.size * px + quote
         mm, dmm = position_mm(profile, pos, schedule, px)
         req += mm
         if sym == wrt:
@@ -182,3 +189,35 @@ def perp_liquidatable(profile: Profile, bucket: Bucket, equity: Decimal, require
     if profile.strictness == "le":
         return equity <= requirement
     return equity < requirement
+
+
+def health_of(
+    profile: Profile,
+    bucket: Bucket,
+    markets: Mapping[str, MarketParams],
+    assets: Mapping[str, AssetParams],
+    prices: Mapping[str, Decimal],
+) -> BucketHealth:
+    """``evaluate`` without its context wrapper: for code already inside the engine's Decimal
+    context (``types.exact``, ``types.in_exact``). Compiled, so the keeper's confirmation and
+    planning call it natively."""
+    if profile.kind == "lending":
+        t = lending_terms(profile, bucket, assets, prices)
+        return BucketHealth(
+            lending=True,
+            equity=t.collateral_value,
+            requirement=t.debt_value,
+            health_factor=t.health_factor,
+            liquidatable=lending_liquidatable(t),
+            bankrupt=t.raw_collateral_value < t.debt_value,
+        )
+    p = perp_terms(profile, bucket, markets, assets, prices)
+    hf = INF if p.requirement == 0 else p.equity / p.requirement
+    return BucketHealth(
+        lending=False,
+        equity=p.equity,
+        requirement=p.requirement,
+        health_factor=hf,
+        liquidatable=perp_liquidatable(profile, bucket, p.equity, p.requirement),
+        bankrupt=p.equity < 0,
+    )

@@ -28,8 +28,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from decimal import Decimal
 
-from keeper.domain.margin.evaluate import evaluate
-from keeper.domain.margin.health import entry_of, market_of, position_mm
+from keeper.domain.margin.health import entry_of, health_of, market_of, position_mm
 from keeper.domain.margin.lending_sizing import plan_lending
 from keeper.domain.margin.profiles import Profile
 from keeper.domain.margin.tiers import brackets
@@ -63,8 +62,22 @@ def plan_liquidation(  # noqa: PLR0917 -- the model's inputs, positional as in t
 
     ``health``: the bucket's ``evaluate`` at these very inputs, when the caller has it already.
     """
+    return plan_of(profile, bucket, markets, assets, prices, request, health)
+
+
+def plan_of(  # noqa: PLR0917 -- plan_liquidation's arguments
+    profile: Profile,
+    bucket: Bucket,
+    markets: Mapping[str, MarketParams],
+    assets: Mapping[str, AssetParams],
+    prices: Mapping[str, Decimal],
+    request: LiquidationRequest | None,
+    health: BucketHealth | None,
+) -> LiquidationPlan | None:
+    """``plan_liquidation`` without its context wrapper: for code already inside the engine's
+    Decimal context (see ``health.health_of``)."""
     if health is None:
-        health = evaluate(profile, bucket, markets, assets, prices)
+        health = health_of(profile, bucket, markets, assets, prices)
     if not health.liquidatable:
         return None
     if profile.kind == "lending":
@@ -128,7 +141,7 @@ def _plan_perp(  # noqa: PLR0917 -- the model's inputs, positional as in the pin
     pick = f"{market} first (largest maintenance requirement)"
 
     def finish(size: Decimal, rule: str, action: str = "close_position") -> LiquidationPlan:
-        after = evaluate(profile, close_part(bucket, market, size, px, fee), markets, assets, prices)
+        after = health_of(profile, close_part(bucket, market, size, px, fee), markets, assets, prices)
         return LiquidationPlan(
             rule=rule,
             action="bad_debt" if action == "bad_debt" else "close_position",
@@ -164,7 +177,7 @@ def _plan_perp(  # noqa: PLR0917 -- the model's inputs, positional as in the pin
     # restore: the chord between closing nothing and closing everything
     tau = profile.target_health
     g0 = h.equity - tau * h.requirement
-    full = evaluate(profile, close_part(bucket, market, pos.size, px, fee), markets, assets, prices)
+    full = health_of(profile, close_part(bucket, market, pos.size, px, fee), markets, assets, prices)
     g1 = full.equity - tau * full.requirement
     if g1 <= 0 or g1 == g0:
         return finish(pos.size, f"{head}; {pick}: closing all of it does not restore health {tau}")

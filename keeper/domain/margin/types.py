@@ -39,6 +39,11 @@ whatever the engine raised without trapping: nothing reads them, and the traps a
 operation that sets them, whatever the flags already hold."""
 
 
+ENGINE = _ACTIVE
+"""``exact``'s context, for compiled callers that install it themselves around ``health_of`` and
+``plan_of`` (the wrapper is an interpreted call with packed arguments)."""
+
+
 def exact(fn: Callable[P, R]) -> Callable[P, R]:
     """Run ``fn`` inside the engine's Decimal context (the caller's context is restored)."""
 
