@@ -33,6 +33,7 @@ Figures (``bench <name> <value> <unit>``):
 from __future__ import annotations
 
 import cProfile
+import gc
 import io
 import os
 import pstats
@@ -214,6 +215,7 @@ def main() -> None:
         assert len(one.derived) == one.recorded == intents
         print(f"bench replay_1proc_events_per_s {one.events_per_s:.0f} events/s")
         jobs = max(2, default_jobs())
+        gc.collect()  # the live run's and the one-process replay's cores: not into the workers
         rates = []
         for _ in range(RUNS):
             par = replay_parallel([("perp", PARAMS)], path, jobs).result
