@@ -45,7 +45,7 @@ from keeper.domain import events as ev
 from keeper.domain.decide import KeeperCore, KeeperParams
 from keeper.domain.model import bucket_key
 from keeper.replay.replay import Core, MultiCore, Progress, ReplayResult, handle_batch
-from keeper.replay.route import Router, account_of, shard_of
+from keeper.replay.route import Router, account_of, recorded, shard_of
 from keeper.replay.source import Batch, SourceStats, ndjson_batches
 from keeper.replay.verify import Verifier
 from keeper.store.entries import parse_id
@@ -157,7 +157,7 @@ class _Shard:
             if type(e) is ev.LiquidationIntended:
                 assert isinstance(e, ev.LiquidationIntended)
                 out.intents.append(e)
-        out.recorded += sum(1 for _, e in own if type(e) is ev.LiquidationIntended)
+        out.recorded += len(recorded(own))
         out.kept += len(own)
         if out.verifier is not None:
             out.verifier.after_batch(own, derived)

@@ -36,6 +36,7 @@ from typing import IO, Protocol
 import structlog
 
 from keeper.domain.events import Event, LiquidationIntended
+from keeper.replay.route import recorded
 from keeper.replay.source import Batch
 from keeper.store.entries import parse_id
 
@@ -278,7 +279,7 @@ class Replayer:
             if type(e) is LiquidationIntended:
                 assert isinstance(e, LiquidationIntended)
                 derived.append((e.decision.trigger, e))
-        res.recorded += sum(1 for _, e in batch if type(e) is LiquidationIntended)
+        res.recorded += len(recorded(batch))
         if self.after_batch is not None:
             self.after_batch(batch, out)
         self._advance(batch[0][0], batch[-1][0], len(batch))

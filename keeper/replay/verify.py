@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import msgspec
 
 from keeper.domain.events import Decision, Event, LiquidationIntended
+from keeper.replay.route import recorded
 from keeper.store.entries import parse_id
 
 _encoder = msgspec.json.Encoder()
@@ -135,9 +136,8 @@ class Verifier:
                 iid = e.decision.intent_id
                 if iid not in self._derived:
                     self._derived[iid] = (e.decision.trigger, decision_bytes(e.decision))
-        for entry_id, event in batch:
-            if type(event) is LiquidationIntended:
-                self.after(entry_id, event, ())
+        for entry_id, event in recorded(batch):
+            self.after(entry_id, event, ())
 
     def after_stop(self, entry_id: str, event: Event, stop: str) -> None:
         """Past the stop position of a replay (``--to``/``--until``): note only the recorded
