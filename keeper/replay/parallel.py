@@ -29,6 +29,7 @@ one msgpack array, its ``Verifier`` and its counts.
 from __future__ import annotations
 
 import gc
+import heapq
 import multiprocessing
 import os
 import time
@@ -99,6 +100,7 @@ class _ShardOut:
     stats: SourceStats = field(default_factory=SourceStats)
     kept: int = 0
     elapsed_s: float = 0.0
+    shard: int = 0
 
 
 class _Shard:
@@ -109,7 +111,7 @@ class _Shard:
         self.cores = [KeeperCore(p) for _, p in task.named]
         self.core: Core = self.cores[0] if len(self.cores) == 1 else MultiCore(
             self.cores, [n for n, _ in task.named])
-        self.out = _ShardOut(verifier=Verifier() if task.verify else None)
+        self.out = _ShardOut(verifier=Verifier() if task.verify else None, shard=task.shard)
         self.router = Router(task.jobs, task.shard)
 
     def run(self) -> _ShardOut:
@@ -211,20 +213,25 @@ def replay_parallel(named: Sequence[tuple[str, KeeperParams]], path: Path, jobs:
              for k in range(jobs)]
     t0 = time.perf_counter()
     ctx = multiprocessing.get_context("fork")
-    with ctx.Pool(jobs) as pool:
-        outs = pool.map(_run_shard, tasks, chunksize=1)
-    first = outs[0]
-    if any((o.entries, o.last, o.stopped) != (first.entries, first.last, first.stopped) for o in outs):
-        raise RuntimeError("parallel replay: the workers read different entries")  # never: one file
-    intents = [e for o in outs for e in _intents_decoder.decode(o.derived)]
-
     def position(e: ev.LiquidationIntended) -> tuple[tuple[int, int], int, bool, Decimal, str]:
         d = e.decision
         h = d.health_before
         return (parse_id(d.trigger), order[d.profile], h is None, h if h is not None else Decimal(0),
                 bucket_key(d.account, d.bucket))
 
-    intents.sort(key=position)
+    outs: list[_ShardOut] = []
+    keyed: list[list[tuple[tuple[tuple[int, int], int, bool, Decimal, str], ev.LiquidationIntended]]] = []
+    with ctx.Pool(jobs) as pool:
+        # as each worker ends, its decisions are decoded and keyed while the others still run
+        # (on the CPU it freed); each worker's list is in one core's order already
+        for o in pool.imap_unordered(_run_shard, tasks, chunksize=1):
+            outs.append(o)
+            keyed.append([(position(e), e) for e in _intents_decoder.decode(o.derived)])
+    outs.sort(key=lambda o: o.shard)
+    first = outs[0]
+    if any((o.entries, o.last, o.stopped) != (first.entries, first.last, first.stopped) for o in outs):
+        raise RuntimeError("parallel replay: the workers read different entries")  # never: one file
+    intents = [e for _, e in heapq.merge(*keyed, key=lambda ke: ke[0])]
     res = ReplayResult(entries=first.entries, first=first.first, last=first.last,
                        recorded=sum(o.recorded for o in outs), stopped=first.stopped)
     res.derived = [(e.decision.trigger, e) for e in intents]
