@@ -2,6 +2,8 @@
 
 - ``source``: the log from an NDJSON export or a Redis stream, as decoded batches in log order;
 - ``replay``: those batches through the keeper's own core (``KeeperCore``), GC paused;
+- ``parallel`` (with ``route``): the same over an NDJSON export with the accounts split between
+  forked workers (``keeper replay --jobs N``), the same decisions in the same order;
 - ``verify``: re-derived decisions against the recorded ones, byte for byte;
 - ``explain`` / ``plot``: one account's chain of health, decisions and outcomes;
 - ``manifest``: what configuration ran over which part of the log;
