@@ -28,13 +28,11 @@ one msgpack array, its ``Verifier`` and its counts.
 
 from __future__ import annotations
 
-import gc
 import heapq
 import multiprocessing
 import os
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -45,7 +43,7 @@ import structlog
 from keeper.domain import events as ev
 from keeper.domain.decide import KeeperCore, KeeperParams
 from keeper.domain.model import bucket_key
-from keeper.replay.replay import Core, MultiCore, Progress, ReplayResult, handle_batch
+from keeper.replay.replay import Core, MultiCore, Progress, ReplayResult, gc_paused, handle_batch
 from keeper.replay.route import Router, account_of, recorded, shard_of
 from keeper.replay.source import Batch, SourceStats, ndjson_batches
 from keeper.replay.verify import Verifier
@@ -119,7 +117,7 @@ class _Shard:
         t0 = time.perf_counter()
         progress = Progress(force=True) if task.progress else None
         split = self.router.split
-        with _collector_off():
+        with gc_paused(freeze=False):
             for read in ndjson_batches(task.path, to=task.to, stats=out.stats):
                 batch = self._until(read)
                 if batch:
@@ -163,20 +161,6 @@ class _Shard:
         out.kept += len(own)
         if out.verifier is not None:
             out.verifier.after_batch(own, derived)
-
-
-@contextmanager
-def _collector_off() -> Iterator[None]:
-    """The cyclic collector off for a worker's loop. Not ``gc_paused``: its ``gc.freeze()``
-    rewrites the header of every object the worker inherited from its parent, copying each of
-    those pages (copy-on-write) into the worker."""
-    was = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was:
-            gc.enable()
 
 
 def _run_shard(task: _Task) -> _ShardOut:

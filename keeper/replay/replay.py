@@ -115,17 +115,22 @@ class MultiCore:
 
 
 @contextmanager
-def gc_paused() -> Iterator[None]:
-    """Freeze what exists, disable the collector for the block, restore it after."""
+def gc_paused(*, freeze: bool = True) -> Iterator[None]:
+    """Freeze what exists, disable the collector for the block, restore it after.
+
+    ``freeze=False`` in a forked worker: ``gc.freeze()`` rewrites the header of every object the
+    worker inherited from its parent, copying each of those pages (copy-on-write) into it."""
     was = gc.isenabled()
-    gc.freeze()
+    if freeze:
+        gc.freeze()
     gc.disable()
     try:
         yield
     finally:
         if was:
             gc.enable()
-        gc.unfreeze()
+        if freeze:
+            gc.unfreeze()
 
 
 class Progress:

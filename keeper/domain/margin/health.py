@@ -199,7 +199,8 @@ def health_of(
     prices: Mapping[str, Decimal],
 ) -> BucketHealth:
     """``evaluate`` without its context wrapper: for code already inside the engine's Decimal
-    context (``types.exact``, ``types.in_exact``). Compiled, so the keeper's confirmation and
+    context (``types.exact``'s, or ``types.ENGINE`` installed by the caller, as the keeper's
+    ``decide._health`` does). Compiled, so the keeper's confirmation and
     planning call it natively."""
     if profile.kind == "lending":
         t = lending_terms(profile, bucket, assets, prices)
