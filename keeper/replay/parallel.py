@@ -8,8 +8,9 @@
   a confirmed liquidation is measured in it);
 - so each worker reads and decodes the whole export, keeps every global entry and the entries of
   its own accounts (``crc32(account) % jobs``; ``keeper.replay.route`` routes each event type,
-  and refuses to import if a type is missing), and advances its cores' log time over the entries it drops,
-  at the point where one core would have seen them (before the next entry it keeps);
+  and refuses to import if a type is missing), and advances its cores' log time over the
+  entries it drops, at the point where one core would have seen them (before the next entry it
+  keeps);
 - the decisions are merged in the order one core returns them: trigger position, then the core
   (a run's cores in their order), then health, then bucket key (``KeeperCore`` decides the
   buckets breaching on one entry lowest health first, ties by key).
@@ -55,6 +56,7 @@ _intents_encoder = msgspec.msgpack.Encoder()
 _intents_decoder = msgspec.msgpack.Decoder(list[ev.LiquidationIntended])
 
 __all__ = ["ParallelReplay", "account_of", "default_jobs", "replay_parallel", "serial_reason", "shard_of"]
+
 
 def serial_reason(named: Sequence[tuple[str, KeeperParams]], *, snapshot: bool = False,
                   hooks: bool = False) -> str | None:
@@ -197,6 +199,7 @@ def replay_parallel(named: Sequence[tuple[str, KeeperParams]], path: Path, jobs:
              for k in range(jobs)]
     t0 = time.perf_counter()
     ctx = multiprocessing.get_context("fork")
+
     def position(e: ev.LiquidationIntended) -> tuple[tuple[int, int], int, bool, Decimal, str]:
         d = e.decision
         h = d.health_before

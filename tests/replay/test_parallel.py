@@ -14,7 +14,7 @@ from keeper.domain.codec import encode
 from keeper.domain.decide import KeeperCore, KeeperParams
 from keeper.domain.model import CROSS, AssetParams, MarketParams
 from keeper.replay.parallel import replay_parallel, serial_reason
-from keeper.replay.replay import replay_batches
+from keeper.replay.replay import MultiCore, replay_batches
 from keeper.replay.route import Router, account_of, shard_of
 from keeper.replay.source import ndjson_batches
 from keeper.replay.verify import decision_bytes
@@ -61,6 +61,18 @@ async def test_parallel_replay_gives_one_cores_decisions_in_its_order(tmp_path: 
     assert par.result.entries == len(log.entries)
     assert par.result.recorded == len(one)
     assert sum(par.kept) > len(log.entries)  # global entries go to every worker
+
+
+async def test_parallel_replay_keeps_the_order_of_several_cores(tmp_path: Path) -> None:
+    """Two cores on one log: on one trigger, the first core's decisions before the second's."""
+    log, _, _ = await record_live()
+    path = await export(log, tmp_path)
+    named = [("generic", PARAMS), ("binance", KeeperParams(profile="binance-usdm", mode="live"))]
+    one = replay_batches(MultiCore([KeeperCore(p) for _, p in named]), ndjson_batches(path))
+    par = replay_parallel(named, path, 2).result
+    assert {e.decision.profile for _, e in one.derived} == {"generic-perp", "binance-usdm"}
+    assert [decision_bytes(e.decision) for _, e in par.derived] == [
+        decision_bytes(e.decision) for _, e in one.derived]
 
 
 async def test_parallel_replay_stops_where_one_core_stops(tmp_path: Path) -> None:
