@@ -61,10 +61,11 @@ from keeper.errors import KeeperError
 __all__ = ["CORE_FORMAT", "KeeperCore", "KeeperParams", "bucket_of_intent", "decide_log", "intent_id"]
 
 _ENGINE_ERRORS = (KeeperError, ArithmeticError, ValueError)
-_LIQUIDATION_EFFECTS = (ev.PositionChanged, ev.Repay, ev.Withdraw)
-_ACCOUNT_TYPES: frozenset[type] = frozenset(ev.ACCOUNT_EVENTS)
 """What the engine may raise on one bucket's data: counted and skipped, never allowed to stop
 the projector (a poison entry would otherwise stop it again on every restart)."""
+_LIQUIDATION_EFFECTS = (ev.PositionChanged, ev.Repay, ev.Withdraw)
+"""Account events of the kinds a liquidation produces (they end a bucket's settling wait)."""
+_ACCOUNT_TYPES: frozenset[type] = frozenset(ev.ACCOUNT_EVENTS)
 _BALANCE_SIGN: dict[type, int] = {ev.Deposit: 1, ev.Repay: 1, ev.FundingApplied: 1,
                                   ev.Withdraw: -1, ev.Borrow: -1}
 """Account events that only move one balance, and the sign of ``amount`` in that move."""

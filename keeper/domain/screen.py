@@ -75,7 +75,7 @@ _QUIET = 1.0 / 1024
 
 class Linear(NamedTuple):
     """A bucket's slack as ``const + sum coefs[s] * P_s``, valid while ``P_s <= ceilings[s]``
-    (a tuple: every upsert builds one)."""
+    (what ``linearise`` returns; ``upsert`` reads ``_linearise``'s plain tuple)."""
 
     const: Decimal
     coefs: dict[str, Decimal]
