@@ -214,7 +214,7 @@ class KeeperCore:
         state as one call per entry (the projector and replay call this once per read batch)."""
         out: list[ev.Event] = []
         state = self.state
-        screen = self.screen  # a native call below (a bound method in a local is a Python call)
+        screen = self.screen  # a direct C call below (a bound method in a local is a generic call)
         prices, price_time = state.prices, state.price_time
         price_type = ev.PriceUpdated
         # a run of ticks keeps the state's position and log time in locals (msgspec attribute
