@@ -151,7 +151,7 @@ def _linearise(  # noqa: PLR0917 - linearise's arguments
             quote = _ZERO if entry_price is None else -size * entry_price
         const += quote
         if mm_at_entry:
-            entry = pos.entry_price if pos.entry_price is not None else -pos.quote_value() / size
+            entry = pos.entry_price if pos.entry_price is not None else -quote / size
             if mk.mmf_tiers:
                 const -= maintenance(derive_deductions(mk.mmf_tiers), absz * entry)
             elif mk.mmf is not None:
@@ -655,10 +655,15 @@ class Screen:
 
     def _fresh(self, row: int) -> tuple[float, bool]:
         """The row's headroom at the current prices, and whether a price is above its ceiling."""
+        return self._headroom(self._entries(row), self._cm[row])
+
+    def _headroom(self, ent: Sequence[tuple[int, float, float]], c: float) -> tuple[float, bool]:
+        """``c + sum lo * P`` over a row's entries at the current prices, and whether a price is
+        above its entry's ceiling."""
         price = self._price
-        h: float = self._cm[row]
+        h = c
         broken = False
-        for sid, lo, pmax in self._entries(row):
+        for sid, lo, pmax in ent:
             p = price[sid]
             h += lo * p
             if p > pmax:
@@ -679,13 +684,7 @@ class Screen:
         gen: int = (verm[row] + 1) & _GEN_MASK
         verm[row] = gen
         price = self._price
-        h = c
-        broken = False
-        for sid, lo, pmax in ent:
-            p = price[sid]
-            h += lo * p
-            if p > pmax:
-                broken = True
+        h, broken = self._headroom(ent, c)
         floors, ceils = self._floors, self._ceils
         wt = self._wt
         mixed = False  # the row holds a symbol that moves: its quiet symbols get no edge
@@ -755,7 +754,7 @@ class Screen:
         rr = np.broadcast_to(rows.astype(np.int32)[:, None], es.shape)
         gg = np.broadcast_to(gen[:, None], es.shape)
         held = es != 0
-        quiet = (self._wa[es] == _QUIET) & held
+        quiet = (wa == _QUIET) & held
         # as in _settle1: a quiet symbol of a row holding a moving one gets no edge, but a note
         skip = quiet & (held & ~quiet).any(axis=1)[:, None]
         if rebuild:
@@ -942,21 +941,13 @@ class Screen:
         self._drift[row] = spent
         pms = self._epm[a:a + w].tolist() if self._epm is not None else None
         c: float = self._cm[row]
+        ent = [(s, los[i], math.inf if pms is None else pms[i]) for i, s in enumerate(sids) if s]
         if new >= lo:
             # the row only gained (prices are positive): its headroom is at least the old one at
             # every price, so the bands it holds (or its empty band, if flagged) stay valid
-            price = self._price
-            h = c
-            broken = False
-            for i, s in enumerate(sids):
-                if s:
-                    p = price[s]
-                    h += los[i] * p
-                    if pms is not None and p > pms[i]:
-                        broken = True
+            h, broken = self._headroom(ent, c)
             flagged = broken or not h >= 0
         else:
-            ent = [(s, los[i], math.inf if pms is None else pms[i]) for i, s in enumerate(sids) if s]
             flagged = self._settle1(row, ent, c)
         return None if flagged and row in self._dirty else flagged
 
