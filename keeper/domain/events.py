@@ -22,19 +22,8 @@ from typing import ClassVar
 
 import msgspec
 
+from keeper.domain import checks
 from keeper.domain.model import AssetParams, MarketParams
-
-_ZERO = Decimal(0)
-
-
-def _finite_positive(name: str, value: Decimal) -> None:
-    if not value.is_finite() or value <= _ZERO:
-        raise ValueError(f"{name} must be a finite number > 0, got {value}")
-
-
-def _finite(name: str, value: Decimal) -> None:
-    if not value.is_finite():
-        raise ValueError(f"{name} must be finite, got {value}")
 
 
 class Event(msgspec.Struct, frozen=True, gc=False, kw_only=True, tag_field="type",
@@ -88,10 +77,8 @@ class PriceUpdated(Event, frozen=True, tag="price_updated"):
     spread: Decimal | None = None
     conf: Decimal | None = None
 
-    def __post_init__(self) -> None:
-        p = self.price  # _finite_positive inlined: every tick line runs this once per decode
-        if not (p.is_finite() and p > _ZERO):
-            raise ValueError(f"price must be a finite number > 0, got {p}")
+    # compiled, and called by msgspec with the event (mypy wants a method: it need not be one)
+    __post_init__ = checks.price_updated  # type: ignore[misc]
 
 
 # ---------------------------------------------------------------- account events
@@ -103,8 +90,7 @@ class _AmountEvent(Event, frozen=True):
     asset: str
     amount: Decimal
 
-    def __post_init__(self) -> None:
-        _finite_positive("amount", self.amount)
+    __post_init__ = checks.amount_event  # type: ignore[misc]
 
 
 class Deposit(_AmountEvent, frozen=True, tag="deposit"):
@@ -139,13 +125,7 @@ class PositionChanged(Event, frozen=True, tag="position_changed"):
     realized_pnl: Decimal = Decimal(0)
     settle_asset: str = "USDC"
 
-    def __post_init__(self) -> None:
-        _finite("size", self.size)
-        _finite("realized_pnl", self.realized_pnl)
-        if self.entry_price is not None:
-            _finite_positive("entry_price", self.entry_price)
-        if self.quote is not None:
-            _finite("quote", self.quote)
+    __post_init__ = checks.position_changed  # type: ignore[misc]
 
 
 class FundingApplied(Event, frozen=True, tag="funding_applied"):
@@ -157,8 +137,7 @@ class FundingApplied(Event, frozen=True, tag="funding_applied"):
     asset: str
     amount: Decimal
 
-    def __post_init__(self) -> None:
-        _finite("amount", self.amount)
+    __post_init__ = checks.funding_applied  # type: ignore[misc]
 
 
 # ---------------------------------------------------------------- the keeper's own decisions

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import base64
 import gzip
+import io
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import IO, Protocol
+from typing import Protocol, cast
 
 import msgspec
 
@@ -92,10 +93,10 @@ def export_lines(entries: Iterable[tuple[str, bytes]]) -> Iterator[bytes]:
             yield _PREFIX + eid + _MID_B + base64.b64encode(payload) + b'"}\n'
 
 
-def _open(path: Path, mode: str, gz: bool | None = None) -> IO[bytes]:
+def _open(path: Path, mode: str, gz: bool | None = None) -> io.BufferedIOBase:
     if path.suffix == ".gz" if gz is None else gz:
-        return gzip.open(path, mode + "b", compresslevel=6)  # type: ignore[return-value]
-    return path.open(mode + "b")
+        return gzip.GzipFile(path, mode + "b", compresslevel=6)
+    return cast(io.BufferedIOBase, path.open(mode + "b"))
 
 
 async def export_log(log: _Readable, path: Path) -> int:
@@ -192,32 +193,47 @@ def iter_ndjson_batches(path: Path,
     may be empty (a chunk of bad lines); their sizes follow the chunking, not a count.
     """
     with _open(path, "r") as f:
-        tail = b""
+        # read into one buffer: the partial line a read ends with moves to its front (no
+        # ``tail + chunk`` copy), and whole lines are decoded from a view of it (no slice copy)
+        size = _CHUNK
+        buf = bytearray(size)
+        view = memoryview(buf)
+        held = 0  # bytes of a partial line at the front of ``buf``
         decode_lines = _event_line_decoder.decode_lines
         while True:
-            chunk = f.read(_CHUNK)
-            if not chunk:
-                if tail:
-                    yield list(_slow_lines(tail.splitlines(keepends=True), on_bad))
+            if held == size:  # a line longer than the buffer: grow it
+                size *= 2
+                view.release()
+                grown = bytearray(size)
+                grown[:held] = buf
+                buf, view = grown, memoryview(grown)
+            n = f.readinto(view[held:])
+            if not n:
+                if held:
+                    yield list(_slow_lines(bytes(buf[:held]).splitlines(keepends=True), on_bad))
                 return
-            buf = tail + chunk if tail else chunk
-            cut = buf.rfind(b"\n") + 1
+            end = held + n
+            cut = buf.rfind(b"\n", 0, end) + 1
             if cut == 0:
-                tail = buf
+                held = end
                 continue
-            body, tail = buf[:cut], buf[cut:]
+            body = view[:cut]
             try:
                 lines = decode_lines(body)
             except (msgspec.DecodeError, msgspec.ValidationError):
-                yield list(_slow_lines(body.splitlines(keepends=True), on_bad))
-                continue
-            pairs = current_pairs(lines, _ONE_VERSION) if _ONE_VERSION is not None else None
-            if pairs is not None:
-                yield pairs
-            elif _ONE_VERSION is None and _all_current(lines):
-                yield [(ln.id, ln.e) for ln in lines]
+                lines = None
+            if lines is not None:
+                pairs = current_pairs(lines, _ONE_VERSION) if _ONE_VERSION is not None else None
+                if pairs is None and _ONE_VERSION is None and _all_current(lines):
+                    pairs = [(ln.id, ln.e) for ln in lines]
             else:
-                yield list(_slow_lines(body.splitlines(keepends=True), on_bad))
+                pairs = None
+            if pairs is None:
+                pairs = list(_slow_lines(bytes(body).splitlines(keepends=True), on_bad))
+            body.release()
+            held = end - cut
+            buf[:held] = buf[cut:end]  # same length: a move, never a resize
+            yield pairs
 
 
 def _slow_lines(lines: Iterable[bytes], on_bad: Callable[[str, bytes, DecodeError], None] | None
