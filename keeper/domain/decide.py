@@ -41,7 +41,7 @@ import bisect
 import decimal
 from collections.abc import Iterable, Sequence
 from decimal import Decimal
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final
 
 import msgspec
 
@@ -60,15 +60,26 @@ from keeper.errors import KeeperError
 
 __all__ = ["CORE_FORMAT", "KeeperCore", "KeeperParams", "bucket_of_intent", "decide_log", "intent_id"]
 
-_ENGINE_ERRORS = (KeeperError, ArithmeticError, ValueError)
+_ENGINE_ERRORS: Final = (KeeperError, ArithmeticError, ValueError)
 """What the engine may raise on one bucket's data: counted and skipped, never allowed to stop
 the projector (a poison entry would otherwise stop it again on every restart)."""
-_LIQUIDATION_EFFECTS = (ev.PositionChanged, ev.Repay, ev.Withdraw)
+_LIQUIDATION_EFFECTS: Final = (ev.PositionChanged, ev.Repay, ev.Withdraw)
 """Account events of the kinds a liquidation produces (they end a bucket's settling wait)."""
-_ACCOUNT_TYPES: frozenset[type] = frozenset(ev.ACCOUNT_EVENTS)
-_BALANCE_SIGN: dict[type, int] = {ev.Deposit: 1, ev.Repay: 1, ev.FundingApplied: 1,
+_ACCOUNT_TYPES: Final[frozenset[type]] = frozenset(ev.ACCOUNT_EVENTS)
+_BALANCE_SIGN: Final[dict[type, int]] = {ev.Deposit: 1, ev.Repay: 1, ev.FundingApplied: 1,
                                   ev.Withdraw: -1, ev.Borrow: -1}
 """Account events that only move one balance, and the sign of ``amount`` in that move."""
+# classes and functions of other modules the hot path names, as Final statics: a plain module
+# global (or ``ev.X``) is a dict lookup, and an attribute lookup, at every use in compiled code
+_PRICE: Final = ev.PriceUpdated
+_INTENDED: Final = ev.LiquidationIntended
+_CONFIRMED: Final = ev.LiquidationConfirmed
+_REJECTED: Final = ev.LiquidationRejected
+_EXPIRED: Final = ev.LiquidationExpired
+_OUTCOME: Final = ev._Outcome
+_RECOVERED: Final = ev.FeedRecovered
+_RESUMED: Final = ev.KeeperResumed
+_apply: Final = st.apply
 CORE_FORMAT = 1000 + st.STATE_FORMAT
 """Snapshot format of a keeper core (distinct from a plain projection's)."""
 
@@ -192,9 +203,9 @@ class KeeperCore:
 
     def handle(self, entry_id: str, event: ev.Event) -> list[ev.Event]:
         """Apply one log entry and return the intents decided after it (possibly none)."""
-        if type(event) is ev.LiquidationIntended:
+        if type(event) is _INTENDED:
             self._pending.pop(event.event_id, None)
-        st.apply(self.state, entry_id, event)
+        _apply(self.state, entry_id, event)
         keys = self._touched(event)  # sets _cleared
         self.rechecked_last = 0
         if not keys:
@@ -216,7 +227,7 @@ class KeeperCore:
         state = self.state
         screen = self.screen  # a direct C call below (a bound method in a local is a generic call)
         prices, price_time = state.prices, state.price_time
-        price_type = ev.PriceUpdated
+        price_type = _PRICE
         # a run of ticks keeps the state's position and log time in locals (msgspec attribute
         # writes are generic): written back before anything reads them (a decision, another
         # entry's handle), at the end, and if a tick raises
@@ -362,8 +373,8 @@ class KeeperCore:
     def _touched(self, event: ev.Event) -> Iterable[str]:
         self._cleared = None
         t = type(event)
-        if t is ev.PriceUpdated:
-            assert isinstance(event, ev.PriceUpdated)
+        if t is _PRICE:
+            assert isinstance(event, _PRICE)
             flagged = self.screen.candidates(event.symbol, event.price)
             if self._episodes:
                 # the screen is conservative: an exposed bucket it does not flag is healthy,
@@ -389,11 +400,11 @@ class KeeperCore:
                 # that do not) are of the kinds a liquidation produces
                 del self._settling[key]
             return (key,)
-        if t is ev.LiquidationConfirmed or t is ev.LiquidationRejected or t is ev.LiquidationExpired:
-            assert isinstance(event, ev._Outcome)
+        if t is _CONFIRMED or t is _REJECTED or t is _EXPIRED:
+            assert isinstance(event, _OUTCOME)
             key = (bucket_key(event.account, event.bucket) if event.account
                    else bucket_of_intent(event.intent_id))
-            if t is ev.LiquidationConfirmed:
+            if t is _CONFIRMED:
                 if self._effects.get(key) != event.intent_id:
                     # the venue acted but its account events are not in the log yet: until
                     # they are, the state still shows the bucket as before the liquidation
@@ -403,11 +414,11 @@ class KeeperCore:
             if not self.screen.check(key):
                 self._cleared = key  # freed and healthy: nothing to confirm exactly
             return (key,)
-        if t is ev.FeedRecovered:
-            assert isinstance(event, ev.FeedRecovered)
+        if t is _RECOVERED:
+            assert isinstance(event, _RECOVERED)
             return self._flagged(self.exposed(event.symbol))
-        if t is ev.KeeperResumed:
-            assert isinstance(event, ev.KeeperResumed)
+        if t is _RESUMED:
+            assert isinstance(event, _RESUMED)
             keys = self._symbols_of if event.scope == guards.KILL_SWITCH else self.exposed(event.scope)
             return self._flagged(keys)
         if isinstance(event, ev.MarketListed | ev.MarketParamsChanged | ev.AssetListed

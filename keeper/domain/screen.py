@@ -54,7 +54,7 @@ import heapq
 import math
 from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -66,10 +66,10 @@ I64 = npt.NDArray[np.int64]
 I32 = npt.NDArray[np.int32]
 F64 = npt.NDArray[np.float64]
 
-_ZERO = Decimal(0)
-_ONE = Decimal(1)
-_TIER_HEADROOM = Decimal(2)
-_QUIET = 1.0 / 1024
+_ZERO: Final = Decimal(0)
+_ONE: Final = Decimal(1)
+_TIER_HEADROOM: Final = Decimal(2)
+_QUIET: Final = 1.0 / 1024
 """Budget weight of a symbol not ticked since first priced (a stablecoin): rarely worth a share."""
 
 
@@ -198,7 +198,7 @@ def balance_weight(ap: AssetParams | None, collateral: bool, lending: bool) -> D
     return max(_ONE, lw)
 
 
-_NONLINEAR_MODELS = frozenset({"drift", "gmx", "mango"})
+_NONLINEAR_MODELS: Final = frozenset({"drift", "gmx", "mango"})
 
 
 def screen_mode(kind: str, model: str, mm_at: str) -> tuple[bool, bool, bool]:
@@ -250,7 +250,7 @@ class _Edges:
         return self.k.size + self.sk.size + self.npend + len(self.tail)
 
     def push(self, key: float, row: int, gen: int) -> None:
-        heapq.heappush(self.tail, (-key, row, gen))
+        _heappush(self.tail, (-key, row, gen))
         if key > self.tail_top:
             self.tail_top = key
             if key > self.top:  # noqa: PLR1730 (hot path: no call)
@@ -349,7 +349,7 @@ class _Edges:
         if self.tail_top > x:
             heap = self.tail
             nx = -x
-            pop = heapq.heappop
+            pop = _heappop
             while heap and heap[0][0] < nx:
                 _, row, gen = pop(heap)
                 pairs.append((row, gen))
@@ -428,27 +428,29 @@ def _merged(a: tuple[F64, I32, I32], b: tuple[F64, I32, I32]) -> tuple[F64, I32,
     return out_k, out_r, out_g
 
 
-_EF: F64 = np.zeros(0, np.float64)
-_EI: I32 = np.zeros(0, np.int32)
+_heappush: Final = heapq.heappush  # Final: a C static in the compiled module, not a lookup
+_heappop: Final = heapq.heappop
+_EF: Final[F64] = np.zeros(0, np.float64)
+_EI: Final[I32] = np.zeros(0, np.int32)
 _TAIL = 1 << 12
 """Edges kept in the tail's heap before they go to the numpy levels as one batch: a symbol with
 fewer rows keeps all its edges in the heap (pops and pushes O(log n), no array call at all). Past
 a few thousand, a tick that crosses many edges is cheaper as an array slice (bench_recheck's
 typical market, ~5,600 rows, ran 10-20% slower with every edge in a heap)."""
-_SET_MEMBER_BYTES = 60
+_SET_MEMBER_BYTES: Final = 60
 """A row number in a Python set: its int (28 B) and ~1.5 hash-table slots."""
-_HEAP_EDGE_BYTES = 64 + 24 + 2 * 28 + 8
+_HEAP_EDGE_BYTES: Final = 64 + 24 + 2 * 28 + 8
 """A heap entry: its 3-tuple, the float key, the row and generation ints, the list's pointer."""
 _SMALL = 4096
-_GEN_MASK = 0x7FFFFFFF
+_GEN_MASK: Final = 0x7FFFFFFF
 """Row generations (int32) wrap to 0 after 2**31 - 1 settles of one row: an edge that old was
 compacted away long before."""
-_MAX_WIDTH = 16
+_MAX_WIDTH: Final = 16
 """Symbols a row can hold in the arrays; a bucket exposed to more is always a candidate."""
-_SHIFT_BUDGET = 1024
+_SHIFT_BUDGET: Final = 1024
 """How many times its own band (``rel_tol * |coef|``) a coefficient may widen through ``shift``
 before the row must be re-linearised: extra false positives only within ~1e-6 of the boundary."""
-_SMALL_SETTLE = 16
+_SMALL_SETTLE: Final = 16
 """Crossed rows settled one by one in Python below this count (numpy's call cost dominates)."""
 
 

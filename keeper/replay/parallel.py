@@ -45,7 +45,7 @@ from keeper.domain import events as ev
 from keeper.domain.decide import KeeperCore, KeeperParams
 from keeper.domain.model import bucket_key
 from keeper.replay.replay import Core, MultiCore, Progress, ReplayResult, gc_paused, handle_batch
-from keeper.replay.route import Router, account_of, recorded, shard_of
+from keeper.replay.route import Router, account_of, shard_of
 from keeper.replay.source import Batch, SourceStats, ndjson_batches
 from keeper.replay.verify import Verifier
 from keeper.store.entries import parse_id
@@ -138,6 +138,7 @@ class _Shard:
                     break
         if progress is not None:
             progress.close(out.entries, out.last or "-")
+        out.recorded = self.router.recorded
         out.derived = _intents_encoder.encode(out.intents)
         out.intents = []
         out.elapsed_s = time.perf_counter() - t0
@@ -159,7 +160,6 @@ class _Shard:
             if type(e) is ev.LiquidationIntended:
                 assert isinstance(e, ev.LiquidationIntended)
                 out.intents.append(e)
-        out.recorded += len(recorded(own))
         out.kept += len(own)
         if out.verifier is not None:
             out.verifier.after_batch(own, derived)

@@ -8,19 +8,19 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import Any, Final, cast
 
 from keeper.domain import events as ev
 from keeper.domain.decide import bucket_of_intent
 
 Entry = tuple[str, ev.Event]
 
-_GLOBAL: frozenset[type] = frozenset({
+_GLOBAL: Final[frozenset[type]] = frozenset({
     ev.PriceUpdated, ev.MarketListed, ev.MarketParamsChanged, ev.AssetListed, ev.AssetParamsChanged,
     ev.FeedStale, ev.FeedRecovered, ev.KeeperPaused, ev.KeeperResumed})
 """Entries every account sees: every worker keeps them."""
-_ACCOUNT: frozenset[type] = frozenset(ev.ACCOUNT_EVENTS)
-_OUTCOME: frozenset[type] = frozenset(ev.OUTCOME_EVENTS)
+_ACCOUNT: Final[frozenset[type]] = frozenset(ev.ACCOUNT_EVENTS)
+_OUTCOME: Final[frozenset[type]] = frozenset(ev.OUTCOME_EVENTS)
 assert _GLOBAL | _ACCOUNT | _OUTCOME | {ev.LiquidationIntended} == set(ev.EVENT_TYPES.values()), \
     "every event type must be routed: global, or to one account"
 
@@ -64,11 +64,14 @@ class Router:
         self.fed = 0
         """A lower bound of the log time the worker's cores have once its kept entries so far
         are handled (their own times are read only while another worker's entry is ahead)."""
+        self.recorded = 0
+        """Recorded intents (``LiquidationIntended`` entries) among the entries kept so far."""
 
     def split(self, batch: list[Entry]) -> list[tuple[int, list[Entry]]]:
         """The batch's own and global entries, in order, as runs ``(log time, entries)``: before
         a run whose log time is not 0 the cores' log time must be raised to it (another worker's
         entry moved it past what this worker has seen, and one core would have seen that).
+        ``recorded`` counts the recorded intents kept.
 
         A kept entry's time is read only while a dropped one is ahead of ``fed``: then either it
         catches up (``fed`` moves to it) or a run starts at the dropped one's time. ``fed`` being
@@ -77,16 +80,26 @@ class Router:
         """
         mine, jobs, shard = self._mine, self.jobs, self.shard
         price_t = ev.PriceUpdated
+        intended_t = ev.LiquidationIntended
+        # the most frequent account events told by identity (held in locals: a module global
+        # is a dict lookup, a set lookup hashes the type); account_of for the rest
+        deposit_t, position_t, funding_t, withdraw_t = (
+            ev.Deposit, ev.PositionChanged, ev.FundingApplied, ev.Withdraw)
         lt, fed = self.log_time, self.fed
         runs: list[tuple[int, list[Entry]]] = []
         own: list[Entry] = []
         at = 0
         start = 0  # the first entry of the batch not yet in ``own`` nor dropped
+        kept_intents = 0
         n = len(batch)
         for i in range(n):
             e = batch[i][1]
-            if type(e) is not price_t:
-                account = account_of(e)
+            t = type(e)
+            if t is not price_t:
+                if t is deposit_t or t is position_t or t is funding_t or t is withdraw_t:
+                    account: str | None = cast(Any, e).account
+                else:
+                    account = account_of(e)
                 if account is not None:
                     m = mine.get(account)
                     if m is None:
@@ -100,6 +113,8 @@ class Router:
                         if ts > lt:  # noqa: PLR1730 (compiled hot loop: no call)
                             lt = ts
                         continue
+                    if t is intended_t:
+                        kept_intents += 1
             if lt > fed:
                 ts = e.ts_event
                 if lt > ts:
@@ -118,4 +133,5 @@ class Router:
         if own:
             runs.append((at, own))
         self.log_time, self.fed = lt, fed
+        self.recorded += kept_intents
         return runs
