@@ -10,9 +10,9 @@ that ``keeper.domain.events`` installs as the classes' ``__post_init__``.
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any
+from typing import Any, Final
 
-_ZERO = Decimal(0)
+_ZERO: Final = Decimal(0)
 
 
 def finite_positive(name: str, value: Decimal) -> None:

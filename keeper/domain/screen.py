@@ -229,9 +229,12 @@ class _Edges:
     crosses only sorted edges leaves those two levels alone.
     """
 
-    __slots__ = ("g", "k", "npend", "pend", "pend_top", "r", "sg", "sk", "sr", "tail", "tail_top", "top")
+    __slots__ = ("g", "k", "npend", "pend", "pend_top", "r", "sg", "sk", "small", "sr", "tail", "tail_max",
+                 "tail_top", "top")
 
     def __init__(self) -> None:
+        self.tail_max = _TAIL  # the level sizes, read once (a module global is a dict lookup)
+        self.small = _SMALL
         self.k: F64 = _EF
         self.r: I32 = _EI
         self.g: I32 = _EI
@@ -255,22 +258,22 @@ class _Edges:
             self.tail_top = key
             if key > self.top:  # noqa: PLR1730 (hot path: no call)
                 self.top = key
-        if len(self.tail) >= _TAIL:
+        if len(self.tail) >= self.tail_max:
             self._flush_tail()
-            if self.npend > max(_SMALL, self.k.size >> 4):
+            if self.npend > max(self.small, self.k.size >> 4):
                 self._merge(*self._take_pending())
 
     def push_many(self, keys: F64, rows: I32, gens: I32, top: float) -> None:
         """Queue a batch of edges (``top``: their largest key); merged at the next probe, or
         into the heap while every edge fits there."""
-        if not self._in_arrays() and len(self.tail) + keys.size <= _TAIL:
+        if not self._in_arrays() and len(self.tail) + keys.size <= self.tail_max:
             self._heap_many(keys, rows, gens)
             return
         self.pend.append((keys, rows, gens))
         self.npend += keys.size
         self.top = max(self.top, top)
         self.pend_top = max(self.pend_top, top)
-        if self.npend > max(_SMALL, self.k.size >> 4):
+        if self.npend > max(self.small, self.k.size >> 4):
             self._merge(*self._take_pending())
 
     def _in_arrays(self) -> bool:
@@ -320,14 +323,14 @@ class _Edges:
             return
         o = np.argsort(keys, kind="stable")
         self.sk, self.sr, self.sg = _merged((self.sk, self.sr, self.sg), (keys[o], rows[o], gens[o]))
-        if self.sk.size > max(_SMALL, self.k.size >> 4):
+        if self.sk.size > max(self.small, self.k.size >> 4):
             self.k, self.r, self.g = _merged((self.k, self.r, self.g), (self.sk, self.sr, self.sg))
             self.sk, self.sr, self.sg = _EF, _EI, _EI
 
     def set(self, keys: F64, rows: I32, gens: I32) -> None:
         """Replace every edge (a full settle): ``main`` is the batch sorted by key (or the heap,
         when the batch fits there)."""
-        if keys.size <= _TAIL >> 1:
+        if keys.size <= self.tail_max >> 1:
             self.k, self.r, self.g = _EF, _EI, _EI
             self.sk, self.sr, self.sg = _EF, _EI, _EI
             self.pend, self.npend, self.tail = [], 0, []

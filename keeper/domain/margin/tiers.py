@@ -10,10 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
-from typing import Any
+from typing import Any, Final
 
-from keeper.domain.margin.types import ZERO, MissingParameter
+from keeper.domain.margin.types import ZERO as _ZERO
+from keeper.domain.margin.types import MissingParameter
 from keeper.domain.model import MarketParams, Tier
+
+ZERO: Final = _ZERO  # a C static in the compiled module (an imported name is a dict lookup)
 
 
 class Bracket:
