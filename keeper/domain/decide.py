@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import bisect
 import decimal
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from decimal import Decimal
 from typing import Any, ClassVar, Final
 
@@ -80,6 +80,11 @@ _OUTCOME: Final = ev._Outcome
 _RECOVERED: Final = ev.FeedRecovered
 _RESUMED: Final = ev.KeeperResumed
 _apply: Final = st.apply
+_astuple: Final[Callable[[Any], tuple[Any, ...]]] = msgspec.structs.astuple
+_TICK_SYMBOL: Final = ev.PriceUpdated.__struct_fields__.index("symbol")
+_TICK_PRICE: Final = ev.PriceUpdated.__struct_fields__.index("price")
+_TICK_PUBLISHED: Final = ev.PriceUpdated.__struct_fields__.index("publish_time")
+_TICK_TS: Final = ev.PriceUpdated.__struct_fields__.index("ts_event")
 CORE_FORMAT = 1000 + st.STATE_FORMAT
 """Snapshot format of a keeper core (distinct from a plain projection's)."""
 
@@ -238,13 +243,16 @@ class KeeperCore:
                 if type(event) is price_type and not self._episodes:
                     # ``handle`` inlined for the most frequent entry (st.apply's _price and
                     # _touched's price branch with no unhealthy episode open): three calls fewer
-                    symbol = event.symbol
-                    price = event.price
+                    # the tick's fields in one call (four attribute reads on a msgspec Struct
+                    # are four generic lookups in compiled code)
+                    f = _astuple(event)
+                    symbol: str = f[_TICK_SYMBOL]
+                    price: Decimal = f[_TICK_PRICE]
+                    ts: int = f[_TICK_TS]
                     prices[symbol] = price
-                    price_time[symbol] = event.publish_time or event.ts_event
+                    price_time[symbol] = f[_TICK_PUBLISHED] or ts
                     offset = entry_id
                     applied += 1
-                    ts = event.ts_event
                     if ts > log_time:  # noqa: PLR1730 (the hot path)
                         log_time = ts
                     held = True

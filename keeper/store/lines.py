@@ -3,18 +3,25 @@ replay and rebuild from an export runs it over every line."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Final
+
+import msgspec
 
 from keeper.domain.events import Event
+
+_astuple: Final[Callable[[Any], tuple[Any, ...]]] = msgspec.structs.astuple
 
 
 def current_pairs(lines: list[Any], current: int) -> list[tuple[str, Event]] | None:
     """``(id, event)`` for each decoded line (``.id``, ``.e``), or None as soon as one event is not
     at version ``current`` (the chunk is then upcast line by line)."""
-    out: list[tuple[str, Event]] = []
+    out: list[Any] = []  # items appended as they come (a typed list would unbox each pair)
+    astuple = _astuple
     for ln in lines:
-        e: Event = ln.e
+        pair: Any = astuple(ln)  # (id, event): the line's two fields in one call, as the pair
+        e: Event = pair[1]
         if e.v != current:
             return None
-        out.append((ln.id, e))
+        out.append(pair)
     return out
