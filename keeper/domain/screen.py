@@ -662,7 +662,7 @@ class Screen:
         """The row's headroom at the current prices, and whether a price is above its ceiling."""
         return self._headroom(self._entries(row), self._cm[row])
 
-    def _headroom(self, ent: Sequence[tuple[int, float, float]], c: float) -> tuple[float, bool]:
+    def _headroom(self, ent: list[tuple[int, float, float]], c: float) -> tuple[float, bool]:
         """``c + sum lo * P`` over a row's entries at the current prices, and whether a price is
         above its entry's ceiling."""
         price = self._price
@@ -677,7 +677,7 @@ class Screen:
 
     # ------------------------------------------------------------------ settling (bands)
 
-    def _settle1(self, row: int, ent: Sequence[tuple[int, float, float]], c: float) -> bool:
+    def _settle1(self, row: int, ent: list[tuple[int, float, float]], c: float) -> bool:
         """Settle one row in Python: recompute it and push one band edge per symbol.
 
         The headroom ``h`` is split between the row's symbols by the weighted values of their terms
@@ -686,7 +686,8 @@ class Screen:
         (then it gets an empty band: a floor at +inf, crossed by every tick of its symbols).
         """
         verm = self._verm
-        gen: int = (verm[row] + 1) & _GEN_MASK
+        old: int = verm[row]  # typed first: the arithmetic below is then native
+        gen = (old + 1) & _GEN_MASK
         verm[row] = gen
         price = self._price
         h, broken = self._headroom(ent, c)
