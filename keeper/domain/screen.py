@@ -651,12 +651,19 @@ class Screen:
         return used
 
     def _entries(self, row: int) -> list[tuple[int, float, float]]:
+        # item by item through the flat views (a row holds a few entries: three slices, three
+        # tolist calls and a zip cost ten times as much)
         w = self._width
         a = row * w
-        sids = self._esm[a:a + w].tolist()
-        los = self._elm[a:a + w].tolist()
-        pms = self._epm[a:a + w].tolist() if self._epm is not None else [math.inf] * w
-        return [(s, lo, pm) for s, lo, pm in zip(sids, los, pms, strict=True) if s]
+        esm, elm, epm = self._esm, self._elm, self._epm
+        out: list[tuple[int, float, float]] = []
+        for j in range(a, a + w):
+            sid: int = esm[j]
+            if sid:
+                lo: float = elm[j]
+                pm: float = math.inf if epm is None else epm[j]
+                out.append((sid, lo, pm))
+        return out
 
     def _fresh(self, row: int) -> tuple[float, bool]:
         """The row's headroom at the current prices, and whether a price is above its ceiling."""
