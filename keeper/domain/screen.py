@@ -643,10 +643,12 @@ class Screen:
             return 0
         w = self._width
         count = self._count
+        esm = self._esm
         used = 0
-        for sid in self._esm[row * w:row * w + w].tolist():
-            if sid:
-                count[sid] -= 1
+        for j in range(row * w, row * w + w):
+            slot: int = esm[j]
+            if slot:
+                count[slot] -= 1
                 used += 1
         return used
 
@@ -935,26 +937,28 @@ class Screen:
         sid = self._sym.get(symbol)
         if row is None or sid is None or self._alwm[row]:
             return None
-        w = self._width
-        a = row * w
-        sids = self._esm[a:a + w].tolist()
-        if sid not in sids:
+        a = row * self._width
+        esm = self._esm
+        j = -1
+        for i in range(self._width):
+            if esm[a + i] == sid:
+                j = i
+                break
+        if j < 0:
             return None
-        j = sids.index(sid)
         d = float(delta)
         widen = self.rel_tol * abs(d)
         spent = self._drift.get(row, 0.0) + widen
-        los = self._elm[a:a + w].tolist()
-        lo = los[j]
+        elm = self._elm
+        lo: float = elm[a + j]
         if spent > _SHIFT_BUDGET * self.rel_tol * abs(lo) + self.abs_tol:
             return None  # re-linearise: the band would keep growing with repeated shifts
         new = math.nextafter(lo + (d - widen), -math.inf)
         self.shifts += 1
-        self._elm[a + j] = los[j] = new
+        elm[a + j] = new
         self._drift[row] = spent
-        pms = self._epm[a:a + w].tolist() if self._epm is not None else None
         c: float = self._cm[row]
-        ent = [(s, los[i], math.inf if pms is None else pms[i]) for i, s in enumerate(sids) if s]
+        ent = self._entries(row)  # with the new coefficient
         if new >= lo:
             # the row only gained (prices are positive): its headroom is at least the old one at
             # every price, so the bands it holds (or its empty band, if flagged) stay valid
