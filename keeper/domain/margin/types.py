@@ -150,9 +150,14 @@ def quantize_up(x: Decimal, q: Decimal) -> Decimal:
     return (x / q).to_integral_value(rounding=decimal.ROUND_CEILING) * q
 
 
+_CENT = Decimal("0.01")
+_QUANTA = {places: Decimal(1).scaleb(-places) for places in range(13)}
+"""``fmt_num``'s quantum by places, built once (every decision's rule text formats a few)."""
+
+
 def fmt_usd(x: Decimal) -> str:
     """A money amount for a rule text: ``$2,000`` or ``$1,234.56``."""
-    q = x.quantize(Decimal("0.01"), rounding=decimal.ROUND_HALF_EVEN)
+    q = x.quantize(_CENT, rounding=decimal.ROUND_HALF_EVEN)
     if q == q.to_integral_value():
         return f"${int(q):,}"
     return f"${q:,}"
@@ -162,5 +167,8 @@ def fmt_num(x: Decimal, places: int = 4) -> str:
     """A ratio for a rule text, rounded for reading only (never for deciding)."""
     if x.is_infinite():
         return "inf"
-    q = x.quantize(Decimal(1).scaleb(-places), rounding=decimal.ROUND_HALF_EVEN).normalize()
+    quantum = _QUANTA.get(places)
+    if quantum is None:
+        quantum = Decimal(1).scaleb(-places)
+    q = x.quantize(quantum, rounding=decimal.ROUND_HALF_EVEN).normalize()
     return f"{q:f}"
