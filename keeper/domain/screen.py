@@ -54,7 +54,7 @@ import heapq
 import math
 from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
-from typing import Any, Final, NamedTuple
+from typing import Any, Final, NamedTuple, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -66,6 +66,7 @@ I64 = npt.NDArray[np.int64]
 I32 = npt.NDArray[np.int32]
 F64 = npt.NDArray[np.float64]
 
+_V = TypeVar("_V")
 _ZERO: Final = Decimal(0)
 _ONE: Final = Decimal(1)
 _TIER_HEADROOM: Final = Decimal(2)
@@ -122,15 +123,21 @@ def linearise(
     ``prices`` is read only to choose a tiered position's band. None means the screen must
     treat the bucket as always a candidate (unknown market, missing parameter or price).
     """
-    lin = _linearise(bucket, markets, assets, prices, lending, mm_at_entry)
+    lin = _linearise(bucket, _as_dict(markets), _as_dict(assets), _as_dict(prices), lending, mm_at_entry)
     return None if lin is None else Linear(*lin)
+
+
+def _as_dict(m: Mapping[str, _V]) -> dict[str, _V]:
+    """``m`` as a dict (itself when it is one: a dict's ``get`` is a direct call when compiled,
+    any other mapping's a method lookup)."""
+    return m if isinstance(m, dict) else dict(m)
 
 
 def _linearise(  # noqa: PLR0917 - linearise's arguments
     bucket: Bucket,
-    markets: Mapping[str, MarketParams],
-    assets: Mapping[str, AssetParams],
-    prices: Mapping[str, Decimal],
+    markets: dict[str, MarketParams],
+    assets: dict[str, AssetParams],
+    prices: dict[str, Decimal],
     lending: bool,
     mm_at_entry: bool,
 ) -> tuple[Decimal, dict[str, Decimal], dict[str, Decimal]] | None:
@@ -868,7 +875,8 @@ class Screen:
             sids.append(sid)
         lin = None
         if priced and not always_check and len(sids) <= _MAX_WIDTH:
-            lin = _linearise(bucket, markets, assets, prices, lending, mm_at_entry)
+            lin = _linearise(bucket, _as_dict(markets), _as_dict(assets), _as_dict(prices), lending,
+                             mm_at_entry)
         if lin is None:
             self._clear(row)
             self._alwm[row] = True
