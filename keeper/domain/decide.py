@@ -357,10 +357,7 @@ class KeeperCore:
         not open or close positions); a balance that grew only raises the slack, so an unflagged
         row may lag behind (``Screen.defer``); one that shrank and kept its sign moves one term
         of the row (``Screen.shift``)."""
-        # the bucket by the event's own account and bucket (already hashed by apply), not by
-        # splitting the key
-        a = self.state.accounts.get(event.account)
-        bucket = None if a is None else a.buckets.get(event.bucket)
+        bucket = _find_bucket(self.state, key)
         if bucket is None:
             return self._reindex(key)
         if not self._decidable(bucket) and key not in self._symbols_of:
