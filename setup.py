@@ -35,7 +35,8 @@ def _load_compiled() -> ModuleType:
 _COMPILED = _load_compiled()
 MODULES: tuple[str, ...] = _COMPILED.COMPILED
 """The re-check hot path (the health screen, the keeper core and the perp engine it confirms
-with) and the per-entry loops of a replay (``replay/route``, ``store/lines``). No msgspec Struct
+with), the events' field checks run at every decode (``domain/checks``) and the per-entry loops
+of a replay (``replay/route``, ``store/lines``). No msgspec Struct
 lives in any: msgspec reads field types from classes that mypyc would compile.
 ``margin/evaluate.py`` stays source: the package re-exports a function of the same name, which a
 compiled import would resolve to the module."""

@@ -67,7 +67,8 @@ class Position(msgspec.Struct, frozen=True, gc=False, forbid_unknown_fields=True
     quote: Decimal | None = None
 
     def quote_value(self) -> Decimal:
-        """The position's quote balance: PnL at price P is ``size * P + quote_value()``."""
+        """The position's quote balance: PnL at price P is ``size * P + quote_value()``
+        (``margin.health.quote_of`` is the same, compiled, for the engine and the screen)."""
         if self.quote is not None:
             return self.quote
         if self.entry_price is None:

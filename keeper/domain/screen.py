@@ -59,6 +59,7 @@ from typing import Any, Final, NamedTuple, TypeVar
 import numpy as np
 import numpy.typing as npt
 
+from keeper.domain.margin.health import quote_of
 from keeper.domain.margin.tiers import derive_deductions, maintenance
 from keeper.domain.model import AssetParams, Bucket, MarketParams
 
@@ -152,10 +153,7 @@ def _linearise(  # noqa: PLR0917 - linearise's arguments
         if mk is None:
             return None
         size, absz = pos.size, abs(pos.size)
-        quote = pos.quote  # Position.quote_value() inlined (an interpreted call per position)
-        if quote is None:
-            entry_price = pos.entry_price
-            quote = _ZERO if entry_price is None else -size * entry_price
+        quote = quote_of(pos)
         const += quote
         if mm_at_entry:
             entry = pos.entry_price if pos.entry_price is not None else -quote / size

@@ -58,13 +58,23 @@ def market_of(markets: Mapping[str, MarketParams], symbol: str) -> MarketParams:
     return m
 
 
+def quote_of(pos: Position) -> Decimal:
+    """``Position.quote_value()``, compiled: the position's quote balance (its value at price P is
+    ``size * P + quote_of(pos)``). The engine and the screen call this one natively."""
+    quote = pos.quote
+    if quote is not None:
+        return quote
+    entry = pos.entry_price
+    return ZERO if entry is None else -pos.size * entry
+
+
 def entry_of(pos: Position) -> Decimal:
     """The position's entry price (``-quote / size`` where it carries a quote balance)."""
     if pos.entry_price is not None:
         return pos.entry_price
     if pos.size == 0:
         return ZERO
-    return -pos.quote_value() / pos.size
+    return -quote_of(pos) / pos.size
 
 
 def position_mm(
@@ -125,15 +135,12 @@ def perp_terms(  # noqa: PLR0917 -- the model's inputs, positional as in the pin
                 d_eq += bal
     for sym in sorted(bucket.positions):
         pos = bucket.positions[sym]
-        mark = prices.get(sym)  # price_of and Position.quote_value inlined (interpreted helpers)
+        mark = prices.get(sym)  # price_of inlined (an interpreted helper)
         if mark is None:
             raise MissingPrice(sym)
         px = mark
         schedule = brackets(market_of(markets, sym))
-        quote = pos.quote
-        if quote is None:
-            quote = ZERO if pos.entry_price is None else -pos.size * pos.entry_price
-        eq += pos.size * px + quote
+        eq += pos.size * px + quote_of(pos)
         mm, dmm = position_mm(profile, pos, schedule, px)
         req += mm
         if sym == wrt:
@@ -164,7 +171,7 @@ def _mango_terms(  # noqa: PLR0917 -- the model's inputs, positional as in the p
         px = price_of(prices, sym)
         mmf = brackets(market_of(markets, sym))[0].rate
         w = ONE - mmf if pos.size > 0 else ONE + mmf
-        v = pos.size * px * w + pos.quote_value()
+        v = pos.size * px * w + quote_of(pos)
         dv = pos.size * w if sym == wrt else ZERO
         if v > 0:
             v *= profile.overall_asset_weight

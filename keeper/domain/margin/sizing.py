@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from decimal import Decimal
 
-from keeper.domain.margin.health import entry_of, health_of, market_of, position_mm
+from keeper.domain.margin.health import entry_of, health_of, market_of, position_mm, quote_of
 from keeper.domain.margin.lending_sizing import plan_lending
 from keeper.domain.margin.profiles import Profile
 from keeper.domain.margin.tiers import brackets
@@ -118,7 +118,7 @@ def close_part(bucket: Bucket, market: str, amount: Decimal, price: Decimal, fee
     the fee; the entry price is kept so an entry-measured maintenance margin stays right.
     """
     pos = bucket.positions[market]
-    quote = pos.quote_value() + amount * price - fee_rate * abs(amount) * price
+    quote = quote_of(pos) + amount * price - fee_rate * abs(amount) * price
     positions = dict(bucket.positions)
     positions[market] = Position(market, pos.size - amount, entry_price=entry_of(pos), quote=quote)
     return Bucket(bucket.name, dict(bucket.balances), positions)
