@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
+import os
+import time
 from decimal import Decimal
 from pathlib import Path
 
@@ -13,7 +16,7 @@ from keeper.domain import events as ev
 from keeper.domain.codec import encode
 from keeper.domain.decide import KeeperCore, KeeperParams
 from keeper.domain.model import CROSS, AssetParams, MarketParams
-from keeper.replay.parallel import replay_parallel, serial_reason
+from keeper.replay.parallel import _Shard, _ShardOut, replay_parallel, serial_reason
 from keeper.replay.replay import MultiCore, replay_batches
 from keeper.replay.route import Router, account_of, shard_of
 from keeper.replay.source import ndjson_batches
@@ -198,3 +201,36 @@ async def test_export_of_a_redis_style_log_replays_in_parallel(tmp_path: Path) -
     path = tmp_path / "plain.ndjson"
     await export_log(log, path)
     assert decisions(path, 2) == decisions(path, 1)
+
+
+def _fail_in_shard_1(self: _Shard) -> _ShardOut:
+    if self.task.shard == 1:
+        raise ValueError("shard 1 broke")
+    time.sleep(30)  # still running when its sibling fails: it is stopped
+    return _SHARD_RUN(self)
+
+
+def _die_in_shard_1(self: _Shard) -> _ShardOut:
+    if self.task.shard == 1:
+        os._exit(3)
+    time.sleep(30)  # the other worker is still running when its sibling dies: it is stopped
+    return _SHARD_RUN(self)
+
+
+_SHARD_RUN = _Shard.run
+
+
+@pytest.mark.parametrize(("run", "message"), [(_fail_in_shard_1, "(?s)failed:.*shard 1 broke"),
+                                               (_die_in_shard_1, "died.*exit code 3")])
+async def test_a_worker_that_fails_or_dies_fails_the_replay_and_stops_the_others(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run: object, message: str) -> None:
+    log, _, _ = await record_live()
+    path = await export(log, tmp_path)
+    for p in multiprocessing.active_children():  # earlier replays' workers, exiting
+        p.join(10)
+    monkeypatch.setattr(_Shard, "run", run)  # the workers are forked: they run the patched method
+    t0 = time.monotonic()
+    with pytest.raises(RuntimeError, match=message):
+        replay_parallel([("k", PARAMS)], path, 2)
+    assert time.monotonic() - t0 < 20  # the sleeping worker was terminated, not waited for
+    assert not [p for p in multiprocessing.active_children() if p.name.startswith("keeper-replay")]
