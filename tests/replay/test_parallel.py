@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from keeper.app import cli
+from keeper.app import cli, cmd_replay
 from keeper.domain import events as ev
 from keeper.domain.codec import encode
 from keeper.domain.decide import KeeperCore, KeeperParams
@@ -193,6 +193,26 @@ async def test_cli_jobs_verifies_and_reports_the_same_first_divergence(
     assert rc == 0
     assert "processes)" not in captured.out
     assert "replay_one_process" in captured.err
+
+
+async def test_cli_without_jobs_splits_a_large_export_between_the_cpus(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    log, _, _ = await record_live()
+    path = await export(log, tmp_path)
+    monkeypatch.setattr("keeper.replay.parallel.default_jobs", lambda: 2)  # whatever this machine has
+    assert await keeper(["replay", "--ndjson", str(path), "--verify"]) == 0
+    assert "processes)" not in capsys.readouterr().out  # a small export: one process
+    monkeypatch.setattr(cmd_replay, "AUTO_JOBS_BYTES", path.stat().st_size)
+    assert await keeper(["replay", "--ndjson", str(path), "--verify"]) == 0
+    out = capsys.readouterr().out
+    assert "(2 processes)" in out
+    assert out.strip().endswith("0 divergences")
+    # one that cannot be split: one process, said at info level (nobody asked for more)
+    assert await keeper(["replay", "--ndjson", str(path), "--param", "cap_count=2"]) == 0
+    captured = capsys.readouterr()
+    assert "processes)" not in captured.out
+    said = [line for line in captured.err.splitlines() if "replay_one_process" in line]
+    assert len(said) == 1 and "info" in said[0] and "warning" not in said[0]
 
 
 async def test_export_of_a_redis_style_log_replays_in_parallel(tmp_path: Path) -> None:
