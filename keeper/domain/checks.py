@@ -29,9 +29,7 @@ def finite(name: str, value: Decimal) -> None:
 
 def price_updated(e: Any) -> None:
     """``PriceUpdated``: the price is a finite number > 0."""
-    p: Decimal = e.price
-    if not (p.is_finite() and p > _ZERO):
-        raise ValueError(f"price must be a finite number > 0, got {p}")
+    finite_positive("price", e.price)
 
 
 def amount_event(e: Any) -> None:
