@@ -4,9 +4,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export KEEPER_SHARED_DIR ?= $(abspath ../shared)
 
-.PHONY: setup redis browser test lint typecheck unit demo bench clean
+.PHONY: setup redis browser test lint typecheck unit demo bench clean artifacts artifacts-check
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed node_modules/.installed
 
 # setup.py compiles these with mypyc (the list is keeper/_compiled.py's): a changed source means a rebuild
 COMPILED := keeper/domain/checks.py keeper/domain/screen.py keeper/domain/decide.py keeper/domain/guards.py \
@@ -19,6 +19,23 @@ $(VENV)/.installed: pyproject.toml setup.py keeper/_compiled.py $(COMPILED)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -e '.[dev]'
 	@touch $@
+
+# the chain venues' local node (anvil, node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil): npm, no dev deps
+node_modules/.installed: package.json package-lock.json
+	@scripts/ensure-system.sh node
+	npm ci --ignore-scripts --no-audit --no-fund --omit=dev
+	@touch $@
+
+# Morpho Blue's bytecode from the pinned npm package with the compiler it pins (solc-js 0.8.19, via-IR):
+# regenerates keeper/chain/artifacts/morpho-blue.json byte for byte; artifacts-check fails if it differs
+artifacts:
+	@scripts/ensure-system.sh node
+	npm ci --ignore-scripts --no-audit --no-fund
+	@touch node_modules/.installed
+	node scripts/build-artifacts.mjs
+
+artifacts-check:
+	node scripts/build-artifacts.mjs --check
 
 redis:
 	@scripts/ensure-system.sh redis
@@ -49,5 +66,5 @@ bench: setup redis
 	$(PY) bench/run.py
 
 clean:
-	rm -rf $(VENV) .keeper .pytest_cache .mypy_cache .ruff_cache build *__mypyc*.so keeper/_compiled.json
+	rm -rf $(VENV) node_modules .keeper .pytest_cache .mypy_cache .ruff_cache build *__mypyc*.so keeper/_compiled.json
 	find keeper -name "*.so" -delete

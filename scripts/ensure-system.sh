@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Make sure a system dependency is present; install Debian's package where it is missing and we may.
-# usage: ensure-system.sh python|redis|chromium
+# usage: ensure-system.sh python|redis|chromium|node
 set -euo pipefail
-want=${1:?usage: ensure-system.sh python|redis|chromium}
+want=${1:?usage: ensure-system.sh python|redis|chromium|node}
 
 can_apt() { command -v apt-get >/dev/null 2>&1 && { [ "$(id -u)" = 0 ] || sudo -n true 2>/dev/null; }; }
 apt_install() {
@@ -36,6 +36,16 @@ case "$want" in
   chromium)
     if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
       if can_apt; then echo "installing Debian's chromium package (status page test)"; apt_install chromium || true; fi
+    fi ;;
+  node)
+    # the chain venues: npm installs anvil (make setup); node compiles the contracts (make artifacts)
+    pkgs=()
+    command -v node >/dev/null 2>&1 || pkgs+=(nodejs)
+    command -v npm >/dev/null 2>&1 || pkgs+=(npm)
+    if [ ${#pkgs[@]} -gt 0 ]; then
+      if can_apt; then echo "installing Debian's ${pkgs[*]} package(s) (anvil, make artifacts)"; apt_install "${pkgs[@]}"; else
+        echo "no ${pkgs[*]} found: install them (sudo apt-get install nodejs npm)" >&2; exit 1
+      fi
     fi ;;
   *) echo "unknown dependency: $want" >&2; exit 2 ;;
 esac

@@ -52,3 +52,35 @@ def position_changed(e: Any) -> None:
 def funding_applied(e: Any) -> None:
     """``FundingApplied``: the amount (signed) is finite."""
     finite("amount", e.amount)
+
+
+_UINT256_END: Final = 1 << 256
+
+
+def _uint256(name: str, value: int) -> None:
+    if value < 0 or value >= _UINT256_END:
+        raise ValueError(f"{name} must be a uint256 (0 <= x < 2**256), got {value}")
+
+
+def chain_log(e: Any) -> None:
+    """``ChainLog``: block, log index and time non-negative, every integer argument a uint256."""
+    _uint256("block", e.block)
+    _uint256("log_index", e.log_index)
+    _uint256("block_time", e.block_time)
+    args: dict[str, int | str] = e.args
+    for k, v in args.items():
+        if isinstance(v, int):
+            _uint256("args." + k, v)
+
+
+def chain_block(e: Any) -> None:
+    """``ChainBlock``: block and time non-negative, prices > 0 and rates uint256."""
+    _uint256("block", e.block)
+    _uint256("block_time", e.block_time)
+    prices: dict[str, int] = e.prices
+    for k, v in prices.items():
+        if v <= 0 or v >= _UINT256_END:
+            raise ValueError(f"prices.{k} must be > 0 and < 2**256, got {v}")
+    rates: dict[str, int] = e.rates
+    for k, v in rates.items():
+        _uint256("rates." + k, v)

@@ -163,6 +163,7 @@ class Decision(msgspec.Struct, frozen=True, gc=False, kw_only=True, forbid_unkno
     size: Decimal | None = None
     repay_asset: str | None = None
     repay_amount: Decimal | None = None
+    repay_shares: Decimal | None = None
     seize_asset: str | None = None
     seize_amount: Decimal | None = None
     protocol_fee: Decimal | None = None
@@ -196,8 +197,14 @@ class LiquidationSubmitted(_Outcome, frozen=True, tag="liquidation_submitted"):
 
 
 class LiquidationConfirmed(_Outcome, frozen=True, tag="liquidation_confirmed"):
+    """The venue accepted the liquidation. A chain venue also reports what its contract did:
+    ``block`` (the receipt's), ``repaid`` and ``seized`` (the contract's own event, in token units)."""
+
     venue_ref: str | None = None
     duplicate: bool = False
+    block: int | None = None
+    repaid: Decimal | None = None
+    seized: Decimal | None = None
 
 
 class LiquidationRejected(_Outcome, frozen=True, tag="liquidation_rejected"):
@@ -239,6 +246,76 @@ class KeeperResumed(Event, frozen=True, tag="keeper_resumed"):
     scope: str = "*"
 
 
+# ---------------------------------------------------------------- chain venues
+
+
+class ChainLog(Event, frozen=True, tag="chain_log"):
+    """One event a protocol's contract emitted, decoded, as the chain delivered it.
+
+    ``event_id`` is ``evm:<chain id>:<block hash>:<log index>``: a block read twice lands once,
+    and the same transaction mined again in a block that replaced a reorganised one has another
+    id. ``args`` holds the event's arguments by their Solidity names (a struct's fields flattened
+    into it): uints as ints (``0 <= x < 2**256``), addresses and bytes32 as ``0x`` lowercase hex.
+    ``block_time`` is the block's timestamp in seconds (``ts_event`` the same in µs).
+    """
+
+    venue: str
+    name: str
+    block: int
+    block_hash: str
+    tx_hash: str
+    log_index: int
+    block_time: int
+    args: dict[str, int | str]
+
+    __post_init__ = checks.chain_log  # type: ignore[misc]
+
+
+class ChainLogRemoved(Event, frozen=True, tag="chain_log_removed"):
+    """A reorganisation removed the recorded ``ChainLog`` ``removed_id``: its effect is undone
+    (the log is never rewritten). ``event_id`` is ``rm:<removed_id>``."""
+
+    venue: str
+    removed_id: str
+    block: int
+
+
+class ChainBlock(Event, frozen=True, tag="chain_block"):
+    """A block as the keeper read it: its header and the protocol readings taken at it.
+
+    Recorded after the block's ``ChainLog`` entries, it closes the block: one published instant,
+    decided on as a whole. ``prices``: market id -> the oracle's ``price()`` (Morpho: loan-token
+    units per collateral unit, scaled by 1e36); ``rates``: market id -> the IRM's borrow rate per
+    second (WAD) for the market as it stands after this block.
+    """
+
+    venue: str
+    chain_id: int
+    block: int
+    block_hash: str
+    parent_hash: str
+    block_time: int
+    prices: dict[str, int] = msgspec.field(default_factory=dict)
+    rates: dict[str, int] = msgspec.field(default_factory=dict)
+
+    __post_init__ = checks.chain_block  # type: ignore[misc]
+
+
+class ChainTxSigned(Event, frozen=True, tag="chain_tx_signed"):
+    """The executor signed ``raw_tx`` for ``intent_id``: recorded before it is broadcast, so a
+    restarted executor sends this same transaction again (or finds its receipt) and never signs a
+    second one for the intent. ``attempt`` > 1 is a fee bump with the same nonce."""
+
+    intent_id: str
+    chain_id: int
+    sender: str
+    nonce: int
+    tx_hash: str
+    raw_tx: str
+    max_fee_per_gas: int
+    attempt: int = 1
+
+
 AnyEvent = (
     MarketListed
     | MarketParamsChanged
@@ -260,6 +337,10 @@ AnyEvent = (
     | FeedRecovered
     | KeeperPaused
     | KeeperResumed
+    | ChainLog
+    | ChainLogRemoved
+    | ChainBlock
+    | ChainTxSigned
 )
 
 EVENT_TYPES: dict[str, type[Event]] = {
@@ -269,6 +350,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
 
 ACCOUNT_EVENTS = (Deposit, Withdraw, Borrow, Repay, PositionChanged, FundingApplied)
 OUTCOME_EVENTS = (LiquidationSubmitted, LiquidationConfirmed, LiquidationRejected, LiquidationExpired)
+CHAIN_EVENTS = (ChainLog, ChainLogRemoved, ChainBlock, ChainTxSigned)
 
 
 def event_type(event: Event) -> str:

@@ -28,7 +28,9 @@ class KeeperParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     - ``cap_count`` / ``cap_notional``: live decisions (count, USD notional) allowed per
       ``cap_interval_us`` of log time (``ts_event``); None: no cap;
     - ``intent_ttl_us``: the expiry rule the runner applies: an intent not submitted within
-      this long after its trigger's ``ts_event`` is expired.
+      this long after its trigger's ``ts_event`` is expired;
+    - ``lookahead_s``: chain venues: amounts are planned on interest accrued this many seconds
+      past the block that triggered them (the latest the transaction is expected to land).
     """
 
     profile: str
@@ -38,6 +40,7 @@ class KeeperParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     cap_notional: Decimal | None = None
     cap_interval_us: int = 60_000_000
     intent_ttl_us: int = 60_000_000
+    lookahead_s: int = 12
 
 
 class CoreSnapshot(msgspec.Struct, forbid_unknown_fields=True):

@@ -187,6 +187,10 @@ def _resumed(state: State, e: Any) -> None:
     state.paused.pop(e.scope, None)
 
 
+def _chain(state: State, e: Any) -> None:
+    """Chain entries are folded by the chain venue's own core (``keeper.domain.morpho``)."""
+
+
 _HANDLERS: dict[type[ev.Event], Callable[[State, Any], None]] = {
     ev.PriceUpdated: _price,
     ev.Deposit: _plus,
@@ -208,6 +212,7 @@ _HANDLERS: dict[type[ev.Event], Callable[[State, Any], None]] = {
     ev.FeedRecovered: _recovered,
     ev.KeeperPaused: _paused,
     ev.KeeperResumed: _resumed,
+    **dict.fromkeys(ev.CHAIN_EVENTS, _chain),
 }
 assert set(_HANDLERS) == set(ev.EVENT_TYPES.values()), "every event type needs a handler"
 

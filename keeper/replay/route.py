@@ -17,7 +17,7 @@ Entry = tuple[str, ev.Event]
 
 _GLOBAL: Final[frozenset[type]] = frozenset({
     ev.PriceUpdated, ev.MarketListed, ev.MarketParamsChanged, ev.AssetListed, ev.AssetParamsChanged,
-    ev.FeedStale, ev.FeedRecovered, ev.KeeperPaused, ev.KeeperResumed})
+    ev.FeedStale, ev.FeedRecovered, ev.KeeperPaused, ev.KeeperResumed, *ev.CHAIN_EVENTS})
 """Entries every account sees: every worker keeps them."""
 _ACCOUNT: Final[frozenset[type]] = frozenset(ev.ACCOUNT_EVENTS)
 _OUTCOME: Final[frozenset[type]] = frozenset(ev.OUTCOME_EVENTS)

@@ -1,0 +1,1 @@
+"""Chain venues: EVM node, artifacts, ingest and executor."""
