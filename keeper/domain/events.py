@@ -350,7 +350,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
 
 ACCOUNT_EVENTS = (Deposit, Withdraw, Borrow, Repay, PositionChanged, FundingApplied)
 OUTCOME_EVENTS = (LiquidationSubmitted, LiquidationConfirmed, LiquidationRejected, LiquidationExpired)
-CHAIN_EVENTS = (ChainLog, ChainLogRemoved, ChainBlock, ChainTxSigned)
+CHAIN_EVENTS: tuple[type[Event], ...] = (ChainLog, ChainLogRemoved, ChainBlock, ChainTxSigned)
 
 
 def event_type(event: Event) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from decimal import Decimal
 from collections.abc import Awaitable, Callable
 from typing import NamedTuple, Protocol
 
@@ -23,11 +24,16 @@ Backoff = Callable[[int], float]
 
 class Submission(NamedTuple):
     """What the venue said: its reference, whether it had the intent already, and the account
-    events it produced (the reference venue returns them; other venues return none)."""
+    events it produced (the reference venue returns them; other venues return none). A chain
+    venue also says what its contract did: the receipt's ``block`` and the amounts its event
+    reports (``repaid``, ``seized``, in token units)."""
 
     ref: str | None
     duplicate: bool
     events: list[Event]
+    block: int | None = None
+    repaid: Decimal | None = None
+    seized: Decimal | None = None
 
 
 class VenueExecutor(Protocol):

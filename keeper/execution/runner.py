@@ -330,7 +330,7 @@ class Runner:
         outcome = ev.LiquidationConfirmed(
             event_id=outcome_id(d.intent_id), ts_event=self.now_us(), causation_id=d.intent_id,
             intent_id=d.intent_id, account=d.account, bucket=d.bucket, venue_ref=sub.ref,
-            duplicate=sub.duplicate)
+            duplicate=sub.duplicate, block=sub.block, repaid=sub.repaid, seized=sub.seized)
         kind = "confirmed_duplicate" if sub.duplicate else "confirmed"
         # the venue's account events first, in the same atomic append as the outcome: a
         # confirmed outcome is never in the log before the balances it changed

@@ -286,13 +286,13 @@ def _prune(state: MorphoState, block: int) -> None:
 
 
 def apply_block(state: MorphoState, b: ChainBlock) -> None:
-    """A block frame: the chain position, and each market's oracle price and IRM rate."""
+    """A block frame: the chain position, and each market's oracle price and IRM rate.
+
+    A market the frame has no price for has none at this block (its oracle failed, or nobody
+    reads it): price 0, and no decision in it until a frame brings a good price. A missing rate
+    keeps the last one read (the IRM's answer only moves with the market's state).
+    """
     state.block, state.block_hash, state.block_time = b.block, b.block_hash, b.block_time
-    for mid, price in b.prices.items():
-        m = state.markets.get(mid)
-        if m is not None:
-            m.price = price
-    for mid, rate in b.rates.items():
-        m = state.markets.get(mid)
-        if m is not None:
-            m.rate = rate
+    for mid, m in state.markets.items():
+        m.price = b.prices.get(mid, 0)
+        m.rate = b.rates.get(mid, m.rate)
