@@ -41,9 +41,11 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
+import rlp
 import structlog
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
+from eth_utils.address import to_checksum_address
 
 from keeper.chain.abi import revert_reason
 from keeper.chain.morpho import MorphoVenue
@@ -115,7 +117,7 @@ class ChainExecutor:
             entries, nxt = await self.log.read_batch(after, 5_000)
             for entry in entries:
                 e = entry.event
-                if isinstance(e, ev.ChainTxSigned) and e.sender == self.sender and e.chain_id == self.chain_id:
+                if isinstance(e, ev.ChainTxSigned) and (e.sender, e.chain_id) == (self.sender, self.chain_id):
                     self.signed.setdefault(e.intent_id, []).append(e)
             if nxt == after or not entries:
                 break
@@ -193,10 +195,11 @@ class ChainExecutor:
                 assert self._nonce is not None, "start() first"
                 nonce = self._nonce
                 self._nonce += 1
-            signed = self._account.sign_transaction({
+            fields: dict[str, Any] = {
                 "chainId": self.chain_id, "nonce": nonce, "to": _checksum(call["to"]), "data": call["data"],
                 "gas": call["gas"], "maxFeePerGas": max_fee, "maxPriorityFeePerGas": tip, "value": 0,
-                "type": 2})
+                "type": 2}
+            signed = self._account.sign_transaction(fields)
             tx = ev.ChainTxSigned(
                 event_id=f"tx:{intent}#{attempt}", ts_event=self.now_us(), causation_id=intent,
                 intent_id=intent, chain_id=self.chain_id, sender=self.sender, nonce=nonce,
@@ -253,7 +256,8 @@ class ChainExecutor:
                 return r
             await asyncio.sleep(self.poll_s)
 
-    async def _settle(self, decision: ev.Decision, txs: list[ev.ChainTxSigned], *, resend: bool) -> Submission:
+    async def _settle(self, decision: ev.Decision, txs: list[ev.ChainTxSigned], *,
+                      resend: bool) -> Submission:
         """Broadcast (again) the newest transaction of the intent and wait for its outcome,
         replacing it with higher fees while it is stuck."""
         intent = decision.intent_id
@@ -318,7 +322,8 @@ class ChainExecutor:
             raise PermanentError(f"transaction {tx_hash} reverted in block {block}: {reason}")
         topic = self.venue.morpho.topics["Liquidate"]
         for raw in receipt.get("logs", []):
-            if str(raw.get("address", "")).lower() == self.venue.address and raw["topics"][0].lower() == topic:
+            ours = str(raw.get("address", "")).lower() == self.venue.address
+            if ours and raw["topics"][0].lower() == topic:
                 decoded = self.venue.morpho.decode_log(raw)
                 assert decoded is not None
                 args = decoded[1]
@@ -350,16 +355,12 @@ def _reason(exc: RpcError) -> str:
 
 
 def _checksum(address: str) -> str:
-    from eth_utils.address import to_checksum_address
-
     return str(to_checksum_address(address))
 
 
 def _decode_call(raw_tx: str) -> dict[str, Any]:
-    """``to``, ``data`` and ``gas`` of a signed transaction (to sign a replacement of it)."""
-    from eth_account.typed_transactions import TypedTransaction
-
-    t = TypedTransaction.from_bytes(bytes.fromhex(raw_tx[2:])).as_dict()
-    to = t["to"]
-    return {"to": "0x" + (to.hex() if isinstance(to, bytes | bytearray) else str(to).removeprefix("0x")),
-            "data": "0x" + bytes(t["data"]).hex(), "gas": int(t["gas"])}
+    """``to``, ``data`` and ``gas`` of a signed EIP-1559 transaction (``0x02 || rlp([chainId,
+    nonce, tip, maxFee, gas, to, value, data, accessList, v, r, s])``), to sign its replacement."""
+    fields = rlp.decode(bytes.fromhex(raw_tx[2:])[1:])
+    gas, to, data = fields[4], fields[5], fields[7]
+    return {"to": "0x" + bytes(to).hex(), "data": "0x" + bytes(data).hex(), "gas": int.from_bytes(gas, "big")}

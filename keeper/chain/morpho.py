@@ -81,7 +81,8 @@ class MorphoVenue:
             self.params[market_id] = got
         return got
 
-    async def readings(self, block_hash: str, market_ids: Sequence[str]) -> tuple[dict[str, int], dict[str, int]]:
+    async def readings(self, block_hash: str, market_ids: Sequence[str]
+                       ) -> tuple[dict[str, int], dict[str, int]]:
         """Oracle prices and IRM rates of ``market_ids`` at ``block_hash`` (see the module docstring)."""
         if not market_ids:
             return {}, {}
@@ -127,6 +128,7 @@ class MorphoVenue:
                     out.append(None)
             return out
 
-    def liquidate_data(self, params: MarketParams, borrower: str, seized_assets: int, repaid_shares: int) -> str:
+    def liquidate_data(self, params: MarketParams, borrower: str, seized_assets: int,
+                       repaid_shares: int) -> str:
         """Calldata of ``liquidate(marketParams, borrower, seizedAssets, repaidShares, "")``."""
         return self.morpho.call_data("liquidate", tuple(params), borrower, seized_assets, repaid_shares, b"")

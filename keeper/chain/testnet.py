@@ -9,6 +9,7 @@ thousands of positions quick to build.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -66,7 +67,8 @@ class LocalMorpho:
     async def create(self, name: str, ctor_hex: str = "") -> str:
         """Deploy a committed artifact; returns its address."""
         code = load("morpho-blue")[name].bytecode.hex() + ctor_hex
-        tx = await self.rpc.call("eth_sendTransaction", {"from": OWNER, "data": "0x" + code, "gas": hex(GAS * 5)})
+        tx = await self.rpc.call("eth_sendTransaction",
+                                 {"from": OWNER, "data": "0x" + code, "gas": hex(GAS * 5)})
         receipt = await self.receipt(tx)
         return str(receipt["contractAddress"]).lower()
 
@@ -123,7 +125,8 @@ class LocalMorpho:
     async def receipts(self, hashes: Sequence[str], chunk: int = 500) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
         for i in range(0, len(hashes), chunk):
-            out.extend(await self.rpc.batch([("eth_getTransactionReceipt", [h]) for h in hashes[i:i + chunk]]))
+            part = hashes[i:i + chunk]
+            out.extend(await self.rpc.batch([("eth_getTransactionReceipt", [h]) for h in part]))
         return out
 
     async def token(self) -> str:
@@ -171,7 +174,8 @@ class LocalMorpho:
         await self.rpc.batch([("anvil_setBalance", [w, hex(10**24)]) for w in who])
 
     async def view(self, abi: str, to: str, fn: str, *args: Any) -> tuple[Any, ...]:
-        data = await self.rpc.call("eth_call", {"to": to, "data": self.abis[abi].call_data(fn, *args)}, "latest")
+        call = {"to": to, "data": self.abis[abi].call_data(fn, *args)}
+        data = await self.rpc.call("eth_call", call, "latest")
         return self.abis[abi].decode_return(fn, data)
 
     async def block_time(self) -> int:
@@ -179,6 +183,4 @@ class LocalMorpho:
 
 
 async def _sleep(s: float) -> None:
-    import asyncio
-
     await asyncio.sleep(s)

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import random
-from decimal import Decimal
 from collections.abc import Awaitable, Callable
+from decimal import Decimal
 from typing import NamedTuple, Protocol
 
 from keeper.domain.events import Decision, Event

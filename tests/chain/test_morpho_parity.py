@@ -160,7 +160,8 @@ async def test_keeper_verdicts_and_amounts_equal_the_contracts(morpho: LocalMorp
         a = got[1]
         mine = (want.repaid_assets, want.repaid_shares, want.seized_assets, want.bad_debt_assets,
                 want.bad_debt_shares)
-        theirs = (a["repaidAssets"], a["repaidShares"], a["seizedAssets"], a["badDebtAssets"], a["badDebtShares"])
+        theirs = (a["repaidAssets"], a["repaidShares"], a["seizedAssets"], a["badDebtAssets"],
+                  a["badDebtShares"])
         if mine == theirs:
             amounts_equal += 1
         else:
