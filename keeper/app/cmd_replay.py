@@ -100,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _run(args: argparse.Namespace) -> int:
+    from keeper.domain.cores import AnyCore, make_core
     from keeper.domain.decide import KeeperCore
     from keeper.replay import manifest as mf
     from keeper.replay.explain import Explainer, render_text, to_json
@@ -132,7 +133,7 @@ async def _run(args: argparse.Namespace) -> int:
             live = await mf.read_redis(client, shard=args.shard, prefix=args.prefix)
         named = select_cores(live, args)
         params = named[0][1]
-        cores: list[KeeperCore] = [KeeperCore(p) for _, p in named]
+        cores: list[AnyCore] = [make_core(p) for _, p in named]
         start = "0-0"
         if args.snapshot_dir is not None or args.redis_snapshot is not None:
             if len(named) > 1:
@@ -157,6 +158,10 @@ async def _run(args: argparse.Namespace) -> int:
         for account in {a for a in (args.explain, args.plot) if a}:
             at = args.at if account == args.explain else None
             for k, c in enumerate(cores):
+                if not isinstance(c, KeeperCore):
+                    raise ConfigError("--explain/--plot: a chain venue's core has no explainer; each of "
+                                      "its decisions' rule names the contract's own numbers "
+                                      "(keeper log tail, or replay --verify)")
                 ex = Explainer(c, account, at)
                 explainers.setdefault(account, []).append(ex)
                 befores.append(ex.before)
@@ -288,7 +293,7 @@ async def _scan_late(args: argparse.Namespace, redis_log: Any, verifier: Any, st
 
 
 async def _from_snapshot(args: argparse.Namespace, params: Any, client: Any) -> tuple[Any, str]:
-    from keeper.domain.decide import KeeperCore
+    from keeper.domain.cores import fmt_of, make_core
     from keeper.projector import unwrap_snapshot
     from keeper.store.snapshots import FileSnapshotStore, RedisSnapshotStore
 
@@ -296,17 +301,17 @@ async def _from_snapshot(args: argparse.Namespace, params: Any, client: Any) -> 
     if args.redis_snapshot is not None:
         if client is None:
             raise ConfigError("--redis-snapshot: only with --redis-url")
-        store = RedisSnapshotStore(client, shard=args.shard, prefix=args.prefix, format=KeeperCore.FORMAT)
+        store = RedisSnapshotStore(client, shard=args.shard, prefix=args.prefix, format=fmt_of(params))
         name, where = args.redis_snapshot, f"the shard's Redis ({store.key(args.redis_snapshot)})"
     else:
-        store = FileSnapshotStore(args.snapshot_dir, format=KeeperCore.FORMAT)
+        store = FileSnapshotStore(args.snapshot_dir, format=fmt_of(params))
         name, where = args.snapshot_name, str(args.snapshot_dir)
     found = await store.load(name)
     if found is None:
         raise ConfigError(f"snapshot: no valid snapshot {name!r} in {where}")
     offset, blob = found
     try:
-        core = KeeperCore.restore(unwrap_snapshot(KeeperCore.FORMAT, blob), params)
+        core = make_core(params, unwrap_snapshot(fmt_of(params), blob))
     except Exception as exc:  # any failure means: do not trust it
         raise ConfigError(f"snapshot {name!r} at {offset} not usable: {exc}") from None
     log.info("replay_from_snapshot", offset=offset, bytes=len(blob))

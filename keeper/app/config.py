@@ -25,7 +25,8 @@ Environment overrides
 Secrets come only from the environment, never from a file (a key that looks like one in a file
 is an error naming it): ``KEEPER_HMAC_SECRET`` (falls back to ``KEEPER_VENUE_SECRET``, the
 variable the HTTP executor reads), ``KEEPER_ADMIN_TOKEN``, ``KEEPER_REDIS_PASSWORD`` and
-``REDIS_URL`` (which may carry credentials). They are held in ``Secret`` (``repr``/``str`` are
+``REDIS_URL`` (which may carry credentials), and ``KEEPER_CHAIN_KEY`` (the liquidator's
+private key on a chain venue). They are held in ``Secret`` (``repr``/``str`` are
 ``***``), registered with the log redactor, and shown as ``***`` by ``Config.dump()``.
 """
 
@@ -93,11 +94,12 @@ class Secrets:
     admin_token: Secret | None = None
     redis_password: Secret | None = None
     redis_url: Secret | None = None
+    chain_key: Secret | None = None
 
     def values(self) -> list[str]:
         """Every secret value that is set (for the log redactor)."""
         return [s.reveal() for s in (self.hmac_secret, self.admin_token, self.redis_password,
-                                     self.redis_url) if s is not None]
+                                     self.redis_url, self.chain_key) if s is not None]
 
 
 class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -174,12 +176,43 @@ class FeedsSection(_Section, frozen=True):
 class ExecutionSection(_Section, frozen=True):
     """``[execution]``: where decided liquidations go (``paper`` submits nothing)."""
 
-    executor: Literal["paper", "http", "sim"] = "paper"
+    executor: Literal["paper", "http", "sim", "chain"] = "paper"
     url: str = ""
     timeout_s: Positive = 2.0
     connect_timeout_s: Positive = 1.0
     max_attempts: PositiveInt = 5
     intent_ttl_s: Positive = 30.0
+
+
+class VenueSection(_Section, frozen=True):
+    """``[venue]``: a chain venue (``kind = "evm"``) the keeper reads and liquidates on its own;
+    ``none`` (the default): the venue of ``[feeds]`` and ``[execution]``.
+
+    ``rpc_url``/``ws_url``: the node (HTTP JSON-RPC; websocket for new heads, optional);
+    ``address``: the protocol's contract; ``markets``: the market ids to watch (empty: all);
+    ``confirmations``: blocks a block must be under the head before it is read; ``start_block``:
+    where a fresh log starts reading; ``lookahead_s``: interest planned past the block
+    (``KeeperParams.lookahead_s``); gas: the estimate times ``gas_margin``, at most ``gas_cap``,
+    fees at most ``max_fee_gwei``; a transaction not mined within ``replace_after_s`` is
+    replaced with the same nonce and a higher fee. The liquidator's key is ``KEEPER_CHAIN_KEY``.
+    """
+
+    kind: Literal["none", "evm"] = "none"
+    protocol: Literal["morpho-blue"] = "morpho-blue"
+    rpc_url: str = ""
+    ws_url: str = ""
+    chain_id: PositiveInt = 1
+    address: str = ""
+    markets: tuple[str, ...] = ()
+    confirmations: NonNegInt = 0
+    start_block: NonNegInt = 0
+    range_blocks: PositiveInt = 2000
+    poll_s: Positive = 1.0
+    lookahead_s: NonNegInt = 12
+    gas_margin: Annotated[float, msgspec.Meta(ge=1.0)] = 1.5
+    gas_cap: PositiveInt = 2_000_000
+    max_fee_gwei: Decimal = Decimal("500")
+    replace_after_s: Positive = 30.0
 
 
 class GuardsSection(_Section, frozen=True):
@@ -216,6 +249,7 @@ class Config(_Section, frozen=True):
     feeds: FeedsSection = msgspec.field(default_factory=FeedsSection)
     execution: ExecutionSection = msgspec.field(default_factory=ExecutionSection)
     guards: GuardsSection = msgspec.field(default_factory=GuardsSection)
+    venue: VenueSection = msgspec.field(default_factory=VenueSection)
     admin: AdminSection = msgspec.field(default_factory=AdminSection)
     log: LogSection = msgspec.field(default_factory=LogSection)
     secrets: Secrets = Secrets()
@@ -249,11 +283,18 @@ class Config(_Section, frozen=True):
         """
         data: dict[str, Any] = msgspec.to_builtins(self, builtin_types=(Decimal,), enc_hook=str)
         data.pop("secrets", None)
-        for k in ("keeper", "redis", "snapshots", "feeds", "guards"):
+        for k in ("keeper", "redis", "snapshots", "feeds", "guards", "venue"):
             _decimals_to_str(data[k])
         data["redis"]["effective_url"] = _mask_url(self.redis_url())
         data["secrets"] = {k: (None if getattr(self.secrets, k) is None else "***")
-                           for k in ("hmac_secret", "admin_token", "redis_password", "redis_url")}
+                           for k in ("hmac_secret", "admin_token", "redis_password", "redis_url",
+                                     "chain_key")}
+        # a node's URL often carries an API key in its path or query: shown without them
+        from keeper.chain.rpc import redact_url
+
+        for k in ("rpc_url", "ws_url"):
+            if data["venue"][k]:
+                data["venue"][k] = redact_url(data["venue"][k])
         return data
 
     def keeper_params(self) -> KeeperParams:
@@ -264,7 +305,9 @@ class Config(_Section, frozen=True):
             profile=self.keeper.profile, mode=self.keeper.mode, min_profit=self.guards.min_profit,
             cap_count=self.guards.max_liquidations, cap_notional=self.guards.max_notional,
             cap_interval_us=round(self.guards.interval_s * 1_000_000),
-            intent_ttl_us=round(self.execution.intent_ttl_s * 1_000_000))
+            intent_ttl_us=round(self.execution.intent_ttl_s * 1_000_000),
+            lookahead_s=self.venue.lookahead_s,
+            chain=self.venue.protocol if self.venue.kind == "evm" else None)
 
     def config_hash(self) -> str:
         """sha256 (hex) of the effective non-secret config: equal configs hash equal.
@@ -510,8 +553,9 @@ def _check(cfg: Config, sources: Sources) -> None:
         raise ConfigError(f"keeper.shard: {cfg.keeper.shard} is not below keeper.shards "
                           f"{cfg.keeper.shards} (from {origin('keeper.shard')})")
     if cfg.keeper.mode == "live" and cfg.execution.executor == "paper":
-        raise ConfigError("keeper.mode: 'live' needs execution.executor 'http' or 'sim' "
+        raise ConfigError("keeper.mode: 'live' needs execution.executor 'http', 'sim' or 'chain' "
                           f"(from {origin('keeper.mode')})")
+    _check_venue(cfg, origin)
     if cfg.execution.executor in ("http", "sim") and not cfg.execution.url:
         raise ConfigError(f"execution.url: required by executor {cfg.execution.executor!r} "
                           f"(from {origin('execution.executor')})")
@@ -540,6 +584,36 @@ def _check(cfg: Config, sources: Sources) -> None:
                               f"source of the same kind a distinct name (from {origin('feeds.sources')})")
 
 
+_ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
+_MARKET_ID = re.compile(r"0x[0-9a-fA-F]{64}")
+
+
+def _check_venue(cfg: Config, origin: Any) -> None:
+    v = cfg.venue
+    if cfg.execution.executor == "chain" and v.kind != "evm":
+        raise ConfigError(f"execution.executor: 'chain' needs venue.kind = 'evm' "
+                          f"(from {origin('execution.executor')})")
+    if v.kind != "evm":
+        return
+    if not v.rpc_url.startswith(("http://", "https://")):
+        raise ConfigError(f"venue.rpc_url: an http(s) JSON-RPC URL is required for venue.kind 'evm' "
+                          f"(from {origin('venue.rpc_url')})")
+    if v.ws_url and not v.ws_url.startswith(("ws://", "wss://")):
+        raise ConfigError(f"venue.ws_url: expected a ws:// or wss:// URL (from {origin('venue.ws_url')})")
+    if not _ADDRESS.fullmatch(v.address):
+        raise ConfigError(f"venue.address: expected the contract's 0x-prefixed 20-byte address, got "
+                          f"{v.address!r} (from {origin('venue.address')})")
+    for i, m in enumerate(v.markets):
+        if not _MARKET_ID.fullmatch(m):
+            raise ConfigError(f"venue.markets[{i}]: expected a 0x-prefixed 32-byte market id, got {m!r} "
+                              f"(from {origin('venue.markets')})")
+    if cfg.keeper.profile != v.protocol:
+        raise ConfigError(f"keeper.profile: venue.protocol {v.protocol!r} is decided by the profile of "
+                          f"the same name, not {cfg.keeper.profile!r} (from {origin('keeper.profile')})")
+    if not (v.max_fee_gwei.is_finite() and v.max_fee_gwei > 0):
+        raise ConfigError(f"venue.max_fee_gwei: expected a decimal > 0 (from {origin('venue.max_fee_gwei')})")
+
+
 def _secrets(env: Mapping[str, str]) -> Secrets:
     def get(*names: str) -> Secret | None:
         for n in names:
@@ -551,7 +625,8 @@ def _secrets(env: Mapping[str, str]) -> Secrets:
     return Secrets(hmac_secret=get("KEEPER_HMAC_SECRET", "KEEPER_VENUE_SECRET"),
                    admin_token=get("KEEPER_ADMIN_TOKEN"),
                    redis_password=get("KEEPER_REDIS_PASSWORD"),
-                   redis_url=get("REDIS_URL"))
+                   redis_url=get("REDIS_URL"),
+                   chain_key=get("KEEPER_CHAIN_KEY"))
 
 
 def load_config(path: str | Path | None = None, *, env: Mapping[str, str] | None = None,

@@ -37,7 +37,9 @@ from keeper.app.keeper_role import core_factory
 from keeper.app.metrics import Metrics
 from keeper.clock import wall_clock_us
 from keeper.domain import events as ev
+from keeper.domain.cores import fmt_of
 from keeper.domain.decide import KeeperCore, KeeperParams
+from keeper.domain.morpho.core import MorphoCore
 from keeper.errors import ConfigError
 from keeper.execution import HttpExecutor, PaperExecutor, SimVenueExecutor
 from keeper.execution.base import VenueExecutor
@@ -60,6 +62,7 @@ from keeper.store.snapshots import RedisSnapshotStore
 
 if TYPE_CHECKING:
     from keeper.app.status import Sampler
+    from keeper.chain.ingest import ChainIngest
 
 _log = structlog.get_logger()
 
@@ -204,6 +207,7 @@ class Daemon:
         self.pipeline: PricePipeline | None = None
         self.projectors: list[Projector] = []
         self.runner: Runner | None = None
+        self.chain_ingest: ChainIngest | None = None
         self.log: RedisEventLog | None = None
         self.admin_port: int | None = None
         self.sampler: Sampler | None = None
@@ -220,7 +224,7 @@ class Daemon:
         return msgspec.structs.replace(self.config.keeper_params(), profile=profile)
 
     def keeper_projectors(self) -> list[Projector]:
-        return [p for p in self.projectors if isinstance(p.core, KeeperCore)]
+        return [p for p in self.projectors if isinstance(p.core, KeeperCore | MorphoCore)]
 
     def cores(self) -> list[KeeperCore]:
         """The live keeper cores (one per profile), once started."""
@@ -258,7 +262,7 @@ class Daemon:
             if "keeper" in self.roles or "projector" in self.roles:
                 await self._start_projectors(inner_stop, workers)
             if "executor" in self.roles:
-                executor = build_executor(cfg)
+                executor = await self._build_executor()
                 if executor is not None:
                     await self._start_runner(executor, inner_stop, workers)
             if "admin" in self.roles and cfg.admin.enabled:
@@ -337,7 +341,7 @@ class Daemon:
         stopped = status == "stopped"
         last = min((p.core.offset for p in projs if p.core is not None), key=parse_id) if stopped \
             else None
-        named = [(p.name, p.core.params) for p in projs if isinstance(p.core, KeeperCore)]
+        named = [(p.name, p.core.params) for p in projs if isinstance(p.core, KeeperCore | MorphoCore)]
         now = wall_clock_us()
         m = mf.live_manifest(
             named, source=log.key, first=first, last=None if last == "0-0" else last,
@@ -349,9 +353,20 @@ class Daemon:
         _log.info("run_manifest_written", status=status, config_hash=m.config_hash[:12],
                   cores=[n for n, _ in named], log_first=m.log_first, log_last=m.log_last)
 
+    async def _build_executor(self) -> VenueExecutor | None:
+        cfg = self.config
+        if cfg.execution.executor == "chain" and cfg.keeper.mode == "live":
+            from keeper.app.chain_role import start_chain_executor
+
+            log = await self._connect()
+            return await start_chain_executor(cfg, log)
+        return build_executor(cfg)
+
     async def _start_intake(self) -> list[asyncio.Task[Any]]:
         cfg = self.config
         assert self.log is not None
+        if cfg.venue.kind == "evm":
+            return await self._start_chain_intake()
         self.pipeline = build_pipeline(cfg)
         self.ingest = Ingest(CountingSink(self.log, self.metrics),
                              pipeline=self.pipeline, max_pending=10_000)
@@ -372,16 +387,28 @@ class Daemon:
             tasks.append(self._spawn(stream.run(), "account-stream"))
         return tasks
 
+    async def _start_chain_intake(self) -> list[asyncio.Task[Any]]:
+        """A chain venue: its ingest (logs, block frames) is the intake; prices come with it."""
+        from keeper.app.chain_role import start_chain_ingest
+
+        if "ingest" not in self.roles:
+            return []
+        log = await self._connect()
+        self.chain_ingest = await start_chain_ingest(self.config, log)
+        self._closers.append(self.chain_ingest.rpc.close)
+        return [self._spawn(self.chain_ingest.run(asyncio.Event()), "chain-ingest")]
+
     async def _start_projectors(self, stop: asyncio.Event, workers: list[asyncio.Task[Any]]) -> None:
         cfg = self.config
         shard = str(cfg.keeper.shard)
         log = await self._connect()  # the projectors' blocking reads get their own connection
         if "keeper" in self.roles:
             for k, profile in enumerate(self.profiles):
-                snaps = RedisSnapshotStore(log.client, shard=shard, format=KeeperCore.FORMAT)
+                params = self.params(profile)
+                snaps = RedisSnapshotStore(log.client, shard=shard, format=fmt_of(params))
                 p = Projector(StampingLog(log, self.metrics, count_applied=k == 0), snaps,
-                              core_factory(self.params(profile)),  # type: ignore[arg-type]
-                              name=f"keeper-{profile}", fmt=KeeperCore.FORMAT,
+                              core_factory(params),  # type: ignore[arg-type]
+                              name=f"keeper-{profile}", fmt=fmt_of(params),
                               batch=cfg.keeper.batch_size, snapshot_every=cfg.snapshots.every_events,
                               snapshot_interval_s=cfg.snapshots.interval_s)
                 self.projectors.append(p)

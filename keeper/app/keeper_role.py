@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 import structlog
 
-from keeper.domain.decide import KeeperCore, KeeperParams
+from keeper.domain.cores import AnyCore, fmt_of, make_core
+from keeper.domain.decide import KeeperParams
 from keeper.execution.base import VenueExecutor
 from keeper.execution.claim import Claims
 from keeper.execution.runner import Runner
@@ -43,8 +44,8 @@ class RoleConfig:
 def core_factory(params: KeeperParams) -> object:
     """The projector's factory: a fresh core for ``None``, else one restored from bytes."""
 
-    def make(data: bytes | None) -> KeeperCore:
-        return KeeperCore(params) if data is None else KeeperCore.restore(data, params)
+    def make(data: bytes | None) -> AnyCore:
+        return make_core(params, data)
 
     return make
 
@@ -55,9 +56,9 @@ async def run_keeper(cfg: RoleConfig, params: KeeperParams, executor: VenueExecu
     proj_log = await RedisEventLog.connect(cfg.redis_url, shard=cfg.shard)
     run_log = await RedisEventLog.connect(cfg.redis_url, shard=cfg.shard)
     try:
-        snaps = RedisSnapshotStore(proj_log.client, shard=cfg.shard, format=KeeperCore.FORMAT)
+        snaps = RedisSnapshotStore(proj_log.client, shard=cfg.shard, format=fmt_of(params))
         projector = Projector(proj_log, snaps, core_factory(params),  # type: ignore[arg-type]
-                              name=f"keeper-{cfg.consumer}", fmt=KeeperCore.FORMAT,
+                              name=f"keeper-{cfg.consumer}", fmt=fmt_of(params),
                               snapshot_every=cfg.snapshot_every,
                               snapshot_interval_s=cfg.snapshot_interval_s)
         tasks = [projector.run(stop, block_ms=cfg.block_ms)]

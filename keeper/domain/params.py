@@ -30,7 +30,10 @@ class KeeperParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     - ``intent_ttl_us``: the expiry rule the runner applies: an intent not submitted within
       this long after its trigger's ``ts_event`` is expired;
     - ``lookahead_s``: chain venues: amounts are planned on interest accrued this many seconds
-      past the block that triggered them (the latest the transaction is expected to land).
+      past the block that triggered them (the latest the transaction is expected to land);
+    - ``chain``: the chain venue whose contract events this core folds (``morpho-blue``: a
+      ``keeper.domain.morpho.core.MorphoCore``); ``None``, the default, is the bucket core
+      (``KeeperCore``) over the venue account events. ``keeper.domain.cores`` builds either.
     """
 
     profile: str
@@ -41,6 +44,7 @@ class KeeperParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     cap_interval_us: int = 60_000_000
     intent_ttl_us: int = 60_000_000
     lookahead_s: int = 12
+    chain: str | None = None
 
 
 class CoreSnapshot(msgspec.Struct, forbid_unknown_fields=True):

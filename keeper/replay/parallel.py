@@ -72,6 +72,8 @@ def serial_reason(named: Sequence[tuple[str, KeeperParams]], *, snapshot: bool =
     if snapshot:
         return "a replay from a snapshot starts from every account's state"
     for name, p in named:
+        if p.chain is not None:
+            return f"core {name} folds a chain venue's market totals, which every account shares"
         if p.cap_count is not None or p.cap_notional is not None:
             return f"core {name} has a cap (cap_count/cap_notional): the cap window spans accounts"
     profiles = [p.profile for _, p in named]
