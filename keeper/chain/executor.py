@@ -175,6 +175,7 @@ class ChainExecutor:
             raise PermanentError(f"simulation reverted: {_reason(exc)}") from None
         gas = min(self.gas_cap, int(gas_est * self.gas_margin))
         tx = await self._sign_record(decision.intent_id, {**call, "gas": gas}, attempt=1)
+        self._crash("before_broadcast")
         return await self._settle(decision, [tx], resend=False)
 
     # ------------------------------------------------------------------ signing
@@ -210,7 +211,6 @@ class ChainExecutor:
         if ids[0] is None:  # recorded already (a concurrent handler): use the recorded one
             self._count("sign_duplicate")
         self.signed.setdefault(intent, []).append(tx)
-        self._crash("before_broadcast")
         return tx
 
     async def _broadcast(self, raw: str) -> str | None:

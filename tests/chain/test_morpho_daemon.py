@@ -101,8 +101,9 @@ async def liquidations_on_chain(net: LocalMorpho) -> list[dict[str, Any]]:
 
 
 @contextlib.asynccontextmanager
-async def running(cfg: Config, consumer: str = "chain-test") -> AsyncIterator[Daemon]:
-    d = Daemon(cfg, roles=["ingest", "keeper", "executor"], consumer=consumer, block_ms=50)
+async def running(cfg: Config, consumer: str = "chain-test",
+                  roles: tuple[str, ...] = ("ingest", "keeper", "executor")) -> AsyncIterator[Daemon]:
+    d = Daemon(cfg, roles=roles, consumer=consumer, block_ms=50)
     stop = asyncio.Event()
     task = asyncio.ensure_future(d.run(stop))
     try:
