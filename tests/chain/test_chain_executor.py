@@ -59,7 +59,8 @@ async def liquidations(net: LocalMorpho) -> int:
                                                   "address": net.morpho, "topics": [topic]}))
 
 
-async def test_a_healthy_position_is_refused_by_simulation_with_the_contracts_reason(morpho: LocalMorpho) -> None:
+async def test_a_healthy_position_is_refused_by_simulation_with_the_contracts_reason(
+        morpho: LocalMorpho) -> None:
     mid = await one_position(morpho, 0.5)
     log = MemoryEventLog()
     x = await executor(morpho, log)
@@ -103,7 +104,8 @@ async def test_a_nonce_taken_by_another_transaction_is_signed_anew_once(morpho: 
     await x.close()
 
 
-async def test_a_stuck_transaction_is_replaced_with_the_same_nonce_and_lands_once(morpho: LocalMorpho) -> None:
+async def test_a_stuck_transaction_is_replaced_with_the_same_nonce_and_lands_once(
+        morpho: LocalMorpho) -> None:
     mid = await one_position(morpho, 0.99)
     await morpho.set_price(mid, PRICE * 8 // 10)
     log = MemoryEventLog()
@@ -133,7 +135,8 @@ async def test_a_stuck_transaction_is_replaced_with_the_same_nonce_and_lands_onc
     await x.close()
 
 
-async def test_a_restarted_executor_sends_the_recorded_transaction_never_a_new_one(morpho: LocalMorpho) -> None:
+async def test_a_restarted_executor_sends_the_recorded_transaction_never_a_new_one(
+        morpho: LocalMorpho) -> None:
     mid = await one_position(morpho, 0.99)
     await morpho.set_price(mid, PRICE * 8 // 10)
     log = MemoryEventLog()

@@ -31,7 +31,14 @@ from keeper.domain.morpho.core import MorphoCore
 from keeper.domain.params import KeeperParams
 from keeper.testing import MemoryEventLog
 from tests.chain.conftest import LIQUIDATOR_KEY, LLTVS
-from tests.chain.test_morpho_daemon import Book, chain_config, liquidations_on_chain, outcomes, running, wait_for
+from tests.chain.test_morpho_daemon import (
+    Book,
+    chain_config,
+    liquidations_on_chain,
+    outcomes,
+    running,
+    wait_for,
+)
 
 LIQUIDATOR = Account.from_key(LIQUIDATOR_KEY).address.lower()
 KEEPER = Path(sys.executable).parent / "keeper"
@@ -58,7 +65,7 @@ async def test_a_node_of_another_chain_is_refused_naming_both_ids(anvil: Anvil) 
            "KEEPER_VENUE__RPC_URL": anvil.http_url, "KEEPER_VENUE__CHAIN_ID": "1",
            "KEEPER_VENUE__ADDRESS": "0x" + "11" * 20}
     cfg = load_config(None, env=env, register_secrets=False)
-    with pytest.raises(ChainMismatch, match="chain id 31337.*names 1"):
+    with pytest.raises(ChainMismatch, match=r"chain id 31337.*names 1"):
         await start_chain_ingest(cfg, MemoryEventLog())
 
 
