@@ -192,6 +192,8 @@ class ChainIngest:
         delay = 0.1
         try:
             while not stop.is_set():
+                # cleared before reading: a head announced while ``sync`` runs wakes the next one
+                self._wake.clear()
                 try:
                     await self.sync()
                     self.status.connected, self.status.error = True, ""
@@ -202,7 +204,6 @@ class ChainIngest:
                     await _sleep_or_stop(stop, delay)
                     delay = min(delay * 2, 5.0)
                     continue
-                self._wake.clear()
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.poll_s)
         finally:
