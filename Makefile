@@ -20,10 +20,11 @@ $(VENV)/.installed: pyproject.toml setup.py keeper/_compiled.py $(COMPILED)
 	$(VENV)/bin/pip install -q -e '.[dev]'
 	@touch $@
 
-# the chain venues' local node (anvil, node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil): npm, no dev deps
+# the chain venues' local node (anvil, node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil) and the
+# protocol sources the committed artifacts were built from (a test checks their hashes): npm, from the lockfile
 node_modules/.installed: package.json package-lock.json
 	@scripts/ensure-system.sh node
-	npm ci --ignore-scripts --no-audit --no-fund --omit=dev
+	npm ci --ignore-scripts --no-audit --no-fund
 	@touch $@
 
 # Morpho Blue's bytecode from the pinned npm package with the compiler it pins (solc-js 0.8.19, via-IR):

@@ -71,11 +71,12 @@ async def run(anvil: Anvil, redis_url: str) -> None:
            "KEEPER_KEEPER__MODE": "live", "KEEPER_EXECUTION__EXECUTOR": "chain",
            "KEEPER_VENUE__KIND": "evm", "KEEPER_VENUE__RPC_URL": anvil.http_url,
            "KEEPER_VENUE__WS_URL": anvil.ws_url, "KEEPER_VENUE__CHAIN_ID": "31337",
-           "KEEPER_VENUE__ADDRESS": net.morpho, "KEEPER_VENUE__MARKETS": "[" + ",".join(f'"{m}"' for m in mids) + "]",
+           "KEEPER_VENUE__ADDRESS": net.morpho,
+           "KEEPER_VENUE__MARKETS": "[" + ",".join(f'"{m}"' for m in mids) + "]",
            "KEEPER_VENUE__POLL_S": "0.5", "KEEPER_VENUE__LOOKAHEAD_S": "2",
            "KEEPER_ADMIN__ENABLED": "false"}
-    d = Daemon(load_config(None, env=env, register_secrets=False), roles=["ingest", "keeper", "executor"],
-               consumer="bench", block_ms=50)
+    cfg = load_config(None, env=env, register_secrets=False)
+    d = Daemon(cfg, roles=["ingest", "keeper", "executor"], consumer="bench", block_ms=50)
     stop = asyncio.Event()
     task = asyncio.ensure_future(d.run(stop))
     await asyncio.wait_for(d.started.wait(), 30)
@@ -84,12 +85,13 @@ async def run(anvil: Anvil, redis_url: str) -> None:
     """block frame id -> when this process heard of the block that moved the price (its own
     newHeads subscription, like the ingest's)."""
     heads = await websockets.connect(anvil.ws_url)
-    await heads.send(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "eth_subscribe", "params": ["newHeads"]}))
+    await heads.send(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "eth_subscribe",
+                                 "params": ["newHeads"]}))
     await heads.recv()  # the subscription id
     try:
         await asyncio.sleep(0.5)
         for mid in mids:
-            # 0.89 of the price: just below the position's liquidation price (it borrowed 0.9 of its limit)
+            # 0.89 of the price: just below the position's liquidation price (it borrowed 0.9 of it)
             oracle = net.markets[mid].oracle
             await net.send(OWNER, oracle, "OracleMock", "setPrice", PRICE * 89 // 100, check=False)
             while True:  # the next head is the price's block (the executor's blocks come later)
@@ -104,7 +106,8 @@ async def run(anvil: Anvil, redis_url: str) -> None:
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline:
                 events = [e.event for e in await read_all(log)]
-                mine = [e for e in events if isinstance(e, ev.LiquidationIntended) and e.causation_id == frame]
+                mine = [e for e in events
+                        if isinstance(e, ev.LiquidationIntended) and e.causation_id == frame]
                 done = {e.intent_id for e in events if isinstance(e, ev.LiquidationConfirmed)}
                 if mine and all(e.event_id in done for e in mine):
                     break

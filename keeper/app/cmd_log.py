@@ -17,6 +17,7 @@ from typing import Any
 import structlog
 
 from keeper.errors import KeeperError
+from keeper.replay import manifest as mf
 from keeper.store.embedded import open_redis
 from keeper.store.ndjson import export_lines, export_log, import_log
 from keeper.store.redis_log import RedisEventLog, wrap_errors
@@ -80,6 +81,11 @@ async def _run(args: argparse.Namespace) -> int:
             if args.action == "export":
                 n = await export_log(lg, args.file)
                 print(f"exported {n} entries to {args.file}", file=sys.stderr)
+                # the run manifest beside it: the export replays with the run's own cores
+                live = await mf.read_redis(lg.client, shard=args.shard, prefix=args.prefix)
+                if live is not None:
+                    mf.write_file(mf.manifest_path(args.file), live)
+                    print(f"wrote the run manifest to {mf.manifest_path(args.file)}", file=sys.stderr)
             elif args.action == "import":
                 n = await import_log(lg, args.file)
                 print(f"imported {n} entries from {args.file}", file=sys.stderr)

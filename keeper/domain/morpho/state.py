@@ -8,7 +8,8 @@ never liquidates them); their totals are. Prices and IRM rates come from ``Chain
 A reorganisation is undone entry by entry (``ChainLogRemoved``): every applied ``ChainLog``
 keeps the exact change it made in a journal, so undoing it restores the state bit for bit,
 ``zeroFloorSub`` floors and ``lastUpdate`` included. The journal holds the last
-``JOURNAL_BLOCKS`` blocks; a removal older than that raises ``ReorgTooDeep``.
+``JOURNAL_BLOCKS`` blocks behind the newest block seen (by a log or a frame); a removal older
+than that raises ``ReorgTooDeep``.
 
 Errors: an event the state cannot take (a total or a balance would go negative, a market that
 does not exist) raises ``MorphoStateError`` before anything is changed; the core counts it and
@@ -92,6 +93,8 @@ class MorphoState(msgspec.Struct, gc=False, kw_only=True):
     block: int = 0
     block_hash: str = ""
     block_time: int = 0
+    journal_floor: int = 0
+    """The oldest block the journal still holds every change of: an older removal is too deep."""
 
     def position(self, market: str, borrower: str) -> Position:
         return self.positions.get(market, {}).get(borrower) or Position()
@@ -126,6 +129,9 @@ def change_of(state: MorphoState, e: ChainLog) -> Change | None:
         mid = _addr(e, "id")
         if mid in state.markets:
             raise MorphoStateError(f"CreateMarket of {mid}, which exists")
+        for name in ("loanToken", "collateralToken", "oracle", "irm"):
+            _addr(e, name)
+        _int(e, "lltv")
         return Change(block=e.block, market=mid, created=True, last_update=(0, e.block_time))
     if n not in _MOVES:
         return None
@@ -266,18 +272,20 @@ def undo_log(state: MorphoState, removed_id: str, block: int) -> Change | None:
     """Undo the journalled ``ChainLog`` ``removed_id`` of ``block`` (a reorganisation removed
     it); ``None`` if it changed nothing the keeper keeps. Raises ``ReorgTooDeep`` for a block
     older than the journal."""
-    if block < state.block - JOURNAL_BLOCKS:
+    if block < state.journal_floor:
         raise ReorgTooDeep(f"{removed_id}: block {block} is older than the last {JOURNAL_BLOCKS} blocks")
-    c = state.journal.pop(removed_id, None)
+    c = state.journal.get(removed_id)
     if c is None:
         return None
-    _move(state, c, -1, None)
+    _move(state, c, -1, None)  # raises before changing anything: the entry stays journalled
+    del state.journal[removed_id]
     return c
 
 
 def _prune(state: MorphoState, block: int) -> None:
     j = state.journal
     floor = block - JOURNAL_BLOCKS
+    state.journal_floor = max(state.journal_floor, floor)
     while j:
         k = next(iter(j))
         if j[k].block >= floor:
@@ -293,6 +301,7 @@ def apply_block(state: MorphoState, b: ChainBlock) -> None:
     keeps the last one read (the IRM's answer only moves with the market's state).
     """
     state.block, state.block_hash, state.block_time = b.block, b.block_hash, b.block_time
+    _prune(state, b.block)
     for mid, m in state.markets.items():
         m.price = b.prices.get(mid, 0)
         m.rate = b.rates.get(mid, m.rate)
