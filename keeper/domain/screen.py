@@ -203,7 +203,7 @@ def balance_weight(ap: AssetParams | None, collateral: bool, lending: bool) -> D
     return max(_ONE, lw)
 
 
-_NONLINEAR_MODELS: Final = frozenset({"drift", "gmx", "mango"})
+_NONLINEAR_MODELS: Final = frozenset({"drift", "gmx", "mango", "morpho"})
 
 
 def screen_mode(kind: str, model: str, mm_at: str) -> tuple[bool, bool, bool]:
@@ -211,7 +211,9 @@ def screen_mode(kind: str, model: str, mm_at: str) -> tuple[bool, bool, bool]:
 
     Drift (strict TWAP guards, liability weights on spot borrows), GMX (minimum collateral in
     USD) and Mango (weights applied after netting perps into the settle token) are not linear
-    in prices the way the screen models them: their buckets are always candidates.
+    in prices the way the screen models them, nor is Morpho Blue's rule (collateral, price
+    product and LLTV product each floored in token units: a few units off the linear slack, past
+    the screen's tolerance on small positions): their buckets are always candidates.
     """
     return kind == "lending", mm_at == "entry", model in _NONLINEAR_MODELS
 

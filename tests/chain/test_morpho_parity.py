@@ -14,16 +14,20 @@ the ``Liquidate`` event's, to the unit.
 from __future__ import annotations
 
 import random
+from decimal import Decimal, localcontext
 
 import msgspec
 import pytest
 
 from keeper.chain.ingest import ChainIngest
-from keeper.chain.morpho import MorphoVenue
+from keeper.chain.morpho import ZERO_ADDRESS, MorphoVenue
 from keeper.chain.testnet import OWNER, LocalMorpho
+from keeper.domain.margin import evaluate, get_profile
+from keeper.domain.margin.types import ENGINE
+from keeper.domain.model import AssetParams, Bucket
 from keeper.domain.morpho import liquidation as lq
 from keeper.domain.morpho.core import MorphoCore
-from keeper.domain.morpho.state import MorphoState
+from keeper.domain.morpho.state import Market, MorphoState, Position
 from keeper.domain.params import KeeperParams
 from keeper.testing import MemoryEventLog
 from tests.chain.conftest import LLTVS
@@ -48,18 +52,26 @@ async def keeper_state(net: LocalMorpho) -> MorphoState:
     return core.state
 
 
+DECIMALS: dict[str, tuple[int, int]] = {}
+"""market id -> (loan decimals, collateral decimals) of the book being built."""
+FINAL_PRICE: dict[str, int] = {}
+"""market id -> the oracle price the test moves it to before the liquidations."""
+
+
 async def build_book(net: LocalMorpho, rng: random.Random) -> list[tuple[str, str]]:
     tokens = {d: [await net.token(), await net.token()] for d in (6, 18)}
     mids: list[str] = []
     coll_decimals: dict[str, int] = {}
     for loan_dec, coll_dec in ((6, 18), (18, 6), (18, 18), (6, 6)):
-        for lltv in rng.sample(LLTVS, 4):
+        for k, lltv in enumerate(rng.sample(LLTVS, 4)):
             human = 10 ** rng.uniform(-3, 5)  # loan per collateral, 1e-3 .. 1e5
             price = int(human * 10 ** (36 + loan_dec - coll_dec))
-            mid = await net.create_market(tokens[loan_dec][0], tokens[coll_dec][1], lltv, price,
-                                          irm=rng.random() < 0.85)
+            # one market in four has no IRM: no interest, so positions can sit on the unit boundary
+            mid = await net.create_market(tokens[loan_dec][0], tokens[coll_dec][1], lltv, price, irm=k != 3)
+            FINAL_PRICE[mid] = max(1, int(price * rng.uniform(0.90, 1.01)))  # most fall, some rise
             mids.append(mid)
             coll_decimals[mid] = coll_dec
+            DECIMALS[mid] = (loan_dec, coll_dec)
     for mid in mids:
         p = net.markets[mid]
         await net.fund(p.collateral_token, OWNER, 1 << 200)
@@ -88,12 +100,33 @@ async def build_book(net: LocalMorpho, rng: random.Random) -> list[tuple[str, st
             p = net.markets[mid]
             price = int((await net.view("OracleMock", p.oracle, "price"))[0])
             cap = lq.max_borrow(collateral, price, p.lltv)
-            # half of them a unit or a few under the limit, the others anywhere below it
-            assets = cap - rng.randint(2, 4) if r < 0.5 else int(cap * rng.uniform(0.3, 0.999))
+            final = lq.max_borrow(collateral, FINAL_PRICE[mid], p.lltv)
+            if p.irm == ZERO_ADDRESS and r < 0.6 and final + 2 < cap:
+                # on the boundary at the final price, to the unit: maxBorrow - 1 .. maxBorrow + 2
+                assets = final + rng.randint(-1, 2)
+            else:  # half of them a few units under the limit, the others anywhere below it
+                assets = cap - rng.randint(2, 4) if r < 0.5 else int(cap * rng.uniform(0.3, 0.999))
             if assets > 0:
                 await net.borrow(mid, borrower, assets)
             book.append((mid, borrower))
     return book
+
+
+def health_verdict(m: Market, pos: Position, t: int) -> bool:
+    """``keeper health``'s verdict (the ``morpho-blue`` profile on a bucket of the position's
+    collateral and its debt at ``t``, the loan token at 1 and the collateral at the oracle's
+    price in token terms): what an operator's what-if says of this position."""
+    loan_dec, coll_dec = DECIMALS[m.id]
+    debt = lq.borrowed(pos, lq.accrue(m, t).totals)
+    assets = {"COLL": AssetParams(symbol="COLL", decimals=coll_dec,
+                                  liquidation_threshold=Decimal(m.lltv).scaleb(-18)),
+              "LOAN": AssetParams(symbol="LOAN", decimals=loan_dec)}
+    prices = {"COLL": Decimal(m.price).scaleb(-(36 + loan_dec - coll_dec)), "LOAN": Decimal(1)}
+    balances = {"COLL": Decimal(pos.collateral).scaleb(-coll_dec)} if pos.collateral else {}
+    if debt:
+        balances["LOAN"] = -Decimal(debt).scaleb(-loan_dec)
+    with localcontext(ENGINE):
+        return evaluate(get_profile("morpho-blue"), Bucket(m.id, balances), {}, assets, prices).liquidatable
 
 
 @pytest.mark.slow
@@ -104,8 +137,7 @@ async def test_keeper_verdicts_and_amounts_equal_the_contracts(morpho: LocalMorp
     # days of interest, then prices move (some up, most down)
     await net.rpc.call("evm_increaseTime", hex(rng.randint(1, 20) * 86_400 + rng.randint(0, 86_399)))
     for mid in net.markets:
-        price = int((await net.view("OracleMock", net.markets[mid].oracle, "price"))[0])
-        await net.set_price(mid, max(1, int(price * rng.uniform(0.90, 1.01))))
+        await net.set_price(mid, FINAL_PRICE[mid])
     state = await keeper_state(net)
     t = await net.block_time() + rng.randint(1, 3_600)
     # the liquidator: loan tokens and approvals, in the blocks before
@@ -116,11 +148,13 @@ async def test_keeper_verdicts_and_amounts_equal_the_contracts(morpho: LocalMorp
     t = max(t, await net.block_time() + 1)
 
     markets = {mid: msgspec.structs.replace(m) for mid, m in state.markets.items()}
+    scenario_verdicts: list[bool] = []
     predicted: list[lq.Result | None] = []
     positions = [state.position(mid, b) for mid, b in book]
     async with net.batch(timestamp=t):
         for (mid, borrower), pos in zip(book, positions, strict=True):
             m = markets[mid]
+            scenario_verdicts.append(health_verdict(m, pos, t))
             p = lq.plan(m, pos, verdict_time=t, plan_time=t)
             if p is None:
                 predicted.append(None)
@@ -141,10 +175,16 @@ async def test_keeper_verdicts_and_amounts_equal_the_contracts(morpho: LocalMorp
     assert len(txs) == len(book)
     receipts = await net.receipts(txs)
     topic = net.abis["Morpho"].topics["Liquidate"]
-    agree_liq = agree_healthy = amounts_equal = 0
+    agree_liq = agree_healthy = amounts_equal = health_agrees = 0
     misses: list[str] = []
-    for (mid, borrower), want, receipt in zip(book, predicted, receipts, strict=True):
+    for (mid, borrower), want, receipt, health_says in zip(book, predicted, receipts, scenario_verdicts,
+                                                            strict=True):
         ok = int(receipt["status"], 16) == 1
+        if health_says == ok:
+            health_agrees += 1
+        else:
+            misses.append(f"{borrower} in {mid[:10]}: keeper health says liquidatable={health_says}, "
+                          f"the contract {ok}")
         if want is None:
             if ok:
                 misses.append(f"{borrower} in {mid[:10]}: keeper healthy, contract liquidated")
@@ -168,6 +208,7 @@ async def test_keeper_verdicts_and_amounts_equal_the_contracts(morpho: LocalMorp
             misses.append(f"{borrower} in {mid[:10]}: keeper {mine}, contract {theirs}")
     print(f"\nmorpho parity: {len(book)} positions, {len(net.markets)} markets; verdicts agree "
           f"{agree_liq + agree_healthy}/{len(book)} ({agree_liq} liquidatable, {agree_healthy} healthy); "
-          f"amounts exact {amounts_equal}/{agree_liq}")
+          f"amounts exact {amounts_equal}/{agree_liq}; keeper health (the morpho-blue profile on the "
+          f"position's assets and price) agrees {health_agrees}/{len(book)}")
     assert not misses, "\n".join(misses[:20])
     assert agree_liq > 200 and agree_healthy > 200, "the book should hold both kinds in numbers"

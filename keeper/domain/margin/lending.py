@@ -8,7 +8,11 @@ Positive balances are collateral, negative ones debt. Per model:
   ``liquidation_threshold``) against the base borrow; liquidatable iff liquidity < 0.
 * ``compound-v2``: the same with one collateral factor, each market's value truncated to
   1e-18 USD as the Exp mantissa math does; liquidatable iff shortfall > 0.
-* ``morpho``: ``collateral·price·LLTV`` against the loan; liquidatable iff borrowed exceeds it.
+* ``morpho``: the contract's own integer rule (``keeper.domain.morpho``) on a bucket of one
+  collateral and one loan asset: collateral floored and debt ceiled to token units, the oracle
+  price ``floor(P_coll / P_loan · 10^(36 + loan decimals − collateral decimals))``,
+  ``maxBorrow = wMulDown(mulDivDown(collateral, price, 1e36), LLTV)``; liquidatable iff the debt
+  exceeds it. Any other shape of bucket falls back to ``collateral·price·LLTV`` in ``Decimal``.
 
 An asset with no (or a zero) ``liquidation_threshold`` is not collateral.
 """
@@ -16,15 +20,66 @@ An asset with no (or a zero) ``liquidation_threshold`` is not collateral.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from decimal import ROUND_DOWN, Decimal
+from decimal import ROUND_CEILING, ROUND_DOWN, Decimal
 from typing import NamedTuple
 
 from keeper.domain.margin import aave
 from keeper.domain.margin.profiles import Profile
-from keeper.domain.margin.types import INF, ZERO, price_of
+from keeper.domain.margin.types import INF, ONE, ZERO, price_of
 from keeper.domain.model import AssetParams, Bucket
+from keeper.domain.morpho.liquidation import max_borrow
 
 _ATTO = Decimal("1e-18")
+
+
+class MorphoUnits(NamedTuple):
+    """A Morpho market bucket in the contract's integers (``morpho_units``)."""
+
+    collateral: str
+    loan: str | None
+    collateral_units: int
+    debt_units: int
+    price36: int
+    lltv: int
+    collateral_decimals: int
+    loan_decimals: int
+
+
+def morpho_units(
+    profile: Profile, bucket: Bucket, assets: Mapping[str, AssetParams], prices: Mapping[str, Decimal]
+) -> MorphoUnits | None:
+    """The bucket as one Morpho position (``None`` unless it holds exactly one collateral with
+    an LLTV and at most one debt)."""
+    colls = [s for s, b in bucket.balances.items() if b > 0 and threshold(assets, s) > 0]
+    debts = [s for s, b in bucket.balances.items() if b < 0]
+    if len(colls) != 1 or len(debts) > 1:
+        return None
+    c = colls[0]
+    d = debts[0] if debts else None
+    dc = decimals_of(profile, assets, c)
+    dd = decimals_of(profile, assets, d) if d is not None else dc
+    coll_units = int(bucket.balances[c].scaleb(dc).to_integral_value(rounding=ROUND_DOWN))
+    debt_units = 0
+    if d is not None:
+        debt_units = int((-bucket.balances[d]).scaleb(dd).to_integral_value(rounding=ROUND_CEILING))
+    p_loan = price_of(prices, d) if d is not None else ONE
+    price36 = int((price_of(prices, c) / p_loan).scaleb(36 + dd - dc).to_integral_value(rounding=ROUND_DOWN))
+    lltv = int(threshold(assets, c).scaleb(18).to_integral_value(rounding=ROUND_DOWN))
+    return MorphoUnits(c, d, coll_units, debt_units, price36, lltv, dc, dd)
+
+
+def _morpho_terms(u: MorphoUnits, prices: Mapping[str, Decimal], raw: Decimal) -> LendingTerms:
+    cap = max_borrow(u.collateral_units, u.price36, u.lltv)
+    p_loan = price_of(prices, u.loan) if u.loan is not None else ONE
+    coll = Decimal(cap).scaleb(-u.loan_decimals) * p_loan
+    debt = Decimal(u.debt_units).scaleb(-u.loan_decimals) * p_loan
+    if u.debt_units == 0:
+        hf = INF
+    else:
+        hf = Decimal(cap) / Decimal(u.debt_units)
+        if cap < u.debt_units and hf >= 1:  # a ratio a unit under 1 that the context rounded up
+            hf = ONE.next_minus()
+    return LendingTerms(coll, debt, raw, hf, ZERO, ZERO, ZERO)
 
 
 class LendingTerms(NamedTuple):
@@ -87,6 +142,12 @@ def lending_terms(
         raw = Decimal(data.total_collateral_base).scaleb(-8)
         hf = INF if data.health_factor_wad is None else Decimal(data.health_factor_wad).scaleb(-18)
         return LendingTerms(coll, debt, raw, hf, ZERO, ZERO, ZERO)
+    if profile.model == "morpho" and wrt is None:
+        u = morpho_units(profile, bucket, assets, prices)
+        if u is not None:
+            raw = sum((b * price_of(prices, s) for s, b in bucket.balances.items()
+                       if b > 0 and threshold(assets, s) > 0), ZERO)
+            return _morpho_terms(u, prices, raw)
     coll = debt = raw = d_coll = d_debt = d_raw = ZERO
     for sym in sorted(bucket.balances):
         bal = bucket.balances[sym]

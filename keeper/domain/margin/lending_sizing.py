@@ -5,7 +5,8 @@ with the largest USD value, repaid against the collateral with the largest USD v
 assets that count as collateral; ties by asset symbol. A ``LiquidationRequest`` replaces the
 pair and caps the amount. Amounts by ``Profile.sizing``: ``close_factor_max`` (Aave in its
 integer math with v3.3's close factor and dust rule, Compound v2), ``restore`` (Morpho Blue:
-the least repayment that restores ``target_health`` with the LLTV-derived incentive) and
+the contract's own ``liquidate`` in its integers, ``keeper.domain.morpho``: the least seizure
+that restores ``target_health``, or the request's repayment as repaid shares) and
 ``absorb`` (Comet). A bankrupt bucket is planned as ``bad_debt``: the remaining collateral is
 taken and the rule names the venue's bad-debt path.
 """
@@ -17,7 +18,14 @@ from decimal import ROUND_DOWN, Decimal
 
 from keeper.domain.margin import aave
 from keeper.domain.margin.evaluate import evaluate
-from keeper.domain.margin.lending import aave_reserves, decimals_of, lending_terms, threshold
+from keeper.domain.margin.lending import (
+    MorphoUnits,
+    aave_reserves,
+    decimals_of,
+    lending_terms,
+    morpho_units,
+    threshold,
+)
 from keeper.domain.margin.profiles import Profile
 from keeper.domain.margin.types import (
     ONE,
@@ -32,6 +40,11 @@ from keeper.domain.margin.types import (
     quantize_up,
 )
 from keeper.domain.model import AssetParams, Bucket
+from keeper.domain.morpho import liquidation as lq
+from keeper.domain.morpho.liquidation import ZERO_ADDRESS
+from keeper.domain.morpho.mathlib import VIRTUAL_SHARES, WAD, liquidation_incentive_factor, to_shares_down
+from keeper.domain.morpho.state import Market as MorphoMarket
+from keeper.domain.morpho.state import Position as MorphoPosition
 
 # --- lending --------------------------------------------------------------------------------
 
@@ -99,6 +112,10 @@ def plan_lending(  # noqa: PLR0917 -- the model's inputs, positional as in the p
         )
     if profile.model == "aave":
         return _plan_aave(profile, bucket, assets, prices, h, request, debt, coll, head, pair)
+    if profile.model == "morpho":
+        u = morpho_units(profile, bucket, assets, prices)
+        if u is not None and u.loan is not None:
+            return _plan_morpho(profile, bucket, assets, prices, h, request, u, head, pair)
     pd, pc = price_of(prices, debt), price_of(prices, coll)
     dd, dc = decimals_of(profile, assets, debt), decimals_of(profile, assets, coll)
     owed, held = -bucket.balances[debt], bucket.balances[coll]
@@ -159,6 +176,65 @@ def plan_lending(  # noqa: PLR0917 -- the model's inputs, positional as in the p
         protocol_fee=fee,
         bonus=bonus,
         notional=amount * pd,
+        health_after=after.health_factor,
+    )
+
+
+def _plan_morpho(  # noqa: PLR0917 -- the model's inputs, positional as in the pinned API
+    profile: Profile,
+    bucket: Bucket,
+    assets: Mapping[str, AssetParams],
+    prices: Mapping[str, Decimal],
+    h: BucketHealth,
+    request: LiquidationRequest | None,
+    u: MorphoUnits,
+    head: str,
+    pair: str,
+) -> LiquidationPlan:
+    """Morpho Blue's ``liquidate`` itself (``keeper.domain.morpho.liquidation``) on the bucket as
+    a market of its own (no interest, borrow shares at the first borrow's rate, 1e6 a unit):
+    the plan's least restoring seizure, or the request's repayment as repaid shares
+    (``toSharesDown``), capped at the collateral."""
+    assert u.loan is not None
+    shares = u.debt_units * VIRTUAL_SHARES
+    m = MorphoMarket(id="scenario", loan_token=u.loan, collateral_token=u.collateral, oracle="",
+                     irm=ZERO_ADDRESS, lltv=u.lltv, total_borrow_assets=u.debt_units,
+                     total_borrow_shares=shares, price=u.price36)
+    pos = MorphoPosition(borrow_shares=shares, collateral=u.collateral_units)
+    t = lq.accrue(m, 0).totals
+    lif = liquidation_incentive_factor(u.lltv)
+    if request is not None:
+        asked = int(request.amount.scaleb(u.loan_decimals).to_integral_value(rounding=ROUND_DOWN))
+        repaid_shares = min(shares, to_shares_down(asked, t.borrow_assets, t.borrow_shares))
+        try:
+            r = lq.liquidate(m, pos, t, u.price36, repaid_shares=repaid_shares)
+            why = f"repay {repaid_shares} borrow shares (toSharesDown of the requested amount)"
+        except lq.Reverts:  # it would seize more than the collateral: take all of it
+            r = lq.liquidate(m, pos, t, u.price36, seized_assets=u.collateral_units)
+            why = "the requested repayment needs more than the collateral: seize all of it"
+    else:
+        p = lq.plan(m, pos, verdict_time=0, plan_time=0,
+                    target=int(profile.target_health.scaleb(18).to_integral_value(rounding=ROUND_DOWN)))
+        if p is None:  # the integer rule finds it healthy: nothing the contract would accept
+            raise MissingParameter("morpho: the contract's rule finds this bucket healthy")
+        r, why = p.result, p.why
+    repay = Decimal(r.repaid_assets).scaleb(-u.loan_decimals)
+    seize = Decimal(r.seized_assets).scaleb(-u.collateral_decimals)
+    after = evaluate(profile, _after(bucket, u.loan, repay, u.collateral, seize), {}, assets, prices)
+    bad = r.bad_debt_shares > 0 or h.bankrupt
+    return LiquidationPlan(
+        rule=f"{head}; {pair}: repay {u.loan}, seize {u.collateral}; no close factor; {why}; "
+        f"the contract's integers (LIF {fmt_num(Decimal(lif).scaleb(-18), 6)})"
+        + (f"; bankrupt: {profile.bad_debt_path}" if bad else ""),
+        action="bad_debt" if bad else "repay_seize",
+        close_factor=None,
+        repay_asset=u.loan,
+        repay_amount=repay,
+        seize_asset=u.collateral,
+        seize_amount=seize,
+        protocol_fee=ZERO,
+        bonus=Decimal(lif - WAD).scaleb(-18),
+        notional=repay * price_of(prices, u.loan),
         health_after=after.health_factor,
     )
 
