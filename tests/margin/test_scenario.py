@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -173,3 +174,48 @@ def test_liquidation_request_is_bounded_by_the_close_factor() -> None:
     bad["liquidation_request"] = {"repay_asset": "DAI", "seize_asset": "COLL", "amount": "1"}
     with pytest.raises(ScenarioError, match=r"liquidation_request.repay_asset"):
         load_scenario(json.dumps(bad))
+
+
+MORPHO_EDGE: dict[str, Any] = {
+    "id": "morpho-unit-window",
+    "source": "the chain venue issue's example: Morpho Blue's contract finds it liquidatable "
+              "(maxBorrow 13.884651 < borrowed 13.884652), the exact product a hair over 1",
+    "profile": "morpho-blue",
+    "assets": {
+        "WCOLL": {"price": "0.006679607595726462464273", "decimals": 18, "liquidation_threshold": "0.965"},
+        "LOAN": {"price": "1", "decimals": 6},
+    },
+    "account": {"isolated": [{"id": "market", "balances": {"WCOLL": "2154.054762834647990724",
+                                                           "LOAN": "-13.884652"}}]},
+}
+
+
+def test_morpho_is_judged_in_the_contracts_units_down_to_one_loan_unit(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = _run(tmp_path, capsys, MORPHO_EDGE, "--json")
+    assert code == 0
+    market = json.loads(out)["isolated"]["market"]
+    assert market["liquidatable"] is True
+    assert market["collateral_value"] == "13.884651"  # maxBorrow, in the loan token
+    seize = market["liquidation"]["seize"]["amount"]
+    assert 0 < float(seize) < 2154.06
+
+
+def test_morpho_honours_a_liquidation_request_as_repaid_shares(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    doc = copy.deepcopy(MORPHO_EDGE)
+    doc["liquidation_request"] = {"repay_asset": "LOAN", "seize_asset": "WCOLL", "amount": "5"}
+    code, out, _ = _run(tmp_path, capsys, doc, "--json")
+    assert code == 0
+    liq = json.loads(out)["isolated"]["market"]["liquidation"]
+    # 5 LOAN requested: repaid as toSharesDown(5e6) shares, which toAssetsUp values at 5 LOAN
+    assert liq["repay"]["amount"] == "5"
+    # Morpho.liquidate by shares: seized = mulDivDown(wMulDown(toAssetsDown(shares), LIF), 1e36, price),
+    # LIF = WAD.wDivDown(WAD - 0.3e18.wMulDown(WAD - lltv)), in the contract's integers
+    wad = 10**18
+    lif = wad * wad // (wad - 3 * 10**17 * (wad - 965 * 10**15) // wad)
+    price = 6679607595726462464273  # 0.006679607595726462464273 loan per collateral, 1e36 scale
+    seized = (5 * 10**6 * lif // wad) * 10**36 // price
+    assert liq["seize"]["amount"] == str(Decimal(seized).scaleb(-18))
