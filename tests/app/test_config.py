@@ -166,9 +166,28 @@ def test_cross_field_rules():
         load_config(None, env={"KEEPER_KEEPER__SHARD": "2", "KEEPER_KEEPER__SHARDS": "2"})
 
 
+def test_a_chain_venue_is_checked_at_start_naming_the_key():
+    base = {"KEEPER_KEEPER__PROFILE": "morpho-blue", "KEEPER_VENUE__KIND": "evm",
+            "KEEPER_VENUE__RPC_URL": "http://127.0.0.1:8545", "KEEPER_VENUE__ADDRESS": "0x" + "ab" * 20}
+    assert load_config(None, env=base).keeper_params().chain == "morpho-blue"
+    with pytest.raises(ConfigError, match=r"^venue\.rpc_url: an http"):
+        load_config(None, env={**base, "KEEPER_VENUE__RPC_URL": "127.0.0.1:8545"})
+    with pytest.raises(ConfigError, match=r"^venue\.address: expected"):
+        load_config(None, env={**base, "KEEPER_VENUE__ADDRESS": "0x1234"})
+    with pytest.raises(ConfigError, match=r"^venue\.markets\[0\]: expected"):
+        load_config(None, env={**base, "KEEPER_VENUE__MARKETS": '["0x12"]'})
+    with pytest.raises(ConfigError, match=r"^keeper\.profile: venue\.protocol"):
+        load_config(None, env={**base, "KEEPER_KEEPER__PROFILE": "aave-v3.0"})
+    with pytest.raises(ConfigError, match=r"^execution\.executor: 'chain' needs venue\.kind"):
+        load_config(None, env={"KEEPER_EXECUTION__EXECUTOR": "chain"})
+    dump = load_config(None, env={**base, "KEEPER_VENUE__RPC_URL": "https://node.example/v2/SECRETKEY"}).dump()
+    assert "SECRETKEY" not in str(dump)
+
+
 def test_secrets_come_from_the_env_and_hide_in_repr_and_dump():
     env = {"KEEPER_HMAC_SECRET": "hmac-AAAA-1111", "KEEPER_ADMIN_TOKEN": "admin-BBBB-2222",
-           "KEEPER_REDIS_PASSWORD": "redis-CCCC-3333", "REDIS_URL": "redis://127.0.0.1:6390/0"}
+           "KEEPER_REDIS_PASSWORD": "redis-CCCC-3333", "REDIS_URL": "redis://127.0.0.1:6390/0",
+           "KEEPER_CHAIN_KEY": "0x" + "4d" * 32}
     cfg = load_config(None, env=env)
     assert cfg.secrets.admin_token == Secret("admin-BBBB-2222")
     assert cfg.secrets.admin_token.reveal() == "admin-BBBB-2222"
@@ -179,7 +198,7 @@ def test_secrets_come_from_the_env_and_hide_in_repr_and_dump():
                 assert value not in text
     dump = cfg.dump()
     assert dump["secrets"] == {"hmac_secret": "***", "admin_token": "***", "redis_password": "***",
-                               "redis_url": "***"}
+                               "redis_url": "***", "chain_key": "***"}
     assert dump["redis"]["effective_url"] == "redis://:***@127.0.0.1:6390/0"
 
 

@@ -130,7 +130,8 @@ def health_verdict(m: Market, pos: Position, t: int) -> bool:
 
 
 @pytest.mark.slow
-async def test_keeper_verdicts_and_amounts_equal_the_contracts(morpho: LocalMorpho) -> None:
+async def test_keeper_verdicts_and_amounts_equal_the_contracts(
+        morpho: LocalMorpho, capsys: pytest.CaptureFixture[str]) -> None:
     net = morpho
     rng = random.Random(20261204)
     book = await build_book(net, rng)
@@ -206,9 +207,10 @@ async def test_keeper_verdicts_and_amounts_equal_the_contracts(morpho: LocalMorp
             amounts_equal += 1
         else:
             misses.append(f"{borrower} in {mid[:10]}: keeper {mine}, contract {theirs}")
-    print(f"\nmorpho parity: {len(book)} positions, {len(net.markets)} markets; verdicts agree "
-          f"{agree_liq + agree_healthy}/{len(book)} ({agree_liq} liquidatable, {agree_healthy} healthy); "
-          f"amounts exact {amounts_equal}/{agree_liq}; keeper health (the morpho-blue profile on the "
-          f"position's assets and price) agrees {health_agrees}/{len(book)}")
+    with capsys.disabled():  # the counts belong in the test run's output, -s or not
+        print(f"\nmorpho parity: {len(book)} positions, {len(net.markets)} markets; verdicts agree "
+              f"{agree_liq + agree_healthy}/{len(book)} ({agree_liq} liquidatable, {agree_healthy} "
+              f"healthy); amounts exact {amounts_equal}/{agree_liq}; keeper health (the morpho-blue "
+              f"profile on the position's assets and price) agrees {health_agrees}/{len(book)}")
     assert not misses, "\n".join(misses[:20])
     assert agree_liq > 200 and agree_healthy > 200, "the book should hold both kinds in numbers"
