@@ -28,15 +28,19 @@ node_modules/.installed: package.json package-lock.json
 	@touch $@
 
 # Morpho Blue's bytecode from the pinned npm package with the compiler it pins (solc-js 0.8.19, via-IR):
-# regenerates keeper/chain/artifacts/morpho-blue.json byte for byte; artifacts-check fails if it differs
+# regenerates keeper/chain/artifacts/morpho-blue.json byte for byte; then the Aave v3 subset (the
+# compiled artifacts @aave/core-v3 ships, with link references) into aave-v3.json.gz;
+# artifacts-check fails if either differs
 artifacts:
 	@scripts/ensure-system.sh node
 	npm ci --ignore-scripts --no-audit --no-fund
 	@touch node_modules/.installed
 	node scripts/build-artifacts.mjs
+	node scripts/build-aave-artifacts.mjs
 
 artifacts-check:
 	node scripts/build-artifacts.mjs --check
+	node scripts/build-aave-artifacts.mjs --check
 
 redis:
 	@scripts/ensure-system.sh redis

@@ -28,11 +28,9 @@ async def start_chain_ingest(cfg: Config, log: EventLog) -> ChainIngest:
     v = cfg.venue
     rpc = Rpc(v.rpc_url)
     venue = _venue(cfg, rpc)
-    ingest = ChainIngest(rpc, log, venue=v.protocol, chain_id=v.chain_id, address=v.address,
-                         abi=venue.morpho, readings=venue.readings, markets=venue.market_ids,
+    ingest = ChainIngest(rpc, log, venue=v.protocol, chain_id=v.chain_id, source=venue,
                          confirmations=v.confirmations, start_block=v.start_block,
                          range_blocks=v.range_blocks, ws_url=v.ws_url or None, poll_s=v.poll_s)
-    ingest.on_log = venue.on_log
     try:
         await ingest.start()
     except BaseException:

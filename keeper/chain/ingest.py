@@ -31,14 +31,14 @@ import asyncio
 import contextlib
 import json
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 import websockets
 
-from keeper.chain.abi import AbiError, Contract
+from keeper.chain.abi import AbiError
 from keeper.chain.rpc import ChainUnavailable, Rpc, RpcError, redact_url
 from keeper.clock import wall_clock_us
 from keeper.domain import events as ev
@@ -47,8 +47,26 @@ from keeper.ports import EventLog
 
 _log = structlog.get_logger("keeper.chain.ingest")
 
-Readings = Callable[[str, Sequence[str]], Awaitable[tuple[dict[str, int], dict[str, int]]]]
-"""``(block hash, market ids) -> (prices, rates)``: the venue's readings at one block."""
+class LogSource(Protocol):
+    """What the ingest needs of a venue (``keeper.chain.morpho.MorphoVenue``, ...)."""
+
+    def log_filter(self) -> dict[str, Any]:
+        """The ``eth_getLogs`` filter beside the block range: ``{"address": ...}`` or ``{}``."""
+        ...
+
+    def decode(self, raw: Mapping[str, Any]) -> tuple[str, dict[str, int | str]] | None:
+        """``(event name, args)`` of one of the venue's logs; ``None`` for a log not its own.
+        Raises ``AbiError`` for its own log that does not decode."""
+        ...
+
+    def on_log(self, e: ev.ChainLog) -> None:
+        """Called with every recorded log in order (live and when resuming): the venue learns
+        its markets, reserves and token addresses here."""
+        ...
+
+    async def readings(self, block_hash: str) -> tuple[dict[str, int], dict[str, int]]:
+        """``(prices, rates)`` read at that block for the block frame."""
+        ...
 
 KEEP_BLOCKS = 256
 """How many recent blocks' hashes and log ids the ingest keeps for reorg detection."""
@@ -97,10 +115,7 @@ class ChainIngest:
         *,
         venue: str,
         chain_id: int,
-        address: str,
-        abi: Contract,
-        readings: Readings,
-        markets: Callable[[], Sequence[str]],
+        source: LogSource,
         confirmations: int = 0,
         start_block: int = 0,
         range_blocks: int = 2_000,
@@ -112,10 +127,7 @@ class ChainIngest:
         self.log = log
         self.venue = venue
         self.chain_id = chain_id
-        self.address = address.lower()
-        self.abi = abi
-        self.readings = readings
-        self.markets = markets
+        self.source = source
         self.confirmations = confirmations
         self.start_block = start_block
         self.range_blocks = range_blocks
@@ -127,8 +139,6 @@ class ChainIngest:
         self._recent: OrderedDict[int, _Block] = OrderedDict()
         self._removed: dict[str, int] = {}
         self._wake = asyncio.Event()
-        self.on_log: Callable[[ev.ChainLog], None] | None = None
-        """Called with every log as it is recorded (the Morpho readings learn markets here)."""
 
     # ------------------------------------------------------------------ start and resume
 
@@ -159,8 +169,7 @@ class ChainIngest:
                 e = entry.event
                 if isinstance(e, ev.ChainLog) and e.venue == self.venue:
                     pending_logs.setdefault(e.block_hash, []).append(e.event_id)
-                    if self.on_log is not None:
-                        self.on_log(e)
+                    self.source.on_log(e)
                 elif isinstance(e, ev.ChainLogRemoved) and e.venue == self.venue:
                     self._removed[e.removed_id.partition("#")[0]] = self._removed.get(
                         e.removed_id.partition("#")[0], 0) + 1
@@ -246,7 +255,7 @@ class ChainIngest:
 
     async def _backfill(self, first: int, last: int) -> int:
         logs = await self.rpc.call("eth_getLogs", {"fromBlock": _hex(first), "toBlock": _hex(last),
-                                                   "address": self.address})
+                                                   **self.source.log_filter()})
         by_block: dict[int, list[Mapping[str, Any]]] = {}
         for raw in logs:
             by_block.setdefault(int(raw["blockNumber"], 16), []).append(raw)
@@ -276,9 +285,9 @@ class ChainIngest:
             await self._reorg(number - 1)
             return 0
         block_hash = str(header["hash"])
-        logs = await self.rpc.call("eth_getLogs", {"blockHash": block_hash, "address": self.address})
+        logs = await self.rpc.call("eth_getLogs", {"blockHash": block_hash, **self.source.log_filter()})
         block_logs = self._decode(header, logs)
-        prices, rates = await self.readings(block_hash, self.markets())
+        prices, rates = await self.source.readings(block_hash)
         frame = ev.ChainBlock(
             event_id=f"blk:{self.chain_id}:{block_hash}", ts_event=int(header["timestamp"], 16) * 1_000_000,
             ts_ingest=self.now_us(), venue=self.venue, chain_id=self.chain_id, block=number,
@@ -333,14 +342,13 @@ class ChainIngest:
             if raw.get("removed"):
                 continue  # a removed log is never recorded; the parent-hash check undoes it
             try:
-                decoded = self.abi.decode_log(raw)
+                decoded = self.source.decode(raw)
             except AbiError as exc:
                 self.status.undecodable += 1
                 _log.warning("chain_log_undecodable", venue=self.venue, error=str(exc))
                 continue
             if decoded is None:
-                self.status.undecodable += 1
-                continue
+                continue  # not the venue's
             name, args = decoded
             base = f"evm:{self.chain_id}:{block_hash}:{int(raw['logIndex'], 16)}"
             again = self._removed.get(base, 0)
@@ -348,10 +356,10 @@ class ChainIngest:
                 event_id=base if again == 0 else f"{base}#{again}",
                 ts_event=block_time * 1_000_000, ts_ingest=self.now_us(), venue=self.venue, name=name,
                 block=int(raw["blockNumber"], 16), block_hash=block_hash, tx_hash=str(raw["transactionHash"]),
-                log_index=int(raw["logIndex"], 16), block_time=block_time, args=args)
+                log_index=int(raw["logIndex"], 16), block_time=block_time, args=args,
+                address=str(raw.get("address", "")).lower())
             out.append(e)
-            if self.on_log is not None:
-                self.on_log(e)
+            self.source.on_log(e)
         return out
 
     def _count(self, logs: Sequence[ev.Event]) -> None:

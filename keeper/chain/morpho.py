@@ -11,7 +11,7 @@ until a good price is read again.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from keeper.chain.abi import Contract
@@ -62,6 +62,14 @@ class MorphoVenue:
         elif e.name in _POSITION_EVENTS:
             self.active.add(mid)
 
+    def log_filter(self) -> dict[str, Any]:
+        return {"address": self.address}
+
+    def decode(self, raw: Mapping[str, Any]) -> tuple[str, dict[str, int | str]] | None:
+        if str(raw.get("address", "")).lower() != self.address:
+            return None
+        return self.morpho.decode_log(raw)
+
     def market_ids(self) -> list[str]:
         """The markets read at each block: watched ones that hold positions, sorted."""
         ids = self.active & set(self.params)
@@ -81,9 +89,9 @@ class MorphoVenue:
             self.params[market_id] = got
         return got
 
-    async def readings(self, block_hash: str, market_ids: Sequence[str]
-                       ) -> tuple[dict[str, int], dict[str, int]]:
-        """Oracle prices and IRM rates of ``market_ids`` at ``block_hash`` (see the module docstring)."""
+    async def readings(self, block_hash: str) -> tuple[dict[str, int], dict[str, int]]:
+        """Oracle prices and IRM rates of ``market_ids()`` at ``block_hash`` (the module docstring)."""
+        market_ids = self.market_ids()
         if not market_ids:
             return {}, {}
         at = {"blockHash": block_hash}

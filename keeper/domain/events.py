@@ -256,7 +256,8 @@ class ChainLog(Event, frozen=True, tag="chain_log"):
     and the same transaction mined again in a block that replaced a reorganised one has another
     id. ``args`` holds the event's arguments by their Solidity names (a struct's fields flattened
     into it): uints as ints (``0 <= x < 2**256``), addresses and bytes32 as ``0x`` lowercase hex.
-    ``block_time`` is the block's timestamp in seconds (``ts_event`` the same in µs).
+    ``block_time`` is the block's timestamp in seconds (``ts_event`` the same in µs); ``address``
+    the contract that emitted it (a venue of several contracts, Aave's tokens, tells them apart).
     """
 
     venue: str
@@ -267,6 +268,7 @@ class ChainLog(Event, frozen=True, tag="chain_log"):
     log_index: int
     block_time: int
     args: dict[str, int | str]
+    address: str = ""
 
     __post_init__ = checks.chain_log  # type: ignore[misc]
 

@@ -78,9 +78,7 @@ async def test_a_reorg_of_the_last_two_blocks_undoes_the_borrow_it_removed(morph
     await book.open()
     log = MemoryEventLog()
     venue = MorphoVenue(net.rpc, net.morpho)
-    ingest = ChainIngest(net.rpc, log, venue="morpho-blue", chain_id=31337, address=net.morpho,
-                         abi=venue.morpho, readings=venue.readings, markets=venue.market_ids)
-    ingest.on_log = venue.on_log
+    ingest = ChainIngest(net.rpc, log, venue="morpho-blue", chain_id=31337, source=venue)
     await ingest.start()
     await ingest.sync()
     borrower = "0x" + "e5" * 20

@@ -40,9 +40,7 @@ async def keeper_state(net: LocalMorpho) -> MorphoState:
     """The keeper's view, from the chain's logs only: ingest into a log, fold with the core."""
     log = MemoryEventLog()
     venue = MorphoVenue(net.rpc, net.morpho)
-    ingest = ChainIngest(net.rpc, log, venue="morpho-blue", chain_id=31337, address=net.morpho,
-                         abi=venue.morpho, readings=venue.readings, markets=venue.market_ids)
-    ingest.on_log = venue.on_log
+    ingest = ChainIngest(net.rpc, log, venue="morpho-blue", chain_id=31337, source=venue)
     await ingest.start()
     await ingest.sync()
     core = MorphoCore(KeeperParams(profile="morpho-blue"))
