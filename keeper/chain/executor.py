@@ -37,9 +37,9 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
 import rlp
 import structlog
@@ -47,8 +47,7 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_utils.address import to_checksum_address
 
-from keeper.chain.abi import revert_reason
-from keeper.chain.morpho import MorphoVenue
+from keeper.chain.abi import Contract, revert_reason
 from keeper.chain.rpc import ChainUnavailable, Rpc, RpcError
 from keeper.clock import wall_clock_us
 from keeper.domain import events as ev
@@ -62,8 +61,24 @@ MAX_UINT256 = (1 << 256) - 1
 _NONCE_USED = ("nonce too low", "nonce has already been used", "already known", "replacement transaction")
 
 
+class LiquidationVenue(Protocol):
+    """What the executor needs of a venue (``MorphoVenue``, ``AaveVenue``)."""
+
+    address: str
+    """The contract called (and approved to pull the repaid tokens)."""
+    erc20: Contract
+
+    async def liquidation_call(self, decision: ev.Decision) -> tuple[str, str]:
+        """``(token to approve, calldata)`` of the decision's liquidation."""
+        ...
+
+    def outcome(self, logs: Sequence[Mapping[str, Any]]) -> tuple[int, int] | None:
+        """``(repaid, seized)`` from a receipt's logs: the contract's own liquidation event."""
+        ...
+
+
 class ChainExecutor:
-    """Submits Morpho liquidations from one account (module docstring)."""
+    """Submits a venue's liquidations from one account (module docstring)."""
 
     name = "chain"
 
@@ -71,7 +86,7 @@ class ChainExecutor:
         self,
         rpc: Rpc,
         log: EventLog,
-        venue: MorphoVenue,
+        venue: LiquidationVenue,
         *,
         chain_id: int,
         private_key: str,
@@ -155,17 +170,12 @@ class ChainExecutor:
         return s.ref, s.duplicate
 
     async def execute(self, decision: ev.Decision) -> Submission:
-        if decision.market is None or decision.seize_amount is None:
-            raise PermanentError("not a chain lending decision (no market or seize amount)")
         txs = self.signed.get(decision.intent_id)
         if txs:
             self._count("resumed")
             return await self._settle(decision, txs, resend=True)
-        params = await self.venue.market_params(decision.market)
-        await self._approve(params.loan_token)
-        shares = int(decision.repay_shares or 0)
-        seized = 0 if shares else int(decision.seize_amount)
-        data = self.venue.liquidate_data(params, decision.account, seized, shares)
+        token, data = await self.venue.liquidation_call(decision)
+        await self._approve(token)
         call = {"from": self.sender, "to": self.venue.address, "data": data}
         try:
             await self.rpc.call("eth_call", call, "latest")
@@ -320,17 +330,11 @@ class ChainExecutor:
             reason = await self._why_reverted(sent, block, used)
             self._count("reverted")
             raise PermanentError(f"transaction {tx_hash} reverted in block {block}: {reason}")
-        topic = self.venue.morpho.topics["Liquidate"]
-        for raw in receipt.get("logs", []):
-            ours = str(raw.get("address", "")).lower() == self.venue.address
-            if ours and raw["topics"][0].lower() == topic:
-                decoded = self.venue.morpho.decode_log(raw)
-                assert decoded is not None
-                args = decoded[1]
-                self._count("confirmed")
-                return Submission(tx_hash, False, [], block, Decimal(int(args["repaidAssets"])),
-                                  Decimal(int(args["seizedAssets"])))
-        raise PermanentError(f"transaction {tx_hash} succeeded without a Liquidate event")
+        amounts = self.venue.outcome(receipt.get("logs", []))
+        if amounts is None:
+            raise PermanentError(f"transaction {tx_hash} succeeded without the venue's liquidation event")
+        self._count("confirmed")
+        return Submission(tx_hash, False, [], block, Decimal(amounts[0]), Decimal(amounts[1]))
 
     async def _why_reverted(self, tx: ev.ChainTxSigned, block: int, used: int) -> str:
         call = _decode_call(tx.raw_tx)

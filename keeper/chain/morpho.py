@@ -18,6 +18,7 @@ from keeper.chain.abi import Contract
 from keeper.chain.artifacts import load
 from keeper.chain.rpc import Rpc, RpcError
 from keeper.domain import events as ev
+from keeper.errors import PermanentError
 
 VENUE = "morpho-blue"
 ZERO_ADDRESS = "0x" + "00" * 20
@@ -135,6 +136,26 @@ class MorphoVenue:
                 except RpcError:
                     out.append(None)
             return out
+
+    async def liquidation_call(self, decision: ev.Decision) -> tuple[str, str]:
+        """The loan token to approve and ``liquidate``'s calldata: by repaid shares where the
+        decision gives them, else by seized assets."""
+        if decision.market is None or decision.seize_amount is None:
+            raise PermanentError("not a Morpho liquidation (no market or seize amount)")
+        params = await self.market_params(decision.market)
+        shares = int(decision.repay_shares or 0)
+        seized = 0 if shares else int(decision.seize_amount)
+        return params.loan_token, self.liquidate_data(params, decision.account, seized, shares)
+
+    def outcome(self, logs: Sequence[Mapping[str, Any]]) -> tuple[int, int] | None:
+        """``(repaidAssets, seizedAssets)`` of the receipt's ``Liquidate`` event."""
+        topic = self.morpho.topics["Liquidate"]
+        for raw in logs:
+            if str(raw.get("address", "")).lower() == self.address and raw["topics"][0].lower() == topic:
+                decoded = self.morpho.decode_log(raw)
+                assert decoded is not None
+                return int(decoded[1]["repaidAssets"]), int(decoded[1]["seizedAssets"])
+        return None
 
     def liquidate_data(self, params: MarketParams, borrower: str, seized_assets: int,
                        repaid_shares: int) -> str:
