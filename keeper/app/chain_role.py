@@ -10,6 +10,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from keeper.app.config import Config
+from keeper.chain.aave import AaveVenue
 from keeper.chain.executor import ChainExecutor
 from keeper.chain.ingest import ChainIngest
 from keeper.chain.morpho import MorphoVenue
@@ -18,8 +19,12 @@ from keeper.errors import ConfigError
 from keeper.ports import EventLog
 
 
-def _venue(cfg: Config, rpc: Rpc) -> MorphoVenue:
+async def _venue(cfg: Config, rpc: Rpc) -> MorphoVenue | AaveVenue:
     v = cfg.venue
+    if v.protocol == "aave-v3.0":
+        venue = AaveVenue(rpc, v.address)
+        await venue.resolve()
+        return venue
     return MorphoVenue(rpc, v.address, watch=v.markets or None)
 
 
@@ -27,7 +32,11 @@ async def start_chain_ingest(cfg: Config, log: EventLog) -> ChainIngest:
     """The venue's ingest, started (chain id checked, resumed from the log)."""
     v = cfg.venue
     rpc = Rpc(v.rpc_url)
-    venue = _venue(cfg, rpc)
+    try:
+        venue = await _venue(cfg, rpc)
+    except BaseException:
+        await rpc.close()
+        raise
     ingest = ChainIngest(rpc, log, venue=v.protocol, chain_id=v.chain_id, source=venue,
                          confirmations=v.confirmations, start_block=v.start_block,
                          range_blocks=v.range_blocks, ws_url=v.ws_url or None, poll_s=v.poll_s)
@@ -48,8 +57,8 @@ async def start_chain_executor(cfg: Config, log: EventLog) -> ChainExecutor:
         raise ConfigError("execution.executor: 'chain' signs transactions; set KEEPER_CHAIN_KEY to the "
                           "liquidator's private key (0x + 64 hex digits)")
     rpc = Rpc(v.rpc_url)
-    venue = _venue(cfg, rpc)
     try:
+        venue = await _venue(cfg, rpc)
         ex = ChainExecutor(rpc, log, venue, chain_id=v.chain_id, private_key=key.reveal(),
                            gas_margin=v.gas_margin, gas_cap=v.gas_cap,
                            max_fee_per_gas=int(v.max_fee_gwei * Decimal(10**9)),
@@ -57,8 +66,13 @@ async def start_chain_executor(cfg: Config, log: EventLog) -> ChainExecutor:
     except ValueError:
         await rpc.close()
         raise ConfigError("KEEPER_CHAIN_KEY: not a private key (expected 0x + 64 hex digits)") from None
+    except BaseException:
+        await rpc.close()
+        raise
     try:
-        tokens = sorted({(await venue.market_params(m)).loan_token for m in v.markets})
+        tokens = []
+        if isinstance(venue, MorphoVenue):  # the watched markets' loan tokens, approved up front
+            tokens = sorted({(await venue.market_params(m)).loan_token for m in v.markets})
         await ex.start(tokens)
     except BaseException:
         await rpc.close()

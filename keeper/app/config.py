@@ -189,7 +189,8 @@ class VenueSection(_Section, frozen=True):
     ``none`` (the default): the venue of ``[feeds]`` and ``[execution]``.
 
     ``rpc_url``/``ws_url``: the node (HTTP JSON-RPC; websocket for new heads, optional);
-    ``address``: the protocol's contract; ``markets``: the market ids to watch (empty: all);
+    ``address``: the protocol's contract (Morpho Blue: Morpho itself; Aave v3.0: its
+    ``PoolAddressesProvider``); ``markets``: Morpho market ids to watch (empty: all);
     ``confirmations``: blocks a block must be under the head before it is read; ``start_block``:
     where a fresh log starts reading; ``lookahead_s``: interest planned past the block
     (``KeeperParams.lookahead_s``); gas: the estimate times ``gas_margin``, at most ``gas_cap``,
@@ -198,7 +199,7 @@ class VenueSection(_Section, frozen=True):
     """
 
     kind: Literal["none", "evm"] = "none"
-    protocol: Literal["morpho-blue"] = "morpho-blue"
+    protocol: Literal["morpho-blue", "aave-v3.0"] = "morpho-blue"
     rpc_url: str = ""
     ws_url: str = ""
     chain_id: PositiveInt = 1

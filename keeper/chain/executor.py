@@ -64,9 +64,12 @@ _NONCE_USED = ("nonce too low", "nonce has already been used", "already known", 
 class LiquidationVenue(Protocol):
     """What the executor needs of a venue (``MorphoVenue``, ``AaveVenue``)."""
 
-    address: str
-    """The contract called (and approved to pull the repaid tokens)."""
     erc20: Contract
+
+    @property
+    def address(self) -> str:
+        """The contract called (and approved to pull the repaid tokens)."""
+        ...
 
     async def liquidation_call(self, decision: ev.Decision) -> tuple[str, str]:
         """``(token to approve, calldata)`` of the decision's liquidation."""
