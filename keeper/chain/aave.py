@@ -25,6 +25,7 @@ from keeper.domain import events as ev
 from keeper.errors import PermanentError
 
 VENUE = "aave-v3.0"
+MAX_UINT256 = (1 << 256) - 1
 _TOKEN_ABI = {"a": "AToken", "v": "VariableDebtToken", "s": "StableDebtToken"}
 
 
@@ -119,12 +120,15 @@ class AaveVenue:
     # ------------------------------------------------------------------ LiquidationVenue
 
     async def liquidation_call(self, decision: ev.Decision) -> tuple[str, str]:
-        """The debt asset to approve and ``liquidationCall(collateral, debt, user, debtToCover,
-        false)``'s calldata."""
-        if decision.repay_asset is None or decision.seize_asset is None or decision.repay_amount is None:
+        """The debt asset to approve and ``liquidationCall(collateral, debt, user, 2**256 - 1,
+        false)``'s calldata: the most the close factor allows at execution, which is what the
+        keeper planned (resubmitting the planned amount instead can take the contract down
+        another path: when all the collateral is taken, the debt it buys, given back as
+        ``debtToCover``, no longer exhausts the collateral by a few units)."""
+        if decision.repay_asset is None or decision.seize_asset is None:
             raise PermanentError("not an Aave liquidation (no repay or seize asset)")
         data = self.abis["Pool"].call_data("liquidationCall", decision.seize_asset, decision.repay_asset,
-                                           decision.account, int(decision.repay_amount), False)
+                                           decision.account, MAX_UINT256, False)
         return decision.repay_asset, data
 
     def outcome(self, logs: Sequence[Mapping[str, Any]]) -> tuple[int, int] | None:

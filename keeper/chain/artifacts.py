@@ -89,8 +89,9 @@ def link(contract: Contract, addresses: Mapping[str, str]) -> bytes:
                     raise ArtifactError(f"{contract.name}: no placeholder for {lib} at byte {ref['start']}")
                 code = code[:lo] + addr[2:].lower() + code[hi:]
     if missing:
-        raise ArtifactError(f"{contract.name}: library {', '.join(sorted(set(missing)))} not linked "
-                            f"(no address given)")
+        names = sorted(set(missing))
+        raise ArtifactError(f"{contract.name}: {'library' if len(names) == 1 else 'libraries'} "
+                            f"{', '.join(names)} not linked (no address given)")
     if _PLACEHOLDER.search(code):
         raise ArtifactError(f"{contract.name}: a placeholder is left that no link reference names")
     return bytes.fromhex(code)
@@ -132,7 +133,7 @@ def _link_references(raw: Any) -> LinkReferences:
         out[str(source)] = {}
         for lib, refs in libs.items():
             if not isinstance(refs, list) or not all(
-                    isinstance(r, dict) and isinstance(r.get("start"), int) and isinstance(r.get("length"), int)
+                    isinstance(r, dict) and all(isinstance(r.get(k), int) for k in ("start", "length"))
                     for r in refs):
                 raise TypeError(f"linkReferences of {lib!r} must be a list of {{start, length}}")
             out[str(source)][str(lib)] = [{"start": r["start"], "length": r["length"]} for r in refs]
