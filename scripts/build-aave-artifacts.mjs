@@ -139,7 +139,17 @@ function build() {
   if (installed !== provenance.package.version) {
     die(`installed ${PKG} ${installed} is not the locked ${provenance.package.version}: run \`make artifacts\``);
   }
-  const json = `${JSON.stringify(sortKeys({ contracts, provenance }))}\n`;
+  // the revert codes' names (Errors.sol: `string public constant NAME = 'code';`), so a refusal reads
+  // "29 (RESERVE_PAUSED)", not "29"
+  const errorsSol = "contracts/protocol/libraries/helpers/Errors.sol";
+  const errorsRaw = readFileSync(join(PKG_DIR, errorsSol));
+  const errors = {};
+  for (const m of errorsRaw.toString("utf8").matchAll(/string public constant (\w+) = '(\w+)';/g)) {
+    errors[m[2]] = m[1];
+  }
+  if (Object.keys(errors).length < 50) die(`${errorsSol}: found only ${Object.keys(errors).length} error codes`);
+  provenance.files[errorsSol] = sha256(errorsRaw);
+  const json = `${JSON.stringify(sortKeys({ contracts, errors, provenance }))}\n`;
   const gz = gzipSync(Buffer.from(json, "utf8"), { level: 9 });
   gz[9] = 3; // the header's OS byte: Unix whatever the platform (mtime is already 0, no name is stored)
   return { json, gz, names: Object.keys(contracts) };

@@ -37,9 +37,9 @@ from keeper.app.keeper_role import core_factory
 from keeper.app.metrics import Metrics
 from keeper.clock import wall_clock_us
 from keeper.domain import events as ev
+from keeper.domain.chain_core import ChainCore
 from keeper.domain.cores import fmt_of
 from keeper.domain.decide import KeeperCore, KeeperParams
-from keeper.domain.morpho.core import MorphoCore
 from keeper.errors import ConfigError
 from keeper.execution import HttpExecutor, PaperExecutor, SimVenueExecutor
 from keeper.execution.base import VenueExecutor
@@ -224,7 +224,7 @@ class Daemon:
         return msgspec.structs.replace(self.config.keeper_params(), profile=profile)
 
     def keeper_projectors(self) -> list[Projector]:
-        return [p for p in self.projectors if isinstance(p.core, KeeperCore | MorphoCore)]
+        return [p for p in self.projectors if isinstance(p.core, KeeperCore | ChainCore)]
 
     def cores(self) -> list[KeeperCore]:
         """The live keeper cores (one per profile), once started."""
@@ -341,7 +341,7 @@ class Daemon:
         stopped = status == "stopped"
         last = min((p.core.offset for p in projs if p.core is not None), key=parse_id) if stopped \
             else None
-        named = [(p.name, p.core.params) for p in projs if isinstance(p.core, KeeperCore | MorphoCore)]
+        named = [(p.name, p.core.params) for p in projs if isinstance(p.core, KeeperCore | ChainCore)]
         now = wall_clock_us()
         m = mf.live_manifest(
             named, source=log.key, first=first, last=None if last == "0-0" else last,

@@ -162,3 +162,10 @@ def provenance(bundle: str = "morpho-blue") -> dict[str, Any]:
     """Where ``bundle``'s bytecode came from (package, compiler, settings, input sha256s); a copy."""
     prov: dict[str, Any] = json.loads(json.dumps(_read(bundle)["provenance"]))
     return prov
+
+
+def error_names(bundle: str = "aave-v3") -> dict[str, str]:
+    """The protocol's revert codes and their names (Aave's ``Errors.sol``: ``"29"`` ->
+    ``"RESERVE_PAUSED"``); empty for a bundle without codes."""
+    errors = _read(bundle).get("errors", {})
+    return {str(k): str(v) for k, v in errors.items()}

@@ -48,6 +48,7 @@ from eth_account.signers.local import LocalAccount
 from eth_utils.address import to_checksum_address
 
 from keeper.chain.abi import Contract, revert_reason
+from keeper.chain.artifacts import error_names
 from keeper.chain.rpc import ChainUnavailable, Rpc, RpcError
 from keeper.clock import wall_clock_us
 from keeper.domain import events as ev
@@ -58,6 +59,7 @@ from keeper.ports import EventLog
 _log = structlog.get_logger("keeper.chain.executor")
 CRASH_ENV = "KEEPER_TEST_CRASH_AT"
 MAX_UINT256 = (1 << 256) - 1
+_AAVE_ERRORS = error_names("aave-v3")
 _NONCE_USED = ("nonce too low", "nonce has already been used", "already known", "replacement transaction")
 
 
@@ -343,9 +345,9 @@ class ChainExecutor:
         call = _decode_call(tx.raw_tx)
         if used >= call["gas"]:
             return f"out of gas ({used} of {call['gas']})"
-        try:
+        try:  # replayed on the state the block left: what made it revert is still there
             await self.rpc.call("eth_call", {"from": self.sender, "to": call["to"], "data": call["data"],
-                                             "gas": hex(call["gas"])}, hex(block - 1))
+                                             "gas": hex(call["gas"])}, hex(block))
         except RpcError as exc:
             return _reason(exc)
         except ChainUnavailable:
@@ -357,8 +359,17 @@ def _reason(exc: RpcError) -> str:
     data = exc.data if isinstance(exc.data, str) else (exc.data or {}).get("data") if isinstance(
         exc.data, dict) else None
     if isinstance(data, str) and data.startswith("0x") and len(data) >= 10:
-        return revert_reason(data)
-    return exc.rpc_message.removeprefix("execution reverted: ").strip() or "reverted"
+        text = revert_reason(data)
+    else:
+        text = exc.rpc_message.removeprefix("execution reverted: ").strip() or "reverted"
+    return named(text)
+
+
+def named(reason: str) -> str:
+    """A protocol's numeric revert code with its name (Aave: ``45`` -> ``45 (HEALTH_FACTOR_NOT_
+    BELOW_THRESHOLD)``); any other reason as it is."""
+    name = _AAVE_ERRORS.get(reason.strip())
+    return f"{reason.strip()} ({name})" if name else reason
 
 
 def _checksum(address: str) -> str:
