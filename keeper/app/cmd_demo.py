@@ -16,7 +16,11 @@ HELP = "run the whole keeper against the reference venue through a recorded cras
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--accounts", type=int, default=10_000, help="accounts in the venue's book")
+    parser.add_argument("--venue", choices=["sim", "chain"], default="sim",
+                        help="sim: the reference venue (perps and lending); chain: Morpho Blue (isolated) "
+                             "and Aave v3 (cross) on their own bytecode on a private anvil")
+    parser.add_argument("--accounts", type=int, default=None,
+                        help="accounts in the venue's book (default 10,000; 1,000 with --venue chain)")
     parser.add_argument("--window", default="2025-10-10", help="the crash event in ../shared/data")
     parser.add_argument("--start", default="2025-10-10T18:00:00Z", help="window start (UTC ISO)")
     parser.add_argument("--end", default="2025-10-11T00:00:00Z", help="window end (UTC ISO)")
@@ -36,10 +40,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     configure_logging("console" if sys.stderr.isatty() else "json", args.log_level, stream=sys.stderr)
-    opts = DemoOptions(accounts=args.accounts, window=args.window, start=args.start, end=args.end,
+    if args.venue == "chain":
+        return _run_chain(args)
+    opts = DemoOptions(accounts=args.accounts or 10_000, window=args.window, start=args.start, end=args.end,
                        tick_s=args.tick_ms / 1000, step=args.step, data_dir=args.data_dir,
                        shared_data=args.shared_data or default_shared_data(), export=args.export,
                        summary_json=args.summary_json, progress=not args.no_progress)
     summary = asyncio.run(run_demo(opts))
     print(render(summary))
+    return 0 if summary.sound else 1
+
+
+def _run_chain(args: argparse.Namespace) -> int:
+    import json
+
+    from keeper.chain.demo import ChainDemoOptions, run_chain_demo, summary_json
+    from keeper.chain.demo import render as render_chain
+
+    start = args.start if args.start != "2025-10-10T18:00:00Z" else "2025-10-10T19:00:00Z"
+    opts = ChainDemoOptions(accounts=args.accounts or 1_000, window=args.window, start=start, end=args.end,
+                            shared_data=args.shared_data or default_shared_data())
+    summary = asyncio.run(run_chain_demo(opts))
+    print(render_chain(summary))
+    if args.summary_json is not None:
+        args.summary_json.write_text(json.dumps(summary_json(summary), indent=1, sort_keys=True) + "\n")
     return 0 if summary.sound else 1

@@ -198,6 +198,10 @@ class Runner:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), self.outage_backoff(attempt))
 
+    def busy(self) -> bool:
+        """Whether an intent is being handled now."""
+        return bool(self._inflight)
+
     async def wait_idle(self) -> None:
         """Wait until no intent is being handled."""
         while self._inflight:
