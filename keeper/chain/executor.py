@@ -101,7 +101,7 @@ class ChainExecutor:
         fee_bump: float = 1.125,
         replace_after_s: float = 15.0,
         receipt_timeout_s: float = 120.0,
-        poll_s: float = 0.05,
+        poll_s: float = 0.02,
         now_us: Callable[[], int] = wall_clock_us,
         crash_at: str | None = None,
     ) -> None:
@@ -182,14 +182,16 @@ class ChainExecutor:
         token, data = await self.venue.liquidation_call(decision)
         await self._approve(token)
         call = {"from": self.sender, "to": self.venue.address, "data": data}
-        try:
-            await self.rpc.call("eth_call", call, "latest")
-            gas_est = int(await self.rpc.call("eth_estimateGas", call), 16)
+        try:  # the simulation, the estimate and the fees in one round trip
+            _, gas_hex, block, tip_hex = await self.rpc.batch([
+                ("eth_call", [call, "latest"]), ("eth_estimateGas", [call]),
+                ("eth_getBlockByNumber", ["latest", False]), ("eth_maxPriorityFeePerGas", [])])
         except RpcError as exc:
             self._count("simulated_revert")
             raise PermanentError(f"simulation reverted: {_reason(exc)}") from None
-        gas = min(self.gas_cap, int(gas_est * self.gas_margin))
-        tx = await self._sign_record(decision.intent_id, {**call, "gas": gas}, attempt=1)
+        gas = min(self.gas_cap, int(int(gas_hex, 16) * self.gas_margin))
+        tx = await self._sign_record(decision.intent_id, {**call, "gas": gas}, attempt=1,
+                                     fees=self._fee_caps(block, tip_hex))
         self._crash("before_broadcast")
         return await self._settle(decision, [tx], resend=False)
 
@@ -198,6 +200,10 @@ class ChainExecutor:
     async def _fees(self, bump: float = 1.0) -> tuple[int, int]:
         block, tip_hex = await self.rpc.batch([("eth_getBlockByNumber", ["latest", False]),
                                                ("eth_maxPriorityFeePerGas", [])])
+        return self._fee_caps(block, tip_hex, bump)
+
+    def _fee_caps(self, block: dict[str, Any], tip_hex: str, bump: float = 1.0) -> tuple[int, int]:
+        """(max fee, tip): twice the base fee plus the node's tip, times ``bump``, at most the cap."""
         base = int(block.get("baseFeePerGas") or "0x0", 16)
         tip = max(1, int(int(tip_hex, 16) * bump))
         max_fee = min(self.max_fee_per_gas, int((2 * base + tip) * bump))

@@ -886,15 +886,17 @@ def test_plan_never_seizes_past_where_every_larger_seizure_restores_health(
 
 def test_where_roundings_make_health_non_monotone_the_plan_is_the_least_of_the_upper_run() -> None:
     """The documented limit of the bisection: seizing 1 restores health here, 2..10 do not (the
-    double floor of maxBorrow), and the plan is 11, the least seizure from which every larger one
-    restores health (liquidation.py's docstring)."""
+    double floor of maxBorrow), and the search lands on 11, the least seizure from which every
+    larger one restores health (liquidation.py's docstring); 11 repays every share, so the plan
+    repays them by shares instead (exact whenever it lands)."""
     m = market(625 * 10**15, price=10**35, tsa=3, tss=3 * 10**6, tba=3, tbs=15 * 10**5)
     pos = Position(borrow_shares=125 * 10**4, collateral=21)
     t = totals(m)
     assert _restores(m, pos, t, 1)
     assert not any(_restores(m, pos, t, s) for s in range(2, 11))
     p = _check_plan(m, pos, t)
-    assert p.seized_assets == 11
+    assert (p.seized_assets, p.repaid_shares) == (0, pos.borrow_shares)
+    assert lq.liquidate(m, pos, t, m.price, seized_assets=11).repaid_shares >= pos.borrow_shares
     assert all(_restores(m, pos, t, s) for s in range(11, 22) if _repays_at_most_the_debt(m, pos, t, s))
 
 

@@ -177,6 +177,13 @@ def _restores(m: Market, pos: Position, t: Totals, price: int, *, target: int, s
     return r if max_borrow(p.collateral, price, m.lltv) * WAD >= borrowed(p, r.totals) * target else None
 
 
+def _too_close(m: Market, pos: Position, t0: Totals, price: int, seized: int) -> bool:
+    """Whether seizing ``seized`` at the verdict's totals ``t0`` repays every share or more."""
+    lif = liquidation_incentive_factor(m.lltv)
+    quoted = mul_div_up(seized, price, ORACLE_PRICE_SCALE)
+    return to_shares_up(w_div_up(quoted, lif), t0.borrow_assets, t0.borrow_shares) >= pos.borrow_shares
+
+
 def plan(m: Market, pos: Position, *, verdict_time: int, plan_time: int, target: int = WAD) -> Plan | None:
     """The liquidation to submit for ``pos`` in ``m`` at the market's latest price, or ``None``
     when the contract would find it healthy at ``verdict_time``.
@@ -215,6 +222,16 @@ def plan(m: Market, pos: Position, *, verdict_time: int, plan_time: int, target:
             else:
                 lo = mid + 1
         r = liquidate(m, pos, t, price, seized_assets=hi)
+        if hi < pos.collateral and _too_close(m, pos, t0, price, hi):
+            # the seizure repays (nearly) every share: landing sooner than ``plan_time`` (less
+            # interest, more shares per asset) it could ask for more shares than are owed and
+            # revert; repaying every share instead is exact whenever it lands
+            try:
+                by_shares = liquidate(m, pos, t, price, repaid_shares=pos.borrow_shares)
+                return Plan(0, pos.borrow_shares, by_shares, owed, cap, lif,
+                            "repay every borrow share: the least restoring seizure repays nearly all")
+            except Reverts:
+                pass
         if hi < pos.collateral:
             why = (f"seize the least collateral that restores health {Fraction(target, WAD)} "
                    f"(LIF {Fraction(lif, WAD)})")
