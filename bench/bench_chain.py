@@ -11,7 +11,12 @@ stamps:
 - ``chain_intent_to_receipt_p50_ms``: the intent recorded to the liquidation's receipt read by the
   executor (``ts_event`` of ``LiquidationConfirmed``).
 
-Bounded: ``ROUNDS`` rounds, a few seconds.
+The same figures for Aave v3.0.2 (``aave_`` lines: ``ROUNDS`` accounts, each with its own
+collateral reserve's price moved), and ``chain_demo_seconds``: the whole ``keeper demo --venue
+chain`` (1,000 borrowers on both protocols, the 2025-10-10 window; the synthetic crash without
+``../shared/data``), set-up included.
+
+Bounded: ``ROUNDS`` rounds per protocol, then the demo (about 1.5 minutes).
 """
 
 from __future__ import annotations
@@ -22,13 +27,18 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import structlog
 import websockets
 from eth_account import Account
 
+from keeper.app.config import load_config
 from keeper.app.daemon import Daemon, read_all
+from keeper.app.demo import default_shared_data
+from keeper.chain.aave_testnet import LocalAave
 from keeper.chain.anvil import Anvil
+from keeper.chain.demo import ChainDemoOptions, run_chain_demo
 from keeper.chain.rpc import Rpc
 from keeper.chain.testnet import OWNER, LocalMorpho
 from keeper.domain import events as ev
@@ -47,11 +57,11 @@ def _pct(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, round(q * (len(xs) - 1)))]
 
 
-async def run(anvil: Anvil, redis_url: str) -> None:
-    from keeper.app.config import load_config
+Move = tuple[str, str, str, tuple[Any, ...]]
+"""(contract, abi, function, args) of the transaction that makes one more account liquidatable."""
 
-    rpc = Rpc(anvil.http_url, timeout_s=30)
-    net = await LocalMorpho.deploy(rpc, [LLTV])
+
+async def _morpho(net: LocalMorpho, rpc: Rpc) -> tuple[dict[str, str], list[Move]]:
     loan, coll = await net.token(), await net.token()
     await net.fund(coll, OWNER, 10**30)
     borrowers = ["0x" + f"{i + 1:040x}" for i in range(ROUNDS)]
@@ -64,17 +74,51 @@ async def run(anvil: Anvil, redis_url: str) -> None:
         await net.collateral(mid, who, 10**18)
         await net.borrow(mid, who, int(max_borrow(10**18, PRICE, LLTV) * 0.9))
         mids.append(mid)
-    liquidator = Account.from_key(KEY).address.lower()
-    await rpc.call("anvil_setBalance", liquidator, hex(10**22))
-    await net.fund(loan, liquidator, 10**30)
-    env = {"REDIS_URL": redis_url, "KEEPER_CHAIN_KEY": KEY, "KEEPER_KEEPER__PROFILE": "morpho-blue",
-           "KEEPER_KEEPER__MODE": "live", "KEEPER_EXECUTION__EXECUTOR": "chain",
-           "KEEPER_VENUE__KIND": "evm", "KEEPER_VENUE__RPC_URL": anvil.http_url,
-           "KEEPER_VENUE__WS_URL": anvil.ws_url, "KEEPER_VENUE__CHAIN_ID": "31337",
-           "KEEPER_VENUE__ADDRESS": net.morpho,
-           "KEEPER_VENUE__MARKETS": "[" + ",".join(f'"{m}"' for m in mids) + "]",
-           "KEEPER_VENUE__POLL_S": "0.5", "KEEPER_VENUE__LOOKAHEAD_S": "2",
-           "KEEPER_ADMIN__ENABLED": "false"}
+    await net.fund(loan, Account.from_key(KEY).address.lower(), 10**30)
+    env = {"KEEPER_KEEPER__PROFILE": "morpho-blue", "KEEPER_VENUE__ADDRESS": net.morpho,
+           "KEEPER_VENUE__MARKETS": "[" + ",".join(f'"{m}"' for m in mids) + "]"}
+    # 0.89 of the price: just below the position's liquidation price (it borrowed 0.9 of it)
+    return env, [(net.markets[m].oracle, "OracleMock", "setPrice", (PRICE * 89 // 100,)) for m in mids]
+
+
+async def _aave(rpc: Rpc) -> tuple[LocalAave, dict[str, str], list[Move]]:
+    net = await LocalAave.deploy(rpc)
+    weth = await net.add_reserve("WETH", 18, ltv_bps=8000, threshold_bps=8250, bonus_bps=10500,
+                                 reserve_factor_bps=1000, protocol_fee_bps=1000, price8=2_000 * 10**8)
+    usdc = await net.add_reserve("USDC", 6, ltv_bps=8500, threshold_bps=8800, bonus_bps=10450,
+                                 reserve_factor_bps=1000, protocol_fee_bps=0, price8=10**8)
+    await net.supply(usdc, 10**14, "0x" + "1f" * 20)
+    moves: list[Move] = []
+    for i in range(ROUNDS):  # health factors 1.30, 1.31, ...: each move breaches the next one
+        who, hf = "0x" + f"{i + 1:040x}", 1.30 + 0.01 * i
+        await net.supply(weth, 10**18, who)
+        await net.borrow(usdc, int(2_000 * 0.825 / hf * 10**6), who)
+    for i in range(ROUNDS):
+        moves.append((net.oracle, "PriceOracle", "setAssetPrice",
+                      (weth, int(2_000 * 10**8 * 0.995 / (1.30 + 0.01 * (ROUNDS - 1 - i))))))
+    who = Account.from_key(KEY).address.lower()
+    await net.impersonate([who])
+    await net.send(who, usdc, "MintableERC20", "mint", who, 10**15)
+    return net, {"KEEPER_KEEPER__PROFILE": "aave-v3.0", "KEEPER_VENUE__PROTOCOL": "aave-v3.0",
+                 "KEEPER_VENUE__ADDRESS": net.provider}, moves
+
+
+async def run(anvil: Anvil, redis_url: str, protocol: str) -> None:
+    rpc = Rpc(anvil.http_url, timeout_s=30)
+    await rpc.call("anvil_setBalance", Account.from_key(KEY).address.lower(), hex(10**22))
+    net: LocalMorpho | LocalAave
+    if protocol == "morpho-blue":
+        net = await LocalMorpho.deploy(rpc, [LLTV])
+        extra, moves = await _morpho(net, rpc)
+        prefix = "chain"
+    else:
+        net, extra, moves = await _aave(rpc)
+        prefix = "aave"
+    env = {"REDIS_URL": redis_url, "KEEPER_CHAIN_KEY": KEY, "KEEPER_KEEPER__MODE": "live",
+           "KEEPER_EXECUTION__EXECUTOR": "chain", "KEEPER_VENUE__KIND": "evm",
+           "KEEPER_VENUE__RPC_URL": anvil.http_url, "KEEPER_VENUE__WS_URL": anvil.ws_url,
+           "KEEPER_VENUE__CHAIN_ID": "31337", "KEEPER_VENUE__POLL_S": "0.5",
+           "KEEPER_VENUE__LOOKAHEAD_S": "2", "KEEPER_ADMIN__ENABLED": "false", **extra}
     cfg = load_config(None, env=env, register_secrets=False)
     d = Daemon(cfg, roles=["ingest", "keeper", "executor"], consumer="bench", block_ms=50)
     stop = asyncio.Event()
@@ -90,16 +134,14 @@ async def run(anvil: Anvil, redis_url: str) -> None:
     await heads.recv()  # the subscription id
     try:
         await asyncio.sleep(0.5)
-        for mid in mids:
-            # 0.89 of the price: just below the position's liquidation price (it borrowed 0.9 of it)
-            oracle = net.markets[mid].oracle
-            await net.send(OWNER, oracle, "OracleMock", "setPrice", PRICE * 89 // 100, check=False)
+        for to, abi, fn, args in moves:
+            await net.send(OWNER, to, abi, fn, *args, check=False)
             while True:  # the next head is the price's block (the executor's blocks come later)
                 head = json.loads(await heads.recv())["params"]["result"]
                 t = time.time_ns() // 1000
                 block = await rpc.call("eth_getBlockByHash", head["hash"], False)
                 if block["transactions"] and (await rpc.call(
-                        "eth_getTransactionByHash", block["transactions"][0]))["to"].lower() == oracle:
+                        "eth_getTransactionByHash", block["transactions"][0]))["to"].lower() == to:
                     break
             frame = f"blk:31337:{head['hash']}"
             moved[frame] = t
@@ -125,11 +167,20 @@ async def run(anvil: Anvil, redis_url: str) -> None:
                        if i.causation_id in moved]
     to_receipt = [(confirmed[i.event_id].ts_event - i.ts_ingest) / 1000 for i in intents
                   if i.event_id in confirmed]
-    print(f"# {ROUNDS} price moves, {len(intents)} intents ({len(block_to_intent)} on a moved block), "
-          f"{len(confirmed)} confirmed")
-    print(f"bench chain_block_to_intent_p50_ms {statistics.median(block_to_intent):.2f} ms")
-    print(f"bench chain_block_to_intent_p99_ms {_pct(block_to_intent, 0.99):.2f} ms")
-    print(f"bench chain_intent_to_receipt_p50_ms {statistics.median(to_receipt):.2f} ms")
+    print(f"# {protocol}: {len(moves)} price moves, {len(intents)} intents ({len(block_to_intent)} on a "
+          f"moved block), {len(confirmed)} confirmed")
+    print(f"bench {prefix}_block_to_intent_p50_ms {statistics.median(block_to_intent):.2f} ms")
+    print(f"bench {prefix}_block_to_intent_p99_ms {_pct(block_to_intent, 0.99):.2f} ms")
+    print(f"bench {prefix}_intent_to_receipt_p50_ms {statistics.median(to_receipt):.2f} ms")
+
+
+def demo_seconds() -> None:
+    t0 = time.monotonic()
+    summary = asyncio.run(run_chain_demo(ChainDemoOptions(shared_data=default_shared_data())))
+    print(f"# chain demo: {summary.accounts} borrowers, {summary.blocks} price blocks ({summary.prices}); "
+          f"sound {summary.sound}; liquidations " + ", ".join(f"{p.protocol} {p.liquidations}"
+                                                              for p in summary.protocols))
+    print(f"bench chain_demo_seconds {time.monotonic() - t0:.1f} s")
 
 
 def main() -> None:
@@ -139,10 +190,13 @@ def main() -> None:
         redis.start()
         anvil = Anvil().start(chain_id=31337, extra_args=["--base-fee", "1"])
         try:
-            asyncio.run(run(anvil, redis.url))
+            for protocol in ("morpho-blue", "aave-v3.0"):
+                redis.flushall()
+                asyncio.run(run(anvil, redis.url, protocol))
         finally:
             anvil.stop()
             redis.stop()
+    demo_seconds()
 
 
 if __name__ == "__main__":

@@ -339,7 +339,7 @@ def _why(reason: str) -> str:
     """A rejection's reason without its transaction and block: ``simulated: position is healthy``,
     ``on chain: 45 (HEALTH_FACTOR_NOT_BELOW_THRESHOLD)``."""
     if reason.startswith("simulation reverted: "):
-        return "simulated: " + reason.removeprefix("simulation reverted: ")
+        return "simulated: " + reason.removeprefix("simulation reverted: ").split(" (at block")[0]
     if reason.startswith("transaction ") and ": " in reason:
         return "on chain: " + reason.split(": ", 1)[1]
     return reason

@@ -188,7 +188,8 @@ class ChainExecutor:
                 ("eth_getBlockByNumber", ["latest", False]), ("eth_maxPriorityFeePerGas", [])])
         except RpcError as exc:
             self._count("simulated_revert")
-            raise PermanentError(f"simulation reverted: {_reason(exc)}") from None
+            head = await self.rpc.call("eth_blockNumber")
+            raise PermanentError(f"simulation reverted: {_reason(exc)} (at block {int(head, 16)})") from None
         gas = min(self.gas_cap, int(int(gas_hex, 16) * self.gas_margin))
         tx = await self._sign_record(decision.intent_id, {**call, "gas": gas}, attempt=1,
                                      fees=self._fee_caps(block, tip_hex))

@@ -58,7 +58,9 @@ def test_aave_artifact_has_the_pool_its_libraries_and_provenance() -> None:
     assert prov["package"]["version"] == "1.19.3"
     assert prov["package"]["integrity"].startswith("sha512-")
     assert prov["compiler"]["version"].startswith("0.8.10+commit.")
-    assert len(prov["files"]) == len(contracts)
+    # one hash per contract's artifact, and Errors.sol's (the revert codes' names)
+    assert len(prov["files"]) == len(contracts) + 1
+    assert artifacts.error_names("aave-v3")["45"] == "HEALTH_FACTOR_NOT_BELOW_THRESHOLD"
 
 
 def test_aave_provenance_hashes_match_the_installed_package() -> None:

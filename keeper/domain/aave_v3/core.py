@@ -97,18 +97,17 @@ class AaveCore(ChainCore):
                 continue
             self.refused.pop(key, None)
             acct = lq.account(self.state, user, now)
-            if acct.health_factor >= lq.HF_THRESHOLD:
+            if acct.health_factor >= lq.HF_THRESHOLD or lq.pick_pair(self.state, acct) is None:
                 yield key, None
                 continue
-            p = lq.plan(self.state, user, now)
-            if p is None:
-                yield key, None
-                continue
+            # the plan only for an account that is not held
             yield key, Breach(key, Fraction(acct.health_factor, lq.HF_THRESHOLD),
-                              partial(self._decision, frame=frame, who=who, p=p, acct=acct))
+                              partial(self._decision, frame=frame, who=who, acct=acct))
 
-    def _decision(self, iid: str, *, frame: ev.ChainBlock, who: str, p: lq.Result,
-                  acct: lq.Account) -> ev.Decision:
+    def _decision(self, iid: str, *, frame: ev.ChainBlock, who: str, acct: lq.Account) -> ev.Decision | None:
+        p = lq.plan(self.state, self.state.users[who], frame.block_time)
+        if p is None:
+            return None
         c, d = self.state.reserves[p.collateral_asset], self.state.reserves[p.debt_asset]
         hf = _RATIO.divide(Decimal(acct.health_factor), Decimal(lq.HF_THRESHOLD))
         seized = p.collateral_to_liquidator + p.protocol_fee

@@ -81,20 +81,22 @@ class MorphoCore(ChainCore):
             for borrower in sorted(self.state.positions[mid]):
                 pos = self.state.positions[mid][borrower]
                 key = f"{borrower}/{mid}"
-                if pos.borrow_shares == 0 or lq.healthy(pos, t, m.price, m.lltv):
+                if pos.borrow_shares == 0 or pos.collateral == 0 or lq.healthy(pos, t, m.price, m.lltv):
                     yield key, None
                     continue
-                p = lq.plan(m, pos, verdict_time=now, plan_time=now + self.params.lookahead_s,
-                            target=self.target)
-                if p is None:
-                    yield key, None
-                    continue
-                yield key, Breach(key, Fraction(p.max_borrow, max(p.borrowed, 1)),
-                                  partial(self._decision, frame=frame, mid=mid, borrower=borrower, p=p))
+                owed = lq.borrowed(pos, t)
+                health = Fraction(lq.max_borrow(pos.collateral, m.price, m.lltv), max(owed, 1))
+                # the plan (a search over ``liquidate``) only for a position that is not held
+                decide = partial(self._decision, frame=frame, mid=mid, borrower=borrower)
+                yield key, Breach(key, health, decide)
 
-    def _decision(self, iid: str, *, frame: ev.ChainBlock, mid: str, borrower: str, p: lq.Plan
-                  ) -> ev.Decision:
+    def _decision(self, iid: str, *, frame: ev.ChainBlock, mid: str, borrower: str) -> ev.Decision | None:
         m = self.state.markets[mid]
+        now = frame.block_time
+        p = lq.plan(m, self.state.positions[mid][borrower], verdict_time=now,
+                    plan_time=now + self.params.lookahead_s, target=self.target)
+        if p is None:
+            return None
         r = p.result
         after = r.position
         owed_after = lq.borrowed(after, r.totals)
