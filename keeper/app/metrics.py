@@ -214,3 +214,19 @@ class Metrics(Registry):
             ["symbol"]))
         self.dead_letters = self.add(Counter(
             "keeper_dead_letters_total", "Log entries dead-lettered, by reason.", ["reason"]))
+        self.chain_block = self.add(Gauge(
+            "keeper_chain_block", "Chain venue: the last block ingested and the node's head.", ["which"]))
+        self.chain_behind = self.add(Gauge(
+            "keeper_chain_blocks_behind", "Chain venue: blocks between the head and the last ingested."))
+        self.chain_connected = self.add(Gauge(
+            "keeper_chain_connected", "Chain venue: 1 while the node answers the ingest, else 0."))
+        self.chain_reorgs = self.add(Gauge(
+            "keeper_chain_reorgs", "Chain venue: reorganisations undone since start."))
+        self.chain_pending = self.add(Gauge(
+            "keeper_chain_pending_transactions", "Chain venue: liquidations signed and not yet mined."))
+        self.chain_nonce = self.add(Gauge(
+            "keeper_chain_next_nonce", "Chain venue: the executor's next nonce."))
+        self.chain_gas = self.add(Gauge(
+            "keeper_chain_gas_used", "Chain venue: gas used by the executor's mined transactions."))
+        self.chain_refused = self.add(Gauge(
+            "keeper_chain_refused_accounts", "Chain venue: accounts the core does not model (not decided)."))

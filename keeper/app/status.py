@@ -95,6 +95,7 @@ class Sampler:
             if len(raw) < DEAD_BATCH:
                 break
         sync_runner(self.daemon)
+        sync_chain(self.daemon)
         self.samples += 1
 
     @staticmethod
@@ -129,6 +130,28 @@ def sync_runner(daemon: Daemon) -> None:
             m.intents.inc(outcome, by=n - cur)
 
 
+def sync_chain(daemon: Daemon) -> None:
+    """The chain venue's gauges: ingest position and head, connection, reorgs; the executor's
+    pending transactions, next nonce and gas; accounts refused by the core."""
+    m = daemon.metrics
+    ingest = daemon.chain_ingest
+    if ingest is not None:
+        s = ingest.status
+        m.chain_block.set(s.last_block, "ingested")
+        m.chain_block.set(s.head, "head")
+        m.chain_behind.set(s.behind)
+        m.chain_connected.set(1 if s.connected else 0)
+        m.chain_reorgs.set(s.reorgs)
+    executor = daemon.runner.executor if daemon.runner is not None else None
+    pending = getattr(executor, "pending", None)
+    if callable(pending):
+        m.chain_pending.set(len(pending()))
+        m.chain_nonce.set(float(getattr(executor, "next_nonce", 0) or 0))
+        m.chain_gas.set(float(getattr(executor, "gas_used", 0)))
+    refused = sum(len(getattr(p.core, "refused", {})) for p in daemon.keeper_projectors())
+    m.chain_refused.set(refused)
+
+
 class Status:
     """``keeper.app.admin.AdminProvider`` over a running ``Daemon``."""
 
@@ -145,8 +168,18 @@ class Status:
         stale = sorted(self.daemon.pipeline.watchdog.stale) if self.daemon.pipeline else []
         unsafe = sorted({s for c in self.daemon.cores() for s in c.state.unsafe})
         behind = [n for n, b in lag.items() if b]
-        ok = not behind and not stale and self.healthy()
-        return ok, {"behind": behind, "log_last": last, "stale_feeds": stale, "unsafe": unsafe}
+        chain: dict[str, Any] = {}
+        ingest = self.daemon.chain_ingest
+        if ingest is not None:
+            s = ingest.status
+            chain = {"last_block": s.last_block, "head": s.head, "blocks_behind": s.behind,
+                     "connected": s.connected, "error": s.error}
+        chain_ok = not chain or bool(chain["connected"])
+        ok = not behind and not stale and chain_ok and self.healthy()
+        out: dict[str, Any] = {"behind": behind, "log_last": last, "stale_feeds": stale, "unsafe": unsafe}
+        if chain:
+            out["chain"] = chain
+        return ok, out
 
     def metrics(self) -> Metrics:
         m = self.daemon.metrics
@@ -155,6 +188,7 @@ class Status:
             for sym, t in core.state.price_time.items():
                 m.feed_staleness.set(max(now - t, 0) / 1e6, sym)
         sync_runner(self.daemon)
+        sync_chain(self.daemon)
         return m
 
     async def account(self, account_id: str) -> dict[str, Any] | None:

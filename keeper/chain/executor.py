@@ -127,6 +127,7 @@ class ChainExecutor:
         self._approved: set[str] = set()
         self.gas_used = 0
         self.counts: dict[str, int] = {}
+        self._waiting: set[str] = set()
 
     # ------------------------------------------------------------------ start
 
@@ -159,6 +160,14 @@ class ChainExecutor:
 
     async def close(self) -> None:
         await self.rpc.close()
+
+    @property
+    def next_nonce(self) -> int | None:
+        return self._nonce
+
+    def pending(self) -> list[ev.ChainTxSigned]:
+        """The newest signed transaction of each intent this process is still waiting on."""
+        return [txs[-1] for intent, txs in self.signed.items() if intent in self._waiting]
 
     def _count(self, what: str) -> None:
         self.counts[what] = self.counts.get(what, 0) + 1
@@ -282,6 +291,15 @@ class ChainExecutor:
                       resend: bool) -> Submission:
         """Broadcast (again) the newest transaction of the intent and wait for its outcome,
         replacing it with higher fees while it is stuck."""
+        intent = decision.intent_id
+        self._waiting.add(intent)
+        try:
+            return await self._settle_waiting(decision, txs, resend=resend)
+        finally:
+            self._waiting.discard(intent)
+
+    async def _settle_waiting(self, decision: ev.Decision, txs: list[ev.ChainTxSigned], *,
+                              resend: bool) -> Submission:
         intent = decision.intent_id
         receipt = await self._receipt_of([t.tx_hash for t in txs]) if resend else None
         if receipt is None:

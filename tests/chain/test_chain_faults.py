@@ -21,6 +21,7 @@ from eth_account import Account
 from keeper.app.chain_role import start_chain_ingest
 from keeper.app.cli import main as cli_main
 from keeper.app.config import load_config
+from keeper.app.status import Status
 from keeper.chain.anvil import Anvil, free_port
 from keeper.chain.ingest import ChainIngest, ChainMismatch
 from keeper.chain.morpho import MorphoVenue
@@ -147,6 +148,11 @@ async def test_the_node_killed_and_restarted_from_its_state_is_waited_out(
             return not ingest.status.connected and bool(ingest.status.error)
 
         await wait_for(disconnected)
+        assert d.log is not None
+        status = Status(d, d.log)
+        ok, detail = await status.ready()
+        assert not ok and detail["chain"]["connected"] is False and detail["chain"]["error"]
+        assert 'keeper_chain_connected 0' in status.metrics().render()
         await asyncio.sleep(0.5)
         private_anvil.start(private_anvil.port, chain_id=31337, load_state=state,
                             extra_args=["--disable-block-gas-limit", "--base-fee", "1"])
@@ -157,6 +163,7 @@ async def test_the_node_killed_and_restarted_from_its_state_is_waited_out(
             return ingest.status.connected
 
         await wait_for(reconnected)
+        assert 'keeper_chain_connected 1' in status.metrics().render()
         await book.crash()
 
         async def all_confirmed() -> bool:

@@ -20,6 +20,7 @@ from eth_account import Account
 from keeper.app.cli import main as cli_main
 from keeper.app.config import Config, load_config
 from keeper.app.daemon import Daemon, read_all
+from keeper.app.status import Status
 from keeper.chain.anvil import Anvil
 from keeper.chain.testnet import LocalMorpho
 from keeper.domain import events as ev
@@ -149,6 +150,12 @@ async def test_daemon_liquidates_each_unhealthy_position_once_and_nothing_else(
         for _ in range(5):  # more blocks: nothing more may happen
             await net.rpc.call("evm_mine")
             await asyncio.sleep(0.1)
+        assert d.log is not None
+        _, detail = await Status(d, d.log).ready()
+        assert detail["chain"]["connected"] is True and detail["chain"]["blocks_behind"] <= 1
+        text = Status(d, d.log).metrics().render()
+        assert 'keeper_chain_block{which="ingested"}' in text and "keeper_chain_gas_used" in text
+        assert "keeper_chain_pending_transactions 0" in text
     events = await outcomes(redis_url)
     on_chain = await liquidations_on_chain(net)
     hit = sorted((str(a["borrower"]), str(a["id"])) for a in on_chain)
