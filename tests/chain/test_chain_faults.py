@@ -22,12 +22,15 @@ from keeper.app.chain_role import start_chain_ingest
 from keeper.app.cli import main as cli_main
 from keeper.app.config import load_config
 from keeper.app.status import Status
+from keeper.chain.aave import AaveVenue
+from keeper.chain.aave_testnet import LocalAave
 from keeper.chain.anvil import Anvil, free_port
 from keeper.chain.ingest import ChainIngest, ChainMismatch
 from keeper.chain.morpho import MorphoVenue
 from keeper.chain.rpc import ChainUnavailable, Rpc
 from keeper.chain.testnet import LocalMorpho
 from keeper.domain import events as ev
+from keeper.domain.aave_v3.core import AaveCore
 from keeper.domain.morpho.core import MorphoCore
 from keeper.domain.params import KeeperParams
 from keeper.testing import MemoryEventLog
@@ -260,3 +263,45 @@ def _cfg_env(redis_url: str, anvil: Anvil, net: LocalMorpho, markets: list[str])
         "KEEPER_VENUE__MARKETS": "[" + ", ".join(f'"{m}"' for m in markets) + "]",
         "KEEPER_ADMIN__ENABLED": "false",
     }
+
+
+async def test_a_reorg_on_aave_undoes_the_supply_and_borrow_it_removed(chain: Rpc) -> None:
+    """The Aave fold's journal: the orphaned blocks' token and pool events are undone newest
+    first, and the keeper's scaled balances and reserve data equal the pool's own after it."""
+    net = await LocalAave.deploy(chain)
+    weth = await net.add_reserve("WETH", 18, ltv_bps=8000, threshold_bps=8250, bonus_bps=10500,
+                                 reserve_factor_bps=1000, protocol_fee_bps=1000, price8=2_000 * 10**8)
+    usdc = await net.add_reserve("USDC", 6, ltv_bps=8500, threshold_bps=8800, bonus_bps=10450,
+                                 reserve_factor_bps=1000, protocol_fee_bps=0, price8=10**8)
+    await net.supply(usdc, 10**12, "0x" + "1f" * 20)
+    user = "0x" + "e6" * 20
+    await net.supply(weth, 10**18, user)
+    log = MemoryEventLog()
+    venue = AaveVenue(net.rpc, net.provider)
+    await venue.resolve()
+    ingest = ChainIngest(net.rpc, log, venue="aave-v3.0", chain_id=31337, source=venue)
+    await ingest.start()
+    await ingest.sync()
+    snap = await net.rpc.call("evm_snapshot")
+    await net.supply(weth, 2 * 10**18, user)  # N+1 (and more blocks: mint, approve, supply)
+    await net.borrow(usdc, 1_000 * 10**6, user)  # the Borrow the reorg removes
+    await ingest.sync()
+    await net.rpc.call("evm_revert", snap)
+    for _ in range(6):  # another branch, longer: empty blocks
+        await net.rpc.call("evm_mine")
+    await ingest.sync()
+    assert ingest.status.reorgs == 1
+    core = AaveCore(KeeperParams(profile="aave-v3.0", chain="aave-v3.0"))
+    for e in await log.read("0-0", 100_000):
+        core.handle(e.id, e.event)
+    assert core.quarantined == 0, core.last_quarantine
+    mine = core.state.users[user]
+    a_weth, _, _ = await net.reserve_tokens(weth)
+    scaled = int((await net.view("AToken", a_weth.lower(), "scaledBalanceOf", user))[0])
+    assert mine.supplied[weth] == scaled == 10**18  # the second supply is gone
+    assert usdc not in mine.borrowed  # and so is the borrow
+    r = core.state.reserves[usdc]
+    data = await net.view("Pool", net.pool, "getReserveData", usdc)
+    fields = data[0]
+    assert (r.liquidity_index, r.variable_index, r.liquidity_rate, r.variable_rate, r.last_update) == (
+        int(fields[1]), int(fields[3]), int(fields[2]), int(fields[4]), int(fields[6]))
