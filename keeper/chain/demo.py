@@ -74,7 +74,7 @@ class ChainDemoOptions:
     end: str = "2025-10-11T00:00:00Z"
     shared_data: Path | None = None
     seed: int = 7
-    settle_s: float = 3.0
+    settle_s: float = 30.0
     """The longest wait, after each price block, for both keepers to have read the chain's head
     and settled every intent (a chain's blocks are seconds apart: the keeper has that time)."""
     redis_url: str | None = None

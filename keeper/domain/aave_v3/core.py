@@ -85,6 +85,7 @@ class AaveCore(ChainCore):
 
     def scan(self, frame: ev.ChainBlock) -> Iterator[tuple[str, Breach | None]]:
         now = frame.block_time
+        cache: lq.Indexes = {}
         for who in sorted(self.state.users):
             user = self.state.users[who]
             if not user.borrowed:
@@ -96,7 +97,7 @@ class AaveCore(ChainCore):
                 yield key, None
                 continue
             self.refused.pop(key, None)
-            acct = lq.account(self.state, user, now)
+            acct = lq.account(self.state, user, now, cache)
             if acct.health_factor >= lq.HF_THRESHOLD or lq.pick_pair(self.state, acct) is None:
                 yield key, None
                 continue

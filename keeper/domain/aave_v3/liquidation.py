@@ -61,18 +61,35 @@ class Account(NamedTuple):
     """WAD; ``2**256 - 1`` with no debt, as the contract says."""
 
 
-def holdings(state: AaveState, user: User, now: int) -> dict[str, Holding]:
+Indexes = dict[str, tuple[int, int]]
+"""asset -> (normalised income, normalised debt) at one block time: the same for every account,
+so a scan of many accounts computes them once per reserve."""
+
+
+def indexes(state: AaveState, asset: str, now: int, cache: Indexes | None = None) -> tuple[int, int]:
+    """The reserve's normalised income and debt at ``now`` (through ``cache`` when given)."""
+    if cache is not None and asset in cache:
+        return cache[asset]
+    r = state.reserves[asset]
+    got = (normalized_income(r.liquidity_index, r.liquidity_rate, r.last_update, now),
+           normalized_debt(r.variable_index, r.variable_rate, r.last_update, now))
+    if cache is not None:
+        cache[asset] = got
+    return got
+
+
+def holdings(state: AaveState, user: User, now: int, cache: Indexes | None = None) -> dict[str, Holding]:
     """The account's balances at block time ``now``, by asset."""
     out: dict[str, Holding] = {}
     for asset in sorted({*user.supplied, *user.borrowed}):
         r = state.reserves[asset]
+        income, debt_index = indexes(state, asset, now, cache)
         supplied = user.supplied.get(asset, 0)
         if supplied:
-            supplied = ray_mul(supplied, normalized_income(r.liquidity_index, r.liquidity_rate,
-                                                           r.last_update, now))
+            supplied = ray_mul(supplied, income)
         debt = user.borrowed.get(asset, 0)
         if debt:
-            debt = ray_mul(debt, normalized_debt(r.variable_index, r.variable_rate, r.last_update, now))
+            debt = ray_mul(debt, debt_index)
         out[asset] = Holding(r, supplied, debt, asset in user.collateral and r.threshold != 0)
     return out
 
@@ -81,9 +98,9 @@ def decimals_of(state: AaveState, asset: str) -> int:
     return state.decimals.get(asset, 18)
 
 
-def account(state: AaveState, user: User, now: int) -> Account:
+def account(state: AaveState, user: User, now: int, cache: Indexes | None = None) -> Account:
     """``calculateUserAccountData`` (v3.0.2) at ``now`` with the reserves' frame prices."""
-    hs = holdings(state, user, now)
+    hs = holdings(state, user, now, cache)
     coll = debt = weighted = 0
     for asset, h in hs.items():
         unit = 10 ** decimals_of(state, asset)
