@@ -22,8 +22,11 @@ log = structlog.get_logger("keeper.compare")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--window", action="append", required=True,
+    parser.add_argument("--window", action="append",
                         help="crash window (the tidy file's event: 2025-10-10, 2022-06, 2021-05-19, ...)")
+    parser.add_argument("--chain-log", action="append", type=Path, metavar="FILE",
+                        help="instead: a chain venue's exported log (keeper demo --venue chain --export "
+                             "DIR writes one a protocol); give one of each protocol to compare them")
     parser.add_argument("--data-dir", type=Path, default=None,
                         help="folder with event_windows_tidy.csv.gz "
                         "(default: $KEEPER_DATA_DIR or ../shared/data)")
@@ -51,6 +54,10 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from keeper.replay.compare import compare, load_window, plot_comparisons
 
+    if args.chain_log:
+        return _chain(args.chain_log)
+    if not args.window:
+        raise ConfigError("--window: give a crash window (or --chain-log FILE)")
     src = data_dir(args.data_dir)
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
@@ -72,3 +79,15 @@ def _run(args: argparse.Namespace) -> int:
     png = plot_comparisons(results, out / "compare.png")
     print(f"wrote {png} and compare-<window>.txt/.json in {out}")
     return 0
+
+
+def _chain(paths: list[Path]) -> int:
+    from keeper.chain.compare import summarise_log
+    from keeper.chain.demo import ChainDemoSummary, render
+
+    for p in paths:
+        if not p.is_file():
+            raise ConfigError(f"--chain-log: no such file {p}")
+    protocols = [summarise_log(p) for p in paths]
+    print(render(ChainDemoSummary(0, ", ".join(str(p) for p in paths), 0, 0.0, protocols)))
+    return 0 if all(p.sound for p in protocols) else 1

@@ -28,7 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="wall milliseconds between price ticks (the playback pace)")
     parser.add_argument("--step", type=Decimal, default=Decimal("0.001"),
                         help="largest move of a price between two ticks, as a fraction (0.001 = 0.1%%)")
-    parser.add_argument("--export", type=Path, metavar="FILE", help="write the run's log as NDJSON")
+    parser.add_argument("--export", type=Path, metavar="FILE",
+                        help="write the run's log as NDJSON (--venue chain: a folder, one log a protocol)")
     parser.add_argument("--summary-json", type=Path, metavar="FILE", help="write the summary as JSON")
     parser.add_argument("--data-dir", type=Path, default=Path(".keeper/demo"),
                         help="working folder, emptied first (default .keeper/demo)")
@@ -59,7 +60,7 @@ def _run_chain(args: argparse.Namespace) -> int:
 
     start = args.start if args.start != "2025-10-10T18:00:00Z" else "2025-10-10T19:00:00Z"
     opts = ChainDemoOptions(accounts=args.accounts or 1_000, window=args.window, start=start, end=args.end,
-                            shared_data=args.shared_data or default_shared_data())
+                            shared_data=args.shared_data or default_shared_data(), export=args.export)
     summary = asyncio.run(run_chain_demo(opts))
     print(render_chain(summary))
     if args.summary_json is not None:

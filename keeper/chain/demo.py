@@ -54,6 +54,7 @@ from keeper.replay.source import log_batches
 from keeper.replay.verify import Verifier
 from keeper.sim.prices import Tick, synthetic_crash
 from keeper.store.embedded import EmbeddedRedis
+from keeper.store.ndjson import export_log
 from keeper.store.redis_log import RedisEventLog
 
 _log = structlog.get_logger("keeper.chain.demo")
@@ -74,6 +75,9 @@ class ChainDemoOptions:
     end: str = "2025-10-11T00:00:00Z"
     shared_data: Path | None = None
     seed: int = 7
+    export: Path | None = None
+    """A folder to write both logs into (``morpho-blue.ndjson``, ``aave-v3.0.ndjson``, each with its
+    run manifest): ``keeper replay`` and ``keeper compare --chain-log`` read them."""
     settle_s: float = 30.0
     """The longest wait, after each price block, for both keepers to have read the chain's head
     and settled every intent (a chain's blocks are seconds apart: the keeper has that time)."""
@@ -273,6 +277,8 @@ async def run_chain_demo(opts: ChainDemoOptions) -> ChainDemoSummary:
         for shard, s in enumerate(summaries):
             s.divergences = await _verify(redis_url, str(shard))
             s.sound = s.sound and s.divergences == 0
+        if opts.export is not None:
+            await _export(redis_url, opts.export)
         return ChainDemoSummary(len(book.who), source, len(path) - 1, time.monotonic() - started, summaries)
     finally:
         await rpc.close()
@@ -310,6 +316,20 @@ async def _verify(redis_url: str, shard: str) -> int:
         return len(verifier.finish().divergences)
     finally:
         await lg.close()
+
+
+async def _export(redis_url: str, folder: Path) -> None:
+    await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
+    for shard, name in (("0", "morpho-blue"), ("1", "aave-v3.0")):
+        lg = await RedisEventLog.connect(redis_url, shard=shard)
+        try:
+            path = folder / f"{name}.ndjson"
+            await export_log(lg, path)
+            live = await mf.read_redis(lg.client, shard=shard)
+            if live is not None:
+                mf.write_file(mf.manifest_path(path), live)
+        finally:
+            await lg.close()
 
 
 async def _log_events(redis_url: str, shard: str) -> list[ev.Event]:

@@ -49,3 +49,23 @@ def test_the_chain_demo_command_prints_both_protocols_and_writes_json(tmp_path: 
     summary = json.loads(out.read_text())
     assert summary["sound"] is True
     assert [p["protocol"] for p in summary["protocols"]] == ["morpho-blue (isolated)", "aave-v3.0 (cross)"]
+
+
+@pytest.mark.slow
+async def test_keeper_compare_reads_the_same_figures_from_the_exported_chain_logs(
+        data_dir: Path, tmp_path: Path) -> None:
+    opts = ChainDemoOptions(accounts=30, start="2025-10-10T20:45:00Z", end="2025-10-10T22:00:00Z",
+                            shared_data=data_dir, export=tmp_path)
+    live = await run_chain_demo(opts)
+    run = subprocess.run([KEEPER, "compare", "--chain-log", str(tmp_path / "morpho-blue.ndjson"),
+                          "--chain-log", str(tmp_path / "aave-v3.0.ndjson")],
+                         capture_output=True, text=True, timeout=120, check=False)
+    assert run.returncode == 0, run.stdout + run.stderr[-2000:]
+    for p in live.protocols:  # the chain's own figures, read back from the logs alone
+        assert p.protocol in run.stdout
+    lines = {ln.split("  ")[0]: ln for ln in run.stdout.splitlines()}
+    row = lines["liquidations on chain"].split()
+    assert [int(row[-2]), int(row[-1])] == [p.liquidations for p in live.protocols]
+    repaid = lines["debt repaid (USD)"].replace(",", "").split()
+    want = [p.debt_repaid_usd for p in live.protocols]
+    assert [float(repaid[-2]), float(repaid[-1])] == pytest.approx(want, abs=0.01)
