@@ -84,6 +84,12 @@ class AdminProvider(Protocol):
         """Per symbol: ``symbol``, ``price``, ``age_s``, ``state`` (``ok``/``stale``/...)."""
         ...
 
+    async def chain(self) -> list[dict[str, Any]]:
+        """A chain venue's rows (``what``, ``value``): blocks ingested and behind the head, the
+        node's state, gas used, and every transaction signed and not yet mined with its nonce;
+        empty without a chain venue."""
+        ...
+
     async def pause(self, scope: str, reason: str) -> str | None:
         """Record ``KeeperPaused(scope, reason)`` in the log; return its entry id if known."""
         ...
@@ -184,6 +190,9 @@ class _Routes:
     async def feeds(self, _req: web.Request) -> web.Response:
         return _json(await self.p.feeds())
 
+    async def chain(self, _req: web.Request) -> web.Response:
+        return _json(await self.p.chain())
+
     async def config_view(self, _req: web.Request) -> web.Response:
         if self.config is None:
             return _json({"error": "no config given to the admin app"}, status=404)
@@ -269,6 +278,7 @@ def build_admin_app(provider: AdminProvider, token: Secret | None, *,
     app.router.add_get("/at-risk", r.at_risk)
     app.router.add_get("/liquidations/recent", r.liquidations)
     app.router.add_get("/feeds", r.feeds)
+    app.router.add_get("/chain", r.chain)
     app.router.add_get("/config", r.config_view)
     app.router.add_post("/pause", r.pause)
     app.router.add_post("/resume", r.resume)

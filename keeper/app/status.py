@@ -274,6 +274,27 @@ class Status:
                  "state": "unsafe" if sym in s.unsafe else ("stale" if sym in stale else "ok")}
                 for sym in sorted(s.prices)]
 
+    async def chain(self) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = []
+        ingest = self.daemon.chain_ingest
+        if ingest is not None:
+            s = ingest.status
+            rows += [{"what": "last block ingested", "value": s.last_block},
+                     {"what": "blocks behind the head", "value": s.behind},
+                     {"what": "node", "value": "answers" if s.connected else f"unreachable: {s.error}"},
+                     {"what": "reorganisations undone", "value": s.reorgs}]
+        executor = self.daemon.runner.executor if self.daemon.runner is not None else None
+        pending = getattr(executor, "pending", None)
+        if callable(pending):
+            rows += [{"what": "gas used", "value": getattr(executor, "gas_used", 0)},
+                     {"what": "next nonce", "value": getattr(executor, "next_nonce", None)}]
+            rows += [{"what": f"pending: nonce {t.nonce}", "value": f"{t.tx_hash} ({t.intent_id})"}
+                     for t in sorted(pending(), key=lambda t: t.nonce)]
+        refused = {k: v for p in self.daemon.keeper_projectors()
+                   for k, v in getattr(p.core, "refused", {}).items()}
+        rows += [{"what": f"refused: {k}", "value": v} for k, v in sorted(refused.items())[:20]]
+        return rows
+
     async def pause(self, scope: str, reason: str) -> str | None:
         now = wall_clock_us()
         ids = await self.log.append([ev.KeeperPaused(event_id=f"pause:{scope}:{now}", ts_event=now,

@@ -80,6 +80,9 @@ class FakeProvider:
     async def feeds(self) -> list[dict[str, Any]]:
         return FEEDS
 
+    async def chain(self) -> list[dict[str, Any]]:
+        return []
+
     async def pause(self, scope: str, reason: str) -> str | None:
         self.paused.append((scope, reason))
         return f"1760054400{len(self.paused):03d}-0"

@@ -156,6 +156,8 @@ async def test_daemon_liquidates_each_unhealthy_position_once_and_nothing_else(
         text = Status(d, d.log).metrics().render()
         assert 'keeper_chain_block{which="ingested"}' in text and "keeper_chain_gas_used" in text
         assert "keeper_chain_pending_transactions 0" in text
+        rows = {r["what"]: r["value"] for r in await Status(d, d.log).chain()}
+        assert rows["node"] == "answers" and rows["gas used"] > 0 and rows["next nonce"] >= 3
     events = await outcomes(redis_url)
     on_chain = await liquidations_on_chain(net)
     hit = sorted((str(a["borrower"]), str(a["id"])) for a in on_chain)

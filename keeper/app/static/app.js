@@ -21,6 +21,12 @@ const VIEWS = [
     rowClass: (r) => (r.outcome === "rejected" || r.outcome === "expired" ? "warn" : ""),
   },
   {
+    url: "/chain", table: "chain", empty: "no chain venue",
+    key: (r) => r.what,
+    cells: (r) => [r.what, r.value],
+    rowClass: (r) => (String(r.value).startsWith("unreachable") ? "bad" : ""),
+  },
+  {
     url: "/feeds", table: "feeds", empty: "no feed",
     key: (r) => r.symbol,
     cells: (r) => [r.symbol, fmt(r.price), fmt(r.age_s), r.state],
