@@ -305,3 +305,27 @@ async def test_a_reorg_on_aave_undoes_the_supply_and_borrow_it_removed(chain: Rp
     fields = data[0]
     assert (r.liquidity_index, r.variable_index, r.liquidity_rate, r.variable_rate, r.last_update) == (
         int(fields[1]), int(fields[3]), int(fields[2]), int(fields[4]), int(fields[6]))
+
+
+async def test_blocks_are_read_only_once_they_are_confirmations_deep(morpho: LocalMorpho) -> None:
+    net = morpho
+    book = Book(net)
+    await book.open()
+    log = MemoryEventLog()
+    venue = MorphoVenue(net.rpc, net.morpho)
+    ingest = ChainIngest(net.rpc, log, venue="morpho-blue", chain_id=31337, source=venue, confirmations=3)
+    await ingest.start()
+    await ingest.sync()
+    head = int(await net.rpc.call("eth_blockNumber"), 16)
+    assert ingest.status.last_block == head - 3
+    borrower = "0x" + "e7" * 20
+    await net.impersonate([borrower])
+    await net.collateral(book.m1, borrower, 10**18)  # head + 1
+    await ingest.sync()
+    logged = [e.event for e in await log.read("0-0", 100_000)]
+    assert not any(isinstance(e, ev.ChainLog) and e.args.get("onBehalf") == borrower for e in logged)
+    for _ in range(3):
+        await net.rpc.call("evm_mine")
+    await ingest.sync()
+    logged = [e.event for e in await log.read("0-0", 100_000)]
+    assert any(isinstance(e, ev.ChainLog) and e.args.get("onBehalf") == borrower for e in logged)
