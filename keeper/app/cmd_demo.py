@@ -58,8 +58,11 @@ def _run_chain(args: argparse.Namespace) -> int:
     from keeper.chain.demo import ChainDemoOptions, run_chain_demo, summary_json
     from keeper.chain.demo import render as render_chain
 
-    start = args.start if args.start != "2025-10-10T18:00:00Z" else "2025-10-10T19:00:00Z"
-    opts = ChainDemoOptions(accounts=args.accounts or 1_000, window=args.window, start=start, end=args.end,
+    # the chain demo's own window where the sim demo's default is given: the three hours around
+    # the crash (each point a block, each liquidation a block too: a longer window is slow here)
+    default = args.start == "2025-10-10T18:00:00Z" and args.end == "2025-10-11T00:00:00Z"
+    start, end = ("2025-10-10T20:00:00Z", "2025-10-10T23:00:00Z") if default else (args.start, args.end)
+    opts = ChainDemoOptions(accounts=args.accounts or 1_000, window=args.window, start=start, end=end,
                             shared_data=args.shared_data or default_shared_data(), export=args.export)
     summary = asyncio.run(run_chain_demo(opts))
     print(render_chain(summary))

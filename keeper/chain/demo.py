@@ -71,8 +71,8 @@ STEP_S = 75
 class ChainDemoOptions:
     accounts: int = 1_000
     window: str = "2025-10-10"
-    start: str = "2025-10-10T19:00:00Z"
-    end: str = "2025-10-11T00:00:00Z"
+    start: str = "2025-10-10T20:00:00Z"
+    end: str = "2025-10-10T23:00:00Z"
     shared_data: Path | None = None
     seed: int = 7
     export: Path | None = None

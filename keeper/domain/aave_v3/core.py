@@ -88,7 +88,7 @@ class AaveCore(ChainCore):
         cache: lq.Indexes = {}
         for who in sorted(self.state.users):
             user = self.state.users[who]
-            if not user.borrowed:
+            if not user.borrowed and not user.stable:
                 continue
             key = f"{who}/{BUCKET}"
             why = self.why_refused(user)

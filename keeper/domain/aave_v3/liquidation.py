@@ -155,6 +155,10 @@ def liquidation(state: AaveState, user: User, now: int, *, collateral: str, debt
         collateral_decimals=decimals_of(state, collateral), bonus_bps=c_res.bonus,
         protocol_fee_bps=c_res.protocol_fee)
     to_liquidator = s.collateral_units - s.protocol_fee_units
+    if s.debt_units == 0 or to_liquidator == 0:
+        # the debt token's (or the aToken's) burn of nothing: ``_burnScaled`` requires a non-zero
+        # scaled amount
+        raise Reverts("25", "INVALID_BURN_AMOUNT")
     fee = s.protocol_fee_units
     if fee:
         # the collateral's index at ``now``: the aTokens burnt for the liquidator, then the fee

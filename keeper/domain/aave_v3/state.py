@@ -187,7 +187,11 @@ def _token_event(tx: _Tx, e: ChainLog) -> None:
     if kind == "s":  # stable debt: only whether the user holds some
         who = _addr(e, "onBehalfOf") if e.name == "Mint" else _addr(e, "from")
         u = tx.user(who)
-        left = _int(e, "currentBalance") + (_int(e, "amount") if e.name == "Mint" else -_int(e, "amount"))
+        # StableDebtToken: a Burn's amount is the repayment less the interest it first accrued
+        # (balanceIncrease), so what is left is currentBalance - amount - balanceIncrease; a Mint
+        # (a borrow, or a repayment smaller than the interest) always leaves some
+        left = 1 if e.name == "Mint" else (
+            _int(e, "currentBalance") - _int(e, "amount") - _int(e, "balanceIncrease"))
         u.stable = _flag(u.stable, asset, left > 0)
         tx.state.users[who] = u
         return
