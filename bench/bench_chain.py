@@ -93,9 +93,9 @@ async def _aave(rpc: Rpc) -> tuple[LocalAave, dict[str, str], list[Move]]:
         who, hf = "0x" + f"{i + 1:040x}", 1.30 + 0.01 * i
         await net.supply(weth, 10**18, who)
         await net.borrow(usdc, int(2_000 * 0.825 / hf * 10**6), who)
-    for i in range(ROUNDS):
+    for i in range(ROUNDS):  # the price falls step by step: each step breaches account i
         moves.append((net.oracle, "PriceOracle", "setAssetPrice",
-                      (weth, int(2_000 * 10**8 * 0.995 / (1.30 + 0.01 * (ROUNDS - 1 - i))))))
+                      (weth, int(2_000 * 10**8 * 0.995 / (1.30 + 0.01 * i)))))
     who = Account.from_key(KEY).address.lower()
     await net.impersonate([who])
     await net.send(who, usdc, "MintableERC20", "mint", who, 10**15)
