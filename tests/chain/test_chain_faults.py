@@ -228,7 +228,7 @@ async def test_executor_killed_at_each_step_liquidates_each_intent_once(
     await net.rpc.call("anvil_setBalance", LIQUIDATOR, hex(10**22))
     await net.fund(net.markets[book.m1].loan_token, LIQUIDATOR, 10**30)
     cfg = chain_config(redis_url, anvil, net, [book.m1, book.m2])
-    cfg_env = _cfg_env(redis_url, anvil, net, [book.m1, book.m2])
+    cfg_env = _cfg_env(redis_url, anvil, net.morpho, [book.m1, book.m2])
     # ingest and keeper here; the executor role in its own process, killed and restarted
     async with running(cfg, roles=("ingest", "keeper")):
         proc = await _executor(_env(cfg_env, crash))
@@ -253,13 +253,13 @@ async def test_executor_killed_at_each_step_liquidates_each_intent_once(
     await _verifies(redis_url, tmp_path / "chain.ndjson")
 
 
-def _cfg_env(redis_url: str, anvil: Anvil, net: LocalMorpho, markets: list[str]) -> dict[str, str]:
+def _cfg_env(redis_url: str, anvil: Anvil, address: str, markets: list[str]) -> dict[str, str]:
     return {
         "REDIS_URL": redis_url, "KEEPER_CHAIN_KEY": LIQUIDATOR_KEY,
         "KEEPER_KEEPER__PROFILE": "morpho-blue", "KEEPER_KEEPER__MODE": "live",
         "KEEPER_EXECUTION__EXECUTOR": "chain", "KEEPER_VENUE__KIND": "evm",
         "KEEPER_VENUE__RPC_URL": anvil.http_url, "KEEPER_VENUE__CHAIN_ID": "31337",
-        "KEEPER_VENUE__ADDRESS": net.morpho,
+        "KEEPER_VENUE__ADDRESS": address,
         "KEEPER_VENUE__MARKETS": "[" + ", ".join(f'"{m}"' for m in markets) + "]",
         "KEEPER_ADMIN__ENABLED": "false",
     }
@@ -329,3 +329,39 @@ async def test_blocks_are_read_only_once_they_are_confirmations_deep(morpho: Loc
     await ingest.sync()
     logged = [e.event for e in await log.read("0-0", 100_000)]
     assert any(isinstance(e, ev.ChainLog) and e.args.get("onBehalf") == borrower for e in logged)
+
+
+@pytest.mark.parametrize("crash", ["before_broadcast", "after_broadcast", "after_submit"])
+async def test_aave_executor_killed_at_each_step_sends_each_intent_once(
+        chain: Rpc, anvil: Anvil, redis_url: str, crash: str, tmp_path: Path) -> None:
+    from tests.chain.test_aave_daemon import Pool, aave_config, liquidation_calls
+
+    net = await LocalAave.deploy(chain)
+    pool = Pool(net)
+    await pool.open()
+    cfg = aave_config(redis_url, anvil, net)
+    env = {**_cfg_env(redis_url, anvil, net.provider, []), "KEEPER_KEEPER__PROFILE": "aave-v3.0",
+           "KEEPER_VENUE__PROTOCOL": "aave-v3.0"}
+    async with running(cfg, roles=("ingest", "keeper")):
+        proc = await _executor(_env(env, crash))
+        await pool.crash()
+        assert await asyncio.wait_for(proc.wait(), 60) == 137, f"the executor should have died at {crash}"
+        proc = await _executor(_env(env, None))
+        try:
+            async def answered() -> bool:
+                events = await outcomes(redis_url)
+                intents = {e.event_id for e in events if isinstance(e, ev.LiquidationIntended)}
+                done = {e.intent_id for e in events if isinstance(e, ev._Outcome)
+                        and not isinstance(e, ev.LiquidationSubmitted)}
+                return bool(intents) and intents <= done
+
+            await wait_for(answered, 60)
+        finally:
+            proc.terminate()
+            await asyncio.wait_for(proc.wait(), 30)
+    events = await outcomes(redis_url)
+    confirmed = [e.venue_ref for e in events if isinstance(e, ev.LiquidationConfirmed)]
+    calls = [tx for tx, _ in await liquidation_calls(net)]
+    assert sorted(calls) == sorted(confirmed) and len(set(calls)) == len(calls)  # once each, all recorded
+    assert pool.who["falls"] in {str(a["user"]) for _, a in await liquidation_calls(net)}
+    await _verifies(redis_url, tmp_path / "aave.ndjson")
