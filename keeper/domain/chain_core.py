@@ -17,16 +17,17 @@ whole). This base holds the rest, the same for every protocol:
   and in replay alike.
 - **Ids.** ``liq:<account>/<bucket>@<frame entry id>``, as every keeper core derives them.
 
-A subclass provides ``apply_log``, ``undo_log``, ``apply_block`` (the fold), ``scan`` (every
-position with debt: its key and, where liquidatable, its health and a way to build the
-decision) and ``state_bytes``/``load_state`` (its state in the snapshot).
+A subclass sets ``VENUE`` (its default venue name), ``STATE`` (its state's msgspec type: the
+snapshot encodes it as JSON) and ``FORMAT``, keeps its state in ``self.state``, and provides
+``apply_log``, ``undo_log``, ``apply_block`` (the fold) and ``scan`` (every position with debt:
+its key and, where liquidatable, its health and a way to build the decision).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from fractions import Fraction
-from typing import NamedTuple
+from typing import Any, ClassVar, NamedTuple, Self
 
 import msgspec
 
@@ -63,13 +64,17 @@ class _Saved(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class ChainCore:
-    """The ``Core`` of a chain venue (module docstring). Subclasses set ``FORMAT``."""
+    """The ``Core`` of a chain venue (module docstring)."""
 
-    FORMAT = 0
+    FORMAT: ClassVar[int] = 0
+    VENUE: ClassVar[str] = ""
+    STATE: ClassVar[type[Any]]
+    state: Any
+    """The protocol's state (a ``STATE``; it has the ``block`` of its latest frame)."""
 
-    def __init__(self, params: KeeperParams, venue: str) -> None:
+    def __init__(self, params: KeeperParams, venue: str | None = None) -> None:
         self.params = params
-        self.venue = venue
+        self.venue = venue or self.VENUE
         self._offset = "0-0"
         self.applied = 0
         self.busy: dict[str, str] = {}
@@ -102,10 +107,18 @@ class ChainCore:
         raise NotImplementedError
 
     def state_bytes(self) -> bytes:
-        raise NotImplementedError
+        return msgspec.json.encode(self.state)
 
     def load_state(self, data: bytes) -> None:
-        raise NotImplementedError
+        self.state = msgspec.json.decode(data, type=self.STATE)
+        self.block = self.state.block
+
+    @classmethod
+    def restore(cls, data: bytes, params: KeeperParams, venue: str | None = None) -> Self:
+        """A core from its ``snapshot()`` bytes."""
+        core = cls(params, venue)
+        core._restore(data)
+        return core
 
     # ------------------------------------------------------------------ the Core protocol
 

@@ -21,8 +21,6 @@ from decimal import Decimal
 from fractions import Fraction
 from functools import partial
 
-import msgspec
-
 from keeper.domain import events as ev
 from keeper.domain.aave_v3 import liquidation as lq
 from keeper.domain.aave_v3.state import AaveState, User, apply_block, apply_log, undo_log
@@ -40,25 +38,14 @@ class AaveCore(ChainCore):
     """Folds an Aave pool's log entries and decides its liquidations (module docstring)."""
 
     FORMAT = CORE_FORMAT
+    VENUE = VENUE
+    STATE = AaveState
 
-    def __init__(self, params: KeeperParams, venue: str = VENUE) -> None:
+    def __init__(self, params: KeeperParams, venue: str | None = None) -> None:
         super().__init__(params, venue)
-        self.state = AaveState()
+        self.state: AaveState = AaveState()
         self.refused: dict[str, str] = {}
         """bucket key -> why the keeper does not decide that account."""
-
-    @classmethod
-    def restore(cls, data: bytes, params: KeeperParams, venue: str = VENUE) -> AaveCore:
-        core = cls(params, venue)
-        core._restore(data)
-        return core
-
-    def state_bytes(self) -> bytes:
-        return msgspec.json.encode(self.state)
-
-    def load_state(self, data: bytes) -> None:
-        self.state = msgspec.json.decode(data, type=AaveState)
-        self.block = self.state.block
 
     def apply_log(self, e: ev.ChainLog) -> None:
         apply_log(self.state, e)

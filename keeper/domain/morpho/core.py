@@ -17,8 +17,6 @@ from decimal import Decimal
 from fractions import Fraction
 from functools import partial
 
-import msgspec
-
 from keeper.domain import events as ev
 from keeper.domain.chain_core import Breach, ChainCore
 from keeper.domain.margin import get_profile
@@ -42,25 +40,14 @@ class MorphoCore(ChainCore):
     """Folds a Morpho venue's log entries and decides its liquidations (module docstring)."""
 
     FORMAT = CORE_FORMAT
+    VENUE = VENUE
+    STATE = MorphoState
 
-    def __init__(self, params: KeeperParams, venue: str = VENUE) -> None:
+    def __init__(self, params: KeeperParams, venue: str | None = None) -> None:
         super().__init__(params, venue)
-        self.state = MorphoState()
+        self.state: MorphoState = MorphoState()
         target = get_profile(params.profile).target_health if params.profile == VENUE else Decimal(1)
         self.target = int(target.scaleb(18).to_integral_value(rounding=decimal.ROUND_CEILING))
-
-    @classmethod
-    def restore(cls, data: bytes, params: KeeperParams, venue: str = VENUE) -> MorphoCore:
-        core = cls(params, venue)
-        core._restore(data)
-        return core
-
-    def state_bytes(self) -> bytes:
-        return msgspec.json.encode(self.state)
-
-    def load_state(self, data: bytes) -> None:
-        self.state = msgspec.json.decode(data, type=MorphoState)
-        self.block = self.state.block
 
     def apply_log(self, e: ev.ChainLog) -> None:
         apply_log(self.state, e)
