@@ -396,6 +396,7 @@ class Daemon:
         log = await self._connect()
         self.chain_ingest = await start_chain_ingest(self.config, log)
         self._closers.append(self.chain_ingest.rpc.close)
+        # its own stop never fires: like every intake task it is cancelled first at shutdown
         return [self._spawn(self.chain_ingest.run(asyncio.Event()), "chain-ingest")]
 
     async def _start_projectors(self, stop: asyncio.Event, workers: list[asyncio.Task[Any]]) -> None:
