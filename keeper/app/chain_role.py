@@ -12,7 +12,7 @@ from decimal import Decimal
 from keeper.app.config import Config
 from keeper.chain.aave import AaveVenue
 from keeper.chain.executor import ChainExecutor
-from keeper.chain.ingest import ChainIngest
+from keeper.chain.ingest import ChainIngest, check_node
 from keeper.chain.morpho import MorphoVenue
 from keeper.chain.rpc import Rpc
 from keeper.errors import ConfigError
@@ -20,7 +20,9 @@ from keeper.ports import EventLog
 
 
 async def _venue(cfg: Config, rpc: Rpc) -> MorphoVenue | AaveVenue:
+    """The protocol's venue on a node checked first (it answers, and serves the chain named)."""
     v = cfg.venue
+    await check_node(rpc, v.chain_id)
     if v.protocol == "aave-v3.0":
         venue = AaveVenue(rpc, v.address)
         await venue.resolve()

@@ -144,15 +144,7 @@ class ChainIngest:
 
     async def start(self) -> None:
         """Check the node and its chain id, then resume from what the log holds."""
-        try:
-            got = int(await self.rpc.call("eth_chainId"), 16)
-        except ChainUnavailable as exc:
-            raise ChainUnavailable(
-                f"the chain node at {redact_url(self.rpc.url)} does not answer: {exc}") from None
-        if got != self.chain_id:
-            raise ChainMismatch(
-                f"the node at {redact_url(self.rpc.url)} serves chain id {got}, the configuration "
-                f"names {self.chain_id}: fix [venue] chain_id or the RPC URL")
+        await check_node(self.rpc, self.chain_id)
         self.status.connected = True
         await self._resume()
 
@@ -364,6 +356,19 @@ class ChainIngest:
 
     def _count(self, logs: Sequence[ev.Event]) -> None:
         self.status.logs += len(logs)
+
+
+async def check_node(rpc: Rpc, chain_id: int) -> None:
+    """Refuse a node that does not answer (``ChainUnavailable``, its URL redacted) or serves
+    another chain than ``chain_id`` (``ChainMismatch``)."""
+    try:
+        got = int(await rpc.call("eth_chainId"), 16)
+    except ChainUnavailable as exc:
+        raise ChainUnavailable(f"the chain node at {redact_url(rpc.url)} does not answer: {exc}") from None
+    if got != chain_id:
+        raise ChainMismatch(
+            f"the node at {redact_url(rpc.url)} serves chain id {got}, the configuration "
+            f"names {chain_id}: fix [venue] chain_id or the RPC URL")
 
 
 async def _sleep_or_stop(stop: asyncio.Event, delay: float) -> None:

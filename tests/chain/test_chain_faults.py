@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from eth_account import Account
 
-from keeper.app.chain_role import start_chain_ingest
+from keeper.app.chain_role import start_chain_executor, start_chain_ingest
 from keeper.app.cli import main as cli_main
 from keeper.app.config import load_config
 from keeper.app.status import Status
@@ -64,13 +64,17 @@ async def test_a_node_that_does_not_answer_is_refused_with_its_url_redacted() ->
     assert "hunter2" not in text and "apikey123" not in text
 
 
-async def test_a_node_of_another_chain_is_refused_naming_both_ids(anvil: Anvil) -> None:
-    env = {"KEEPER_KEEPER__PROFILE": "morpho-blue", "KEEPER_VENUE__KIND": "evm",
-           "KEEPER_VENUE__RPC_URL": anvil.http_url, "KEEPER_VENUE__CHAIN_ID": "1",
-           "KEEPER_VENUE__ADDRESS": "0x" + "11" * 20}
+@pytest.mark.parametrize("protocol", ["morpho-blue", "aave-v3.0"])
+async def test_a_node_of_another_chain_is_refused_naming_both_ids(anvil: Anvil, protocol: str) -> None:
+    env = {"KEEPER_KEEPER__PROFILE": protocol, "KEEPER_VENUE__KIND": "evm",
+           "KEEPER_VENUE__PROTOCOL": protocol, "KEEPER_VENUE__RPC_URL": anvil.http_url,
+           "KEEPER_VENUE__CHAIN_ID": "1", "KEEPER_VENUE__ADDRESS": "0x" + "11" * 20,
+           "KEEPER_CHAIN_KEY": LIQUIDATOR_KEY}
     cfg = load_config(None, env=env, register_secrets=False)
     with pytest.raises(ChainMismatch, match=r"chain id 31337.*names 1"):
         await start_chain_ingest(cfg, MemoryEventLog())
+    with pytest.raises(ChainMismatch, match=r"chain id 31337.*names 1"):  # the executor role alone too
+        await start_chain_executor(cfg, MemoryEventLog())
 
 
 # ---------------------------------------------------------------- reorganisation
