@@ -365,18 +365,6 @@ def _why(reason: str) -> str:
     return reason
 
 
-async def _events_of(net: LocalMorpho | LocalAave, address: str, abi: str, name: str) -> list[dict[str, Any]]:
-    topic = net.abis[abi].topics[name]
-    logs = await net.rpc.call("eth_getLogs", {"fromBlock": "0x0", "toBlock": "latest", "address": address,
-                                              "topics": [topic]})
-    out = []
-    for raw in logs:
-        decoded = net.abis[abi].decode_log(raw)
-        assert decoded is not None
-        out.append({**decoded[1], "_tx": raw["transactionHash"], "_block": int(raw["blockNumber"], 16)})
-    return out
-
-
 async def _gas(rpc: Rpc, txs: list[str]) -> int:
     receipts = await rpc.batch([("eth_getTransactionReceipt", [t]) for t in txs]) if txs else []
     return sum(int(r["gasUsed"], 16) for r in receipts if r)
@@ -386,7 +374,7 @@ async def _summarise_morpho(net: LocalMorpho, markets: dict[str, str], book: Boo
                             moved: dict[str, int]) -> ProtocolSummary:
     s = ProtocolSummary("morpho-blue (isolated)", bad_debt_kind="realised")
     events = await _log_events(redis_url, "0")
-    liqs = await _events_of(net, net.morpho, "Morpho", "Liquidate")
+    liqs = await net.events(net.morpho, "Morpho", "Liquidate")
     prices = await net.rpc.batch([("eth_call", [{"to": net.markets[str(x["id"])].oracle,
                                                  "data": net.abis["OracleMock"].call_data("price")},
                                                 hex(x["_block"])]) for x in liqs]) if liqs else []
@@ -416,7 +404,7 @@ async def _summarise_aave(net: LocalAave, assets: dict[str, str], book: Book, re
                           moved: dict[str, int]) -> ProtocolSummary:
     s = ProtocolSummary("aave-v3.0 (cross)", bad_debt_kind="left")
     events = await _log_events(redis_url, "1")
-    liqs = await _events_of(net, net.pool, "Pool", "LiquidationCall")
+    liqs = await net.events(net.pool, "Pool", "LiquidationCall")
     oracle = net.abis["PriceOracle"]
     prices = await net.rpc.batch([("eth_call", [{"to": net.oracle, "data": oracle.call_data(
         "getAssetPrice", str(x["collateralAsset"]))}, hex(x["_block"])]) for x in liqs]) if liqs else []

@@ -148,6 +148,21 @@ class LocalNet:
         data = await self.rpc.call("eth_call", call, "latest")
         return self.abis[abi].decode_return(fn, data)
 
+    async def events(self, address: str, abi: str, name: str) -> list[dict[str, Any]]:
+        """Every ``name`` event ``address`` emitted so far, decoded with ``abi``: its arguments,
+        plus ``_tx`` (the transaction hash) and ``_block`` (the block number)."""
+        topic = self.abis[abi].topics[name]
+        logs = await self.rpc.call("eth_getLogs", {"fromBlock": "0x0", "toBlock": "latest",
+                                                   "address": address, "topics": [topic]})
+        out = []
+        for raw in logs:
+            decoded = self.abis[abi].decode_log(raw)
+            if decoded is None:
+                raise TxFailed(f"a {name} log of {address} does not decode with the {abi} ABI")
+            out.append({**decoded[1], "_tx": str(raw["transactionHash"]),
+                        "_block": int(raw["blockNumber"], 16)})
+        return out
+
     async def block_time(self) -> int:
         return int((await self.rpc.call("eth_getBlockByNumber", "latest", False))["timestamp"], 16)
 

@@ -85,15 +85,7 @@ def aave_config(redis_url: str, anvil: Anvil, net: LocalAave) -> Config:
 
 
 async def liquidation_calls(net: LocalAave) -> list[tuple[str, dict[str, Any]]]:
-    topic = net.abis["Pool"].topics["LiquidationCall"]
-    logs = await net.rpc.call("eth_getLogs", {"fromBlock": "0x0", "toBlock": "latest", "address": net.pool,
-                                              "topics": [topic]})
-    out = []
-    for raw in logs:
-        decoded = net.abis["Pool"].decode_log(raw)
-        assert decoded is not None
-        out.append((str(raw["transactionHash"]), decoded[1]))
-    return out
+    return [(str(e["_tx"]), e) for e in await net.events(net.pool, "Pool", "LiquidationCall")]
 
 
 async def test_daemon_liquidates_on_aave_and_every_chain_event_is_a_recorded_outcome(

@@ -54,9 +54,7 @@ async def executor(net: LocalMorpho, log: MemoryEventLog, **kw: float) -> ChainE
 
 
 async def liquidations(net: LocalMorpho) -> int:
-    topic = net.abis["Morpho"].topics["Liquidate"]
-    return len(await net.rpc.call("eth_getLogs", {"fromBlock": "0x0", "toBlock": "latest",
-                                                  "address": net.morpho, "topics": [topic]}))
+    return len(await net.events(net.morpho, "Morpho", "Liquidate"))
 
 
 async def test_a_healthy_position_is_refused_by_simulation_with_the_contracts_reason(

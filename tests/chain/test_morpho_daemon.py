@@ -90,15 +90,7 @@ class Book:
 
 
 async def liquidations_on_chain(net: LocalMorpho) -> list[dict[str, Any]]:
-    topic = net.abis["Morpho"].topics["Liquidate"]
-    logs = await net.rpc.call("eth_getLogs", {"fromBlock": "0x0", "toBlock": "latest", "address": net.morpho,
-                                              "topics": [topic]})
-    out = []
-    for raw in logs:
-        decoded = net.abis["Morpho"].decode_log(raw)
-        assert decoded is not None
-        out.append(decoded[1])
-    return out
+    return await net.events(net.morpho, "Morpho", "Liquidate")
 
 
 @contextlib.asynccontextmanager
