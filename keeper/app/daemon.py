@@ -208,6 +208,7 @@ class Daemon:
         self.projectors: list[Projector] = []
         self.runner: Runner | None = None
         self.chain_ingest: ChainIngest | None = None
+        self._intake_stop = asyncio.Event()
         self.log: RedisEventLog | None = None
         self.admin_port: int | None = None
         self.sampler: Sampler | None = None
@@ -287,7 +288,8 @@ class Daemon:
 
     async def _shutdown(self, intake: list[asyncio.Task[Any]], workers: list[asyncio.Task[Any]],
                         inner_stop: asyncio.Event, admin: Any, executor: Any) -> None:
-        for t in intake:  # 1. stop intake
+        self._intake_stop.set()  # 1. stop intake
+        for t in intake:
             t.cancel()
         await asyncio.gather(*intake, return_exceptions=True)
         if self.ingest is not None:
@@ -396,8 +398,8 @@ class Daemon:
         log = await self._connect()
         self.chain_ingest = await start_chain_ingest(self.config, log)
         self._closers.append(self.chain_ingest.rpc.close)
-        # its own stop never fires: like every intake task it is cancelled first at shutdown
-        return [self._spawn(self.chain_ingest.run(asyncio.Event()), "chain-ingest")]
+        # stopped first at shutdown, with the other intake (and cancelled with it)
+        return [self._spawn(self.chain_ingest.run(self._intake_stop), "chain-ingest")]
 
     async def _start_projectors(self, stop: asyncio.Event, workers: list[asyncio.Task[Any]]) -> None:
         cfg = self.config

@@ -205,8 +205,7 @@ class ChainIngest:
                     await _sleep_or_stop(stop, delay)
                     delay = min(delay * 2, 5.0)
                     continue
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.poll_s)
+                await _first(self.poll_s, stop, self._wake)
         finally:
             if ws_task is not None:
                 ws_task.cancel()
@@ -372,5 +371,16 @@ async def check_node(rpc: Rpc, chain_id: int) -> None:
 
 
 async def _sleep_or_stop(stop: asyncio.Event, delay: float) -> None:
-    with contextlib.suppress(asyncio.TimeoutError):
-        await asyncio.wait_for(stop.wait(), delay)
+    await _first(delay, stop)
+
+
+async def _first(timeout_s: float, *events: asyncio.Event) -> None:
+    """Until one of ``events`` is set, at most ``timeout_s``. Not ``asyncio.wait_for``: on 3.11
+    it can swallow a cancellation that arrives as its inner wait completes, and a loop around it
+    would then never end (seen at shutdown under asyncio's debug mode)."""
+    waits = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waits, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waits:
+            w.cancel()
