@@ -10,7 +10,9 @@ Usage (in-process, e.g. the demo or a test)::
 
 Contracts: every connection and task the server opens is closed by ``stop()``; a reply held by
 the ``timeout_next`` fault is released by ``stop()`` at once; the price player keeps an absolute
-schedule (``ts_us`` offsets divided by ``speed``), so slow sends never accumulate drift.
+schedule (``ts_us`` offsets divided by ``speed``), so slow sends never accumulate drift; a
+liquidation whose ``X-Keeper-Deadline`` has passed when its turn comes is never applied, so once
+that time is past, ``GET /liquidations/{id}`` answering ``unknown`` is final.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
+import random
 import time
+from collections import deque
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
@@ -37,12 +41,24 @@ log = structlog.get_logger()
 
 FUNDING_INTERVAL_MS = 8 * 3600 * 1000
 FAULT_KEYS = {"http_5xx": int, "status_5xx": int, "delay_ms": int, "timeout_next": int, "hang_ms": int,
-              "drop_next": int, "drop_ws": bool, "halt": list, "resume": list, "clear": bool}
+              "drop_next": int, "drop_share": float, "hang_share": float, "seed": int, "rate_limit": int,
+              "rate_limit_next": int, "retry_after": int, "retry_after_5xx": bool, "drop_ws": bool,
+              "halt": list, "resume": list, "clear": bool}
+_SETTABLE = ("http_5xx", "status_5xx", "delay_ms", "timeout_next", "hang_ms", "drop_next", "drop_share",
+             "hang_share", "rate_limit", "rate_limit_next", "retry_after", "retry_after_5xx")
+DEADLINE_HEADER = "X-Keeper-Deadline"
+"""Unix time in ms after which a liquidation request must not be applied (optional)."""
 
 
 def sign(secret: bytes, body: bytes) -> str:
     """The ``X-Keeper-Signature`` of a request body: hex HMAC-SHA256 under ``secret``."""
     return hmac.new(secret, body, hashlib.sha256).hexdigest()
+
+
+def status_message(intent_id: str) -> bytes:
+    """What ``GET /liquidations/{intent_id}`` signs: ``status:<intent_id>`` in UTF-8 (never a
+    JSON body, so a status signature cannot pass for a liquidation's)."""
+    return f"status:{intent_id}".encode()
 
 
 def mark_price_frame(market: str, price: Decimal, ts_ms: int) -> str:
@@ -62,9 +78,17 @@ class Faults(msgspec.Struct):
     timeout_next: int = 0
     hang_ms: int = 10_000
     drop_next: int = 0
+    drop_share: float = 0.0
+    hang_share: float = 0.0
+    rate_limit: int = 0
+    rate_limit_next: int = 0
+    retry_after: int = 1
+    retry_after_5xx: bool = False
     injected_5xx: int = 0
     injected_timeouts: int = 0
     injected_drops: int = 0
+    injected_429: int = 0
+    late_refused: int = 0
     ws_drops: int = 0
 
 
@@ -89,6 +113,9 @@ class SimServer:
         self._path_now = self.path[0].ts_us if self.path else 0
         self.venue = venue if venue is not None else Venue(self.now_us)
         self.faults = Faults()
+        self._fault_rng = random.Random(0)
+        self._recent: deque[float] = deque()
+        """Monotonic times of the trading requests of the last second (the ``rate_limit`` window)."""
         self.ticks_played = 0
         self.played = asyncio.Event()
         self.url = ""
@@ -110,6 +137,9 @@ class SimServer:
     def app(self) -> web.Application:
         app = web.Application(client_max_size=1 << 20)
         app.router.add_post("/liquidations", self.handle_liquidation)
+        # ``.+``: an intent id holds ``/`` (sent percent-encoded, matched decoded)
+        app.router.add_get("/liquidations/{intent_id:.+}", self.handle_status)
+        app.router.add_get("/markets", self.handle_markets)
         app.router.add_post("/faults", self.handle_faults)
         app.router.add_post("/marks", self.handle_marks)
         app.router.add_post("/play", self.handle_play)
@@ -289,34 +319,89 @@ class SimServer:
         if key != decision.intent_id:
             return web.json_response({"status": "invalid",
                                       "reason": "Idempotency-Key does not match intent_id"}, status=400)
+        raw_deadline = request.headers.get(DEADLINE_HEADER)
+        try:
+            deadline_ms = None if raw_deadline is None else int(raw_deadline)
+        except ValueError:
+            return web.json_response({"status": "invalid", "reason": f"{DEADLINE_HEADER} must be an integer"},
+                                     status=400)
         self.venue.count_request(key)
         bound = log.bind(intent_id=key, account=decision.account, bucket=decision.bucket,
                          action=decision.action)
         f = self.faults
+        limited = self._rate_limited(bound, "sim.liquidation")
+        if limited is not None:
+            return limited
         if f.http_5xx > 0:
             f.http_5xx -= 1
             f.injected_5xx += 1
             bound.info("sim.liquidation", status=f.status_5xx, fault="http_5xx")
+            after = {"Retry-After": str(f.retry_after)} if f.retry_after_5xx else None
             return web.json_response({"status": "unavailable", "reason": "injected fault"},
-                                     status=f.status_5xx)
+                                     status=f.status_5xx, headers=after)
         if f.delay_ms > 0:
             await self._hold(f.delay_ms)
+        if deadline_ms is not None and time.time_ns() // 1_000_000 > deadline_ms:
+            # The client has given up on this request: applying it now would be an acceptance
+            # nobody hears of, after a status query may already have said "unknown".
+            f.late_refused += 1
+            bound.info("sim.liquidation", status=408, reason="deadline passed")
+            return web.json_response({"status": "late", "reason": "deadline passed: not applied"}, status=408)
         result = self.venue.liquidate(decision, key)
         bound.info("sim.liquidation", status=result.http_status, ref=result.ref, reason=result.reason,
                    events=len(result.events))
-        if f.drop_next > 0:
+        if f.drop_next > 0 or (f.drop_share > 0 and self._fault_rng.random() < f.drop_share):
             # Applied, then the connection is cut before any reply: a lost reply.
-            f.drop_next -= 1
+            f.drop_next = max(0, f.drop_next - 1)
             f.injected_drops += 1
             if request.transport is not None:
                 request.transport.abort()
             return web.Response(status=result.http_status)
-        if f.timeout_next > 0:
+        if f.timeout_next > 0 or (f.hang_share > 0 and self._fault_rng.random() < f.hang_share):
             # Applied, then the reply is held past any sane client timeout: a lost reply.
-            f.timeout_next -= 1
+            f.timeout_next = max(0, f.timeout_next - 1)
             f.injected_timeouts += 1
             await self._hold(f.hang_ms)
         return web.Response(body=result.body(), status=result.http_status, content_type="application/json")
+
+    def _rate_limited(self, bound: Any, what: str) -> web.Response | None:
+        """The injected 429 for this trading request, or None when it may proceed."""
+        f = self.faults
+        if f.rate_limit_next > 0:
+            f.rate_limit_next -= 1
+        elif f.rate_limit > 0:
+            now = time.monotonic()
+            while self._recent and now - self._recent[0] >= 1.0:
+                self._recent.popleft()
+            if len(self._recent) < f.rate_limit:
+                self._recent.append(now)
+                return None
+        else:
+            return None
+        f.injected_429 += 1
+        bound.info(what, status=429, fault="rate_limit", retry_after=f.retry_after)
+        return web.json_response({"status": "rate_limited", "reason": "injected rate limit"}, status=429,
+                                 headers={"Retry-After": str(f.retry_after)})
+
+    async def handle_status(self, request: web.Request) -> web.Response:
+        key = request.match_info["intent_id"]
+        given = request.headers.get("X-Keeper-Signature", "")
+        if not hmac.compare_digest(sign(self.secret, status_message(key)), given.strip().lower()):
+            log.info("sim.status", intent_id=key, status=401, reason="bad or missing signature")
+            return web.json_response({"status": "unauthorized", "reason": "bad or missing signature"},
+                                     status=401)
+        bound = log.bind(intent_id=key)
+        limited = self._rate_limited(bound, "sim.status")
+        if limited is not None:
+            return limited
+        result = self.venue.status(key)
+        bound.info("sim.status", status=200 if result else 404, ref=result.ref if result else None)
+        if result is None:
+            return web.json_response({"status": "unknown"}, status=404)
+        return web.Response(body=result.body(), status=200, content_type="application/json")
+
+    async def handle_markets(self, _request: web.Request) -> web.Response:
+        return web.json_response(self.venue.market_view())
 
     async def _hold(self, ms: int) -> None:
         with contextlib.suppress(TimeoutError):
@@ -332,17 +417,19 @@ class SimServer:
             if want is None:
                 return web.json_response({"status": "invalid", "reason": f"unknown fault key {k}"},
                                          status=400)
-            if not isinstance(v, want) or (isinstance(v, int) and (isinstance(v, bool) != (want is bool)
-                                                                   or v < 0)):
+            if not _valid_fault(want, v):
                 return web.json_response({"status": "invalid", "reason": f"bad value for {k}: {v!r}"},
                                          status=400)
         f = self.faults
         if spec.get("clear"):
-            f.http_5xx = f.delay_ms = f.timeout_next = f.drop_next = 0
+            f.http_5xx = f.delay_ms = f.timeout_next = f.drop_next = f.rate_limit = f.rate_limit_next = 0
+            f.drop_share = f.hang_share = 0.0
             self.venue.halted.clear()
-        for k in ("http_5xx", "status_5xx", "delay_ms", "timeout_next", "hang_ms", "drop_next"):
+        if "seed" in spec:
+            self._fault_rng = random.Random(spec["seed"])
+        for k in _SETTABLE:
             if k in spec:
-                setattr(f, k, spec[k])
+                setattr(f, k, float(spec[k]) if FAULT_KEYS[k] is float else spec[k])
         self.venue.halted.update(spec.get("halt", ()))
         self.venue.halted.difference_update(spec.get("resume", ()))
         dropped = await self.drop_websockets() if spec.get("drop_ws") else 0
@@ -379,6 +466,15 @@ class SimServer:
         except KeyError:
             return web.json_response({"status": "unknown account"}, status=404)
         return web.json_response(view)
+
+
+def _valid_fault(want: type, v: Any) -> bool:
+    """A fault value of the key's type: a non-negative int, a share in [0, 1], a bool, a list."""
+    if want is bool or want is list:
+        return isinstance(v, want)
+    if isinstance(v, bool) or not isinstance(v, int | float) or (want is int and not isinstance(v, int)):
+        return False
+    return 0 <= v <= 1 if want is float else v >= 0
 
 
 async def start_sim(secret: bytes, *, accounts: int = 10_000, seed: int = 1, path: Sequence[Tick] = (),

@@ -89,6 +89,7 @@ class Stats:
     duplicates: int = 0
     requests_by_intent: dict[str, int] = field(default_factory=dict)
     accepted_by_intent: dict[str, int] = field(default_factory=dict)
+    status_queries: int = 0
     rejected_by_reason: dict[str, int] = field(default_factory=dict)
     bad_debt: Decimal = Decimal(0)
     fees: Decimal = Decimal(0)
@@ -290,6 +291,22 @@ class Venue:
         self._notify()
         return result
 
+    def status(self, key: str) -> Result | None:
+        """What the venue holds under ``key``: the accepted liquidation (its ref and the same
+        events a duplicate is answered with), or None when it never accepted that key (a
+        rejected key is not remembered). Changes nothing."""
+        self.stats.status_queries += 1
+        prior = self._accepted.get(key)
+        return None if prior is None else Result("accepted", 200, prior.ref, prior.events)
+
+    def market_view(self) -> dict[str, Any]:
+        """The JSON view of ``GET /markets``: each listed market's mark and whether its
+        liquidations are refused as halted (halted by a fault, or no mark yet)."""
+        markets = {m: {"mark": None if m not in self.marks else str(self.marks[m]),
+                       "halted": m in self.halted or m not in self.marks}
+                   for m in sorted(self.markets)}
+        return {"markets": markets, "halted": sorted(self.halted)}
+
     def count_request(self, key: str) -> None:
         """Record that a request for ``key`` arrived (whatever became of it)."""
         r = self.stats.requests_by_intent
@@ -451,6 +468,7 @@ class Venue:
             "accepted": st.accepted, "rejected": st.rejected, "duplicates": st.duplicates,
             "requests_by_intent": dict(st.requests_by_intent),
             "accepted_by_intent": dict(st.accepted_by_intent),
+            "status_queries": st.status_queries,
             "rejected_by_reason": dict(st.rejected_by_reason),
             "bad_debt": str(st.bad_debt), "fees": str(st.fees),
             "insurance_fund": str(self.insurance_fund),
