@@ -21,7 +21,8 @@ from typing import Protocol
 import structlog
 
 from keeper.domain import state as st
-from keeper.domain.events import Event
+from keeper.domain.codec import encode
+from keeper.domain.events import Event, event_type
 from keeper.errors import SnapshotError
 from keeper.ports import EventLog, SnapshotStore
 
@@ -50,14 +51,28 @@ class ProjectionCore:
 
     def __init__(self, state: st.State | None = None) -> None:
         self.state = state if state is not None else st.State()
+        self.quarantined: list[tuple[str, Event, str]] = []
+        self.quarantined_total = 0
 
     @property
     def offset(self) -> str:
         return self.state.offset
 
     def handle(self, entry_id: str, event: Event) -> Sequence[Event]:
-        st.apply(self.state, entry_id, event)
+        """Apply one entry; one that raises is quarantined as ``KeeperCore.handle`` does."""
+        try:
+            st.apply(self.state, entry_id, event)
+        except Exception as exc:  # the boundary: one entry never stops the fold
+            if self.state.offset != entry_id:
+                self.state.offset = entry_id
+                self.state.applied += 1
+            self.quarantined.append((entry_id, event, f"{type(exc).__name__}: {exc}"))
+            self.quarantined_total += 1
         return ()
+
+    def take_quarantined(self) -> list[tuple[str, Event, str]]:
+        out, self.quarantined = self.quarantined, []
+        return out
 
     def snapshot(self) -> bytes:
         return st.encode_state(self.state)
@@ -115,6 +130,8 @@ class Projector:
         self.core: Core | None = None
         self.applied = 0
         self.appended = 0
+        self.quarantined = 0
+        """Entries the core could not apply (dead-lettered with the error): an alarm."""
         self.restored_from: str | None = None
         self._since_snapshot = 0
         self._last_snapshot_t = monotonic()
@@ -163,6 +180,10 @@ class Projector:
         else:
             for entry in entries:
                 out.extend(core.handle(entry.id, entry.event))
+        take = getattr(core, "take_quarantined", None)
+        if take is not None:
+            for entry_id, event, error in take():
+                await self._dead_letter(entry_id, event, error)
         if out:
             ids = await self.log.append(out)
             self.appended += sum(1 for i in ids if i is not None)
@@ -174,6 +195,15 @@ class Projector:
         ):
             await self.snapshot()
         return n
+
+    async def _dead_letter(self, entry_id: str, event: Event, error: str) -> None:
+        """An entry the core quarantined: into the dead-letter stream (once per entry id, so a
+        restart that applies the tail again does not repeat it), counted and logged."""
+        self.quarantined += 1
+        log.error("entry_quarantined", projector=self.name, entry_id=entry_id,
+                  type=event_type(event), error=error[:500])
+        await self.log.dead_letter("projector", "apply_failed", f"{self.name}: {error}"[:2000],
+                                   encode(event), ref=f"{self.name}@{entry_id}")
 
     async def catch_up(self) -> int:
         """Apply everything in the log now; returns the number of entries applied."""

@@ -12,9 +12,10 @@ whole). This base holds the rest, the same for every protocol:
 - **Paper decisions** are recorded once per unhealthy episode, not at every block.
 - **Order.** Several positions breaching on one frame are decided lowest health first, ties by
   bucket key (``account/bucket``).
-- **Poison.** An entry the state cannot take (``KeeperError``: the protocol's state error)
-  changes nothing, is counted in ``quarantined`` with its reason, and the core carries on, live
-  and in replay alike.
+- **Poison.** An entry the state cannot take (``KeeperError``, the protocol's state error,
+  raised before anything changed; or anything else it raises) is counted in ``quarantined``
+  with its reason, listed for the projector to dead-letter, and the core carries on, live and
+  in replay alike.
 - **Ids.** ``liq:<account>/<bucket>@<frame entry id>``, as every keeper core derives them.
 
 A subclass sets ``VENUE`` (its default venue name), ``STATE`` (its state's msgspec type: the
@@ -35,7 +36,6 @@ from keeper.domain import codec
 from keeper.domain import events as ev
 from keeper.domain.decide import bucket_of_intent, intent_id
 from keeper.domain.params import KeeperParams
-from keeper.errors import KeeperError
 
 _MAX_HOLD_BLOCKS = 64
 
@@ -89,6 +89,7 @@ class ChainCore:
         """bucket key -> the mode of the paper decision recorded in its unhealthy episode."""
         self.quarantined = 0
         self.last_quarantine = ""
+        self._poison: list[tuple[str, ev.Event, str]] = []
         self.block = 0
 
     # ------------------------------------------------------------------ for subclasses
@@ -156,9 +157,16 @@ class ChainCore:
             elif t in (ev.LiquidationConfirmed, ev.LiquidationRejected, ev.LiquidationExpired):
                 assert isinstance(event, ev._Outcome)
                 self._outcome(event)
-        except KeeperError as exc:
+        except Exception as exc:  # the boundary: one entry never stops the core
             self.quarantined += 1
             self.last_quarantine = f"{entry_id}: {exc}"
+            self._poison.append((entry_id, event, f"{type(exc).__name__}: {exc}"))
+        return out
+
+    def take_quarantined(self) -> list[tuple[str, ev.Event, str]]:
+        """The entries quarantined since the last call: ``(entry id, event, error)`` (the
+        projector dead-letters them)."""
+        out, self._poison = self._poison, []
         return out
 
     def snapshot(self) -> bytes:

@@ -196,6 +196,9 @@ class KeeperCore:
         self.rechecked_total = 0
         self.skipped: dict[str, int] = {}
         """Why candidates were not decided, counted (a metric, not part of the snapshot)."""
+        self.quarantined: list[tuple[str, ev.Event, str]] = []
+        """Entries that raised since ``take_quarantined`` was last called (``quarantine``)."""
+        self.quarantined_total = 0
         for account in sorted(self.state.accounts):
             for name in sorted(self.state.accounts[account].buckets):
                 self._reindex(bucket_key(account, name))
@@ -207,7 +210,39 @@ class KeeperCore:
         return self.state.offset
 
     def handle(self, entry_id: str, event: ev.Event) -> list[ev.Event]:
-        """Apply one log entry and return the intents decided after it (possibly none)."""
+        """Apply one log entry and return the intents decided after it (possibly none).
+
+        An entry that raises while it is applied or decided on is quarantined (``quarantine``):
+        the core moves past it and goes on, live and in replay alike.
+        """
+        try:
+            return self._handle(entry_id, event)
+        except Exception as exc:  # the boundary: one entry never stops the core
+            self.quarantine(entry_id, event, exc)
+            return []
+
+    def quarantine(self, entry_id: str, event: ev.Event, exc: Exception) -> None:
+        """Record that ``entry_id`` could not be applied and move the core's position past it.
+
+        The events' own checks (``keeper.domain.limits``) keep bad numbers out of the log, so
+        this is the last line: whatever the entry had changed before it raised stays (the same
+        in replay, which runs this same code), it is listed in ``quarantined`` for the projector
+        to dead-letter with the error, and counted in ``quarantined_total``.
+        """
+        state = self.state
+        if state.offset != entry_id:
+            state.offset = entry_id
+            state.applied += 1
+        self._cleared = None
+        self.quarantined.append((entry_id, event, f"{type(exc).__name__}: {exc}"))
+        self.quarantined_total += 1
+
+    def take_quarantined(self) -> list[tuple[str, ev.Event, str]]:
+        """The entries quarantined since the last call: ``(entry id, event, error)``."""
+        out, self.quarantined = self.quarantined, []
+        return out
+
+    def _handle(self, entry_id: str, event: ev.Event) -> list[ev.Event]:
         if type(event) is _INTENDED:
             self._pending.pop(event.event_id, None)
         _apply(self.state, entry_id, event)
@@ -258,13 +293,20 @@ class KeeperCore:
                     held = True
                     self._cleared = None
                     self.rechecked_last = 0
-                    keys = screen.candidates(symbol, price)
-                    if keys:
-                        state.offset, state.applied, state.log_time = offset, applied, log_time
-                        held = False
-                        decided = self._decide(keys, entry_id, event)
-                        if decided:
-                            out.extend(decided)
+                    try:
+                        keys = screen.candidates(symbol, price)
+                        if keys:
+                            state.offset, state.applied, state.log_time = offset, applied, log_time
+                            held = False
+                            decided = self._decide(keys, entry_id, event)
+                            if decided:
+                                out.extend(decided)
+                    except Exception as exc:  # as ``handle``: quarantined
+                        if held:
+                            state.offset, state.applied, state.log_time = offset, applied, log_time
+                            held = False
+                        self.quarantine(entry_id, event, exc)
+                        offset, applied, log_time = state.offset, state.applied, state.log_time
                     continue
                 if held:
                     state.offset, state.applied, state.log_time = offset, applied, log_time

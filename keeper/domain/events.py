@@ -38,6 +38,10 @@ class Event(msgspec.Struct, frozen=True, gc=False, kw_only=True, tag_field="type
     causation_id: str | None = None
     v: int = 1
 
+    # every event's times are checked (``keeper.domain.limits``); subclasses with more fields to
+    # check install their own check, which checks the times too
+    __post_init__ = checks.times  # type: ignore[misc]
+
 
 # ---------------------------------------------------------------- markets, assets and prices
 

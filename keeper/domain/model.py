@@ -11,6 +11,8 @@ from decimal import Decimal
 
 import msgspec
 
+from keeper.domain import checks
+
 CROSS = "cross"
 """The name of an account's cross bucket; any other bucket name is an isolated bucket."""
 
@@ -25,6 +27,8 @@ class Tier(msgspec.Struct, frozen=True, gc=False, forbid_unknown_fields=True):
     notional_floor: Decimal
     rate: Decimal
     deduction: Decimal | None = None
+
+    __post_init__ = checks.params  # type: ignore[misc]
 
 
 class MarketParams(msgspec.Struct, frozen=True, gc=False, kw_only=True, forbid_unknown_fields=True):
@@ -41,6 +45,8 @@ class MarketParams(msgspec.Struct, frozen=True, gc=False, kw_only=True, forbid_u
     max_leverage: Decimal | None = None
     liquidation_fee: Decimal | None = None
 
+    __post_init__ = checks.params  # type: ignore[misc]
+
 
 class AssetParams(msgspec.Struct, frozen=True, gc=False, kw_only=True, forbid_unknown_fields=True):
     """A collateral or borrowable token's parameters (lending and weighted-collateral venues)."""
@@ -52,6 +58,8 @@ class AssetParams(msgspec.Struct, frozen=True, gc=False, kw_only=True, forbid_un
     liquidation_protocol_fee: Decimal | None = None
     asset_weight: Decimal | None = None
     liability_weight: Decimal | None = None
+
+    __post_init__ = checks.params  # type: ignore[misc]
 
 
 class Position(msgspec.Struct, frozen=True, gc=False, forbid_unknown_fields=True):
