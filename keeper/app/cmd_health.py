@@ -2,7 +2,9 @@
 bankruptcy prices and the liquidation the keeper would submit.
 
 The whole result is computed before anything is printed: a malformed scenario or a failing
-computation exits non-zero with a message naming the field, never with half a result.
+computation exits non-zero with a message naming the field, never with half a result. A file
+larger than ``keeper.jsonlimits.MAX_DOCUMENT_BYTES`` or nested deeper than ``MAX_DEPTH`` is
+refused in one line naming the file and the limit (it is never read whole, never parsed).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from keeper.domain.margin import (
 from keeper.domain.margin.types import CONTEXT
 from keeper.domain.model import Bucket
 from keeper.errors import KeeperError, ScenarioError
+from keeper.jsonlimits import MAX_DOCUMENT_BYTES, problem, read_capped
 
 HELP = "evaluate a what-if scenario: bucket health, liquidation prices, the liquidation to submit"
 
@@ -148,9 +151,12 @@ def _table(sc: Scenario, result: dict[str, Any]) -> str:
 def run(args: argparse.Namespace) -> int:
     path: Path = args.file
     try:
-        text = path.read_bytes()
+        text = read_capped(path, MAX_DOCUMENT_BYTES)
     except OSError as exc:
         raise ScenarioError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    why = problem(text, max_bytes=MAX_DOCUMENT_BYTES)
+    if why is not None:
+        raise ScenarioError(f"{path}: {why}")
     sc = load_scenario(text)
     result = compute(sc)
     if args.json:

@@ -18,6 +18,7 @@ from typing import Any
 from keeper.domain.margin import LiquidationRequest, Profile, UnknownProfile, get_profile
 from keeper.domain.model import CROSS, AssetParams, Bucket, MarketParams, Position, Tier
 from keeper.errors import ScenarioError
+from keeper.jsonlimits import MAX_DOCUMENT_BYTES, problem
 
 
 class _JsonFloat(str):
@@ -186,7 +187,11 @@ def _bucket(
 
 
 def load_scenario(text: str | bytes) -> Scenario:
-    """Parse and validate a scenario; :class:`ScenarioError` names the first bad field."""
+    """Parse and validate a scenario; :class:`ScenarioError` names the first bad field, or the
+    limit (``keeper.jsonlimits``: size, nesting depth) a document beyond it exceeds."""
+    why = problem(text, max_bytes=MAX_DOCUMENT_BYTES)
+    if why is not None:  # the parser recurses per level: refuse deep nesting before it does
+        raise ScenarioError(f"scenario: {why}")
     try:
         doc = json.loads(text, parse_float=_JsonFloat, parse_constant=_bad_constant)
     except json.JSONDecodeError as exc:

@@ -2,7 +2,8 @@
 
 The wire form is one JSON object per event (the ``e`` field of a stream entry, one line of an
 NDJSON export), readable with ``redis-cli XRANGE``. Decoding is typed (msgspec) on the hot path;
-every failure is a ``DecodeError`` with a reason code, never another exception.
+every failure is a ``DecodeError`` with a reason code, never another exception (a payload nested
+past the interpreter's recursion limit included: no ``RecursionError`` escapes).
 """
 
 from __future__ import annotations
@@ -58,6 +59,8 @@ def decode(payload: bytes | str) -> Event:
         raise _classify(exc) from None
     except msgspec.DecodeError as exc:
         raise DecodeError("bad_json", str(exc)) from None
+    except RecursionError:  # msgspec stops at the interpreter's recursion limit, cleanly
+        raise DecodeError("bad_json", "nested too deep") from None
     if event.v == _CURRENT[type(event)]:
         return event
     upcast = _upcast(payload)
@@ -70,7 +73,7 @@ def _upcast(payload: bytes | str) -> Event | None:
     known type at another version (then the typed decoder's error stands)."""
     try:
         raw = _raw_decoder.decode(payload)
-    except msgspec.MsgspecError:
+    except (msgspec.MsgspecError, RecursionError):  # nested too deep: the typed error stands
         return None
     cls = EVENT_TYPES.get(raw.get("type"))  # type: ignore[arg-type]
     v = raw.get("v", 1)

@@ -38,7 +38,7 @@ def event_id_of(payload: bytes) -> str:
     """The ``event_id`` of a payload, or ``""`` when it has none (a payload that is not an event)."""
     try:
         return _id_decoder.decode(payload).event_id
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
         return ""
 
 
