@@ -3,6 +3,12 @@
 Where the log is: ``--redis-url`` (default ``$REDIS_URL``); without one, a private embedded
 redis-server is started on the data folder (``--data-dir``, default ``var/redis``) for the
 duration of the command and stopped after it.
+
+``import`` checks the whole file first and imports nothing when a line is bad (the error names
+the file and line); ``--skip-bad`` imports the other lines and sends bad ones to the dead-letter
+stream, ``--keep-bad`` imports undecodable payloads verbatim (a byte-exact restore). Run again
+after an interrupted import, it resumes where that one stopped (``keeper.store.ndjson``). A file
+or folder that is not there is refused before any Redis is started.
 """
 
 from __future__ import annotations
@@ -16,10 +22,10 @@ from typing import Any
 
 import structlog
 
-from keeper.errors import KeeperError
+from keeper.errors import KeeperError, LogError
 from keeper.replay import manifest as mf
 from keeper.store.embedded import open_redis
-from keeper.store.ndjson import export_lines, export_log, import_log
+from keeper.store.ndjson import ImportSummary, export_lines, export_log, import_ndjson
 from keeper.store.redis_log import RedisEventLog, wrap_errors
 
 HELP = "export, import, tail or list dead letters of the event log"
@@ -37,8 +43,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     p = sub.add_parser("export", help="write the whole log to FILE (NDJSON; .gz compresses)")
     p.add_argument("file", type=Path)
-    p = sub.add_parser("import", help="load FILE into an empty log, same entry ids")
+    p = sub.add_parser("import", help="load FILE into an empty log, same entry ids (all or nothing; "
+                       "a re-run resumes an interrupted import)")
     p.add_argument("file", type=Path)
+    bad = p.add_mutually_exclusive_group()
+    bad.add_argument("--skip-bad", dest="bad", action="store_const", const="skip", default="refuse",
+                     help="import the other lines; bad lines go to the dead-letter stream")
+    bad.add_argument("--keep-bad", dest="bad", action="store_const", const="keep",
+                     help="import undecodable payloads verbatim, as the exported log held them")
     p = sub.add_parser("tail", help="print the last N entries as NDJSON")
     p.add_argument("-n", "--count", type=int, default=20)
     p.add_argument("-f", "--follow", action="store_true", help="then wait for new entries")
@@ -73,7 +85,28 @@ async def _tail(lg: RedisEventLog, count: int, follow: bool, follow_for: float |
     return n
 
 
+def _check_paths(args: argparse.Namespace) -> None:
+    """Refuse a missing input file or output folder before any Redis is started."""
+    path: Path | None = getattr(args, "file", None)
+    if path is None:
+        return
+    if args.action == "import" and not path.is_file():
+        raise LogError(f"{path}: no such file (give the path of an export: keeper log export FILE)")
+    if args.action == "export" and not path.parent.is_dir():
+        raise LogError(f"{path}: cannot write: folder {path.parent} does not exist "
+                       f"(create it first: mkdir -p {path.parent})")
+
+
+def _imported(s: ImportSummary, path: Path) -> str:
+    extra = [f"{s.present} already in the log" if s.present else "",
+             f"{s.dead_lettered} bad lines dead-lettered" if s.dead_lettered else "",
+             f"{s.kept} undecodable kept verbatim" if s.kept else ""]
+    notes = ", ".join(e for e in extra if e)
+    return f"imported {s.imported} entries from {path}" + (f" ({notes})" if notes else "")
+
+
 async def _run(args: argparse.Namespace) -> int:
+    _check_paths(args)
     url, server = await open_redis(args.redis_url, args.data_dir)
     try:
         lg = await RedisEventLog.connect(url, shard=args.shard, prefix=args.prefix)
@@ -87,8 +120,8 @@ async def _run(args: argparse.Namespace) -> int:
                     mf.write_file(mf.manifest_path(args.file), live)
                     print(f"wrote the run manifest to {mf.manifest_path(args.file)}", file=sys.stderr)
             elif args.action == "import":
-                n = await import_log(lg, args.file)
-                print(f"imported {n} entries from {args.file}", file=sys.stderr)
+                summary = await import_ndjson(lg, args.file, args.bad)
+                print(_imported(summary, args.file), file=sys.stderr)
             elif args.action == "tail":
                 await _tail(lg, args.count, args.follow, args.follow_for)
             elif args.action == "dead":
