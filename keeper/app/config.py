@@ -182,6 +182,13 @@ class ExecutionSection(_Section, frozen=True):
     connect_timeout_s: Positive = 1.0
     max_attempts: PositiveInt = 5
     intent_ttl_s: Positive = 30.0
+    status_url: str = ""
+    """Where the HTTP executors ask what the venue holds under an intent id (``GET``); empty:
+    ``url`` + ``/{intent_id}`` (the reference venue's ``/liquidations/{intent_id}``). A
+    ``{intent_id}`` placeholder is replaced by the percent-encoded id."""
+    retry_after_max_s: Positive = 5.0
+    """The longest ``Retry-After`` (429/503) a submission waits out; a longer one gives up at
+    once and the intent is taken up again later."""
 
 
 class VenueSection(_Section, frozen=True):

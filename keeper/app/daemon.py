@@ -177,7 +177,8 @@ def build_executor(cfg: Config) -> VenueExecutor | None:
         raise ConfigError("execution.executor: the HTTP executors sign requests; set "
                           "KEEPER_HMAC_SECRET (or KEEPER_VENUE_SECRET)")
     kw: dict[str, Any] = {"secret": secret.reveal().encode(), "timeout_s": x.timeout_s,
-                          "max_attempts": x.max_attempts}
+                          "max_attempts": x.max_attempts, "status_url": x.status_url or None,
+                          "retry_after_max_s": x.retry_after_max_s}
     if x.executor == "sim":
         return SimVenueExecutor(x.url, **kw)
     return HttpExecutor(x.url, **kw)

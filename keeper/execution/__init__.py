@@ -5,8 +5,18 @@ atomically, records ``LiquidationSubmitted``, submits, and records the outcome. 
 ``docs/keeper.md`` for the exactly-once argument.
 """
 
-from keeper.execution.base import Backoff, Submission, VenueExecutor, jittered_backoff, no_delay
-from keeper.execution.http import HttpExecutor, sign
+from keeper.execution.base import (
+    Backoff,
+    RetryLater,
+    StatusExecutor,
+    StatusUnsupported,
+    Submission,
+    VenueExecutor,
+    jittered_backoff,
+    no_delay,
+    status_of,
+)
+from keeper.execution.http import HttpExecutor, parse_retry_after, sign
 from keeper.execution.paper import PaperExecutor
 from keeper.execution.simvenue import SimVenueExecutor
 
@@ -14,10 +24,15 @@ __all__ = [
     "Backoff",
     "HttpExecutor",
     "PaperExecutor",
+    "RetryLater",
     "SimVenueExecutor",
+    "StatusExecutor",
+    "StatusUnsupported",
     "Submission",
     "VenueExecutor",
     "jittered_backoff",
     "no_delay",
+    "parse_retry_after",
     "sign",
+    "status_of",
 ]

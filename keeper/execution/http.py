@@ -3,13 +3,27 @@
 Wire contract (the reference venue in ``keeper.sim`` speaks it):
 
 - ``POST <url>`` with body ``msgspec.json.encode(decision)``, headers ``Idempotency-Key:
-  <intent_id>`` and ``X-Keeper-Signature: hex(hmac_sha256(secret, body))``;
+  <intent_id>``, ``X-Keeper-Signature: hex(hmac_sha256(secret, body))`` and
+  ``X-Keeper-Deadline: <unix ms>`` (when this request's own timeout ends: a venue that honours
+  it never applies the request after the client has given up on it);
 - 2xx: accepted -> ``Submission(ref, duplicate=False, ...)``;
 - 409: the venue has this intent already -> ``Submission(ref, duplicate=True, ...)`` (the
   earlier submission is the one that counts: it is confirmed, not resubmitted);
-- any other 4xx: ``PermanentError`` carrying the venue's ``reason``;
-- 5xx, timeouts, connection errors: ``TransientError``; ``execute`` retries them under the same
-  id with the injected backoff, up to ``max_attempts``.
+- 429, and 503 with ``Retry-After`` (seconds or an HTTP-date): ``RetryLater``; 408 (the
+  deadline passed before the venue's turn: not applied), other 5xx, timeouts, connection
+  errors: ``TransientError``; ``execute`` retries both under the same id by the rule of
+  ``keeper.execution.base.submit_with_retries`` (a ``Retry-After`` is waited out, at least, and
+  is not one of the ``max_attempts`` quick attempts; the whole call stays within
+  ``deadline_s``);
+- any other 4xx: ``PermanentError`` carrying the venue's ``reason``.
+
+``status(intent_id)`` asks what the venue holds under a key: ``GET <status_url>`` (default
+``<url>/{intent_id}``; a ``{intent_id}`` placeholder is replaced by the percent-encoded id, a URL
+without one gets ``/<id>`` appended) with ``X-Keeper-Signature: hex(hmac_sha256(secret,
+"status:<intent_id>"))``. 2xx with ``"status": "accepted"``: the ``Submission`` (duplicate); 404
+with ``"status": "unknown"``: None; 405, 501 or a 404 without that body (a venue without the
+endpoint: never read as "not there") is ``StatusUnsupported``; anything else is
+``TransientError``, retried like a submission.
 
 One ``aiohttp.ClientSession`` per process: pass the process's session in; when none is given the
 executor opens one and closes it in ``close()``. Every request has an explicit timeout (aiohttp's
@@ -19,10 +33,16 @@ given explicitly; it is never logged.
 
 from __future__ import annotations
 
+import asyncio
+import email.utils
 import hashlib
 import hmac
+import math
 import os
-from typing import Any
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+from urllib.parse import quote
 
 import aiohttp
 import msgspec
@@ -31,16 +51,50 @@ import structlog
 from keeper.domain.codec import decode
 from keeper.domain.events import Decision, Event
 from keeper.errors import ConfigError, DecodeError, PermanentError, TransientError
-from keeper.execution.base import Backoff, Submission, jittered_backoff, submit_with_retries
+from keeper.execution.base import (
+    Backoff,
+    RetryLater,
+    Sleep,
+    StatusUnsupported,
+    Submission,
+    jittered_backoff,
+    submit_with_retries,
+)
 
 SECRET_ENV = "KEEPER_VENUE_SECRET"  # noqa: S105 - the variable's name, not a secret
 _log = structlog.get_logger()
 _encoder = msgspec.json.Encoder()
+T = TypeVar("T")
 
 
 def sign(secret: bytes, body: bytes) -> str:
     """The ``X-Keeper-Signature`` of a body: hex HMAC-SHA256."""
     return hmac.new(secret, body, hashlib.sha256).hexdigest()
+
+
+def status_message(intent_id: str) -> bytes:
+    """What a status request signs: ``status:<intent_id>`` (UTF-8)."""
+    return f"status:{intent_id}".encode()
+
+
+def parse_retry_after(value: str | None, now_s: float) -> float | None:
+    """Seconds to wait from a ``Retry-After`` value: delay-seconds (``"3"``; a decimal is
+    accepted) or an HTTP-date (counted from ``now_s``, unix seconds; a past date is 0). None
+    when absent or unreadable."""
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:  # an HTTP-date is GMT even when the zone is left out
+            return None
+        return max(0.0, when.timestamp() - now_s)
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
 
 
 def secret_from_env(env: str = SECRET_ENV) -> bytes:
@@ -52,7 +106,12 @@ def secret_from_env(env: str = SECRET_ENV) -> bytes:
 
 
 class HttpExecutor:
-    """POSTs decisions to ``url``. Safe to share between tasks of one event loop."""
+    """POSTs decisions to ``url``. Safe to share between tasks of one event loop.
+
+    ``retry_after_max_s``, ``deadline_s``, ``sleep`` and ``clock`` (monotonic) feed the retry
+    rule of ``submit_with_retries``; ``wall`` (unix seconds) dates ``X-Keeper-Deadline`` and
+    reads an HTTP-date ``Retry-After``.
+    """
 
     name = "http"
 
@@ -65,8 +124,21 @@ class HttpExecutor:
         timeout_s: float = 2.0,
         backoff: Backoff | None = None,
         max_attempts: int = 5,
+        status_url: str | None = None,
+        retry_after_max_s: float = 5.0,
+        deadline_s: float = 20.0,
+        sleep: Sleep = asyncio.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self.url = url
+        template = status_url or url.rstrip("/")
+        self.status_url = template if "{intent_id}" in template else f"{template.rstrip('/')}/{{intent_id}}"
+        self.retry_after_max_s = retry_after_max_s
+        self.deadline_s = deadline_s
+        self._sleep = sleep
+        self._clock = clock
+        self._wall = wall
         self._secret = secret if secret is not None else secret_from_env()
         self._session = session
         self._owns_session = session is None
@@ -75,6 +147,8 @@ class HttpExecutor:
         self._max_attempts = max_attempts
         self.attempts = 0
         """Requests sent so far (every try, retries included): for metrics and tests."""
+        self.status_queries = 0
+        """Status requests sent so far (every try)."""
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -84,30 +158,72 @@ class HttpExecutor:
     async def post_once(self, decision: Decision) -> Submission:
         """One request, no retry: classify the answer (see the module docstring)."""
         body = _encoder.encode(decision)
+        total = self._timeout.total or 0.0
         headers = {
             "Content-Type": "application/json",
             "Idempotency-Key": decision.intent_id,
             "X-Keeper-Signature": sign(self._secret, body),
+            "X-Keeper-Deadline": str(math.ceil((self._wall() + total) * 1000)),
         }
         self.attempts += 1
-        try:
-            async with self._client().post(self.url, data=body, headers=headers,
-                                           timeout=self._timeout) as resp:
-                status = resp.status
-                raw = await resp.read()
-        except TimeoutError as exc:
-            raise TransientError(f"timeout after {self._timeout.total}s") from exc
-        except aiohttp.ClientError as exc:
-            raise TransientError(f"{type(exc).__name__}: {exc}") from exc
+        status, raw, after = await self._request("POST", self.url, headers, body)
         payload = _json_object(raw)
-        if status >= 500:
-            raise TransientError(f"venue status {status}: {payload.get('reason', '')}".strip())
+        self._raise_transient(status, payload, after)
         if status == 409:
             return Submission(_ref(payload), True, self.parse_events(payload))
         if 200 <= status < 300:
             return Submission(_ref(payload), False, self.parse_events(payload))
         reason = str(payload.get("reason") or raw[:200].decode(errors="replace") or f"status {status}")
         raise PermanentError(reason)
+
+    async def _request(self, method: str, url: str, headers: dict[str, str], body: bytes | None = None
+                       ) -> tuple[int, bytes, str | None]:
+        """One request: its status, body and ``Retry-After``; network failures are transient."""
+        try:
+            async with self._client().request(method, url, data=body, headers=headers,
+                                              timeout=self._timeout) as resp:
+                return resp.status, await resp.read(), resp.headers.get("Retry-After")
+        except TimeoutError as exc:
+            raise TransientError(f"timeout after {self._timeout.total}s") from exc
+        except aiohttp.ClientError as exc:
+            raise TransientError(f"{type(exc).__name__}: {exc}") from exc
+
+    def _raise_transient(self, status: int, payload: dict[str, Any], retry_after: str | None) -> None:
+        """Raise for the answers worth retrying: 429, 408 and 5xx (``RetryLater`` when a 429 or
+        503 says when)."""
+        if status not in (408, 429) and status < 500:
+            return
+        what = f"venue status {status}: {payload.get('reason', '')}".strip().rstrip(":")
+        wait = parse_retry_after(retry_after, self._wall()) if status in (429, 503) else None
+        if wait is not None:
+            raise RetryLater(f"{what} (retry after {wait:g}s)", wait)
+        raise TransientError(what)
+
+    async def status_once(self, intent_id: str) -> Submission | None:
+        """One status request, no retry: classify the answer (see the module docstring)."""
+        url = self.status_url.replace("{intent_id}", quote(intent_id, safe=""))
+        headers = {"X-Keeper-Signature": sign(self._secret, status_message(intent_id))}
+        self.status_queries += 1
+        status, raw, after = await self._request("GET", url, headers)
+        payload = _json_object(raw)
+        self._raise_transient(status, payload, after)
+        if 200 <= status < 300 and payload.get("status") == "accepted":
+            return Submission(_ref(payload), True, self.parse_events(payload))
+        if status == 404 and payload.get("status") == "unknown":
+            return None
+        detail = f"status {status} {payload.get('reason') or raw[:200].decode(errors='replace')}".strip()
+        if status in (404, 405, 501):
+            raise StatusUnsupported(f"venue has no status answer: {detail}")
+        raise TransientError(f"venue cannot tell: {detail}")
+
+    async def status(self, intent_id: str) -> Submission | None:
+        """What the venue holds under ``intent_id`` (``StatusExecutor``), with the retries of
+        ``execute``; ``TransientError`` when it cannot tell."""
+
+        def on_retry(attempt: int, exc: TransientError) -> None:
+            _log.info("status_retry", intent_id=intent_id, attempt=attempt, error=str(exc))
+
+        return await self._with_retries(lambda: self.status_once(intent_id), on_retry)
 
     def parse_events(self, payload: dict[str, Any]) -> list[Event]:
         """Account events in the answer; a plain venue returns none (``SimVenueExecutor`` does)."""
@@ -119,8 +235,13 @@ class HttpExecutor:
         def on_retry(attempt: int, exc: TransientError) -> None:
             _log.info("submit_retry", intent_id=decision.intent_id, attempt=attempt, error=str(exc))
 
-        return await submit_with_retries(lambda: self.post_once(decision), self._backoff,
-                                         self._max_attempts, on_retry)
+        return await self._with_retries(lambda: self.post_once(decision), on_retry)
+
+    async def _with_retries(self, call: Callable[[], Awaitable[T]],
+                            on_retry: Callable[[int, TransientError], None]) -> T:
+        return await submit_with_retries(call, self._backoff, self._max_attempts, on_retry,
+                                         retry_after_max_s=self.retry_after_max_s,
+                                         deadline_s=self.deadline_s, sleep=self._sleep, clock=self._clock)
 
     async def submit(self, decision: Decision) -> tuple[str | None, bool]:
         """``keeper.ports.Executor``: the venue's reference and whether it was a duplicate."""

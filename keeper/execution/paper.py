@@ -29,6 +29,10 @@ class PaperExecutor:
             self.submitted.append(decision)
         return Submission(f"paper:{decision.intent_id}", duplicate, [])
 
+    async def status(self, intent_id: str) -> Submission | None:
+        """What this executor was given under ``intent_id`` (``StatusExecutor``)."""
+        return Submission(f"paper:{intent_id}", True, []) if intent_id in self._seen else None
+
     async def submit(self, decision: Decision) -> tuple[str | None, bool]:
         result = await self.execute(decision)
         return result.ref, result.duplicate

@@ -1,11 +1,12 @@
 """The client for the reference venue (``keeper.sim``): the HTTP executor plus the venue's
-resulting account events and its ``/stats``.
+resulting account events, its ``/stats`` and ``/markets``.
 
 The venue answers an accepted (or duplicate) liquidation with the account events it produced.
 They carry the same ``event_id``s as the venue's own account stream, so the runner appends them
 to the log *before* the ``LiquidationConfirmed`` outcome: whichever path lands first wins and the
 log's dedup drops the other. That ordering means a confirmed outcome is never in the log before
-the balances it changed.
+the balances it changed. A status answer (``GET /liquidations/{id}``, accepted) carries the same
+events as the 409 duplicate answer and is parsed the same way.
 """
 
 from __future__ import annotations
@@ -33,7 +34,14 @@ class SimVenueExecutor(HttpExecutor):
 
     async def stats(self) -> dict[str, Any]:
         """The venue's ``GET /stats`` (``accepted_by_intent`` counts, ...)."""
-        async with self._client().get(f"{self.base_url}/stats", timeout=self._timeout) as resp:
+        return await self._get_json("/stats")
+
+    async def markets(self) -> dict[str, Any]:
+        """The venue's ``GET /markets``: each market's mark and whether it is halted."""
+        return await self._get_json("/markets")
+
+    async def _get_json(self, path: str) -> dict[str, Any]:
+        async with self._client().get(f"{self.base_url}{path}", timeout=self._timeout) as resp:
             resp.raise_for_status()
             obj = msgspec.json.decode(await resp.read())
         return obj if isinstance(obj, dict) else {}
