@@ -218,7 +218,7 @@ class _Routes:
             return {}
         try:
             data = await req.json()
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # 16 KiB of "[" nests past the parser's limit
             raise web.HTTPBadRequest(text=_dumps({"error": "body: expected a JSON object"}),
                                      content_type="application/json") from exc
         if not isinstance(data, dict):

@@ -28,6 +28,8 @@ import msgspec
 
 from keeper import __version__
 from keeper.domain.decide import KeeperParams
+from keeper.errors import ConfigError
+from keeper.jsonlimits import MAX_DOCUMENT_BYTES, problem, read_capped
 
 MANIFEST_SUFFIX = ".manifest.json"
 
@@ -183,10 +185,18 @@ def write_file(path: Path, m: RunManifest) -> None:
 
 
 def read_file(path: Path) -> RunManifest | None:
-    """The manifest at ``path``, or None when there is none."""
+    """The manifest at ``path``, or None when there is none. ``ConfigError`` naming the file
+    when it is not a manifest, or is past ``keeper.jsonlimits``' size or nesting limit."""
     if not path.is_file():
         return None
-    return decode_manifest(path.read_bytes())
+    data = read_capped(path, MAX_DOCUMENT_BYTES)
+    why = problem(data, max_bytes=MAX_DOCUMENT_BYTES)
+    if why is not None:
+        raise ConfigError(f"{path}: {why}")
+    try:
+        return decode_manifest(data)
+    except msgspec.MsgspecError as exc:
+        raise ConfigError(f"{path}: not a run manifest: {exc}") from None
 
 
 def redis_key(shard: str = "0", prefix: str = "keeper") -> str:

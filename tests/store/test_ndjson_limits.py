@@ -10,8 +10,9 @@ import pytest
 
 from keeper.domain.codec import decode, encode
 from keeper.domain.events import Deposit
-from keeper.errors import LogError
+from keeper.errors import ConfigError, LogError
 from keeper.jsonlimits import MAX_LINE_BYTES
+from keeper.replay import manifest as mf
 from keeper.store.ndjson import export_lines, export_log, iter_ndjson, iter_ndjson_batches
 from keeper.testing import FakeClock, MemoryEventLog
 
@@ -62,3 +63,13 @@ async def test_a_deeply_nested_entry_exports_as_b64_and_comes_back(tmp_path: Pat
     assert await export_log(log, p) == 1
     assert b'"b64":' in p.read_bytes()
     assert [payload for _, payload in iter_ndjson(p)] == [_DEEP_EVENT]
+
+
+def test_a_manifest_beside_an_export_that_is_not_one_is_named(tmp_path: Path) -> None:
+    p = mf.manifest_path(tmp_path / "x.ndjson")
+    p.write_bytes(b'{"params":' + b"[" * DEEP + b"}")
+    with pytest.raises(ConfigError, match=rf"^{p}: nested deeper than the limit of 64 levels$"):
+        mf.read_file(p)
+    p.write_bytes(b'{"kind": 5}')
+    with pytest.raises(ConfigError, match=rf"^{p}: not a run manifest: "):
+        mf.read_file(p)
