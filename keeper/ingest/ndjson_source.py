@@ -4,15 +4,15 @@ Each line is ``{"id": "<entry id>", "e": {event}}`` (keeper's log export), ``{"i
 "b64": "..."}`` (an export of a payload that was not one-line JSON) or a bare event object.
 Events keep their own ``event_id``, so loading the same file twice appends nothing the second
 time. A line that does not decode becomes a ``Reject`` (reason from the codec, or
-``bad_line``) with the line as payload; blank lines are skipped. ``.gz`` files are read through
-gzip.
+``bad_line``) with the line as payload, a line longer than ``keeper.jsonlimits.MAX_LINE_BYTES``
+one with reason ``too_large`` (never read whole); blank lines are skipped. ``.gz`` files are
+read through gzip; a file that cannot be read is a ``LogError`` naming it.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import gzip
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +24,8 @@ from keeper.domain.events import Event
 from keeper.errors import DecodeError
 from keeper.feeds.ingest import Ingest
 from keeper.feeds.pipeline import Reject
+from keeper.jsonlimits import MAX_LINE_BYTES, size_text
+from keeper.store.ndjson import numbered_lines
 
 
 class _Line(msgspec.Struct):
@@ -40,7 +42,7 @@ def _payload(line: bytes) -> bytes:
         return line
     try:
         parsed = _line.decode(line)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):  # deep: the codec says
         return line
     if len(parsed.e):
         return bytes(parsed.e)
@@ -56,16 +58,15 @@ def read_ndjson(path: str | Path, source: str | None = None) -> Iterator[Event |
     """Events (or rejects) of the file's lines, in file order."""
     p = Path(path)
     name = source or f"ndjson:{p.name}"
-    opener = gzip.open if p.suffix == ".gz" else open
-    with opener(p, "rb") as f:
-        for n, raw_line in enumerate(f, 1):
-            line = raw_line.strip()
-            if not line:
-                continue
-            try:
-                yield decode(_payload(line))
-            except DecodeError as exc:
-                yield Reject(name, exc.reason, f"line {n}: {exc.detail}"[:300], line)
+    for n, raw_line in numbered_lines(p):
+        if raw_line is None:  # never read whole: ``keeper.jsonlimits.MAX_LINE_BYTES``
+            yield Reject(name, "too_large", f"line {n}: longer than {size_text(MAX_LINE_BYTES)}", b"")
+            continue
+        line = raw_line.strip()
+        try:
+            yield decode(_payload(line))
+        except DecodeError as exc:
+            yield Reject(name, exc.reason, f"line {n}: {exc.detail}"[:300], line)
 
 
 async def load_ndjson(path: str | Path, ingest: Ingest, *, batch: int = 1000,

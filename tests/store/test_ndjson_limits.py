@@ -11,6 +11,8 @@ import pytest
 from keeper.domain.codec import decode, encode
 from keeper.domain.events import Deposit
 from keeper.errors import ConfigError, LogError
+from keeper.feeds.pipeline import Reject
+from keeper.ingest.ndjson_source import read_ndjson
 from keeper.jsonlimits import MAX_LINE_BYTES
 from keeper.replay import manifest as mf
 from keeper.store.ndjson import export_lines, export_log, iter_ndjson, iter_ndjson_batches
@@ -73,3 +75,16 @@ def test_a_manifest_beside_an_export_that_is_not_one_is_named(tmp_path: Path) ->
     p.write_bytes(b'{"kind": 5}')
     with pytest.raises(ConfigError, match=rf"^{p}: not a run manifest: "):
         mf.read_file(p)
+
+
+def test_ingesting_an_export_rejects_long_and_deep_lines_and_goes_on(tmp_path: Path) -> None:
+    p = tmp_path / "x.ndjson"
+    p.write_bytes(b"".join([*export_lines([("1-0", _deposit(1))]),
+                            b'{"id":"2-0","e":' + b"[" * DEEP + b"}\n",
+                            b'{"id":"3-0","e":"' + b"x" * MAX_LINE_BYTES + b'"}\n',
+                            *export_lines([("4-0", _deposit(4))])]))
+    got = list(read_ndjson(p))
+    assert [g for g in got if not isinstance(g, Reject)] == [decode(_deposit(1)), decode(_deposit(4))]
+    rejects = [(g.reason, g.detail) for g in got if isinstance(g, Reject)]
+    assert rejects[0][1].startswith("line 2: ")
+    assert rejects[1] == ("too_large", "line 3: longer than 1 MiB")
