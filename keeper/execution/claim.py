@@ -8,6 +8,15 @@ One Redis key per intent, ``<prefix>:claim:<intent_id>``, holds ``phase|owner|to
 - ``done|outcome|token``    its outcome is in the log; kept for ``done_ttl_ms`` so a lagging
                             process that reads the intent later acks it without submitting.
 
+Beside it, ``<prefix>:sent:<intent_id>`` is the **sent mark**: set in the same atomic step as
+any move to ``submitted`` (so before any send), it outlives the claim's short expiry. The
+guarantee: from the moment an intent is first marked ``submitted`` until its outcome is recorded
+(``finish`` deletes the mark with the same transaction that writes ``done``), or for
+``sent_ttl_ms`` (default 7 days, as ``done``), ``take`` reports ``sent`` and, in ``expire``
+mode, keeps the intent in phase ``submitted``, even after the claim itself lapsed. An intent
+that may have reached the venue is thus never mistaken for one that never left (the claim's
+expiry used to erase exactly that).
+
 ``take`` succeeds when the key is absent (never claimed, or the holder died and the claim
 expired) or held by the same ``owner`` (a process restarted under its stable consumer name takes
 its own claims back at once). ``mark_submitted`` succeeds only for the holder of the token: a
@@ -34,20 +43,23 @@ if cur then
   if phase == 'done' then return {0, cur} end
   if owner ~= ARGV[1] then return {-1, cur} end
 end
+local sent = string.sub(prev, 1, 10) == 'submitted|' or redis.call('EXISTS', KEYS[3]) == 1
 local token = redis.call('INCR', KEYS[2])
 local phase = 'claimed'
-if ARGV[3] == 'submit' then
-  phase = 'submitted'
-elseif ARGV[3] == 'expire' and string.sub(prev, 1, 10) == 'submitted|' then
+if ARGV[3] == 'submit' or (ARGV[3] == 'expire' and sent) then
   phase = 'submitted'
 end
 redis.call('SET', KEYS[1], phase .. '|' .. ARGV[1] .. '|' .. token, 'PX', ARGV[2])
-return {token, prev, phase}
+if phase == 'submitted' then
+  redis.call('SET', KEYS[3], ARGV[1] .. '|' .. token, 'PX', ARGV[4])
+end
+return {token, prev, phase, sent and 1 or 0}
 """
 
 _MARK = """
 if redis.call('GET', KEYS[1]) ~= 'claimed|' .. ARGV[1] .. '|' .. ARGV[2] then return 0 end
 redis.call('SET', KEYS[1], 'submitted|' .. ARGV[1] .. '|' .. ARGV[2], 'PX', ARGV[3])
+redis.call('SET', KEYS[2], ARGV[1] .. '|' .. ARGV[2], 'PX', ARGV[4])
 return 1
 """
 
@@ -56,11 +68,14 @@ class Claim(NamedTuple):
     """The answer of ``take``: ``token`` > 0 on success (then ``previous`` is the phase the key
     was in: ``""``, ``claimed`` or ``submitted``, the latter meaning a submission may already
     have reached the venue, and ``phase`` the phase it is in now); 0 when the intent is done;
-    -1 when another owner holds it."""
+    -1 when another owner holds it. ``sent``: the intent had been marked ``submitted`` before
+    this take (by the sent mark, which outlives a lapsed claim): a send may have reached the
+    venue."""
 
     token: int
     previous: str
     phase: str = ""
+    sent: bool = False
 
     @property
     def ok(self) -> bool:
@@ -75,16 +90,21 @@ class Claims:
     """Claims on intents in one Redis (one shard: every key shares ``prefix``)."""
 
     def __init__(self, client: aioredis.Redis, *, prefix: str = "keeper", ttl_ms: int = 30_000,
-                 done_ttl_ms: int = 7 * 24 * 3600 * 1000) -> None:
+                 done_ttl_ms: int = 7 * 24 * 3600 * 1000, sent_ttl_ms: int | None = None) -> None:
         self._r = client
         self._prefix = prefix
         self.ttl_ms = ttl_ms
         self.done_ttl_ms = done_ttl_ms
+        self.sent_ttl_ms = done_ttl_ms if sent_ttl_ms is None else sent_ttl_ms
         self._take = client.register_script(_TAKE)
         self._mark = client.register_script(_MARK)
 
     def key(self, intent_id: str) -> str:
         return f"{self._prefix}:claim:{intent_id}"
+
+    def sent_key(self, intent_id: str) -> str:
+        """The sent mark's key (see the module docstring)."""
+        return f"{self._prefix}:sent:{intent_id}"
 
     async def take(self, intent_id: str, owner: str, then: str = "hold") -> Claim:
         """Claim ``intent_id`` for ``owner``, in one atomic step.
@@ -92,31 +112,39 @@ class Claims:
         ``then`` says what the claim becomes: ``hold`` (phase ``claimed``; call
         ``mark_submitted`` before sending), ``submit`` (phase ``submitted`` at once: one round
         trip less; a crash before the send then means a resubmission, never an expiry) or
-        ``expire`` (``claimed`` unless it was ``submitted`` before, which it stays: an intent
-        that may have reached the venue is not expired).
+        ``expire`` (``claimed`` unless it was ever ``submitted``, claim lapsed or not, which it
+        then is again: an intent that may have reached the venue is not expired unasked). Any
+        move to ``submitted`` also sets the sent mark.
         """
         try:
-            res = await self._take(keys=[self.key(intent_id), f"{self._prefix}:claim:fence"],
-                                   args=[owner, self.ttl_ms, then])
+            res = await self._take(keys=[self.key(intent_id), f"{self._prefix}:claim:fence",
+                                         self.sent_key(intent_id)],
+                                   args=[owner, self.ttl_ms, then, self.sent_ttl_ms])
         except redis.exceptions.RedisError as exc:
             raise LogUnavailable(f"claim {intent_id}: {exc}") from exc
         token, prev = res[0], res[1]
         text = prev.decode() if isinstance(prev, bytes) else str(prev)
         phase = res[2].decode() if len(res) > 2 and isinstance(res[2], bytes) else ""
-        return Claim(int(token), text.split("|", 1)[0] if text else "", phase)
+        sent = len(res) > 3 and int(res[3]) == 1
+        return Claim(int(token), text.split("|", 1)[0] if text else "", phase, sent)
 
     async def mark_submitted(self, intent_id: str, owner: str, token: int) -> bool:
         """True when ``owner`` still holds ``token`` (and the claim now says ``submitted``)."""
         try:
-            ok = await self._mark(keys=[self.key(intent_id)], args=[owner, token, self.ttl_ms])
+            ok = await self._mark(keys=[self.key(intent_id), self.sent_key(intent_id)],
+                                  args=[owner, token, self.ttl_ms, self.sent_ttl_ms])
         except redis.exceptions.RedisError as exc:
             raise LogUnavailable(f"claim {intent_id}: {exc}") from exc
         return bool(ok)
 
     async def finish(self, intent_id: str, outcome: str, token: int) -> None:
-        """Mark the intent done (its outcome is in the log)."""
+        """Mark the intent done (its outcome is in the log) and drop its sent mark, in one
+        transaction."""
         try:
-            await self._r.set(self.key(intent_id), f"done|{outcome}|{token}", px=self.done_ttl_ms)
+            async with self._r.pipeline(transaction=True) as tx:
+                tx.set(self.key(intent_id), f"done|{outcome}|{token}", px=self.done_ttl_ms)
+                tx.delete(self.sent_key(intent_id))
+                await tx.execute()
         except redis.exceptions.RedisError as exc:
             raise LogUnavailable(f"claim {intent_id}: {exc}") from exc
 
@@ -124,3 +152,10 @@ class Claims:
         """The raw claim value (tests and the admin view)."""
         raw = await self._r.get(self.key(intent_id))
         return None if raw is None else (raw.decode() if isinstance(raw, bytes) else str(raw))
+
+    async def sent(self, intent_id: str) -> bool:
+        """Whether the sent mark is set (tests and the admin view)."""
+        try:
+            return bool(await self._r.exists(self.sent_key(intent_id)))
+        except redis.exceptions.RedisError as exc:
+            raise LogUnavailable(f"claim {intent_id}: {exc}") from exc

@@ -6,17 +6,39 @@ ignored) the runner:
 1. takes the atomic claim (``keeper.execution.claim``), which in the same step marks it
    ``submitted``; an intent already done is acked, one held by another live owner is left
    pending and looked at again later;
-2. applies the expiry rule: an intent older than ``intent_ttl_us`` (by the injected clock,
+2. applies the expiry rule to an intent older than ``intent_ttl_us`` (by the injected clock,
    measured from its ``ts_ingest`` when the writer stamped one, else from its ``ts_event``, the
-   trigger's time) and never claimed for submission gets ``LiquidationExpired``; an
-   intent that may have reached the venue is never expired, it is resubmitted (the venue's
-   idempotency answers);
+   trigger's time), below;
 3. appends ``LiquidationSubmitted`` (event id ``sub:<intent>#<token>``) and submits under the
    intent id, with retries;
 4. appends the venue's account events (if any) and the outcome in one atomic append, events
    first; the outcome's event id is ``out:<intent>`` for every kind, so the log's dedup keeps
    exactly one outcome per intent;
 5. marks the claim done and acks the entry.
+
+The expiry rule. An intent **may have reached the venue** exactly when its claim was ever moved
+to ``submitted`` (that move is atomic with the claim, and comes before any send and before its
+``LiquidationSubmitted`` record): the claim says so while it lives, and the *sent mark* of
+``keeper.execution.claim`` after it lapsed (until the outcome is recorded, or 7 days). A
+too-old intent
+
+- that may not have reached the venue gets ``LiquidationExpired`` at once, without asking: it
+  never left, and it is never sent late;
+- that may have reached it is never expired unasked. The runner asks the executor's ``status``
+  (``keeper.execution.base.status_of``): the venue has it -> ``LiquidationConfirmed``
+  (``duplicate``; the venue's events first, in one atomic append, as in step 4); the venue says
+  it never accepted it -> ``LiquidationExpired`` (not resubmitted: it is too old to send); the
+  venue cannot tell (unreachable, rate-limited, an answer that is neither) -> left pending,
+  unacked, and it comes back. An executor without ``status``, or a venue without a status
+  answer (``StatusUnsupported``), is not asked: the intent is resubmitted under its key and the
+  venue's idempotency answers, as before.
+
+"The venue never accepted it" is final because no earlier request can still be applied: each
+HTTP request carries ``X-Keeper-Deadline`` (the end of its timeout), which the reference venue
+enforces; the executor's retries end within ``deadline_s`` plus one timeout (22 s by default),
+below the claim's TTL (30 s), so a process whose claim lapsed has stopped sending before another
+takes the intent; and one runner never handles an entry twice at once. (A venue that neither
+honours the deadline nor applies promptly leaves a window of one request timeout.)
 
 The kill switch and market pauses hold submissions here too: the runner follows
 ``KeeperPaused``/``KeeperResumed`` in the log it reads, leaves the intents they cover pending
@@ -27,7 +49,8 @@ of a pause recorded before its group position).
 Start-up is recovery (crash-only): ``start`` re-reads this consumer's own pending entries and
 XAUTOCLAIMs entries other consumers left pending for longer than ``stale_ms``; ``step`` does the
 same every ``reclaim_every`` steps. A transient failure that outlasts the retries leaves the entry
-pending (and the claim expiring), so it comes back.
+pending (the claim expiring, the sent mark staying), so it comes back: resubmitted while within
+its TTL, asked about after (never expired unasked).
 
 ``KEEPER_TEST_CRASH_AT`` makes the process ``os._exit(137)`` at one point: ``after_intent`` (the
 intent is delivered to this consumer, not claimed), ``before_post`` (claimed, nothing sent),
@@ -49,7 +72,14 @@ from keeper.clock import wall_clock_us
 from keeper.domain import events as ev
 from keeper.domain import guards
 from keeper.errors import LogUnavailable, PermanentError, TransientError
-from keeper.execution.base import Backoff, VenueExecutor, jittered_backoff
+from keeper.execution.base import (
+    Backoff,
+    StatusUnsupported,
+    Submission,
+    VenueExecutor,
+    jittered_backoff,
+    status_of,
+)
 from keeper.execution.claim import Claims
 from keeper.ports import LogEntry
 from keeper.store.entries import split_decoded
@@ -294,18 +324,18 @@ class Runner:
             self._count("held_elsewhere")
             log.info("intent_held_elsewhere")
             return False
-        if too_old and claim.phase != "submitted":
-            reason = f"ttl: not submitted within {self.intent_ttl_us} us of its trigger"
-            await self.log.append([ev.LiquidationExpired(
-                event_id=outcome_id(d.intent_id), ts_event=now, causation_id=d.intent_id,
-                intent_id=d.intent_id, account=d.account, bucket=d.bucket, reason=reason)])
-            await self.claims.finish(d.intent_id, "expired", claim.token)
-            self._count("expired")
-            log.info("intent_expired", reason=reason)
+        if too_old and claim.phase != "submitted":  # never marked submitted: it never left
+            await self._expire(d, now, claim.token,
+                               f"ttl: not submitted within {self.intent_ttl_us} us of its trigger")
             return True
+        if too_old:  # it may have reached the venue: ask before anything else
+            asked = await self._ask_venue(d, claim.token)
+            if asked is not None:
+                return asked
         self._crash("before_post")  # claimed (phase submitted), nothing sent yet
-        # the claim (phase ``submitted``) is the durable mark that a send may have happened; the
-        # LiquidationSubmitted record is written alongside the send, off the critical path
+        # the claim (phase ``submitted``) and its sent mark are the durable record that a send
+        # may have happened; LiquidationSubmitted is written alongside the send, off the
+        # critical path
         submitted = asyncio.ensure_future(self.log.append([ev.LiquidationSubmitted(
             event_id=f"sub:{d.intent_id}#{claim.token}", ts_event=now, causation_id=d.intent_id,
             intent_id=d.intent_id, account=d.account, bucket=d.bucket, attempt=claim.token,
@@ -331,15 +361,52 @@ class Runner:
             raise
         await submitted
         self._crash("after_submit")
+        await self._confirm(d, sub, claim.token, "confirmed_duplicate" if sub.duplicate else "confirmed")
+        return True
+
+    async def _ask_venue(self, d: ev.Decision, token: int) -> bool | None:
+        """The venue's word on a too-old intent that may have reached it: True when its outcome
+        is now recorded, False to leave it pending (the venue cannot tell), None to resubmit
+        (the executor or the venue cannot be asked)."""
+        ask = status_of(self.executor)
+        if ask is None:
+            return None
+        log = _log.bind(intent_id=d.intent_id, consumer=self.consumer)
+        try:
+            found = await ask(d.intent_id)
+        except StatusUnsupported as exc:
+            self._count("status_unsupported")
+            log.warning("status_unsupported", error=str(exc))
+            return None
+        except TransientError as exc:
+            self._count("status_unavailable")
+            log.warning("status_unavailable", error=str(exc))
+            return False
+        if found is None:
+            reason = (f"ttl: not accepted within {self.intent_ttl_us} us of its trigger "
+                      "(the venue has no liquidation under its key)")
+            await self._expire(d, self.now_us(), token, reason)
+            return True
+        await self._confirm(d, found._replace(duplicate=True), token, "confirmed_by_status")
+        return True
+
+    async def _expire(self, d: ev.Decision, now: int, token: int, reason: str) -> None:
+        await self.log.append([ev.LiquidationExpired(
+            event_id=outcome_id(d.intent_id), ts_event=now, causation_id=d.intent_id,
+            intent_id=d.intent_id, account=d.account, bucket=d.bucket, reason=reason)])
+        await self.claims.finish(d.intent_id, "expired", token)
+        self._count("expired")
+        _log.info("intent_expired", intent_id=d.intent_id, consumer=self.consumer, reason=reason)
+
+    async def _confirm(self, d: ev.Decision, sub: Submission, token: int, kind: str) -> None:
         outcome = ev.LiquidationConfirmed(
             event_id=outcome_id(d.intent_id), ts_event=self.now_us(), causation_id=d.intent_id,
             intent_id=d.intent_id, account=d.account, bucket=d.bucket, venue_ref=sub.ref,
             duplicate=sub.duplicate, block=sub.block, repaid=sub.repaid, seized=sub.seized)
-        kind = "confirmed_duplicate" if sub.duplicate else "confirmed"
         # the venue's account events first, in the same atomic append as the outcome: a
         # confirmed outcome is never in the log before the balances it changed
         await self.log.append([*sub.events, outcome])
-        await self.claims.finish(d.intent_id, kind, claim.token)
+        await self.claims.finish(d.intent_id, kind, token)
         self._count(kind)
-        log.info("intent_done", outcome=kind, token=claim.token, venue_ref=sub.ref)
-        return True
+        _log.info("intent_done", intent_id=d.intent_id, consumer=self.consumer, outcome=kind, token=token,
+                  venue_ref=sub.ref)
