@@ -118,6 +118,7 @@ async def submit_with_retries(
     *,
     retry_after_max_s: float = 5.0,
     deadline_s: float = 20.0,
+    attempt_s: float = 0.0,
     sleep: Sleep = asyncio.sleep,
     clock: Callable[[], float] = time.monotonic,
 ) -> T:
@@ -132,9 +133,10 @@ async def submit_with_retries(
       answering, and a quick retry would only be refused again. It waits ``max(R,
       backoff(n))``, at least R; when R exceeds ``retry_after_max_s`` it gives up at once rather
       than retry early or hold the intent that long (the runner takes it up again later);
-    - it never starts a wait that would end more than ``deadline_s`` after the first try
-      began: it gives up instead. A call therefore ends within ``deadline_s`` plus one request's
-      timeout, which the runner relies on (keep it below the claim's TTL).
+    - it never starts a wait whose next try (taking up to ``attempt_s``, a request's timeout)
+      could end more than ``deadline_s`` after the first try began: it gives up instead. So a
+      call ends within ``deadline_s`` (or the first try's ``attempt_s``, if longer), which the
+      runner relies on: keep it below the claim's TTL.
     """
     start = clock()
     attempt = 1
@@ -144,7 +146,7 @@ async def submit_with_retries(
             return await call()
         except TransientError as exc:
             delay = _next_delay(exc, attempt, max_attempts, backoff, retry_after_max_s)
-            if delay is None or clock() + delay - start > deadline_s:
+            if delay is None or clock() + delay + attempt_s - start > deadline_s:
                 raise
             if not isinstance(exc, RetryLater):
                 attempt += 1

@@ -13,8 +13,8 @@ Wire contract (the reference venue in ``keeper.sim`` speaks it):
   deadline passed before the venue's turn: not applied), other 5xx, timeouts, connection
   errors: ``TransientError``; ``execute`` retries both under the same id by the rule of
   ``keeper.execution.base.submit_with_retries`` (a ``Retry-After`` is waited out, at least, and
-  is not one of the ``max_attempts`` quick attempts; the whole call stays within
-  ``deadline_s``);
+  is not one of the ``max_attempts`` quick attempts; the whole call ends within ``deadline_s``,
+  20 s by default);
 - any other 4xx: ``PermanentError`` carrying the venue's ``reason``.
 
 ``status(intent_id)`` asks what the venue holds under a key: ``GET <status_url>`` (default
@@ -241,7 +241,8 @@ class HttpExecutor:
                             on_retry: Callable[[int, TransientError], None]) -> T:
         return await submit_with_retries(call, self._backoff, self._max_attempts, on_retry,
                                          retry_after_max_s=self.retry_after_max_s,
-                                         deadline_s=self.deadline_s, sleep=self._sleep, clock=self._clock)
+                                         deadline_s=self.deadline_s, attempt_s=self._timeout.total or 0.0,
+                                         sleep=self._sleep, clock=self._clock)
 
     async def submit(self, decision: Decision) -> tuple[str | None, bool]:
         """``keeper.ports.Executor``: the venue's reference and whether it was a duplicate."""

@@ -35,9 +35,9 @@ too-old intent
 
 "The venue never accepted it" is final because no earlier request can still be applied: each
 HTTP request carries ``X-Keeper-Deadline`` (the end of its timeout), which the reference venue
-enforces; the executor's retries end within ``deadline_s`` plus one timeout (22 s by default),
-below the claim's TTL (30 s), so a process whose claim lapsed has stopped sending before another
-takes the intent; and one runner never handles an entry twice at once. (A venue that neither
+enforces; the HTTP executor's retries end within its ``deadline_s`` (20 s by default), below the
+claim's TTL (30 s), so a process whose claim lapsed has stopped sending before another takes
+the intent; and one runner never handles an entry twice at once. (A venue that neither
 honours the deadline nor applies promptly leaves a window of one request timeout.)
 
 The kill switch and market pauses hold submissions here too: the runner follows

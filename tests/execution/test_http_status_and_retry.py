@@ -143,7 +143,7 @@ async def test_the_deadline_bounds_the_whole_call(sim: SimServer) -> None:
             await ex.execute(decision(1))
     finally:
         await ex.close()
-    assert fake.waits == [1.0, 1.0, 1.0]  # a fourth wait would end past 3.5 s
+    assert fake.waits == [1.0, 1.0, 1.0]  # a fifth try, at 4 s, would end past 3.5 s
     assert ex.attempts == 4
 
 
