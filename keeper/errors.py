@@ -9,7 +9,8 @@
     │   ├── DecodeError        bytes that are not a known, valid, current event
     │   └── InvalidPrice       NaN, infinite, zero, negative or absurd price
     ├── LogError               the event log (Redis) failed or is unreachable
-    │   └── LogUnavailable     the log cannot be reached (ingest blocks, never drops)
+    │   └── LogUnavailable     the log cannot be reached or cannot take it now: waited out
+    │       └── LogRefused     Redis refused a write (OOM at maxmemory, READONLY, MISCONF)
     ├── SnapshotError          a snapshot failed validation (skipped, never trusted)
     ├── ExecutionError         an executor failed to submit
     │   ├── TransientError     worth retrying under the same intent id
@@ -66,7 +67,14 @@ class LogError(KeeperError):
 
 
 class LogUnavailable(LogError):
-    """The event log cannot be reached."""
+    """The event log cannot be reached, or cannot take the command now (``LOADING``, ``BUSY``,
+    a failover in progress): a fault outside the process, waited out with backoff."""
+
+
+class LogRefused(LogUnavailable):
+    """Redis refused a write it will take again later: ``OOM`` (``maxmemory`` reached with
+    ``noeviction``), ``READONLY`` (a replica, mid-failover), ``MISCONF`` (it cannot persist).
+    Nothing of the refused command was applied (a script's batch is all or nothing)."""
 
 
 class SnapshotError(KeeperError):

@@ -23,7 +23,7 @@ import structlog
 from keeper.domain import state as st
 from keeper.domain.codec import encode
 from keeper.domain.events import Event, event_type
-from keeper.errors import SnapshotError
+from keeper.errors import LogError, SnapshotError
 from keeper.ports import EventLog, SnapshotStore
 
 log = structlog.get_logger("keeper.projector")
@@ -132,6 +132,8 @@ class Projector:
         self.appended = 0
         self.quarantined = 0
         """Entries the core could not apply (dead-lettered with the error): an alarm."""
+        self._held_out: list[Event] = []
+        self._held_dead: list[tuple[str, Event, str]] = []
         self.restored_from: str | None = None
         self._since_snapshot = 0
         self._last_snapshot_t = monotonic()
@@ -167,8 +169,17 @@ class Projector:
         return core
 
     async def step(self, block_ms: int | None = None) -> int:
-        """Read and apply one batch; returns the number of entries applied."""
+        """Read and apply one batch; returns the number of entries applied.
+
+        What the batch makes the core say (intents, dead letters) is appended before the next
+        batch is read. When that append fails (``LogError``: Redis down, refusing writes) the
+        error propagates and the output is held: the next ``step`` appends it first (the same
+        event ids, so a write that did land is dropped as a duplicate), so the core never
+        decides on entries past a decision it could not record. A snapshot that cannot be
+        written is skipped (logged) and tried again an interval later.
+        """
         core = self.core if self.core is not None else await self.start()
+        await self._flush()
         entries, self.position = await self.log.read_batch(self.position, self.batch, block_ms)
         if not entries:
             return 0
@@ -183,25 +194,44 @@ class Projector:
         take = getattr(core, "take_quarantined", None)
         if take is not None:
             for entry_id, event, error in take():
-                await self._dead_letter(entry_id, event, error)
-        if out:
-            ids = await self.log.append(out)
-            self.appended += sum(1 for i in ids if i is not None)
+                self.quarantined += 1
+                log.error("entry_quarantined", projector=self.name, entry_id=entry_id,
+                          type=event_type(event), error=error[:500])
+                self._held_dead.append((entry_id, event, error))
+        self._held_out.extend(out)
         n = len(entries)
         self.applied += n
         self._since_snapshot += n
+        await self._flush()
         if self._since_snapshot >= self.snapshot_every or (
             self._monotonic() - self._last_snapshot_t >= self.snapshot_interval_s
         ):
-            await self.snapshot()
+            try:
+                await self.snapshot()
+            except LogError as exc:
+                self._last_snapshot_t = self._monotonic()
+                log.warning("snapshot_not_written", projector=self.name, error=str(exc)[:300])
         return n
+
+    @property
+    def holding(self) -> int:
+        """Events the core produced that are not in the log yet (a failed append holds them)."""
+        return len(self._held_out) + len(self._held_dead)
+
+    async def _flush(self) -> None:
+        """Append what the core produced and a failed append left held, oldest first."""
+        while self._held_dead:
+            entry_id, event, error = self._held_dead[0]
+            await self._dead_letter(entry_id, event, error)
+            self._held_dead.pop(0)
+        if self._held_out:
+            ids = await self.log.append(self._held_out)
+            self.appended += sum(1 for i in ids if i is not None)
+            self._held_out = []
 
     async def _dead_letter(self, entry_id: str, event: Event, error: str) -> None:
         """An entry the core quarantined: into the dead-letter stream (once per entry id, so a
-        restart that applies the tail again does not repeat it), counted and logged."""
-        self.quarantined += 1
-        log.error("entry_quarantined", projector=self.name, entry_id=entry_id,
-                  type=event_type(event), error=error[:500])
+        restart that applies the tail again does not repeat it)."""
         await self.log.dead_letter("projector", "apply_failed", f"{self.name}: {error}"[:2000],
                                    encode(event), ref=f"{self.name}@{entry_id}")
 

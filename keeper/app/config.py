@@ -115,6 +115,10 @@ class KeeperSection(_Section, frozen=True):
     shards: PositiveInt = 1
     batch_size: PositiveInt = 1000
     state_dir: str = ".keeper"
+    shutdown_grace_s: Positive = 50.0
+    """After SIGTERM the process ends within this many seconds, whatever it waits for (a graceful
+    stop first; past the deadline it stops its private Redis and exits 1). Keep it below the
+    supervisor's own (systemd ``TimeoutStopSec``, compose ``stop_grace_period``: 60 s)."""
 
 
 class RedisSection(_Section, frozen=True):

@@ -21,7 +21,6 @@ runner finishes the batch in hand (unacked entries are handed back to the group)
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import socket
 from collections.abc import Awaitable, Sequence
@@ -35,12 +34,13 @@ from keeper import _compiled
 from keeper.app.config import Config, FeedSource
 from keeper.app.keeper_role import core_factory
 from keeper.app.metrics import Metrics
+from keeper.app.supervise import ride_through, wait_event
 from keeper.clock import wall_clock_us
 from keeper.domain import events as ev
 from keeper.domain.chain_core import ChainCore
 from keeper.domain.cores import fmt_of
 from keeper.domain.decide import KeeperCore, KeeperParams
-from keeper.errors import ConfigError
+from keeper.errors import ConfigError, EmbeddedRedisError
 from keeper.execution import HttpExecutor, PaperExecutor, SimVenueExecutor
 from keeper.execution.base import VenueExecutor
 from keeper.execution.claim import Claims
@@ -55,9 +55,10 @@ from keeper.ingest.account_ws import AccountStream
 from keeper.ports import LogEntry
 from keeper.projector import ProjectionCore, Projector
 from keeper.replay.manifest import RunManifest
+from keeper.store import health
 from keeper.store.embedded import EmbeddedRedis, open_redis
 from keeper.store.entries import parse_id
-from keeper.store.redis_log import RedisEventLog
+from keeper.store.redis_log import RedisEventLog, make_client
 from keeper.store.snapshots import RedisSnapshotStore
 
 if TYPE_CHECKING:
@@ -69,6 +70,11 @@ _log = structlog.get_logger()
 ROLES = ("feeds", "ingest", "keeper", "executor", "projector", "admin")
 DEFAULT_ROLES = ("feeds", "ingest", "keeper", "executor", "admin")
 """``keeper run`` without ``--role``: ``projector`` is left out (the keeper projects itself)."""
+
+EMBEDDED_CHECK_S = 0.5
+"""How often the daemon checks that its private redis-server is alive."""
+SHUTDOWN_STEP_S = 5.0
+"""The most one step of the shutdown waits (a snapshot, closing a connection, a task's end)."""
 
 _PARSERS = {"binance": parsers.binance_mark_price, "bybit": parsers.bybit_tickers,
             "hyperliquid": parsers.hyperliquid_all_mids, "coinbase": parsers.coinbase_ticker}
@@ -220,6 +226,7 @@ class Daemon:
         self.started = asyncio.Event()
         """Set once every role is up (the admin port bound, projectors started)."""
         self._tasks: list[asyncio.Task[Any]] = []
+        self._aux: list[asyncio.Task[Any]] = []
         self._closers: list[Any] = []
 
     def params(self, profile: str) -> KeeperParams:
@@ -232,8 +239,11 @@ class Daemon:
         """The live keeper cores (one per profile), once started."""
         return [p.core for p in self.projectors if isinstance(p.core, KeeperCore)]
 
-    async def _connect(self) -> RedisEventLog:
-        log = await RedisEventLog.connect(self.redis_url, shard=str(self.config.keeper.shard))
+    def _connect(self) -> RedisEventLog:
+        """A log on its own client. Nothing is sent yet: the roles that use it ride out a Redis
+        that is down (``keeper.app.supervise``), at start as later."""
+        log = RedisEventLog(make_client(self.redis_url), shard=str(self.config.keeper.shard),
+                            owns_client=True, url=self.redis_url)
         self._closers.append(log.close)
         return log
 
@@ -244,7 +254,11 @@ class Daemon:
         return task
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Run until ``stop``; raises what a role raised (after shutting the others down)."""
+        """Run until ``stop``; raises what a role raised (after shutting the others down).
+
+        Redis being down or refusing writes ends nothing: the admin server answers from the
+        start (``/readyz`` says what waits), and every role waits Redis out and goes on.
+        """
         cfg = self.config
         data_dir = Path(cfg.redis.data_dir)
         url, server = await open_redis(cfg.redis_url(), data_dir, appendfsync=cfg.redis.appendfsync)
@@ -258,21 +272,22 @@ class Daemon:
         admin = None
         executor = None
         try:
-            self.log = await self._connect()
+            if server is not None:
+                self._aux.append(asyncio.ensure_future(self._keep_embedded(server, stop)))
+            self.log = self._connect()
+            if "admin" in self.roles and cfg.admin.enabled:
+                admin = await self._start_admin()  # first: it answers while the rest waits
             if "feeds" in self.roles or "ingest" in self.roles:
                 intake = await self._start_intake()
             if "keeper" in self.roles or "projector" in self.roles:
-                await self._start_projectors(inner_stop, workers)
+                self._start_projectors(inner_stop, workers)
             if "executor" in self.roles:
-                executor = await self._build_executor()
+                executor = await self._build_executor(stop)
                 if executor is not None:
-                    await self._start_runner(executor, inner_stop, workers)
-            if "admin" in self.roles and cfg.admin.enabled:
-                admin = await self._start_admin()
-            await self._write_manifest("running")
-            self.started.set()
-            _log.info("daemon_started", roles=list(self.roles), admin_port=self.admin_port,
-                      restored_from=[p.restored_from for p in self.projectors])
+                    self._start_runner(executor, inner_stop, workers)
+            # not a role (it ends once done): outside ``_tasks``, whose first end ends the run
+            announce = asyncio.ensure_future(self._announce(stop))
+            self._aux.append(announce)
             waiter = asyncio.ensure_future(stop.wait())
             await asyncio.wait([waiter, *self._tasks], return_when=asyncio.FIRST_COMPLETED)
             waiter.cancel()
@@ -287,39 +302,57 @@ class Daemon:
             if t.done() and not t.cancelled() and t.exception() is not None:
                 raise t.exception()  # type: ignore[misc]
 
+    async def _keep_embedded(self, server: EmbeddedRedis, stop: asyncio.Event) -> None:
+        """The private redis-server is this process's child: if it dies (killed, out of memory),
+        start it again on the same port and data folder (its AOF restores the log) while the
+        roles wait it out. An external Redis is its operator's to restart."""
+        attempt = 0
+        while not await wait_event(stop, EMBEDDED_CHECK_S):
+            if server.running():
+                attempt = 0
+                continue
+            attempt += 1
+            _log.error("embedded_redis_died", port=server.port, attempt=attempt)
+            try:
+                await asyncio.to_thread(server.start)
+            except EmbeddedRedisError as exc:
+                _log.error("embedded_redis_restart_failed", error=str(exc)[:500])
+                await wait_event(stop, min(2.0 * attempt, 30.0))
+
+    async def _announce(self, stop: asyncio.Event) -> None:
+        """Once every projector has started (restored its snapshot): the run manifest, then
+        ``started``."""
+        while any(p.core is None for p in self.projectors):
+            if await wait_event(stop, 0.02):
+                return
+        await ride_through("manifest", lambda: self._write_manifest("running"), stop)
+        self.started.set()
+        _log.info("daemon_started", roles=list(self.roles), admin_port=self.admin_port,
+                  restored_from=[p.restored_from for p in self.projectors])
+
     async def _shutdown(self, intake: list[asyncio.Task[Any]], workers: list[asyncio.Task[Any]],
                         inner_stop: asyncio.Event, admin: Any, executor: Any) -> None:
+        """Every step is bounded: a shutdown never waits on Redis or a task that ignores its
+        cancellation (such a task is named in the log with where it is stuck)."""
         self._intake_stop.set()  # 1. stop intake
-        for t in intake:
-            t.cancel()
-        await asyncio.gather(*intake, return_exceptions=True)
+        await _cancel(intake, SHUTDOWN_STEP_S)
         if self.ingest is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.ingest.drain(), 5.0)
+            await _bounded(self.ingest.drain(), 5.0, "ingest_drain")
             await self.ingest.close()
         inner_stop.set()  # 2. keeper and runner finish their batch, snapshot
-        _done, pending = await asyncio.wait(workers, timeout=10.0) if workers else (set(), set())
-        for t in pending:
-            t.cancel()
-        await asyncio.gather(*workers, return_exceptions=True)
+        if workers:
+            await asyncio.wait(workers, timeout=10.0)
+        await _cancel(workers, SHUTDOWN_STEP_S)
         for p in self.projectors:
-            with contextlib.suppress(Exception):
-                await p.snapshot()
-        try:
-            await self._write_manifest("stopped")
-        except Exception as exc:  # a manifest is a record, never a reason to stop unclean
-            _log.warning("manifest_not_written", error=repr(exc))
-        for t in self._tasks:
-            if not t.done():
-                t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+            await _bounded(p.snapshot(), SHUTDOWN_STEP_S, f"snapshot_{p.name}")
+        await _bounded(self._write_manifest("stopped"), SHUTDOWN_STEP_S, "manifest")
+        await _cancel([t for t in (*self._tasks, *self._aux) if not t.done()], SHUTDOWN_STEP_S)
         if admin is not None:  # 3. admin last: it answers until the end
-            await admin.stop()
+            await _bounded(admin.stop(), SHUTDOWN_STEP_S, "admin_stop")
         if executor is not None:
-            await executor.close()
+            await _bounded(executor.close(), SHUTDOWN_STEP_S, "executor_close")
         for close in reversed(self._closers):
-            with contextlib.suppress(Exception):
-                await close()
+            await _bounded(close(), SHUTDOWN_STEP_S, "close")
         _log.info("daemon_stopped", applied=[p.applied for p in self.projectors],
                   offsets=[p.core.offset if p.core else None for p in self.projectors],
                   runner=dict(self.runner.counts) if self.runner else None)
@@ -356,13 +389,19 @@ class Daemon:
         _log.info("run_manifest_written", status=status, config_hash=m.config_hash[:12],
                   cores=[n for n, _ in named], log_first=m.log_first, log_last=m.log_last)
 
-    async def _build_executor(self) -> VenueExecutor | None:
+    async def _build_executor(self, stop: asyncio.Event) -> VenueExecutor | None:
         cfg = self.config
         if cfg.execution.executor == "chain" and cfg.keeper.mode == "live":
             from keeper.app.chain_role import start_chain_executor
 
-            log = await self._connect()
-            return await start_chain_executor(cfg, log)
+            log = self._connect()
+            built: list[VenueExecutor] = []
+
+            async def start() -> None:
+                built.append(await start_chain_executor(cfg, log))
+
+            await ride_through("chain-executor", start, stop)
+            return built[0] if built else None
         return build_executor(cfg)
 
     async def _start_intake(self) -> list[asyncio.Task[Any]]:
@@ -396,16 +435,19 @@ class Daemon:
 
         if "ingest" not in self.roles:
             return []
-        log = await self._connect()
+        log = self._connect()
         self.chain_ingest = await start_chain_ingest(self.config, log)
         self._closers.append(self.chain_ingest.rpc.close)
-        # stopped first at shutdown, with the other intake (and cancelled with it)
-        return [self._spawn(self.chain_ingest.run(self._intake_stop), "chain-ingest")]
+        ingest = self.chain_ingest
+        # stopped first at shutdown, with the other intake (and cancelled with it); its start
+        # resumes from the log, so a Redis fault is ridden out by running it again
+        return [self._spawn(ride_through("chain-ingest", lambda: ingest.run(self._intake_stop),
+                                         self._intake_stop), "chain-ingest")]
 
-    async def _start_projectors(self, stop: asyncio.Event, workers: list[asyncio.Task[Any]]) -> None:
+    def _start_projectors(self, stop: asyncio.Event, workers: list[asyncio.Task[Any]]) -> None:
         cfg = self.config
         shard = str(cfg.keeper.shard)
-        log = await self._connect()  # the projectors' blocking reads get their own connection
+        log = self._connect()  # the projectors' blocking reads get their own connection
         if "keeper" in self.roles:
             for k, profile in enumerate(self.profiles):
                 params = self.params(profile)
@@ -425,21 +467,28 @@ class Daemon:
                                              snapshot_every=cfg.snapshots.every_events,
                                              snapshot_interval_s=cfg.snapshots.interval_s))
         for p in self.projectors:
+            name = f"projector-{p.name}"
+            workers.append(self._spawn(ride_through(name, lambda p=p: self._follow(p, stop),  # type: ignore[misc]
+                                                    stop), name))
+
+    async def _follow(self, p: Projector, stop: asyncio.Event) -> None:
+        """Start (restore the snapshot: recovery), then apply the log until ``stop``; run again
+        by ``ride_through`` after a Redis fault (the projector holds what it could not append)."""
+        name = f"projector-{p.name}"
+        if p.core is None:
             await p.start()
             _log.info("projector_started", projector=p.name, restored_from=p.restored_from,
                       offset=p.position)
-            workers.append(self._spawn(self._follow(p, stop), f"projector-{p.name}"))
-
-    async def _follow(self, p: Projector, stop: asyncio.Event) -> None:
         while not stop.is_set():
             await p.step(block_ms=self.block_ms)
+            health.REDIS.recovered(name)
         await p.catch_up()  # the batch in hand and anything the drained intake wrote
         await p.snapshot()
 
-    async def _start_runner(self, executor: VenueExecutor, stop: asyncio.Event,
-                            workers: list[asyncio.Task[Any]]) -> None:
+    def _start_runner(self, executor: VenueExecutor, stop: asyncio.Event,
+                      workers: list[asyncio.Task[Any]]) -> None:
         cfg = self.config
-        log = await self._connect()
+        log = self._connect()
         self.runner = Runner(log, Claims(log.client, ttl_ms=30_000), executor, consumer=self.consumer,
                              intent_ttl_us=round(cfg.execution.intent_ttl_s * 1_000_000))
         workers.append(self._spawn(self.runner.run(stop, block_ms=self.block_ms), "runner"))
@@ -459,6 +508,31 @@ class Daemon:
         server = AdminServer(app, cfg.admin.host, cfg.admin.port)
         self.admin_port = await server.start()
         return server
+
+
+async def _bounded(aw: Awaitable[Any], limit_s: float, what: str) -> None:
+    """Await ``aw`` for at most ``limit_s`` seconds; a failure or the timeout is logged, never
+    raised (a shutdown step is done its best, then the next one runs)."""
+    task = asyncio.ensure_future(aw)
+    done, _ = await asyncio.wait([task], timeout=limit_s)
+    if not done:
+        task.cancel()
+        _log.warning("shutdown_step_timed_out", step=what, timeout_s=limit_s)
+    elif not task.cancelled() and task.exception() is not None:
+        _log.warning("shutdown_step_failed", step=what, error=repr(task.exception())[:300])
+
+
+async def _cancel(tasks: Sequence[asyncio.Task[Any]], limit_s: float) -> None:
+    """Cancel ``tasks`` and wait at most ``limit_s`` seconds for them to end; one that does not
+    (it ignores its cancellation: a bug) is logged with where it is stuck."""
+    for t in tasks:
+        t.cancel()
+    if not tasks:
+        return
+    _done, pending = await asyncio.wait(tasks, timeout=limit_s)
+    for t in pending:
+        frames = [f"{f.f_code.co_filename}:{f.f_lineno}" for f in t.get_stack(limit=5)]
+        _log.error("task_ignored_cancel", task=t.get_name(), stack=frames)
 
 
 def _projection_factory(data: bytes | None) -> ProjectionCore:

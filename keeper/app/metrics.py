@@ -15,6 +15,16 @@ Names (all prefixed ``keeper_``)::
     tick_to_intent_seconds             histogram price tick ingested -> intent recorded
     feed_staleness_seconds{symbol}     gauge    age of the last accepted price per symbol
     dead_letters_total{reason}         counter  log entries dead-lettered, by reason
+    entries_quarantined                gauge    entries a core could not apply (an alarm)
+    redis_up                           gauge    1 while Redis answers PING within 1 s
+    redis_used_memory_bytes            gauge    Redis used_memory
+    redis_maxmemory_bytes              gauge    Redis maxmemory (0: none)
+    redis_refused_writes_total         counter  writes refused (OOM, READONLY, MISCONF)
+    redis_errors_total                 counter  Redis calls that failed
+    roles_waiting_for_redis            gauge    roles waiting out a Redis fault now
+    log_last_append_age_seconds        gauge    time since the newest log entry
+    process_resident_memory_bytes      gauge    the keeper process's resident memory
+    chain_*                            gauges   a chain venue's ingest and executor (docs/chain.md)
 """
 
 from __future__ import annotations
@@ -84,7 +94,9 @@ class Counter(_Metric):
 
     def __init__(self, name: str, help_text: str, labels: Sequence[str] = ()) -> None:
         super().__init__(name, help_text, labels)
-        self._values: dict[tuple[str, ...], float] = {}
+        # a counter without labels is exposed (as 0) from the start: an alert on its rate
+        # needs the series before the first increment
+        self._values: dict[tuple[str, ...], float] = {} if self.labels else {(): 0.0}
 
     def inc(self, *label_values: str, by: float = 1.0) -> None:
         """Add ``by`` (>= 0) to the series with these label values."""
@@ -228,5 +240,26 @@ class Metrics(Registry):
             "keeper_chain_next_nonce", "Chain venue: the executor's next nonce."))
         self.chain_gas = self.add(Gauge(
             "keeper_chain_gas_used", "Chain venue: gas used by the executor's mined transactions."))
+        self.redis_up = self.add(Gauge(
+            "keeper_redis_up", "1 while Redis answers PING within a second, else 0."))
+        self.redis_used_memory = self.add(Gauge(
+            "keeper_redis_used_memory_bytes", "Redis used_memory (INFO memory)."))
+        self.redis_maxmemory = self.add(Gauge(
+            "keeper_redis_maxmemory_bytes", "Redis maxmemory (0: no limit)."))
+        self.redis_refused = self.add(Counter(
+            "keeper_redis_refused_writes_total",
+            "Writes Redis refused (OOM at maxmemory, READONLY, MISCONF)."))
+        self.redis_errors = self.add(Counter(
+            "keeper_redis_errors_total", "Redis calls that failed (refused, unreachable, other)."))
+        self.redis_waiting = self.add(Gauge(
+            "keeper_roles_waiting_for_redis", "Roles waiting out a Redis fault now."))
+        self.last_append_age = self.add(Gauge(
+            "keeper_log_last_append_age_seconds",
+            "Seconds since the newest log entry was appended (by its entry id's time)."))
+        self.quarantined = self.add(Gauge(
+            "keeper_entries_quarantined", "Log entries a core could not apply since start "
+            "(dead-lettered with the error): an alarm."))
+        self.process_rss = self.add(Gauge(
+            "keeper_process_resident_memory_bytes", "Resident memory of the keeper process."))
         self.chain_refused = self.add(Gauge(
             "keeper_chain_refused_accounts", "Chain venue: accounts the core does not model (not decided)."))

@@ -8,20 +8,23 @@ liquidations read the tail of the log (bounded); account views evaluate one acco
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import heapq
+import os
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+import redis.exceptions
 import structlog
 
 from keeper.app.metrics import Metrics
+from keeper.app.supervise import wait_event
 from keeper.clock import wall_clock_us
 from keeper.domain import events as ev
 from keeper.domain.decide import KeeperCore
 from keeper.domain.margin import evaluate, liquidation_price
 from keeper.domain.model import bucket_key
-from keeper.errors import KeeperError
+from keeper.errors import KeeperError, LogError
+from keeper.store import health
 from keeper.store.entries import parse_id
 from keeper.store.redis_log import RedisEventLog
 
@@ -41,6 +44,10 @@ AT_RISK_HEALTH = Decimal("1.1")
 RISK_SCAN = 1_000
 """Per core, the buckets the screen rates closest to liquidation that are evaluated exactly."""
 DEAD_BATCH = 1_000
+REDIS_PROBE_S = 1.0
+"""A Redis that does not answer PING (or the readiness check) within this is reported down."""
+SETTLE_S = 10.0
+"""A role that waited for Redis and has not failed for this long (Redis answering) is ready."""
 
 
 def _health(core: KeeperCore, key: str) -> dict[str, Any] | None:
@@ -73,7 +80,18 @@ class Sampler:
         self.samples = 0
 
     async def sample(self) -> None:
+        """One sample. Redis first (PING and INFO within ``REDIS_PROBE_S``): when it does not
+        answer, the gauges that need it keep their last value and the rest is still sampled."""
         m = self.daemon.metrics
+        sync_local(self.daemon)
+        if await probe_redis(self.log, m):
+            health.REDIS.settle(SETTLE_S)
+            await self._sample_log(m)
+        sync_runner(self.daemon)
+        sync_chain(self.daemon)
+        self.samples += 1
+
+    async def _sample_log(self, m: Metrics) -> None:
         client: Any = self.log.client
         positions = [p.position for p in self.daemon.projectors]
         if positions:
@@ -94,9 +112,6 @@ class Sampler:
                 self._dead_after = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
             if len(raw) < DEAD_BATCH:
                 break
-        sync_runner(self.daemon)
-        sync_chain(self.daemon)
-        self.samples += 1
 
     @staticmethod
     def _at_risk(core: KeeperCore) -> int:
@@ -114,8 +129,49 @@ class Sampler:
                 await self.sample()
             except Exception as exc:  # a sample is a screen: never let it take the admin down
                 _log.warning("metrics_sample_failed", error=repr(exc))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), interval_s)
+            await wait_event(stop, interval_s)
+
+
+async def probe_redis(log: RedisEventLog, m: Metrics) -> bool:
+    """PING and ``INFO memory`` within ``REDIS_PROBE_S``; sets ``redis_up`` and the memory
+    gauges; True when Redis answered."""
+    client: Any = log.client
+    try:
+        async with asyncio.timeout(REDIS_PROBE_S):
+            await client.ping()
+            info: Any = await client.info("memory")
+            last = await log.last_id()
+    except (TimeoutError, LogError, redis.exceptions.RedisError, OSError):
+        m.redis_up.set(0)
+        return False
+    m.redis_up.set(1)
+    m.redis_used_memory.set(float(info.get("used_memory", 0)))
+    m.redis_maxmemory.set(float(info.get("maxmemory", 0)))
+    if last != "0-0":
+        m.last_append_age.set(max(wall_clock_us() / 1000 - parse_id(last)[0], 0) / 1000)
+    return True
+
+
+def sync_local(daemon: Daemon) -> None:
+    """What the process knows without asking Redis: the failures its clients met, the roles
+    waiting, entries quarantined, its own memory."""
+    m = daemon.metrics
+    rec = health.REDIS
+    for metric, n in ((m.redis_refused, rec.refused_writes), (m.redis_errors, rec.failures)):
+        if n > metric.value():
+            metric.inc(by=n - metric.value())
+    m.redis_waiting.set(len(rec.waiting))
+    m.quarantined.set(sum(p.quarantined for p in daemon.projectors))
+    m.process_rss.set(resident_bytes())
+
+
+def resident_bytes() -> float:
+    """This process's resident memory (Linux ``/proc``; 0 where there is none)."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return float(int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE"))
+    except (OSError, ValueError, IndexError):
+        return 0.0
 
 
 def sync_runner(daemon: Daemon) -> None:
@@ -163,8 +219,20 @@ class Status:
         return not any(t.done() for t in self.daemon._tasks)
 
     async def ready(self) -> tuple[bool, dict[str, Any]]:
-        last = await self.log.last_id()
-        lag = {p.name: p.position != last for p in self.daemon.projectors}
+        """Ready: Redis answers and no role waits for it, every projector is at the log's end,
+        no feed is stale, the chain node (if any) answers, no role has ended. ``reasons`` says
+        in words why not."""
+        reasons: list[str] = []
+        rec = health.REDIS
+        try:
+            async with asyncio.timeout(REDIS_PROBE_S):
+                last: str | None = await self.log.last_id()
+        except (TimeoutError, LogError) as exc:
+            last = None
+            reasons.append(f"redis unreachable: {str(exc) or 'no answer within 1 s'}")
+        reasons += [f"{role} waits for redis: {error}" for role, (error, _at) in
+                    sorted(rec.waiting.items())]
+        lag = {p.name: last is None or p.position != last for p in self.daemon.projectors}
         stale = sorted(self.daemon.pipeline.watchdog.stale) if self.daemon.pipeline else []
         unsafe = sorted({s for c in self.daemon.cores() for s in c.state.unsafe})
         behind = [n for n, b in lag.items() if b]
@@ -175,11 +243,21 @@ class Status:
             chain = {"last_block": s.last_block, "head": s.head, "blocks_behind": s.behind,
                      "connected": s.connected, "error": s.error}
         chain_ok = not chain or bool(chain["connected"])
-        ok = not behind and not stale and chain_ok and self.healthy()
-        out: dict[str, Any] = {"behind": behind, "log_last": last, "stale_feeds": stale, "unsafe": unsafe}
+        if behind and last is not None:
+            reasons.append(f"behind the log: {', '.join(behind)}")
+        if stale:
+            reasons.append(f"stale feeds: {', '.join(stale)}")
+        if not chain_ok:
+            reasons.append(f"chain node: {chain['error'] or 'not connected'}")
+        if not self.healthy():
+            reasons.append("a role has ended (see /healthz and the log)")
+        out: dict[str, Any] = {"behind": behind, "log_last": last, "stale_feeds": stale, "unsafe": unsafe,
+                               "reasons": reasons,
+                               "redis": {"waiting": sorted(rec.waiting), "last_error": rec.last_error,
+                                         "refused_writes": rec.refused_writes}}
         if chain:
             out["chain"] = chain
-        return ok, out
+        return not reasons, out
 
     def metrics(self) -> Metrics:
         m = self.daemon.metrics
@@ -187,6 +265,7 @@ class Status:
         for core in self.daemon.cores():
             for sym, t in core.state.price_time.items():
                 m.feed_staleness.set(max(now - t, 0) / 1e6, sym)
+        sync_local(self.daemon)
         sync_runner(self.daemon)
         sync_chain(self.daemon)
         return m

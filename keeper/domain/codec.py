@@ -15,6 +15,7 @@ import msgspec
 
 from keeper.domain.events import EVENT_TYPES, AnyEvent, Event
 from keeper.errors import DecodeError
+from keeper.jsonlimits import deeper_than
 
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 
@@ -71,9 +72,11 @@ def decode(payload: bytes | str) -> Event:
 def _upcast(payload: bytes | str) -> Event | None:
     """The payload converted from its own version to the current one; None when it is not a
     known type at another version (then the typed decoder's error stands)."""
+    if deeper_than(payload):  # the untyped decoder recurses: the typed error stands
+        return None
     try:
         raw = _raw_decoder.decode(payload)
-    except (msgspec.MsgspecError, RecursionError):  # nested too deep: the typed error stands
+    except (msgspec.MsgspecError, RecursionError):
         return None
     cls = EVENT_TYPES.get(raw.get("type"))  # type: ignore[arg-type]
     v = raw.get("v", 1)

@@ -16,6 +16,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import ClassVar
 
 import redis
 import redis.exceptions
@@ -63,8 +64,12 @@ class EmbeddedRedis:
     """A private redis-server on loopback. See the module docstring for the contract.
 
     ``password`` (optional) starts it with ``--requirepass`` (used by tests of authenticated
-    ``REDIS_URL``s); the URL then carries the password.
+    ``REDIS_URL``s); the URL then carries the password. ``running_servers`` holds the servers
+    this process started and has not stopped (a forced exit stops them: they run in their own
+    session, so nothing else would).
     """
+
+    running_servers: ClassVar[set[EmbeddedRedis]] = set()
 
     def __init__(self, data_dir: Path, port: int | None = None, *, appendfsync: str = "everysec",
                  binary: str | None = None, password: str | None = None) -> None:
@@ -92,6 +97,8 @@ class EmbeddedRedis:
         """Start (or restart) the server; return its URL once it answers PING."""
         if self.running():
             return self.url
+        if self._proc is not None:  # it died: a restart on the same port and data folder
+            self._reap()
         exe = find_redis_server(self.binary)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if not self.port:
@@ -132,6 +139,7 @@ class EmbeddedRedis:
             time.sleep(0.02)
         log.info("embedded_redis_started", port=self.port, pid=self.pid, dir=str(self.data_dir),
                  appendfsync=self.appendfsync)
+        EmbeddedRedis.running_servers.add(self)
         return self.url
 
     def _log_tail(self) -> str:
@@ -142,6 +150,7 @@ class EmbeddedRedis:
             return ""
 
     def _reap(self) -> None:
+        EmbeddedRedis.running_servers.discard(self)
         if self._proc is not None:
             if self._proc.stderr is not None:
                 self._proc.stderr.close()

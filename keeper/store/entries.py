@@ -11,6 +11,7 @@ import msgspec
 
 from keeper.domain.codec import decode
 from keeper.errors import DecodeError
+from keeper.jsonlimits import deeper_than
 from keeper.ports import LogEntry
 
 READ_SOURCE = "log.read"
@@ -36,6 +37,8 @@ def format_id(ms: int, seq: int) -> str:
 
 def event_id_of(payload: bytes) -> str:
     """The ``event_id`` of a payload, or ``""`` when it has none (a payload that is not an event)."""
+    if deeper_than(payload):  # skipping the other fields recurses: never that deep
+        return ""
     try:
         return _id_decoder.decode(payload).event_id
     except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):

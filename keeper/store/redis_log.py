@@ -39,9 +39,9 @@ import structlog
 
 from keeper.domain.codec import encode
 from keeper.domain.events import Event
-from keeper.errors import LogError, LogUnavailable
+from keeper.errors import LogError, LogRefused, LogUnavailable
 from keeper.ports import DeadLetter, LogEntry
-from keeper.store import scripts
+from keeper.store import health, scripts
 from keeper.store.entries import READ_SOURCE, event_id_of, split_decoded
 from keeper.store.fastpath import RawRedis, ReplyError
 
@@ -51,26 +51,42 @@ SOCKET_TIMEOUT_S = 30.0
 """Socket timeout of clients made by ``connect``: blocking reads must BLOCK for less."""
 
 
-_UNAVAILABLE_REPLIES = ("LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN")
-"""Error replies meaning "not now" (redis-py raises these as connection errors too)."""
+_UNAVAILABLE_REPLIES = ("LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN")
+"""Error replies meaning "not now" (redis-py raises some of these as connection errors too)."""
+_REFUSED_REPLIES = ("OOM", "READONLY", "MISCONF", "NOREPLICAS")
+"""Error replies refusing a write that Redis will take later (``keeper.errors.LogRefused``)."""
+_REFUSED_TYPES = (redis.exceptions.OutOfMemoryError, redis.exceptions.ReadOnlyError)
+
+
+def classify_reply(op: str, exc: BaseException) -> LogError:
+    """The keeper's error for an error reply of Redis (``op`` names the operation): refused,
+    unavailable (waited out) or another ``LogError``. A script's error reply carries the inner
+    command's error after a prefix, so the text is searched, not only its start."""
+    text = str(exc)
+    head = text.split(" ", 1)[0]
+    # redis-py strips the code of the replies it has a class for (OOM, READONLY)
+    if isinstance(exc, _REFUSED_TYPES) or head in _REFUSED_REPLIES \
+            or "command not allowed when used memory" in text \
+            or "-READONLY" in text or "-MISCONF" in text:
+        return LogRefused(f"{op}: redis refused the write: {text}")
+    if head in _UNAVAILABLE_REPLIES or text.startswith(_UNAVAILABLE_REPLIES):
+        return LogUnavailable(f"{op}: redis unavailable: {text}")
+    return LogError(f"{op}: {text}")
 
 
 @asynccontextmanager
 async def wrap_errors(op: str) -> AsyncIterator[None]:
     """Re-raise redis-py (and raw connection) errors as the keeper's own (``op`` names the
-    operation)."""
+    operation), and count them in ``keeper.store.health.REDIS``."""
     try:
         yield
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
-        raise LogUnavailable(f"{op}: redis unreachable: {exc}") from exc
-    except redis.exceptions.RedisError as exc:
-        raise LogError(f"{op}: {exc}") from exc
+        # BusyLoadingError (LOADING) is a ConnectionError in redis-py
+        raise health.REDIS.failed(LogUnavailable(f"{op}: redis unreachable: {exc}")) from exc
+    except (redis.exceptions.RedisError, ReplyError) as exc:
+        raise health.REDIS.failed(classify_reply(op, exc)) from exc
     except (OSError, TimeoutError) as exc:  # the raw connection: ConnectionError is an OSError
-        raise LogUnavailable(f"{op}: redis unreachable: {exc}") from exc
-    except ReplyError as exc:
-        if str(exc).startswith(_UNAVAILABLE_REPLIES):
-            raise LogUnavailable(f"{op}: redis unavailable: {exc}") from exc
-        raise LogError(f"{op}: {exc}") from exc
+        raise health.REDIS.failed(LogUnavailable(f"{op}: redis unreachable: {exc}")) from exc
 
 
 def make_client(url: str, *, socket_timeout: float = SOCKET_TIMEOUT_S) -> redis.asyncio.Redis:

@@ -1,0 +1,74 @@
+"""Riding out faults outside the process: a role that loses Redis waits and goes on.
+
+A role of the daemon is a loop whose start is its recovery (crash-only): a projector re-reads
+from its position and appends what it holds, the chain ingest resumes from the log, the runner
+reconciles its pending intents. So when Redis goes away (connection lost, ``LOADING``, ``BUSY``,
+a write refused at ``maxmemory``) the daemon does not end the process: ``ride_through`` waits
+with a growing, jittered delay and runs the role again, while ``/healthz`` stays live and
+``/readyz`` names the role that waits and the error (``keeper.store.health.REDIS``). Only the
+keeper's own errors of the log (``LogError``) are waited out; anything else is a bug and ends
+the role, and with it the daemon, loudly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+import structlog
+
+from keeper.errors import LogError
+from keeper.execution.base import Backoff, jittered_backoff
+from keeper.store import health
+
+_log = structlog.get_logger()
+
+HEALTHY_AFTER_S = 30.0
+"""A role that ran this long since its last failure starts its backoff from the beginning."""
+
+
+async def wait_event(event: asyncio.Event, limit_s: float | None) -> bool:
+    """Wait until ``event`` is set or ``limit_s`` seconds pass; True when it is set.
+
+    Not ``asyncio.wait_for(event.wait(), limit_s)``: on Python 3.11 that can swallow a
+    cancellation arriving as the inner wait completes, and a loop around it then never ends
+    (a shutdown that hangs). ``asyncio.wait`` never swallows the caller's cancellation.
+    """
+    if event.is_set():
+        return True
+    waiter = asyncio.ensure_future(event.wait())
+    try:
+        await asyncio.wait([waiter], timeout=limit_s)
+    finally:
+        waiter.cancel()
+    return event.is_set()
+
+
+async def ride_through(name: str, run: Callable[[], Awaitable[None]], stop: asyncio.Event, *,
+                       backoff: Backoff | None = None,
+                       monotonic: Callable[[], float] = time.monotonic) -> None:
+    """Run ``run()`` until it returns; while it raises ``LogError``, wait and run it again.
+
+    Returns at once (without running again) when ``stop`` is set after a failure: a shutdown
+    never waits for Redis to come back.
+    """
+    delay = backoff or jittered_backoff(0.1, 5.0)
+    attempt = 0
+    failed_at = monotonic()
+    while True:
+        try:
+            await run()
+            health.REDIS.recovered(name)
+            return
+        except LogError as exc:
+            now = monotonic()
+            attempt = 1 if now - failed_at > HEALTHY_AFTER_S else attempt + 1
+            failed_at = now
+            health.REDIS.wait(name, str(exc))
+            wait_s = delay(attempt)
+            _log.warning("role_waiting_for_redis", role=name, attempt=attempt,
+                         retry_in_s=round(wait_s, 3), error=str(exc)[:300])
+            if await wait_event(stop, wait_s):
+                _log.warning("role_stopped_while_waiting", role=name)
+                return
