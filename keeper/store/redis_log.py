@@ -3,13 +3,16 @@
 Keys of one shard (all in the ``{shard}`` hash slot)::
 
     {prefix}:{shard}:log     the stream; one field ``e`` = the event's JSON payload
-    {prefix}:{shard}:ids     set of event ids in the log (the dedup index)
+    {prefix}:{shard}:ids     set of the event ids of the dedup window (the dedup index)
+    {prefix}:{shard}:seq     sequenced sources' high-water marks (``keeper.store.dedup``: what
+                             the index guarantees, per kind of event)
     {prefix}:{shard}:dead    dead-letter stream (source, reason, detail, payload, ref)
     {prefix}:{shard}:deadref set of log entry ids already dead-lettered (dead-letter once)
 
 ``append`` runs one Lua script per batch (``scripts.APPEND``: a bulk SMISMEMBER/SADD on ``ids``,
 then ``XADD`` for each new event), so a retried producer (or the same id twice in one batch) adds
-the event once, and no other client sees half a batch. Reads decode with
+the event once, and no other client sees half a batch. ``keeper.store.retention`` bounds the
+log, ``ids`` (to a time window) and the dead letters. Reads decode with
 ``keeper.domain.codec.decode``; an entry that fails is copied to the dead-letter stream with its
 reason (once per entry), counted in ``stats`` and logged, and skipped: readers never crash on
 bad input and never lose good input.
@@ -42,6 +45,7 @@ from keeper.domain.events import Event
 from keeper.errors import LogError, LogRefused, LogUnavailable
 from keeper.ports import DeadLetter, LogEntry
 from keeper.store import health, scripts
+from keeper.store.dedup import SEQUENCED_SOURCES, DedupIndex
 from keeper.store.entries import READ_SOURCE, event_id_of, split_decoded
 from keeper.store.fastpath import RawRedis, ReplyError
 
@@ -145,11 +149,13 @@ class RedisEventLog:
     """One shard's log. See the module docstring for keys and guarantees."""
 
     def __init__(self, client: redis.asyncio.Redis, *, shard: str = "0", prefix: str = "keeper",
-                 owns_client: bool = False, fast: bool | None = None, url: str | None = None
+                 owns_client: bool = False, fast: bool | None = None, url: str | None = None,
+                 sequenced: Sequence[str] = SEQUENCED_SOURCES
                  ) -> None:
         """``fast`` (default: ``owns_client``) sends appends and non-blocking reads over a raw
         connection of the log's own, made from ``url`` or the client's connection settings;
         call ``close`` to close it. Without a usable address (TLS, unusual options) it stays off.
+        ``sequenced``: id prefixes of sources numbered in order (``keeper.store.dedup``).
         """
         self.client = client
         self.shard = shard
@@ -158,6 +164,7 @@ class RedisEventLog:
         self.ids_key = f"{tag}:ids"
         self.dead_key = f"{tag}:dead"
         self.deadref_key = f"{tag}:deadref"
+        self.dedup = DedupIndex(tag, sequenced=sequenced)
         self.stats: Counter[str] = Counter()
         self._owns = owns_client
         self._append = client.register_script(scripts.APPEND)
@@ -200,14 +207,16 @@ class RedisEventLog:
         """``append`` for pre-encoded ``(event_id, payload)`` pairs (the payload is not checked)."""
         if not items:
             return []
-        args: list[str | bytes] = [event_id for event_id, _ in items]
+        ids = [event_id for event_id, _ in items]
+        args = self.dedup.sequenced_args(ids)
+        args += ids
         args += [payload for _, payload in items]
         async with wrap_errors("append"):
+            keys = [self.key, self.ids_key, self.dedup.seq_key]
             if self._raw is not None:
-                res = await self._evalsha_raw(self._append_sha, scripts.APPEND,
-                                              [self.key, self.ids_key], args)
+                res = await self._evalsha_raw(self._append_sha, scripts.APPEND, keys, args)
             else:
-                res = await self._append(keys=[self.key, self.ids_key], args=args)
+                res = await self._append(keys=keys, args=args)
         out = [None if r is None else _s(r) for r in res]
         added = len(out) - out.count(None)
         self.stats["appended"] += added
