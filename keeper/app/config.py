@@ -252,6 +252,29 @@ class LogSection(_Section, frozen=True):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
 
+class RetentionSection(_Section, frozen=True):
+    """``[retention]``: the hot log in Redis is a bounded window (``keeper.store.retention``).
+
+    Entries older than ``hot_window_s`` (and the oldest beyond ``max_entries``; 0: no cap) are
+    archived to segment files under ``archive_dir`` (empty: ``<keeper.state_dir>/archive``),
+    then trimmed, never past a projector's snapshot or a consumer group's position. Event ids
+    count as duplicates for ``dedup_window_s`` after their entry (``keeper.store.dedup``). The
+    daemon runs a pass every ``interval_s`` when ``enabled``; the dead-letter stream keeps about
+    ``dead_max_entries``. Segments hold at most ``segment_entries``; a smaller trailing one waits
+    until it holds ``min_segment_entries`` or its entries are twice the hot window old.
+    """
+
+    enabled: bool = True
+    hot_window_s: Positive = 3600.0
+    max_entries: NonNegInt = 0
+    dedup_window_s: Positive = 86_400.0
+    archive_dir: str = ""
+    interval_s: Positive = 60.0
+    dead_max_entries: PositiveInt = 100_000
+    segment_entries: PositiveInt = 1_000_000
+    min_segment_entries: PositiveInt = 10_000
+
+
 class Config(_Section, frozen=True):
     """The effective configuration. Frozen; build it with ``load_config``."""
 
@@ -264,6 +287,7 @@ class Config(_Section, frozen=True):
     venue: VenueSection = msgspec.field(default_factory=VenueSection)
     admin: AdminSection = msgspec.field(default_factory=AdminSection)
     log: LogSection = msgspec.field(default_factory=LogSection)
+    retention: RetentionSection = msgspec.field(default_factory=RetentionSection)
     secrets: Secrets = Secrets()
     sources: tuple[str, ...] = ()
     """The files read, in order (for the run manifest and error messages)."""
@@ -568,6 +592,7 @@ def _check(cfg: Config, sources: Sources) -> None:
         raise ConfigError("keeper.mode: 'live' needs execution.executor 'http', 'sim' or 'chain' "
                           f"(from {origin('keeper.mode')})")
     _check_venue(cfg, origin)
+    _check_retention(cfg, origin)
     if cfg.execution.executor in ("http", "sim") and not cfg.execution.url:
         raise ConfigError(f"execution.url: required by executor {cfg.execution.executor!r} "
                           f"(from {origin('execution.executor')})")
@@ -598,6 +623,18 @@ def _check(cfg: Config, sources: Sources) -> None:
 
 _ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
 _MARKET_ID = re.compile(r"0x[0-9a-fA-F]{64}")
+
+
+def _check_retention(cfg: Config, origin: Any) -> None:
+    r = cfg.retention
+    if r.min_segment_entries > r.segment_entries:
+        raise ConfigError(f"retention.min_segment_entries: {r.min_segment_entries} is above "
+                          f"retention.segment_entries {r.segment_entries} "
+                          f"(from {origin('retention.min_segment_entries')})")
+    if r.interval_s > r.hot_window_s:
+        raise ConfigError(f"retention.interval_s: {r.interval_s} s is longer than retention."
+                          f"hot_window_s {r.hot_window_s} s: the hot log would grow past its window "
+                          f"between passes (from {origin('retention.interval_s')})")
 
 
 def _check_venue(cfg: Config, origin: Any) -> None:

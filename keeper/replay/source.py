@@ -1,4 +1,6 @@
-"""Where a replay reads the log from: an NDJSON export or a Redis stream, in log order.
+"""Where a replay reads the log from: an NDJSON export, a Redis stream, or a Redis stream with
+its archive (``keeper.store.archive``: the segments, then the hot log after them, read as one
+log), in log order.
 
 Both sources yield batches of ``(entry_id, event)`` pairs, decoded with
 ``keeper.domain.codec.decode`` (typed msgspec decoding, upcasting old versions). An entry that
@@ -15,13 +17,17 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from keeper.domain.codec import decode
 from keeper.domain.events import Event
 from keeper.errors import DecodeError
 from keeper.store.entries import parse_id
 from keeper.store.ndjson import iter_ndjson_batches
+
+if TYPE_CHECKING:
+    from keeper.store.archive import Archive
+    from keeper.store.redis_log import RedisEventLog
 
 Batch = list[tuple[str, Event]]
 """Decoded entries of one batch, in log order."""
@@ -139,3 +145,36 @@ async def log_batches(log: RawReader, *, after: str = "0-0", to: str | None = No
         yield _decode_batch(raw, stats)
         if done:
             return
+
+
+async def archived_batches(archive: Archive, log: RedisEventLog | None, *, after: str = "0-0",
+                           to: str | None = None, batch: int = BATCH,
+                           stats: SourceStats | None = None) -> AsyncGenerator[Batch, None]:
+    """Batches of an archive and its hot log as one log: the segments in order (decoded in
+    chunks, as ``ndjson_batches``), then the hot log after the last archived entry read, through
+    ``keeper.store.archive.ArchivedLog`` (entries trimmed while the replay ran are read from
+    segments written meanwhile; a gap raises ``LogError``). ``after``/``to`` as elsewhere; an
+    entry in both (archived, not yet trimmed) is read once."""
+    from keeper.store.archive import ArchivedLog
+
+    stats = stats if stats is not None else SourceStats()
+    pos = parse_id(after)
+    end = parse_id(to) if to is not None else None
+    while True:
+        todo = [seg for seg in archive.segments() if seg.last_key > pos]
+        if not todo:
+            break
+        for seg in todo:
+            for b in ndjson_batches(seg.path, after=f"{pos[0]}-{pos[1]}", to=to, batch=NDJSON_BATCH,
+                                    stats=stats):
+                if b:
+                    pos = parse_id(b[-1][0])
+                    yield b
+            pos = max(pos, seg.last_key)
+            if end is not None and pos >= end:
+                return
+    if log is None:
+        return
+    hot = ArchivedLog(log, archive)
+    async for b in log_batches(hot, after=f"{pos[0]}-{pos[1]}", to=to, batch=batch, stats=stats):
+        yield b

@@ -1,0 +1,461 @@
+"""Retention: the hot log in Redis holds a bounded window; older entries live in the archive.
+
+One pass (``Retention.run_pass``, ``keeper log archive``, or every ``interval_s`` in the daemon
+through ``run_retention``) of one shard, under a lock in Redis (one pass at a time per shard):
+
+1. **Cut.** Entries older than ``hot_window_s`` (by their entry id's time, the log's clock) are
+   to go, and so are the oldest beyond ``max_entries`` (0: no cap).
+2. **Pins.** Nothing is trimmed that a reader still needs: each projector's snapshot offsets in
+   Redis (``{prefix}:{shard}:snap:*``, the current **and** the previous one, which a projector
+   falls back to on start), and each consumer group's last-delivered entry and oldest pending
+   one. The trim point is the lowest of the cut and the pins. A pin that holds back entries
+   older than the hot window is reported (``PassReport.lagging``, a warning in the log): a
+   projector that stopped snapshotting, a dead consumer group, a snapshot of a removed profile.
+3. **Archive.** Entries after the archive's high-water mark and below the trim point are
+   written to segments (``keeper.store.archive``), fsynced and renamed, before anything is
+   trimmed; a trailing segment smaller than ``min_segment_entries`` waits for more entries
+   (unless its entries are older than twice the hot window).
+4. **Trim.** ``XTRIM key MINID <point>``, the point never above the archive's high-water mark
+   as the segment files show it: an entry leaves Redis only once it is in a file.
+5. **Dedup.** Sequenced sources' marks are raised through the ids the index holds, then the
+   event ids of entries older than ``dedup_window_s`` (read from the hot log or the archive)
+   are removed from the index (``keeper.store.dedup``: the guarantee per kind of event).
+6. **Dead letters.** The dead-letter stream is capped at ``dead_max_entries`` (approximately,
+   whole nodes), and ``deadref`` loses the refs of entries no longer in the hot log.
+
+The shard's retention hash (``{prefix}:{shard}:retention``) records the archive directory (so
+``keeper replay`` and ``keeper log export`` find it), the high-water mark, totals and the last
+pass. A pass that fails (Redis away, the archive directory unwritable) changes nothing that a
+later pass cannot finish: each step is idempotent and starts from what is recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from keeper.errors import KeeperError, LogError, LogUnavailable
+from keeper.store import scripts
+from keeper.store.archive import Archive, ArchivedLog, SegmentWriter, max_deleted, trim_log
+from keeper.store.entries import event_id_of, parse_id
+from keeper.store.redis_log import RedisEventLog, wrap_errors
+
+log = structlog.get_logger("keeper.retention")
+
+Pos = tuple[int, int]
+READ_BATCH = 5_000
+"""Entries per read while archiving or expiring ids (one XREAD; ~5 ms of the event loop)."""
+NTH_STEP = 10_000
+"""Entries the server walks per call while finding the ``max_entries`` cut."""
+MARK_STEP = 1_000
+EXPIRE_BUDGET = 5_000_000
+"""Ids expired per pass at most (a log upgraded from the unbounded index catches up over passes)."""
+LOCK_MS = 600_000
+
+
+def succ(p: Pos) -> Pos:
+    """The position right after ``p`` (as a MINID: everything up to ``p`` goes)."""
+    return p[0], p[1] + 1
+
+
+def fmt(p: Pos) -> str:
+    return f"{p[0]}-{p[1]}"
+
+
+@dataclass(frozen=True)
+class RetentionPolicy:
+    """What a pass keeps (``[retention]`` in the config, ``keeper.app.config``)."""
+
+    archive_dir: Path
+    hot_window_s: float = 3600.0
+    max_entries: int = 0
+    dedup_window_s: float = 86_400.0
+    interval_s: float = 60.0
+    dead_max_entries: int = 100_000
+    segment_entries: int = 1_000_000
+    min_segment_entries: int = 10_000
+    trim: bool = True
+
+    @classmethod
+    def from_config(cls, section: Any, *, state_dir: str | Path = ".keeper") -> RetentionPolicy:
+        """From ``Config.retention`` (``archive_dir`` empty: ``<state_dir>/archive``)."""
+        root = Path(section.archive_dir) if section.archive_dir else Path(state_dir) / "archive"
+        return cls(archive_dir=root, hot_window_s=section.hot_window_s,
+                   max_entries=section.max_entries, dedup_window_s=section.dedup_window_s,
+                   interval_s=section.interval_s, dead_max_entries=section.dead_max_entries,
+                   segment_entries=section.segment_entries,
+                   min_segment_entries=section.min_segment_entries)
+
+
+@dataclass
+class Pin:
+    """A reader's need: entries from ``bound`` on stay (a MINID)."""
+
+    name: str
+    bound: Pos
+
+    def __str__(self) -> str:
+        return f"{self.name} (keeps {fmt(self.bound)} on)"
+
+
+@dataclass
+class PassReport:
+    """What one pass did; ``keeper log archive`` prints it, the daemon turns it into metrics."""
+
+    started_ms: int = 0
+    duration_s: float = 0.0
+    skipped: str = ""
+    error: str = ""
+    archived: int = 0
+    segments: list[str] = field(default_factory=list)
+    archived_to: str = "0-0"
+    archive_entries: int = 0
+    trim_point: str = "0-0"
+    limited_by: str = ""
+    lagging: list[str] = field(default_factory=list)
+    trimmed: int = 0
+    trimmed_to: str = "0-0"
+    hot_entries: int = 0
+    hot_first: str = ""
+    ids_expired: int = 0
+    ids_expired_to: str = "0-0"
+    ids_size: int = 0
+    marks: dict[str, int] = field(default_factory=dict)
+    dead_trimmed: int = 0
+    deadrefs_removed: int = 0
+    used_memory: int = 0
+
+    def summary(self) -> str:
+        """One line for humans."""
+        if self.skipped:
+            return f"retention: skipped ({self.skipped})"
+        text = (f"retention: archived {self.archived} entries in {len(self.segments)} segments "
+                f"(archive holds {self.archive_entries} up to {self.archived_to}); trimmed "
+                f"{self.trimmed} below {self.trimmed_to} (limited by {self.limited_by or '-'}); hot "
+                f"log {self.hot_entries} entries from {self.hot_first or '-'}; dedup index "
+                f"{self.ids_size} ids ({self.ids_expired} expired up to {self.ids_expired_to}); "
+                f"dead letters trimmed {self.dead_trimmed}; used_memory {self.used_memory} bytes; "
+                f"{self.duration_s:.2f} s")
+        if self.lagging:
+            text += "; lagging: " + ", ".join(self.lagging)
+        if self.error:
+            text += f"; error: {self.error}"
+        return text
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+
+class Retention:
+    """Retention of one shard's log (see the module docstring). ``now_ms``: the log's clock by
+    default (Redis ``TIME``), injectable for tests."""
+
+    def __init__(self, lg: RedisEventLog, policy: RetentionPolicy, *, shard: str | None = None,
+                 prefix: str = "keeper", now_ms: Callable[[], int] | None = None) -> None:
+        self.log = lg
+        self.policy = policy
+        shard = lg.shard if shard is None else shard
+        tag = f"{prefix}:{{{shard}}}"
+        self.meta_key = f"{tag}:retention"
+        self.lock_key = f"{tag}:retention:lock"
+        self.snap_pattern = f"{tag}:snap:*"
+        self.archive = Archive(policy.archive_dir, shard=shard, prefix=prefix)
+        self._now_ms = now_ms
+        client = lg.client
+        self._nth = client.register_script(scripts.NTH_ID)
+        self._raise = client.register_script(scripts.RAISE_MARK)
+        self._unlock = client.register_script(scripts.UNLOCK)
+
+    async def now_ms(self) -> int:
+        if self._now_ms is not None:
+            return self._now_ms()
+        async with wrap_errors("time"):
+            sec, usec = await self.log.client.time()
+        return int(sec) * 1000 + int(usec) // 1000
+
+    # ------------------------------------------------------------------ the pass
+
+    async def run_pass(self) -> PassReport:
+        """One pass; see the module docstring. Raises ``LogUnavailable`` when Redis is away;
+        other failures are in ``PassReport.error`` (and logged)."""
+        report = PassReport()
+        t0 = time.monotonic()
+        token = secrets.token_hex(8)
+        async with wrap_errors("retention_lock"):
+            got = await self.log.client.set(self.lock_key, token, nx=True, px=LOCK_MS)
+        if not got:
+            report.skipped = "another retention pass holds the lock"
+            return report
+        try:
+            report.started_ms = await self.now_ms()
+            await self._pass(report)
+        except LogUnavailable:
+            raise
+        except (KeeperError, OSError) as exc:
+            report.error = f"{type(exc).__name__}: {exc}"
+            log.error("retention_failed", error=report.error)
+        finally:
+            with contextlib.suppress(LogError):
+                async with wrap_errors("retention_unlock"):
+                    await self._unlock(keys=[self.lock_key], args=[token])
+            report.duration_s = time.monotonic() - t0
+        return report
+
+    async def _pass(self, r: PassReport) -> None:
+        p = self.policy
+        now = r.started_ms
+        await asyncio.to_thread(self.archive.sweep)
+        segs = await asyncio.to_thread(self.archive.segments)
+        hwm = parse_id(self.archive.high_water(segs))
+        deleted = parse_id(await max_deleted(self.log))
+        if deleted > hwm:
+            raise LogError(f"the hot log was trimmed up to {fmt(deleted)} but the archive at "
+                           f"{self.archive.dir} ends at {fmt(hwm)}: is archive_dir the one this log "
+                           f"was archived to? (recorded: {await self._recorded('archive_dir')})")
+        cut, why = await self._cut(now)
+        pins = await self.pins()
+        point, limited = cut, why
+        for pin in pins:
+            if pin.bound < point:
+                point, limited = pin.bound, pin.name
+        window = (now - int(p.hot_window_s * 1000), 0)
+        r.lagging = [str(pin) for pin in pins if pin.bound < window]
+        for text in r.lagging:
+            log.warning("retention_held_back", pin=text, hot_window_s=p.hot_window_s)
+        hwm, complete = await self._archive(hwm, point, now, r)
+        r.archived_to, r.archive_entries = fmt(hwm), self.archive.entries()
+        if not complete and succ(hwm) < point:
+            point, limited = succ(hwm), "archive"
+        # the pins again, right before trimming: a reader may have appeared during archiving
+        for pin in await self.pins():
+            if pin.bound < point:
+                point, limited = pin.bound, pin.name
+        r.trim_point, r.limited_by = fmt(point), limited
+        if p.trim and point > (0, 0):
+            r.trimmed = await trim_log(self.log, fmt(point))
+        trimmed_to = parse_id(await max_deleted(self.log))
+        r.trimmed_to = fmt(trimmed_to)
+        await self._dedup(now, r)
+        await self._dead_letters(trimmed_to, r)
+        await self._record(r)
+
+    async def _recorded(self, name: str) -> str | None:
+        async with wrap_errors("retention_state"):
+            v: Any = await self.log.client.hget(self.meta_key, name)
+        return None if v is None else v.decode()
+
+    async def _record(self, r: PassReport) -> None:
+        async with wrap_errors("retention_state"):
+            info: Any = await self.log.client.info("memory")
+            r.used_memory = int(info.get("used_memory", 0))
+            r.hot_entries = int(await self.log.client.xlen(self.log.key))
+            first: Any = await self.log.client.xrange(self.log.key, count=1)
+            r.hot_first = first[0][0].decode() if first else ""
+            r.ids_size = int(await self.log.client.scard(self.log.ids_key))
+            await self.log.client.hset(self.meta_key, mapping={
+                "archive_dir": str(self.archive.root.resolve()), "archived_to": r.archived_to,
+                "archive_entries": r.archive_entries, "trimmed_to": r.trimmed_to,
+                "ids_expired_to": r.ids_expired_to, "last_pass_ms": r.started_ms,
+                "last_pass": r.to_json()})
+            await self.log.client.hincrby(self.meta_key, "trimmed_entries", r.trimmed)
+
+    # ------------------------------------------------------------------ cut and pins
+
+    async def _cut(self, now: int) -> tuple[Pos, str]:
+        """Where the window would cut (entries below go), and which rule set it."""
+        p = self.policy
+        cut, why = (now - int(p.hot_window_s * 1000), 0), "hot_window"
+        if p.max_entries > 0:
+            async with wrap_errors("xlen"):
+                n = int(await self.log.client.xlen(self.log.key))
+            excess = n - p.max_entries
+            start = "-"
+            last: Pos | None = None
+            while excess > 0:
+                async with wrap_errors("nth_id"):
+                    got: Any = await self._nth(keys=[self.log.key], args=[start, min(excess, NTH_STEP)])
+                if not got[0]:
+                    break
+                last = parse_id(got[0].decode() if isinstance(got[0], bytes) else got[0])
+                excess -= int(got[1])
+                start = "(" + fmt(last)
+            if last is not None and succ(last) > cut:
+                cut, why = succ(last), "max_entries"
+        return cut, why
+
+    async def pins(self) -> list[Pin]:
+        """What readers still need: snapshots (current and previous offsets) and groups."""
+        out: list[Pin] = []
+        client: Any = self.log.client
+        async with wrap_errors("retention_pins"):
+            async for key in client.scan_iter(match=self.snap_pattern, count=100):
+                k = key.decode() if isinstance(key, bytes) else key
+                cur, prev = await client.hmget(k, "offset", "prev_offset")
+                offsets = [parse_id(v.decode()) for v in (cur, prev) if v]
+                if offsets:
+                    name = "snapshot " + k.rsplit(":", 1)[-1]
+                    out.append(Pin(name, succ(min(offsets))))
+            try:
+                groups = await client.xinfo_groups(self.log.key)
+            except Exception as exc:  # no stream yet
+                if "no such key" in str(exc):
+                    groups = []
+                else:
+                    raise
+            for g in groups:
+                name = g["name"].decode() if isinstance(g["name"], bytes) else str(g["name"])
+                last = g["last-delivered-id"]
+                last = last.decode() if isinstance(last, bytes) else str(last)
+                out.append(Pin(f"group {name}", succ(parse_id(last))))
+                if int(g.get("pending", 0)):
+                    summary = await client.xpending(self.log.key, name)
+                    low = summary.get("min")
+                    if low:
+                        low = low.decode() if isinstance(low, bytes) else str(low)
+                        out.append(Pin(f"group {name} (pending)", parse_id(low)))
+        return out
+
+    # ------------------------------------------------------------------ archive
+
+    async def _archive(self, hwm: Pos, point: Pos, now: int, r: PassReport) -> tuple[Pos, bool]:
+        """Archive the entries after ``hwm`` below ``point``; returns the new high-water mark and
+        whether every entry below ``point`` is archived now."""
+        p = self.policy
+        writer = SegmentWriter(self.archive, max_entries=p.segment_entries)
+        after = fmt(hwm)
+        done = False
+        try:
+            while not done:
+                raw = await self.log.read_raw(after, READ_BATCH)
+                if not raw:
+                    break
+                keep = [e for e in raw if parse_id(e[0]) < point]
+                done = len(keep) < len(raw)
+                if not keep:
+                    break
+                await asyncio.to_thread(writer.add, keep)
+                after = keep[-1][0]
+            old = (now - 2 * int(p.hot_window_s * 1000), 0)
+            complete = True
+            if writer.count >= p.min_segment_entries or (writer.count and parse_id(writer.first) < old):
+                await asyncio.to_thread(writer.seal)
+            elif writer.count:
+                complete = False
+                await asyncio.to_thread(writer.abort)
+        except BaseException:
+            await asyncio.to_thread(writer.abort)
+            raise
+        for seg in writer.sealed:
+            r.archived += seg.count
+            r.segments.append(seg.path.name)
+            hwm = max(hwm, seg.last_key)
+        if writer.sealed:
+            async with wrap_errors("retention_state"):
+                await self.log.client.hset(self.meta_key, "archived_to", fmt(hwm))
+            log.info("archived", entries=r.archived, segments=len(writer.sealed), archived_to=fmt(hwm))
+        return hwm, complete
+
+    # ------------------------------------------------------------------ dedup index
+
+    async def _dedup(self, now: int, r: PassReport) -> None:
+        for prefix in await self._sources():
+            r.marks[prefix] = await self.raise_mark(prefix)
+        cut = (now - int(self.policy.dedup_window_s * 1000), 0)
+        pos = await self._recorded("ids_expired_to") or "0-0"
+        reader = ArchivedLog(self.log, self.archive)
+        expired = 0
+        while expired < EXPIRE_BUDGET:
+            raw = await reader.read_raw(pos, READ_BATCH)
+            keep = [e for e in raw if parse_id(e[0]) < cut]
+            if keep:
+                ids = [i for i in (event_id_of(payload) for _, payload in keep) if i]
+                async with wrap_errors("expire_ids"):
+                    for k in range(0, len(ids), 1000):
+                        await self.log.client.srem(self.log.ids_key, *ids[k:k + 1000])
+                expired += len(keep)
+                pos = keep[-1][0]
+            if len(keep) < len(raw) or not raw:
+                break
+        r.ids_expired, r.ids_expired_to = expired, pos
+
+    async def _sources(self) -> list[str]:
+        async with wrap_errors("retention_marks"):
+            fields: Any = await self.log.client.hkeys(self.log.dedup.seq_key)
+        known = {f.decode() if isinstance(f, bytes) else str(f) for f in fields}
+        return sorted(known | set(self.log.dedup.sequenced))
+
+    async def raise_mark(self, prefix: str) -> int:
+        """Raise ``prefix``'s contiguous high-water mark through the ids the index holds."""
+        client: Any = self.log.client
+        async with wrap_errors("retention_marks"):
+            raw = await client.hget(self.log.dedup.seq_key, prefix)
+            start = c = int(raw) if raw is not None else 0
+            while True:
+                cands = [f"{prefix}{c + i}" for i in range(1, MARK_STEP + 1)]
+                found = await client.smismember(self.log.ids_key, cands)
+                run = next((i for i, f in enumerate(found) if not f), len(found))
+                c += run
+                if run < len(found):
+                    break
+            if c > start:
+                await self._raise(keys=[self.log.dedup.seq_key], args=[prefix, c])
+        return c
+
+    # ------------------------------------------------------------------ dead letters
+
+    async def _dead_letters(self, trimmed_to: Pos, r: PassReport) -> None:
+        client: Any = self.log.client
+        async with wrap_errors("retention_dead"):
+            r.dead_trimmed = int(await client.xtrim(self.log.dead_key, maxlen=self.policy.dead_max_entries,
+                                                    approximate=True))
+            if trimmed_to == (0, 0):
+                return
+            gone: list[bytes] = []
+            async for ref in client.sscan_iter(self.log.deadref_key, count=1000):
+                with contextlib.suppress(ValueError):
+                    if parse_id(ref.decode()) <= trimmed_to:
+                        gone.append(ref)
+            for k in range(0, len(gone), 1000):
+                r.deadrefs_removed += int(await client.srem(self.log.deadref_key, *gone[k:k + 1000]))
+
+
+async def run_retention(lg: RedisEventLog, policy: RetentionPolicy, stop: asyncio.Event,
+                        on_pass: Callable[[PassReport], None] | None = None, *,
+                        prefix: str = "keeper") -> None:
+    """The daemon's schedule: a pass every ``policy.interval_s`` until ``stop`` is set (a pass
+    in progress finishes first). Never raises for Redis being away or a failed pass: it logs,
+    hands the report (``error`` set) to ``on_pass`` and tries again next interval."""
+    retention = Retention(lg, policy, prefix=prefix)
+    log.info("retention_started", archive_dir=str(retention.archive.dir), hot_window_s=policy.hot_window_s,
+             max_entries=policy.max_entries, dedup_window_s=policy.dedup_window_s,
+             interval_s=policy.interval_s)
+    while not stop.is_set():
+        try:
+            report = await retention.run_pass()
+        except LogUnavailable as exc:
+            report = PassReport(error=f"LogUnavailable: {exc}")
+            log.warning("retention_waiting_for_redis", error=str(exc))
+        except Exception as exc:  # a retention bug must not take the keeper down
+            report = PassReport(error=f"{type(exc).__name__}: {exc}")
+            log.exception("retention_failed")
+        if not report.skipped and not report.error:
+            log.info("retention_pass", archived=report.archived, trimmed=report.trimmed,
+                     trim_point=report.trim_point, limited_by=report.limited_by,
+                     hot_entries=report.hot_entries, ids_size=report.ids_size,
+                     used_memory=report.used_memory, duration_s=round(report.duration_s, 3))
+        if on_pass is not None:
+            on_pass(report)
+        waiter = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait([waiter], timeout=policy.interval_s)
+        finally:
+            waiter.cancel()
