@@ -22,13 +22,14 @@ from typing import Any
 
 import structlog
 
+from keeper.app.retention_cli import add_archive_arguments, archive_pass, readable_log
 from keeper.errors import KeeperError, LogError
 from keeper.replay import manifest as mf
 from keeper.store.embedded import open_redis
 from keeper.store.ndjson import ImportSummary, export_lines, export_log, import_ndjson
 from keeper.store.redis_log import RedisEventLog, wrap_errors
 
-HELP = "export, import, tail or list dead letters of the event log"
+HELP = "export, import, tail, archive or list dead letters of the event log"
 
 log = structlog.get_logger()
 
@@ -43,6 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     p = sub.add_parser("export", help="write the whole log to FILE (NDJSON; .gz compresses)")
     p.add_argument("file", type=Path)
+    p.add_argument("--archive", type=Path, metavar="DIR",
+                   help="the archive of the trimmed part (default: where retention recorded it)")
     p = sub.add_parser("import", help="load FILE into an empty log, same entry ids (all or nothing; "
                        "a re-run resumes an interrupted import)")
     p.add_argument("file", type=Path)
@@ -58,6 +61,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="with --follow, stop after this many seconds")
     p = sub.add_parser("dead", help="print dead letters (reason, source, detail, payload)")
     p.add_argument("-n", "--count", type=int, default=100)
+    p = sub.add_parser("archive", help="one retention pass: archive what is past the hot window "
+                       "(--trim: then trim it from Redis); prints what it did")
+    add_archive_arguments(p)
 
 
 def _write(lines: list[bytes]) -> None:
@@ -111,8 +117,8 @@ async def _run(args: argparse.Namespace) -> int:
     try:
         lg = await RedisEventLog.connect(url, shard=args.shard, prefix=args.prefix)
         try:
-            if args.action == "export":
-                n = await export_log(lg, args.file)
+            if args.action == "export":  # the archive, then the hot log
+                n = await export_log(await readable_log(lg, args.archive), args.file)
                 print(f"exported {n} entries to {args.file}", file=sys.stderr)
                 # the run manifest beside it: the export replays with the run's own cores
                 live = await mf.read_redis(lg.client, shard=args.shard, prefix=args.prefix)
@@ -124,6 +130,8 @@ async def _run(args: argparse.Namespace) -> int:
                 print(_imported(summary, args.file), file=sys.stderr)
             elif args.action == "tail":
                 await _tail(lg, args.count, args.follow, args.follow_for)
+            elif args.action == "archive":
+                return await archive_pass(lg, args)
             elif args.action == "dead":
                 for d in await lg.dead_letters(args.count):
                     print(f"{d.id}\t{d.reason}\t{d.source}\t{d.detail}\t"

@@ -37,6 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     src.add_argument("--ndjson", type=Path, help="read an NDJSON export (.gz by suffix)")
     parser.add_argument("--shard", default="0", help="log shard (Redis)")
     parser.add_argument("--prefix", default="keeper", help="key prefix (Redis)")
+    parser.add_argument("--archive", type=Path, metavar="DIR",
+                        help="with --redis-url: the archive of the trimmed part of the log, read with "
+                             "the hot log as one log (default: where retention recorded it)")
     parser.add_argument("--to", metavar="ID", help="stop after this log entry id (inclusive)")
     parser.add_argument("--until", metavar="TIME",
                         help="stop before the first entry with a later ts_event (ISO 8601 or µs)")
@@ -93,6 +96,8 @@ def logs_to_stderr() -> Iterator[None]:
 def run(args: argparse.Namespace) -> int:
     if args.plot and args.out is None:
         raise ConfigError("--plot: needs --out FILE.png")
+    if args.archive is not None and not args.redis_url:
+        raise ConfigError("--archive: only with --redis-url (an export already holds the archive)")
     if (args.at or args.json) and not args.explain:
         raise ConfigError("--at/--json: only with --explain ACCOUNT")
     with logs_to_stderr():
@@ -106,7 +111,7 @@ async def _run(args: argparse.Namespace) -> int:
     from keeper.replay.explain import Explainer, render_text, to_json
     from keeper.replay.plot import plot_account
     from keeper.replay.replay import MultiCore, Progress, replay_async, replay_batches
-    from keeper.replay.source import SourceStats, log_batches, ndjson_batches
+    from keeper.replay.source import SourceStats, ndjson_batches
     from keeper.replay.verify import Verifier
 
     client: Any = None
@@ -178,7 +183,7 @@ async def _run(args: argparse.Namespace) -> int:
             "after_batch": verifier.after_batch if verifier is not None and not explainers else None,
         }
         if redis_log is not None:
-            batches = log_batches(redis_log, after=start, to=args.to, stats=stats)
+            batches, late_log = await _redis_source(args, redis_log, start, stats)
             result = await replay_async(core, batches, **kw)
         elif jobs > 1:
             from keeper.replay.parallel import replay_parallel
@@ -192,7 +197,7 @@ async def _run(args: argparse.Namespace) -> int:
             result = replay_batches(core, ndjson_batches(args.ndjson, after=start, to=args.to, stats=stats),
                                     **kw)
         if verifier is not None and result.stopped != "end" and result.last is not None:
-            await _scan_late(args, redis_log, verifier, result.last)
+            await _scan_late(args, late_log if redis_log is not None else None, verifier, result.last)
     finally:
         if redis_log is not None:
             await redis_log.close()
@@ -267,6 +272,22 @@ def _jobs(args: argparse.Namespace, named: Sequence[tuple[str, Any]], start: str
         (log.info if auto else log.warning)("replay_one_process", jobs=jobs, reason=reason)
         return 1
     return jobs
+
+
+async def _redis_source(args: argparse.Namespace, redis_log: Any, start: str, stats: Any
+                        ) -> tuple[Any, Any]:
+    """A Redis log's batches from ``start``: the archive (``--archive``, else where retention
+    recorded it) and the hot log as one log when entries after ``start`` were trimmed or an
+    archive exists, else the hot log; and the log to read past an early stop with."""
+    from keeper.replay.source import archived_batches, log_batches
+    from keeper.store.archive import ArchivedLog, open_archive
+
+    archive = await open_archive(redis_log, args.archive, start=start)
+    if archive is None:
+        return log_batches(redis_log, after=start, to=args.to, stats=stats), redis_log
+    log.info("replay_with_archive", archive=str(archive.dir))
+    return (archived_batches(archive, redis_log, after=start, to=args.to, stats=stats),
+            ArchivedLog(redis_log, archive))
 
 
 async def _scan_late(args: argparse.Namespace, redis_log: Any, verifier: Any, stop: str) -> None:

@@ -45,7 +45,7 @@ import structlog
 
 from keeper.errors import KeeperError, LogError, LogUnavailable
 from keeper.store import scripts
-from keeper.store.archive import Archive, ArchivedLog, SegmentWriter, max_deleted, trim_log
+from keeper.store.archive import Archive, ArchivedLog, SegmentWriter, max_deleted, meta_key, trim_log
 from keeper.store.entries import event_id_of, parse_id
 from keeper.store.redis_log import RedisEventLog, wrap_errors
 
@@ -84,6 +84,7 @@ class RetentionPolicy:
     segment_entries: int = 1_000_000
     min_segment_entries: int = 10_000
     trim: bool = True
+    """False: archive only (no trimming, the dedup index and dead letters left as they are)."""
 
     @classmethod
     def from_config(cls, section: Any, *, state_dir: str | Path = ".keeper") -> RetentionPolicy:
@@ -159,16 +160,15 @@ class Retention:
     """Retention of one shard's log (see the module docstring). ``now_ms``: the log's clock by
     default (Redis ``TIME``), injectable for tests."""
 
-    def __init__(self, lg: RedisEventLog, policy: RetentionPolicy, *, shard: str | None = None,
-                 prefix: str = "keeper", now_ms: Callable[[], int] | None = None) -> None:
+    def __init__(self, lg: RedisEventLog, policy: RetentionPolicy, *,
+                 now_ms: Callable[[], int] | None = None) -> None:
         self.log = lg
         self.policy = policy
-        shard = lg.shard if shard is None else shard
-        tag = f"{prefix}:{{{shard}}}"
-        self.meta_key = f"{tag}:retention"
+        tag = lg.key.removesuffix(":log")  # {prefix}:{shard}
+        self.meta_key = meta_key(lg)
         self.lock_key = f"{tag}:retention:lock"
         self.snap_pattern = f"{tag}:snap:*"
-        self.archive = Archive(policy.archive_dir, shard=shard, prefix=prefix)
+        self.archive = Archive.of(policy.archive_dir, lg)
         self._now_ms = now_ms
         client = lg.client
         self._nth = client.register_script(scripts.NTH_ID)
@@ -244,8 +244,9 @@ class Retention:
             r.trimmed = await trim_log(self.log, fmt(point))
         trimmed_to = parse_id(await max_deleted(self.log))
         r.trimmed_to = fmt(trimmed_to)
-        await self._dedup(now, r)
-        await self._dead_letters(trimmed_to, r)
+        if p.trim:  # archive only (``keeper log archive`` without --trim): Redis is left as it is
+            await self._dedup(now, r)
+            await self._dead_letters(trimmed_to, r)
         await self._record(r)
 
     async def _recorded(self, name: str) -> str | None:
@@ -264,7 +265,7 @@ class Retention:
             await self.log.client.hset(self.meta_key, mapping={
                 "archive_dir": str(self.archive.root.resolve()), "archived_to": r.archived_to,
                 "archive_entries": r.archive_entries, "trimmed_to": r.trimmed_to,
-                "ids_expired_to": r.ids_expired_to, "last_pass_ms": r.started_ms,
+                "last_pass_ms": r.started_ms,
                 "last_pass": r.to_json()})
             await self.log.client.hincrby(self.meta_key, "trimmed_entries", r.trimmed)
 
@@ -386,6 +387,8 @@ class Retention:
             if len(keep) < len(raw) or not raw:
                 break
         r.ids_expired, r.ids_expired_to = expired, pos
+        async with wrap_errors("retention_state"):
+            await self.log.client.hset(self.meta_key, "ids_expired_to", pos)
 
     async def _sources(self) -> list[str]:
         async with wrap_errors("retention_marks"):
@@ -429,12 +432,11 @@ class Retention:
 
 
 async def run_retention(lg: RedisEventLog, policy: RetentionPolicy, stop: asyncio.Event,
-                        on_pass: Callable[[PassReport], None] | None = None, *,
-                        prefix: str = "keeper") -> None:
+                        on_pass: Callable[[PassReport], None] | None = None) -> None:
     """The daemon's schedule: a pass every ``policy.interval_s`` until ``stop`` is set (a pass
     in progress finishes first). Never raises for Redis being away or a failed pass: it logs,
     hands the report (``error`` set) to ``on_pass`` and tries again next interval."""
-    retention = Retention(lg, policy, prefix=prefix)
+    retention = Retention(lg, policy)
     log.info("retention_started", archive_dir=str(retention.archive.dir), hot_window_s=policy.hot_window_s,
              max_entries=policy.max_entries, dedup_window_s=policy.dedup_window_s,
              interval_s=policy.interval_s)
