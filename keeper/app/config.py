@@ -228,12 +228,16 @@ class VenueSection(_Section, frozen=True):
 
 
 class GuardsSection(_Section, frozen=True):
-    """``[guards]``: caps per ``interval_s`` window and the least profit worth a liquidation."""
+    """``[guards]``: caps per ``interval_s`` window, the least profit worth a liquidation, and
+    the restraint after a rejection (``reject_backoff_s`` doubling per rejection in a row, up to
+    ``reject_backoff_max_s``)."""
 
     interval_s: Positive = 60.0
     max_liquidations: PositiveInt = 1000
     max_notional: Decimal = Decimal("10000000")
     min_profit: Decimal = Decimal("0")
+    reject_backoff_s: Positive = 1.0
+    reject_backoff_max_s: Positive = 60.0
 
 
 class AdminSection(_Section, frozen=True):
@@ -343,7 +347,9 @@ class Config(_Section, frozen=True):
             cap_interval_us=round(self.guards.interval_s * 1_000_000),
             intent_ttl_us=round(self.execution.intent_ttl_s * 1_000_000),
             lookahead_s=self.venue.lookahead_s,
-            chain=self.venue.protocol if self.venue.kind == "evm" else None)
+            chain=self.venue.protocol if self.venue.kind == "evm" else None,
+            reject_backoff_us=round(self.guards.reject_backoff_s * 1_000_000),
+            reject_backoff_max_us=round(self.guards.reject_backoff_max_s * 1_000_000))
 
     def config_hash(self) -> str:
         """sha256 (hex) of the effective non-secret config: equal configs hash equal.

@@ -31,10 +31,11 @@ import msgspec
 import structlog
 
 from keeper import _compiled
+from keeper.aio import wait_event
 from keeper.app.config import Config, FeedSource
 from keeper.app.keeper_role import core_factory
 from keeper.app.metrics import Metrics
-from keeper.app.supervise import ride_through, wait_event
+from keeper.app.supervise import ride_through
 from keeper.clock import wall_clock_us
 from keeper.domain import events as ev
 from keeper.domain.chain_core import ChainCore

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 import redis.exceptions
 import structlog
 
+from keeper.aio import wait_event
 from keeper.app.metrics import Metrics
-from keeper.app.supervise import wait_event
 from keeper.clock import wall_clock_us
 from keeper.domain import events as ev
 from keeper.domain.decide import KeeperCore

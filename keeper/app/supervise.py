@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 
+from keeper.aio import wait_event
 from keeper.errors import LogError
 from keeper.execution.base import Backoff, jittered_backoff
 from keeper.store import health
@@ -26,23 +27,6 @@ _log = structlog.get_logger()
 
 HEALTHY_AFTER_S = 30.0
 """A role that ran this long since its last failure starts its backoff from the beginning."""
-
-
-async def wait_event(event: asyncio.Event, limit_s: float | None) -> bool:
-    """Wait until ``event`` is set or ``limit_s`` seconds pass; True when it is set.
-
-    Not ``asyncio.wait_for(event.wait(), limit_s)``: on Python 3.11 that can swallow a
-    cancellation arriving as the inner wait completes, and a loop around it then never ends
-    (a shutdown that hangs). ``asyncio.wait`` never swallows the caller's cancellation.
-    """
-    if event.is_set():
-        return True
-    waiter = asyncio.ensure_future(event.wait())
-    try:
-        await asyncio.wait([waiter], timeout=limit_s)
-    finally:
-        waiter.cancel()
-    return event.is_set()
 
 
 async def ride_through(name: str, run: Callable[[], Awaitable[None]], stop: asyncio.Event, *,

@@ -21,6 +21,12 @@ Rules (``docs/keeper.md`` explains why):
   resulting account events are not in the log yet is *settling*: skipped until an account event
   naming the intent (``causation_id``), or a position change, repay or withdraw of the bucket,
   arrives, or for at most ``intent_ttl_us`` of log time.
+- **Restraint.** A bucket whose liquidation the venue rejected is not decided again for
+  ``reject_backoff_us * 2**(n-1)`` of log time (n rejections in a row, at most
+  ``reject_backoff_max_us``): a market that refuses (halted, or the venue's price differs) is
+  not hammered on every tick. A confirmation, or the bucket seen healthy, resets the count. A
+  market the venue reports halted is paused in the log by the runner (``KeeperPaused``), so
+  its buckets are decided in ``paused`` mode, once per episode, until it is resumed.
 - **Which buckets.** A lending profile decides on buckets without positions, a perp profile on
   buckets with positions, so cores of several profiles on one log never decide the same bucket.
 - **Priority.** Several buckets breaching on one event are decided lowest health first, ties by
@@ -180,6 +186,8 @@ class KeeperCore:
         """Bucket -> (confirmed intent, log time): confirmed, its account events not seen yet."""
         self._effects: dict[str, str] = {}
         """Bucket -> the last intent named as ``causation_id`` by an account event of it."""
+        self._rejected: dict[str, tuple[int, int]] = {}
+        """Bucket -> (rejections in a row, log time before which it is not decided again)."""
         self._window = _CapWindow()
         self._pending: dict[str, ev.LiquidationIntended] = {}
         self._exposure: dict[str, set[str]] = {}
@@ -252,7 +260,8 @@ class KeeperCore:
             return []
         cleared = self._cleared
         if (cleared is not None and not self.state.unsafe and cleared not in self._episodes
-                and cleared not in self._settling and keys == (cleared,)):
+                and cleared not in self._settling and cleared not in self._rejected
+                and keys == (cleared,)):
             # an account event of a bucket the screen cleared (the most frequent case): _decide
             # would change nothing. The screen flags a bucket with a symbol it has no price for,
             # and has a price only where the state does (positive), so no guard would fire;
@@ -275,9 +284,10 @@ class KeeperCore:
         held = False
         try:
             for entry_id, event in entries:
-                if type(event) is price_type and not self._episodes:
+                if type(event) is price_type and not self._episodes and not self._rejected:
                     # ``handle`` inlined for the most frequent entry (st.apply's _price and
-                    # _touched's price branch with no unhealthy episode open): three calls fewer
+                    # _touched's price branch with no unhealthy episode or rejection held): three
+                    # calls fewer
                     # the tick's fields in one call (four attribute reads on a msgspec Struct
                     # are four generic lookups in compiled code)
                     f = _astuple(event)
@@ -328,7 +338,8 @@ class KeeperCore:
         """Everything that decides future output: state, episodes, cap window, pending."""
         return _saved_encoder.encode(CoreSnapshot(self.params.profile, self.state, dict(self._episodes),
                                             self._window.items(), self.pending(),  # type: ignore[arg-type]
-                                            dict(self._settling), dict(self._effects)))
+                                            dict(self._settling), dict(self._effects),
+                                            dict(self._rejected)))
 
     @classmethod
     def restore(cls, data: bytes, params: KeeperParams) -> KeeperCore:
@@ -341,6 +352,7 @@ class KeeperCore:
         core._episodes = dict(saved.episodes)
         core._settling = dict(saved.settling)
         core._effects = dict(saved.effects)
+        core._rejected = {k: (n, t) for k, (n, t) in saved.rejected.items()}
         core._window = _CapWindow(saved.window)
         core._pending = {p.event_id: p for p in saved.pending}
         return core
@@ -426,13 +438,18 @@ class KeeperCore:
         if t is _PRICE:
             assert isinstance(event, _PRICE)
             flagged = self.screen.candidates(event.symbol, event.price)
-            if self._episodes:
+            if self._episodes or self._rejected:
                 # the screen is conservative: an exposed bucket it does not flag is healthy,
-                # so its unhealthy episode is over
+                # so its unhealthy episode is over, and so is its count of rejections once its
+                # backoff has passed (as ``_decide`` finds a bucket it checks exactly)
                 hit = set(flagged)
+                symbol, now = event.symbol, self.state.log_time
                 for key in [k for k in self._episodes
-                            if k not in hit and event.symbol in self._symbols_of.get(k, ())]:
+                            if k not in hit and symbol in self._symbols_of.get(k, ())]:
                     del self._episodes[key]
+                for key in [k for k, (_n, until) in self._rejected.items()
+                            if k not in hit and now >= until and symbol in self._symbols_of.get(k, ())]:
+                    del self._rejected[key]
             return flagged
         if t in _ACCOUNT_TYPES:
             acct: Any = event  # an account event (a set lookup, not isinstance over six types)
@@ -454,6 +471,10 @@ class KeeperCore:
             assert isinstance(event, _OUTCOME)
             key = (bucket_key(event.account, event.bucket) if event.account
                    else bucket_of_intent(event.intent_id))
+            if t is _REJECTED:
+                self._reject(key)
+            elif t is _CONFIRMED:
+                self._rejected.pop(key, None)
             if t is _CONFIRMED:
                 if self._effects.get(key) != event.intent_id:
                     # the venue acted but its account events are not in the log yet: until
@@ -479,6 +500,14 @@ class KeeperCore:
             return exposed
         return ()
 
+    def _reject(self, key: str) -> None:
+        """The venue rejected the bucket's liquidation: hold it back ``2**(n-1)`` times the base
+        backoff (``KeeperParams.reject_backoff_us``) of log time, n rejections in a row."""
+        p = self.params
+        n = self._rejected[key][0] + 1 if key in self._rejected else 1
+        wait = min(p.reject_backoff_us << min(n - 1, 40), p.reject_backoff_max_us)
+        self._rejected[key] = (n, self.state.log_time + wait)
+
     def _flagged(self, keys: Iterable[str]) -> list[str]:
         return [k for k in sorted(keys) if self.screen.check(k)]
 
@@ -499,6 +528,10 @@ class KeeperCore:
                     self._skip("settling")
                     continue
                 del self._settling[key]  # the venue's events never came: decide afresh
+            held = self._rejected.get(key)
+            if held is not None and s.log_time < held[1]:
+                self._skip("rejected_backoff")
+                continue
             bucket = _find_bucket(s, key)
             if bucket is None:
                 continue
@@ -517,6 +550,8 @@ class KeeperCore:
             if key == self._cleared:
                 # the screen never misses a liquidatable bucket: this one is healthy
                 self._episodes.pop(key, None)
+                if held is not None:
+                    del self._rejected[key]
                 continue
             self.rechecked_last += 1
             try:
@@ -526,6 +561,8 @@ class KeeperCore:
                 continue
             if not health.liquidatable:
                 self._episodes.pop(key, None)
+                if held is not None:
+                    del self._rejected[key]  # healthy again: a new episode counts afresh
                 continue
             breaches.append((health.health_factor, key, bucket, health, symbols))
         self.rechecked_total += self.rechecked_last

@@ -31,6 +31,10 @@ class KeeperParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
       this long after its trigger's ``ts_event`` is expired;
     - ``lookahead_s``: chain venues: amounts are planned on interest accrued this many seconds
       past the block that triggered them (the latest the transaction is expected to land);
+    - ``reject_backoff_us`` / ``reject_backoff_max_us``: after the venue rejects a bucket's
+      liquidation, the bucket is not decided again for ``reject_backoff_us * 2**(n-1)`` of log
+      time (n: rejections in a row, capped at ``reject_backoff_max_us``); a confirmation or the
+      bucket seen healthy starts the count again;
     - ``chain``: the chain venue whose contract events this core folds (``morpho-blue``: a
       ``keeper.domain.morpho.core.MorphoCore``); ``None``, the default, is the bucket core
       (``KeeperCore``) over the venue account events. ``keeper.domain.cores`` builds either.
@@ -45,6 +49,8 @@ class KeeperParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     intent_ttl_us: int = 60_000_000
     lookahead_s: int = 12
     chain: str | None = None
+    reject_backoff_us: int = 1_000_000
+    reject_backoff_max_us: int = 60_000_000
 
 
 class CoreSnapshot(msgspec.Struct, forbid_unknown_fields=True):
@@ -57,3 +63,4 @@ class CoreSnapshot(msgspec.Struct, forbid_unknown_fields=True):
     pending: list[ev.LiquidationIntended]
     settling: dict[str, tuple[str, int]] = msgspec.field(default_factory=dict)
     effects: dict[str, str] = msgspec.field(default_factory=dict)
+    rejected: dict[str, tuple[int, int]] = msgspec.field(default_factory=dict)

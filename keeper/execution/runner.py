@@ -61,17 +61,17 @@ in production.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
 
+from keeper.aio import wait_event
 from keeper.clock import wall_clock_us
 from keeper.domain import events as ev
 from keeper.domain import guards
-from keeper.errors import LogUnavailable, PermanentError, TransientError
+from keeper.errors import LogError, LogUnavailable, PermanentError, TransientError
 from keeper.execution.base import (
     Backoff,
     StatusUnsupported,
@@ -86,6 +86,11 @@ from keeper.store.entries import split_decoded
 from keeper.store.redis_log import RedisEventLog, wrap_errors
 
 CRASH_ENV = "KEEPER_TEST_CRASH_AT"
+HALTED_REASON = "market halted"
+"""How a venue's rejection says the market is halted (the reference venue's ``market halted:
+<market>``): the runner pauses the market in the log (``KeeperPaused``) with the rejection."""
+VENUE_HALT = "venue:"
+"""The start of the reason of a pause the runner recorded for a venue's halt."""
 _REDIS_RETRIES = 8
 _log = structlog.get_logger()
 
@@ -120,6 +125,7 @@ class Runner:
         reclaim_every: int = 50,
         crash_at: str | None = None,
         outage_backoff: Backoff | None = None,
+        halt_poll_s: float = 1.0,
     ) -> None:
         self.log = log
         self.claims = claims
@@ -137,6 +143,9 @@ class Runner:
         self._inflight: set[asyncio.Task[None]] = set()
         self.paused: dict[str, str] = {}
         """Pause scopes seen in the log (``*``: kill switch): their intents are held, pending."""
+        self.halt_poll_s = halt_poll_s
+        self.venue_halts: dict[str, str] = {}
+        """Markets paused because the venue halted them -> the pause's event id (``watch_halts``)."""
         self._active: set[str] = set()
         self._steps = 0
         self.counts: dict[str, int] = {}
@@ -205,6 +214,7 @@ class Runner:
         on, reconciling again once Redis answers.
         """
         await self._until_up(stop, self.start)
+        halts = asyncio.ensure_future(self.watch_halts(stop, self.halt_poll_s))
         try:
             while not stop.is_set():
                 try:
@@ -212,6 +222,8 @@ class Runner:
                 except LogUnavailable:
                     await self._until_up(stop, self.reconcile)
         finally:
+            halts.cancel()
+            await asyncio.gather(halts, return_exceptions=True)
             await self.wait_idle()
 
     async def _until_up(self, stop: asyncio.Event, call: Callable[[], Awaitable[int]]) -> None:
@@ -225,8 +237,7 @@ class Runner:
                 self._count("redis_unavailable")
                 _log.warning("runner_waiting_for_redis", consumer=self.consumer, attempt=attempt,
                              error=str(exc))
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), self.outage_backoff(attempt))
+                await wait_event(stop, self.outage_backoff(attempt))
 
     def busy(self) -> bool:
         """Whether an intent is being handled now."""
@@ -262,12 +273,63 @@ class Runner:
         """Track the kill switch and market pauses from the log; True on a resume."""
         if isinstance(event, ev.KeeperPaused):
             self.paused[event.scope] = event.reason
+            if event.reason.startswith(VENUE_HALT):
+                self.venue_halts[event.scope] = event.event_id
             _log.warning("submissions_paused", consumer=self.consumer, scope=event.scope)
         elif isinstance(event, ev.KeeperResumed) and event.scope in self.paused:
             del self.paused[event.scope]
+            self.venue_halts.pop(event.scope, None)
             _log.info("submissions_resumed", consumer=self.consumer, scope=event.scope)
             return True
         return False
+
+    def _halt(self, d: ev.Decision, reason: str, now: int) -> list[ev.Event]:
+        """A rejection because the venue halted the market: the ``KeeperPaused`` to record with it
+        (none when the market is paused already, or the rejection is of another kind)."""
+        if not reason.startswith(HALTED_REASON):
+            return []
+        market = reason.partition(":")[2].strip() or d.market
+        if not market or market in self.paused:
+            return []
+        self._count("venue_halts")
+        _log.warning("market_halted_by_venue", market=market, intent_id=d.intent_id)
+        return [ev.KeeperPaused(event_id=f"halt:{market}@{d.intent_id}", ts_event=now,
+                                causation_id=d.intent_id, scope=market,
+                                reason=f"{VENUE_HALT} {reason}")]
+
+    async def watch_halts(self, stop: asyncio.Event, interval_s: float = 1.0) -> None:
+        """While a market is paused because the venue halted it, ask the venue (the executor's
+        ``markets``: ``GET /markets`` of the reference venue) every ``interval_s`` and record
+        ``KeeperResumed`` once it trades again. An executor that cannot tell leaves the pause to
+        the operator (``POST /resume`` of the admin API)."""
+        markets = getattr(self.executor, "markets", None)
+        if markets is None:
+            return
+        while not await wait_event(stop, interval_s):
+            if not self.venue_halts:
+                continue
+            try:
+                view = await markets()
+                halted = set(view.get("halted", []))
+                listed = view.get("markets", {})
+                halted |= {m for m, v in listed.items() if isinstance(v, dict) and v.get("halted")}
+            except Exception as exc:  # the venue's view is a hint: asked again next time
+                _log.info("venue_markets_unavailable", error=repr(exc)[:200])
+                continue
+            resumed = [(m, pid) for m, pid in sorted(self.venue_halts.items()) if m not in halted]
+            if not resumed:
+                continue
+            now = self.now_us()
+            try:
+                await self.log.append([ev.KeeperResumed(event_id=f"resume:{pid}", ts_event=now,
+                                                        causation_id=pid, scope=m)
+                                       for m, pid in resumed])
+            except LogError as exc:
+                _log.warning("venue_resume_not_recorded", error=str(exc)[:200])
+                continue
+            for m, _ in resumed:
+                self.venue_halts.pop(m, None)
+                _log.info("market_resumed_by_venue", market=m)
 
     def _paused_for(self, entry: LogEntry) -> bool:
         if not self.paused:
@@ -344,9 +406,11 @@ class Runner:
             sub = await self.executor.execute(d)
         except PermanentError as exc:
             await submitted
-            await self.log.append([ev.LiquidationRejected(
+            rejected = ev.LiquidationRejected(
                 event_id=outcome_id(d.intent_id), ts_event=self.now_us(), causation_id=d.intent_id,
-                intent_id=d.intent_id, account=d.account, bucket=d.bucket, reason=exc.reason)])
+                intent_id=d.intent_id, account=d.account, bucket=d.bucket, reason=exc.reason)
+            # a market the venue reports halted is paused in the log, before the rejection
+            await self.log.append([*self._halt(d, exc.reason, rejected.ts_event), rejected])
             await self.claims.finish(d.intent_id, "rejected", claim.token)
             self._count("rejected")
             log.info("intent_done", outcome="rejected", token=claim.token, reason=exc.reason)

@@ -19,9 +19,10 @@ import msgspec
 import pytest
 import redis.asyncio as aioredis
 
+from keeper.aio import wait_event
 from keeper.app.config import load_config
 from keeper.app.daemon import Daemon, read_all
-from keeper.app.supervise import ride_through, wait_event
+from keeper.app.supervise import ride_through
 from keeper.clock import wall_clock_us
 from keeper.domain import events as ev
 from keeper.errors import LogError, LogRefused, LogUnavailable

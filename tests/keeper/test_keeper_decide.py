@@ -139,8 +139,14 @@ def test_an_open_intent_blocks_the_bucket_until_its_outcome_then_it_is_rechecked
     assert run(core, log, start) == []
     rejected_at = log.add(ev.LiquidationRejected, intent_id=intent.event_id, account="a1", bucket="cross",
                           reason="venue says healthy")
+    # rechecked, but after the restraint's backoff (1 s of log time after a first rejection)
+    assert run(core, log, len(log.entries) - 1) == []
+    log.price("BTC", "18840")
+    assert run(core, log, len(log.entries) - 1) == []
+    log.ts += LIVE_PERP.reject_backoff_us
+    again = log.price("BTC", "18830")
     got = run(core, log, len(log.entries) - 1)
-    assert [i.event_id for i in got] == [intent_id("a1", "cross", rejected_at)]
+    assert [i.event_id for i in got] == [intent_id("a1", "cross", again)]
     assert first != rejected_at
 
 
