@@ -82,6 +82,7 @@ from keeper.execution.base import (
 )
 from keeper.execution.claim import Claims
 from keeper.ports import LogEntry
+from keeper.store import health
 from keeper.store.entries import split_decoded
 from keeper.store.redis_log import RedisEventLog, wrap_errors
 
@@ -231,9 +232,11 @@ class Runner:
         while not stop.is_set():
             try:
                 await call()
+                health.REDIS.recovered("executor")
                 return
             except LogUnavailable as exc:
                 attempt += 1
+                health.REDIS.wait("executor", str(exc))
                 self._count("redis_unavailable")
                 _log.warning("runner_waiting_for_redis", consumer=self.consumer, attempt=attempt,
                              error=str(exc))

@@ -32,6 +32,7 @@ from keeper.feeds.parsers import Parser, Quote
 from keeper.feeds.pipeline import PricePipeline, Reject
 from keeper.feeds.ws import WsConfig, WsFeed
 from keeper.ports import Clock
+from keeper.store import health
 
 log = structlog.get_logger()
 
@@ -174,6 +175,7 @@ class Ingest:
                 if delays is None:
                     delays = self.retry()
                 self.unavailable = True
+                health.REDIS.wait("ingest", str(exc))  # /readyz: intake paused
                 self.stats["log_retries"] += 1
                 delay = next(delays)
                 log.error("ingest_log_unavailable", op=op, error=str(exc), retry_in_s=round(delay, 3),
@@ -182,6 +184,7 @@ class Ingest:
                 continue
             if self.unavailable:
                 self.unavailable = False
+                health.REDIS.recovered("ingest")
                 log.info("ingest_log_recovered", op=op)
             return
 
