@@ -29,19 +29,21 @@ from __future__ import annotations
 import contextlib
 import gzip
 import os
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import msgspec
 import redis.exceptions
 import structlog
 
 from keeper.errors import LogError
 from keeper.ports import LogEntry
 from keeper.store import scripts
-from keeper.store.entries import READ_SOURCE, parse_id, split_decoded
-from keeper.store.ndjson import export_lines, iter_ndjson
+from keeper.store.entries import READ_SOURCE, event_id_of, parse_id, split_decoded
+from keeper.store.ndjson import export_lines, parse_line
 from keeper.store.redis_log import RedisEventLog, wrap_errors
 
 log = structlog.get_logger("keeper.archive")
@@ -137,7 +139,7 @@ class Archive:
             if not todo:
                 return
             for seg in todo:
-                for entry_id, payload in iter_ndjson(seg.path):
+                for entry_id, payload in _segment_lines(seg.path):
                     k = parse_id(entry_id)
                     if k <= pos:
                         continue
@@ -146,6 +148,89 @@ class Archive:
                     pos = k
                     yield entry_id, payload
                 pos = max(pos, seg.last_key)
+
+
+    def event_ids(self, after: str, before: tuple[int, int]) -> Iterator[tuple[list[str], str]]:
+        """The event ids of archived entries with ``after < id < before``, in chunks of whole
+        lines: ``(event ids, the chunk's last entry id)`` (an entry without one adds nothing)."""
+        pos = parse_id(after)
+        for seg in self.segments():
+            if seg.last_key <= pos:
+                continue
+            if seg.key >= before:
+                return
+            with gzip.open(seg.path, "rb") as f:
+                held = b""
+                while chunk := f.read(_CHUNK):
+                    chunk = held + chunk
+                    cut = chunk.rfind(b"\n") + 1
+                    held, body = chunk[cut:], chunk[:cut]
+                    if body:
+                        done, ids, last = _chunk_ids(body, pos, before)
+                        if last:
+                            pos = parse_id(last)
+                            yield ids, last
+                        if done:
+                            return
+                if held.strip():
+                    done, ids, last = _chunk_ids(held, pos, before)
+                    if last:
+                        pos = parse_id(last)
+                        yield ids, last
+                    if done:
+                        return
+            pos = max(pos, seg.last_key)
+
+
+_CHUNK = 1 << 20
+
+
+class _IdEvent(msgspec.Struct):
+    event_id: str = ""
+
+
+class _IdLine(msgspec.Struct):
+    id: str
+    e: _IdEvent | None = None
+
+
+_id_lines = msgspec.json.Decoder(_IdLine)
+
+
+def _chunk_ids(body: bytes, pos: tuple[int, int], before: tuple[int, int]
+               ) -> tuple[bool, list[str], str]:
+    """``(before reached, event ids, last entry id)`` of the lines of ``body`` after ``pos``."""
+    try:
+        lines = [(ln.id, ln.e.event_id if ln.e is not None else "") for ln in _id_lines.decode_lines(body)]
+    except (msgspec.DecodeError, msgspec.ValidationError):  # an unusual payload: line by line
+        lines = []
+        for line in body.splitlines():
+            if line.strip():
+                entry_id, payload = parse_line(line)
+                lines.append((entry_id, event_id_of(payload)))
+    ids: list[str] = []
+    last = ""
+    for entry_id, event_id in lines:
+        k = parse_id(entry_id)
+        if k <= pos:
+            continue
+        if k >= before:
+            return True, ids, last
+        if event_id:
+            ids.append(event_id)
+        last = entry_id
+    return False, ids, last
+
+
+def _segment_lines(path: Path) -> Iterator[tuple[str, bytes]]:
+    """``(id, payload)`` of each line of a segment (our own writing: lines are one entry each)."""
+    try:
+        with gzip.open(path, "rb") as f:
+            for line in f:
+                if line.strip():
+                    yield parse_line(line)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise LogError(f"{path}: cannot read the segment: {exc}") from None
 
 
 class SegmentWriter:

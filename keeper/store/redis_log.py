@@ -223,6 +223,19 @@ class RedisEventLog:
         self.stats["duplicates"] += len(out) - added
         return out
 
+    async def forget_ids(self, event_ids: Sequence[str]) -> int:
+        """Take event ids out of the dedup index (retention, as their entries leave the dedup
+        window: ``keeper.store.dedup``); returns how many were in it."""
+        n = 0
+        async with wrap_errors("forget_ids"):
+            for k in range(0, len(event_ids), 1000):
+                chunk = event_ids[k:k + 1000]
+                if self._raw is not None:
+                    n += int(await self._raw.call("SREM", self.ids_key, *chunk))
+                else:
+                    n += int(await self.client.srem(self.ids_key, *chunk))
+        return n
+
     async def append_raw(self, payloads: Sequence[bytes]) -> list[str]:
         """XADD payloads as they are: no dedup, no validation. For tests and tools only."""
         async with wrap_errors("append_raw"), self.client.pipeline(transaction=True) as pipe:

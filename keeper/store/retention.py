@@ -41,11 +41,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import structlog
 
 from keeper.errors import KeeperError, LogError, LogUnavailable
 from keeper.store import scripts
-from keeper.store.archive import Archive, ArchivedLog, SegmentWriter, max_deleted, meta_key, trim_log
+from keeper.store.archive import Archive, SegmentWriter, max_deleted, meta_key, trim_log
 from keeper.store.entries import event_id_of, parse_id
 from keeper.store.redis_log import RedisEventLog, wrap_errors
 
@@ -69,6 +70,30 @@ def succ(p: Pos) -> Pos:
 
 def fmt(p: Pos) -> str:
     return f"{p[0]}-{p[1]}"
+
+
+def below(raw: list[tuple[str, bytes]], point: Pos) -> list[tuple[str, bytes]]:
+    """The entries of ``raw`` (in log order) with an id below ``point``."""
+    if not raw or parse_id(raw[-1][0]) < point:
+        return raw
+    return [e for e in raw if parse_id(e[0]) < point]
+
+
+class _IdOnly(msgspec.Struct):
+    event_id: str = ""
+
+
+_id_lines = msgspec.json.Decoder(_IdOnly)
+
+
+def event_ids_of(payloads: list[bytes]) -> list[str]:
+    """The event ids of payloads (one decode call for a whole batch of well-formed ones)."""
+    if not any(b"\n" in p or b"\r" in p for p in payloads):
+        try:
+            return [i.event_id for i in _id_lines.decode_lines(b"\n".join(payloads)) if i.event_id]
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+            pass
+    return [i for i in map(event_id_of, payloads) if i]
 
 
 @dataclass(frozen=True)
@@ -156,6 +181,28 @@ class PassReport:
         return json.dumps(asdict(self), sort_keys=True)
 
 
+class _Expiring:
+    """Event ids of entries read while archiving that are past the dedup window's ``cut``
+    (None: collect nothing), in log order from the expiry position on."""
+
+    def __init__(self, cut: Pos | None) -> None:
+        self.cut = cut
+        self.ids: list[str] = []
+        self.last = ""
+        self.entries = 0
+
+    def collect(self, raw: list[tuple[str, bytes]]) -> None:
+        if self.cut is None or not raw:
+            return
+        old = below(raw, self.cut)
+        if old:
+            self.ids += event_ids_of([payload for _, payload in old])
+            self.last = old[-1][0]
+            self.entries += len(old)
+        if len(old) < len(raw) or self.entries >= EXPIRE_BUDGET:
+            self.cut = None  # the rest is younger (or enough for one pass)
+
+
 class Retention:
     """Retention of one shard's log (see the module docstring). ``now_ms``: the log's clock by
     default (Redis ``TIME``), injectable for tests."""
@@ -231,7 +278,11 @@ class Retention:
         r.lagging = [str(pin) for pin in pins if pin.bound < window]
         for text in r.lagging:
             log.warning("retention_held_back", pin=text, hot_window_s=p.hot_window_s)
-        hwm, complete = await self._archive(hwm, point, now, r)
+        # the dedup window's expiry usually starts where archiving does: collect its ids on the way
+        xpos = await self._recorded("ids_expired_to") or "0-0"
+        dcut = (now - int(p.dedup_window_s * 1000), 0)
+        early = _Expiring(dcut if p.trim and parse_id(xpos) == hwm else None)
+        hwm, complete = await self._archive(hwm, point, now, r, early)
         r.archived_to, r.archive_entries = fmt(hwm), self.archive.entries()
         if not complete and succ(hwm) < point:
             point, limited = succ(hwm), "archive"
@@ -240,12 +291,14 @@ class Retention:
             if pin.bound < point:
                 point, limited = pin.bound, pin.name
         r.trim_point, r.limited_by = fmt(point), limited
-        if p.trim and point > (0, 0):
-            r.trimmed = await trim_log(self.log, fmt(point))
+        if p.trim:  # archive only (``keeper log archive`` without --trim): Redis is left as it is
+            # ids first: their entries are still in the hot log now (a fast read), not after
+            await self._dedup(dcut, deleted, xpos, early, r)
+            if point > (0, 0):
+                r.trimmed = await trim_log(self.log, fmt(point))
         trimmed_to = parse_id(await max_deleted(self.log))
         r.trimmed_to = fmt(trimmed_to)
-        if p.trim:  # archive only (``keeper log archive`` without --trim): Redis is left as it is
-            await self._dedup(now, r)
+        if p.trim:
             await self._dead_letters(trimmed_to, r)
         await self._record(r)
 
@@ -327,9 +380,11 @@ class Retention:
 
     # ------------------------------------------------------------------ archive
 
-    async def _archive(self, hwm: Pos, point: Pos, now: int, r: PassReport) -> tuple[Pos, bool]:
+    async def _archive(self, hwm: Pos, point: Pos, now: int, r: PassReport, early: _Expiring
+                       ) -> tuple[Pos, bool]:
         """Archive the entries after ``hwm`` below ``point``; returns the new high-water mark and
-        whether every entry below ``point`` is archived now."""
+        whether every entry below ``point`` is archived now. ``early`` collects the event ids of
+        the entries read that are past the dedup window."""
         p = self.policy
         writer = SegmentWriter(self.archive, max_entries=p.segment_entries)
         after = fmt(hwm)
@@ -339,10 +394,11 @@ class Retention:
                 raw = await self.log.read_raw(after, READ_BATCH)
                 if not raw:
                     break
-                keep = [e for e in raw if parse_id(e[0]) < point]
+                keep = below(raw, point)
                 done = len(keep) < len(raw)
                 if not keep:
                     break
+                early.collect(keep)
                 await asyncio.to_thread(writer.add, keep)
                 after = keep[-1][0]
             old = (now - 2 * int(p.hot_window_s * 1000), 0)
@@ -367,21 +423,31 @@ class Retention:
 
     # ------------------------------------------------------------------ dedup index
 
-    async def _dedup(self, now: int, r: PassReport) -> None:
+    async def _dedup(self, cut: Pos, trimmed: Pos, pos: str, early: _Expiring, r: PassReport) -> None:
+        """Raise the sequenced marks, then forget the ids of entries older than the window
+        (``cut``) after ``pos``: those collected while archiving, then from the archive up to
+        where the hot log was trimmed, then from the hot log."""
         for prefix in await self._sources():
             r.marks[prefix] = await self.raise_mark(prefix)
-        cut = (now - int(self.policy.dedup_window_s * 1000), 0)
-        pos = await self._recorded("ids_expired_to") or "0-0"
-        reader = ArchivedLog(self.log, self.archive)
         expired = 0
-        while expired < EXPIRE_BUDGET:
-            raw = await reader.read_raw(pos, READ_BATCH)
-            keep = [e for e in raw if parse_id(e[0]) < cut]
+        if early.last:
+            await self.log.forget_ids(early.ids)
+            expired, pos = early.entries, early.last
+        if parse_id(pos) < trimmed:
+            chunks = self.archive.event_ids(pos, min(cut, succ(trimmed)))
+            while expired < EXPIRE_BUDGET:
+                got = await asyncio.to_thread(next, chunks, None)
+                if got is None:
+                    break
+                ids, pos = got
+                await self.log.forget_ids(ids)
+                expired += len(ids)
+        while expired < EXPIRE_BUDGET and parse_id(pos) >= trimmed:
+            raw = await self.log.read_raw(pos, READ_BATCH)
+            keep = below(raw, cut)
             if keep:
-                ids = [i for i in (event_id_of(payload) for _, payload in keep) if i]
-                async with wrap_errors("expire_ids"):
-                    for k in range(0, len(ids), 1000):
-                        await self.log.client.srem(self.log.ids_key, *ids[k:k + 1000])
+                ids = event_ids_of([payload for _, payload in keep])
+                await self.log.forget_ids(ids)
                 expired += len(keep)
                 pos = keep[-1][0]
             if len(keep) < len(raw) or not raw:
