@@ -247,6 +247,9 @@ def load_scenario(text: str | bytes) -> Scenario:
     request = None
     if top.get("liquidation_request") is not None:
         rp = "liquidation_request"
+        if profile.kind != "lending":  # a request repays a debt: a perp liquidation closes positions
+            raise ScenarioError(f"{rp}: profile {profile.name!r} closes positions and repays no debt; "
+                                "a repay/seize request applies to the lending profiles only")
         ro = _obj(top[rp], rp)
         _check_keys(ro, {"repay_asset", "seize_asset", "amount"}, rp)
         for k in ("repay_asset", "seize_asset"):

@@ -124,6 +124,8 @@ def plan_lending(  # noqa: PLR0917 -- the model's inputs, positional as in the p
         return LiquidationPlan(
             rule=f"{head} (liquidity < 0); absorb: the protocol seizes all collateral at its "
             f"liquidationFactor and takes over the debt"
+            + ("; the request's amount does not apply: absorb always takes the whole account"
+               if request is not None else "")
             + (f"; {profile.bad_debt_path}" if h.bankrupt else ""),
             action="bad_debt" if h.bankrupt else "repay_seize",
             close_factor=ONE,
@@ -146,8 +148,12 @@ def plan_lending(  # noqa: PLR0917 -- the model's inputs, positional as in the p
         tau = profile.target_health
         denom = tau - lif * lltv
         need = owed if denom <= 0 else (tau * t.debt_value - t.collateral_value) / denom / pd
-        amount = min(owed, quantize_up(need, q_d))
-        why = f"no close factor; repay the least that restores health {tau} (LIF {fmt_num(lif, 6)})"
+        if request is None:
+            amount = min(owed, quantize_up(need, q_d))
+            why = f"no close factor; repay the least that restores health {tau} (LIF {fmt_num(lif, 6)})"
+        else:  # the venue's rule bounds a request by the debt and the collateral only
+            amount = owed
+            why = f"no close factor; the requested repayment (LIF {fmt_num(lif, 6)})"
         fee_share = ZERO
     else:  # compound-v2
         bonus = _bonus(profile, assets, coll)
@@ -157,7 +163,7 @@ def plan_lending(  # noqa: PLR0917 -- the model's inputs, positional as in the p
         why = f"close factor {fmt_num(cf * 100, 2)}% of the borrow"
         fee_share = profile.protocol_seize_share or ZERO
     if request is not None:
-        amount = min(amount, request.amount)
+        amount = min(amount, request.amount.quantize(q_d, rounding=ROUND_DOWN))
     seize = (amount * lif * pd / pc).quantize(q_c, rounding=ROUND_DOWN)
     if seize > held:
         seize = held
