@@ -22,6 +22,10 @@ Rules (per bucket; ``P`` is the venue's current mark of a market or price of an 
   topped up to zero from the insurance fund (a ``Deposit``, booked as bad debt).
 - a lending bucket left with debt and no collateral has its debt repaid by the insurance fund
   (a ``Repay``, booked as bad debt).
+- **collateral lost** (``Stats.collateral_lost``): what each applied liquidation took from the
+  bucket's owner, ``max(V_before, 0) − max(V_after, 0)`` with ``V = Σ balance · P + Σ size ·
+  (mark − entry)`` at the marks of the liquidation: the fee or bonus the owner paid, up to what
+  the bucket was still worth (the rest of it is the insurance fund's bad debt).
 
 Every event the venue emits gets ``event_id = "sim-<seq>"`` with ``seq`` its own increasing
 sequence; the encoded payloads are kept so a subscriber can resync from any ``seq``.
@@ -94,6 +98,8 @@ class Stats:
     bad_debt: Decimal = Decimal(0)
     fees: Decimal = Decimal(0)
     liquidated_notional: Decimal = Decimal(0)
+    collateral_lost: Decimal = Decimal(0)
+    """What liquidations took from the owners (module docstring), USD at the marks of each."""
 
 
 def _hf(x: Decimal) -> str:
@@ -241,6 +247,18 @@ class Venue:
             rate = prev_rate = t.rate
         return notional * rate - deduction
 
+    def _value(self, b: Bucket) -> Decimal:
+        """What a bucket is worth to its owner at the marks: ``Σ balance · P + Σ size · (mark − entry)``."""
+        value = sum((amt * self.price(a) for a, amt in b.balances.items()), Decimal(0))
+        for m, pos in b.positions.items():
+            if pos.entry_price is not None:
+                value += pos.size * (self.price(m) - pos.entry_price)
+        return value
+
+    def _count_loss(self, before: Decimal, b: Bucket) -> None:
+        """Book what an applied liquidation took from the owner (``before``: ``_value`` before it)."""
+        self.stats.collateral_lost += max(before, Decimal(0)) - max(self._value(b), Decimal(0))
+
     def health_factor(self, account: str, bucket: str) -> Decimal | None:
         """Lending ``HF`` of a bucket (None when it has no debt)."""
         b = self._find(account, bucket)
@@ -369,6 +387,7 @@ class Venue:
         if collateral < 0:
             cover = (-collateral).quantize(USD, rounding=ROUND_CEILING)
             out.append(self._cover(d, SETTLE_ASSET, cover, ev.Deposit))
+        self._count_loss(equity, b)
         return out
 
     def _cover(self, d: ev.Decision, asset: str, amount: Decimal, kind: type[ev._AmountEvent]) -> bytes:
@@ -409,6 +428,7 @@ class Venue:
             raise Rejection(f"seize exceeds bonus: {sq} > {_num(allowed)} {sa}")
         if sq > held:
             raise Rejection(f"seize exceeds collateral: {sq} > {held} {sa}")
+        before = self._value(b)
         out = [
             self._emit(ev.Repay(event_id="", ts_event=0, causation_id=d.intent_id, account=d.account,
                                 bucket=d.bucket, asset=ra, amount=rq)),
@@ -417,6 +437,7 @@ class Venue:
         ]
         self.stats.liquidated_notional += rq * self.price(ra)
         out.extend(self._write_off(d, b))
+        self._count_loss(before, b)
         return out
 
     def _write_off(self, d: ev.Decision, b: Bucket) -> list[bytes]:
@@ -429,10 +450,12 @@ class Venue:
         hf = self.health_factor(d.account, d.bucket)
         if hf is None or hf >= 1:
             raise Rejection(f"healthy at venue price (HF {'none' if hf is None else _hf(hf)} >= 1)")
+        before = self._value(b)
         out = [self._emit(ev.Withdraw(event_id="", ts_event=0, causation_id=d.intent_id, account=d.account,
                                       bucket=d.bucket, asset=a, amount=amt))
                for a, amt in sorted(b.balances.items()) if amt > 0]
         out.extend(self._write_off(d, b))
+        self._count_loss(before, b)
         return out
 
     # ------------------------------------------------------------------ views
@@ -473,6 +496,7 @@ class Venue:
             "bad_debt": str(st.bad_debt), "fees": str(st.fees),
             "insurance_fund": str(self.insurance_fund),
             "liquidated_notional": str(st.liquidated_notional),
+            "collateral_lost": str(st.collateral_lost),
             "events": self.seq, "accounts": len(self.accounts),
             "mark_time_us": self.mark_time_us,
             "marks": {k: str(v) for k, v in sorted(self.marks.items())},

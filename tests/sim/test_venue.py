@@ -156,6 +156,30 @@ def test_lending_full_close_factor_below_095_and_bad_debt_write_off() -> None:
     assert v.stats.bad_debt == D(1040)
 
 
+def test_collateral_lost_is_what_the_liquidation_took_from_the_owner_up_to_what_was_left() -> None:
+    v = small_venue()
+    v.set_marks(1, {"BTC-USD": D(59100), "ETH-USD": D(2400)})
+    v.liquidate(decision("c1", "bob", "iso-BTC-USD", market="BTC-USD", size=D(1)))
+    # worth 1000 - 900 = 100 before; the fee is 591: the owner pays 100, the fund 491 (bad debt)
+    assert (v.stats.collateral_lost, v.stats.bad_debt) == (D(100), D(491))
+    v.liquidate(decision("c2", "carol", "lend-ETH", "repay_seize", repay_asset="USDC",
+                         repay_amount=D(1000), seize_asset="ETH", seize_amount=D("0.4375")))
+    # HF 0.996; worth 2400 - 2000 = 400 before, 0.5625 * 2400 - 1000 = 350 after: the 5% bonus
+    assert v.stats.collateral_lost == D(150)
+    assert D(v.stats_view()["collateral_lost"]) == 150
+
+
+def test_collateral_lost_of_an_underwater_bucket_is_zero() -> None:
+    v = small_venue()
+    v.set_marks(1, {"BTC-USD": D(50100)})
+    v.liquidate(decision("c3", "alice", CROSS, market="BTC-USD", size=D("0.05")))
+    # worth 1000 - 990 = 10 before, 479.95 - 495 < 0 after: the owner loses the 10 left
+    assert v.stats.collateral_lost == D(10)
+    v.set_marks(2, {"ETH-USD": D(1000)})  # carol: worth 1000 - 2000 < 0 before and 0 after
+    v.liquidate(decision("c4", "carol", "lend-ETH", "bad_debt"))
+    assert v.stats.collateral_lost == D(10) and v.stats.bad_debt == D(2000)
+
+
 def test_history_replays_from_any_sequence_with_stable_ids() -> None:
     v = small_venue()
     everything = v.events_after(0)
