@@ -146,6 +146,17 @@ class FeedSource(_Section, frozen=True):
     url: str
     symbols: dict[str, str]
     name: str = ""
+    price_path: str = ""
+    """``generic`` only: where a message keeps its price, a dotted path (``data.0.px``)."""
+    symbol_path: str = ""
+    """``generic`` only: where it keeps the symbol (not needed for a source of one symbol)."""
+    time_path: str = ""
+    """``generic`` only: where it keeps its publish time (empty: the time it was received)."""
+    time_unit: Literal["s", "ms", "us", "ns", "iso"] = "ms"
+    """``generic`` only: the unit of ``time_path``."""
+    subscribe: tuple[str, ...] = ()
+    """Frames sent after each connect in place of the kind's own subscription (see
+    ``keeper.app.daemon.subscriptions``); ``generic`` sends only these."""
 
     @property
     def source_name(self) -> str:
@@ -620,6 +631,20 @@ def _check(cfg: Config, sources: Sources) -> None:
     if cfg.keeper.profile not in PROFILE_NAMES:
         raise ConfigError(f"keeper.profile: unknown profile {cfg.keeper.profile!r}; known: "
                           f"{', '.join(PROFILE_NAMES)} (from {origin('keeper.profile')})")
+    for i, src in enumerate(cfg.feeds.sources):
+        paths = {"price_path": src.price_path, "symbol_path": src.symbol_path, "time_path": src.time_path}
+        key = f"feeds.sources[{i}]"
+        if src.kind != "generic":
+            given = [k for k, v in paths.items() if v]
+            if given:
+                raise ConfigError(f"{key}.{given[0]}: only for kind 'generic' (this source is "
+                                  f"{src.kind!r}) (from {origin('feeds.sources')})")
+        elif not src.price_path:
+            raise ConfigError(f"{key}.price_path: a generic source needs the path of its price "
+                              f"(e.g. \"data.price\") (from {origin('feeds.sources')})")
+        elif not src.symbol_path and len(src.symbols) != 1:
+            raise ConfigError(f"{key}.symbol_path: a generic source of {len(src.symbols)} symbols needs "
+                              f"the path of the symbol in its messages (from {origin('feeds.sources')})")
     names = [s.source_name for s in cfg.feeds.sources]
     for i, n in enumerate(names):
         if n in names[:i]:

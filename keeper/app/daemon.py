@@ -21,6 +21,7 @@ runner finishes the batch in hand (unacked entries are handed back to the group)
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 from collections.abc import Awaitable, Sequence
@@ -167,11 +168,34 @@ def build_pipeline(cfg: Config) -> PricePipeline:
 
 
 def parser_for(src: FeedSource) -> Parser:
+    """The parser of a source's kind (every kind ``[[feeds.sources]]`` accepts)."""
+    if src.kind == "pyth":  # the configured ids, however written, name the quotes
+        return parsers.pyth_hermes(src.source_name, ids={i: i for i in src.symbols.values()})
+    if src.kind == "generic":
+        single = next(iter(src.symbols.values())) if len(src.symbols) == 1 else ""
+        return parsers.generic_json(src.source_name, parsers.JsonPaths(
+            price_path=src.price_path, symbol_path=src.symbol_path, time_path=src.time_path,
+            time_unit=src.time_unit, symbol="" if src.symbol_path else single))
     make = _PARSERS.get(src.kind)
-    if make is None:
-        raise ConfigError(f"feeds.sources: kind {src.kind!r} needs a parser this daemon does not "
-                          f"wire yet (use one of {', '.join(sorted(_PARSERS))})")
+    if make is None:  # pragma: no cover - the config's kinds are all wired above
+        raise ConfigError(f"feeds.sources: kind {src.kind!r} has no parser")
     return make(src.source_name)
+
+
+def subscriptions(src: FeedSource) -> list[str]:
+    """The frames a source is sent after each connect: ``subscribe`` when given, else its
+    venue's own subscription for the configured symbols (Binance subscribes by its URL)."""
+    if src.subscribe:
+        return list(src.subscribe)
+    syms = sorted(set(src.symbols.values()))
+    frames: dict[str, dict[str, Any]] = {
+        "bybit": {"op": "subscribe", "args": [f"tickers.{s}" for s in syms]},
+        "hyperliquid": {"method": "subscribe", "subscription": {"type": "allMids"}},
+        "pyth": {"type": "subscribe", "ids": syms},
+        "coinbase": {"type": "subscribe", "product_ids": syms, "channels": ["ticker"]},
+    }
+    frame = frames.get(src.kind)
+    return [] if frame is None else [json.dumps(frame, separators=(",", ":"))]
 
 
 def build_executor(cfg: Config) -> VenueExecutor | None:
@@ -421,7 +445,8 @@ class Daemon:
                      for sym, price in sorted(cfg.feeds.fixed_prices.items())]
             await self.ingest.submit(fixed)
             for src in cfg.feeds.sources:
-                feed = self.ingest.price_feed(WsConfig(src.url), src.source_name, parser_for(src))
+                feed = self.ingest.price_feed(WsConfig(src.url, subscribe=subscriptions(src)),
+                                              src.source_name, parser_for(src))
                 tasks.append(self._spawn(feed.run(), f"feed-{src.source_name}"))
             interval = max(cfg.feeds.staleness_ms / 4000, 0.05)
             tasks.append(self._spawn(self.ingest.watch_stale(interval), "stale-watchdog"))

@@ -33,7 +33,8 @@ class ParseError(EventError):
     """A message that cannot be read as quotes. ``reason`` is a short code.
 
     Codes: ``bad_json``, ``bad_shape``, ``missing_field``, ``bad_price``, ``bad_time``,
-    ``wrong_exponent``.
+    ``wrong_exponent``, ``venue_error`` (the venue refused a subscription or reported an error:
+    ``detail`` carries its words).
     """
 
     def __init__(self, reason: str, detail: str = "") -> None:
@@ -120,24 +121,42 @@ def _time_us(value: object, unit: str) -> int:
     return t
 
 
+MAX_TIME_US = 10**17
+"""Times at or past this (the year 5138) are not real publish times; nor are times before 1970."""
+
+
 def iso_to_us(value: object) -> int:
-    """An ISO-8601 UTC time (``2022-10-19T23:28:22.061769Z``) as µs since the epoch."""
+    """An ISO-8601 time (``2022-10-19T23:28:22.061769Z``, ``...+02:00``; UTC without an offset)
+    as µs since the epoch; a time before 1970 or after the year 5000 is ``bad_time``."""
     if not isinstance(value, str) or len(value) > 40:
         raise ParseError("bad_time", repr(value)[:80])
     text = value.strip()
-    # fromisoformat takes at most 6 fractional digits; venues send up to 9 (ns)
+    # fromisoformat takes at most 6 fractional digits; venues send up to 9 (ns). The fraction is
+    # the run of digits after the point: an offset after it (+02:00) is kept as it is.
     if "." in text:
         head, _, frac = text.partition(".")
-        digits = "".join(c for c in frac if c.isdigit())
-        tail = frac[len(digits):]
-        text = f"{head}.{(digits + '000000')[:6]}{tail}"
+        n = len(frac) - len(frac.lstrip("0123456789"))
+        text = f"{head}.{(frac[:n] + '000000')[:6]}{frac[n:]}"
     try:
         dt = datetime.fromisoformat(text)
     except ValueError:
         raise ParseError("bad_time", repr(value)[:80]) from None
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
-    return (dt - EPOCH) // _US
+    us = (dt - EPOCH) // _US
+    if not 0 <= us < MAX_TIME_US:
+        raise ParseError("bad_time", f"{value!r} is before 1970 or too far ahead"[:80])
+    return us
+
+
+def _said(words: object) -> str:
+    """What a venue's error message says, short (a dict's ``msg``/``message``/``error`` first)."""
+    if isinstance(words, dict):
+        for k in ("msg", "message", "ret_msg", "error"):
+            if isinstance(words.get(k), str):
+                code = words.get("code", words.get("ret_code"))
+                return (f"{words[k]} (code {code})" if code is not None else words[k])[:200]
+    return str(words)[:200]
 
 
 def _get(obj: Any, key: str) -> Any:
@@ -197,15 +216,20 @@ def binance_mark_price(source: str = "binance") -> Parser:
         return Quote(source, m.s, to_decimal(m.p), m.E * 1000)
 
     def parse_binance(raw: bytes | str, received_us: int) -> list[Quote]:
-        head = raw[:12] if isinstance(raw, str) else raw[:12].decode("latin-1")
+        # told apart by their first key, whitespace between the tokens whatever it is
+        head = "".join((raw[:64] if isinstance(raw, str) else raw[:64].decode("latin-1")).split())
         try:
-            if head.lstrip().startswith("["):
+            if head.startswith("["):
                 return [one(m) for m in _bn_many.decode(raw)]
-            if '"stream"' in head:
+            if head.startswith('{"stream"'):
                 c = _bn_combined.decode(raw)
                 return [one(m) for m in (c.data if isinstance(c.data, list) else [c.data])]
-            if '"result"' in head or '"id"' in head:
-                _load(raw)
+            if head.startswith('{"e"'):
+                return [one(_bn_one.decode(raw))]
+            msg = _load(raw)
+            if isinstance(msg, dict) and msg.get("error") is not None:
+                raise ParseError("venue_error", _said(msg["error"]))  # {"error": {"code", "msg"}, "id"}
+            if isinstance(msg, dict) and ("result" in msg or "id" in msg):
                 return []
             return [one(_bn_one.decode(raw))]
         except msgspec.ValidationError as exc:
@@ -223,12 +247,15 @@ def bybit_tickers(source: str = "bybit") -> Parser:
     """Bybit v5 public ``tickers.<symbol>`` (snapshot and delta); price = ``data.markPrice``.
 
     A delta without ``markPrice`` carries no new price and yields no quotes; ``ts`` (ms) is the
-    publish time. Operation replies (``{"success": true, "op": "subscribe"}``) yield no quotes.
+    publish time. Operation replies (``{"success": true, "op": "subscribe"}``) yield no quotes;
+    a refused one (``"success": false``) is ``ParseError('venue_error')`` with its ``ret_msg``.
     """
 
     def parse_bybit(raw: bytes | str, received_us: int) -> list[Quote]:
         msg = _load(raw)
         if isinstance(msg, dict) and "op" in msg and "topic" not in msg:
+            if msg.get("success") is False:  # a refused subscription: say why, now
+                raise ParseError("venue_error", f"{msg.get('op')}: {_said(msg)}")
             return []
         topic = _get(msg, "topic")
         if not isinstance(topic, str) or not topic.startswith("tickers."):
@@ -255,12 +282,15 @@ def hyperliquid_all_mids(source: str = "hyperliquid") -> Parser:
     """Hyperliquid ``allMids``: ``{"channel": "allMids", "data": {"mids": {coin: px}}}``.
 
     The message carries no time: quotes are stamped with ``received_us``. Other channels
-    (``subscriptionResponse``, ``pong``) yield no quotes.
+    (``subscriptionResponse``, ``pong``) yield no quotes; the ``error`` channel is
+    ``ParseError('venue_error')`` with its text.
     """
 
     def parse_hl(raw: bytes | str, received_us: int) -> list[Quote]:
         msg = _load(raw)
         channel = _get(msg, "channel")
+        if channel == "error":  # {"channel": "error", "data": "Invalid subscription ..."}
+            raise ParseError("venue_error", _said(msg.get("data")))
         if channel != "allMids":
             if isinstance(channel, str):
                 return []
@@ -307,6 +337,8 @@ def pyth_hermes(source: str = "pyth", ids: Mapping[str, str] | None = None,
         if isinstance(msg, dict) and msg.get("type") == "price_update":
             return [feed(_get(msg, "price_feed"))]
         if isinstance(msg, dict) and "type" in msg and "parsed" not in msg:
+            if msg.get("status") == "error" or msg.get("type") == "error":
+                raise ParseError("venue_error", _said(msg))  # {"type": "response", "status": "error"}
             return []  # {"type": "response", "status": "success"}
         parsed = _get(msg, "parsed")
         if not isinstance(parsed, list):
@@ -322,14 +354,15 @@ def pyth_hermes(source: str = "pyth", ids: Mapping[str, str] | None = None,
 def coinbase_ticker(source: str = "coinbase") -> Parser:
     """Coinbase Exchange ``ticker`` channel: ``product_id``, ``price``, ``time`` (ISO-8601).
 
-    ``subscriptions``/``heartbeat`` messages yield no quotes; ``error`` is a ParseError.
+    ``subscriptions``/``heartbeat`` messages yield no quotes; ``error`` is
+    ``ParseError('venue_error')`` with its message.
     """
 
     def parse_cb(raw: bytes | str, received_us: int) -> list[Quote]:
         msg = _load(raw)
         kind = _get(msg, "type")
         if kind == "error":
-            raise ParseError("bad_shape", str(msg.get("message", ""))[:80])
+            raise ParseError("venue_error", _said(msg))
         if kind != "ticker":
             if isinstance(kind, str):
                 return []

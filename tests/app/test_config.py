@@ -125,7 +125,8 @@ def test_env_overrides_win_over_files_and_are_typed(tmp_path):
 
 def test_env_override_can_replace_the_feed_sources():
     cfg = load_config(None, env={"KEEPER_FEEDS__SOURCES":
-                                 '[{kind = "generic", url = "ws://127.0.0.1:1", symbols = {X = "x"}}]'})
+                                 '[{kind = "generic", url = "ws://127.0.0.1:1", symbols = {X = "x"}, '
+                                 'price_path = "p"}]'})
     assert [(s.kind, s.symbols) for s in cfg.feeds.sources] == [("generic", {"X": "x"})]
     assert cfg.feeds.sources_for("X")[0][1] == "x"
 
