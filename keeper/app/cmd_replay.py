@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import aclosing, contextmanager
@@ -78,8 +79,54 @@ def _until_us(text: str | None) -> int | None:
 
     try:
         return iso_to_us(text)
-    except Exception as exc:
-        raise ConfigError(f"--until: not a time: {text!r} ({exc})") from None
+    except Exception:
+        raise ConfigError(f"--until: {text!r} is not a time (give ISO 8601, e.g. 2025-10-10T21:15:00Z, "
+                          "or µs since the epoch)") from None
+
+
+def iso(us: int) -> str:
+    """``us`` (µs since the epoch) as an ISO 8601 UTC time to the second, for people."""
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(us / 1e6, tz=UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+_ENTRY_ID = re.compile(r"\d{1,19}(-\d{1,19})?")
+
+
+def _check_to(text: str | None) -> None:
+    if text is not None and _ENTRY_ID.fullmatch(text) is None:
+        raise ConfigError(f"--to: {text!r} is not a log entry id (like 1760000000011-0: see keeper log "
+                          "tail or the status page's log position); for a time, use --until")
+
+
+def _until_log_us(args: argparse.Namespace, live: Any) -> int | None:
+    """``--until`` in log time: a time of the data a run played (``keeper demo``: its manifest's
+    clock) is read through the run's clock, said on stderr."""
+    from keeper.replay import manifest as mf
+
+    us = _until_us(args.until)
+    if us is None:
+        return None
+    at = mf.log_time(live, us)
+    if at is None:
+        return us
+    print(f"--until {args.until}: the played data's time, at log time {iso(at)} (the run's clock)",
+          file=sys.stderr)
+    return at
+
+
+async def _first_time(args: argparse.Namespace, redis_log: Any) -> int | None:
+    """The ``ts_event`` of the log's first decodable entry (None for an empty log)."""
+    from keeper.replay.source import ndjson_batches
+
+    if redis_log is not None:
+        entries, _ = await redis_log.read_batch("0-0", 1)
+        return entries[0].event.ts_event if entries else None
+    for batch in ndjson_batches(args.ndjson):
+        if batch:
+            return int(batch[0][1].ts_event)
+    return None
 
 
 @contextmanager
@@ -94,6 +141,7 @@ def logs_to_stderr() -> Iterator[None]:
 
 
 def run(args: argparse.Namespace) -> int:
+    _check_to(args.to)
     if args.plot and args.out is None:
         raise ConfigError("--plot: needs --out FILE.png")
     if args.archive is not None and not args.redis_url:
@@ -177,7 +225,7 @@ async def _run(args: argparse.Namespace) -> int:
         jobs = _jobs(args, named, start, bool(explainers))
         stats = SourceStats()
         kw: dict[str, Any] = {
-            "to": args.to, "until_us": _until_us(args.until),
+            "to": args.to, "until_us": _until_log_us(args, live),
             "before": _chain(befores), "after": _chain(afters),
             "progress": Progress(force=args.progress),
             "after_batch": verifier.after_batch if verifier is not None and not explainers else None,
@@ -196,8 +244,15 @@ async def _run(args: argparse.Namespace) -> int:
         else:
             result = replay_batches(core, ndjson_batches(args.ndjson, after=start, to=args.to, stats=stats),
                                     **kw)
+        if args.until is not None and result.entries == 0 and result.stopped == "until":
+            first = await _first_time(args, redis_log)
+            if first is not None:
+                raise ConfigError(f"--until {args.until}: before the log's first event ({iso(first)}): "
+                                  "nothing to replay (a log is stamped with the wall clock of the "
+                                  "run that recorded it)")
         if verifier is not None and result.stopped != "end" and result.last is not None:
-            await _scan_late(args, late_log if redis_log is not None else None, verifier, result.last)
+            await _scan_late(args, late_log if redis_log is not None else None, verifier, result.last,
+                             [p.profile for _, p in named])
     finally:
         if redis_log is not None:
             await redis_log.close()
@@ -290,26 +345,21 @@ async def _redis_source(args: argparse.Namespace, redis_log: Any, start: str, st
             ArchivedLog(redis_log, archive))
 
 
-async def _scan_late(args: argparse.Namespace, redis_log: Any, verifier: Any, stop: str) -> None:
-    """Feed the verifier the intents recorded just past an early stop (see ``Verifier.after_stop``)."""
+async def _scan_late(args: argparse.Namespace, redis_log: Any, verifier: Any, stop: str,
+                     profiles: Sequence[str]) -> None:
+    """Feed the verifier the intents recorded past an early stop for triggers at or before it,
+    until every core has recorded one decided past the stop (``keeper.replay.verify.LateScan``)."""
     from keeper.replay.source import log_batches, ndjson_batches
-    from keeper.replay.verify import LATE_WINDOW
 
-    seen = 0
+    scan = verifier.late_scan(stop, profiles)
     if redis_log is not None:
         async with aclosing(log_batches(redis_log, after=stop)) as batches:
             async for batch in batches:
-                for entry_id, event in batch:
-                    verifier.after_stop(entry_id, event, stop)
-                seen += len(batch)
-                if seen >= LATE_WINDOW:
+                if not all(scan.take(entry_id, event) for entry_id, event in batch):
                     return
     else:
         for batch in ndjson_batches(args.ndjson, after=stop):
-            for entry_id, event in batch:
-                verifier.after_stop(entry_id, event, stop)
-            seen += len(batch)
-            if seen >= LATE_WINDOW:
+            if not all(scan.take(entry_id, event) for entry_id, event in batch):
                 return
 
 

@@ -67,6 +67,36 @@ class RunManifest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     started_us: int | None = None
     stopped_us: int | None = None
     config_files: list[str] = msgspec.field(default_factory=list)
+    clock: list[tuple[int, int]] = msgspec.field(default_factory=list)
+    """A run that played recorded data (``keeper demo``): ``(log time, data time)`` pairs (µs,
+    both increasing) mapping the wall-clock times its log is stamped with to the times of the
+    data it played, linear in between (``data_time``, ``log_time``); empty otherwise."""
+
+
+def _interpolate(points: Sequence[tuple[int, int]], x: int) -> int:
+    """Piecewise linear through ``points`` (sorted by x), held flat past either end."""
+    import bisect
+
+    i = bisect.bisect_right(points, x, key=lambda p: p[0])
+    if i == 0:
+        return points[0][1]
+    if i == len(points):
+        return points[-1][1]
+    (x0, y0), (x1, y1) = points[i - 1], points[i]
+    return y0 if x1 == x0 else y0 + (y1 - y0) * (x - x0) // (x1 - x0)
+
+
+def data_time(m: RunManifest | None, log_us: int) -> int:
+    """The recorded data's time that log time ``log_us`` stands for (itself without a clock)."""
+    return _interpolate(m.clock, log_us) if m is not None and m.clock else log_us
+
+
+def log_time(m: RunManifest | None, data_us: int) -> int | None:
+    """The log time at which the run played data time ``data_us``; None without a clock or
+    outside the data it played."""
+    if m is None or not m.clock or not m.clock[0][1] <= data_us <= m.clock[-1][1]:
+        return None
+    return _interpolate([(d, t) for t, d in m.clock], data_us)
 
 
 _encoder = msgspec.json.Encoder(order="sorted")

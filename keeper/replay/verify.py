@@ -11,9 +11,12 @@ Everything else is a divergence: ``mismatch`` (both sides, different bytes),
 (the trigger entry id, then the intent id), so the *first* divergence is the earliest place where
 this keeper would have acted differently.
 
-When the replay stops early (``--to``/``--until``), the entries just past the stop are scanned
-for intents recorded for triggers at or before it (``after_stop``; the command scans up to
-``LATE_WINDOW`` entries). When the replay starts from a snapshot, recorded intents whose trigger
+When the replay stops early (``--to``/``--until``), the entries past the stop are scanned for
+intents recorded for triggers at or before it (``after_stop``): a core appends the intents of a
+batch together, after the batch, so once each core of the run has recorded an intent decided
+past the stop (``LateScan``), none of its intents for earlier triggers can follow; without one,
+the scan goes on to the log's end (a lagging projector can record an intent any number of
+entries after its trigger). When the replay starts from a snapshot, recorded intents whose trigger
 is at or before the snapshot's offset were decided before the replay began and are left out of
 the comparison.
 """
@@ -31,8 +34,6 @@ from keeper.store.entries import parse_id
 
 _encoder = msgspec.json.Encoder()
 
-LATE_WINDOW = 10_000
-"""Entries scanned past an early stop for intents recorded after their trigger."""
 
 MISMATCH = "mismatch"
 DERIVED_ONLY = "derived_not_recorded"
@@ -148,6 +149,10 @@ class Verifier:
             if parse_id(event.decision.trigger) <= parse_id(stop):
                 self.after(entry_id, event, ())
 
+    def late_scan(self, stop: str, profiles: Sequence[str]) -> LateScan:
+        """Where to stop scanning past ``stop`` (see the module docstring)."""
+        return LateScan(self, stop, set(profiles))
+
     def absorb(self, other: Verifier) -> None:
         """Take in what ``other`` collected (a parallel replay's worker: its accounts only, so
         the two never hold the same intent)."""
@@ -178,3 +183,25 @@ class Verifier:
         out.sort(key=Divergence.sort_key)
         report.divergences = out
         return report
+
+
+class LateScan:
+    """Feeds a verifier the entries past an early stop; ``take`` returns True while the intents of
+    some core (by profile) for triggers at or before the stop may still follow."""
+
+    def __init__(self, verifier: Verifier, stop: str, profiles: set[str]) -> None:
+        self.verifier = verifier
+        self.stop = stop
+        self._stop = parse_id(stop)
+        self.waiting = profiles
+        self.scanned = 0
+
+    def take(self, entry_id: str, event: Event) -> bool:
+        self.scanned += 1
+        if type(event) is LiquidationIntended:
+            assert isinstance(event, LiquidationIntended)
+            if parse_id(event.decision.trigger) <= self._stop:
+                self.verifier.after(entry_id, event, ())
+            else:
+                self.waiting.discard(event.decision.profile)
+        return bool(self.waiting)
