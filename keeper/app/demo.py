@@ -25,10 +25,14 @@ What runs (all on 127.0.0.1, nothing to configure):
    rule), and ``USDC`` at exactly 1 (``feeds.fixed_prices``).
 
 The daemon runs without the per-window caps (``_DemoDaemon``). The summary is computed from the
-log and the venue's ``GET /stats``. The run is sound when every venue-accepted liquidation is an
-intent in the log, none was accepted twice, and no account healthy by construction was
-liquidated. A submission refused as healthy is split by whether a price the decision used had
-moved by the venue's reply (legitimate: the market moved) or not (a keeper/venue disagreement).
+log and the venue's ``GET /stats``; beside the keeper's bad debt and collateral lost it sets the
+perfect keeper's on the same book and played path (``keeper.sim.ideal``: each bucket liquidated
+at the first tick the venue finds it liquidatable, at that tick's prices), the ratio of the two
+bad debts, and the share of live intents the venue refused as healthy at its price. The run is
+sound when every venue-accepted liquidation is an intent in the log, none was accepted twice, and
+no account healthy by construction was liquidated. A submission refused as healthy is split by
+whether a price the decision used had moved by the venue's reply (legitimate: the market moved) or
+not (a keeper/venue disagreement).
 """
 
 from __future__ import annotations
@@ -60,6 +64,7 @@ from keeper.domain import events as ev
 from keeper.domain.decide import KeeperParams
 from keeper.replay import manifest as mf
 from keeper.sim.book import DEFAULT_MARKET, MARKET_TABLE, generate_book
+from keeper.sim.ideal import Ideal, bad_debt_ratio, ideal_run, share
 from keeper.sim.prices import Tick, synthetic_crash
 from keeper.sim.process import VenueProcess, write_path
 from keeper.store.embedded import open_redis
@@ -166,6 +171,19 @@ class Summary:
     liquidations: dict[str, int] = field(default_factory=dict)
     notional: Decimal = Decimal(0)
     bad_debt: Decimal = Decimal(0)
+    collateral_lost: Decimal = Decimal(0)
+    """What the liquidations took from the owners (the venue's ``collateral_lost``: the fee or bonus,
+    up to what each bucket was still worth), USD."""
+    ideal_bad_debt: Decimal = Decimal(0)
+    """The perfect keeper's on the same book and path (``keeper.sim.ideal``): each bucket
+    liquidated at the first tick the venue finds it liquidatable, at that tick's prices."""
+    ideal_collateral_lost: Decimal = Decimal(0)
+    ideal_liquidations: int = 0
+    bad_debt_ratio: float | None = None
+    """``bad_debt / ideal_bad_debt`` (1.0 when both are 0; None when only the ideal's is)."""
+    price_moved_share: float = 0.0
+    """Live intents the venue rejected as healthy at its price (``healthy at venue price``), over
+    all live intents."""
     rejected: int = 0
     rejected_by_reason: dict[str, int] = field(default_factory=dict)
     healthy_moved: int = 0
@@ -239,6 +257,8 @@ def summarise(entries: list[Any], stats: dict[str, Any], healthy: set[tuple[str,
     s.accepted = int(stats.get("accepted", 0))
     s.rejected_by_reason = dict(stats.get("rejected_by_reason", {}))
     s.bad_debt = Decimal(str(stats.get("bad_debt", "0")))
+    s.collateral_lost = Decimal(str(stats.get("collateral_lost", "0")))
+    s.price_moved_share = share(int(s.rejected_by_reason.get("healthy", 0)), s.intents)
     counts = {"perp cross": 0, "perp isolated": 0, "lending cross": 0, "lending isolated": 0}
     for iid, n in sorted(stats.get("accepted_by_intent", {}).items()):
         if n != 1:
@@ -254,6 +274,16 @@ def summarise(entries: list[Any], stats: dict[str, Any], healthy: set[tuple[str,
         counts[key] += 1
         s.notional += d.notional
     s.liquidations = counts
+    return s
+
+
+def judge(s: Summary, ideal: Ideal) -> Summary:
+    """Set the perfect keeper's figures beside the keeper's, and the ratio of the bad debts."""
+    s.ideal_bad_debt, s.ideal_collateral_lost = ideal.bad_debt, ideal.collateral_lost
+    s.ideal_liquidations = ideal.liquidations
+    s.bad_debt_ratio = bad_debt_ratio(s.bad_debt, ideal.bad_debt)
+    if ideal.refused:
+        s.problems.append(f"the perfect keeper's liquidation refused: {ideal.refused[0]}")
     return s
 
 
@@ -276,9 +306,17 @@ def render(s: Summary) -> str:
         *((f"  {k}", f"{v:,}") for k, v in s.liquidations.items()),
         ("notional liquidated", f"${s.notional.quantize(Decimal('0.01')):,}"),
         ("bad debt left (venue)", f"${s.bad_debt.quantize(Decimal('0.01')):,}"),
+        ("  perfect keeper", f"${s.ideal_bad_debt.quantize(Decimal('0.01')):,} "
+                             f"({s.ideal_liquidations:,} liquidations at the first liquidatable tick); "
+                             f"keeper / perfect {_ratio(s.bad_debt_ratio)}"),
+        ("collateral lost", f"${s.collateral_lost.quantize(Decimal('0.01')):,} (perfect keeper: "
+                            f"${s.ideal_collateral_lost.quantize(Decimal('0.01')):,}): the fee or bonus "
+                            "the owners paid, up to what was left (a late one moves it to bad debt)"),
         ("rejected submissions", f"{s.rejected:,} {s.rejected_by_reason or ''}".strip()),
         ("  healthy, price moved", f"{s.healthy_moved:,} (the venue's mark had moved by its reply)"),
         ("  healthy, same price", f"{s.healthy_same:,} (keeper and venue disagree)"),
+        ("price moved share", f"{s.price_moved_share:.2%} of live intents rejected as healthy at the "
+                              "venue's price"),
         ("tick-to-intent p50 / p99", f"{s.latency_ms.get('p50')} ms / {s.latency_ms.get('p99')} ms "
                                      f"(n={s.latency_ms.get('n')}, ts_ingest trigger -> intent)"),
         ("not decided", "; ".join(f"{p}: {v}" for p, v in s.skipped.items() if v) or "-"),
@@ -287,6 +325,10 @@ def render(s: Summary) -> str:
     width = max(len(k) for k, _ in rows)
     line = "-" * (width + 50)
     return "\n".join([line, *(f"{k:<{width}}  {v}" for k, v in rows), line])
+
+
+def _ratio(r: float | None) -> str:
+    return "n/a (the perfect keeper's is 0)" if r is None else f"{r:.2f}"
 
 
 class _Progress:
@@ -390,6 +432,7 @@ async def run_demo(opts: DemoOptions) -> Summary:
                        seconds=seconds)
         base.skipped = skipped
         summary = summarise(entries, stats, set(book.healthy), book.kinds, base)
+        judge(summary, ideal_run(book.events, path[:played]))
         if opts.summary_json is not None:
             opts.summary_json.write_text(json.dumps(msgspec.to_builtins(
                 {**summary.__dict__, "sound": summary.sound}, enc_hook=str), indent=2))

@@ -17,12 +17,16 @@ from pathlib import Path
 import pytest
 
 from keeper.app.demo import DemoOptions, Summary, _fill, _price_tick, load_window, run_demo
+from keeper.domain import events as ev
+from keeper.sim.book import generate_book
+from keeper.sim.ideal import ideal_run
 from keeper.store.ndjson import iter_ndjson_events
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _check_sound(s: Summary, export: Path) -> None:
+def _check_sound(s: Summary, export: Path) -> set[tuple[str, str]]:
+    """The run's soundness; returns the buckets liquidated."""
     assert s.problems == []
     assert s.sound
     total = sum(s.liquidations.values())
@@ -31,8 +35,9 @@ def _check_sound(s: Summary, export: Path) -> None:
     assert s.accepted == total == s.confirmed
     assert s.intents >= total
     kinds = [e for _id, e in iter_ndjson_events(export)]
-    confirmed = [e for e in kinds if type(e).__name__ == "LiquidationConfirmed" and not e.duplicate]
+    confirmed = [e for e in kinds if isinstance(e, ev.LiquidationConfirmed) and not e.duplicate]
     assert len({e.intent_id for e in confirmed}) == len(confirmed) == total
+    return {(e.account, e.bucket) for e in confirmed}
 
 
 async def test_real_crash_window_liquidated_once_each(data_dir: Path, redis_url: str, tmp_path: Path) -> None:
@@ -43,11 +48,20 @@ async def test_real_crash_window_liquidated_once_each(data_dir: Path, redis_url:
     s = await asyncio.wait_for(run_demo(opts), 90)
     assert s.source.startswith("bybit")
     points = load_window(data_dir, "2025-10-10", opts.start, opts.end)
-    assert s.ticks == len(_fill(points, opts.step)) > len(points) == 30 * 4
-    _check_sound(s, export)
+    path = _fill(points, opts.step)
+    assert s.ticks == len(path) > len(points) == 30 * 4
+    liquidated = _check_sound(s, export)
     # a healthy rejection is either after a move or a disagreement; none of the latter
     assert s.healthy_same == 0
     assert s.healthy_moved == s.rejected_by_reason.get("healthy", 0)
+    # beside it, the perfect keeper on the same book and path
+    assert s.ideal_liquidations > 0 and s.ideal_bad_debt > 0 and s.collateral_lost > 0
+    assert s.bad_debt_ratio == float(s.bad_debt / s.ideal_bad_debt)
+    assert s.price_moved_share == s.rejected_by_reason.get("healthy", 0) / s.intents
+    # the venue accepted each at a tick's marks, where the perfect keeper found it liquidatable too
+    ideal = ideal_run(generate_book(opts.accounts, opts.seed, path[0].prices).events, path)
+    assert ideal.bad_debt == s.ideal_bad_debt and ideal.refused == []
+    assert liquidated <= set(ideal.first)
 
 
 async def test_synthetic_crash_liquidated_once_each(redis_url: str, tmp_path: Path) -> None:
@@ -116,3 +130,8 @@ def test_keeper_demo_command_runs_to_a_sound_summary(tmp_path: Path) -> None:
     assert figures["sound"] is True
     assert figures["accepted"] == sum(figures["liquidations"].values())
     assert set(figures["latency_ms"]) == {"p50", "p99", "n"}
+    assert Decimal(figures["ideal_bad_debt"]) > 0 and figures["ideal_liquidations"] > 0
+    assert figures["bad_debt_ratio"] == pytest.approx(
+        float(Decimal(figures["bad_debt"]) / Decimal(figures["ideal_bad_debt"])))
+    assert 0 <= figures["price_moved_share"] < 1 and Decimal(figures["collateral_lost"]) > 0
+    assert "perfect keeper" in stdout and "price moved share" in stdout
