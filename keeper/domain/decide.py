@@ -27,6 +27,9 @@ Rules (``docs/keeper.md`` explains why):
   not hammered on every tick. A confirmation, or the bucket seen healthy, resets the count. A
   market the venue reports halted is paused in the log by the runner (``KeeperPaused``), so
   its buckets are decided in ``paused`` mode, once per episode, until it is resumed.
+- **One instant, one judgement.** A price marked ``frame_more`` (more prices of the same
+  source frame follow) is applied, its candidates kept, and nothing decided until the frame's
+  last price (or any other entry) is applied: no decision on a state holding part of an instant.
 - **Which buckets.** A lending profile decides on buckets without positions, a perp profile on
   buckets with positions, so cores of several profiles on one log never decide the same bucket.
 - **Priority.** Several buckets breaching on one event are decided lowest health first, ties by
@@ -91,6 +94,7 @@ _TICK_SYMBOL: Final = ev.PriceUpdated.__struct_fields__.index("symbol")
 _TICK_PRICE: Final = ev.PriceUpdated.__struct_fields__.index("price")
 _TICK_PUBLISHED: Final = ev.PriceUpdated.__struct_fields__.index("publish_time")
 _TICK_TS: Final = ev.PriceUpdated.__struct_fields__.index("ts_event")
+_TICK_MORE: Final = ev.PriceUpdated.__struct_fields__.index("frame_more")
 CORE_FORMAT = 1000 + st.STATE_FORMAT
 """Snapshot format of a keeper core (distinct from a plain projection's)."""
 
@@ -188,6 +192,9 @@ class KeeperCore:
         """Bucket -> the last intent named as ``causation_id`` by an account event of it."""
         self._rejected: dict[str, tuple[int, int]] = {}
         """Bucket -> (rejections in a row, log time before which it is not decided again)."""
+        self._frame: list[str] = []
+        """Buckets flagged by prices of a frame whose last price has not been applied yet
+        (``PriceUpdated.frame_more``): decided together once it is."""
         self._window = _CapWindow()
         self._pending: dict[str, ev.LiquidationIntended] = {}
         self._exposure: dict[str, set[str]] = {}
@@ -256,6 +263,13 @@ class KeeperCore:
         _apply(self.state, entry_id, event)
         keys = self._touched(event)  # sets _cleared
         self.rechecked_last = 0
+        if type(event) is _PRICE and event.frame_more:
+            if keys:  # decided with the frame's last price
+                self._frame.extend(keys)
+            return []
+        if self._frame:
+            keys = [*self._frame, *keys]
+            self._frame = []
         if not keys:
             return []
         cleared = self._cleared
@@ -305,6 +319,13 @@ class KeeperCore:
                     self.rechecked_last = 0
                     try:
                         keys = screen.candidates(symbol, price)
+                        if f[_TICK_MORE]:  # more prices of this instant follow: decide with them
+                            if keys:
+                                self._frame.extend(keys)
+                            continue
+                        if self._frame:
+                            keys = [*self._frame, *keys]
+                            self._frame = []
                         if keys:
                             state.offset, state.applied, state.log_time = offset, applied, log_time
                             held = False
@@ -339,7 +360,7 @@ class KeeperCore:
         return _saved_encoder.encode(CoreSnapshot(self.params.profile, self.state, dict(self._episodes),
                                             self._window.items(), self.pending(),  # type: ignore[arg-type]
                                             dict(self._settling), dict(self._effects),
-                                            dict(self._rejected)))
+                                            dict(self._rejected), list(self._frame)))
 
     @classmethod
     def restore(cls, data: bytes, params: KeeperParams) -> KeeperCore:
@@ -353,6 +374,7 @@ class KeeperCore:
         core._settling = dict(saved.settling)
         core._effects = dict(saved.effects)
         core._rejected = {k: (n, t) for k, (n, t) in saved.rejected.items()}
+        core._frame = list(saved.frame)
         core._window = _CapWindow(saved.window)
         core._pending = {p.event_id: p for p in saved.pending}
         return core

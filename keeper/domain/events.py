@@ -72,6 +72,12 @@ class PriceUpdated(Event, frozen=True, tag="price_updated"):
     ``publish_time`` is the source's own time of the price (µs); ``source`` names the feed (or
     ``median(a,b,c)`` for a combined price) and ``spread`` the relative spread between the
     sources that were combined, where there were several.
+
+    ``frame_more``: more prices of the same published instant follow this one (one source frame
+    carrying several prices: Binance ``!markPrice@arr``, Hyperliquid ``allMids``, one tick of the
+    reference venue). The keeper applies such a price but decides only once the frame's last
+    price (``frame_more`` false) or any other entry is applied: never on a state holding part of
+    an instant.
     """
 
     symbol: str
@@ -80,6 +86,7 @@ class PriceUpdated(Event, frozen=True, tag="price_updated"):
     source: str = ""
     spread: Decimal | None = None
     conf: Decimal | None = None
+    frame_more: bool = False
 
     # compiled, and called by msgspec with the event (mypy wants a method: it need not be one)
     __post_init__ = checks.price_updated  # type: ignore[misc]

@@ -64,3 +64,4 @@ class CoreSnapshot(msgspec.Struct, forbid_unknown_fields=True):
     settling: dict[str, tuple[str, int]] = msgspec.field(default_factory=dict)
     effects: dict[str, str] = msgspec.field(default_factory=dict)
     rejected: dict[str, tuple[int, int]] = msgspec.field(default_factory=dict)
+    frame: list[str] = msgspec.field(default_factory=list)

@@ -4,7 +4,9 @@
 
 - **Conflation** (``conflate=True``): while a ``PriceUpdated`` for a symbol waits in the tail of
   the buffer (no other kind of event queued after it), a newer one for the same symbol replaces
-  it in place; ``stats['conflated']`` counts the replaced ones. Any other event (account events,
+  it in place; ``stats['conflated']`` counts the replaced ones. A frame of several prices (one
+  published instant, ``frame_more``) is conflated only as a whole, by the next frame of the
+  same symbols. Any other event (account events,
   FeedStale/FeedRecovered) closes the tail, so nothing moves across it: account events are never
   dropped, merged or reordered, and a price never jumps ahead of an event it followed.
 - **Backpressure**: when the buffer holds ``max_pending`` events, producers wait (``submit``
@@ -45,6 +47,16 @@ class LogSink(Protocol):
     async def dead_letter(self, source: str, reason: str, detail: str, payload: bytes) -> object: ...
 
 
+def _frame_key(events: Sequence[Event]) -> tuple[str, ...] | None:
+    """The symbols of a multi-price frame (prices marked ``frame_more``, all of them prices), or
+    None for anything else."""
+    if len(events) < 2 or not all(type(e) is PriceUpdated for e in events):
+        return None
+    if not any(e.frame_more for e in events):  # type: ignore[attr-defined]
+        return None
+    return tuple(e.symbol for e in events)  # type: ignore[attr-defined]
+
+
 class Ingest:
     """The single writer of feed events into ``log`` (see the module docstring).
 
@@ -69,6 +81,10 @@ class Ingest:
         self.unavailable = False
         self._buf: list[Event] = []
         self._tail: dict[str, int] = {}
+        self._frame_tail: tuple[int, tuple[str, ...]] | None = None
+        """Where the last multi-price frame starts in the buffer and its symbols, while it is
+        the buffer's end (``_put_frame``)."""
+        self._drains = 0
         self._dead: list[Reject] = []
         self._changed = asyncio.Condition()
         self._busy = False
@@ -113,6 +129,11 @@ class Ingest:
                     self._changed.notify_all()  # wake the writer before waiting on it
                 await self._changed.wait_for(lambda: len(self._dead) < self.max_pending)
                 self._dead.append(r)
+            frame = _frame_key(events)
+            if frame is not None:
+                await self._put_frame(events, frame)
+                self._changed.notify_all()
+                return
             for e in events:
                 if self.conflate and isinstance(e, PriceUpdated):
                     i = self._tail.get(e.symbol)
@@ -120,16 +141,38 @@ class Ingest:
                         self._buf[i] = e
                         self.stats["conflated"] += 1
                         continue
-                if len(self._buf) >= self.max_pending:
-                    self.stats["backpressure_waits"] += 1
-                    self._changed.notify_all()  # wake the writer before waiting on it
-                    await self._changed.wait_for(lambda: len(self._buf) < self.max_pending)
+                await self._room()
                 if isinstance(e, PriceUpdated):
                     self._tail[e.symbol] = len(self._buf)
                 else:
                     self._tail.clear()
                 self._buf.append(e)
+            self._frame_tail = None
             self._changed.notify_all()
+
+    async def _room(self) -> None:
+        """Wait (under the lock) until the buffer has room for one more event."""
+        if len(self._buf) >= self.max_pending:
+            self.stats["backpressure_waits"] += 1
+            self._changed.notify_all()  # wake the writer before waiting on it
+            await self._changed.wait_for(lambda: len(self._buf) < self.max_pending)
+
+    async def _put_frame(self, events: Sequence[Event], key: tuple[str, ...]) -> None:
+        """A frame of several prices (one published instant) is conflated only as a whole: it
+        replaces the frame at the buffer's end when that frame has the same symbols, so the log
+        never holds part of one instant next to part of another."""
+        tail = self._frame_tail
+        if self.conflate and tail is not None and tail[1] == key \
+                and tail[0] + len(events) == len(self._buf):
+            self._buf[tail[0]:] = list(events)
+            self.stats["conflated"] += len(events)
+            return
+        self._tail.clear()
+        drains = self._drains
+        for e in events:
+            await self._room()
+            self._buf.append(e)
+        self._frame_tail = (len(self._buf) - len(events), key) if drains == self._drains else None
 
     # ------------------------------------------------------------------ the writer
 
@@ -143,6 +186,8 @@ class Ingest:
                 batch = self._buf[: self.batch_max]
                 del self._buf[: self.batch_max]
                 self._tail.clear()
+                self._frame_tail = None
+                self._drains += 1
                 dead, self._dead = self._dead, []
                 self._busy = True
                 self._changed.notify_all()

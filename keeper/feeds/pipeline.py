@@ -12,9 +12,10 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
+import msgspec
 import structlog
 
-from keeper.domain.events import Event
+from keeper.domain.events import Event, PriceUpdated
 from keeper.feeds.combine import MarketCombiner, MarketLimits
 from keeper.feeds.guards import Check, OrderGuard, check_value, exponent_check
 from keeper.feeds.parsers import ParseError, Parser, Quote
@@ -39,6 +40,16 @@ class Outcome(NamedTuple):
 
 def _payload(raw: bytes | str) -> bytes:
     return raw.encode() if isinstance(raw, str) else bytes(raw)
+
+
+def mark_frame(events: list[Event]) -> list[Event]:
+    """Mark every ``PriceUpdated`` of one frame but its last ``frame_more`` (in place; returned)."""
+    prices = [i for i, e in enumerate(events) if isinstance(e, PriceUpdated)]
+    for i in prices[:-1]:
+        e = events[i]
+        assert isinstance(e, PriceUpdated)
+        events[i] = msgspec.structs.replace(e, frame_more=True)
+    return events
 
 
 class PricePipeline:
@@ -84,11 +95,13 @@ class PricePipeline:
         return self.process_quotes(quotes, now_us, raw)
 
     def process_quotes(self, quotes: Sequence[Quote], now_us: int, raw: bytes | str = b"") -> Outcome:
+        """The quotes of one frame (one published instant): every price but the frame's last is
+        marked ``frame_more``, so the keeper decides on the frame as a whole."""
         events: list[Event] = []
         rejects: list[Reject] = []
         for q in quotes:
             self.process_quote(q, now_us, events, rejects, raw)
-        return Outcome(events, rejects)
+        return Outcome(mark_frame(events), rejects)
 
     def process_quote(self, q: Quote, now_us: int, events: list[Event], rejects: list[Reject],
                       raw: bytes | str = b"") -> None:

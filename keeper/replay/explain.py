@@ -201,7 +201,12 @@ class Explainer:
 
     def after(self, entry_id: str, event: ev.Event, derived: Any) -> None:
         if self._before is None:
-            return
+            if self._past or not any(type(e) is ev.LiquidationIntended
+                                     and e.decision.account == self.account for e in derived):
+                return
+            # the last price of a frame that did not move the account closed the instant in
+            # which one of its prices did: the decision about the account is taken here
+            self._before = self.marks()
         if self._past:
             self.steps.append(Step(entry_id, event.ts_event, ev.event_type(event), _summary(event),
                                    self._before, self.marks(), [], _ref(event), late=True))
@@ -242,6 +247,8 @@ class Explainer:
             return f"unsafe price: {', '.join(f'{x} ({s.unsafe[x]})' for x in unsafe)}"
         if s.paused:
             return f"paused: {', '.join(sorted(s.paused))}"
+        if key in self.core._frame:
+            return "the rest of its price frame (one published instant) was still to come"
         return "already decided in this unhealthy episode (recorded once per episode) or no plan"
 
     def explanation(self) -> Explanation:

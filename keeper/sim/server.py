@@ -61,12 +61,22 @@ def status_message(intent_id: str) -> bytes:
     return f"status:{intent_id}".encode()
 
 
-def mark_price_frame(market: str, price: Decimal, ts_ms: int) -> str:
-    """One Binance USD-M ``markPriceUpdate`` frame for a market (``BTC-USD`` -> ``BTCUSDT``)."""
+def _mark_price(market: str, price: Decimal, ts_ms: int) -> dict[str, object]:
     p = format(price, "f")
     nxt = (ts_ms // FUNDING_INTERVAL_MS + 1) * FUNDING_INTERVAL_MS
-    return msgspec.json.encode({"e": "markPriceUpdate", "E": ts_ms, "s": stream_symbol(market), "p": p,
-                                "i": p, "P": p, "r": "0", "T": nxt}).decode()
+    return {"e": "markPriceUpdate", "E": ts_ms, "s": stream_symbol(market), "p": p, "i": p, "P": p,
+            "r": "0", "T": nxt}
+
+
+def mark_price_frame(market: str, price: Decimal, ts_ms: int) -> str:
+    """One Binance USD-M ``markPriceUpdate`` frame for a market (``BTC-USD`` -> ``BTCUSDT``)."""
+    return msgspec.json.encode(_mark_price(market, price, ts_ms)).decode()
+
+
+def mark_price_array(prices: Mapping[str, Decimal], ts_ms: int) -> str:
+    """One Binance ``!markPrice@arr`` frame: every market's ``markPriceUpdate`` of one tick, so a
+    client sees the tick as the one instant it is (the keeper decides on it as a whole)."""
+    return msgspec.json.encode([_mark_price(m, p, ts_ms) for m, p in prices.items()]).decode()
 
 
 class Faults(msgspec.Struct):
@@ -206,11 +216,12 @@ class SimServer:
         log.info("sim.path_played", ticks=self.ticks_played)
 
     def set_prices(self, ts_us: int, prices: Mapping[str, Decimal]) -> None:
-        """Update the venue's marks and broadcast one ``/prices`` frame per market."""
+        """Update the venue's marks and broadcast them on ``/prices`` as one frame (an array of
+        every market's ``markPriceUpdate``: one tick is one instant)."""
         self._path_now = ts_us
         self.venue.set_marks(ts_us, prices)
         ts_ms = (ts_us if self.timestamps == "path" else self.now_us()) // 1000
-        frames = [mark_price_frame(m, p, ts_ms) for m, p in prices.items()]
+        frames = [mark_price_array(prices, ts_ms)] if prices else []
         for ws, q in list(self._price_queues.items()):
             for f in frames:
                 try:
@@ -227,9 +238,9 @@ class SimServer:
         await ws.prepare(request)
         q: asyncio.Queue[str] = asyncio.Queue(self.max_queue)
         ts_ms = self.now_us() // 1000 if self.timestamps == "wall" else self.venue.mark_time_us // 1000
-        for m, p in sorted(self.venue.marks.items()):
-            if "-" in m:
-                q.put_nowait(mark_price_frame(m, p, ts_ms))
+        marks = {m: p for m, p in sorted(self.venue.marks.items()) if "-" in m}
+        if marks:
+            q.put_nowait(mark_price_array(marks, ts_ms))
         self._price_queues[ws] = q
         await self._serve(ws, self._send_prices(ws, q), "prices")
         self._price_queues.pop(ws, None)

@@ -207,11 +207,15 @@ async def test_prices_stream_sends_current_marks_then_binance_mark_price_frames(
     await server.start(play=False)
     try:
         async with http.ws_connect(f"{server.url}/prices") as ws:
-            first = [msgspec.json.decode((await asyncio.wait_for(ws.receive(), 5)).data) for _ in range(2)]
+            first = msgspec.json.decode((await asyncio.wait_for(ws.receive(), 5)).data)
             assert {f["s"]: f["p"] for f in first} == {"BTCUSDT": "60000", "ETHUSDT": "3000"}
             async with http.post(f"{server.url}/play") as r:
                 assert r.status == 200
-            frames = [msgspec.json.decode((await asyncio.wait_for(ws.receive(), 5)).data) for _ in range(40)]
+            # one array frame per tick: the tick's markets together (one instant)
+            arrays = [msgspec.json.decode((await asyncio.wait_for(ws.receive(), 5)).data)
+                      for _ in range(20)]
+            assert all(len(a) == 2 for a in arrays)
+            frames = [f for a in arrays for f in a]
         await asyncio.wait_for(server.played.wait(), 5)
     finally:
         await server.stop()
