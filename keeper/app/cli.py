@@ -1,6 +1,11 @@
 """The ``keeper`` command. Each subcommand is a module ``keeper.app.cmd_<name>`` that defines
 ``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> int``; it is imported only
 when used, so ``keeper health`` does not pay for aiohttp or numpy start-up.
+
+Errors: a ``KeeperError`` is the user's to fix and says how, in one line on stderr
+(``keeper CMD: error: ...``), exit status 1; anything else is one line too, naming its type and
+``--debug``; ``keeper --debug CMD ...`` lets either end in its traceback instead. A closed pipe
+on stdout (``keeper log tail | head``) ends the command quietly.
 """
 
 from __future__ import annotations
@@ -8,6 +13,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import os
 import sys
 from collections.abc import Sequence
 
@@ -24,6 +30,8 @@ def _available() -> list[str]:
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="keeper", description="Event-sourced liquidation keeper.")
     parser.add_argument("--version", action="version", version=f"keeper {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="on an error, show its traceback instead of one line")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in _available():
         if only is not None and name != only:
@@ -48,10 +56,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(mod.run(args))
     except KeeperError as exc:
-        print(f"keeper {args.command}: error: {exc}", file=sys.stderr)
+        if args.debug:
+            raise
+        print(f"keeper {args.command}: error: {_one_line(str(exc))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # the reader went away: stop writing (and keep Python from complaining at exit)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except Exception as exc:
+        if args.debug:
+            raise
+        print(f"keeper {args.command}: error: {type(exc).__name__}: {_one_line(str(exc))} "
+              f"(unexpected: keeper --debug {args.command} ... shows the traceback)", file=sys.stderr)
+        return 1
+
+
+def _one_line(text: str, limit: int = 2000) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
 if __name__ == "__main__":

@@ -13,10 +13,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import sys
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from keeper.app import datadir
 from keeper.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -43,9 +45,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--stale-after", type=float, default=None,
                    help="seconds of data time without a price before a market is stale "
                         "(default: 3 bars)")
-    p.add_argument("--redis-url", default=os.environ.get("REDIS_URL"),
-                   help="the log's Redis (default $REDIS_URL; none: an embedded server)")
-    p.add_argument("--redis-data-dir", type=Path, default=Path("var/redis"))
+    p.add_argument("--redis-url", default=None,
+                   help="the log's Redis (default $REDIS_URL; none: the data folder's own server)")
+    p.add_argument("--redis-data-dir", type=Path, default=datadir.redis_dir(datadir.DEFAULT),
+                   help="the private redis-server's folder when there is no URL (default "
+                        ".keeper/redis: the log keeper run, keeper demo and keeper log use)")
     p.add_argument("--shard", default="0")
     p.add_argument("--prefix", default="keeper")
 
@@ -71,7 +75,11 @@ def _load(args: argparse.Namespace) -> list[Series]:
     path = Path(args.what)
     for candidate in (path, folder / path):
         if candidate.is_file():
-            return [recorded.load_file(candidate)]
+            try:
+                return [recorded.load_file(candidate)]
+            except (ValueError, OSError, KeyError) as exc:  # not a recording this reads
+                raise ConfigError(f"FILE_OR_WINDOW: {candidate}: {exc} (see keeper feed list and "
+                                  "keeper feed --help for the formats)") from None
     tidy = folder / recorded.TIDY
     if not tidy.is_file():
         raise ConfigError(f"FILE_OR_WINDOW: {args.what} is not a file and {tidy} is absent")
@@ -95,12 +103,20 @@ async def _play(args: argparse.Namespace) -> int:
         mapping = dict(m.split("=", 1) for m in args.map)
     except ValueError as exc:
         raise ConfigError(f"--speed/--map: {exc}") from None
+    origin = "--redis-url" if args.redis_url else "REDIS_URL"
+    given = args.redis_url or os.environ.get("REDIS_URL") or None
+    if given:
+        datadir.check_redis_url(given, origin)
     series = _load(args)
     quotes = recorded.merge_quotes(series, path=args.path, symbol_map=mapping)
     res = max((s.resolution_us for s in series), default=0) or 60_000_000
     stale_us = int(args.stale_after * 1_000_000) if args.stale_after is not None else 3 * res
     limits = MarketLimits(max_jump=args.max_jump, stale_after_us=stale_us)
-    url, server = await open_redis(args.redis_url, args.redis_data_dir)
+    if given:
+        datadir.announce("feed play", given, None, origin)
+    else:
+        print(f"keeper feed play: the log: {args.redis_data_dir} (a private redis-server)", file=sys.stderr)
+    url, server = await open_redis(given, args.redis_data_dir)
     try:
         log = await RedisEventLog.connect(url, shard=args.shard, prefix=args.prefix)
         try:

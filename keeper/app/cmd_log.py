@@ -1,8 +1,9 @@
 """``keeper log``: export / import (NDJSON, ``.gz``), tail and dead letters of the event log.
 
 Where the log is: ``--redis-url`` (default ``$REDIS_URL``); without one, a private embedded
-redis-server is started on the data folder (``--data-dir``, default ``var/redis``) for the
-duration of the command and stopped after it.
+redis-server is started on ``<data folder>/redis`` (``--data-dir``, default ``.keeper``: the
+folder ``keeper run`` and ``keeper demo`` use, see ``keeper.app.datadir``) for the duration of
+the command and stopped after it. Only ``import`` starts one where there was no log.
 
 ``import`` checks the whole file first and imports nothing when a line is bad (the error names
 the file and line); ``--skip-bad`` imports the other lines and sends bad ones to the dead-letter
@@ -22,6 +23,7 @@ from typing import Any
 
 import structlog
 
+from keeper.app import datadir
 from keeper.app.retention_cli import add_archive_arguments, archive_pass, readable_log
 from keeper.errors import KeeperError, LogError
 from keeper.replay import manifest as mf
@@ -35,10 +37,11 @@ log = structlog.get_logger()
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL"),
-                        help="the log's Redis (default $REDIS_URL; none: an embedded server)")
-    parser.add_argument("--data-dir", type=Path, default=Path("var/redis"),
-                        help="data folder of the embedded server (default var/redis)")
+    parser.add_argument("--redis-url", default=None,
+                        help="the log's Redis (default $REDIS_URL; none: the data folder's own server)")
+    parser.add_argument("--data-dir", type=Path, default=datadir.DEFAULT,
+                        help="the data folder: its log is a private redis-server on DIR/redis "
+                             "(default .keeper, as keeper run and keeper demo)")
     parser.add_argument("--shard", default="0")
     parser.add_argument("--prefix", default="keeper")
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -75,6 +78,9 @@ async def _tail(lg: RedisEventLog, count: int, follow: bool, follow_for: float |
     async with wrap_errors("tail"):
         res: Any = await lg.client.xrevrange(lg.key, count=count)
     raw = [(k.decode(), f.get(b"e", b"")) for k, f in reversed(res)]
+    if not raw:
+        print(f"the log is empty ({lg.key})" + (": waiting for entries" if follow else ""),
+              file=sys.stderr)
     _write(list(export_lines(raw)))
     after = raw[-1][0] if raw else await lg.last_id()
     n = len(raw)
@@ -113,7 +119,14 @@ def _imported(s: ImportSummary, path: Path) -> str:
 
 async def _run(args: argparse.Namespace) -> int:
     _check_paths(args)
-    url, server = await open_redis(args.redis_url, args.data_dir)
+    origin = "--redis-url" if args.redis_url else "REDIS_URL"
+    given = args.redis_url or os.environ.get("REDIS_URL") or None
+    if given:
+        datadir.check_redis_url(given, origin)
+    elif args.action != "import":
+        datadir.require_log(args.data_dir)
+    datadir.announce(f"log {args.action}", given, args.data_dir, origin)
+    url, server = await open_redis(given, datadir.redis_dir(args.data_dir))
     try:
         lg = await RedisEventLog.connect(url, shard=args.shard, prefix=args.prefix)
         try:
@@ -128,6 +141,12 @@ async def _run(args: argparse.Namespace) -> int:
             elif args.action == "import":
                 summary = await import_ndjson(lg, args.file, args.bad)
                 print(_imported(summary, args.file), file=sys.stderr)
+                # and the run manifest beside it, so the log replays with the run's own cores
+                beside = mf.read_file(mf.manifest_path(args.file))
+                if beside is not None and await mf.read_redis(lg.client, shard=args.shard,
+                                                              prefix=args.prefix) is None:
+                    await mf.write_redis(lg.client, beside, shard=args.shard, prefix=args.prefix)
+                    print(f"restored the run manifest from {mf.manifest_path(args.file)}", file=sys.stderr)
             elif args.action == "tail":
                 await _tail(lg, args.count, args.follow, args.follow_for)
             elif args.action == "archive":
@@ -147,4 +166,7 @@ async def _run(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    return asyncio.run(_run(args))
+    from keeper.app.cmd_replay import logs_to_stderr
+
+    with logs_to_stderr():  # stdout is the entries (tail) or the dead letters
+        return asyncio.run(_run(args))

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -25,6 +26,7 @@ from typing import Any
 
 import structlog
 
+from keeper.app import datadir
 from keeper.errors import ConfigError
 
 HELP = "rebuild state from the log; --verify decisions, --explain or --plot an account"
@@ -33,9 +35,13 @@ log = structlog.get_logger("keeper.replay")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    src = parser.add_mutually_exclusive_group(required=True)
-    src.add_argument("--redis-url", help="read the log from this Redis (redis:// or rediss://)")
+    src = parser.add_mutually_exclusive_group()
+    src.add_argument("--redis-url", help="read the log from this Redis (redis:// or rediss://); "
+                     "default $REDIS_URL, else the data folder's log")
     src.add_argument("--ndjson", type=Path, help="read an NDJSON export (.gz by suffix)")
+    parser.add_argument("--data-dir", type=Path, default=datadir.DEFAULT,
+                        help="without --redis-url, --ndjson or $REDIS_URL: the log of this data "
+                             "folder (DIR/redis; default .keeper, as keeper run and keeper demo)")
     parser.add_argument("--shard", default="0", help="log shard (Redis)")
     parser.add_argument("--prefix", default="keeper", help="key prefix (Redis)")
     parser.add_argument("--archive", type=Path, metavar="DIR",
@@ -148,8 +154,50 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--archive: only with --redis-url (an export already holds the archive)")
     if (args.at or args.json) and not args.explain:
         raise ConfigError("--at/--json: only with --explain ACCOUNT")
+    if args.ndjson is not None:
+        _check_export(args.ndjson)
     with logs_to_stderr():
+        return _run_on_a_log(args)
+
+
+def _run_on_a_log(args: argparse.Namespace) -> int:
+    """``_run`` on the log the arguments name: an export, a Redis URL, else the data folder's
+    log (its private redis-server started for the replay and stopped after)."""
+    server = None
+    if args.ndjson is None:
+        origin = "--redis-url" if args.redis_url else "REDIS_URL"
+        args.redis_url = args.redis_url or os.environ.get("REDIS_URL") or None
+        if args.redis_url:
+            datadir.check_redis_url(args.redis_url, origin)
+        else:
+            from keeper.store.embedded import EmbeddedRedis
+
+            datadir.require_log(args.data_dir)
+            server = EmbeddedRedis(datadir.redis_dir(args.data_dir))
+            server.start()
+            args.redis_url = server.url
+        datadir.announce("replay", None if server is not None else args.redis_url, args.data_dir, origin)
+    try:
         return asyncio.run(_run(args))
+    finally:
+        if server is not None:
+            server.stop()
+
+
+def _check_export(path: Path) -> None:
+    """Refuse, in one line, a file that is not there or is not a log export (before the run
+    manifest is looked for: a wrong file is not a missing ``--profile``)."""
+    from keeper.errors import LogError
+    from keeper.store.ndjson import iter_ndjson
+
+    if not path.is_file():
+        raise ConfigError(f"--ndjson: no such file {path} (write one with keeper log export FILE)")
+    try:
+        next(iter_ndjson(path), None)
+    except LogError as exc:
+        why = str(exc).removeprefix(f"{path}:")
+        raise ConfigError(f"--ndjson: {path} is not a keeper log export (line {why}); write one "
+                          "with keeper log export FILE") from None
 
 
 async def _run(args: argparse.Namespace) -> int:
@@ -172,8 +220,6 @@ async def _run(args: argparse.Namespace) -> int:
             client = redis_log.client
             source = f"{args.redis_url} {redis_log.key}"
         else:
-            if not args.ndjson.is_file():
-                raise ConfigError(f"--ndjson: no such file {args.ndjson}")
             source = str(args.ndjson)
         live: mf.RunManifest | None = None
         if args.manifest is not None:
@@ -271,6 +317,8 @@ async def _run(args: argparse.Namespace) -> int:
     profiles = ", ".join(f"{n}={p.profile}" for n, p in named)
     print(f"params: cores {profiles} mode={params.mode} config={h[:12]}{vs}", file=out)
 
+    for account, exs in sorted(explainers.items()):
+        _known_account(account, exs)
     if args.explain:
         x = pick_explainer(explainers[args.explain]).explanation()
         if args.json:
@@ -425,6 +473,21 @@ def select_cores(live: Any, args: argparse.Namespace) -> list[tuple[str, Any]]:
             raise
         raise ConfigError(f"--param: {exc}") from None
     return named
+
+
+def _known_account(account: str, exs: Sequence[Any]) -> None:
+    """Refuse, in one line, to explain or plot an account the replayed log never named (it
+    would read as an account that was never unhealthy)."""
+    import difflib
+
+    if any(account in ex.core.state.accounts for ex in exs):
+        return
+    known = sorted({a for ex in exs for a in ex.core.state.accounts})
+    close = difflib.get_close_matches(account, known, n=3)
+    hint = f"did you mean {', '.join(close)}? " if close else ""
+    raise ConfigError(f"--explain/--plot: no account {account!r} in the replayed log ({len(known):,} "
+                      f"accounts); {hint}the liquidated ones are in --verify's intents, keeper log "
+                      "tail or the status page")
 
 
 def pick_explainer(exs: Sequence[Any]) -> Any:

@@ -12,10 +12,12 @@ import asyncio
 import contextlib
 import os
 import signal
+import sys
 import threading
 
 import structlog
 
+from keeper.app import datadir
 from keeper.app.config import load_config
 from keeper.app.daemon import ROLES, Daemon
 from keeper.app.logging import configure_logging
@@ -88,6 +90,12 @@ class ShutdownDeadline:
 
 def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)  # ConfigError -> exit 1 naming the key (keeper.app.cli)
+    url = cfg.redis_url()
+    if url:
+        datadir.announce("run", url, None, "REDIS_URL" if cfg.secrets.redis_url is not None else "redis.url")
+    else:
+        print(f"keeper run: the log: {cfg.redis.data_dir} (a private redis-server; [redis] data_dir)",
+              file=sys.stderr)
     configure_logging(cfg.log.format, cfg.log.level)
     daemon = Daemon(cfg, roles=args.role, consumer=args.consumer)
     asyncio.run(serve(daemon))

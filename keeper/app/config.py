@@ -742,4 +742,11 @@ def load_config(path: str | Path | None = None, *, env: Mapping[str, str] | None
         pw = secrets.redis_url and urlsplit(secrets.redis_url.reveal()).password
         if pw:
             register_secret(pw)
-    return msgspec.structs.replace(cfg, secrets=secrets, sources=tuple(files))
+    cfg = msgspec.structs.replace(cfg, secrets=secrets, sources=tuple(files))
+    url = cfg.redis_url()
+    if url:
+        from keeper.app.datadir import check_redis_url
+
+        check_redis_url(url, "REDIS_URL" if cfg.secrets.redis_url is not None
+                        else f"redis.url (from {sources.get('redis.url', 'defaults')})")
+    return cfg

@@ -1,0 +1,69 @@
+"""The keeper's one data folder, and where each command finds the log.
+
+Every command that reads or writes the log (``keeper run``, ``demo``, ``log``, ``feed play``,
+``replay``) uses the same place unless told otherwise: a Redis URL (``--redis-url``, else
+``REDIS_URL``), or else the private redis-server it starts on ``<data folder>/redis``, the data
+folder being ``.keeper`` (``--data-dir``; ``keeper run``: ``[redis] data_dir``). So ``keeper
+log tail`` after ``keeper demo`` or ``keeper run`` reads the log they wrote. Each command says
+on stderr, when it starts, which log it uses (a URL with its password shown as ``***``) unless
+``--redis-url`` named it.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from keeper.errors import ConfigError
+
+DEFAULT = Path(".keeper")
+"""The data folder of every command (``.gitignore`` lists it)."""
+
+SCHEMES = ("redis", "rediss", "unix")
+
+
+def redis_dir(data_dir: Path) -> Path:
+    """The embedded redis-server's folder (its AOF) inside a data folder."""
+    return data_dir / "redis"
+
+
+def redact(url: str) -> str:
+    """``url`` with its password, if any, as ``***``."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+
+
+def check_redis_url(url: str, where: str) -> str:
+    """``url`` when it is a Redis URL; else ``ConfigError`` naming ``where`` (the flag or the
+    variable it came from) and how to write it."""
+    scheme = url.partition("://")[0] if "://" in url else ""
+    if scheme not in SCHEMES:
+        hint = f"redis://{url}" if not scheme else "redis://host:6379 (rediss:// for TLS)"
+        raise ConfigError(f"{where}: {redact(url)!r} is not a Redis URL: write {hint}")
+    return url
+
+
+def announce(command: str, url: str | None, data_dir: Path | None, origin: str = "") -> None:
+    """One line on stderr: which log the command uses; nothing for a URL given on the command
+    line (``origin`` ``--redis-url``: the user just said it)."""
+    if url and origin == "--redis-url":
+        return
+    if url:
+        where = f"{redact(url)}" + (f" ({origin})" if origin else "")
+    else:
+        assert data_dir is not None
+        where = f"{redis_dir(data_dir)} (a private redis-server in the data folder {data_dir})"
+    print(f"keeper {command}: the log: {where}", file=sys.stderr)
+
+
+def require_log(data_dir: Path) -> None:
+    """Refuse, in one line, to read a log from a data folder that holds none (rather than
+    start an empty one and print nothing)."""
+    if not redis_dir(data_dir).is_dir():
+        raise ConfigError(f"--data-dir: no log in {redis_dir(data_dir)} (the folder does not exist): "
+                          "run keeper demo or keeper run first, give --data-dir DIR of the run, or "
+                          "--redis-url URL")
