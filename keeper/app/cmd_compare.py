@@ -3,6 +3,10 @@
 Writes ``compare-<window>.txt`` (the table), ``compare-<window>.json`` and ``compare.png`` (one
 row of bar charts per window) into ``--out``, and prints the tables. ``--window`` may be given
 several times. The data folder is ``--data-dir``, else ``KEEPER_DATA_DIR``, else ``../shared/data``.
+
+``--log FILE`` instead: a recorded run at the reference venue (``keeper demo --export FILE``) against
+the perfect keeper on the same book and prices (``keeper.replay.measure``): bad debt, collateral
+lost, their ratio, and the share of intents the venue rejected because the price had moved.
 """
 
 from __future__ import annotations
@@ -27,6 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--chain-log", action="append", type=Path, metavar="FILE",
                         help="instead: a chain venue's exported log (keeper demo --venue chain --export "
                              "DIR writes one a protocol); give one of each protocol to compare them")
+    parser.add_argument("--log", action="append", type=Path, metavar="FILE",
+                        help="instead: a run's exported log at the reference venue (keeper demo --export "
+                             "FILE): the keeper's bad debt and collateral lost against the perfect keeper's")
     parser.add_argument("--data-dir", type=Path, default=None,
                         help="folder with event_windows_tidy.csv.gz "
                         "(default: $KEEPER_DATA_DIR or ../shared/data)")
@@ -56,8 +63,10 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.chain_log:
         return _chain(args.chain_log)
+    if args.log:
+        return _measure(args.log)
     if not args.window:
-        raise ConfigError("--window: give a crash window (or --chain-log FILE)")
+        raise ConfigError("--window: give a crash window (or --log FILE, --chain-log FILE)")
     src = data_dir(args.data_dir)
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
@@ -78,6 +87,20 @@ def _run(args: argparse.Namespace) -> int:
         results.append(res)
     png = plot_comparisons(results, out / "compare.png")
     print(f"wrote {png} and compare-<window>.txt/.json in {out}")
+    return 0
+
+
+def _measure(paths: list[Path]) -> int:
+    from keeper.replay.measure import measure_log
+
+    for p in paths:
+        if not p.is_file():
+            raise ConfigError(f"--log: no such file {p}")
+    for p in paths:
+        m = measure_log(p)
+        print(m.table())
+        print()
+        log.info("compare_log_done", log=str(p), **m.to_dict())
     return 0
 
 

@@ -12,53 +12,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from keeper.domain import events as ev
-from keeper.domain.model import CROSS, AssetParams, MarketParams, Tier
+from keeper.domain.model import CROSS, Tier
 from keeper.sim.book import DEFAULT_PRICES, MARKET_TABLE, generate_book
 from keeper.sim.ideal import FirstLiquidatable, Ideal, ideal_run, liquidatable, perfect_decision
 from keeper.sim.prices import Tick
 from keeper.sim.venue import Venue
+from tests.sim.helpers import CRASH_PATH, crash_book
 
 D = Decimal
 
 
-def _book() -> list[ev.Event]:
-    """BTC-USD (mmf 0.4%, fee 1%), ETH-USD (mmf 0.5%); USDC (6 decimals), ETH (LT 0.83, bonus 5%).
-
-    - ``alice/cross``: 1000 USDC, long 0.1 BTC @ 60000
-    - ``bob/cross``: 5000 USDC, short 1 ETH @ 3000 (gains as ETH falls: never liquidatable)
-    - ``carol/lend-ETH``: 1 ETH, 2000 USDC debt
-    - ``dave/iso-BTC-USD``: 1000 USDC, long 1 BTC @ 60000
-    """
-    def dep(acct: str, bucket: str, asset: str, amount: str) -> ev.Deposit:
-        return ev.Deposit(event_id="x", ts_event=0, account=acct, bucket=bucket, asset=asset,
-                          amount=D(amount))
-
-    def pos(acct: str, bucket: str, market: str, size: str, entry: str) -> ev.PositionChanged:
-        return ev.PositionChanged(event_id="x", ts_event=0, account=acct, bucket=bucket, market=market,
-                                  size=D(size), entry_price=D(entry))
-
-    return [
-        ev.AssetListed(event_id="a1", ts_event=0, params=AssetParams(symbol="USDC", decimals=6)),
-        ev.AssetListed(event_id="a2", ts_event=0, params=AssetParams(
-            symbol="ETH", decimals=18, liquidation_threshold=D("0.83"), liquidation_bonus=D("0.05"))),
-        ev.MarketListed(event_id="m1", ts_event=0, params=MarketParams(
-            symbol="BTC-USD", mmf=D("0.004"), liquidation_fee=D("0.01"))),
-        ev.MarketListed(event_id="m2", ts_event=0, params=MarketParams(symbol="ETH-USD", mmf=D("0.005"))),
-        dep("alice", CROSS, "USDC", "1000"), pos("alice", CROSS, "BTC-USD", "0.1", "60000"),
-        dep("bob", CROSS, "USDC", "5000"), pos("bob", CROSS, "ETH-USD", "-1", "3000"),
-        dep("carol", "lend-ETH", "ETH", "1"),
-        ev.Borrow(event_id="b1", ts_event=0, account="carol", bucket="lend-ETH", asset="USDC",
-                  amount=D(2000)),
-        dep("dave", "iso-BTC-USD", "USDC", "1000"), pos("dave", "iso-BTC-USD", "BTC-USD", "1", "60000"),
-    ]
-
-
-PATH = [Tick(1_000_000 * (k + 1), {"BTC-USD": D(btc), "ETH-USD": D(eth)}) for k, (btc, eth) in enumerate(
-    [(60000, 3000), (55000, 2500), (50300, 2410), (50200, 2400), (49000, 2000)])]
-
-
 def test_each_bucket_is_liquidated_at_the_first_tick_the_venue_finds_it_liquidatable() -> None:
-    r = ideal_run(_book(), PATH)
+    r = ideal_run(crash_book(), CRASH_PATH)
     # alice: E = 1000 + 0.1 (P - 60000) < MM = 0.0004 P  <=>  P < 50200.80: not at 50300 (tick 2),
     #   at 50200 (tick 3). pnl -980, fee 50.20: balance -30.20, covered: bad debt 30.20; she had
     #   1000 - 980 = 20 left, all of it lost.
@@ -82,8 +47,8 @@ def test_each_bucket_is_liquidated_at_the_first_tick_the_venue_finds_it_liquidat
 
 
 def test_a_tick_pricing_one_market_keeps_the_others_marks() -> None:
-    path = [PATH[0], Tick(2_000_000, {"ETH-USD": D(2400)}), Tick(3_000_000, {"BTC-USD": D(50200)})]
-    r = ideal_run(_book(), path)
+    path = [CRASH_PATH[0], Tick(2_000_000, {"ETH-USD": D(2400)}), Tick(3_000_000, {"BTC-USD": D(50200)})]
+    r = ideal_run(crash_book(), path)
     # carol at tick 1 (ETH 2400); alice and dave at tick 2 (BTC 50200, ETH still 2400)
     assert {k: v.tick for k, v in r.first.items()} == {
         ("alice", CROSS): 2, ("dave", "iso-BTC-USD"): 2, ("carol", "lend-ETH"): 1}
@@ -91,7 +56,7 @@ def test_a_tick_pricing_one_market_keeps_the_others_marks() -> None:
 
 
 def test_a_bucket_exactly_at_its_requirement_is_not_liquidatable_and_a_tenth_below_is() -> None:
-    book = [e for e in _book() if getattr(e, "account", "alice") == "alice"]
+    book = [e for e in crash_book() if getattr(e, "account", "alice") == "alice"]
     book.insert(4, ev.Deposit(event_id="x", ts_event=0, account="alice", bucket=CROSS, asset="USDC",
                               amount=D(20)))
     path = [Tick(1, {"BTC-USD": D(60000)}), Tick(2, {"BTC-USD": D(50000)}),
@@ -102,7 +67,7 @@ def test_a_bucket_exactly_at_its_requirement_is_not_liquidatable_and_a_tenth_bel
 
 
 def test_nothing_liquidatable_books_nothing() -> None:
-    r = ideal_run(_book(), PATH[:1])
+    r = ideal_run(crash_book(), CRASH_PATH[:1])
     assert r == Ideal(ticks=1)
 
 
