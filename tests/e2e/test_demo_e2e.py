@@ -18,6 +18,7 @@ import pytest
 
 from keeper.app.demo import DemoOptions, Summary, _fill, _price_tick, load_window, run_demo
 from keeper.domain import events as ev
+from keeper.replay.measure import measure_log
 from keeper.sim.book import generate_book
 from keeper.sim.ideal import ideal_run
 from keeper.store.ndjson import iter_ndjson_events
@@ -62,6 +63,12 @@ async def test_real_crash_window_liquidated_once_each(data_dir: Path, redis_url:
     ideal = ideal_run(generate_book(opts.accounts, opts.seed, path[0].prices).events, path)
     assert ideal.bad_debt == s.ideal_bad_debt and ideal.refused == []
     assert liquidated <= set(ideal.first)
+    # keeper compare --log on the export: the venue's figures, read back from the log alone
+    m = measure_log(export)
+    assert (m.bad_debt, m.liquidations, m.intents) == (s.bad_debt, s.accepted, s.intents)
+    assert m.rejected_healthy == s.rejected_by_reason.get("healthy", 0)
+    assert abs(m.collateral_lost - s.collateral_lost) <= s.collateral_lost / 50  # valued at the log's marks
+    assert abs(m.ideal.bad_debt - s.ideal_bad_debt) <= s.ideal_bad_debt / 10  # on the ticks it received
 
 
 async def test_synthetic_crash_liquidated_once_each(redis_url: str, tmp_path: Path) -> None:
