@@ -1,8 +1,9 @@
 """The daemon's ``AdminProvider``: views over the live keeper core(s), the log and the feeds.
 
-Reads never block the loop for long: at-risk takes the buckets the screen rates closest to
-liquidation (least headroom) and confirms only those with the exact margin engine; recent
-liquidations read the tail of the log (bounded); account views evaluate one account.
+Reads never block the loop for long: at-risk evaluates every bucket of every core with the
+exact margin engine at the prices of one instant (``AT_RISK_CHUNK`` buckets at a time, yielding
+to the loop in between; ~6 µs a bucket) and keeps the ranking until the core applies another
+entry; recent liquidations read the tail of the log (bounded); account views evaluate one account.
 """
 
 from __future__ import annotations
@@ -33,8 +34,8 @@ if TYPE_CHECKING:
 
 _log = structlog.get_logger()
 
-SCAN_LIMIT = 20_000
-"""At most this many buckets are ranked by the screen per at-risk request."""
+AT_RISK_CHUNK = 500
+"""Buckets evaluated exactly between two yields to the event loop (a few ms) by at-risk."""
 TAIL = 5_000
 """Recent liquidations are looked for in the last this many log entries."""
 LAG_CAP = 10_000
@@ -50,13 +51,13 @@ SETTLE_S = 10.0
 """A role that waited for Redis and has not failed for this long (Redis answering) is ready."""
 
 
-def _health(core: KeeperCore, key: str) -> dict[str, Any] | None:
+def _health(core: KeeperCore, key: str, prices: Any = None) -> dict[str, Any] | None:
     s = core.state
     bucket = s.find_bucket(key)
     if bucket is None:
         return None
     try:
-        h = evaluate(core.profile, bucket, s.markets, s.assets, s.prices)
+        h = evaluate(core.profile, bucket, s.markets, s.assets, s.prices if prices is None else prices)
     except KeeperError:
         return None
     account, _, name = key.partition("/")
@@ -214,6 +215,7 @@ class Status:
     def __init__(self, daemon: Daemon, log: RedisEventLog) -> None:
         self.daemon = daemon
         self.log = log
+        self._ranked: dict[int, tuple[tuple[str, int], list[dict[str, Any]]]] = {}
 
     def healthy(self) -> bool:
         return not any(t.done() for t in self.daemon._tasks)
@@ -294,14 +296,9 @@ class Status:
         return None
 
     async def at_risk(self, limit: int) -> list[dict[str, Any]]:
-        rows: list[dict[str, Any]] = []
-        for core in self.daemon.cores():
-            keys = sorted(core._symbols_of)[:SCAN_LIMIT]
-            ranked = sorted(keys, key=lambda k: (core.screen.headroom(k), k))[: max(limit * 4, 50)]
-            for key in ranked:
-                row = _health(core, key)
-                if row is not None and row["health"] is not None:
-                    rows.append(row)
+        """The ``limit`` buckets of lowest exact health over every core (ties by account and
+        bucket; a bucket with nothing to maintain has no health and is left out)."""
+        rows = [r for core in self.daemon.cores() for r in await self.ranking(core)]
         rows.sort(key=lambda r: (r["health"], r["account"], r["bucket"]))
         seen: set[tuple[str, str]] = set()
         out = []
@@ -310,8 +307,32 @@ class Status:
             if k not in seen:
                 seen.add(k)
                 out.append(r)
-        self.daemon.metrics.buckets_at_risk.set(sum(1 for r in out if r["liquidatable"]))
-        return out[:limit]
+                if len(out) >= limit:
+                    break
+        return out
+
+    async def ranking(self, core: KeeperCore) -> list[dict[str, Any]]:
+        """Every bucket of ``core`` with a finite health, lowest first, each evaluated exactly
+        at the prices the core held when the pass began; kept until the core applies another
+        entry. The pass yields to the loop every ``AT_RISK_CHUNK`` buckets (the keeper goes on
+        deciding meanwhile; a bucket its events changed in between is read as it is then)."""
+        version = (core.state.offset, core.state.applied)
+        cached = self._ranked.get(id(core))
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        prices = dict(core.state.prices)  # one instant's prices for the whole pass
+        keys = sorted(core._symbols_of)
+        rows: list[dict[str, Any]] = []
+        for i in range(0, len(keys), AT_RISK_CHUNK):
+            for key in keys[i:i + AT_RISK_CHUNK]:
+                row = _health(core, key, prices)
+                if row is not None and row["health"] is not None:
+                    rows.append(row)
+            if i + AT_RISK_CHUNK < len(keys):
+                await asyncio.sleep(0)
+        rows.sort(key=lambda r: (r["health"], r["account"], r["bucket"]))
+        self._ranked[id(core)] = (version, rows)
+        return rows
 
     async def recent_liquidations(self, limit: int) -> list[dict[str, Any]]:
         raw: Any = await self.log.client.xrevrange(self.log.key, count=TAIL)
