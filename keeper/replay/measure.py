@@ -154,7 +154,7 @@ class _Replay:
     def effect(self, e: ev.Deposit | ev.Withdraw | ev.Borrow | ev.Repay | ev.PositionChanged
                | ev.FundingApplied) -> None:
         assert e.causation_id is not None
-        if e.causation_id != self._group:
+        if e.causation_id != self._group:  # the keeper's own entries may come amid its events
             self.close()
             self._group, self._bucket = e.causation_id, (e.account, e.bucket)
             self._before, self._withdrawn = self._value(), False
@@ -185,19 +185,15 @@ def measure(events: Iterable[ev.Event], source: str = "") -> Measure:
     replay = _Replay(book)
     healthy: set[str] = set()
     live: set[str] = set()
-    started = False
     for e in log:
         if isinstance(e, ev.PriceUpdated):
             replay.price(e)
         elif isinstance(e, _ACCOUNT) and e.causation_id:
-            started = True
             replay.effect(e)
         elif isinstance(e, ev.LiquidationIntended) and e.decision.mode == "live":
             live.add(e.decision.intent_id)
         elif isinstance(e, ev.LiquidationRejected) and e.reason.startswith("healthy"):
             healthy.add(e.intent_id)
-        if started and not isinstance(e, (ev.PriceUpdated, *_ACCOUNT)):
-            replay.close()
     replay.close()
     m.intents, m.rejected_healthy = len(live), len(healthy & live)
     m.liquidations, m.bad_debt = replay.liquidations, replay.bad_debt

@@ -47,7 +47,7 @@ class _Run:
                                             symbol=base, price=p, publish_time=t.ts_us + 1, source="assets"))
 
     def liquidate(self, iid: str, account: str, bucket: str, action: str = "close_position", *,
-                  mode: str = "live", price_between: ev.PriceUpdated | None = None, **kw: Any) -> None:
+                  mode: str = "live", amid: tuple[ev.Event, ...] = (), **kw: Any) -> None:
         d = msgspec.structs.replace(decision(iid, account, bucket, action, **kw), mode=mode)
         self.log.append(ev.LiquidationIntended(event_id=iid, ts_event=self.now, decision=d))
         if mode != "live":
@@ -58,9 +58,7 @@ class _Run:
                                                    account=account, bucket=bucket, reason=r.reason or ""))
             return
         effects = [codec.decode(p) for p in r.events]
-        if price_between is not None:  # a price arriving amid one liquidation's events
-            effects.insert(1, price_between)
-        self.log.extend(effects)
+        self.log.extend([effects[0], *amid, *effects[1:]])  # entries arriving amid its events
         self.log.append(ev.LiquidationConfirmed(event_id=f"out:{iid}", ts_event=self.now, intent_id=iid,
                                                 account=account, bucket=bucket, venue_ref=r.ref))
 
@@ -70,14 +68,15 @@ def _recorded_run() -> _Run:
     run.tick(0)
     run.tick(1)  # dave is liquidatable from here (55000); the keeper is a tick late
     run.tick(2)
-    run.liquidate("d1", "dave", "iso-BTC-USD", market="BTC-USD", size=D(1))
+    other = ev.LiquidationSubmitted(event_id="sub:x", ts_event=0, intent_id="x")
+    run.liquidate("d1", "dave", "iso-BTC-USD", market="BTC-USD", size=D(1), amid=(other,))
     run.liquidate("a1", "alice", "cross", market="BTC-USD", size=D("0.1"))  # healthy at 50300
     run.liquidate("p1", "alice", "cross", mode="paper", market="BTC-USD", size=D("0.1"))
     run.tick(3)
     run.liquidate("a2", "alice", "cross", market="BTC-USD", size=D("0.1"))
     later = ev.PriceUpdated(event_id="late", ts_event=0, symbol="ETH", price=D(1), source="assets")
     run.liquidate("c1", "carol", "lend-ETH", "repay_seize", repay_asset="USDC", repay_amount=D(1000),
-                  seize_asset="ETH", seize_amount=D("0.4375"), price_between=later)
+                  seize_asset="ETH", seize_amount=D("0.4375"), amid=(later,))
     run.tick(3)  # the asset feed's ETH at 1 was held until carol's liquidation was valued, then set
     run.tick(4)
     return run
