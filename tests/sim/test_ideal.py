@@ -140,8 +140,8 @@ def _vary_markets(book: list[ev.Event], how: str) -> list[ev.Event]:
     return out
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(seed=st.integers(0, 2**32 - 1), accounts=st.integers(5, 40), ticks=st.integers(2, 60),
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**32 - 1), accounts=st.integers(10, 40), ticks=st.integers(10, 80),
        sigma=st.sampled_from([0.001, 0.01, 0.04]), drift=st.sampled_from([-0.01, -0.003, 0.0, 0.003]),
        how=st.sampled_from(["mmf", "mmf", "max_leverage", "tiers"]))
 def test_screened_run_equals_the_exact_check_at_every_tick(seed: int, accounts: int, ticks: int, sigma: float,
