@@ -70,6 +70,12 @@ demo: setup redis
 bench: setup redis
 	$(PY) bench/run.py
 
+# retention's soak at full size: 20M events through writer, keeper, executor group and retention,
+# then archive + hot log replayed against the full copy (bench/bench_retention.py; ~20 min here)
+.PHONY: soak
+soak: setup redis
+	BENCH_RETENTION_EVENTS=20000000 BENCH_RETENTION_SOAK_ONLY=1 $(PY) bench/bench_retention.py
+
 clean:
 	rm -rf $(VENV) node_modules .keeper .pytest_cache .mypy_cache .ruff_cache build *__mypyc*.so keeper/_compiled.json
 	find keeper -name "*.so" -delete
