@@ -203,7 +203,7 @@ def balance_weight(ap: AssetParams | None, collateral: bool, lending: bool) -> D
     return max(_ONE, lw)
 
 
-_NONLINEAR_MODELS: Final = frozenset({"drift", "gmx", "mango", "morpho"})
+_NONLINEAR_MODELS: Final = frozenset({"drift", "gmx", "mango", "morpho", "marginfi", "vertex", "aevo"})
 
 
 def screen_mode(kind: str, model: str, mm_at: str) -> tuple[bool, bool, bool]:
@@ -213,7 +213,10 @@ def screen_mode(kind: str, model: str, mm_at: str) -> tuple[bool, bool, bool]:
     USD) and Mango (weights applied after netting perps into the settle token) are not linear
     in prices the way the screen models them, nor is Morpho Blue's rule (collateral, price
     product and LLTV product each floored in token units: a few units off the linear slack, past
-    the screen's tolerance on small positions): their buckets are always candidates.
+    the screen's tolerance on small positions): their buckets are always candidates. So are
+    MarginFi's (prices biased by an oracle confidence the screen does not see, capped at a share
+    of the price), Vertex's (explicit long/short weights and spread rebates beside ``mmf``) and
+    Aevo's (options' standard margin on their underlying's price).
     """
     return kind == "lending", mm_at == "entry", model in _NONLINEAR_MODELS
 

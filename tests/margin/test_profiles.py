@@ -41,6 +41,9 @@ EXPECTED = [
     "compound-v3",
     "compound-v2",
     "morpho-blue",
+    "marginfi-v2",
+    "vertex",
+    "aevo",
 ]
 
 
@@ -53,7 +56,8 @@ def test_every_venue_has_a_profile() -> None:
     for name in EXPECTED:
         p = get_profile(name)
         assert p.name == name
-        assert p.kind == ("lending" if name.startswith(("aave", "compound", "morpho")) else "perp")
+        lending = name.startswith(("aave", "compound", "morpho", "marginfi"))
+        assert p.kind == ("lending" if lending else "perp")
 
 
 def test_unknown_profile_names_the_profile() -> None:

@@ -7,8 +7,9 @@ from decimal import Decimal
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from keeper.domain.margin import evaluate, get_profile, liquidation_price
+from keeper.domain.margin import Extras, evaluate, get_profile, liquidation_price, plan_liquidation
 from keeper.domain.margin.types import CONTEXT
+from keeper.domain.margin.venues import vertex
 from keeper.domain.model import AssetParams, Bucket, MarketParams, Position, Tier
 
 D = Decimal
@@ -22,6 +23,12 @@ MARKETS = {
     "ETH": MarketParams(symbol="ETH", mmf=D("0.05")),
     "SOL": MarketParams(symbol="SOL", max_leverage=D(20)),
 }
+# Vertex reads long/short weights 1 -/+ mmf (imf): a flat rate on every market
+VERTEX_MARKETS = {
+    "BTC": MarketParams(symbol="BTC", mmf=D("0.03"), imf=D("0.05")),
+    "ETH": MarketParams(symbol="ETH", mmf=D("0.05"), imf=D("0.1")),
+    "SOL": MarketParams(symbol="SOL", mmf=D("0.1"), imf=D("0.2")),
+}
 ASSETS = {"USDC": AssetParams(symbol="USDC", asset_weight=D(1), liability_weight=D(1))}
 PERP_PROFILES = [
     "generic-perp",
@@ -32,7 +39,13 @@ PERP_PROFILES = [
     "dydx-v4",
     "drift-v2",
     "gmx-v2",
+    "vertex",
+    "aevo",
 ]
+
+
+def _markets(profile: str) -> dict[str, MarketParams]:
+    return VERTEX_MARKETS if profile == "vertex" else MARKETS
 
 
 def dec(lo: int, hi: int, places: int = 2) -> st.SearchStrategy[Decimal]:
@@ -82,15 +95,15 @@ def test_isolated_loss_never_changes_another_bucket(
     cross_b = Bucket("cross", {"USDC": cross_coll}, cross)
     iso_b = Bucket("iso", {"USDC": iso_coll}, iso)
     px = _prices(prices)
-    before = evaluate(p, cross_b, MARKETS, ASSETS, px)
-    lp_before = {m: liquidation_price(p, cross_b, m, MARKETS, ASSETS, px) for m in cross}
+    before = evaluate(p, cross_b, _markets(profile), ASSETS, px)
+    lp_before = {m: liquidation_price(p, cross_b, m, _markets(profile), ASSETS, px) for m in cross}
     # The isolated bucket loses collateral and its market jumps: the cross bucket must not see it.
     iso_b.balances["USDC"] = iso_coll - loss
     for m in iso:
         if m not in cross:
             px[m] = move
-    assert evaluate(p, cross_b, MARKETS, ASSETS, px) == before
-    assert {m: liquidation_price(p, cross_b, m, MARKETS, ASSETS, px) for m in cross} == lp_before
+    assert evaluate(p, cross_b, _markets(profile), ASSETS, px) == before
+    assert {m: liquidation_price(p, cross_b, m, _markets(profile), ASSETS, px) for m in cross} == lp_before
 
 
 @SETTINGS
@@ -112,11 +125,11 @@ def test_at_the_liquidation_price_equity_equals_requirement(
     bucket = Bucket("b", {"USDC": coll}, positions)
     market = data.draw(st.sampled_from(sorted(positions)))
     px = _prices(prices)
-    lp = liquidation_price(p, bucket, market, MARKETS, ASSETS, px)
+    lp = liquidation_price(p, bucket, market, _markets(profile), ASSETS, px)
     if lp is None:
         return
     assert lp > 0
-    h = evaluate(p, bucket, MARKETS, ASSETS, {**px, market: lp})
+    h = evaluate(p, bucket, _markets(profile), ASSETS, {**px, market: lp})
     # The solver works at 60 significant digits: what is left is the last digit's rounding of
     # the largest term (equity can be a near-total cancellation of large position values).
     terms = sum((abs(q.size) * max(q.entry_price or D(0), lp) for q in positions.values()), D(0))
@@ -149,8 +162,8 @@ def test_single_position_health_moves_with_price(
     lo, hi = min(p1, p2), max(p1, p2)
     signed = -size if short else size
     bucket = Bucket("b", {"USDC": coll}, {market: Position(market, signed, entry)})
-    h_lo = evaluate(p, bucket, MARKETS, ASSETS, {"USDC": D(1), market: lo})
-    h_hi = evaluate(p, bucket, MARKETS, ASSETS, {"USDC": D(1), market: hi})
+    h_lo = evaluate(p, bucket, _markets(profile), ASSETS, {"USDC": D(1), market: lo})
+    h_hi = evaluate(p, bucket, _markets(profile), ASSETS, {"USDC": D(1), market: hi})
     margin_lo, margin_hi = h_lo.equity - h_lo.requirement, h_hi.equity - h_hi.requirement
     if short:
         assert margin_hi <= margin_lo
@@ -173,9 +186,178 @@ def test_cross_never_needs_more_collateral_than_the_isolated_buckets(
     px = _prices(prices)
 
     def needed(bucket: Bucket) -> Decimal:
-        h = evaluate(p, bucket, MARKETS, ASSETS, px)
+        h = evaluate(p, bucket, _markets(profile), ASSETS, px)
         return max(D(0), h.requirement - h.equity)
 
     cross = needed(Bucket("cross", {}, dict(positions)))
     isolated = sum((needed(Bucket(m, {}, {m: pos})) for m, pos in positions.items()), D(0))
     assert cross <= isolated
+
+
+# --- MarginFi v2: the same laws for a weighted lending account on confidence-biased prices ------
+
+MRGN_ASSETS = {
+    "SOL": AssetParams(symbol="SOL", decimals=9, asset_weight=D("0.8"), liability_weight=D("1.25")),
+    "ETH": AssetParams(symbol="ETH", decimals=8, asset_weight=D("0.85"), liability_weight=D("1.2")),
+    "USDC": AssetParams(symbol="USDC", decimals=6, asset_weight=D("1"), liability_weight=D("1.05")),
+}
+mrgn_prices_st = st.fixed_dictionaries({"SOL": dec(1, 1000), "ETH": dec(100, 10000), "USDC": dec(0, 2, 4).map(
+    lambda x: x + D("0.5"))})
+
+
+@st.composite
+def mrgn_balances_st(draw: st.DrawFn) -> dict[str, Decimal]:
+    syms = draw(st.lists(st.sampled_from(sorted(MRGN_ASSETS)), min_size=1, max_size=3, unique=True))
+    return {s: draw(dec(-5000, 5000, 4).filter(lambda x: x != 0)) for s in syms}
+
+
+@st.composite
+def mrgn_extras_st(draw: st.DrawFn, prices: dict[str, Decimal]) -> Extras:
+    """Each symbol's oracle conf, up to 4% of the price (2.12 * 4% < the 10% the program accepts;
+    above 2.36% the 5% cap applies)."""
+    return Extras(conf={s: p * draw(st.integers(0, 100)) / 2500 for s, p in prices.items()})
+
+
+MRGN = get_profile("marginfi-v2")
+
+
+@SETTINGS
+@given(cross=mrgn_balances_st(), iso=mrgn_balances_st(), prices=mrgn_prices_st, data=st.data(),
+       loss=dec(0, 5000), move=dec(1, 10000))
+def test_marginfi_isolated_loss_never_changes_another_bucket(
+    cross: dict[str, Decimal], iso: dict[str, Decimal], prices: dict[str, Decimal], data: st.DataObject,
+    loss: Decimal, move: Decimal,
+) -> None:
+    extras = data.draw(mrgn_extras_st(prices))
+    cross_b, iso_b = Bucket("cross", dict(cross)), Bucket("iso", dict(iso))
+    before = evaluate(MRGN, cross_b, {}, MRGN_ASSETS, prices, extras=extras)
+    sym = sorted(iso)[0]
+    iso_b.balances[sym] -= loss  # the other account loses, and a price only it holds jumps
+    moved = dict(prices)
+    for s in iso:
+        if s not in cross:
+            moved[s] = move
+    conf = {s: min(c, moved[s] * 4 / 100) for s, c in extras.conf.items()}
+    assert evaluate(MRGN, cross_b, {}, MRGN_ASSETS, moved, extras=Extras(conf=conf)) == before
+
+
+@SETTINGS
+@given(balances=mrgn_balances_st(), prices=mrgn_prices_st, data=st.data(), up=dec(0, 1000))
+def test_marginfi_health_rises_with_collateral_prices_and_falls_with_debt_prices(
+    balances: dict[str, Decimal], prices: dict[str, Decimal], data: st.DataObject, up: Decimal
+) -> None:
+    extras = data.draw(mrgn_extras_st(prices))  # held while the price rises: the share only falls
+    sym = data.draw(st.sampled_from(sorted(balances)))
+    b = Bucket("b", dict(balances))
+    lo = evaluate(MRGN, b, {}, MRGN_ASSETS, prices, extras=extras)
+    hi = evaluate(MRGN, b, {}, MRGN_ASSETS, {**prices, sym: prices[sym] + up}, extras=extras)
+    if balances[sym] > 0:
+        assert hi.equity - hi.requirement >= lo.equity - lo.requirement
+        assert not (hi.liquidatable and not lo.liquidatable)
+    else:
+        assert hi.equity - hi.requirement <= lo.equity - lo.requirement
+        assert not (lo.liquidatable and not hi.liquidatable)
+
+
+@SETTINGS
+@given(balances=mrgn_balances_st(), prices=mrgn_prices_st, data=st.data())
+def test_marginfi_cross_never_needs_more_collateral_than_the_isolated_accounts(
+    balances: dict[str, Decimal], prices: dict[str, Decimal], data: st.DataObject
+) -> None:
+    extras = data.draw(mrgn_extras_st(prices))
+
+    def needed(bal: dict[str, Decimal]) -> Decimal:
+        h = evaluate(MRGN, Bucket("b", bal), {}, MRGN_ASSETS, prices, extras=extras)
+        return max(D(0), h.requirement - h.equity)
+
+    isolated = sum((needed({s: v}) for s, v in balances.items()), D(0))
+    assert needed(dict(balances)) <= isolated
+
+
+@SETTINGS
+@given(balances=mrgn_balances_st(), prices=mrgn_prices_st, data=st.data())
+def test_marginfi_plan_is_what_the_program_accepts(
+    balances: dict[str, Decimal], prices: dict[str, Decimal], data: st.DataObject
+) -> None:
+    extras = data.draw(mrgn_extras_st(prices))
+    b = Bucket("b", dict(balances))
+    h = evaluate(MRGN, b, {}, MRGN_ASSETS, prices, extras=extras)
+    plan = plan_liquidation(MRGN, b, {}, MRGN_ASSETS, prices, extras=extras)
+    if not h.liquidatable:
+        assert plan is None
+        return
+    assert plan is not None
+    if plan.seize_amount is None or plan.seize_amount == 0:
+        return
+    assert plan.repay_asset is not None
+    assert plan.seize_asset is not None
+    assert plan.repay_amount is not None
+    assert plan.seize_amount <= balances[plan.seize_asset]
+    assert plan.repay_amount < -balances[plan.repay_asset]  # the liability is never exhausted
+    after = plan.maintenance_health_after
+    assert after is not None
+    assert after <= 0  # TooSevereLiquidation otherwise
+    assert after > h.equity - h.requirement  # WorseHealthPostLiquidation otherwise
+
+
+# --- Vertex: spreads only add health; the plan never lifts initial health above zero ------------
+
+VERTEX = get_profile("vertex")
+V_ASSETS = {
+    "USDC": AssetParams(symbol="USDC"),
+    "BTCS": AssetParams(symbol="BTCS", asset_weight=D("0.95"), liability_weight=D("1.05")),
+    "ETHS": AssetParams(symbol="ETHS", asset_weight=D("0.9"), liability_weight=D("1.1")),
+}
+V_EXTRAS = Extras(spreads={"BTC": "BTCS", "ETH": "ETHS"},
+                  initial={"BTCS": (D("0.9"), D("1.1")), "ETHS": (D("0.8"), D("1.2"))})
+
+
+@st.composite
+def vertex_bucket_st(draw: st.DrawFn) -> tuple[Bucket, dict[str, Decimal]]:
+    prices = draw(st.fixed_dictionaries({"BTC": dec(1000, 100000), "ETH": dec(100, 10000)}))
+    prices = {**prices, "BTCS": prices["BTC"] * draw(dec(95, 105)) / 100,
+              "ETHS": prices["ETH"] * draw(dec(95, 105)) / 100, "USDC": D(1)}
+    spots = draw(st.lists(st.sampled_from(["BTCS", "ETHS"]), max_size=2, unique=True))
+    balances = {s: draw(dec(-50, 50, 3).filter(lambda x: x != 0)) for s in spots}
+    balances["USDC"] = draw(dec(-200000, 200000))
+    positions = draw(positions_st(("BTC", "ETH")))
+    return Bucket("b", balances, positions), prices
+
+
+@SETTINGS
+@given(data=vertex_bucket_st())
+def test_vertex_cross_never_needs_more_collateral_than_the_isolated_products(
+    data: tuple[Bucket, dict[str, Decimal]]
+) -> None:
+    bucket, prices = data
+
+    def needed(b: Bucket) -> Decimal:
+        h = evaluate(VERTEX, b, VERTEX_MARKETS, V_ASSETS, prices, extras=V_EXTRAS)
+        return max(D(0), h.requirement - h.equity)
+
+    parts = [Bucket(s, {s: v}) for s, v in bucket.balances.items()]
+    parts += [Bucket(m, {}, {m: p}) for m, p in bucket.positions.items()]
+    assert needed(bucket) <= sum((needed(b) for b in parts), D(0))  # spreads net in cross only
+
+
+@SETTINGS
+@given(data=vertex_bucket_st())
+def test_vertex_plan_never_lifts_initial_health_above_zero(data: tuple[Bucket, dict[str, Decimal]]) -> None:
+    bucket, prices = data
+    h = evaluate(VERTEX, bucket, VERTEX_MARKETS, V_ASSETS, prices, extras=V_EXTRAS)
+    plan = plan_liquidation(VERTEX, bucket, VERTEX_MARKETS, V_ASSETS, prices, extras=V_EXTRAS)
+    if not h.liquidatable:
+        assert plan is None
+        return
+    assert plan is not None
+    acts = vertex.actions(VERTEX, bucket, VERTEX_MARKETS, V_ASSETS, prices, V_EXTRAS)
+    if not acts:
+        return
+    assert plan.size is not None
+    done = vertex.fill(VERTEX, bucket, VERTEX_MARKETS, V_ASSETS, prices, V_EXTRAS, acts[0], plan.size)
+    before = vertex.health_value(bucket, VERTEX_MARKETS, V_ASSETS, prices, V_EXTRAS, "initial")[0]
+    after = vertex.health_value(done.bucket, VERTEX_MARKETS, V_ASSETS, prices, V_EXTRAS, "initial")[0]
+    assert after <= 0  # ERR_LIQUIDATED_TOO_MUCH otherwise
+    assert after >= before  # a liquidation never makes the account worse
+    assert plan.maintenance_health_after is not None
+    assert plan.maintenance_health_after >= h.equity - h.requirement

@@ -7,33 +7,45 @@ Public API (pinned; see docs/margin.md)::
     liquidation_price(profile, bucket, market, markets, assets, prices) -> Decimal | None
     bankruptcy_price(profile, bucket, market, markets, assets, prices) -> Decimal | None
     plan_liquidation(profile, bucket, markets, assets, prices, request=None) -> LiquidationPlan | None
+    weighted_health(profile, bucket, markets, assets, prices) -> dict[str, Decimal] | None
+
+Each takes an optional keyword ``extras`` (``Extras``): what MarginFi, Vertex and Aevo read
+beyond market and asset parameters (oracle confidence, initial weights, spreads, options).
 
 No I/O, no clock, no randomness: every function is a function of its arguments.
 """
 
 from __future__ import annotations
 
-from keeper.domain.margin.evaluate import evaluate
+from keeper.domain.margin.evaluate import evaluate, weighted_health
 from keeper.domain.margin.lending_sizing import pick_pair
 from keeper.domain.margin.prices import bankruptcy_price, liquidation_price
 from keeper.domain.margin.profiles import PROFILE_NAMES, Profile, get_profile
 from keeper.domain.margin.sizing import pick_position, plan_liquidation
 from keeper.domain.margin.types import (
     BucketHealth,
+    Extras,
     LiquidationPlan,
     LiquidationRequest,
     MissingParameter,
     MissingPrice,
+    OptionSpec,
+    OracleRefused,
+    PerpWeights,
     UnknownProfile,
 )
 
 __all__ = [
     "PROFILE_NAMES",
     "BucketHealth",
+    "Extras",
     "LiquidationPlan",
     "LiquidationRequest",
     "MissingParameter",
     "MissingPrice",
+    "OptionSpec",
+    "OracleRefused",
+    "PerpWeights",
     "Profile",
     "UnknownProfile",
     "bankruptcy_price",
@@ -43,4 +55,5 @@ __all__ = [
     "pick_pair",
     "pick_position",
     "plan_liquidation",
+    "weighted_health",
 ]

@@ -14,6 +14,14 @@ Models (``Profile.model``):
 * ``mango``: a perp's value ``size·P·(1 ∓ mmf) + quote`` (×``overall_asset_weight`` when
   positive) is added to the settle token before token weights; positive token totals × asset
   weight are ``equity``, negative ones × liability weight the ``requirement``.
+* ``vertex`` (``venues/vertex.py``): ``equity`` the unweighted health, ``requirement`` the
+  unweighted minus the maintenance health (spot and perp long/short weights, spreads);
+  liquidatable when the maintenance health is below zero.
+* ``aevo`` (``venues/aevo.py``): collateral × collateral ratio + position values against perp
+  maintenance margins and standard margin for options.
+
+Lending models are in ``lending.py`` (MarginFi in ``venues/marginfi.py``). ``extras``
+(``types.Extras``) carries what those venues read beyond market and asset parameters.
 
 Every function here also returns the derivative of equity and requirement with respect to one
 symbol's price (``wrt``). Health is piecewise linear in each price, so the local slope is exact;
@@ -30,15 +38,18 @@ from keeper.domain.margin.lending import lending_liquidatable, lending_terms
 from keeper.domain.margin.profiles import Profile
 from keeper.domain.margin.tiers import Bracket, bracket_for, brackets
 from keeper.domain.margin.types import INF as _INF
+from keeper.domain.margin.types import NO_EXTRAS as _NO_EXTRAS
 from keeper.domain.margin.types import ONE as _ONE
 from keeper.domain.margin.types import ZERO as _ZERO
-from keeper.domain.margin.types import BucketHealth, MissingParameter, MissingPrice, price_of
+from keeper.domain.margin.types import BucketHealth, Extras, MissingParameter, MissingPrice, price_of
+from keeper.domain.margin.venues import aevo, marginfi, vertex
 from keeper.domain.model import AssetParams, Bucket, MarketParams, Position
 
 # Final: C statics in the compiled module (an imported name is a dict lookup at every use)
 INF: Final = _INF
 ONE: Final = _ONE
 ZERO: Final = _ZERO
+NO_EXTRAS: Final = _NO_EXTRAS
 
 
 class Terms(NamedTuple):
@@ -110,10 +121,15 @@ def perp_terms(  # noqa: PLR0917 -- the model's inputs, positional as in the pin
     assets: Mapping[str, AssetParams],
     prices: Mapping[str, Decimal],
     wrt: str | None = None,
+    extras: Extras | None = None,
 ) -> Terms:
     """Equity and maintenance requirement of a perpetual bucket (see the module docstring)."""
     if profile.model == "mango":
         return _mango_terms(profile, bucket, markets, assets, prices, wrt)
+    if profile.model == "vertex":
+        return Terms(*vertex.terms(bucket, markets, assets, prices, extras or NO_EXTRAS, wrt))
+    if profile.model == "aevo":
+        return Terms(*aevo.terms(profile, bucket, markets, assets, prices, extras or NO_EXTRAS, wrt))
     eq = req = d_eq = d_req = ZERO
     for sym in sorted(bucket.balances):
         bal = bucket.balances[sym]
@@ -206,17 +222,24 @@ def perp_liquidatable(profile: Profile, bucket: Bucket, equity: Decimal, require
     return equity < requirement
 
 
-def health_of(
+def health_of(  # noqa: PLR0917 -- evaluate's arguments
     profile: Profile,
     bucket: Bucket,
     markets: Mapping[str, MarketParams],
     assets: Mapping[str, AssetParams],
     prices: Mapping[str, Decimal],
+    extras: Extras | None = None,
 ) -> BucketHealth:
     """``evaluate`` without its context wrapper: for code already inside the engine's Decimal
     context (``types.exact``'s, or ``types.ENGINE`` installed by the caller, as the keeper's
     ``decide._health`` does). Compiled, so the keeper's confirmation and
     planning call it natively."""
+    if profile.model == "marginfi":
+        return marginfi.health(profile, bucket, assets, prices, extras or NO_EXTRAS)
+    if profile.model == "vertex":
+        return vertex.health(profile, bucket, markets, assets, prices, extras or NO_EXTRAS)
+    if profile.model == "aevo":
+        return aevo.health(profile, bucket, markets, assets, prices, extras or NO_EXTRAS)
     if profile.kind == "lending":
         t = lending_terms(profile, bucket, assets, prices)
         return BucketHealth(

@@ -8,6 +8,8 @@ Positive balances are collateral, negative ones debt. Per model:
   ``liquidation_threshold``) against the base borrow; liquidatable iff liquidity < 0.
 * ``compound-v2``: the same with one collateral factor, each market's value truncated to
   1e-18 USD as the Exp mantissa math does; liquidatable iff shortfall > 0.
+* ``marginfi``: ``venues/marginfi.py`` (maintenance-weighted assets and liabilities on
+  confidence-biased prices; the unweighted "equity" values for bankruptcy).
 * ``morpho``: the contract's own integer rule (``keeper.domain.morpho``) on a bucket of one
   collateral and one loan asset: collateral floored and debt ceiled to token units, the oracle
   price ``floor(P_coll / P_loan · 10^(36 + loan decimals − collateral decimals))``,
@@ -25,7 +27,8 @@ from typing import NamedTuple
 
 from keeper.domain.margin import aave
 from keeper.domain.margin.profiles import Profile
-from keeper.domain.margin.types import INF, ONE, ZERO, price_of
+from keeper.domain.margin.types import INF, NO_EXTRAS, ONE, ZERO, Extras, price_of
+from keeper.domain.margin.venues import marginfi
 from keeper.domain.model import AssetParams, Bucket
 from keeper.domain.morpho.liquidation import max_borrow
 
@@ -90,6 +93,8 @@ class LendingTerms(NamedTuple):
     d_collateral: Decimal  # derivatives in the price of ``wrt``
     d_debt: Decimal
     d_raw_collateral: Decimal
+    raw_debt_value: Decimal | None = None  # unweighted where the debt is weighted (MarginFi)
+    d_raw_debt: Decimal = ZERO
 
 
 def threshold(assets: Mapping[str, AssetParams], symbol: str) -> Decimal:
@@ -127,14 +132,21 @@ def _ratio(coll: Decimal, debt: Decimal) -> Decimal:
     return INF if debt == 0 else coll / debt
 
 
-def lending_terms(
+def lending_terms(  # noqa: PLR0917 -- the model's inputs
     profile: Profile,
     bucket: Bucket,
     assets: Mapping[str, AssetParams],
     prices: Mapping[str, Decimal],
     wrt: str | None = None,
+    extras: Extras | None = None,
 ) -> LendingTerms:
     """Collateral and debt values of a lending bucket (see the module docstring)."""
+    if profile.model == "marginfi":
+        x = extras or NO_EXTRAS
+        m = marginfi.values(profile, bucket, assets, prices, x, "maintenance", wrt)
+        e = marginfi.values(profile, bucket, assets, prices, x, "equity", wrt)
+        return LendingTerms(m.assets, m.liabilities, e.assets, _ratio(m.assets, m.liabilities),
+                            m.d_assets, m.d_liabilities, e.d_assets, e.liabilities, e.d_liabilities)
     if profile.model == "aave" and wrt is None:
         data = aave.account_data(aave_reserves(profile, bucket, assets, prices))
         coll = Decimal(aave.percent_mul(data.total_collateral_base, data.avg_lt_bps)).scaleb(-8)

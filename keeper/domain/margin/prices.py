@@ -20,7 +20,7 @@ from decimal import Decimal
 from keeper.domain.margin.health import perp_terms
 from keeper.domain.margin.lending import lending_terms
 from keeper.domain.margin.profiles import Profile
-from keeper.domain.margin.types import ZERO, exact, price_of
+from keeper.domain.margin.types import ZERO, Extras, exact, price_of
 from keeper.domain.model import AssetParams, Bucket, MarketParams
 
 MAX_STEPS = 64
@@ -76,6 +76,7 @@ def _solve_for(  # noqa: PLR0917 -- the model's inputs, positional as in the pin
     prices: Mapping[str, Decimal],
     *,
     with_requirement: bool,
+    extras: Extras | None,
 ) -> Decimal | None:
     if not _exposed(bucket, market):
         return None
@@ -84,11 +85,13 @@ def _solve_for(  # noqa: PLR0917 -- the model's inputs, positional as in the pin
     def line(p: Decimal) -> tuple[Decimal, Decimal]:
         px = _with_price(prices, market, p)
         if profile.kind == "lending":
-            t = lending_terms(profile, bucket, assets, px, wrt=market)
+            t = lending_terms(profile, bucket, assets, px, wrt=market, extras=extras)
             if with_requirement:
                 return t.collateral_value - t.debt_value, t.d_collateral - t.d_debt
+            if t.raw_debt_value is not None:  # the debt value is weighted (MarginFi)
+                return t.raw_collateral_value - t.raw_debt_value, t.d_raw_collateral - t.d_raw_debt
             return t.raw_collateral_value - t.debt_value, t.d_raw_collateral - t.d_debt
-        terms = perp_terms(profile, bucket, markets, assets, px, wrt=market)
+        terms = perp_terms(profile, bucket, markets, assets, px, wrt=market, extras=extras)
         if with_requirement:
             return terms.equity - terms.requirement, terms.d_equity - terms.d_requirement
         return terms.equity, terms.d_equity
@@ -104,13 +107,15 @@ def liquidation_price(  # noqa: PLR0917 -- the model's inputs, positional as in 
     markets: Mapping[str, MarketParams],
     assets: Mapping[str, AssetParams],
     prices: Mapping[str, Decimal],
+    *,
+    extras: Extras | None = None,
 ) -> Decimal | None:
     """The price of ``market`` at which equity equals the maintenance requirement (lending:
     threshold-weighted collateral equals debt, in exact Decimal), other prices held; None if
     none exists. The maintenance margin is measured where the profile says (``mm_at``)."""
     # Lending buckets are solved on the exact Decimal line (Aave's integer rounding moves the
     # answer by less than one oracle unit).
-    return _solve_for(profile, bucket, market, markets, assets, prices, with_requirement=True)
+    return _solve_for(profile, bucket, market, markets, assets, prices, with_requirement=True, extras=extras)
 
 
 @exact
@@ -121,7 +126,9 @@ def bankruptcy_price(  # noqa: PLR0917 -- the model's inputs, positional as in t
     markets: Mapping[str, MarketParams],
     assets: Mapping[str, AssetParams],
     prices: Mapping[str, Decimal],
+    *,
+    extras: Extras | None = None,
 ) -> Decimal | None:
     """The price of ``market`` at which equity is zero (lending: unweighted collateral equals
     debt), other prices held; None if none exists."""
-    return _solve_for(profile, bucket, market, markets, assets, prices, with_requirement=False)
+    return _solve_for(profile, bucket, market, markets, assets, prices, with_requirement=False, extras=extras)

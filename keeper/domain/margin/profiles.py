@@ -20,10 +20,12 @@ import msgspec
 from keeper.domain.margin.types import CONTEXT, UnknownProfile
 
 Kind = Literal["perp", "lending"]
-Model = Literal["perp", "drift", "mango", "gmx", "aave", "comet", "compound-v2", "morpho"]
+Model = Literal[
+    "perp", "drift", "mango", "gmx", "aave", "comet", "compound-v2", "morpho", "marginfi", "vertex", "aevo"
+]
 Strictness = Literal["lt", "le"]
 MmAt = Literal["liq", "entry"]
-Sizing = Literal["restore", "close_factor_max", "full", "absorb"]
+Sizing = Literal["restore", "close_factor_max", "full", "absorb", "max_allowed"]
 
 D = Decimal
 
@@ -73,6 +75,25 @@ class Profile(msgspec.Struct, frozen=True, kw_only=True):
     """Mango: the token a perp's value is added to before token weights."""
     overall_asset_weight: Decimal = D(1)
     """Mango: weight applied to a positive perp value (maint)."""
+    conf_multiple: Decimal | None = None
+    """MarginFi: the oracle's confidence is widened by this (Pyth ``CONF_INTERVAL_MULTIPLE``)."""
+    conf_cap: Decimal | None = None
+    """MarginFi: the widened confidence is capped at this share of the price (``MAX_CONF_INTERVAL``)."""
+    conf_max: Decimal | None = None
+    """MarginFi: a widened confidence above this share of the price is refused (the default
+    ``oracle_max_confidence``, 10%)."""
+    liquidator_fee: Decimal | None = None
+    insurance_fee: Decimal | None = None
+    """MarginFi: the liquidator's discount and the insurance fund's cut on the seized value."""
+    liq_price_share: Decimal | None = None
+    """Vertex: the liquidation price gives away this share of the maintenance weight's discount,
+    ``P * (1 + (w - 1) * share)``."""
+    spread_liq_share: Decimal | None = None
+    """Vertex: the same for a spread, on the spot price, of the perp's (long) or spot's (short) one."""
+    insurance_share: Decimal | None = None
+    """Vertex: the share of the liquidator's discount paid into the insurance fund."""
+    option_mm_rate: Decimal | None = None
+    """Aevo standard margin: a short option's maintenance margin is this share of spot plus its mark."""
     price_decimals: int = 8
     default_decimals: int = 18
     bad_debt_path: str = "bad debt"
@@ -160,6 +181,29 @@ _PROFILES: dict[str, Profile] = {
             rounding="exact Decimal (the venue: mulDivDown collateral, toAssetsUp debt)",
             lif_max=D("1.15"), lif_cursor=D("0.3"),
             bad_debt_path="collateral exhausted: the remaining debt is socialised to the market's suppliers",
+        ),
+        Profile(
+            name="marginfi-v2", kind="lending", model="marginfi", strictness="le", sizing="max_allowed",
+            rounding="exact Decimal (the program: I80F48); prices biased by conf * 2.12 (capped at 5% "
+            "of the price); the seized amount floored to the asset's native units",
+            conf_multiple=D("2.12"), conf_cap=D("0.05"), conf_max=D("0.1"),
+            liquidator_fee=D("0.025"), insurance_fee=D("0.025"), default_decimals=6,
+            bad_debt_path="liquidators take the remaining assets, then lending_pool_handle_bankruptcy: "
+            "the bank's insurance fund repays the bad debt, the rest is socialised to its depositors",
+        ),
+        Profile(
+            name="vertex", kind="perp", model="vertex", sizing="max_allowed", size_quantum=D("1e-18"),
+            rounding="exact Decimal (the contracts: x18 fixed point); liquidated amounts floored to 1e-18",
+            liq_price_share=D("0.2"), spread_liq_share=D("0.04"), insurance_share=D("0.5"),
+            bad_debt_path="finalizeSubaccount: the insurance fund buys the remaining liabilities, "
+            "then the losses are socialised (perp and spot)",
+        ),
+        Profile(
+            name="aevo", kind="perp", model="aevo", strictness="le", size_quantum=D("0.01"),
+            rounding="exact Decimal; liquidated sizes rounded up to the 0.01 amount step",
+            option_mm_rate=D("0.1"),
+            bad_debt_path="the insurance fund takes the position at a markup, then auto-deleveraging "
+            "of the most profitable traders at the mark price",
         ),
     )
 }

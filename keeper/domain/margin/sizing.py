@@ -18,6 +18,9 @@ How much (``Profile.sizing``; lending in ``lending_sizing.py``):
 * ``close_factor_max``: the most the close factor allows (Aave, Compound v2), bounded by the
   collateral, the dust rule and a ``LiquidationRequest``.
 * ``absorb``: Comet's absorb (the protocol takes all collateral).
+* ``max_allowed``: the most the venue accepts (MarginFi: maintenance health back to at most
+  zero; Vertex: initial health at most zero), in ``venues/marginfi.py`` and ``venues/vertex.py``;
+  Aevo's first liquidation step is in ``venues/aevo.py``.
 
 A bankrupt bucket (equity < 0; lending: collateral below debt) takes the venue's bad-debt path:
 action ``bad_debt`` with ``Profile.bad_debt_path`` in ``rule``.
@@ -33,8 +36,10 @@ from keeper.domain.margin.lending_sizing import plan_lending
 from keeper.domain.margin.profiles import Profile
 from keeper.domain.margin.tiers import brackets
 from keeper.domain.margin.types import (
+    NO_EXTRAS,
     ZERO,
     BucketHealth,
+    Extras,
     LiquidationPlan,
     LiquidationRequest,
     MissingParameter,
@@ -44,6 +49,7 @@ from keeper.domain.margin.types import (
     price_of,
     quantize_up,
 )
+from keeper.domain.margin.venues import aevo, marginfi, vertex
 from keeper.domain.model import AssetParams, Bucket, MarketParams, Position
 
 
@@ -57,12 +63,14 @@ def plan_liquidation(  # noqa: PLR0917 -- the model's inputs, positional as in t
     request: LiquidationRequest | None = None,
     *,
     health: BucketHealth | None = None,
+    extras: Extras | None = None,
 ) -> LiquidationPlan | None:
     """The liquidation the keeper would submit, or None when the bucket is not liquidatable.
 
     ``health``: the bucket's ``evaluate`` at these very inputs, when the caller has it already.
+    ``extras``: what some venues read beyond market and asset parameters (``types.Extras``).
     """
-    return plan_of(profile, bucket, markets, assets, prices, request, health)
+    return plan_of(profile, bucket, markets, assets, prices, request, health, extras)
 
 
 def plan_of(  # noqa: PLR0917 -- plan_liquidation's arguments
@@ -73,13 +81,21 @@ def plan_of(  # noqa: PLR0917 -- plan_liquidation's arguments
     prices: Mapping[str, Decimal],
     request: LiquidationRequest | None,
     health: BucketHealth | None,
+    extras: Extras | None = None,
 ) -> LiquidationPlan | None:
     """``plan_liquidation`` without its context wrapper: for code already inside the engine's
     Decimal context (see ``health.health_of``)."""
     if health is None:
-        health = health_of(profile, bucket, markets, assets, prices)
+        health = health_of(profile, bucket, markets, assets, prices, extras)
     if not health.liquidatable:
         return None
+    x = extras or NO_EXTRAS
+    if profile.model == "marginfi":
+        return marginfi.plan(profile, bucket, assets, prices, x, health, request)
+    if profile.model == "vertex":
+        return vertex.plan(profile, bucket, markets, assets, prices, x, health)
+    if profile.model == "aevo":
+        return aevo.plan(profile, bucket, markets, assets, prices, x, health)
     if profile.kind == "lending":
         return plan_lending(profile, bucket, assets, prices, health, request)
     return _plan_perp(profile, bucket, markets, assets, prices, health)

@@ -81,6 +81,51 @@ class MissingParameter(KeeperError):
     """A market or asset lacks a parameter the profile needs (names the symbol and the field)."""
 
 
+class OracleRefused(KeeperError):
+    """The venue refuses a price (MarginFi: a confidence interval wider than the bank's
+    ``oracle_max_confidence``); the message names the symbol."""
+
+
+class OptionSpec(msgspec.Struct, frozen=True, kw_only=True):
+    """An option market (Aevo): a ``call`` or ``put`` on the price of ``underlying``."""
+
+    kind: Literal["call", "put"]
+    underlying: str
+
+
+class PerpWeights(msgspec.Struct, frozen=True, kw_only=True):
+    """A perp's explicit long and short weights (Vertex), maintenance and initial; None where the
+    market's ``mmf`` / ``imf`` gives them (``1 - mmf`` long, ``1 + mmf`` short)."""
+
+    long: Decimal | None = None
+    short: Decimal | None = None
+    long_init: Decimal | None = None
+    short_init: Decimal | None = None
+
+
+class Extras(msgspec.Struct, frozen=True, kw_only=True):
+    """What some venues read beyond ``MarketParams`` and ``AssetParams``, by symbol. Every field
+    is optional and empty by default; a profile reads only its own (docs/margin.md).
+
+    * ``conf``: the oracle's confidence interval of a symbol's price, in price units (MarginFi
+      biases prices by it: assets at ``P - c``, liabilities at ``P + c``).
+    * ``initial``: an asset's initial weights ``(asset, liability)`` (MarginFi, Vertex).
+    * ``perp_weights``: a perp market's explicit long/short weights (Vertex).
+    * ``spreads``: a perp market's paired spot asset (Vertex spreads).
+    * ``options``: option markets (Aevo standard margin).
+    """
+
+    conf: dict[str, Decimal] = msgspec.field(default_factory=dict)
+    initial: dict[str, tuple[Decimal, Decimal]] = msgspec.field(default_factory=dict)
+    perp_weights: dict[str, PerpWeights] = msgspec.field(default_factory=dict)
+    spreads: dict[str, str] = msgspec.field(default_factory=dict)
+    options: dict[str, OptionSpec] = msgspec.field(default_factory=dict)
+
+
+NO_EXTRAS = Extras()
+"""The empty ``Extras``: what the engine reads when a caller passes none."""
+
+
 class BucketHealth(msgspec.Struct, frozen=True, kw_only=True):
     """One bucket's health under one profile, at one set of prices.
 
@@ -101,11 +146,16 @@ class BucketHealth(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class LiquidationRequest(msgspec.Struct, frozen=True):
-    """A liquidator's own choice: repay ``amount`` of ``repay_asset``, seize ``seize_asset``."""
+    """A liquidator's own choice: repay ``amount`` of ``repay_asset``, seize ``seize_asset``.
+
+    ``by = "seize"``: ``amount`` is of ``seize_asset`` instead, the collateral the liquidator
+    takes (what MarginFi's ``lending_account_liquidate`` is given).
+    """
 
     repay_asset: str
     seize_asset: str
     amount: Decimal
+    by: Literal["repay", "seize"] = "repay"
 
 
 Action = Literal["close_position", "repay_seize", "bad_debt"]
@@ -135,6 +185,13 @@ class LiquidationPlan(msgspec.Struct, frozen=True, kw_only=True):
     protocol_fee: Decimal | None = None
     bonus: Decimal | None = None
     health_after: Decimal | None = None
+    fee: Decimal | None = None
+    """The venue's liquidation or insurance fee taken with this liquidation, in ``fee_asset``."""
+    fee_asset: str | None = None
+    price: Decimal | None = None
+    """The price the venue fills the liquidated amount at (Vertex: from the weights)."""
+    maintenance_health_after: Decimal | None = None
+    """Weighted-health venues (MarginFi, Vertex): the maintenance health after the plan."""
 
 
 def price_of(prices: Mapping[str, Decimal], symbol: str) -> Decimal:
