@@ -1,8 +1,9 @@
 """``keeper compare``: one recorded crash window, one book, isolated versus cross margin.
 
-Writes ``compare-<window>.txt`` (the table), ``compare-<window>.json`` and ``compare.png`` (one
-row of bar charts per window) into ``--out``, and prints the tables. ``--window`` may be given
-several times. The data folder is ``--data-dir``, else ``KEEPER_DATA_DIR``, else ``../shared/data``.
+Writes ``compare-<window>.txt`` (the table), ``compare-<window>.json`` and ``compare-<window>.png``
+(a bar chart per outcome, values written on the bars) into ``--out``, and prints the tables.
+``--window`` may be given several times. The data folder is ``--data-dir``, else
+``KEEPER_DATA_DIR``, else ``../shared/data``.
 
 ``--log FILE`` instead: a recorded run at the reference venue (``keeper demo --export FILE``) against
 the perfect keeper on the same book and prices (``keeper.replay.measure``): bad debt, collateral
@@ -59,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from keeper.replay.compare import compare, load_window, plot_comparisons
+    from keeper.replay.compare import compare, load_window, plot_comparison
 
     if args.chain_log:
         return _chain(args.chain_log)
@@ -84,9 +85,10 @@ def _run(args: argparse.Namespace) -> int:
         (out / f"compare-{name}.json").write_text(json.dumps(res.to_dict(), indent=2) + "\n")
         log.info("compare_done", window=name, accounts=res.accounts,
                  isolated=res.isolated.totals()["liquidations"], cross=res.cross.totals()["liquidations"])
+        plot_comparison(res, out / f"compare-{name}.png")
         results.append(res)
-    png = plot_comparisons(results, out / "compare.png")
-    print(f"wrote {png} and compare-<window>.txt/.json in {out}")
+    names = ", ".join(f"compare-{r.window.event}" for r in results)
+    print(f"wrote {names} (.txt, .json, .png) in {out}")
     return 0
 
 

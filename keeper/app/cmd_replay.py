@@ -326,7 +326,8 @@ async def _run(args: argparse.Namespace) -> int:
         else:
             print(render_text(x))
     if args.plot:
-        png = plot_account(pick_explainer(explainers[args.plot]), args.out)
+        clock = (lambda us: mf.data_time(live, us)) if live is not None and live.clock else None
+        png = plot_account(pick_explainer(explainers[args.plot]), args.out, clock=clock)
         print(f"plot: wrote {png}", file=out)
 
     status = 0

@@ -32,7 +32,6 @@ from __future__ import annotations
 import csv
 import gzip
 from collections import defaultdict
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, ROUND_DOWN, Decimal
 from pathlib import Path
@@ -345,32 +344,63 @@ def compare(window: Window, n_accounts: int = 2000, *, profile: str = "binance-u
     return Comparison(window, profile, len(accts), left_out, iso, cross)
 
 
-def plot_comparisons(results: Sequence[Comparison], out: Path) -> Path:
-    """One row of bar charts per window: the four outcomes and the two capital figures."""
+PANELS = [("liquidations", "liquidations (buckets)", False),
+          ("accounts_wiped", "accounts fully wiped", False),
+          ("collateral_lost", "collateral lost", True), ("bad_debt", "bad debt", True),
+          ("initial_margin", "initial margin", True),
+          ("collateral_to_survive", "collateral to survive", True)]
+"""(totals key, title, in dollars): one panel each."""
+
+
+def human(value: float, money: bool) -> str:
+    """``value`` for people: 1,234 / $1.23M / $12.3k, three significant digits for money."""
+    if not money:
+        return f"{value:,.0f}"
+    for div, unit in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= div:
+            return f"${value / div:.3g}{unit}"
+    return f"${value:,.0f}" if value == int(value) else f"${value:,.2f}"
+
+
+def comparison_figure(res: Comparison) -> Any:
+    """One window's figure: a panel per outcome (two rows of three), isolated and cross side by
+    side with their values written on the bars, the window and the model above (the caller
+    closes it)."""
+    import textwrap
+
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    keys = [("liquidations", "liquidations"), ("accounts_wiped", "accounts wiped"),
-            ("collateral_lost", "collateral lost $"), ("bad_debt", "bad debt $"),
-            ("initial_margin", "initial margin $"), ("collateral_to_survive", "collateral to survive $")]
-    fig, axes = plt.subplots(len(results), len(keys), figsize=(3 * len(keys), 2.8 * len(results)),
-                             squeeze=False)
+    iso, cross = res.isolated.totals(), res.cross.totals()
+    fig, axes = plt.subplots(2, 3, figsize=(13, 8))
+    for ax, (key, label, money) in zip(axes.flat, PANELS, strict=True):
+        vals = [float(iso[key]), float(cross[key])]
+        bars = ax.bar(["isolated", "cross"], vals, color=["tab:orange", "tab:blue"])
+        ax.bar_label(bars, labels=[human(v, money) for v in vals], padding=2, fontsize=10)
+        ax.set_title(label + (" (USD)" if money else ""), fontsize=11)
+        ax.set_ylim(0, max(vals) * 1.18 or 1)
+        ax.tick_params(labelsize=10)
+        ax.yaxis.set_major_formatter(lambda v, _pos, m=money: human(v, m))
+    w = res.window
+    fig.suptitle(f"{w.event}: isolated vs cross margin, same book and positions "
+                 f"({res.accounts:,} perp accounts, {len(w.markets)} markets, {len(w.times_us)} bars; "
+                 f"profile {res.profile})", fontsize=13)
+    fig.text(0.5, 0.01, "\n".join(textwrap.wrap(f"{w.source}. {res.model}", 160)), ha="center",
+             va="bottom", fontsize=8, color="dimgray")
+    fig.tight_layout(rect=(0, 0.07, 1, 0.95))
+    return fig
+
+
+def plot_comparison(res: Comparison, out: Path) -> Path:
+    """Write ``comparison_figure(res)`` to ``out`` (PNG, 1430x880); returns the path."""
+    import matplotlib.pyplot as plt
+
+    fig = comparison_figure(res)
     try:
-        for r, res in enumerate(results):
-            iso, cross = res.isolated.totals(), res.cross.totals()
-            for c, (k, label) in enumerate(keys):
-                ax = axes[r][c]
-                vals = [float(iso[k]), float(cross[k])]
-                ax.bar(["isolated", "cross"], vals, color=["tab:orange", "tab:blue"])
-                ax.set_title(f"{res.window.event}: {label}" if c == 0 else label, fontsize=9)
-                ax.tick_params(labelsize=8)
-        fig.suptitle("isolated vs cross margin, same book and positions; " + MODEL[:90] + "...",
-                     fontsize=8)
-        fig.tight_layout()
         out.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(out, dpi=90)
+        fig.savefig(out, dpi=110)
     finally:
         plt.close(fig)
     return out

@@ -98,8 +98,9 @@ def test_compare_command_writes_table_json_and_plot(data_dir: Path, tmp_path: Pa
         doc = json.loads((out / f"compare-{w}.json").read_text())
         assert doc["window"] == w and set(doc["isolated"]) == set(doc["cross"])
         assert (out / f"compare-{w}.txt").read_text().startswith(f"window {w}:")
-    png = (out / "compare.png").read_bytes()
-    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
+    for w in ("2022-06", "2025-10-10"):
+        png = (out / f"compare-{w}.png").read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
 
 
 def test_compare_names_an_unknown_window(data_dir: Path, tmp_path: Path,
