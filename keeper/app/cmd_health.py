@@ -23,6 +23,7 @@ from keeper.domain.margin import (
     evaluate,
     liquidation_price,
     plan_liquidation,
+    weighted_health,
 )
 from keeper.domain.margin.types import CONTEXT
 from keeper.domain.model import Bucket
@@ -52,7 +53,7 @@ def num(d: Decimal | None) -> str | None:
 def bucket_result(sc: Scenario, bucket: Bucket) -> dict[str, Any]:
     """The SCENARIO.md result object of one bucket."""
     args = (sc.profile, bucket, sc.markets, sc.assets, sc.prices)
-    h = evaluate(*args)
+    h = evaluate(*args, extras=sc.extras)
     out: dict[str, Any] = {}
     if h.lending:
         out["collateral_value"] = num(h.equity)
@@ -61,16 +62,20 @@ def bucket_result(sc: Scenario, bucket: Bucket) -> dict[str, Any]:
         out["equity"] = num(h.equity)
         out["maintenance_requirement"] = num(h.requirement)
     out["health_factor"] = num(h.health_factor)
+    venue_health = weighted_health(*args, extras=sc.extras)
+    if venue_health is not None:  # MarginFi, Vertex: the venue's own health numbers
+        out["health"] = {k: num(v) for k, v in venue_health.items()}
     out["liquidatable"] = h.liquidatable
     out["bankrupt"] = h.bankrupt
     liq: dict[str, str | None] = {}
     bkr: dict[str, str | None] = {}
     for m in sorted(bucket.positions):
-        liq[m] = num(liquidation_price(sc.profile, bucket, m, sc.markets, sc.assets, sc.prices))
-        bkr[m] = num(bankruptcy_price(sc.profile, bucket, m, sc.markets, sc.assets, sc.prices))
+        where = (sc.profile, bucket, m, sc.markets, sc.assets, sc.prices)
+        liq[m] = num(liquidation_price(*where, extras=sc.extras))
+        bkr[m] = num(bankruptcy_price(*where, extras=sc.extras))
     out["liquidation_price"] = liq
     out["bankruptcy_price"] = bkr
-    plan = plan_liquidation(*args, request=sc.request) if h.liquidatable else None
+    plan = plan_liquidation(*args, request=sc.request, extras=sc.extras) if h.liquidatable else None
     if plan is not None:
         lq: dict[str, Any] = {"action": plan.action, "rule": plan.rule}
         if plan.market is not None:
@@ -86,6 +91,12 @@ def bucket_result(sc: Scenario, bucket: Bucket) -> dict[str, Any]:
             lq["protocol_fee"] = num(plan.protocol_fee)
         if plan.bonus is not None:
             lq["bonus"] = num(plan.bonus)
+        if plan.fee is not None:
+            lq["fee"] = {"asset": plan.fee_asset, "amount": num(plan.fee)}
+        if plan.price is not None:
+            lq["price"] = num(plan.price)
+        if plan.maintenance_health_after is not None:
+            lq["maintenance_health_after"] = num(plan.maintenance_health_after)
         lq["notional"] = num(plan.notional)
         lq["health_after"] = num(plan.health_after)
         out["liquidation"] = lq
@@ -127,6 +138,7 @@ def _table(sc: Scenario, result: dict[str, Any]) -> str:
             ("liquidatable", "yes" if r["liquidatable"] else "no"),
             ("bankrupt", "yes" if r["bankrupt"] else "no"),
         ]
+        pairs += [(f"{k} health", v) for k, v in r.get("health", {}).items()]
         for m, p in r["liquidation_price"].items():
             pairs.append((f"liquidation price {m}", p if p is not None else "-"))
             bp = r["bankruptcy_price"].get(m)
@@ -144,6 +156,8 @@ def _table(sc: Scenario, result: dict[str, Any]) -> str:
             if "seize" in lq:
                 fee = lq.get("protocol_fee")
                 lines.append(f"    seize {lq['seize']['amount']} {lq['seize']['asset']} (protocol fee {fee})")
+            if "fee" in lq:
+                lines.append(f"    fee {lq['fee']['amount']} {lq['fee']['asset']}")
             lines.append(f"    health after: {lq['health_after'] if lq['health_after'] is not None else '-'}")
     return "\n".join(lines)
 

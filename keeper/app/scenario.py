@@ -15,7 +15,15 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from keeper.domain.margin import LiquidationRequest, Profile, UnknownProfile, get_profile
+from keeper.domain.margin import (
+    Extras,
+    LiquidationRequest,
+    OptionSpec,
+    PerpWeights,
+    Profile,
+    UnknownProfile,
+    get_profile,
+)
 from keeper.domain.model import CROSS, AssetParams, Bucket, MarketParams, Position, Tier
 from keeper.errors import ScenarioError
 from keeper.jsonlimits import MAX_DOCUMENT_BYTES, problem
@@ -40,6 +48,8 @@ class Scenario:
     cross: Bucket | None
     isolated: list[Bucket] = field(default_factory=list)
     request: LiquidationRequest | None = None
+    extras: Extras = field(default_factory=Extras)
+    """What MarginFi, Vertex and Aevo read beyond the parameters (docs/margin.md)."""
 
 
 def _obj(v: Any, path: str) -> dict[str, Any]:
@@ -89,9 +99,104 @@ def _check_keys(o: dict[str, Any], allowed: set[str], path: str) -> None:
         raise ScenarioError(f"{path}.{extra[0]}: unknown field")
 
 
-def _market(sym: str, raw: Any, path: str) -> tuple[MarketParams, Decimal]:
+# Fields some profiles read beyond the shared format (docs/margin.md, "Scenario extensions"),
+# with the models that read them; any other profile refuses them, naming the field.
+_MARKET_EXTRAS: dict[str, tuple[str, ...]] = {
+    "conf": ("marginfi",), "long_weight": ("vertex",), "short_weight": ("vertex",),
+    "long_weight_init": ("vertex",), "short_weight_init": ("vertex",), "spread_asset": ("vertex",),
+    "option": ("aevo",),
+}
+_ASSET_EXTRAS: dict[str, tuple[str, ...]] = {
+    "conf": ("marginfi",), "asset_weight_init": ("marginfi", "vertex"),
+    "liability_weight_init": ("marginfi", "vertex"),
+}
+
+
+@dataclass
+class _ExtrasDraft:
+    """``Extras`` while the scenario is read (frozen by ``done``)."""
+
+    conf: dict[str, Decimal] = field(default_factory=dict)
+    initial: dict[str, tuple[Decimal, Decimal]] = field(default_factory=dict)
+    perp_weights: dict[str, PerpWeights] = field(default_factory=dict)
+    spreads: dict[str, tuple[str, str]] = field(default_factory=dict)  # perp -> (spot, path)
+    options: dict[str, tuple[OptionSpec, str]] = field(default_factory=dict)  # market -> (spec, path)
+
+    def done(self, prices: dict[str, Decimal], assets: dict[str, AssetParams]) -> Extras:
+        paired: dict[str, str] = {}
+        for perp, (spot, where) in sorted(self.spreads.items()):
+            if spot not in assets:
+                raise ScenarioError(f"{where}: unknown asset {spot!r} (not in assets)")
+            if spot in paired:
+                raise ScenarioError(f"{where}: {spot!r} is already paired with {paired[spot]!r}")
+            paired[spot] = perp
+        for spec, where in self.options.values():
+            if spec.underlying not in prices:
+                raise ScenarioError(f"{where}.underlying: no price for {spec.underlying!r} "
+                                    f"(not in markets or assets)")
+        return Extras(conf=self.conf, initial=self.initial, perp_weights=self.perp_weights,
+                      spreads={k: v[0] for k, v in self.spreads.items()},
+                      options={k: v[0] for k, v in self.options.items()})
+
+
+def _allowed(o: dict[str, Any], table: dict[str, tuple[str, ...]], profile: Profile, path: str) -> None:
+    for key, models in table.items():
+        if key in o and profile.model not in models:
+            raise ScenarioError(f"{path}.{key}: profile {profile.name!r} does not read it "
+                                f"(a field of the {', '.join(models)} model)")
+
+
+def _conf(sym: str, o: dict[str, Any], path: str, draft: _ExtrasDraft) -> None:
+    conf = _opt_dec(o, "conf", path, nonneg=True)
+    if conf is None:
+        return
+    if sym in draft.conf and draft.conf[sym] != conf:
+        raise ScenarioError(f"{path}.conf: {sym!r} is also a market with another conf")
+    draft.conf[sym] = conf
+
+
+def _option(raw: Any, path: str) -> OptionSpec:
     o = _obj(raw, path)
-    _check_keys(o, {"price", "mmf", "imf", "mmf_tiers", "max_leverage", "liquidation_fee"}, path)
+    _check_keys(o, {"type", "underlying"}, path)
+    kind = o.get("type")
+    if kind not in {"call", "put"}:
+        raise ScenarioError(f"{path}.type: expected 'call' or 'put', got {_kind(kind)}")
+    under = o.get("underlying")
+    if not isinstance(under, str) or not under:
+        raise ScenarioError(f"{path}.underlying: expected a symbol, got {_kind(under)}")
+    return OptionSpec(kind="call" if kind == "call" else "put", underlying=under)
+
+
+def _market_extras(sym: str, o: dict[str, Any], path: str, profile: Profile, draft: _ExtrasDraft) -> bool:
+    """Reads the market's venue fields into ``draft``; whether they give its margin (an option,
+    or both of Vertex's maintenance weights), so that no ``mmf`` is needed."""
+    _allowed(o, _MARKET_EXTRAS, profile, path)
+    _conf(sym, o, path, draft)
+    w = {k: _opt_dec(o, k, path, nonneg=True)
+         for k in ("long_weight", "short_weight", "long_weight_init", "short_weight_init")}
+    if any(v is not None for v in w.values()):
+        draft.perp_weights[sym] = PerpWeights(long=w["long_weight"], short=w["short_weight"],
+                                              long_init=w["long_weight_init"],
+                                              short_init=w["short_weight_init"])
+    spot = o.get("spread_asset")
+    if spot is not None:
+        if not isinstance(spot, str) or not spot:
+            raise ScenarioError(f"{path}.spread_asset: expected an asset name, got {_kind(spot)}")
+        draft.spreads[sym] = (spot, f"{path}.spread_asset")
+    if o.get("option") is not None:
+        draft.options[sym] = (_option(o["option"], f"{path}.option"), f"{path}.option")
+        return True
+    return w["long_weight"] is not None and w["short_weight"] is not None
+
+
+_MARKET_KEYS = {"price", "mmf", "imf", "mmf_tiers", "max_leverage", "liquidation_fee", *_MARKET_EXTRAS}
+
+
+def _market(
+    sym: str, raw: Any, path: str, profile: Profile, draft: _ExtrasDraft
+) -> tuple[MarketParams, Decimal]:
+    o = _obj(raw, path)
+    _check_keys(o, _MARKET_KEYS, path)
     if "price" not in o:
         raise ScenarioError(f"{path}.price: missing price")
     price = _dec(o["price"], f"{path}.price", positive=True)
@@ -121,7 +226,8 @@ def _market(sym: str, raw: Any, path: str) -> tuple[MarketParams, Decimal]:
         max_leverage=_opt_dec(o, "max_leverage", path, positive=True),
         liquidation_fee=_opt_dec(o, "liquidation_fee", path, nonneg=True),
     )
-    if m.mmf is None and not m.mmf_tiers and m.max_leverage is None:
+    margin_given = _market_extras(sym, o, path, profile, draft)
+    if m.mmf is None and not m.mmf_tiers and m.max_leverage is None and not margin_given:
         raise ScenarioError(f"{path}: needs one of mmf, mmf_tiers or max_leverage")
     return m, price
 
@@ -130,9 +236,19 @@ _ASSET_DECIMALS = ("liquidation_threshold", "liquidation_bonus", "liquidation_pr
                    "asset_weight", "liability_weight")
 
 
-def _asset(sym: str, raw: Any, path: str) -> tuple[AssetParams, Decimal]:
+def _asset(
+    sym: str, raw: Any, path: str, profile: Profile, draft: _ExtrasDraft
+) -> tuple[AssetParams, Decimal]:
     o = _obj(raw, path)
-    _check_keys(o, {"price", "decimals", *_ASSET_DECIMALS}, path)
+    _check_keys(o, {"price", "decimals", *_ASSET_DECIMALS, *_ASSET_EXTRAS}, path)
+    _allowed(o, _ASSET_EXTRAS, profile, path)
+    _conf(sym, o, path, draft)
+    aw, lw = (_opt_dec(o, k, path, nonneg=True) for k in ("asset_weight_init", "liability_weight_init"))
+    if (aw is None) != (lw is None):
+        missing = "liability_weight_init" if lw is None else "asset_weight_init"
+        raise ScenarioError(f"{path}.{missing}: missing (give both initial weights or neither)")
+    if aw is not None and lw is not None:
+        draft.initial[sym] = (aw, lw)
     if "price" not in o:
         raise ScenarioError(f"{path}.price: missing price")
     price = _dec(o["price"], f"{path}.price", positive=True)
@@ -209,13 +325,15 @@ def load_scenario(text: str | bytes) -> Scenario:
     markets: dict[str, MarketParams] = {}
     assets: dict[str, AssetParams] = {}
     prices: dict[str, Decimal] = {}
+    draft = _ExtrasDraft()
     for sym, raw in _obj(top.get("markets") or {}, "markets").items():
-        markets[sym], prices[sym] = _market(sym, raw, f"markets.{sym}")
+        markets[sym], prices[sym] = _market(sym, raw, f"markets.{sym}", profile, draft)
     for sym, raw in _obj(top.get("assets") or {}, "assets").items():
-        assets[sym], price = _asset(sym, raw, f"assets.{sym}")
+        assets[sym], price = _asset(sym, raw, f"assets.{sym}", profile, draft)
         if sym in prices and prices[sym] != price:
             raise ScenarioError(f"assets.{sym}.price: {sym!r} is also a market with another price")
         prices[sym] = price
+    extras = draft.done(prices, assets)
     account = _obj(top.get("account"), "account")
     _check_keys(account, {"cross", "isolated"}, "account")
     cross = None
@@ -250,14 +368,7 @@ def load_scenario(text: str | bytes) -> Scenario:
         if profile.kind != "lending":  # a request repays a debt: a perp liquidation closes positions
             raise ScenarioError(f"{rp}: profile {profile.name!r} closes positions and repays no debt; "
                                 "a repay/seize request applies to the lending profiles only")
-        ro = _obj(top[rp], rp)
-        _check_keys(ro, {"repay_asset", "seize_asset", "amount"}, rp)
-        for k in ("repay_asset", "seize_asset"):
-            if not isinstance(ro.get(k), str) or ro[k] not in assets:
-                raise ScenarioError(f"{rp}.{k}: expected an asset of the scenario, got {ro.get(k)!r}")
-        request = LiquidationRequest(
-            ro["repay_asset"], ro["seize_asset"], _dec(ro.get("amount"), f"{rp}.amount", positive=True)
-        )
+        request = _request(_obj(top[rp], rp), rp, assets, profile)
     sid = top.get("id")
     return Scenario(
         id=sid if isinstance(sid, str) else "",
@@ -268,7 +379,28 @@ def load_scenario(text: str | bytes) -> Scenario:
         cross=cross,
         isolated=isolated,
         request=request,
+        extras=extras,
     )
+
+
+def _request(
+    ro: dict[str, Any], rp: str, assets: dict[str, AssetParams], profile: Profile
+) -> LiquidationRequest:
+    _check_keys(ro, {"repay_asset", "seize_asset", "amount", "seize_amount"}, rp)
+    for k in ("repay_asset", "seize_asset"):
+        if not isinstance(ro.get(k), str) or ro[k] not in assets:
+            raise ScenarioError(f"{rp}.{k}: expected an asset of the scenario, got {ro.get(k)!r}")
+    if "seize_amount" not in ro:
+        return LiquidationRequest(
+            ro["repay_asset"], ro["seize_asset"], _dec(ro.get("amount"), f"{rp}.amount", positive=True)
+        )
+    if profile.model != "marginfi":
+        raise ScenarioError(f"{rp}.seize_amount: profile {profile.name!r} does not read it "
+                            f"(a field of the marginfi model)")
+    if "amount" in ro:
+        raise ScenarioError(f"{rp}.seize_amount: give amount or seize_amount, not both")
+    amount = _dec(ro["seize_amount"], f"{rp}.seize_amount", positive=True)
+    return LiquidationRequest(ro["repay_asset"], ro["seize_asset"], amount, by="seize")
 
 
 def _bad_constant(name: str) -> Any:
