@@ -30,7 +30,7 @@ import contextlib
 import gzip
 import os
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -39,8 +39,9 @@ import msgspec
 import redis.exceptions
 import structlog
 
+from keeper.domain.events import Event
 from keeper.errors import LogError
-from keeper.ports import LogEntry
+from keeper.ports import DeadLetter, LogEntry
 from keeper.store import scripts
 from keeper.store.entries import READ_SOURCE, event_id_of, parse_id, split_decoded
 from keeper.store.ndjson import export_lines, parse_line
@@ -383,6 +384,25 @@ class ArchivedLog:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
+
+    # ``keeper.ports.EventLog``'s writing side, spelled out (``__getattr__`` does not satisfy a
+    # Protocol for the type checker)
+    async def append(self, events: Sequence[Event]) -> list[str | None]:
+        return await self.inner.append(events)
+
+    async def last_id(self) -> str:
+        return await self.inner.last_id()
+
+    async def length(self) -> int:
+        """The hot log's length (what Redis holds)."""
+        return await self.inner.length()
+
+    async def dead_letters(self, count: int = 1000) -> list[DeadLetter]:
+        return await self.inner.dead_letters(count)
+
+    async def dead_letter(self, source: str, reason: str, detail: str, payload: bytes,
+                          ref: str = "") -> bool:
+        return await self.inner.dead_letter(source, reason, detail, payload, ref)
 
     async def read_raw(self, after: str = "0-0", count: int = 1000, block_ms: int | None = None
                        ) -> list[tuple[str, bytes]]:

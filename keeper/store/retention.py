@@ -60,6 +60,9 @@ NTH_STEP = 10_000
 MARK_STEP = 1_000
 EXPIRE_BUDGET = 5_000_000
 """Ids expired per pass at most (a log upgraded from the unbounded index catches up over passes)."""
+ARCHIVE_BUDGET = 2_000_000
+"""Entries archived per pass at most: a pass stays well inside its lock (a long backlog, a log
+that never had retention, is worked through over several passes)."""
 LOCK_MS = 600_000
 
 
@@ -284,8 +287,8 @@ class Retention:
         early = _Expiring(dcut if p.trim and parse_id(xpos) == hwm else None)
         hwm, complete = await self._archive(hwm, point, now, r, early)
         r.archived_to, r.archive_entries = fmt(hwm), self.archive.entries()
-        if not complete and succ(hwm) < point:
-            point, limited = succ(hwm), "archive"
+        if succ(hwm) < point:  # never past the files (with nothing left below ``point``: the same cut)
+            point, limited = succ(hwm), (limited if complete else "archive")
         # the pins again, right before trimming: a reader may have appeared during archiving
         for pin in await self.pins():
             if pin.bound < point:
@@ -389,20 +392,24 @@ class Retention:
         writer = SegmentWriter(self.archive, max_entries=p.segment_entries)
         after = fmt(hwm)
         done = False
+        taken = 0
         try:
-            while not done:
-                raw = await self.log.read_raw(after, READ_BATCH)
+            while not done and taken < ARCHIVE_BUDGET:
+                raw = await self.log.read_raw(after, min(READ_BATCH, ARCHIVE_BUDGET - taken))
                 if not raw:
+                    done = True
                     break
                 keep = below(raw, point)
                 done = len(keep) < len(raw)
                 if not keep:
+                    done = True
                     break
                 early.collect(keep)
                 await asyncio.to_thread(writer.add, keep)
                 after = keep[-1][0]
+                taken += len(keep)
             old = (now - 2 * int(p.hot_window_s * 1000), 0)
-            complete = True
+            complete = done  # else the budget stopped it
             if writer.count >= p.min_segment_entries or (writer.count and parse_id(writer.first) < old):
                 await asyncio.to_thread(writer.seal)
             elif writer.count:

@@ -13,6 +13,7 @@ import pytest_asyncio
 
 from keeper.domain.events import Deposit
 from keeper.ports import LogEntry
+from keeper.projector import ProjectionCore, Projector
 from keeper.store.archive import Archive, ArchivedLog, SegmentWriter
 from keeper.store.entries import parse_id
 from keeper.store.redis_log import RedisEventLog
@@ -274,3 +275,36 @@ async def test_a_failed_pass_is_reported_not_raised(log: RedisEventLog, tmp_path
     ret = Retention(log, policy(blocker, hot_window_s=0.001))
     r = await ret.run_pass()
     assert r.error and r.trimmed == 0 and await log.length() == 1
+
+
+async def test_a_projector_without_a_snapshot_reads_the_trimmed_part_from_the_archive(
+        log: RedisEventLog, tmp_path: Path) -> None:
+    old, new = await appended_in_two_phases(log, 300, 50)
+    ret = Retention(log, policy(tmp_path), now_ms=Clock(ms(new[0]) + 10_000))
+    assert (await ret.run_pass()).trimmed == 300
+    snaps = RedisSnapshotStore(log.client, format=ProjectionCore.FORMAT)
+
+    def factory(b: bytes | None) -> ProjectionCore:
+        return ProjectionCore() if b is None else ProjectionCore.restore(b)
+
+    # a new profile, or both snapshots invalid: it starts at 0-0, below the trim point
+    proj = Projector(ArchivedLog(log, ret.archive), snaps, factory, name="state", batch=64)
+    assert await proj.catch_up() == 350
+    full = ProjectionCore()
+    for entry_id, e in zip(old + new, [dep(i) for i in range(350)], strict=True):
+        full.handle(entry_id, e)
+    assert proj.core is not None and proj.core.snapshot() == full.snapshot()
+
+
+async def test_a_long_backlog_is_archived_over_several_passes(log: RedisEventLog, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from keeper.store import retention
+
+    monkeypatch.setattr(retention, "ARCHIVE_BUDGET", 1000)
+    ids = [i for i in await log.append([dep(i) for i in range(2500)]) if i]
+    ret = Retention(log, policy(tmp_path, segment_entries=400), now_ms=Clock(ms(ids[-1]) + 20_000))
+    done = [await ret.run_pass() for _ in range(3)]
+    assert [r.archived for r in done] == [1000, 1000, 500]  # up to the budget per pass
+    assert [r.limited_by for r in done] == ["archive", "archive", "hot_window"]
+    assert [r.trimmed for r in done] == [1000, 1000, 500]
+    assert await log.length() == 0 and ret.archive.entries() == 2500
