@@ -9,6 +9,7 @@ import sys
 from decimal import Decimal
 from pathlib import Path
 
+from keeper.app import datadir
 from keeper.app.demo import DemoOptions, default_shared_data, render, run_demo
 from keeper.app.logging import configure_logging
 
@@ -21,9 +22,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "and Aave v3 (cross) on their own bytecode on a private anvil")
     parser.add_argument("--accounts", type=int, default=None,
                         help="accounts in the venue's book (default 10,000; 1,000 with --venue chain)")
-    parser.add_argument("--window", default="2025-10-10", help="the crash event in ../shared/data")
-    parser.add_argument("--start", default="2025-10-10T18:00:00Z", help="window start (UTC ISO)")
-    parser.add_argument("--end", default="2025-10-11T00:00:00Z", help="window end (UTC ISO)")
+    parser.add_argument("--window", default=None,
+                        help="the crash event in ../shared/data (keeper feed list: 2020-03-12, 2021-05-19, "
+                             "2022-06, 2022-11, 2024-08-05, 2025-10-10), or synthetic (default 2025-10-10, "
+                             "the synthetic crash when the data is absent)")
+    parser.add_argument("--start", default=None,
+                        help="window start (UTC ISO; default: the window's 6 hours around its largest bar, "
+                             "2025-10-10 18:00 for 2025-10-10)")
+    parser.add_argument("--end", default=None, help="window end (UTC ISO; default: 6 hours after --start)")
     parser.add_argument("--tick-ms", type=float, default=25.0,
                         help="wall milliseconds between price ticks (the playback pace)")
     parser.add_argument("--step", type=Decimal, default=Decimal("0.001"),
@@ -31,8 +37,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--export", type=Path, metavar="FILE",
                         help="write the run's log as NDJSON (--venue chain: a folder, one log a protocol)")
     parser.add_argument("--summary-json", type=Path, metavar="FILE", help="write the summary as JSON")
-    parser.add_argument("--data-dir", type=Path, default=Path(".keeper/demo"),
-                        help="working folder, emptied first (default .keeper/demo)")
+    parser.add_argument("--data-dir", type=Path, default=datadir.DEFAULT,
+                        help="the data folder (default .keeper): the log in DIR/redis, where keeper log "
+                             "and keeper replay read it (a demo's log there is replaced, another refused), "
+                             "the venue's files in DIR/demo")
     parser.add_argument("--shared-data", type=Path, default=None,
                         help="crash data folder (default KEEPER_DATA_DIR or ../shared/data)")
     parser.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
@@ -43,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
     configure_logging("console" if sys.stderr.isatty() else "json", args.log_level, stream=sys.stderr)
     if args.venue == "chain":
         return _run_chain(args)
-    opts = DemoOptions(accounts=args.accounts or 10_000, window=args.window, start=args.start, end=args.end,
+    opts = DemoOptions(accounts=args.accounts or 10_000, window=args.window or "2025-10-10",
+                       window_given=args.window is not None, start=args.start, end=args.end,
                        tick_s=args.tick_ms / 1000, step=args.step, data_dir=args.data_dir,
                        shared_data=args.shared_data or default_shared_data(), export=args.export,
                        summary_json=args.summary_json, progress=not args.no_progress)
@@ -60,9 +69,10 @@ def _run_chain(args: argparse.Namespace) -> int:
 
     # the chain demo's own window where the sim demo's default is given: the three hours around
     # the crash (each point a block, each liquidation a block too: a longer window is slow here)
-    default = args.start == "2025-10-10T18:00:00Z" and args.end == "2025-10-11T00:00:00Z"
+    default = args.start is None and args.end is None
     start, end = ("2025-10-10T20:00:00Z", "2025-10-10T23:00:00Z") if default else (args.start, args.end)
-    opts = ChainDemoOptions(accounts=args.accounts or 1_000, window=args.window, start=start, end=end,
+    opts = ChainDemoOptions(accounts=args.accounts or 1_000, window=args.window or "2025-10-10",
+                            start=start, end=end,
                             shared_data=args.shared_data or default_shared_data(), export=args.export)
     summary = asyncio.run(run_chain_demo(opts))
     print(render_chain(summary))

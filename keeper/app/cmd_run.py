@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 import threading
+from pathlib import Path
 
 import structlog
 
@@ -96,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(f"keeper run: the log: {cfg.redis.data_dir} (a private redis-server; [redis] data_dir)",
               file=sys.stderr)
+        datadir.claim_for_run(Path(cfg.redis.data_dir))
     configure_logging(cfg.log.format, cfg.log.level)
     daemon = Daemon(cfg, roles=args.role, consumer=args.consumer)
     asyncio.run(serve(daemon))

@@ -11,6 +11,7 @@ on stderr, when it starts, which log it uses (a URL with its password shown as `
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -67,3 +68,25 @@ def require_log(data_dir: Path) -> None:
         raise ConfigError(f"--data-dir: no log in {redis_dir(data_dir)} (the folder does not exist): "
                           "run keeper demo or keeper run first, give --data-dir DIR of the run, or "
                           "--redis-url URL")
+
+
+DEMO_MARK = "written-by-keeper-demo"
+"""A file in a log's folder that says ``keeper demo`` wrote that log (and may replace it)."""
+
+
+def fresh_demo_log(redis: Path) -> None:
+    """Empty ``redis`` for a demo's log: a log an earlier demo wrote is replaced; another (a
+    ``keeper run``'s, an import) is refused in one line, never deleted."""
+    if redis.is_dir() and any(redis.iterdir()) and not (redis / DEMO_MARK).exists():
+        raise ConfigError(f"--data-dir: {redis} holds a log keeper demo did not write (keeper run's or "
+                          f"an import): keep it (keeper log export FILE) and remove {redis}, or give "
+                          "keeper demo --data-dir DIR")
+    if redis.exists():
+        shutil.rmtree(redis)
+    redis.mkdir(parents=True)
+    (redis / DEMO_MARK).write_text("keeper demo wrote this log; the next keeper demo replaces it\n")
+
+
+def claim_for_run(redis: Path) -> None:
+    """``keeper run`` writes into ``redis``: no later demo may replace that log."""
+    (redis / DEMO_MARK).unlink(missing_ok=True)

@@ -104,6 +104,7 @@ def test_every_command_that_opens_the_log_defaults_to_the_same_folder() -> None:
 
     assert defaults("log", "tail")["data_dir"] == Path(".keeper")
     assert defaults("replay", "--verify")["data_dir"] == Path(".keeper")
+    assert defaults("demo")["data_dir"] == Path(".keeper")
     assert defaults("feed", "play", "x")["redis_data_dir"] == Path(".keeper/redis")
     from keeper.app.config import load_config
 
