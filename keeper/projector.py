@@ -89,6 +89,15 @@ CoreFactory = Callable[[bytes | None], Core]
 """Builds a core from snapshot bytes (``None``: a fresh core). Raises on bytes it cannot trust."""
 
 
+def _consumed(pairs: list[tuple[str, Event]], offset: str) -> int:
+    """How many of ``pairs`` the core has applied: up to and including the one at ``offset``
+    (all of them when its offset is not among them: it consumed the lot)."""
+    for i in range(len(pairs) - 1, -1, -1):
+        if pairs[i][0] == offset:
+            return i + 1
+    return len(pairs)
+
+
 def wrap_snapshot(fmt: int, data: bytes) -> bytes:
     return MAGIC + fmt.to_bytes(2, "big") + data
 
@@ -117,13 +126,17 @@ class Projector:
         snapshot_every: int = 100_000,
         snapshot_interval_s: float = 30.0,
         monotonic: Callable[[], float] = time.monotonic,
+        stream: bool = False,
     ) -> None:
+        """``stream``: let a core that can (``streaming``) append a burst's intents chunk by
+        chunk (the daemon: first submissions leave sooner); replay never needs it."""
         self.log = log_
         self.snapshots = snapshots
         self.factory = factory
         self.name = name
         self.fmt = fmt
         self.batch = batch
+        self.stream = stream
         self.snapshot_every = snapshot_every
         self.snapshot_interval_s = snapshot_interval_s
         self._monotonic = monotonic
@@ -133,6 +146,8 @@ class Projector:
         self.quarantined = 0
         """Entries the core could not apply (dead-lettered with the error): an alarm."""
         self._held_out: list[Event] = []
+        self._unapplied: list[tuple[str, Event]] = []
+        """Entries read but not handed to the core yet (after a streaming core's burst)."""
         self._held_dead: list[tuple[str, Event, str]] = []
         self.restored_from: str | None = None
         self._since_snapshot = 0
@@ -159,6 +174,8 @@ class Projector:
                 core = None
         if core is None:
             core = self.factory(None)
+        if self.stream and hasattr(core, "streaming"):
+            core.streaming = True
         self.core = core
         self.position = core.offset
         pending = list(core.pending())
@@ -177,32 +194,21 @@ class Projector:
         event ids, so a write that did land is dropped as a duplicate), so the core never
         decides on entries past a decision it could not record. A snapshot that cannot be
         written is skipped (logged) and tried again an interval later.
+
+        A core that streams a burst (``streaming``: a keeper core deciding one entry's many
+        breaches in chunks) has each chunk's intents appended before it checks the next, so the
+        first submissions leave while the rest is decided; the entries after the one that made
+        the burst wait until it is drained (``_apply``).
         """
         core = self.core if self.core is not None else await self.start()
         await self._flush()
-        entries, self.position = await self.log.read_batch(self.position, self.batch, block_ms)
-        if not entries:
-            return 0
-        batch = getattr(core, "handle_batch", None)
-        out: list[Event] = []
-        if batch is not None:
-            # one call per read batch (cores that have it: the same output as handle per entry)
-            out.extend(batch([(entry.id, entry.event) for entry in entries]))
+        if self._unapplied or getattr(core, "backlog", None) is not None:
+            n = await self._apply(core, self._unapplied)  # a burst a failed append interrupted
         else:
-            for entry in entries:
-                out.extend(core.handle(entry.id, entry.event))
-        take = getattr(core, "take_quarantined", None)
-        if take is not None:
-            for entry_id, event, error in take():
-                self.quarantined += 1
-                log.error("entry_quarantined", projector=self.name, entry_id=entry_id,
-                          type=event_type(event), error=error[:500])
-                self._held_dead.append((entry_id, event, error))
-        self._held_out.extend(out)
-        n = len(entries)
-        self.applied += n
-        self._since_snapshot += n
-        await self._flush()
+            entries, self.position = await self.log.read_batch(self.position, self.batch, block_ms)
+            if not entries:
+                return 0
+            n = await self._apply(core, [(entry.id, entry.event) for entry in entries])
         if self._since_snapshot >= self.snapshot_every or (
             self._monotonic() - self._last_snapshot_t >= self.snapshot_interval_s
         ):
@@ -212,6 +218,42 @@ class Projector:
                 self._last_snapshot_t = self._monotonic()
                 log.warning("snapshot_not_written", projector=self.name, error=str(exc)[:300])
         return n
+
+    async def _apply(self, core: Core, pairs: list[tuple[str, Event]]) -> int:
+        """Hand ``pairs`` to the core (one ``handle_batch`` where it has one) and append what it
+        says; a streaming core's backlog is drained chunk by chunk, each appended, before the
+        entries after the one that made it. Returns the entries applied."""
+        self._unapplied = pairs
+        batch = getattr(core, "handle_batch", None)
+        applied = 0
+        while True:
+            out: list[Event] = []
+            if getattr(core, "backlog", None) is not None:
+                out.extend(core.continue_backlog())  # type: ignore[attr-defined]
+            elif self._unapplied:
+                todo = self._unapplied
+                if batch is not None:
+                    out.extend(batch(todo))
+                else:
+                    for entry_id, event in todo:
+                        out.extend(core.handle(entry_id, event))
+                done = _consumed(todo, core.offset)
+                self._unapplied = todo[done:]
+                applied += done
+                self.applied += done
+                self._since_snapshot += done
+            else:
+                break
+            take = getattr(core, "take_quarantined", None)
+            if take is not None:
+                for entry_id, event, error in take():
+                    self.quarantined += 1
+                    log.error("entry_quarantined", projector=self.name, entry_id=entry_id,
+                              type=event_type(event), error=error[:500])
+                    self._held_dead.append((entry_id, event, error))
+            self._held_out.extend(out)
+            await self._flush()
+        return applied
 
     @property
     def holding(self) -> int:

@@ -482,7 +482,7 @@ class Daemon:
                               core_factory(params),  # type: ignore[arg-type]
                               name=f"keeper-{profile}", fmt=fmt_of(params),
                               batch=cfg.keeper.batch_size, snapshot_every=cfg.snapshots.every_events,
-                              snapshot_interval_s=cfg.snapshots.interval_s)
+                              snapshot_interval_s=cfg.snapshots.interval_s, stream=True)
                 self.projectors.append(p)
         if "projector" in self.roles:
             snaps = RedisSnapshotStore(log.client, shard=shard, format=ProjectionCore.FORMAT)

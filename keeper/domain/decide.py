@@ -33,7 +33,10 @@ Rules (``docs/keeper.md`` explains why):
 - **Which buckets.** A lending profile decides on buckets without positions, a perp profile on
   buckets with positions, so cores of several profiles on one log never decide the same bucket.
 - **Priority.** Several buckets breaching on one event are decided lowest health first, ties by
-  bucket key; caps are spent in that order.
+  bucket key; caps are spent in that order. A burst of more than ``DECIDE_CHUNK`` candidates is
+  checked in chunks in the screen's order of least headroom (most at risk first), lowest
+  health first within a chunk; a streaming caller (``streaming``) records each chunk's intents
+  before the next chunk is checked.
 - **Modes.** ``live`` (submitted by the runner); ``paper`` (the keeper is in paper mode);
   ``paused`` (kill switch or the market is paused); ``skip:profit`` (the bonus, net of the
   protocol fee, does not cover ``min_profit``); ``skip:cap`` (the count or notional cap of the
@@ -48,6 +51,7 @@ from __future__ import annotations
 
 import bisect
 import decimal
+import math
 from collections.abc import Callable, Iterable, Sequence
 from decimal import Decimal
 from typing import Any, ClassVar, Final
@@ -95,6 +99,9 @@ _TICK_PRICE: Final = ev.PriceUpdated.__struct_fields__.index("price")
 _TICK_PUBLISHED: Final = ev.PriceUpdated.__struct_fields__.index("publish_time")
 _TICK_TS: Final = ev.PriceUpdated.__struct_fields__.index("ts_event")
 _TICK_MORE: Final = ev.PriceUpdated.__struct_fields__.index("frame_more")
+DECIDE_CHUNK: Final = 64
+"""Buckets checked exactly and planned at a time when one entry breaches many (a burst): in
+the screen's order of least headroom, lowest exact health first within a chunk."""
 CORE_FORMAT = 1000 + st.STATE_FORMAT
 """Snapshot format of a keeper core (distinct from a plain projection's)."""
 
@@ -192,6 +199,13 @@ class KeeperCore:
         """Bucket -> the last intent named as ``causation_id`` by an account event of it."""
         self._rejected: dict[str, tuple[int, int]] = {}
         """Bucket -> (rejections in a row, log time before which it is not decided again)."""
+        self.streaming = False
+        """Set by a caller that appends a burst's intents chunk by chunk (the daemon's
+        projector): ``_decide`` then stops after the first chunk that decided something and
+        leaves the rest in ``backlog`` (``continue_backlog``); ``handle_batch`` stops after that
+        entry. The decisions are the same as without it (replay does not stream)."""
+        self.backlog: tuple[list[tuple[str, Bucket, tuple[str, ...], tuple[int, int] | None]],
+                            str, ev.Event] | None = None
         self._frame: list[str] = []
         """Buckets flagged by prices of a frame whose last price has not been applied yet
         (``PriceUpdated.frame_more``): decided together once it is."""
@@ -332,6 +346,8 @@ class KeeperCore:
                             decided = self._decide(keys, entry_id, event)
                             if decided:
                                 out.extend(decided)
+                            if self.backlog is not None:
+                                break  # streaming: the caller drains the backlog first
                     except Exception as exc:  # as ``handle``: quarantined
                         if held:
                             state.offset, state.applied, state.log_time = offset, applied, log_time
@@ -346,6 +362,8 @@ class KeeperCore:
                 offset, applied, log_time = state.offset, state.applied, state.log_time
                 if decided:
                     out.extend(decided)
+                if self.backlog is not None:
+                    break  # streaming: the caller drains the backlog first
         finally:
             if held:
                 state.offset, state.applied, state.log_time = offset, applied, log_time
@@ -539,8 +557,50 @@ class KeeperCore:
         self.skipped[why] = self.skipped.get(why, 0) + 1
 
     def _decide(self, keys: Iterable[str], entry_id: str, trigger: ev.Event) -> Sequence[ev.Event]:
+        """Decide on the candidates ``keys`` after ``entry_id``: the guards, then the exact
+        check and plan in chunks of ``DECIDE_CHUNK`` (``_decide_from``)."""
+        eligible = self._eligible(keys)
+        if len(eligible) > DECIDE_CHUNK:
+            # a burst: the screen's least headroom first (most at risk), so the first chunk is
+            # decided (and, streaming, submitted) before the rest is checked
+            headroom = self._headroom
+            eligible.sort(key=lambda e: (headroom(e[0]), e[0]))
+        return self._decide_from(eligible, entry_id, trigger)
+
+    def _headroom(self, key: str) -> float:
+        try:
+            return self.screen.headroom(key)
+        except KeyError:
+            return -math.inf
+
+    def _decide_from(self, eligible: list[tuple[str, Bucket, tuple[str, ...], tuple[int, int] | None]],
+                     entry_id: str, trigger: ev.Event) -> list[ev.Event]:
+        """Decide ``eligible`` in order, ``DECIDE_CHUNK`` at a time; when ``streaming``, stop
+        after the first chunk that decided something and keep the rest as ``backlog``."""
+        out: list[ev.Event] = []
+        n = len(eligible)
+        for i in range(0, n, DECIDE_CHUNK):
+            out.extend(self._decide_chunk(eligible[i:i + DECIDE_CHUNK], entry_id, trigger))
+            if self.streaming and out and i + DECIDE_CHUNK < n:
+                self.backlog = (eligible[i + DECIDE_CHUNK:], entry_id, trigger)
+                break
+        return out
+
+    def continue_backlog(self) -> list[ev.Event]:
+        """Decide on (the next chunk of) ``backlog``: a streaming caller calls this until
+        ``backlog`` is None before it hands the core another entry."""
+        if self.backlog is None:
+            return []
+        eligible, entry_id, trigger = self.backlog
+        self.backlog = None
+        return self._decide_from(eligible, entry_id, trigger)
+
+    def _eligible(self, keys: Iterable[str]
+                  ) -> list[tuple[str, Bucket, tuple[str, ...], tuple[int, int] | None]]:
+        """The candidates the guards let through, by bucket key: ``(key, bucket, symbols, the
+        bucket's rejection backoff)``."""
         s = self.state
-        breaches = []
+        out: list[tuple[str, Bucket, tuple[str, ...], tuple[int, int] | None]] = []
         for key in sorted(set(keys)):  # one decision per bucket, whatever the caller passed
             if key in s.busy:
                 continue
@@ -575,7 +635,17 @@ class KeeperCore:
                 if held is not None:
                     del self._rejected[key]
                 continue
+            out.append((key, bucket, symbols, held))
+        return out
+
+    def _decide_chunk(self, chunk: list[tuple[str, Bucket, tuple[str, ...], tuple[int, int] | None]],
+                      entry_id: str, trigger: ev.Event) -> list[ev.Event]:
+        """The exact check of ``chunk``, then the plan of its breaches, lowest health first."""
+        s = self.state
+        breaches = []
+        for key, bucket, symbols, held in chunk:
             self.rechecked_last += 1
+            self.rechecked_total += 1
             try:
                 health = _health(self.profile, bucket, s)
             except _ENGINE_ERRORS:
@@ -587,7 +657,6 @@ class KeeperCore:
                     del self._rejected[key]  # healthy again: a new episode counts afresh
                 continue
             breaches.append((health.health_factor, key, bucket, health, symbols))
-        self.rechecked_total += self.rechecked_last
         breaches.sort(key=lambda b: (b[0], b[1]))
         out: list[ev.Event] = []
         for _, key, bucket, health, symbols in breaches:

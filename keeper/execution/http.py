@@ -17,6 +17,11 @@ Wire contract (the reference venue in ``keeper.sim`` speaks it):
   20 s by default);
 - any other 4xx: ``PermanentError`` carrying the venue's ``reason``.
 
+``execute_many(decisions)`` sends several at once where the venue has a batch endpoint
+(``batch_url``; the reference venue's ``POST /liquidations/batch``: a signed JSON array of
+decisions, each under its own intent id, answered with every item's result in order), in
+requests of ``batch_size``; else one ``execute`` each, concurrently.
+
 ``status(intent_id)`` asks what the venue holds under a key: ``GET <status_url>`` (default
 ``<url>/{intent_id}``; a ``{intent_id}`` placeholder is replaced by the percent-encoded id, a URL
 without one gets ``/<id>`` appended) with ``X-Keeper-Signature: hex(hmac_sha256(secret,
@@ -40,7 +45,7 @@ import hmac
 import math
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 from urllib.parse import quote
 
@@ -50,7 +55,7 @@ import structlog
 
 from keeper.domain.codec import decode
 from keeper.domain.events import Decision, Event
-from keeper.errors import ConfigError, DecodeError, PermanentError, TransientError
+from keeper.errors import ConfigError, DecodeError, ExecutionError, PermanentError, TransientError
 from keeper.execution.base import (
     Backoff,
     RetryLater,
@@ -125,6 +130,8 @@ class HttpExecutor:
         backoff: Backoff | None = None,
         max_attempts: int = 5,
         status_url: str | None = None,
+        batch_url: str | None = None,
+        batch_size: int = 100,
         retry_after_max_s: float = 5.0,
         deadline_s: float = 20.0,
         sleep: Sleep = asyncio.sleep,
@@ -134,6 +141,10 @@ class HttpExecutor:
         self.url = url
         template = status_url or url.rstrip("/")
         self.status_url = template if "{intent_id}" in template else f"{template.rstrip('/')}/{{intent_id}}"
+        self.batch_url = batch_url
+        """Where several decisions go in one request (``execute_many``); None: the venue has no
+        batch endpoint."""
+        self.batch_size = batch_size
         self.retry_after_max_s = retry_after_max_s
         self.deadline_s = deadline_s
         self._sleep = sleep
@@ -244,6 +255,78 @@ class HttpExecutor:
                                          deadline_s=self.deadline_s, attempt_s=self._timeout.total or 0.0,
                                          sleep=self._sleep, clock=self._clock)
 
+    async def post_batch_once(self, decisions: Sequence[Decision]) -> list[Submission | ExecutionError]:
+        """One ``POST <batch_url>`` of several decisions, no retry: each item's answer (a
+        ``Submission``, or the ``PermanentError`` of its rejection). A transient answer of the
+        whole request raises, as ``post_once``; so does an answer that does not list every item
+        in order (``TransientError``: retried under the same keys, which the venue's per-item
+        idempotency makes safe)."""
+        assert self.batch_url is not None
+        body = _encoder.encode(list(decisions))
+        total = self._timeout.total or 0.0
+        headers = {
+            "Content-Type": "application/json",
+            "X-Keeper-Signature": sign(self._secret, body),
+            "X-Keeper-Deadline": str(math.ceil((self._wall() + total) * 1000)),
+        }
+        self.attempts += 1
+        status, raw, after = await self._request("POST", self.batch_url, headers, body)
+        payload = _json_object(raw)
+        self._raise_transient(status, payload, after)
+        if status in (404, 405, 501):
+            raise BatchUnsupported(f"venue has no batch endpoint at {self.batch_url}: status {status}")
+        if not 200 <= status < 300:
+            reason = str(payload.get("reason") or raw[:200].decode(errors="replace") or f"status {status}")
+            return [PermanentError(reason) for _ in decisions]
+        items = payload.get("results")
+        if not isinstance(items, list) or len(items) != len(decisions) or any(
+                not isinstance(i, dict) or i.get("intent_id") != d.intent_id
+                for i, d in zip(items, decisions, strict=False)):
+            raise TransientError("venue batch answer does not list every item in order")
+        out: list[Submission | ExecutionError] = []
+        for item in items:
+            r = item.get("result")
+            r = r if isinstance(r, dict) else {}
+            kind = r.get("status")
+            if kind in ("accepted", "duplicate"):
+                out.append(Submission(_ref(r), kind == "duplicate", self.parse_events(r)))
+            elif kind == "rejected":
+                out.append(PermanentError(str(r.get("reason") or "rejected")))
+            else:
+                out.append(TransientError(f"venue batch item status {kind!r}"))
+        return out
+
+    async def execute_many(self, decisions: Sequence[Decision]) -> list[Submission | ExecutionError]:
+        """Submit several decisions: one request per ``batch_size`` of them where the venue has a
+        batch endpoint (``batch_url``), retried as a whole like ``execute``; else one
+        ``execute`` each, concurrently. Each item's answer in order: a ``Submission``, or the
+        ``PermanentError`` / ``TransientError`` it ended with (never raised)."""
+        if self.batch_url is None:
+            return await self._one_by_one(decisions)
+        chunks = [list(decisions[k:k + self.batch_size])
+                  for k in range(0, len(decisions), self.batch_size)]
+
+        async def one(chunk: list[Decision]) -> list[Submission | ExecutionError]:
+            def on_retry(attempt: int, exc: TransientError) -> None:
+                _log.info("submit_batch_retry", items=len(chunk), attempt=attempt, error=str(exc))
+
+            try:
+                return await self._with_retries(lambda: self.post_batch_once(chunk), on_retry)
+            except BatchUnsupported as exc:  # sent one by one from now on
+                if self.batch_url is not None:
+                    _log.warning("batch_endpoint_unsupported", error=str(exc))
+                self.batch_url = None
+                return await self._one_by_one(chunk)
+            except TransientError as exc:
+                return [exc for _ in chunk]
+
+        done = await asyncio.gather(*(one(c) for c in chunks))
+        return [r for part in done for r in part]
+
+    async def _one_by_one(self, decisions: Sequence[Decision]) -> list[Submission | ExecutionError]:
+        got = await asyncio.gather(*(self.execute(d) for d in decisions), return_exceptions=True)
+        return [_item(g) for g in got]
+
     async def submit(self, decision: Decision) -> tuple[str | None, bool]:
         """``keeper.ports.Executor``: the venue's reference and whether it was a duplicate."""
         result = await self.execute(decision)
@@ -254,6 +337,19 @@ class HttpExecutor:
         if self._owns_session and self._session is not None:
             await self._session.close()
             self._session = None
+
+
+class BatchUnsupported(PermanentError):
+    """The venue answered the batch endpoint with 404, 405 or 501: it has none (nothing was
+    applied); ``execute_many`` sends one by one from then on."""
+
+
+def _item(got: Submission | BaseException) -> Submission | ExecutionError:
+    """One ``execute`` result of a gather: the submission or its execution error (anything else
+    is a bug and is raised)."""
+    if isinstance(got, Submission | ExecutionError):
+        return got
+    raise got
 
 
 def _json_object(raw: bytes) -> dict[str, Any]:

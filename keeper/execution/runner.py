@@ -127,6 +127,7 @@ class Runner:
         crash_at: str | None = None,
         outage_backoff: Backoff | None = None,
         halt_poll_s: float = 1.0,
+        group_size: int = 100,
     ) -> None:
         self.log = log
         self.claims = claims
@@ -144,6 +145,10 @@ class Runner:
         self._inflight: set[asyncio.Task[None]] = set()
         self.paused: dict[str, str] = {}
         """Pause scopes seen in the log (``*``: kill switch): their intents are held, pending."""
+        self.group_size = group_size
+        self._batches = getattr(executor, "batch_url", None) is not None \
+            and hasattr(executor, "execute_many")
+        """Intents go out in groups (``handle_group``) when the executor has a batch endpoint."""
         self.halt_poll_s = halt_poll_s
         self.venue_halts: dict[str, str] = {}
         """Markets paused because the venue halted them -> the pause's event id (``watch_halts``)."""
@@ -254,6 +259,7 @@ class Runner:
     async def _dispatch(self, entries: list[LogEntry]) -> None:
         skip: list[str] = []
         resumed = False
+        burst: list[LogEntry] = []
         for entry in entries:
             if not _is_live_intent(entry):
                 resumed = self._follow_pause(entry.event) or resumed
@@ -262,15 +268,130 @@ class Runner:
             # the pause is judged in log order, at the intent's place in the batch
             if entry.id in self._active or self._paused_for(entry):
                 continue
-            await self._sem.acquire()  # backpressure: bounded work in flight
             self._active.add(entry.id)
-            task = asyncio.create_task(self._one(entry))
-            self._inflight.add(task)
-            task.add_done_callback(self._inflight.discard)
+            if self._batches:
+                burst.append(entry)
+                if len(burst) >= self.group_size:
+                    await self._start(self._group(burst))
+                    burst = []
+            else:
+                await self._start(self._one(entry))
+        if burst:
+            await self._start(self._group(burst))
         # acked after the intents are under way: the ack is off the submission's path
         await self.log.ack(self.group, skip)
         if resumed:  # intents held while paused are this consumer's pending entries
             await self.reconcile()
+
+    async def _start(self, work: Awaitable[None]) -> None:
+        """Run ``work`` (one intent, or a group) as a task, at most ``concurrency`` at once."""
+        await self._sem.acquire()  # backpressure: bounded work in flight
+        task = asyncio.ensure_future(work)
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
+
+    async def _group(self, entries: list[LogEntry]) -> None:
+        """``_one`` for a group of intents sent together (an executor with a batch endpoint)."""
+        try:
+            for attempt in range(1, _REDIS_RETRIES + 1):
+                try:
+                    await self.log.ack(self.group, await self.handle_group(entries))
+                    return
+                except LogUnavailable as exc:  # idempotent, as ``handle``: retried here
+                    self._count("redis_unavailable")
+                    if attempt == _REDIS_RETRIES:
+                        raise
+                    _log.info("group_retry_redis", entries=len(entries), attempt=attempt,
+                              error=str(exc))
+                    await asyncio.sleep(self.outage_backoff(attempt))
+        except Exception as exc:  # left pending: reclaimed when stale, never lost
+            self._count("error")
+            _log.warning("group_error", entries=len(entries), error=f"{type(exc).__name__}: {exc}")
+        finally:
+            for entry in entries:
+                self._active.discard(entry.id)
+            self._sem.release()
+
+    async def handle_group(self, entries: list[LogEntry]) -> list[str]:
+        """``handle`` for several live intents at once; returns the entry ids that may be acked.
+
+        The same steps and guarantees, each done once for the group: one atomic claim of every
+        intent (``Claims.take_many``, phase ``submitted``), one append of their
+        ``LiquidationSubmitted``, one ``execute_many`` (the venue's batch endpoint: per-item
+        idempotency under each intent id), one atomic append of every answered item's account
+        events and outcome (events first), one ``finish_many``. An intent past its TTL goes the
+        way of ``handle`` (its expiry rule asks the venue); one done already is acked; one held
+        elsewhere or not answered (a transient failure of the whole request) is left pending.
+        """
+        self._crash("after_intent")
+        now = self.now_us()
+        acks: list[str] = []
+        fresh: list[tuple[LogEntry, ev.Decision]] = []
+        for entry in entries:
+            event = entry.event
+            assert isinstance(event, ev.LiquidationIntended)
+            born = event.ts_ingest or event.ts_event
+            if self.intent_ttl_us is not None and now - born > self.intent_ttl_us:
+                if await self.handle(entry):  # the expiry rule, one by one (rare)
+                    acks.append(entry.id)
+            else:
+                fresh.append((entry, event.decision))
+        claims = await self.claims.take_many([d.intent_id for _, d in fresh], self.consumer, "submit")
+        go: list[tuple[LogEntry, ev.Decision, int]] = []
+        for (entry, d), claim in zip(fresh, claims, strict=True):
+            if claim.done:
+                self._count("already_done")
+                acks.append(entry.id)
+            elif not claim.ok:
+                self._count("held_elsewhere")
+            else:
+                go.append((entry, d, claim.token))
+        if not go:
+            return acks
+        self._crash("before_post")
+        sends = [ev.LiquidationSubmitted(
+            event_id=f"sub:{d.intent_id}#{token}", ts_event=now, causation_id=d.intent_id,
+            intent_id=d.intent_id, account=d.account, bucket=d.bucket, attempt=token,
+            executor=self.executor.name) for _, d, token in go]
+        # recorded alongside the sends, off their path (the claims already say submitted)
+        recorded = asyncio.ensure_future(self.log.append(sends))
+        try:
+            answers = await self.executor.execute_many([d for _, d, _ in go])  # type: ignore[attr-defined]
+        finally:
+            await asyncio.gather(recorded, return_exceptions=True)
+        recorded.result()  # a failed record of the sends is retried with the group
+        self._crash("after_submit")
+        record: list[ev.Event] = []
+        finish: list[tuple[str, str, int]] = []
+        halted: set[str] = set()
+        t = self.now_us()
+        for (entry, d, token), answer in zip(go, answers, strict=True):
+            if isinstance(answer, Submission):
+                kind = "confirmed_duplicate" if answer.duplicate else "confirmed"
+                record += [*answer.events, ev.LiquidationConfirmed(
+                    event_id=outcome_id(d.intent_id), ts_event=t, causation_id=d.intent_id,
+                    intent_id=d.intent_id, account=d.account, bucket=d.bucket, venue_ref=answer.ref,
+                    duplicate=answer.duplicate, block=answer.block, repaid=answer.repaid,
+                    seized=answer.seized)]
+            elif isinstance(answer, PermanentError):
+                kind = "rejected"
+                halt = [h for h in self._halt(d, answer.reason, t)
+                        if isinstance(h, ev.KeeperPaused) and h.scope not in halted]
+                halted |= {h.scope for h in halt if isinstance(h, ev.KeeperPaused)}
+                record += [*halt, ev.LiquidationRejected(
+                    event_id=outcome_id(d.intent_id), ts_event=t, causation_id=d.intent_id,
+                    intent_id=d.intent_id, account=d.account, bucket=d.bucket, reason=answer.reason)]
+            else:
+                self._count("transient_gave_up")
+                _log.warning("submit_gave_up", intent_id=d.intent_id, error=str(answer))
+                continue
+            finish.append((d.intent_id, kind, token))
+            acks.append(entry.id)
+            self._count(kind)
+        # the venue's account events first, in the same atomic append as the outcomes
+        await self.log.append(record)
+        await self.claims.finish_many(finish)
+        return acks
 
     def _follow_pause(self, event: ev.Event) -> bool:
         """Track the kill switch and market pauses from the log; True on a resume."""

@@ -26,6 +26,7 @@ class SimVenueExecutor(HttpExecutor):
 
     def __init__(self, base_url: str, **kwargs: Any) -> None:
         self.base_url = base_url.rstrip("/")
+        kwargs.setdefault("batch_url", f"{self.base_url}/liquidations/batch")
         super().__init__(f"{self.base_url}/liquidations", **kwargs)
 
     def parse_events(self, payload: dict[str, Any]) -> list[Event]:

@@ -61,6 +61,10 @@ def status_message(intent_id: str) -> bytes:
     return f"status:{intent_id}".encode()
 
 
+MAX_BATCH = 1000
+"""The most decisions one ``POST /liquidations/batch`` takes."""
+
+
 def _mark_price(market: str, price: Decimal, ts_ms: int) -> dict[str, object]:
     p = format(price, "f")
     nxt = (ts_ms // FUNDING_INTERVAL_MS + 1) * FUNDING_INTERVAL_MS
@@ -147,6 +151,7 @@ class SimServer:
     def app(self) -> web.Application:
         app = web.Application(client_max_size=1 << 20)
         app.router.add_post("/liquidations", self.handle_liquidation)
+        app.router.add_post("/liquidations/batch", self.handle_liquidation_batch)
         # ``.+``: an intent id holds ``/`` (sent percent-encoded, matched decoded)
         app.router.add_get("/liquidations/{intent_id:.+}", self.handle_status)
         app.router.add_get("/markets", self.handle_markets)
@@ -374,6 +379,69 @@ class SimServer:
             f.injected_timeouts += 1
             await self._hold(f.hang_ms)
         return web.Response(body=result.body(), status=result.http_status, content_type="application/json")
+
+    async def handle_liquidation_batch(self, request: web.Request) -> web.StreamResponse:
+        """``POST /liquidations/batch``: up to ``MAX_BATCH`` decisions in one signed request, each
+        under its own intent id (per-item idempotency, exactly as one ``POST /liquidations``
+        each), applied in the order given; one answer carries every item's result. Faults apply
+        to the request as a whole (a 5xx applies nothing; a lost reply applies everything)."""
+        body = await request.read()
+        given = request.headers.get("X-Keeper-Signature", "")
+        if not hmac.compare_digest(sign(self.secret, body), given.strip().lower()):
+            log.info("sim.liquidation_batch", status=401, reason="bad or missing signature")
+            return web.json_response({"status": "unauthorized", "reason": "bad or missing signature"},
+                                     status=401)
+        try:
+            decisions = msgspec.json.decode(body, type=list[Decision])
+        except msgspec.DecodeError as exc:
+            return web.json_response({"status": "invalid", "reason": str(exc)}, status=400)
+        if not 0 < len(decisions) <= MAX_BATCH:
+            return web.json_response({"status": "invalid",
+                                      "reason": f"a batch holds 1 to {MAX_BATCH} decisions"}, status=400)
+        if len({d.intent_id for d in decisions}) != len(decisions):
+            return web.json_response({"status": "invalid", "reason": "an intent id twice in one batch"},
+                                     status=400)
+        raw_deadline = request.headers.get(DEADLINE_HEADER)
+        try:
+            deadline_ms = None if raw_deadline is None else int(raw_deadline)
+        except ValueError:
+            return web.json_response({"status": "invalid", "reason": f"{DEADLINE_HEADER} must be an integer"},
+                                     status=400)
+        for d in decisions:
+            self.venue.count_request(d.intent_id)
+        bound = log.bind(items=len(decisions))
+        f = self.faults
+        limited = self._rate_limited(bound, "sim.liquidation_batch")
+        if limited is not None:
+            return limited
+        if f.http_5xx > 0:
+            f.http_5xx -= 1
+            f.injected_5xx += 1
+            after = {"Retry-After": str(f.retry_after)} if f.retry_after_5xx else None
+            return web.json_response({"status": "unavailable", "reason": "injected fault"},
+                                     status=f.status_5xx, headers=after)
+        if f.delay_ms > 0:
+            await self._hold(f.delay_ms)
+        if deadline_ms is not None and time.time_ns() // 1_000_000 > deadline_ms:
+            f.late_refused += 1
+            return web.json_response({"status": "late", "reason": "deadline passed: not applied"}, status=408)
+        results = [self.venue.liquidate(d, d.intent_id) for d in decisions]
+        bound.info("sim.liquidation_batch", status=200,
+                   accepted=sum(r.status == "accepted" for r in results))
+        if f.drop_next > 0 or (f.drop_share > 0 and self._fault_rng.random() < f.drop_share):
+            f.drop_next = max(0, f.drop_next - 1)
+            f.injected_drops += 1
+            if request.transport is not None:
+                request.transport.abort()
+            return web.Response(status=200)
+        if f.timeout_next > 0 or (f.hang_share > 0 and self._fault_rng.random() < f.hang_share):
+            f.timeout_next = max(0, f.timeout_next - 1)
+            f.injected_timeouts += 1
+            await self._hold(f.hang_ms)
+        out = b'{"results":[' + b",".join(
+            b'{"intent_id":' + msgspec.json.encode(d.intent_id) + b',"result":' + r.body() + b"}"
+            for d, r in zip(decisions, results, strict=True)) + b"]}"
+        return web.Response(body=out, status=200, content_type="application/json")
 
     def _rate_limited(self, bound: Any, what: str) -> web.Response | None:
         """The injected 429 for this trading request, or None when it may proceed."""

@@ -1,0 +1,91 @@
+"""A burst in the core: one tick breaching many buckets is decided in chunks, most at risk first;
+a streaming core (the daemon's) hands out each chunk before checking the next and decides exactly
+what a core deciding the burst at once (replay's) decides."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from keeper_scenarios import Log, perp_market
+
+from keeper.domain import events as ev
+from keeper.domain.codec import encode
+from keeper.domain.decide import DECIDE_CHUNK, KeeperCore, KeeperParams
+
+D = Decimal
+PARAMS = KeeperParams(profile="generic-perp", mode="live")
+
+
+def burst_log(collaterals: list[int], then: list[str]) -> Log:
+    """Accounts long 1 BTC from 100 with the given collateral; BTC falls to 80 in one tick, then
+    the ``then`` prices follow."""
+    log = Log()
+    perp_market(log, "BTC")
+    log.price("USDC", "1")
+    log.price("BTC", "100")
+    for i, c in enumerate(collaterals):
+        log.add(ev.Deposit, account=f"a{i:03d}", bucket="cross", asset="USDC", amount=D(c))
+        log.add(ev.PositionChanged, account=f"a{i:03d}", bucket="cross", market="BTC", size=D(1),
+                entry_price=D(100))
+    log.price("BTC", "80")
+    for p in then:
+        log.price("BTC", p)
+    return log
+
+
+def run_streaming(core: KeeperCore, entries: list[tuple[str, ev.Event]]) -> list[list[bytes]]:
+    """Drive a streaming core as the projector does; the intents of each hand-out."""
+    core.streaming = True
+    chunks: list[list[bytes]] = []
+    todo = entries
+    while todo or core.backlog is not None:
+        if core.backlog is not None:
+            out = core.continue_backlog()
+        else:
+            out = core.handle_batch(todo)
+            done = next(i for i in range(len(todo) - 1, -1, -1) if todo[i][0] == core.offset) + 1
+            todo = todo[done:]
+        if out:
+            chunks.append([encode(e) for e in out])
+    return chunks
+
+
+@settings(max_examples=10, deadline=None)
+@given(collaterals=st.lists(st.integers(6, 23), min_size=DECIDE_CHUNK + 1, max_size=3 * DECIDE_CHUNK),
+       then=st.lists(st.sampled_from(["79", "78", "90", "75"]), max_size=4))
+def test_streaming_decides_what_deciding_at_once_decides(collaterals: list[int], then: list[str]) -> None:
+    log = burst_log(collaterals, then)
+    whole = KeeperCore(PARAMS)
+    expected = [encode(e) for e in whole.handle_batch(log.entries)]
+    streamed = KeeperCore(PARAMS)
+    chunks = run_streaming(streamed, log.entries)
+    assert [e for c in chunks for e in c] == expected
+    assert streamed.snapshot() == whole.snapshot()
+    assert len(expected) == len(collaterals), "every account breaches on the one tick"
+    assert all(len(c) <= DECIDE_CHUNK for c in chunks[:-1])
+    assert len(chunks) >= 2
+
+
+def test_the_first_chunk_of_a_burst_is_the_most_at_risk() -> None:
+    collaterals = [6 + (i * 37) % 18 for i in range(3 * DECIDE_CHUNK)]  # 6..23, shuffled
+    log = burst_log(collaterals, [])
+    core = KeeperCore(PARAMS)
+    chunks = run_streaming(core, log.entries)
+    decided = [msgspec_decision(e) for e in chunks[0]]
+    first_health = max(d.health_before for d in decided)  # type: ignore[type-var]
+    rest = [msgspec_decision(e) for c in chunks[1:] for e in c]
+    assert len(decided) == DECIDE_CHUNK
+    assert all(d.health_before >= first_health for d in rest)  # type: ignore[operator]
+    # within a chunk: lowest health first, ties by bucket key
+    keys = [(d.health_before, f"{d.account}/{d.bucket}") for d in decided]
+    assert keys == sorted(keys)
+
+
+def msgspec_decision(payload: bytes) -> ev.Decision:
+    from keeper.domain.codec import decode
+
+    e = decode(payload)
+    assert isinstance(e, ev.LiquidationIntended)
+    return e.decision
