@@ -9,6 +9,8 @@ Routes::
     GET  /healthz               200 {"ok": true} while the process is up (503 when not healthy)
     GET  /readyz                200 when caught up with the log and feeds are fresh, else 503;
                                 the body carries the reasons either way
+    GET  /summary               what the status page leads with: mode, readiness and why not,
+                                log position and lag, pauses, feeds configured
     GET  /metrics               Prometheus text exposition 0.0.4
     GET  /accounts/{id}         buckets, health, liquidation prices; 404 for an unknown account
     GET  /at-risk?limit=N       buckets by health, ascending (N in 1..1000, default 50)
@@ -64,6 +66,12 @@ class AdminProvider(Protocol):
 
     def metrics(self) -> Metrics:
         """The live metrics registry."""
+        ...
+
+    async def summary(self) -> dict[str, Any]:
+        """``mode`` (paper/live), ``ready`` with ``reasons``, ``log_last``, ``log_position`` (the
+        slowest projector's), ``lag`` (entries), ``paused`` scopes, ``feeds`` (sources
+        configured), ``staleness_s``, ``profiles``, ``roles``, ``executor``."""
         ...
 
     async def account(self, account_id: str) -> dict[str, Any] | None:
@@ -170,6 +178,9 @@ class _Routes:
         ok, details = await self.p.ready()
         return _json({"ready": ok, **details}, status=200 if ok else 503)
 
+    async def summary(self, _req: web.Request) -> web.Response:
+        return _json(await self.p.summary())
+
     async def metrics(self, _req: web.Request) -> web.Response:
         body = self.p.metrics().render()
         return web.Response(body=body.encode(), headers={"Content-Type": PROM_CONTENT_TYPE})
@@ -273,6 +284,7 @@ def build_admin_app(provider: AdminProvider, token: Secret | None, *,
     app.router.add_get("/static/{name}", r.static)
     app.router.add_get("/healthz", r.healthz)
     app.router.add_get("/readyz", r.readyz)
+    app.router.add_get("/summary", r.summary)
     app.router.add_get("/metrics", r.metrics)
     app.router.add_get("/accounts/{id}", r.account)
     app.router.add_get("/at-risk", r.at_risk)

@@ -335,6 +335,9 @@ async def _run(args: argparse.Namespace) -> int:
     report = None
     if verifier is not None:
         report = verifier.finish()
+        if report.withheld:
+            print(f"verify: {report.withheld} live decisions were recorded withheld (their prices "
+                  "were old by the wall clock): the same decisions, held back", file=out)
         if report.first is not None:
             print(report.first.describe(), file=out)
             status = 1

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import os
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -49,6 +50,11 @@ REDIS_PROBE_S = 1.0
 """A Redis that does not answer PING (or the readiness check) within this is reported down."""
 SETTLE_S = 10.0
 """A role that waited for Redis and has not failed for this long (Redis answering) is ready."""
+
+
+def _iso(us: int) -> str:
+    """µs since the epoch as ISO 8601 UTC to the millisecond."""
+    return datetime.fromtimestamp(us / 1e6, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _health(core: KeeperCore, key: str, prices: Any = None) -> dict[str, Any] | None:
@@ -220,6 +226,20 @@ class Status:
     def healthy(self) -> bool:
         return not any(t.done() for t in self.daemon._tasks)
 
+    def stale_prices(self, now_us: int | None = None) -> dict[str, float]:
+        """Markets whose newest price is older than ``[feeds] staleness_ms`` by the wall clock,
+        with its age in seconds (``fixed_prices`` symbols are priced by definition: never)."""
+        cfg = self.daemon.config
+        now = wall_clock_us() if now_us is None else now_us
+        limit = cfg.feeds.staleness_ms * 1000
+        fixed = set(cfg.feeds.fixed_prices)
+        out: dict[str, float] = {}
+        for core in self.daemon.cores():
+            for sym, t in core.state.price_time.items():
+                if sym not in fixed and now - t > limit:
+                    out[sym] = round((now - t) / 1e6, 1)
+        return dict(sorted(out.items()))
+
     async def ready(self) -> tuple[bool, dict[str, Any]]:
         """Ready: Redis answers and no role waits for it, every projector is at the log's end,
         no feed is stale, the chain node (if any) answers, no role has ended. ``reasons`` says
@@ -236,6 +256,7 @@ class Status:
                     sorted(rec.waiting.items())]
         lag = {p.name: last is None or p.position != last for p in self.daemon.projectors}
         stale = sorted(self.daemon.pipeline.watchdog.stale) if self.daemon.pipeline else []
+        old = self.stale_prices()
         unsafe = sorted({s for c in self.daemon.cores() for s in c.state.unsafe})
         behind = [n for n, b in lag.items() if b]
         chain: dict[str, Any] = {}
@@ -249,11 +270,17 @@ class Status:
             reasons.append(f"behind the log: {', '.join(behind)}")
         if stale:
             reasons.append(f"stale feeds: {', '.join(stale)}")
+        if old:
+            ages = ", ".join(f"{sym} {age:g} s old" for sym, age in list(old.items())[:5])
+            more = f" and {len(old) - 5} more" if len(old) > 5 else ""
+            reasons.append(f"stale prices: {ages}{more} (limit "
+                           f"{self.daemon.config.feeds.staleness_ms / 1000:g} s by the wall clock)")
         if not chain_ok:
             reasons.append(f"chain node: {chain['error'] or 'not connected'}")
         if not self.healthy():
             reasons.append("a role has ended (see /healthz and the log)")
-        out: dict[str, Any] = {"behind": behind, "log_last": last, "stale_feeds": stale, "unsafe": unsafe,
+        out: dict[str, Any] = {"behind": behind, "log_last": last, "stale_feeds": stale,
+                               "stale_prices": old, "unsafe": unsafe,
                                "reasons": reasons,
                                "redis": {"waiting": sorted(rec.waiting), "last_error": rec.last_error,
                                          "refused_writes": rec.refused_writes}}
@@ -351,7 +378,8 @@ class Status:
                 intents[d.intent_id] = {"intent_id": d.intent_id, "account": d.account,
                                         "bucket": d.bucket, "market": d.market or d.seize_asset,
                                         "size": d.size if d.size is not None else d.repay_amount,
-                                        "log_pos": pos}
+                                        "health": d.health_before, "log_pos": pos,
+                                        "time": _iso(e.ts_ingest or e.ts_event)}
             elif isinstance(e, ev.LiquidationConfirmed | ev.LiquidationRejected | ev.LiquidationExpired):
                 outcomes.setdefault(e.intent_id, type(e).__name__.removeprefix("Liquidation").lower())
         out = []
@@ -369,10 +397,28 @@ class Status:
             return []
         s = cores[0].state
         stale = self.daemon.pipeline.watchdog.stale if self.daemon.pipeline else set()
+        old = self.stale_prices(now)
+        fixed = self.daemon.config.feeds.fixed_prices
         return [{"symbol": sym, "price": s.prices.get(sym),
-                 "age_s": round((now - s.price_time.get(sym, now)) / 1e6, 3),
-                 "state": "unsafe" if sym in s.unsafe else ("stale" if sym in stale else "ok")}
+                 "age_s": None if sym in fixed else round((now - s.price_time.get(sym, now)) / 1e6, 3),
+                 "state": ("fixed" if sym in fixed else f"unsafe: {s.unsafe[sym]}" if sym in s.unsafe
+                           else "stale" if sym in stale or sym in old else "ok")}
                 for sym in sorted(s.prices)]
+
+    async def summary(self) -> dict[str, Any]:
+        """What the status page leads with: mode, readiness and why not, log position and lag,
+        pauses, the cores, how many feeds are configured."""
+        ok, details = await self.ready()
+        cfg = self.daemon.config
+        positions = [p.position for p in self.daemon.projectors]
+        return {"mode": cfg.keeper.mode, "executor": cfg.execution.executor, "ready": ok,
+                "reasons": details["reasons"], "log_last": details["log_last"],
+                "log_position": min(positions, key=parse_id) if positions else None,
+                "lag": int(self.daemon.metrics.log_lag.value()),
+                "paused": sorted({s for c in self.daemon.cores() for s in c.state.paused}),
+                "profiles": list(self.daemon.profiles), "roles": list(self.daemon.roles),
+                "feeds": len(cfg.feeds.sources) + (1 if cfg.venue.kind == "evm" else 0),
+                "staleness_s": cfg.feeds.staleness_ms / 1000}
 
     async def chain(self) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = []

@@ -58,12 +58,16 @@ class PricePipeline:
     ``limits`` gives per-market limits (``default`` for the others). ``symbol_map`` renames a
     source's symbols (``"BTCUSDT"`` or ``"binance:BTCUSDT"`` -> ``"BTC-USD"``); with ``only``,
     quotes for other (mapped) symbols are skipped silently (``ignored`` counts them): a
-    Hyperliquid ``allMids`` frame lists every coin.
+    Hyperliquid ``allMids`` frame lists every coin. With ``check_age`` (the daemon: ``now_us`` is
+    the wall clock), a quote already older than its market's ``stale_after_us`` when it arrives
+    makes the market stale in the log (``FeedStale`` before the price it brings): the keeper
+    decides nothing on it until a fresh price recovers it.
     """
 
     def __init__(self, *, limits: Mapping[str, MarketLimits] | None = None,
                  default: MarketLimits | None = None, symbol_map: Mapping[str, str] | None = None,
-                 only: Sequence[str] | None = None, checks: Sequence[Check] | None = None) -> None:
+                 only: Sequence[str] | None = None, checks: Sequence[Check] | None = None,
+                 check_age: bool = False) -> None:
         self.limits = dict(limits or {})
         self.default = default or MarketLimits()
         self.symbol_map = dict(symbol_map or {})
@@ -73,6 +77,7 @@ class PricePipeline:
         self.order = OrderGuard()
         self.markets: dict[str, MarketCombiner] = {}
         self.watchdog = StalenessWatchdog(self._stale_limit)
+        self.check_age = check_age
         self.rejected: Counter[str] = Counter()
         self.ignored = 0
         self.accepted = 0
@@ -133,6 +138,10 @@ class PricePipeline:
                         reason=reason)
             return
         self.accepted += 1
+        if self.check_age and now_us - q.publish_time > self._stale_limit(q.symbol):
+            at = len(events) - len(out)  # the market goes stale before the old price is recorded
+            events[at:at] = self.watchdog.arrived_old(q.symbol, q.publish_time, now_us)
+            return
         events.extend(self.watchdog.observe(q.symbol, now_us))
 
     def check_stale(self, now_us: int) -> list[Event]:

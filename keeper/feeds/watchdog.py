@@ -40,6 +40,20 @@ class StalenessWatchdog:
         return [FeedRecovered(event_id=f"recovered-stale:{symbol}:{now_us}", ts_event=now_us,
                               ts_ingest=now_us, symbol=symbol, reason="stale")]
 
+    def arrived_old(self, symbol: str, published_us: int, now_us: int) -> list[Event]:
+        """A price of ``symbol`` published at ``published_us`` arrived at ``now_us``, already
+        older than its limit: the market is stale (reported once; the next fresh ``observe``
+        recovers it). The price does not count as heard from the market."""
+        self._seen.setdefault(symbol, published_us)
+        if symbol in self.stale:
+            return []
+        self.stale.add(symbol)
+        limit = self._limit(symbol)
+        return [FeedStale(event_id=f"stale-old:{symbol}:{published_us}", ts_event=now_us, ts_ingest=now_us,
+                          symbol=symbol, reason="stale",
+                          detail=f"price published {(now_us - published_us) // 1000} ms before it arrived "
+                                 f"(limit {limit // 1000} ms)")]
+
     def check(self, now_us: int) -> list[Event]:
         """Markets that went silent for longer than their limit since the last check."""
         out: list[Event] = []

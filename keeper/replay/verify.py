@@ -5,7 +5,9 @@ Two sides, keyed by intent id (``liq:<account>/<bucket>@<trigger entry id>``):
 - *derived*: the ``LiquidationIntended`` entries the core returns during the replay;
 - *recorded*: the ``LiquidationIntended`` entries found in the log.
 
-A decision agrees when both sides have it and its ``Decision`` encodes to the same JSON bytes.
+A decision agrees when both sides have it and its ``Decision`` encodes to the same JSON bytes (or
+the recorded one is the derived live one withheld by the daemon on prices old by the wall clock:
+``withheld_as``).
 Everything else is a divergence: ``mismatch`` (both sides, different bytes),
 ``derived_not_recorded`` or ``recorded_not_derived``. Divergences are ordered by log position
 (the trigger entry id, then the intent id), so the *first* divergence is the earliest place where
@@ -85,6 +87,9 @@ class VerifyReport:
 
     decisions: int = 0
     agreed: int = 0
+    withheld: int = 0
+    """Agreeing decisions the daemon recorded withheld (``keeper.app.freshness``): derived live,
+    recorded with ``mode = "withheld"``, the same otherwise."""
     divergences: list[Divergence] = field(default_factory=list)
 
     @property
@@ -174,6 +179,9 @@ class Verifier:
             if der is not None and rec is not None:
                 if der[1] == rec[2]:
                     report.agreed += 1
+                elif withheld_as(der[1], rec[2]):
+                    report.agreed += 1
+                    report.withheld += 1
                 else:
                     out.append(Divergence(MISMATCH, iid, rec[0], rec[1], der[1], rec[2]))
             elif der is not None:
@@ -183,6 +191,15 @@ class Verifier:
         out.sort(key=Divergence.sort_key)
         report.divergences = out
         return report
+
+
+def withheld_as(derived: bytes, recorded: bytes) -> bool:
+    """The recorded decision is the derived live one, withheld by the daemon because its prices
+    were old by the wall clock (``keeper.app.freshness``): only its mode differs."""
+    if b'"mode":"withheld"' not in recorded:
+        return False
+    a, b = msgspec.json.decode(recorded), msgspec.json.decode(derived)
+    return bool(a.pop("mode") == "withheld" and b.pop("mode") == "live" and a == b)
 
 
 class LateScan:

@@ -20,7 +20,8 @@ AT_RISK = [
 LIQUIDATIONS = [
     {"intent_id": "liq:acct-9001/cross@1760054400000-7", "account": "acct-9001", "bucket": "cross",
      "market": "BTC-PERP", "size": Decimal("0.25"), "outcome": "confirmed",
-     "log_pos": "1760054400123-0"},
+     "health": Decimal("0.98765432109876543210987654321"), "log_pos": "1760054400123-0",
+     "time": "2025-10-10T21:15:07.123Z"},
 ]
 
 FEEDS = [
@@ -34,6 +35,9 @@ class FakeProvider:
 
     def __init__(self) -> None:
         self.is_ready = True
+        self.mode = "paper"
+        self.rows = AT_RISK
+        self.feeds_configured = 2
         self.slow_s = 0.0
         self.paused: list[tuple[str, str]] = []
         self.resumed: list[str] = []
@@ -62,6 +66,15 @@ class FakeProvider:
     def metrics(self) -> Metrics:
         return self.m
 
+    async def summary(self) -> dict[str, Any]:
+        ready, details = await self.ready()
+        reasons = [] if ready else ["stale prices: ETH-PERP 12 s old (limit 5 s by the wall clock)"]
+        return {"mode": self.mode, "executor": "paper" if self.mode == "paper" else "http",
+                "ready": ready, "reasons": reasons, "log_last": "1760054400130-0",
+                "log_position": "1760054400123-0", "lag": details["log_lag"] if not ready else 0,
+                "paused": [], "profiles": ["generic-perp"], "roles": ["feeds", "keeper", "admin"],
+                "feeds": self.feeds_configured, "staleness_s": 5.0}
+
     async def account(self, account_id: str) -> dict[str, Any] | None:
         await asyncio.sleep(self.slow_s)
         rows = [r for r in AT_RISK if r["account"] == account_id]
@@ -72,7 +85,7 @@ class FakeProvider:
 
     async def at_risk(self, limit: int) -> list[dict[str, Any]]:
         await asyncio.sleep(self.slow_s)
-        return sorted(AT_RISK, key=lambda r: r["health"])[:limit]
+        return sorted(self.rows, key=lambda r: r["health"])[:limit]
 
     async def recent_liquidations(self, limit: int) -> list[dict[str, Any]]:
         return LIQUIDATIONS[:limit]
