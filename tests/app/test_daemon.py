@@ -163,7 +163,10 @@ async def test_admin_serves_real_metrics_from_the_running_daemon(redis_url: str,
     assert last_btc > 0
     # the feed is as old as the recorded ticks' log time (wall now - ts_event)
     assert _metric(text, "keeper_feed_staleness_seconds", 'symbol="BTC-USD"') > 1e6
-    assert ready[0] == 200, ready
+    # caught up, but the crash's prices are a year old by the wall clock: not ready, and why
+    assert ready[0] == 503, ready[1]
+    assert [r for r in ready[1]["reasons"] if not r.startswith("stale prices: ")] == [], ready[1]
+    assert "BTC-USD" in ready[1]["stale_prices"] and "USDC" not in ready[1]["stale_prices"]
     assert ready[1]["behind"] == [] and ready[1]["log_last"] == last
     healths = [Decimal(r["health"]) for r in at_risk]
     assert healths == sorted(healths) and healths[0] < 1 and len(at_risk) == 5
