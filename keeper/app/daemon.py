@@ -515,8 +515,9 @@ class Daemon:
                       workers: list[asyncio.Task[Any]]) -> None:
         cfg = self.config
         log = self._connect()
+        # reads of 1,000 entries: a burst's intents, sends and outcomes pass through this group
         self.runner = Runner(log, Claims(log.client, ttl_ms=30_000), executor, consumer=self.consumer,
-                             intent_ttl_us=round(cfg.execution.intent_ttl_s * 1_000_000))
+                             intent_ttl_us=round(cfg.execution.intent_ttl_s * 1_000_000), batch=1000)
         workers.append(self._spawn(self.runner.run(stop, block_ms=self.block_ms), "runner"))
 
     async def _start_admin(self) -> Any:

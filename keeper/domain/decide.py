@@ -204,8 +204,7 @@ class KeeperCore:
         projector): ``_decide`` then stops after the first chunk that decided something and
         leaves the rest in ``backlog`` (``continue_backlog``); ``handle_batch`` stops after that
         entry. The decisions are the same as without it (replay does not stream)."""
-        self.backlog: tuple[list[tuple[str, Bucket, tuple[str, ...], tuple[int, int] | None]],
-                            str, ev.Event] | None = None
+        self.backlog: tuple[list[str], str, ev.Event] | None = None
         self._frame: list[str] = []
         """Buckets flagged by prices of a frame whose last price has not been applied yet
         (``PriceUpdated.frame_more``): decided together once it is."""
@@ -559,13 +558,13 @@ class KeeperCore:
     def _decide(self, keys: Iterable[str], entry_id: str, trigger: ev.Event) -> Sequence[ev.Event]:
         """Decide on the candidates ``keys`` after ``entry_id``: the guards, then the exact
         check and plan in chunks of ``DECIDE_CHUNK`` (``_decide_from``)."""
-        eligible = self._eligible(keys)
-        if len(eligible) > DECIDE_CHUNK:
+        ordered = sorted(set(keys))  # one decision per bucket, whatever the caller passed
+        if len(ordered) > DECIDE_CHUNK:
             # a burst: the screen's least headroom first (most at risk), so the first chunk is
             # decided (and, streaming, submitted) before the rest is checked
             headroom = self._headroom
-            eligible.sort(key=lambda e: (headroom(e[0]), e[0]))
-        return self._decide_from(eligible, entry_id, trigger)
+            ordered.sort(key=lambda k: (headroom(k), k))
+        return self._decide_from(ordered, entry_id, trigger)
 
     def _headroom(self, key: str) -> float:
         try:
@@ -573,16 +572,17 @@ class KeeperCore:
         except KeyError:
             return -math.inf
 
-    def _decide_from(self, eligible: list[tuple[str, Bucket, tuple[str, ...], tuple[int, int] | None]],
-                     entry_id: str, trigger: ev.Event) -> list[ev.Event]:
-        """Decide ``eligible`` in order, ``DECIDE_CHUNK`` at a time; when ``streaming``, stop
-        after the first chunk that decided something and keep the rest as ``backlog``."""
+    def _decide_from(self, keys: list[str], entry_id: str, trigger: ev.Event) -> list[ev.Event]:
+        """Decide the candidates ``keys`` in order, ``DECIDE_CHUNK`` at a time (the guards, the
+        exact check, the plan); when ``streaming``, stop after the first chunk that decided
+        something and keep the rest as ``backlog``."""
         out: list[ev.Event] = []
-        n = len(eligible)
+        n = len(keys)
         for i in range(0, n, DECIDE_CHUNK):
-            out.extend(self._decide_chunk(eligible[i:i + DECIDE_CHUNK], entry_id, trigger))
+            chunk = self._eligible(keys[i:i + DECIDE_CHUNK])
+            out.extend(self._decide_chunk(chunk, entry_id, trigger))
             if self.streaming and out and i + DECIDE_CHUNK < n:
-                self.backlog = (eligible[i + DECIDE_CHUNK:], entry_id, trigger)
+                self.backlog = (keys[i + DECIDE_CHUNK:], entry_id, trigger)
                 break
         return out
 
@@ -591,17 +591,19 @@ class KeeperCore:
         ``backlog`` is None before it hands the core another entry."""
         if self.backlog is None:
             return []
-        eligible, entry_id, trigger = self.backlog
+        keys, entry_id, trigger = self.backlog
         self.backlog = None
-        return self._decide_from(eligible, entry_id, trigger)
+        return self._decide_from(keys, entry_id, trigger)
 
-    def _eligible(self, keys: Iterable[str]
+    def _eligible(self, keys: list[str]
                   ) -> list[tuple[str, Bucket, tuple[str, ...], tuple[int, int] | None]]:
-        """The candidates the guards let through, by bucket key: ``(key, bucket, symbols, the
+        """The candidates the guards let through, in order: ``(key, bucket, symbols, the
         bucket's rejection backoff)``."""
         s = self.state
         out: list[tuple[str, Bucket, tuple[str, ...], tuple[int, int] | None]] = []
-        for key in sorted(set(keys)):  # one decision per bucket, whatever the caller passed
+        priced: dict[tuple[str, ...], str] = {}
+        """The price guards' verdict per set of symbols (a burst's buckets share a few)."""
+        for key in keys:
             if key in s.busy:
                 continue
             settling = self._settling.get(key)
@@ -623,11 +625,13 @@ class KeeperCore:
                 continue
             if not self._decidable(bucket):
                 continue
-            if guards.unsafe_symbols(symbols, s.unsafe):
-                self._skip("unsafe_market")
-                continue
-            if guards.bad_prices(symbols, s.prices):
-                self._skip("no_price")
+            verdict = priced.get(symbols)
+            if verdict is None:
+                verdict = ("unsafe_market" if guards.unsafe_symbols(symbols, s.unsafe)
+                           else "no_price" if guards.bad_prices(symbols, s.prices) else "")
+                priced[symbols] = verdict
+            if verdict:
+                self._skip(verdict)
                 continue
             if key == self._cleared:
                 # the screen never misses a liquidatable bucket: this one is healthy
