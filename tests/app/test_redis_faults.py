@@ -48,8 +48,10 @@ def own_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
 def _cfg(url: str, tmp_path: Path) -> Any:
     base = load_config(None, env={}, register_secrets=False)
     r = msgspec.structs.replace
+    # prices are judged by the wall clock (stale after staleness_ms): the book's are stamped at
+    # its writing (_book) and stay fresh for the whole test
     return r(base, redis=r(base.redis, url=url, data_dir=str(tmp_path / "unused"), block_ms=50),
-             admin=r(base.admin, port=0))
+             admin=r(base.admin, port=0), feeds=r(base.feeds, staleness_ms=600_000))
 
 
 @contextlib.asynccontextmanager
@@ -99,7 +101,10 @@ async def _ready(d: Daemon) -> bool:
 
 
 async def _book(log: RedisEventLog) -> None:
-    await log.append([*setup_events(), *account_events()])
+    now = wall_clock_us()
+    book = [msgspec.structs.replace(e, ts_event=now) if isinstance(e, ev.PriceUpdated) else e
+            for e in setup_events()]
+    await log.append([*book, *account_events()])
 
 
 async def test_redis_killed_and_restarted_is_ridden_out(own_redis: EmbeddedRedis,
@@ -125,7 +130,8 @@ async def test_redis_killed_and_restarted_is_ridden_out(own_redis: EmbeddedRedis
 
             own_redis.start()  # same port and data folder: the AOF brings the log back
             now = wall_clock_us()
-            ticks = [msgspec.structs.replace(t, ts_ingest=now) for t in crash_ticks()]
+            ticks = [msgspec.structs.replace(t, ts_ingest=now, ts_event=now + k)  # fresh prices
+                     for k, t in enumerate(crash_ticks())]
             await log.append(ticks)  # the crash arrives after the outage: decided on
             await _until(lambda: _ready(daemon), 20, "ready again after the restart")
             entries = await read_all(log)
@@ -151,7 +157,8 @@ async def test_writes_refused_at_maxmemory_hold_the_decision_until_redis_takes_i
             await _book(log)
             await _until(lambda: _ready(daemon), 10, "ready before the fault")
             now = wall_clock_us()
-            ticks = [msgspec.structs.replace(t, ts_ingest=now) for t in crash_ticks()]
+            ticks = [msgspec.structs.replace(t, ts_ingest=now, ts_event=now + k)  # fresh prices
+                     for k, t in enumerate(crash_ticks())]
             # the crash and the memory limit in one transaction: the keeper reads the crash, decides,
             # and finds its intents refused
             async with client.pipeline(transaction=True) as pipe:
