@@ -283,6 +283,11 @@ class Summary:
     confirmed: int = 0
     """``LiquidationConfirmed`` outcomes in the log that were not duplicates."""
     latency_ms: dict[str, float] = field(default_factory=dict)
+    largest_recorded_step: float = 0.0
+    """The largest relative move between two consecutive prices of a market in the log: the
+    venue's marks move in steps of at most ``step``; ticks a busy keeper conflated show up here."""
+    recorded_ticks: int = 0
+    """Prices of the most-priced market in the log (of ``ticks`` played)."""
     log_entries: int = 0
     problems: list[str] = field(default_factory=list)
     skipped: dict[str, dict[str, int]] = field(default_factory=dict)
@@ -334,6 +339,13 @@ def summarise(entries: list[Any], stats: dict[str, Any], healthy: set[tuple[str,
     s.rejected = rejected
     for series in marks.values():
         series.sort(key=lambda m: m[0])
+    # the path as the log holds it: the venue moves in steps of <= ``step``, but a keeper that
+    # falls behind conflates ticks (the ingest keeps a waiting frame's newest prices only), so
+    # a recorded step can be larger: stated as it is
+    steps = [abs(b - a) / min(a, b) for sym, series in marks.items() if "-" in sym
+             for (_, a), (_, b) in itertools.pairwise(series) if a != b]
+    s.largest_recorded_step = float(max(steps, default=0))
+    s.recorded_ticks = max((len(v) for sym, v in marks.items() if "-" in sym), default=0)
     for rej, dec in healthy_rejections:
         if any(_mark_at(marks.get(sym, []), rej.ts_event) not in (None, price)
                for sym, price in dec.prices.items()):
@@ -385,6 +397,9 @@ def render(s: Summary) -> str:
         ("price source", s.source),
         ("accounts", f"{s.accounts:,}"),
         ("ticks played", f"{s.ticks:,} in {s.seconds:.1f} s"),
+        ("  as recorded", f"{s.recorded_ticks:,} prices of the busiest market, largest step "
+                          f"{s.largest_recorded_step:.2%} (ticks the keeper could not take one by one "
+                          "are conflated: a frame's newest prices win)"),
         ("keeper cores", s.profiles),
         ("log entries", f"{s.log_entries:,}"),
         ("live intents", f"{s.intents:,}"),
