@@ -34,6 +34,7 @@ import structlog
 from keeper import _compiled
 from keeper.aio import wait_event
 from keeper.app.config import Config, FeedSource
+from keeper.app.freshness import FreshnessGuard
 from keeper.app.keeper_role import core_factory
 from keeper.app.metrics import Metrics
 from keeper.app.supervise import ride_through
@@ -94,15 +95,21 @@ class StampingLog:
     """
 
     def __init__(self, inner: RedisEventLog, metrics: Metrics | None = None,
-                 count_applied: bool = False) -> None:
+                 count_applied: bool = False, guard: FreshnessGuard | None = None) -> None:
         self.inner = inner
         self.metrics = metrics
         self.count_applied = count_applied
+        self.guard = guard
+        """Withholds live intents on prices old by the wall clock (``keeper.app.freshness``)."""
         self._ingested: dict[str, int] = {}
 
     async def read_batch(self, after: str = "0-0", count: int = 1000, block_ms: int | None = None
                          ) -> tuple[list[LogEntry], str]:
         entries, pos = await self.inner.read_batch(after, count, block_ms)
+        if self.guard is not None and entries:
+            back = self.guard.recover(entries)  # a fresh price for a market stale by the wall clock
+            if back:
+                await self.inner.append(back)
         m = self.metrics
         if m is not None and entries:
             # the triggers of the intents decided after this batch are in this batch
@@ -114,6 +121,8 @@ class StampingLog:
 
     async def append(self, events: Sequence[ev.Event]) -> list[str | None]:
         now = wall_clock_us()
+        if self.guard is not None:
+            events = self.guard.screen(events)
         out = [msgspec.structs.replace(e, ts_ingest=now) if type(e) is ev.LiquidationIntended
                and e.ts_ingest == 0 else e for e in events]
         ids = await self.inner.append(out)
@@ -164,7 +173,7 @@ def build_pipeline(cfg: Config) -> PricePipeline:
                           stale_after_us=f.staleness_ms * 1000, jump_confirmations=f.jump_confirmations)
     # each market is combined over the sources that price it; a market priced by one source
     # has no one to deviate from
-    return PricePipeline(default=limits, symbol_map=symbol_map, only=f.markets())
+    return PricePipeline(default=limits, symbol_map=symbol_map, only=f.markets(), check_age=True)
 
 
 def parser_for(src: FeedSource) -> Parser:
@@ -478,11 +487,16 @@ class Daemon:
             for k, profile in enumerate(self.profiles):
                 params = self.params(profile)
                 snaps = RedisSnapshotStore(log.client, shard=shard, format=fmt_of(params))
-                p = Projector(StampingLog(log, self.metrics, count_applied=k == 0), snaps,
+                stamping = StampingLog(log, self.metrics, count_applied=k == 0)
+                p = Projector(stamping, snaps,
                               core_factory(params),  # type: ignore[arg-type]
                               name=f"keeper-{profile}", fmt=fmt_of(params),
                               batch=cfg.keeper.batch_size, snapshot_every=cfg.snapshots.every_events,
                               snapshot_interval_s=cfg.snapshots.interval_s, stream=True)
+                if cfg.venue.kind != "evm":  # chain prices come with their blocks' own time
+                    stamping.guard = FreshnessGuard(
+                        cfg.feeds.staleness_ms * 1000, lambda p=p: getattr(p.core, "state", None),  # type: ignore[misc]
+                        fixed=cfg.feeds.fixed_prices)
                 self.projectors.append(p)
         if "projector" in self.roles:
             snaps = RedisSnapshotStore(log.client, shard=shard, format=ProjectionCore.FORMAT)

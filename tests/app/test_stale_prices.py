@@ -144,3 +144,63 @@ def test_verify_counts_a_withheld_decision_as_the_same_decision() -> None:
              [intent])
     v2.after("8-0", other, [])
     assert not v2.finish().ok  # withheld and different: still a divergence
+
+
+async def test_an_old_log_imported_into_a_running_live_daemon_records_no_live_intent(
+        redis_url: str, tmp_path: Any, capsys: Any) -> None:
+    """The issue's case: a live daemon on an empty log, an old log imported under it. The keeper
+    decides what the old log's crash calls for, but records each decision withheld (never
+    submitted), the market stale, /readyz not ready; and the log replays with 0 divergences."""
+    import asyncio
+
+    from keeper.app import cli
+    from keeper.app.daemon import Daemon, read_all
+    from keeper.replay import manifest as mf
+    from keeper.store.ndjson import export_log
+    from keeper.store.redis_log import RedisEventLog
+    from tests.replay.scenario import account_events, crash_ticks, setup_events
+
+    base = load_config(None, env={"KEEPER_HMAC_SECRET": "s3cret-for-tests"}, register_secrets=False)
+    r = msgspec.structs.replace
+    cfg = r(base, redis=r(base.redis, url=redis_url, data_dir=str(tmp_path / "redis")),
+            admin=r(base.admin, port=0), keeper=r(base.keeper, mode="live"),
+            execution=r(base.execution, executor="http", url="http://127.0.0.1:1/liquidations"))
+    daemon = Daemon(cfg, roles=["keeper", "admin"], block_ms=20)  # no runner: nothing could go out
+    stop = asyncio.Event()
+    task = asyncio.create_task(daemon.run(stop))
+    log = await RedisEventLog.connect(redis_url)
+    try:
+        await asyncio.wait_for(daemon.started.wait(), 15)
+        await log.append([*setup_events(), *account_events(), *crash_ticks()])  # a year-old crash
+        status = Status(daemon, log)
+        for _ in range(200):
+            entries = await read_all(log)
+            if daemon.projectors[0].position == await log.last_id() and any(
+                    isinstance(e.event, ev.LiquidationIntended) for e in entries):
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)
+        entries = await read_all(log)
+        ok, details = await status.ready()
+        live_manifest = await mf.read_redis(log.client)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+    intents = [e.event for e in entries if isinstance(e.event, ev.LiquidationIntended)]
+    assert intents and {i.decision.mode for i in intents} == {WITHHELD}  # none live
+    expired = {e.event.intent_id for e in entries if isinstance(e.event, ev.LiquidationExpired)}
+    assert {i.decision.intent_id for i in intents} <= expired
+    assert any(isinstance(e.event, ev.FeedStale) and e.event.event_id.startswith("stale-wall:")
+               for e in entries)
+    assert not ok and any(x.startswith("stale prices:") for x in details["reasons"])
+
+    path = tmp_path / "log.ndjson"
+    await export_log(log, path)
+    await log.close()
+    assert live_manifest is not None
+    mf.write_file(mf.manifest_path(path), live_manifest)
+    rc = await asyncio.to_thread(cli.main, ["replay", "--ndjson", str(path), "--verify"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert out.strip().splitlines()[-1].endswith(", 0 divergences")
+    assert f"verify: {len(intents)} live decisions were recorded withheld" in out
