@@ -171,8 +171,11 @@ def run(args: argparse.Namespace) -> int:
     why = problem(text, max_bytes=MAX_DOCUMENT_BYTES)
     if why is not None:
         raise ScenarioError(f"{path}: {why}")
-    sc = load_scenario(text)
-    result = compute(sc)
+    try:
+        sc = load_scenario(text)
+        result = compute(sc)
+    except ScenarioError as exc:  # which file, then which field
+        raise ScenarioError(f"{path}: {exc}") from None
     if args.json:
         sys.stdout.write(json.dumps(result, indent=2) + "\n")
     else:

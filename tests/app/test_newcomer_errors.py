@@ -65,6 +65,13 @@ def test_an_unexpected_error_is_one_line_naming_debug(monkeypatch: pytest.Monkey
     assert "RuntimeError: something broke" in line and "keeper --debug health" in line
 
 
+def test_health_names_the_file_whose_json_is_bad(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "scenario.json"
+    bad.write_text('{"profile": "aave-v3.0", ')
+    assert cli.main(["health", str(bad)]) == 1
+    assert f"keeper health: error: {bad}: bad JSON" in _one_error(capsys, "health")
+
+
 def test_log_import_of_a_missing_file_and_export_into_a_missing_folder(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], no_redis_url: None) -> None:
     assert cli.main(["log", "--data-dir", str(tmp_path), "import", str(tmp_path / "nope.ndjson")]) == 1
