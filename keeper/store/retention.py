@@ -220,6 +220,7 @@ class Retention:
         self.snap_pattern = f"{tag}:snap:*"
         self.archive = Archive.of(policy.archive_dir, lg)
         self._now_ms = now_ms
+        self._t0 = time.monotonic()
         client = lg.client
         self._nth = client.register_script(scripts.NTH_ID)
         self._raise = client.register_script(scripts.RAISE_MARK)
@@ -238,7 +239,7 @@ class Retention:
         """One pass; see the module docstring. Raises ``LogUnavailable`` when Redis is away;
         other failures are in ``PassReport.error`` (and logged)."""
         report = PassReport()
-        t0 = time.monotonic()
+        t0 = self._t0 = time.monotonic()
         token = secrets.token_hex(8)
         async with wrap_errors("retention_lock"):
             got = await self.log.client.set(self.lock_key, token, nx=True, px=LOCK_MS)
@@ -318,6 +319,7 @@ class Retention:
             first: Any = await self.log.client.xrange(self.log.key, count=1)
             r.hot_first = first[0][0].decode() if first else ""
             r.ids_size = int(await self.log.client.scard(self.log.ids_key))
+            r.duration_s = time.monotonic() - self._t0
             await self.log.client.hset(self.meta_key, mapping={
                 "archive_dir": str(self.archive.root.resolve()), "archived_to": r.archived_to,
                 "archive_entries": r.archive_entries, "trimmed_to": r.trimmed_to,
