@@ -170,13 +170,18 @@ def _run_on_a_log(args: argparse.Namespace) -> int:
         if args.redis_url:
             datadir.check_redis_url(args.redis_url, origin)
         else:
-            from keeper.store.embedded import EmbeddedRedis
+            from keeper.store.embedded import EmbeddedRedis, running_in
 
             datadir.require_log(args.data_dir)
-            server = EmbeddedRedis(datadir.redis_dir(args.data_dir))
-            server.start()
-            args.redis_url = server.url
-        datadir.announce("replay", None if server is not None else args.redis_url, args.data_dir, origin)
+            args.redis_url = running_in(datadir.redis_dir(args.data_dir))  # a keeper running on it
+            if args.redis_url is None:
+                server = EmbeddedRedis(datadir.redis_dir(args.data_dir))
+                args.redis_url = server.start()
+        from_env = origin == "REDIS_URL" and bool(os.environ.get("REDIS_URL"))
+        if origin == "--redis-url" or from_env:
+            datadir.announce("replay", args.redis_url, None, origin)
+        else:
+            datadir.announce("replay", None, args.data_dir)
     try:
         return asyncio.run(_run(args))
     finally:

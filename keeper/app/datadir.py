@@ -77,6 +77,11 @@ DEMO_MARK = "written-by-keeper-demo"
 def fresh_demo_log(redis: Path) -> None:
     """Empty ``redis`` for a demo's log: a log an earlier demo wrote is replaced; another (a
     ``keeper run``'s, an import) is refused in one line, never deleted."""
+    from keeper.store.embedded import running_in
+
+    if running_in(redis) is not None:
+        raise ConfigError(f"--data-dir: {redis} is in use by a running keeper (run or demo): stop it, "
+                          "or give keeper demo --data-dir DIR")
     if redis.is_dir() and any(redis.iterdir()) and not (redis / DEMO_MARK).exists():
         raise ConfigError(f"--data-dir: {redis} holds a log keeper demo did not write (keeper run's or "
                           f"an import): keep it (keeper log export FILE) and remove {redis}, or give "

@@ -5,10 +5,17 @@ one) with AOF on (``appendfsync`` configurable) and its data under ``data_dir``;
 URL once ``PING`` answers. ``stop()`` sends SIGTERM (redis' clean shutdown, AOF flushed) and waits; ``kill()``
 sends SIGKILL (fault tests). After either, ``start()`` restarts on the same port and data folder,
 so data survives per the AOF policy. No binary found -> ``EmbeddedRedisError`` naming the fix.
+
+One server a folder: a started server writes ``server.json`` (pid, port, URL) into its folder and
+removes it when stopped. ``running_in(folder)`` finds a live server another process started there
+(its pid alive, answering PING, serving that very folder); ``open_redis`` then uses that server
+instead of starting a second one on the same files (``keeper log tail`` while ``keeper run``
+runs), and ``start()`` refuses such a folder.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -28,6 +35,8 @@ log = structlog.get_logger()
 
 _FIX = "install it: sudo apt-get install redis-server, or set KEEPER_REDIS_SERVER"
 _START_TIMEOUT_S = 10.0
+SERVER_FILE = "server.json"
+"""In a running server's folder: its pid, port and URL (removed when it stops)."""
 _STOP_TIMEOUT_S = 10.0
 
 
@@ -99,6 +108,10 @@ class EmbeddedRedis:
             return self.url
         if self._proc is not None:  # it died: a restart on the same port and data folder
             self._reap()
+        other = running_in(self.data_dir)
+        if other is not None:
+            raise EmbeddedRedisError(f"{self.data_dir} is in use by another redis-server ({other}): "
+                                     "stop the keeper that runs it, or use its URL (--redis-url)")
         exe = find_redis_server(self.binary)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if not self.port:
@@ -139,6 +152,9 @@ class EmbeddedRedis:
             time.sleep(0.02)
         log.info("embedded_redis_started", port=self.port, pid=self.pid, dir=str(self.data_dir),
                  appendfsync=self.appendfsync)
+        info = self.data_dir / SERVER_FILE
+        info.write_text(json.dumps({"pid": self.pid, "port": self.port, "url": self.url}) + "\n")
+        info.chmod(0o600)
         EmbeddedRedis.running_servers.add(self)
         return self.url
 
@@ -151,6 +167,12 @@ class EmbeddedRedis:
 
     def _reap(self) -> None:
         EmbeddedRedis.running_servers.discard(self)
+        info = self.data_dir / SERVER_FILE
+        try:
+            if self.pid is not None and json.loads(info.read_text()).get("pid") == self.pid:
+                info.unlink()
+        except (OSError, ValueError, AttributeError):
+            pass
         if self._proc is not None:
             if self._proc.stderr is not None:
                 self._proc.stderr.close()
@@ -210,6 +232,29 @@ async def open_redis(url: str | None, data_dir: Path, *, appendfsync: str = "eve
     """
     if url:
         return url, None
+    live = running_in(data_dir)
+    if live is not None:  # another process runs this folder's server: use it, start no second one
+        log.info("embedded_redis_attached", dir=str(data_dir))
+        return live, None
     server = EmbeddedRedis(data_dir, appendfsync=appendfsync)
     server.start()
     return server.url, server
+
+
+def running_in(data_dir: Path) -> str | None:
+    """The URL of a live redis-server serving ``data_dir`` (its ``server.json``: pid alive, PING
+    answered, its ``dir`` that folder), else None."""
+    folder = Path(data_dir).resolve()
+    try:
+        info = json.loads((folder / SERVER_FILE).read_text())
+        pid, port, url = int(info["pid"]), int(info["port"]), str(info["url"])
+        os.kill(pid, 0)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    try:
+        with redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=1,
+                                  decode_responses=True) as c:
+            served = c.config_get("dir").get("dir")
+    except redis.exceptions.RedisError:
+        return None
+    return url if served is not None and Path(served).resolve() == folder and port > 0 else None
