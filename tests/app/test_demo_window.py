@@ -5,13 +5,30 @@ an earlier demo wrote there, never another."""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 
 from keeper.app import cli, datadir
 from keeper.app.demo import window_data, window_span, window_ticks
 from keeper.errors import ConfigError
+
+
+@pytest.fixture(autouse=True)
+def _own_logging() -> Iterator[None]:
+    """``keeper demo`` configures logging onto this test's captured stderr: undo it after."""
+    old = structlog.get_config()
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    structlog.configure(**old)
+    for h in list(root.handlers):
+        if h not in handlers:
+            root.removeHandler(h)
+    root.setLevel(level)
 
 
 @pytest.mark.parametrize(("window", "markets"), [
