@@ -21,6 +21,7 @@ runner finishes the batch in hand (unacked entries are handed back to the group)
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import socket
@@ -261,6 +262,8 @@ class Daemon:
         """Set once every role is up (the admin port bound, projectors started)."""
         self._tasks: list[asyncio.Task[Any]] = []
         self._aux: list[asyncio.Task[Any]] = []
+        self.retention_report: Any = None
+        """The last retention pass's ``PassReport`` (None before the first)."""
         self._closers: list[Any] = []
 
     def params(self, profile: str) -> KeeperParams:
@@ -322,6 +325,8 @@ class Daemon:
             # not a role (it ends once done): outside ``_tasks``, whose first end ends the run
             announce = asyncio.ensure_future(self._announce(stop))
             self._aux.append(announce)
+            if "keeper" in self.roles and cfg.retention.enabled:
+                self._aux.append(asyncio.ensure_future(self._retain()))
             waiter = asyncio.ensure_future(stop.wait())
             await asyncio.wait([waiter, *self._tasks], return_when=asyncio.FIRST_COMPLETED)
             waiter.cancel()
@@ -352,6 +357,63 @@ class Daemon:
             except EmbeddedRedisError as exc:
                 _log.error("embedded_redis_restart_failed", error=str(exc)[:500])
                 await wait_event(stop, min(2.0 * attempt, 30.0))
+
+    async def _archived(self, log: RedisEventLog) -> Any:
+        """``log``, read with the archive when retention trimmed part of it (``ArchivedLog``)."""
+        if not self.config.retention.enabled:
+            return log
+        from keeper.store.archive import ArchivedLog, open_archive
+
+        archive = await open_archive(log, None)
+        return log if archive is None else ArchivedLog(log, archive)
+
+    async def _catch_up_archived(self, p: Projector) -> None:
+        """A projector that starts below what retention trimmed (no snapshot yet: a profile
+        added, or both snapshots unusable) reads that part from the archive; then the hot log
+        as usual (retention never trims past a projector's snapshots, so a restart from one
+        needs no archive)."""
+        stamping = p.log
+        if not self.config.retention.enabled or not isinstance(stamping, StampingLog):
+            return
+        from keeper.store.archive import ArchivedLog, open_archive
+
+        inner = stamping.inner
+        archive = await open_archive(inner, None, start=p.position)
+        if archive is None:
+            return
+        stamping.inner = ArchivedLog(inner, archive)  # type: ignore[assignment]
+        try:
+            n = await p.catch_up()
+        finally:
+            stamping.inner = inner
+        _log.info("projector_caught_up_from_archive", projector=p.name, entries=n,
+                  offset=p.position)
+
+    async def _retain(self) -> None:
+        """Retention (``keeper.store.retention``): a pass every ``[retention] interval_s``, by
+        the process that writes the keeper's snapshots (they pin what may be trimmed); stopped
+        with the intake at shutdown. A failed pass is logged and tried again next interval."""
+        from keeper.store.retention import PassReport, RetentionPolicy, run_retention
+
+        cfg = self.config
+        policy = RetentionPolicy.from_config(cfg.retention, state_dir=cfg.keeper.state_dir)
+        policy = dataclasses.replace(policy, archive_dir=policy.archive_dir.resolve())
+        log = self._connect()
+
+        m = self.metrics
+
+        def on_pass(report: PassReport) -> None:
+            self.retention_report = report
+            m.retention_passes.inc("error" if report.error else "skipped" if report.skipped else "ok")
+            if report.error or report.skipped:
+                return
+            m.retention_archived.inc(by=report.archived)
+            m.retention_trimmed.inc(by=report.trimmed)
+            m.retention_hot.set(report.hot_entries)
+            m.retention_lagging.set(len(report.lagging))
+            m.retention_seconds.set(report.duration_s)
+
+        await run_retention(log, policy, self._intake_stop, on_pass)
 
     async def _announce(self, stop: asyncio.Event) -> None:
         """Once every projector has started (restored its snapshot): the run manifest, then
@@ -431,8 +493,8 @@ class Daemon:
             log = self._connect()
             built: list[VenueExecutor] = []
 
-            async def start() -> None:
-                built.append(await start_chain_executor(cfg, log))
+            async def start() -> None:  # it reads its signed transactions back: the whole log
+                built.append(await start_chain_executor(cfg, await self._archived(log)))
 
             await ride_through("chain-executor", start, stop)
             return built[0] if built else None
@@ -471,7 +533,9 @@ class Daemon:
         if "ingest" not in self.roles:
             return []
         log = self._connect()
-        self.chain_ingest = await start_chain_ingest(self.config, log)
+        # it resumes after the log's last block frame: through the archive once retention has
+        # trimmed the frames it would look for
+        self.chain_ingest = await start_chain_ingest(self.config, await self._archived(log))
         self._closers.append(self.chain_ingest.rpc.close)
         ingest = self.chain_ingest
         # stopped first at shutdown, with the other intake (and cancelled with it); its start
@@ -519,6 +583,7 @@ class Daemon:
             await p.start()
             _log.info("projector_started", projector=p.name, restored_from=p.restored_from,
                       offset=p.position)
+            await self._catch_up_archived(p)
         while not stop.is_set():
             await p.step(block_ms=self.block_ms)
             health.REDIS.recovered(name)

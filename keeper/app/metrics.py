@@ -24,6 +24,7 @@ Names (all prefixed ``keeper_``)::
     roles_waiting_for_redis            gauge    roles waiting out a Redis fault now
     log_last_append_age_seconds        gauge    time since the newest log entry
     process_resident_memory_bytes      gauge    the keeper process's resident memory
+    retention_*                        passes, archived and trimmed entries, hot entries, lagging pins
     chain_*                            gauges   a chain venue's ingest and executor (docs/chain.md)
 """
 
@@ -261,5 +262,19 @@ class Metrics(Registry):
             "(dead-lettered with the error): an alarm."))
         self.process_rss = self.add(Gauge(
             "keeper_process_resident_memory_bytes", "Resident memory of the keeper process."))
+        self.retention_passes = self.add(Counter(
+            "keeper_retention_passes_total", "Retention passes by result (ok, skipped, error).",
+            ["result"]))
+        self.retention_archived = self.add(Counter(
+            "keeper_retention_archived_entries_total", "Log entries written to archive segments."))
+        self.retention_trimmed = self.add(Counter(
+            "keeper_retention_trimmed_entries_total", "Log entries trimmed from Redis."))
+        self.retention_hot = self.add(Gauge(
+            "keeper_retention_hot_entries", "Entries in the hot log after the last pass."))
+        self.retention_lagging = self.add(Gauge(
+            "keeper_retention_lagging_pins", "Readers holding entries older than the hot window "
+            "(a projector not snapshotting, a dead consumer group): an alarm."))
+        self.retention_seconds = self.add(Gauge(
+            "keeper_retention_pass_seconds", "Duration of the last retention pass."))
         self.chain_refused = self.add(Gauge(
             "keeper_chain_refused_accounts", "Chain venue: accounts the core does not model (not decided)."))
