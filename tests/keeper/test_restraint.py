@@ -5,6 +5,7 @@ halt the keeper resubmitted on every tick, up to 328 times per account)."""
 from __future__ import annotations
 
 from decimal import Decimal
+from itertools import pairwise
 
 import msgspec
 
@@ -67,7 +68,7 @@ def test_rejections_back_off_doubling_in_log_time() -> None:
     times = [(t - start) / SECOND for t, _ in v.intents]
     # decided at once, then 1 s, 2 s and 4 s after each rejection: 4 in 10 s, not 100
     assert len(times) == 4, times
-    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    gaps = [b - a for a, b in pairwise(times)]
     assert [round(g, 1) for g in gaps] == [1.0, 2.0, 4.0]
     assert v.core.skipped["rejected_backoff"] > 90
 
@@ -78,8 +79,7 @@ def test_the_backoff_is_capped_and_reset_by_a_healthy_bucket() -> None:
     v = Venue(KeeperCore(params), underwater())
     for _ in range(100):
         v.tick("90")
-    gaps = [round((b - a) / SECOND, 1) for (a, _), (b, _) in zip(v.intents, v.intents[1:],
-                                                                  strict=False)]
+    gaps = [round((b - a) / SECOND, 1) for (a, _), (b, _) in pairwise(v.intents)]
     assert gaps[:2] == [1.0, 2.0] and set(gaps[2:]) == {2.0}  # capped at 2 s
     for _ in range(25):  # healthy past the backoff: the episode is over
         v.tick("200")
