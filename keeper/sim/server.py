@@ -321,12 +321,9 @@ class SimServer:
     # ------------------------------------------------------------------ REST
 
     async def handle_liquidation(self, request: web.Request) -> web.StreamResponse:
-        body = await request.read()
-        given = request.headers.get("X-Keeper-Signature", "")
-        if not hmac.compare_digest(sign(self.secret, body), given.strip().lower()):
-            log.info("sim.liquidation", status=401, reason="bad or missing signature")
-            return web.json_response({"status": "unauthorized", "reason": "bad or missing signature"},
-                                     status=401)
+        body, refused = await self._signed(request, "sim.liquidation")
+        if refused is not None:
+            return refused
         try:
             decision = msgspec.json.decode(body, type=Decision)
         except msgspec.DecodeError as exc:
@@ -335,49 +332,18 @@ class SimServer:
         if key != decision.intent_id:
             return web.json_response({"status": "invalid",
                                       "reason": "Idempotency-Key does not match intent_id"}, status=400)
-        raw_deadline = request.headers.get(DEADLINE_HEADER)
-        try:
-            deadline_ms = None if raw_deadline is None else int(raw_deadline)
-        except ValueError:
-            return web.json_response({"status": "invalid", "reason": f"{DEADLINE_HEADER} must be an integer"},
-                                     status=400)
         self.venue.count_request(key)
         bound = log.bind(intent_id=key, account=decision.account, bucket=decision.bucket,
                          action=decision.action)
-        f = self.faults
-        limited = self._rate_limited(bound, "sim.liquidation")
-        if limited is not None:
-            return limited
-        if f.http_5xx > 0:
-            f.http_5xx -= 1
-            f.injected_5xx += 1
-            bound.info("sim.liquidation", status=f.status_5xx, fault="http_5xx")
-            after = {"Retry-After": str(f.retry_after)} if f.retry_after_5xx else None
-            return web.json_response({"status": "unavailable", "reason": "injected fault"},
-                                     status=f.status_5xx, headers=after)
-        if f.delay_ms > 0:
-            await self._hold(f.delay_ms)
-        if deadline_ms is not None and time.time_ns() // 1_000_000 > deadline_ms:
-            # The client has given up on this request: applying it now would be an acceptance
-            # nobody hears of, after a status query may already have said "unknown".
-            f.late_refused += 1
-            bound.info("sim.liquidation", status=408, reason="deadline passed")
-            return web.json_response({"status": "late", "reason": "deadline passed: not applied"}, status=408)
+        refused = await self._before_apply(request, bound, "sim.liquidation")
+        if refused is not None:
+            return refused
         result = self.venue.liquidate(decision, key)
         bound.info("sim.liquidation", status=result.http_status, ref=result.ref, reason=result.reason,
                    events=len(result.events))
-        if f.drop_next > 0 or (f.drop_share > 0 and self._fault_rng.random() < f.drop_share):
-            # Applied, then the connection is cut before any reply: a lost reply.
-            f.drop_next = max(0, f.drop_next - 1)
-            f.injected_drops += 1
-            if request.transport is not None:
-                request.transport.abort()
-            return web.Response(status=result.http_status)
-        if f.timeout_next > 0 or (f.hang_share > 0 and self._fault_rng.random() < f.hang_share):
-            # Applied, then the reply is held past any sane client timeout: a lost reply.
-            f.timeout_next = max(0, f.timeout_next - 1)
-            f.injected_timeouts += 1
-            await self._hold(f.hang_ms)
+        lost = await self._after_apply(request, result.http_status)
+        if lost is not None:
+            return lost
         return web.Response(body=result.body(), status=result.http_status, content_type="application/json")
 
     async def handle_liquidation_batch(self, request: web.Request) -> web.StreamResponse:
@@ -385,12 +351,9 @@ class SimServer:
         under its own intent id (per-item idempotency, exactly as one ``POST /liquidations``
         each), applied in the order given; one answer carries every item's result. Faults apply
         to the request as a whole (a 5xx applies nothing; a lost reply applies everything)."""
-        body = await request.read()
-        given = request.headers.get("X-Keeper-Signature", "")
-        if not hmac.compare_digest(sign(self.secret, body), given.strip().lower()):
-            log.info("sim.liquidation_batch", status=401, reason="bad or missing signature")
-            return web.json_response({"status": "unauthorized", "reason": "bad or missing signature"},
-                                     status=401)
+        body, refused = await self._signed(request, "sim.liquidation_batch")
+        if refused is not None:
+            return refused
         try:
             decisions = msgspec.json.decode(body, type=list[Decision])
         except msgspec.DecodeError as exc:
@@ -401,47 +364,80 @@ class SimServer:
         if len({d.intent_id for d in decisions}) != len(decisions):
             return web.json_response({"status": "invalid", "reason": "an intent id twice in one batch"},
                                      status=400)
+        for d in decisions:
+            self.venue.count_request(d.intent_id)
+        bound = log.bind(items=len(decisions))
+        refused = await self._before_apply(request, bound, "sim.liquidation_batch")
+        if refused is not None:
+            return refused
+        results = [self.venue.liquidate(d, d.intent_id) for d in decisions]
+        bound.info("sim.liquidation_batch", status=200,
+                   accepted=sum(r.status == "accepted" for r in results))
+        lost = await self._after_apply(request, 200)
+        if lost is not None:
+            return lost
+        out = b'{"results":[' + b",".join(
+            b'{"intent_id":' + msgspec.json.encode(d.intent_id) + b',"result":' + r.body() + b"}"
+            for d, r in zip(decisions, results, strict=True)) + b"]}"
+        return web.Response(body=out, status=200, content_type="application/json")
+
+    async def _signed(self, request: web.Request, what: str) -> tuple[bytes, web.Response | None]:
+        """The body, or the 401 for a bad or missing ``X-Keeper-Signature`` (nothing counted)."""
+        body = await request.read()
+        given = request.headers.get("X-Keeper-Signature", "")
+        if hmac.compare_digest(sign(self.secret, body), given.strip().lower()):
+            return body, None
+        log.info(what, status=401, reason="bad or missing signature")
+        return body, web.json_response({"status": "unauthorized", "reason": "bad or missing signature"},
+                                       status=401)
+
+    async def _before_apply(self, request: web.Request, bound: Any, what: str) -> web.Response | None:
+        """The injected faults before a trading request is applied (rate limit, 5xx, delay) and
+        its ``X-Keeper-Deadline``: the answer that refuses it, or None to apply it."""
         raw_deadline = request.headers.get(DEADLINE_HEADER)
         try:
             deadline_ms = None if raw_deadline is None else int(raw_deadline)
         except ValueError:
             return web.json_response({"status": "invalid", "reason": f"{DEADLINE_HEADER} must be an integer"},
                                      status=400)
-        for d in decisions:
-            self.venue.count_request(d.intent_id)
-        bound = log.bind(items=len(decisions))
         f = self.faults
-        limited = self._rate_limited(bound, "sim.liquidation_batch")
+        limited = self._rate_limited(bound, what)
         if limited is not None:
             return limited
         if f.http_5xx > 0:
             f.http_5xx -= 1
             f.injected_5xx += 1
+            bound.info(what, status=f.status_5xx, fault="http_5xx")
             after = {"Retry-After": str(f.retry_after)} if f.retry_after_5xx else None
             return web.json_response({"status": "unavailable", "reason": "injected fault"},
                                      status=f.status_5xx, headers=after)
         if f.delay_ms > 0:
             await self._hold(f.delay_ms)
         if deadline_ms is not None and time.time_ns() // 1_000_000 > deadline_ms:
+            # The client has given up on this request: applying it now would be an acceptance
+            # nobody hears of, after a status query may already have said "unknown".
             f.late_refused += 1
+            bound.info(what, status=408, reason="deadline passed")
             return web.json_response({"status": "late", "reason": "deadline passed: not applied"}, status=408)
-        results = [self.venue.liquidate(d, d.intent_id) for d in decisions]
-        bound.info("sim.liquidation_batch", status=200,
-                   accepted=sum(r.status == "accepted" for r in results))
+        return None
+
+    async def _after_apply(self, request: web.Request, status: int) -> web.Response | None:
+        """The injected lost reply of an applied request: the connection cut (``drop``), or the
+        reply held past any sane client timeout (``hang``, then None: the reply goes out late)."""
+        f = self.faults
         if f.drop_next > 0 or (f.drop_share > 0 and self._fault_rng.random() < f.drop_share):
+            # Applied, then the connection is cut before any reply: a lost reply.
             f.drop_next = max(0, f.drop_next - 1)
             f.injected_drops += 1
             if request.transport is not None:
                 request.transport.abort()
-            return web.Response(status=200)
+            return web.Response(status=status)
         if f.timeout_next > 0 or (f.hang_share > 0 and self._fault_rng.random() < f.hang_share):
+            # Applied, then the reply is held past any sane client timeout: a lost reply.
             f.timeout_next = max(0, f.timeout_next - 1)
             f.injected_timeouts += 1
             await self._hold(f.hang_ms)
-        out = b'{"results":[' + b",".join(
-            b'{"intent_id":' + msgspec.json.encode(d.intent_id) + b',"result":' + r.body() + b"}"
-            for d, r in zip(decisions, results, strict=True)) + b"]}"
-        return web.Response(body=out, status=200, content_type="application/json")
+        return None
 
     def _rate_limited(self, bound: Any, what: str) -> web.Response | None:
         """The injected 429 for this trading request, or None when it may proceed."""
