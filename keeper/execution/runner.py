@@ -71,7 +71,7 @@ from keeper.aio import wait_event
 from keeper.clock import wall_clock_us
 from keeper.domain import events as ev
 from keeper.domain import guards
-from keeper.errors import LogError, LogUnavailable, PermanentError, TransientError
+from keeper.errors import ExecutionError, LogError, LogUnavailable, PermanentError, TransientError
 from keeper.execution.base import (
     Backoff,
     StatusUnsupported,
@@ -146,8 +146,10 @@ class Runner:
         self.paused: dict[str, str] = {}
         """Pause scopes seen in the log (``*``: kill switch): their intents are held, pending."""
         self.group_size = group_size
-        self._batches = getattr(executor, "batch_url", None) is not None \
-            and hasattr(executor, "execute_many")
+        many: Callable[[list[ev.Decision]], Awaitable[list[Submission | ExecutionError]]] | None = \
+            getattr(executor, "execute_many", None)
+        self._execute_many = many
+        self._batches = many is not None and getattr(executor, "batch_url", None) is not None
         """Intents go out in groups (``handle_group``) when the executor has a batch endpoint."""
         self.halt_poll_s = halt_poll_s
         self.venue_halts: dict[str, str] = {}
@@ -356,7 +358,8 @@ class Runner:
         # recorded alongside the sends, off their path (the claims already say submitted)
         recorded = asyncio.ensure_future(self.log.append(sends))
         try:
-            answers = await self.executor.execute_many([d for _, d, _ in go])  # type: ignore[attr-defined]
+            assert self._execute_many is not None  # _batches
+            answers = await self._execute_many([d for _, d, _ in go])
         finally:
             await asyncio.gather(recorded, return_exceptions=True)
         recorded.result()  # a failed record of the sends is retried with the group
