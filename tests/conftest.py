@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +20,18 @@ import pytest
 from keeper.store.embedded import EmbeddedRedis
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+DEFAULT_RECURSION_LIMIT = 1000
+
+
+@pytest.fixture(autouse=True)
+def _default_recursion_limit() -> None:
+    """Every test starts at the interpreter's default recursion limit, as the keeper runs: a
+    limit left raised by an earlier test lets a C decoder (msgspec) recurse past the C stack on a
+    deeply nested payload (a segfault) where it would raise ``RecursionError``."""
+    if sys.getrecursionlimit() > DEFAULT_RECURSION_LIMIT:
+        sys.setrecursionlimit(DEFAULT_RECURSION_LIMIT)
 
 
 def _shared() -> Path:

@@ -99,6 +99,8 @@ def _all_current(lines: list[_EventLine]) -> bool:
 def _is_json_line(payload: bytes) -> bool:
     if not payload.startswith(b"{") or b"\n" in payload or b"\r" in payload:
         return False
+    if deeper_than(payload):  # exported as b64; never handed to the recursive decoder
+        return False
     try:
         msgspec.json.decode(payload)
     except (msgspec.DecodeError, RecursionError):  # nested too deep: exported as b64
@@ -161,6 +163,8 @@ def parse_line(line: bytes) -> tuple[str, bytes]:
             tail = line.rstrip(b"\r\n")
             if tail.endswith(b"}"):
                 return line[7:end].decode(), tail[end + 6:-1]
+    if deeper_than(line):  # ``e`` would be skipped recursively
+        raise LogError(f"bad NDJSON line: nested deeper than {MAX_DEPTH}: {line[:120]!r}")
     try:
         obj = _line_decoder.decode(line)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
