@@ -38,7 +38,7 @@ from keeper.app.config import Config, FeedSource
 from keeper.app.freshness import FreshnessGuard
 from keeper.app.keeper_role import core_factory
 from keeper.app.metrics import Metrics
-from keeper.app.supervise import ride_through
+from keeper.app.supervise import bounded, cancel_all, ride_through
 from keeper.clock import wall_clock_us
 from keeper.domain import events as ev
 from keeper.domain.chain_core import ChainCore
@@ -431,24 +431,24 @@ class Daemon:
         """Every step is bounded: a shutdown never waits on Redis or a task that ignores its
         cancellation (such a task is named in the log with where it is stuck)."""
         self._intake_stop.set()  # 1. stop intake
-        await _cancel(intake, SHUTDOWN_STEP_S)
+        await cancel_all(intake, SHUTDOWN_STEP_S)
         if self.ingest is not None:
-            await _bounded(self.ingest.drain(), 5.0, "ingest_drain")
+            await bounded(self.ingest.drain(), 5.0, "ingest_drain")
             await self.ingest.close()
         inner_stop.set()  # 2. keeper and runner finish their batch, snapshot
         if workers:
             await asyncio.wait(workers, timeout=10.0)
-        await _cancel(workers, SHUTDOWN_STEP_S)
+        await cancel_all(workers, SHUTDOWN_STEP_S)
         for p in self.projectors:
-            await _bounded(p.snapshot(), SHUTDOWN_STEP_S, f"snapshot_{p.name}")
-        await _bounded(self._write_manifest("stopped"), SHUTDOWN_STEP_S, "manifest")
-        await _cancel([t for t in (*self._tasks, *self._aux) if not t.done()], SHUTDOWN_STEP_S)
+            await bounded(p.snapshot(), SHUTDOWN_STEP_S, f"snapshot_{p.name}")
+        await bounded(self._write_manifest("stopped"), SHUTDOWN_STEP_S, "manifest")
+        await cancel_all([t for t in (*self._tasks, *self._aux) if not t.done()], SHUTDOWN_STEP_S)
         if admin is not None:  # 3. admin last: it answers until the end
-            await _bounded(admin.stop(), SHUTDOWN_STEP_S, "admin_stop")
+            await bounded(admin.stop(), SHUTDOWN_STEP_S, "admin_stop")
         if executor is not None:
-            await _bounded(executor.close(), SHUTDOWN_STEP_S, "executor_close")
+            await bounded(executor.close(), SHUTDOWN_STEP_S, "executor_close")
         for close in reversed(self._closers):
-            await _bounded(close(), SHUTDOWN_STEP_S, "close")
+            await bounded(close(), SHUTDOWN_STEP_S, "close")
         _log.info("daemon_stopped", applied=[p.applied for p in self.projectors],
                   offsets=[p.core.offset if p.core else None for p in self.projectors],
                   runner=dict(self.runner.counts) if self.runner else None)
@@ -614,31 +614,6 @@ class Daemon:
         server = AdminServer(app, cfg.admin.host, cfg.admin.port)
         self.admin_port = await server.start()
         return server
-
-
-async def _bounded(aw: Awaitable[Any], limit_s: float, what: str) -> None:
-    """Await ``aw`` for at most ``limit_s`` seconds; a failure or the timeout is logged, never
-    raised (a shutdown step is done its best, then the next one runs)."""
-    task = asyncio.ensure_future(aw)
-    done, _ = await asyncio.wait([task], timeout=limit_s)
-    if not done:
-        task.cancel()
-        _log.warning("shutdown_step_timed_out", step=what, timeout_s=limit_s)
-    elif not task.cancelled() and task.exception() is not None:
-        _log.warning("shutdown_step_failed", step=what, error=repr(task.exception())[:300])
-
-
-async def _cancel(tasks: Sequence[asyncio.Task[Any]], limit_s: float) -> None:
-    """Cancel ``tasks`` and wait at most ``limit_s`` seconds for them to end; one that does not
-    (it ignores its cancellation: a bug) is logged with where it is stuck."""
-    for t in tasks:
-        t.cancel()
-    if not tasks:
-        return
-    _done, pending = await asyncio.wait(tasks, timeout=limit_s)
-    for t in pending:
-        frames = [f"{f.f_code.co_filename}:{f.f_lineno}" for f in t.get_stack(limit=5)]
-        _log.error("task_ignored_cancel", task=t.get_name(), stack=frames)
 
 
 def _projection_factory(data: bytes | None) -> ProjectionCore:

@@ -8,13 +8,17 @@ with a growing, jittered delay and runs the role again, while ``/healthz`` stays
 ``/readyz`` names the role that waits and the error (``keeper.store.health.REDIS``). Only the
 keeper's own errors of the log (``LogError``) are waited out; anything else is a bug and ends
 the role, and with it the daemon, loudly.
+
+``bounded`` and ``cancel_all`` are the shutdown's steps: each waits a bounded time, so a stop
+never hangs on Redis or on a task that ignores its cancellation.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 import structlog
 
@@ -56,3 +60,28 @@ async def ride_through(name: str, run: Callable[[], Awaitable[None]], stop: asyn
             if await wait_event(stop, wait_s):
                 _log.warning("role_stopped_while_waiting", role=name)
                 return
+
+
+async def bounded(aw: Awaitable[Any], limit_s: float, what: str) -> None:
+    """Await ``aw`` for at most ``limit_s`` seconds; a failure or the timeout is logged, never
+    raised (a shutdown step is done its best, then the next one runs)."""
+    task = asyncio.ensure_future(aw)
+    done, _ = await asyncio.wait([task], timeout=limit_s)
+    if not done:
+        task.cancel()
+        _log.warning("shutdown_step_timed_out", step=what, timeout_s=limit_s)
+    elif not task.cancelled() and task.exception() is not None:
+        _log.warning("shutdown_step_failed", step=what, error=repr(task.exception())[:300])
+
+
+async def cancel_all(tasks: Sequence[asyncio.Task[Any]], limit_s: float) -> None:
+    """Cancel ``tasks`` and wait at most ``limit_s`` seconds for them to end; one that does not
+    (it ignores its cancellation: a bug) is logged with where it is stuck."""
+    for t in tasks:
+        t.cancel()
+    if not tasks:
+        return
+    _done, pending = await asyncio.wait(tasks, timeout=limit_s)
+    for t in pending:
+        frames = [f"{f.f_code.co_filename}:{f.f_lineno}" for f in t.get_stack(limit=5)]
+        _log.error("task_ignored_cancel", task=t.get_name(), stack=frames)
