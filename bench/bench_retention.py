@@ -7,11 +7,13 @@ Starts its own EmbeddedRedis (AOF everysec) in a temporary folder.
   ``retention_pass_events_per_s``: a whole pass over the same log (archive, expire the dedup
   ids, trim), median of 3.
 - The soak, as the daemon runs it in one asyncio process: a writer appending at full speed
-  (batches of 2,000, held back only when the keeper falls 500,000 entries behind, as the
-  daemon's ingest would be by its feeds), the keeper's projector (a ``KeeperCore``, generic-perp,
-  live mode: it appends its intents) reading through ``ArchivedLog`` and snapshotting to Redis,
-  a consumer group reading and acknowledging every entry (the executor's), and ``run_retention``
-  with a ``BENCH_RETENTION_WINDOW_S`` hot and dedup window (default 20 s). Events: 10,000
+  (batches of 2,000, never held back by the keeper: a venue's and a feed's writers are not),
+  the keeper's projector (a ``KeeperCore``, generic-perp, live mode: it appends its intents)
+  reading through ``ArchivedLog`` and snapshotting to Redis, a consumer group reading and
+  acknowledging every entry (the executor's), and ``run_retention`` with a
+  ``BENCH_RETENTION_WINDOW_S`` hot and dedup window (default 20 s) and a hard cap of
+  ``BENCH_RETENTION_CAP`` entries (default 300,000; 0: none): when the writer outruns the keeper,
+  the cap trims past the keeper's snapshot and the keeper reads the rest from the archive. Events: 10,000
   accounts on 20 markets (1.5-10x), then 85% price ticks (each market swinging +-10% around its
   start, so the most levered buckets breach near the troughs, again and again) and 15% account
   events; the executor answers each live intent with ``LiquidationRejected`` (``out:<intent>``),
@@ -27,11 +29,10 @@ Starts its own EmbeddedRedis (AOF everysec) in a temporary folder.
   the two replays against each other (decisions and final state): goal 0.
 
 ``BENCH_RETENTION_EVENTS`` sets the soak's size (default 2,000,000; ``make soak`` runs 20,000,000),
-``BENCH_RETENTION_RATE`` caps the writer (events/s; default none: as fast as the keeper takes
-them), ``BENCH_RETENTION_ACCOUNTS`` the accounts (10,000). Retention keeps up as long as a pass
-(~100,000 entries/s on an idle core, a third of that on a loaded one) is faster than the writer:
-on a 2-vCPU machine also running the keeper at full speed it is not, and the hot log then holds
-the window plus what arrived during the last pass.
+``BENCH_RETENTION_RATE`` caps the writer (events/s; default none: full speed),
+``BENCH_RETENTION_MAX_LAG`` holds the writer back while the keeper is that many entries behind
+(default 0: never), ``BENCH_RETENTION_ACCOUNTS`` the accounts (10,000). The hot log holds the cap
+(or the window, when smaller) plus what arrived during the last pass.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import heapq
+import json
 import math
 import os
 import random
@@ -57,7 +59,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import structlog
 
 from keeper.domain import events as ev
-from keeper.domain.codec import encode
+from keeper.domain.codec import decode, encode
 from keeper.domain.decide import KeeperCore, KeeperParams
 from keeper.domain.model import CROSS, AssetParams, MarketParams
 from keeper.projector import Projector
@@ -74,10 +76,15 @@ from keeper.store.snapshots import RedisSnapshotStore
 SOAK_EVENTS = int(os.environ.get("BENCH_RETENTION_EVENTS", "2000000"))
 WINDOW_S = float(os.environ.get("BENCH_RETENTION_WINDOW_S", "20"))
 RATE = float(os.environ.get("BENCH_RETENTION_RATE", "0"))
-"""Events written per second at most (0: as fast as the keeper takes them)."""
+"""Events written per second at most (0: full speed)."""
+CAP = int(os.environ.get("BENCH_RETENTION_CAP", "300000"))
+OWN_PROCESS = os.environ.get("BENCH_RETENTION_PROCESS", "1") != "0"
+"""Retention in its own process (``keeper log archive --follow``), as a high-rate deployment runs
+it; ``0``: in the keeper's event loop (the daemon's default)."""
+MAX_LAG = int(os.environ.get("BENCH_RETENTION_MAX_LAG", "0"))
+"""Hold the writer back while the keeper is this many entries behind (0: never)."""
 ARCHIVE_EVENTS = 1_000_000
 BATCH = 2_000
-MAX_LAG = 500_000
 ACCOUNTS = int(os.environ.get("BENCH_RETENTION_ACCOUNTS", "10000"))
 MARKETS = 20
 PARAMS = KeeperParams(profile="generic-perp", mode="live")
@@ -241,7 +248,8 @@ async def soak(url: str, tmp: Path) -> None:
     reader_log = await RedisEventLog.connect(url, shard="soak")  # the projector's blocking reads
     group_log = await RedisEventLog.connect(url, shard="soak")
     policy = RetentionPolicy(archive_dir=tmp / "archive", hot_window_s=WINDOW_S, dedup_window_s=WINDOW_S,
-                             interval_s=max(WINDOW_S / 10, 0.5), min_segment_entries=10_000)
+                             interval_s=max(WINDOW_S / 10, 0.5), min_segment_entries=10_000,
+                             cap_entries=CAP)
     archive = Archive.of(policy.archive_dir, log)
     writer_copy, keeper_copy = Tee(tmp / "writer.ndjson"), Tee(tmp / "keeper.ndjson")
     executor_copy = Tee(tmp / "executor.ndjson")
@@ -259,7 +267,7 @@ async def soak(url: str, tmp: Path) -> None:
         reports.append((appended, r))
         if r.error:
             print(f"# pass error: {r.error}", flush=True)
-        elif len(reports) % 10 == 0:
+        elif len(reports) % 10 == 0 or os.environ.get("BENCH_RETENTION_VERBOSE"):
             print(f"# {appended:,} appended, {proj.applied:,} applied: {r.summary()[:160]} ... "
                   f"{r.duration_s:.1f} s", flush=True)
 
@@ -273,7 +281,7 @@ async def soak(url: str, tmp: Path) -> None:
             ids = await log.append_encoded(batch)
             writer_copy.add(ids, batch)
             appended += len(batch)
-            while appended - proj.applied > MAX_LAG:
+            while MAX_LAG and appended - proj.applied > MAX_LAG:
                 await asyncio.sleep(0.005)
 
     async def follow() -> None:
@@ -284,12 +292,19 @@ async def soak(url: str, tmp: Path) -> None:
         await proj.snapshot()
 
     async def executor() -> None:
+        """The runner's share: every entry read through the group and acknowledged, the live
+        intents (only those are decoded) answered with a rejection."""
         await group_log.ensure_group("executor", "0")
         while not stop.is_set():
-            got = await group_log.read_group("executor", "bench", count=2_000, block_ms=50)
+            got = await group_log.read_group_raw("executor", "bench", count=5_000)
+            if not got:
+                await asyncio.sleep(0.05)
+                continue
             outcomes: list[tuple[str, bytes]] = []
-            for entry in got:
-                e = entry.event
+            for _, payload in got:
+                if b"liquidation_intended" not in payload:
+                    continue
+                e = decode(payload)
                 if isinstance(e, ev.LiquidationIntended) and e.decision.mode == "live":
                     d = e.decision
                     out = ev.LiquidationRejected(event_id=f"out:{d.intent_id}", ts_event=e.ts_event,
@@ -298,14 +313,21 @@ async def soak(url: str, tmp: Path) -> None:
                     outcomes.append((out.event_id, encode(out)))
             if outcomes:
                 executor_copy.add(await group_log.append_encoded(outcomes), outcomes)
-            await group_log.ack("executor", [e.id for e in got])
+            await group_log.ack("executor", [i for i, _ in got])
 
     gc.collect()
     gc.freeze()
-    tasks = [asyncio.create_task(run_retention(log, policy, stop, on_pass)),
-             asyncio.create_task(follow()), asyncio.create_task(executor())]
+    if OWN_PROCESS:
+        retention = await _retention_process(url, policy, on_pass)
+        tasks = [asyncio.create_task(follow()), asyncio.create_task(executor())]
+    else:
+        retention = None
+        tasks = [asyncio.create_task(run_retention(log, policy, stop, on_pass)),
+                 asyncio.create_task(follow()), asyncio.create_task(executor())]
     t0 = time.perf_counter()
     await write()
+    write_dt = time.perf_counter() - t0
+    behind = appended - proj.applied
     for _ in range(2):  # the keeper's intents, then the executor's outcomes, all applied
         await asyncio.sleep(0.5)
         while (proj.applied < appended + proj.appended + executor_copy.n
@@ -314,6 +336,8 @@ async def soak(url: str, tmp: Path) -> None:
     dt = time.perf_counter() - t0
     stop.set()
     await asyncio.gather(*tasks)
+    if retention is not None:
+        await retention.stop()
     for copy in (writer_copy, keeper_copy, executor_copy):
         copy.close()
     total = writer_copy.n + keeper_copy.n + executor_copy.n
@@ -326,6 +350,10 @@ async def soak(url: str, tmp: Path) -> None:
           f"{end.hot_entries:,} entries, dedup index {end.ids_size:,} ids at the end", flush=True)
     print(f"bench soak_events {total} events")
     print(f"bench soak_events_per_s {appended / dt:.0f} events/s")
+    print(f"bench soak_write_events_per_s {appended / write_dt:.0f} events/s")
+    print(f"# the keeper was {behind:,} entries behind when the writer finished; "
+          f"{sum(1 for _, r in reports if r.overrun)} passes trimmed past its snapshot (hard cap "
+          f"{CAP:,})", flush=True)
     print(f"bench redis_bytes_per_event_steady {bpe:.3f} bytes")
     print(f"bench soak_used_memory_first_window_mb {first.used_memory / 1e6:.1f} MB")
     print(f"bench soak_used_memory_end_mb {end.used_memory / 1e6:.1f} MB")
@@ -373,6 +401,40 @@ async def soak(url: str, tmp: Path) -> None:
     print(f"bench soak_replay_divergences {divergences} divergences")
     for lg in (log, reader_log, group_log):
         await lg.close()
+
+
+class _RetentionProcess:
+    """``keeper log archive --follow --trim --json`` in its own process, its reports handed to
+    ``on_pass`` as they come."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, reader: asyncio.Task[None]) -> None:
+        self.proc, self.reader = proc, reader
+
+    async def stop(self) -> None:
+        if self.proc.returncode is None:
+            self.proc.terminate()
+        await self.proc.wait()
+        await self.reader
+        if self.proc.returncode:
+            raise SystemExit(f"the retention process exited with {self.proc.returncode}")
+
+
+async def _retention_process(url: str, policy: RetentionPolicy,
+                             on_pass: Any) -> _RetentionProcess:
+    argv = [sys.executable, "-m", "keeper", "log", "--redis-url", url, "--shard", "soak", "archive",
+            "--follow", "--trim", "--json", "--archive-dir", str(policy.archive_dir),
+            "--hot-window-s", str(policy.hot_window_s), "--dedup-window-s", str(policy.dedup_window_s),
+            "--cap-entries", str(policy.cap_entries), "--interval-s", str(policy.interval_s)]
+    proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE,
+                                                cwd=Path(__file__).resolve().parent.parent)
+
+    async def read() -> None:
+        assert proc.stdout is not None
+        async for line in proc.stdout:
+            if line.startswith(b"{"):
+                on_pass(PassReport(**json.loads(line)))
+
+    return _RetentionProcess(proc, asyncio.create_task(read()))
 
 
 def main() -> None:

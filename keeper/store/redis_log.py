@@ -391,6 +391,25 @@ class RedisEventLog:
             return []
         return await self._group_decode(group, _raw_entries(res[0][1]))
 
+    async def read_group_raw(self, group: str, consumer: str, count: int = 100
+                             ) -> list[tuple[str, bytes]]:
+        """New entries for ``consumer`` (XREADGROUP ``>``, never blocking) undecoded, as
+        ``(id, payload)``: for a consumer that decodes only the entries it acts on. Ack them
+        after handling, as ``read_group``'s (an entry it cannot decode is its to dead-letter).
+        Through the raw connection when there is one."""
+        async def call() -> list[tuple[str, bytes]]:
+            if self._raw is not None:
+                try:
+                    reply: Any = await self._raw.call("XREADGROUP", "GROUP", group, consumer,
+                                                      "COUNT", count, "STREAMS", self.key, ">")
+                except ReplyError as exc:  # NOGROUP included: _group_call's to handle
+                    raise redis.exceptions.ResponseError(str(exc)) from exc
+                return [] if not reply else _raw_reply_entries(reply[0][1])
+            res: Any = await self.client.xreadgroup(group, consumer, {self.key: ">"}, count=count)
+            return [] if not res else _raw_entries(res[0][1])
+        got: list[tuple[str, bytes]] = await self._group_call(group, "read_group", call)
+        return got
+
     async def _group_decode(self, group: str, raw: list[tuple[str, bytes]]) -> list[LogEntry]:
         good, bad = split_decoded(raw)
         for entry_id, payload, exc in bad:

@@ -11,6 +11,11 @@ through ``run_retention``) of one shard, under a lock in Redis (one pass at a ti
    one. The trim point is the lowest of the cut and the pins. A pin that holds back entries
    older than the hot window is reported (``PassReport.lagging``, a warning in the log): a
    projector that stopped snapshotting, a dead consumer group, a snapshot of a removed profile.
+   **The hard cap** (``cap_entries``, 0: off) is the one limit a snapshot does not hold back:
+   beyond it the oldest entries go even past a projector's snapshot (archived first, as always),
+   so Redis stays bounded when a keeper falls far behind its writers; that projector reads them
+   from the archive (``ArchivedLog``, which notices the trim on the read that crosses it) and is
+   reported (``PassReport.overrun``). A consumer group still holds: it cannot read an archive.
 3. **Archive.** Entries after the archive's high-water mark and below the trim point are
    written to segments (``keeper.store.archive``), fsynced and renamed, before anything is
    trimmed; a trailing segment smaller than ``min_segment_entries`` waits for more entries
@@ -64,6 +69,8 @@ ARCHIVE_BUDGET = 2_000_000
 """Entries archived per pass at most: a pass stays well inside its lock (a long backlog, a log
 that never had retention, is worked through over several passes)."""
 LOCK_MS = 600_000
+CAP_MIN = 10_000
+"""The smallest hard cap (``RetentionPolicy.cap_entries``): well above a reader's batch."""
 
 
 def succ(p: Pos) -> Pos:
@@ -113,6 +120,16 @@ class RetentionPolicy:
     min_segment_entries: int = 10_000
     trim: bool = True
     """False: archive only (no trimming, the dedup index and dead letters left as they are)."""
+    cap_entries: int = 0
+    """The hot log's hard cap (0: none): beyond it the oldest entries are trimmed even past a
+    projector's snapshot, never past a consumer group or the archive. A projector that far behind
+    must read through ``ArchivedLog`` (the daemon's do when a cap is set). At least
+    ``CAP_MIN`` when set, and not below ``max_entries``."""
+
+    def __post_init__(self) -> None:
+        if self.cap_entries and (self.cap_entries < CAP_MIN or self.cap_entries < self.max_entries):
+            raise ValueError(f"retention cap_entries = {self.cap_entries}: 0 (no cap) or at least "
+                             f"{max(CAP_MIN, self.max_entries):,} (CAP_MIN and max_entries)")
 
     @classmethod
     def from_config(cls, section: Any, *, state_dir: str | Path = ".keeper") -> RetentionPolicy:
@@ -122,7 +139,8 @@ class RetentionPolicy:
                    max_entries=section.max_entries, dedup_window_s=section.dedup_window_s,
                    interval_s=section.interval_s, dead_max_entries=section.dead_max_entries,
                    segment_entries=section.segment_entries,
-                   min_segment_entries=section.min_segment_entries)
+                   min_segment_entries=section.min_segment_entries,
+                   cap_entries=getattr(section, "cap_entries", 0))
 
 
 @dataclass
@@ -131,6 +149,8 @@ class Pin:
 
     name: str
     bound: Pos
+    snapshot: bool = False
+    """A projector's snapshot: it holds trimming back down to the hard cap only."""
 
     def __str__(self) -> str:
         return f"{self.name} (keeps {fmt(self.bound)} on)"
@@ -151,6 +171,8 @@ class PassReport:
     trim_point: str = "0-0"
     limited_by: str = ""
     lagging: list[str] = field(default_factory=list)
+    overrun: list[str] = field(default_factory=list)
+    """Snapshot pins the hard cap trimmed past (those projectors read from the archive)."""
     trimmed: int = 0
     trimmed_to: str = "0-0"
     hot_entries: int = 0
@@ -176,6 +198,8 @@ class PassReport:
                 f"{self.duration_s:.2f} s")
         if self.lagging:
             text += "; lagging: " + ", ".join(self.lagging)
+        if self.overrun:
+            text += "; past the hard cap: " + ", ".join(self.overrun)
         if self.error:
             text += f"; error: {self.error}"
         return text
@@ -273,11 +297,11 @@ class Retention:
                            f"{self.archive.dir} ends at {fmt(hwm)}: is archive_dir the one this log "
                            f"was archived to? (recorded: {await self._recorded('archive_dir')})")
         cut, why = await self._cut(now)
+        cap = await self._nth_cut(p.cap_entries) if p.cap_entries else None
+        if cap is not None and cap > cut:
+            cut, why = cap, "cap_entries"
         pins = await self.pins()
-        point, limited = cut, why
-        for pin in pins:
-            if pin.bound < point:
-                point, limited = pin.bound, pin.name
+        point, limited = self._held(cut, why, pins, cap)
         window = (now - int(p.hot_window_s * 1000), 0)
         r.lagging = [str(pin) for pin in pins if pin.bound < window]
         for text in r.lagging:
@@ -291,9 +315,11 @@ class Retention:
         if succ(hwm) < point:  # never past the files (with nothing left below ``point``: the same cut)
             point, limited = succ(hwm), (limited if complete else "archive")
         # the pins again, right before trimming: a reader may have appeared during archiving
-        for pin in await self.pins():
-            if pin.bound < point:
-                point, limited = pin.bound, pin.name
+        pins = await self.pins()
+        point, limited = self._held(point, limited, pins, cap)
+        r.overrun = [str(pin) for pin in pins if pin.snapshot and pin.bound < point]
+        for text in r.overrun:
+            log.warning("retention_past_snapshot", pin=text, cap_entries=p.cap_entries)
         r.trim_point, r.limited_by = fmt(point), limited
         if p.trim:  # archive only (``keeper log archive`` without --trim): Redis is left as it is
             # ids first: their entries are still in the hot log now (a fast read), not after
@@ -334,22 +360,37 @@ class Retention:
         p = self.policy
         cut, why = (now - int(p.hot_window_s * 1000), 0), "hot_window"
         if p.max_entries > 0:
-            async with wrap_errors("xlen"):
-                n = int(await self.log.client.xlen(self.log.key))
-            excess = n - p.max_entries
-            start = "-"
-            last: Pos | None = None
-            while excess > 0:
-                async with wrap_errors("nth_id"):
-                    got: Any = await self._nth(keys=[self.log.key], args=[start, min(excess, NTH_STEP)])
-                if not got[0]:
-                    break
-                last = parse_id(got[0].decode() if isinstance(got[0], bytes) else got[0])
-                excess -= int(got[1])
-                start = "(" + fmt(last)
-            if last is not None and succ(last) > cut:
-                cut, why = succ(last), "max_entries"
+            keep = await self._nth_cut(p.max_entries)
+            if keep is not None and keep > cut:
+                cut, why = keep, "max_entries"
         return cut, why
+
+    async def _nth_cut(self, entries: int) -> Pos | None:
+        """The MINID that leaves the newest ``entries`` entries (None: the log holds no more)."""
+        async with wrap_errors("xlen"):
+            n = int(await self.log.client.xlen(self.log.key))
+        excess = n - entries
+        start = "-"
+        last: Pos | None = None
+        while excess > 0:
+            async with wrap_errors("nth_id"):
+                got: Any = await self._nth(keys=[self.log.key], args=[start, min(excess, NTH_STEP)])
+            if not got[0]:
+                break
+            last = parse_id(got[0].decode() if isinstance(got[0], bytes) else got[0])
+            excess -= int(got[1])
+            start = "(" + fmt(last)
+        return None if last is None else succ(last)
+
+    @staticmethod
+    def _held(point: Pos, limited: str, pins: list[Pin], cap: Pos | None) -> tuple[Pos, str]:
+        """``point`` lowered to every pin below it (a snapshot's only down to the hard cap
+        ``cap``), and what limits it."""
+        for pin in pins:
+            bound = max(pin.bound, cap) if pin.snapshot and cap is not None else pin.bound
+            if bound < point:
+                point, limited = bound, pin.name
+        return point, limited
 
     async def pins(self) -> list[Pin]:
         """What readers still need: snapshots (current and previous offsets) and groups."""
@@ -362,7 +403,7 @@ class Retention:
                 offsets = [parse_id(v.decode()) for v in (cur, prev) if v]
                 if offsets:
                     name = "snapshot " + k.rsplit(":", 1)[-1]
-                    out.append(Pin(name, succ(min(offsets))))
+                    out.append(Pin(name, succ(min(offsets)), snapshot=True))
             try:
                 groups = await client.xinfo_groups(self.log.key)
             except Exception as exc:  # no stream yet

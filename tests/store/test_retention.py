@@ -308,3 +308,57 @@ async def test_a_long_backlog_is_archived_over_several_passes(log: RedisEventLog
     assert [r.limited_by for r in done] == ["archive", "archive", "hot_window"]
     assert [r.trimmed for r in done] == [1000, 1000, 500]
     assert await log.length() == 0 and ret.archive.entries() == 2500
+
+
+async def test_the_hard_cap_trims_past_a_lagging_snapshot_but_never_past_a_group(
+        log: RedisEventLog, tmp_path: Path) -> None:
+    """A keeper far behind its writers: its snapshot no longer holds the hot log above
+    ``cap_entries`` (archived first, then trimmed); it reads the trimmed part from the archive
+    with nothing lost; a consumer group still holds trimming back."""
+    ids = [i for i in await log.append([dep(i) for i in range(16_000)]) if i]
+    snaps = RedisSnapshotStore(log.client, format=ProjectionCore.FORMAT)
+
+    def factory(b: bytes | None) -> ProjectionCore:
+        return ProjectionCore() if b is None else ProjectionCore.restore(b)
+
+    # a projector that applied 1,000 entries and snapshotted there (its previous snapshot at 500)
+    proj = Projector(ArchivedLog(log, Archive.of(tmp_path / "archive", log)), snaps, factory,
+                     name="state", batch=700)
+    await proj.start()
+    while proj.applied < 1_000:
+        await proj.step(block_ms=None)
+    await snaps.save("state", ids[499], b"old")
+    await snaps.save("state", proj.position, proj.core.snapshot())  # type: ignore[union-attr]
+    pol = policy(tmp_path, hot_window_s=3600, cap_entries=10_000)
+    ret = Retention(log, pol, now_ms=Clock(ms(ids[-1]) + 1))
+    # without the cap the snapshot holds everything after entry 499
+    r = await Retention(log, policy(tmp_path, hot_window_s=3600, max_entries=10_000),
+                        now_ms=Clock(ms(ids[-1]) + 1)).run_pass()
+    assert r.limited_by == "snapshot state" and await log.length() == 16_000 - 500
+    r = await ret.run_pass()
+    assert r.limited_by == "cap_entries" and await log.length() == 10_000
+    assert r.overrun and "snapshot state" in r.overrun[0] and r.hot_first == ids[6_000]
+    # the projector goes on as if nothing happened: the read that crosses the trim comes
+    # from the archive
+    await proj.catch_up()
+    full = ProjectionCore()
+    for entry_id, e in zip(ids, [dep(i) for i in range(16_000)], strict=True):
+        full.handle(entry_id, e)
+    assert proj.applied == 16_000 and proj.core is not None and proj.core.snapshot() == full.snapshot()
+    # a consumer group 4,000 entries in holds the cap back: it cannot read an archive
+    more = [i for i in await log.append([dep(i) for i in range(16_000, 20_000)]) if i]
+    await log.ensure_group("executor", "0")
+    got = await log.read_group("executor", "c1", count=2_000)
+    await log.ack("executor", [e.id for e in got])
+    r = await ret.run_pass()
+    assert r.limited_by == "group executor" and await log.length() == 14_000 - 2_000 + 0
+    rest = await log.read_group("executor", "c1", count=20_000)
+    assert [e.id for e in rest] == (ids + more)[8_000:]
+
+
+def test_a_hard_cap_below_its_minimum_or_the_soft_cap_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="cap_entries"):
+        policy(tmp_path, cap_entries=100)
+    with pytest.raises(ValueError, match="max_entries"):
+        policy(tmp_path, cap_entries=20_000, max_entries=30_000)
+    assert policy(tmp_path, cap_entries=20_000, max_entries=20_000).cap_entries == 20_000
