@@ -362,3 +362,16 @@ def test_a_hard_cap_below_its_minimum_or_the_soft_cap_is_refused(tmp_path: Path)
     with pytest.raises(ValueError, match="max_entries"):
         policy(tmp_path, cap_entries=20_000, max_entries=30_000)
     assert policy(tmp_path, cap_entries=20_000, max_entries=20_000).cap_entries == 20_000
+
+
+async def test_a_raw_group_read_delivers_each_entry_once_and_recreates_a_lost_group(
+        log: RedisEventLog) -> None:
+    ids = [i for i in await log.append([dep(i) for i in range(50)]) if i]
+    await log.ensure_group("executor", "0")
+    first = await log.read_group_raw("executor", "c1", count=30)
+    assert [i for i, _ in first] == ids[:30] and first[0][1].startswith(b"{")
+    await log.ack("executor", [i for i, _ in first])
+    await log.client.xgroup_destroy(log.key, "executor")  # Redis lost it (a restart without AOF)
+    again = await log.read_group_raw("executor", "c1", count=100)
+    assert [i for i, _ in again] == ids  # recreated from its start: at-least-once, as read_group
+    assert await log.read_group_raw("executor", "c1", count=100) == []

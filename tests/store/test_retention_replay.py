@@ -142,3 +142,30 @@ async def test_cli_archive_pass_archives_then_trims_on_request(
     assert await lg.length() == 0
     rc = await keeper(["log", "--redis-url", redis_url, "archive", "--json"])  # the recorded directory
     assert rc == 0 and f'"archive_entries": {n}' in capsys.readouterr().out
+
+
+async def test_cli_archive_follow_runs_passes_until_sigterm(
+        recorded: tuple[MemoryEventLog, RedisEventLog], redis_url: str, tmp_path: Path) -> None:
+    """Retention as its own process (the Procfile's ``retention`` line): a JSON report per pass,
+    entries archived and trimmed while it runs, a clean exit on SIGTERM."""
+    import json
+    import signal
+    import sys
+
+    full, lg = recorded
+    root = tmp_path / "arch"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "keeper", "log", "--redis-url", redis_url, "archive", "--follow",
+        "--trim", "--json", "--archive-dir", str(root), "--hot-window-s", "60", "--interval-s", "0.2",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+        cwd=Path(__file__).resolve().parents[2])
+    assert proc.stdout is not None
+    try:
+        first = json.loads(await asyncio.wait_for(proc.stdout.readline(), 30))
+        assert first["trimmed"] == len(full.entries) and not first["error"]
+        second = json.loads(await asyncio.wait_for(proc.stdout.readline(), 30))
+        assert second["trimmed"] == 0 and second["archive_entries"] == len(full.entries)
+        assert await lg.length() == 0
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 30) == 0
