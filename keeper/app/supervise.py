@@ -23,8 +23,8 @@ from typing import Any
 import structlog
 
 from keeper.aio import wait_event
+from keeper.backoff import Backoff, jittered_backoff
 from keeper.errors import LogError
-from keeper.execution.base import Backoff, jittered_backoff
 from keeper.store import health
 
 _log = structlog.get_logger()
