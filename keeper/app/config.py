@@ -48,13 +48,13 @@ from urllib.parse import urlsplit, urlunsplit
 import msgspec
 
 from keeper.errors import ConfigError
+from keeper.redaction import REDACTED, is_secret_key, mask_password, redact_url, register_secret
 
 if TYPE_CHECKING:
     from keeper.domain.decide import KeeperParams
 
 ENV_PREFIX = "KEEPER_"
 DEFAULT_FILE = Path("config/default.toml")
-_SECRET_KEY = re.compile(r"secret|token|password|passwd|authorization|api_key|hmac", re.IGNORECASE)
 
 Positive = Annotated[float, msgspec.Meta(gt=0)]
 PositiveInt = Annotated[int, msgspec.Meta(gt=0)]
@@ -75,7 +75,7 @@ class Secret:
         return self._value
 
     def __repr__(self) -> str:
-        return "***"
+        return REDACTED
 
     __str__ = __repr__
 
@@ -336,13 +336,11 @@ class Config(_Section, frozen=True):
         data.pop("secrets", None)
         for k in ("keeper", "redis", "snapshots", "feeds", "guards", "venue"):
             _decimals_to_str(data[k])
-        data["redis"]["effective_url"] = _mask_url(self.redis_url())
-        data["secrets"] = {k: (None if getattr(self.secrets, k) is None else "***")
+        url = self.redis_url()
+        data["redis"]["effective_url"] = None if url is None else mask_password(url)
+        data["secrets"] = {k: (None if getattr(self.secrets, k) is None else REDACTED)
                            for k in ("hmac_secret", "admin_token", "redis_password", "redis_url",
                                      "chain_key")}
-        # a node's URL often carries an API key in its path or query: shown without them
-        from keeper.chain.rpc import redact_url
-
         for k in ("rpc_url", "ws_url"):
             if data["venue"][k]:
                 data["venue"][k] = redact_url(data["venue"][k])
@@ -390,17 +388,6 @@ def _decimals_to_str(obj: Any) -> None:
                 obj[i] = str(v)
             else:
                 _decimals_to_str(v)
-
-
-def _mask_url(url: str | None) -> str | None:
-    if url is None:
-        return None
-    parts = urlsplit(url)
-    if not parts.password:
-        return url
-    user = parts.username or ""
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 # --- loading -----------------------------------------------------------------------------------
@@ -469,7 +456,7 @@ def _reject_file_secrets(raw: Mapping[str, Any], sources: Sources, prefix: str =
         if prefix == "" and k == "secrets":
             raise ConfigError(f"secrets: secrets come only from the environment, not from a file "
                               f"(from {sources.get(key, '?')})")
-        if _SECRET_KEY.search(k):
+        if is_secret_key(k):
             raise ConfigError(f"{key}: looks like a secret; secrets come only from the environment "
                               f"(KEEPER_HMAC_SECRET, KEEPER_ADMIN_TOKEN, KEEPER_REDIS_PASSWORD, "
                               f"REDIS_URL) (from {sources.get(key, '?')})")
@@ -500,7 +487,7 @@ def _env_overrides(env: Mapping[str, str], raw: dict[str, Any], sources: Sources
             continue
         path = [p.lower() for p in upper[len(ENV_PREFIX):].split("__")]
         key = ".".join(path)
-        if any(_SECRET_KEY.search(p) for p in path):
+        if any(is_secret_key(p) for p in path):
             raise ConfigError(f"{key}: secrets have their own variables (KEEPER_HMAC_SECRET, "
                               f"KEEPER_ADMIN_TOKEN, KEEPER_REDIS_PASSWORD, REDIS_URL) (from env {name})")
         tp = None if path[0] in ("secrets", "sources") else _type_at(list(path))
@@ -716,7 +703,7 @@ def load_config(path: str | Path | None = None, *, env: Mapping[str, str] | None
     ``path`` is the ``--config`` file (``None``: built-in defaults only); ``env`` defaults to
     ``os.environ``. Raises ``ConfigError`` naming the key and its source on the first problem.
     With ``register_secrets`` the secret values are handed to the log redactor
-    (``keeper.app.logging.register_secret``) before anything is logged.
+    (``keeper.redaction.register_secret``) before anything is logged.
     """
     env = os.environ if env is None else env
     raw: dict[str, Any] = {}
@@ -735,8 +722,6 @@ def load_config(path: str | Path | None = None, *, env: Mapping[str, str] | None
     _check(cfg, sources)
     secrets = _secrets(env)
     if register_secrets:
-        from keeper.app.logging import register_secret
-
         for value in secrets.values():
             register_secret(value)
         pw = secrets.redis_url and urlsplit(secrets.redis_url.reveal()).password

@@ -40,11 +40,12 @@ import websockets
 
 from keeper.backoff import Backoff, exponential_backoff
 from keeper.chain.abi import AbiError
-from keeper.chain.rpc import ChainUnavailable, Rpc, RpcError, redact_url
+from keeper.chain.rpc import ChainUnavailable, Rpc, RpcError
 from keeper.clock import wall_clock_us
 from keeper.domain import events as ev
 from keeper.errors import KeeperError
 from keeper.ports import EventLog
+from keeper.redaction import redact_url
 
 _log = structlog.get_logger("keeper.chain.ingest")
 
