@@ -8,13 +8,13 @@ negotiates the format the scraper asks for (OpenMetrics or text) as ``prometheus
 resident and virtual memory, open files, start time; Linux) and ``python_info``, ``python_gc_*``.
 
 The facade keeps the calls the roles make short and checked: ``Counter.inc(*labels, by=)``,
-``Gauge.set(value, *labels)``, ``Histogram.observe(value, *labels)``, and ``value()``/``count()``
-to read a series back. A wrong number of label values, a counter going down, a bad name and a
-name registered twice raise ``ValueError``. A counter's name ends in ``_total`` (the exposed
-name is the name given). An unlabelled gauge has no sample until its first ``set`` (a reading
-not yet taken is not a zero: ``_ReadingCollector``); every metric's HELP and TYPE lines are
-exposed from registration.
-No locks are needed by callers: ``prometheus_client`` takes its own.
+``Gauge.set(value, *labels)`` (or ``Gauge.track(read)``: a live reading taken at each scrape),
+``Histogram.observe(value, *labels)``, and ``value()``/``count()`` to read a series back. A
+wrong number of label values, a counter going down, a bad name and a name registered twice
+raise ``ValueError``. A counter's name ends in ``_total`` (the exposed name is the name given).
+An unlabelled gauge has no sample until its first ``set`` (a reading not yet taken is not a
+zero: ``_ReadingCollector``); every metric's HELP and TYPE lines are exposed from
+registration. Callers need no locks: ``prometheus_client`` takes its own.
 
 Names (all prefixed ``keeper_``)::
 
@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Generic, TypeVar
 
 import prometheus_client as prom
@@ -138,6 +138,15 @@ class Gauge(_Metric[prom.Gauge]):
     def set(self, value: float, *label_values: str) -> None:
         """Set the series with these label values to ``value``."""
         self._child(label_values).set(float(value))
+        self.taken = True
+
+    def track(self, read: Callable[[], float]) -> None:
+        """Take the value from ``read()`` at every scrape from now on (a live reading: a queue's
+        depth, a lag); unlabelled gauges only. ``read`` runs on the scraping task: keep it cheap
+        and free of I/O."""
+        if self.labels:
+            raise ValueError(f"{self.name}: only an unlabelled gauge tracks a reading")
+        self._prom.set_function(read)
         self.taken = True
 
     def value(self, *label_values: str) -> float:

@@ -140,3 +140,14 @@ def test_openmetrics_is_served_when_asked_for():
     assert body.endswith(b"# EOF\n")
     body, content_type = Metrics().expose("*/*")
     assert content_type.startswith("text/plain; version=0.0.4")
+
+
+def test_a_tracked_gauge_is_read_at_each_scrape():
+    m = Metrics()
+    depth = [3]
+    m.log_lag.track(lambda: depth[0])
+    assert parse(m.render())["keeper_log_lag_entries"] == 3
+    depth[0] = 5
+    assert parse(m.render())["keeper_log_lag_entries"] == 5 and m.log_lag.value() == 5
+    with pytest.raises(ValueError, match="only an unlabelled gauge"):
+        m.feed_staleness.track(lambda: 1.0)
