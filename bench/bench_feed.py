@@ -105,7 +105,7 @@ def _reader(url: str, key: str, n: int, out_q: mp.Queue) -> None:  # type: ignor
 
 
 async def _run_feed(url: str, port: int, n: int, started: list[float]) -> tuple[float, dict[str, int]]:
-    from keeper.feeds.backoff import no_delay
+    from keeper.backoff import no_delay
     from keeper.feeds.ingest import Ingest
     from keeper.feeds.parsers import binance_mark_price
     from keeper.feeds.pipeline import PricePipeline

@@ -11,7 +11,7 @@ Routes::
                                 the body carries the reasons either way
     GET  /summary               what the status page leads with: mode, readiness and why not,
                                 log position and lag, pauses, feeds configured
-    GET  /metrics               Prometheus text exposition 0.0.4
+    GET  /metrics               Prometheus exposition (text 0.0.4, or what ``Accept`` asks for)
     GET  /accounts/{id}         buckets, health, liquidation prices; 404 for an unknown account
     GET  /at-risk?limit=N       buckets by health, ascending (N in 1..1000, default 50)
     GET  /liquidations/recent?limit=N
@@ -47,7 +47,6 @@ _log = structlog.get_logger()
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 50
 MAX_BODY = 16 * 1024
-PROM_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class AdminProvider(Protocol):
@@ -181,9 +180,9 @@ class _Routes:
     async def summary(self, _req: web.Request) -> web.Response:
         return _json(await self.p.summary())
 
-    async def metrics(self, _req: web.Request) -> web.Response:
-        body = self.p.metrics().render()
-        return web.Response(body=body.encode(), headers={"Content-Type": PROM_CONTENT_TYPE})
+    async def metrics(self, req: web.Request) -> web.Response:
+        body, content_type = self.p.metrics().expose(req.headers.get("Accept", ""))
+        return web.Response(body=body, headers={"Content-Type": content_type})
 
     async def account(self, req: web.Request) -> web.Response:
         account_id = req.match_info["id"]

@@ -14,9 +14,9 @@ from __future__ import annotations
 import shutil
 import sys
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 from keeper.errors import ConfigError
+from keeper.redaction import mask_password
 
 DEFAULT = Path(".keeper")
 """The data folder of every command (``.gitignore`` lists it)."""
@@ -29,22 +29,13 @@ def redis_dir(data_dir: Path) -> Path:
     return data_dir / "redis"
 
 
-def redact(url: str) -> str:
-    """``url`` with its password, if any, as ``***``."""
-    parts = urlsplit(url)
-    if not parts.password:
-        return url
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
-
-
 def check_redis_url(url: str, where: str) -> str:
     """``url`` when it is a Redis URL; else ``ConfigError`` naming ``where`` (the flag or the
     variable it came from) and how to write it."""
     scheme = url.partition("://")[0] if "://" in url else ""
     if scheme not in SCHEMES:
         hint = f"redis://{url}" if not scheme else "redis://host:6379 (rediss:// for TLS)"
-        raise ConfigError(f"{where}: {redact(url)!r} is not a Redis URL: write {hint}")
+        raise ConfigError(f"{where}: {mask_password(url)!r} is not a Redis URL: write {hint}")
     return url
 
 
@@ -54,7 +45,7 @@ def announce(command: str, url: str | None, data_dir: Path | None, origin: str =
     if url and origin == "--redis-url":
         return
     if url:
-        where = f"{redact(url)}" + (f" ({origin})" if origin else "")
+        where = f"{mask_password(url)}" + (f" ({origin})" if origin else "")
     else:
         assert data_dir is not None
         where = f"{redis_dir(data_dir)} (a private redis-server in the data folder {data_dir})"

@@ -7,10 +7,10 @@ same redactor::
     merge_contextvars -> add_log_level -> timestamp (UTC, ISO) -> stack/exception text
       -> redact -> JSONRenderer | ConsoleRenderer
 
-Redaction replaces with ``***`` (a) the value of any key named like a secret (``secret``,
-``token``, ``password``, ``authorization``, ``api_key``, ``hmac``), at any depth, and (b) every
-occurrence of a registered secret value inside any string, tracebacks included.
-``keeper.app.config.load_config`` registers the secrets it reads before anything is logged.
+Redaction follows the one rule of ``keeper.redaction``: the value of any key named like a
+secret is ``***`` at any depth, and so is every occurrence of a registered secret value inside
+any string, tracebacks included. ``keeper.app.config.load_config`` registers the secrets it
+reads before anything is logged.
 
 Convention: one line per unit of work (a batch applied, an intent submitted, a feed
 reconnected), with its context bound rather than spelled into the message. Bind what
@@ -24,73 +24,23 @@ name is a snake_case verb phrase in the past tense; never put a variable into it
 from __future__ import annotations
 
 import logging
-import re
 import sys
-from collections.abc import Iterable, Mapping
-from typing import Any, Literal, TextIO
+from typing import Literal, TextIO
 
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
-REDACTED = "***"
-_SECRET_KEY = re.compile(r"secret|token|password|passwd|authorization|api_key|hmac", re.IGNORECASE)
-_MIN_SECRET_LEN = 4
-"""Shorter values are not registered: replacing every "abc" in every line would wreck the logs
-and such a value protects nothing anyway."""
+from keeper.redaction import redact_item
 
-_secrets: set[str] = set()
-_pattern: re.Pattern[str] | None = None
+__all__ = ["LogFormat", "configure_logging", "redact", "resolve_format"]
 
 LogFormat = Literal["json", "console", "auto"]
 
 
-def register_secret(value: str) -> None:
-    """Redact ``value`` wherever it appears in a log line from now on (process-wide)."""
-    global _pattern
-    if len(value) < _MIN_SECRET_LEN or value in _secrets:
-        return
-    _secrets.add(value)
-    # longest first, so a secret that contains another is replaced whole
-    alts = sorted(_secrets, key=len, reverse=True)
-    _pattern = re.compile("|".join(re.escape(s) for s in alts))
-
-
-def clear_secrets() -> None:
-    """Forget every registered secret (tests)."""
-    global _pattern
-    _secrets.clear()
-    _pattern = None
-
-
-def redact_value(value: Any) -> Any:
-    """``value`` with registered secrets replaced and secret-named keys masked, recursively."""
-    if isinstance(value, str):
-        return _pattern.sub(REDACTED, value) if _pattern is not None else value
-    if isinstance(value, Mapping):
-        return {k: _redact_item(k, v) for k, v in value.items()}
-    if isinstance(value, list | tuple | set | frozenset):
-        return [redact_value(v) for v in value]
-    if isinstance(value, int | float | bool) or value is None:
-        return value
-    # anything else (Decimal, exceptions, objects) is rendered through str(); redact that text
-    text = str(value)
-    if _pattern is not None and _pattern.search(text):
-        return _pattern.sub(REDACTED, text)
-    return value
-
-
-def _redact_item(key: object, value: Any) -> Any:
-    # a container under a secret-looking key ("secrets": {...}) is walked, not blanked, so the
-    # config dump keeps saying which secrets are set
-    if (isinstance(key, str) and _SECRET_KEY.search(key) and value is not None
-            and not isinstance(value, Mapping | list | tuple)):
-        return REDACTED
-    return redact_value(value)
-
-
 def redact(_logger: WrappedLogger, _name: str, event_dict: EventDict) -> EventDict:
-    """structlog processor: mask secret-named keys and registered secret values."""
-    return {k: _redact_item(k, v) for k, v in event_dict.items()}
+    """structlog processor: mask secret-named keys and registered secret values
+    (``keeper.redaction``)."""
+    return {k: redact_item(k, v) for k, v in event_dict.items()}
 
 
 def _shared_chain() -> list[Processor]:
@@ -157,8 +107,3 @@ def configure_logging(fmt: LogFormat = "auto", level: str = "info", *,
     logging.getLogger("aiohttp.access").setLevel(max(levelno, logging.WARNING))
     return chosen
 
-
-def register_secrets(values: Iterable[str]) -> None:
-    """``register_secret`` for each value."""
-    for v in values:
-        register_secret(v)

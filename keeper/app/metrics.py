@@ -1,8 +1,20 @@
-"""Prometheus metrics, written by hand: counters, gauges and histograms with labels.
+"""Prometheus metrics through ``prometheus_client``: the keeper's named set behind a small facade.
 
-The daemon owns one ``Metrics`` (the keeper's standard set, below) and updates it from its
-roles; ``/metrics`` serves ``Metrics.render()`` in the text exposition format 0.0.4. No locks:
-everything runs on one event loop. Values are floats (these are screens, not money).
+Each ``Registry`` (a daemon's ``Metrics``) owns its own ``prometheus_client.CollectorRegistry``,
+never the library's global one, so tests and several daemons in one process do not collide.
+``render()`` is ``prometheus_client.generate_latest`` (the text format 0.0.4); ``expose(accept)``
+negotiates the format the scraper asks for (OpenMetrics or text) as ``prometheus_client`` does.
+``Metrics`` also registers the library's process and platform collectors: ``process_*`` (CPU,
+resident and virtual memory, open files, start time; Linux) and ``python_info``, ``python_gc_*``.
+
+The facade keeps the calls the roles make short and checked: ``Counter.inc(*labels, by=)``,
+``Gauge.set(value, *labels)`` (or ``Gauge.track(read)``: a live reading taken at each scrape),
+``Histogram.observe(value, *labels)``, and ``value()``/``count()`` to read a series back. A
+wrong number of label values, a counter going down, a bad name and a name registered twice
+raise ``ValueError``. A counter's name ends in ``_total`` (the exposed name is the name given).
+An unlabelled gauge has no sample until its first ``set`` (a reading not yet taken is not a
+zero: ``_ReadingCollector``); every metric's HELP and TYPE lines are exposed from
+registration. Callers need no locks: ``prometheus_client`` takes its own.
 
 Names (all prefixed ``keeper_``)::
 
@@ -32,180 +44,192 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Sequence
-from typing import TypeVar
+from collections.abc import Callable, Iterable, Sequence
+from typing import Generic, TypeVar
+
+import prometheus_client as prom
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.registry import Collector
+
+__all__ = ["LATENCY_BUCKETS", "Counter", "Gauge", "Histogram", "Metrics", "Registry"]
 
 _NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 _LABEL = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
-"""Seconds; loopback tick-to-intent is sub-millisecond at p50 (PERF_NOTES), seconds is trouble."""
+"""Seconds: from sub-millisecond (a loopback tick-to-intent) to seconds (trouble)."""
+
+P = TypeVar("P", prom.Counter, prom.Gauge, prom.Histogram)
 
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+class _Metric(Generic[P]):
+    """One named metric: its ``prometheus_client`` object and the label checks."""
 
-
-def _fmt(v: float) -> str:
-    if math.isnan(v):
-        return "NaN"
-    if math.isinf(v):
-        return "+Inf" if v > 0 else "-Inf"
-    if v == int(v) and abs(v) < 1e15:
-        return str(int(v))
-    return repr(v)
-
-
-def _labels(names: Sequence[str], values: Sequence[str], extra: str = "") -> str:
-    parts = [f'{n}="{_escape(v)}"' for n, v in zip(names, values, strict=True)]
-    if extra:
-        parts.append(extra)
-    return "{" + ",".join(parts) + "}" if parts else ""
-
-
-class _Metric:
-    kind = ""
-
-    def __init__(self, name: str, help_text: str, labels: Sequence[str] = ()) -> None:
+    def __init__(self, name: str, labels: Sequence[str]) -> None:
         if not _NAME.match(name):
             raise ValueError(f"bad metric name {name!r}")
         for lb in labels:
             if not _LABEL.match(lb) or lb == "le":
                 raise ValueError(f"bad label name {lb!r}")
         self.name = name
-        self.help = help_text
         self.labels = tuple(labels)
+        self._children: dict[tuple[str, ...], P] = {}
+        self._prom: P
 
-    def _key(self, values: Sequence[str]) -> tuple[str, ...]:
+    def _child(self, values: Sequence[str]) -> P:
+        key = tuple(values)
+        child = self._children.get(key)
+        if child is None:
+            if len(key) != len(self.labels):
+                raise ValueError(f"{self.name} takes labels {self.labels}, got {key}")
+            child = self._prom.labels(*(str(v) for v in key)) if self.labels else self._prom
+            self._children[key] = child
+        return child
+
+    def _sample(self, sample_name: str, values: Sequence[str]) -> float:
         if len(values) != len(self.labels):
             raise ValueError(f"{self.name} takes labels {self.labels}, got {tuple(values)}")
-        return tuple(str(v) for v in values)
+        want = {k: str(v) for k, v in zip(self.labels, values, strict=True)}
+        for family in self._prom.collect():
+            for s in family.samples:
+                if s.name == sample_name and s.labels == want:
+                    return float(s.value)
+        return 0.0
 
-    def header(self) -> list[str]:
-        return [f"# HELP {self.name} {_escape(self.help)}", f"# TYPE {self.name} {self.kind}"]
-
-    def samples(self) -> list[str]:
-        raise NotImplementedError
+    def _attach(self, registry: prom.CollectorRegistry) -> None:
+        registry.register(self._prom)
 
 
-class Counter(_Metric):
-    """A monotonically increasing count per label set."""
-
-    kind = "counter"
+class Counter(_Metric[prom.Counter]):
+    """A monotonically increasing count per label set; its name ends in ``_total``."""
 
     def __init__(self, name: str, help_text: str, labels: Sequence[str] = ()) -> None:
-        super().__init__(name, help_text, labels)
-        # a counter without labels is exposed (as 0) from the start: an alert on its rate
-        # needs the series before the first increment
-        self._values: dict[tuple[str, ...], float] = {} if self.labels else {(): 0.0}
+        super().__init__(name, labels)
+        if not name.endswith("_total"):
+            raise ValueError(f"bad metric name {name!r}: a counter's name ends in _total")
+        self._prom = prom.Counter(name, help_text, self.labels, registry=None)
 
     def inc(self, *label_values: str, by: float = 1.0) -> None:
         """Add ``by`` (>= 0) to the series with these label values."""
         if by < 0:
             raise ValueError(f"{self.name}: a counter cannot go down (by={by})")
-        key = self._key(label_values)
-        self._values[key] = self._values.get(key, 0.0) + by
+        self._child(label_values).inc(by)
 
     def value(self, *label_values: str) -> float:
-        return self._values.get(self._key(label_values), 0.0)
-
-    def samples(self) -> list[str]:
-        return [f"{self.name}{_labels(self.labels, k)} {_fmt(v)}"
-                for k, v in sorted(self._values.items())]
+        """The series' count (0 when it has none yet)."""
+        return self._sample(self.name, label_values)
 
 
-class Gauge(_Metric):
-    """A value that goes up and down per label set."""
-
-    kind = "gauge"
+class Gauge(_Metric[prom.Gauge]):
+    """A value that goes up and down per label set. Unlabelled, it is exposed from its first
+    ``set``."""
 
     def __init__(self, name: str, help_text: str, labels: Sequence[str] = ()) -> None:
-        super().__init__(name, help_text, labels)
-        self._values: dict[tuple[str, ...], float] = {}
+        super().__init__(name, labels)
+        self.help = help_text
+        self._prom = prom.Gauge(name, help_text, self.labels, registry=None)
+        self.taken = bool(self.labels)
+        """False while an unlabelled gauge was never set: then it has no sample."""
+
+    def _attach(self, registry: prom.CollectorRegistry) -> None:
+        registry.register(self._prom if self.labels else _ReadingCollector(self))
 
     def set(self, value: float, *label_values: str) -> None:
-        self._values[self._key(label_values)] = float(value)
+        """Set the series with these label values to ``value``."""
+        self._child(label_values).set(float(value))
+        self.taken = True
+
+    def track(self, read: Callable[[], float]) -> None:
+        """Take the value from ``read()`` at every scrape from now on (a live reading: a queue's
+        depth, a lag); unlabelled gauges only. ``read`` runs on the scraping task: keep it cheap
+        and free of I/O."""
+        if self.labels:
+            raise ValueError(f"{self.name}: only an unlabelled gauge tracks a reading")
+        self._prom.set_function(read)
+        self.taken = True
 
     def value(self, *label_values: str) -> float:
-        return self._values.get(self._key(label_values), 0.0)
+        """The series' value (0 when it was never set)."""
+        return self._sample(self.name, label_values)
 
     def remove(self, *label_values: str) -> None:
         """Drop a series (a symbol no longer fed)."""
-        self._values.pop(self._key(label_values), None)
+        if len(label_values) != len(self.labels):
+            raise ValueError(f"{self.name} takes labels {self.labels}, got {tuple(label_values)}")
+        self._children.pop(tuple(label_values), None)
+        if self.labels:
+            self._prom.remove(*label_values)
 
-    def samples(self) -> list[str]:
-        return [f"{self.name}{_labels(self.labels, k)} {_fmt(v)}"
-                for k, v in sorted(self._values.items())]
+
+class _ReadingCollector(Collector):
+    """An unlabelled gauge as a collector: its HELP and TYPE always, its sample once it was
+    set (a reading not yet taken is not a zero)."""
+
+    def __init__(self, gauge: Gauge) -> None:
+        self.gauge = gauge
+
+    def describe(self) -> Iterable[Metric]:
+        return [GaugeMetricFamily(self.gauge.name, self.gauge.help)]
+
+    def collect(self) -> Iterable[Metric]:
+        return self.gauge._prom.collect() if self.gauge.taken else self.describe()
 
 
-class Histogram(_Metric):
-    """Observations counted into cumulative ``le`` buckets, with their sum and count."""
-
-    kind = "histogram"
+class Histogram(_Metric[prom.Histogram]):
+    """Observations counted into cumulative ``le`` buckets (``+Inf`` added), with sum and count."""
 
     def __init__(self, name: str, help_text: str, buckets: Iterable[float],
                  labels: Sequence[str] = ()) -> None:
-        super().__init__(name, help_text, labels)
+        super().__init__(name, labels)
         bounds = sorted(float(b) for b in buckets)
         if not bounds or len(set(bounds)) != len(bounds):
             raise ValueError(f"{self.name}: buckets must be distinct and non-empty")
         self.bounds = tuple(b for b in bounds if not math.isinf(b))
-        self._series: dict[tuple[str, ...], tuple[list[int], list[float]]] = {}
+        self._prom = prom.Histogram(name, help_text, self.labels, registry=None,
+                                    buckets=(*self.bounds, math.inf))
 
     def observe(self, value: float, *label_values: str) -> None:
-        key = self._key(label_values)
-        counts, total = self._series.setdefault(key, ([0] * (len(self.bounds) + 1), [0.0]))
-        for i, b in enumerate(self.bounds):
-            if value <= b:
-                counts[i] += 1
-                break
-        else:
-            counts[-1] += 1
-        total[0] += value
+        """Count ``value`` into the series with these label values."""
+        self._child(label_values).observe(value)
 
     def count(self, *label_values: str) -> int:
-        s = self._series.get(self._key(label_values))
-        return sum(s[0]) if s else 0
-
-    def samples(self) -> list[str]:
-        out: list[str] = []
-        for key, (counts, total) in sorted(self._series.items()):
-            running = 0
-            for b, c in zip((*self.bounds, math.inf), counts, strict=True):
-                running += c
-                le = f'le="{_fmt(b)}"'
-                out.append(f"{self.name}_bucket{_labels(self.labels, key, le)} {running}")
-            out.append(f"{self.name}_sum{_labels(self.labels, key)} {_fmt(total[0])}")
-            out.append(f"{self.name}_count{_labels(self.labels, key)} {running}")
-        return out
+        """How many observations the series holds."""
+        return int(self._sample(self.name + "_count", label_values))
 
 
-M = TypeVar("M", bound=_Metric)
+M = TypeVar("M", Counter, Gauge, Histogram)
 
 
 class Registry:
-    """An ordered set of metrics rendered together."""
+    """An ordered set of metrics exposed together, over its own ``CollectorRegistry``."""
 
     def __init__(self) -> None:
-        self._metrics: dict[str, _Metric] = {}
+        self.registry = prom.CollectorRegistry()
+        self._names: set[str] = set()
 
     def add(self, metric: M) -> M:
-        if metric.name in self._metrics:
+        """Register ``metric``; ``ValueError`` when its name is taken."""
+        if metric.name in self._names:
             raise ValueError(f"metric {metric.name} registered twice")
-        self._metrics[metric.name] = metric
+        self._names.add(metric.name)
+        metric._attach(self.registry)
         return metric
 
     def render(self) -> str:
-        """The text exposition: HELP and TYPE lines, then the samples; ends with a newline."""
-        lines: list[str] = []
-        for m in self._metrics.values():
-            lines += m.header()
-            lines += m.samples()
-        return "\n".join(lines) + "\n"
+        """The text exposition format 0.0.4 (HELP and TYPE lines, then the samples)."""
+        return prom.generate_latest(self.registry).decode()
+
+    def expose(self, accept: str = "") -> tuple[bytes, str]:
+        """The exposition in the format an ``Accept`` header asks for, and its content type
+        (text 0.0.4 unless the scraper asks for OpenMetrics or text 1.0.0)."""
+        encode, content_type = choose_encoder(accept)
+        return encode(self.registry), content_type
 
 
 class Metrics(Registry):
-    """The keeper's standard metrics (see the module docstring for names and meaning)."""
+    """The keeper's standard metrics (see the module docstring for names and meaning), with the
+    process and platform collectors of ``prometheus_client``."""
 
     def __init__(self, latency_buckets: Iterable[float] = LATENCY_BUCKETS) -> None:
         super().__init__()
@@ -278,3 +302,6 @@ class Metrics(Registry):
             "keeper_retention_pass_seconds", "Duration of the last retention pass."))
         self.chain_refused = self.add(Gauge(
             "keeper_chain_refused_accounts", "Chain venue: accounts the core does not model (not decided)."))
+        prom.ProcessCollector(registry=self.registry)
+        prom.PlatformCollector(registry=self.registry)
+        prom.GCCollector(registry=self.registry)

@@ -23,8 +23,8 @@ from typing import Any
 import structlog
 
 from keeper.aio import wait_event
+from keeper.backoff import Backoff, jittered_backoff
 from keeper.errors import LogError
-from keeper.execution.base import Backoff, jittered_backoff
 from keeper.store import health
 
 _log = structlog.get_logger()
@@ -84,4 +84,4 @@ async def cancel_all(tasks: Sequence[asyncio.Task[Any]], limit_s: float) -> None
     _done, pending = await asyncio.wait(tasks, timeout=limit_s)
     for t in pending:
         frames = [f"{f.f_code.co_filename}:{f.f_lineno}" for f in t.get_stack(limit=5)]
-        _log.error("task_ignored_cancel", task=t.get_name(), stack=frames)
+        _log.error("task_ignored_cancel", task=t.get_name(), frames=frames)

@@ -38,14 +38,20 @@ from typing import Any, Protocol
 import structlog
 import websockets
 
+from keeper.backoff import Backoff, exponential_backoff
 from keeper.chain.abi import AbiError
-from keeper.chain.rpc import ChainUnavailable, Rpc, RpcError, redact_url
+from keeper.chain.rpc import ChainUnavailable, Rpc, RpcError
 from keeper.clock import wall_clock_us
 from keeper.domain import events as ev
 from keeper.errors import KeeperError
 from keeper.ports import EventLog
+from keeper.redaction import redact_url
 
 _log = structlog.get_logger("keeper.chain.ingest")
+
+RETRY: Backoff = exponential_backoff(0.1, 5.0)
+"""The wait before the n-th retry in a row of a node that does not answer (reads, new heads)."""
+
 
 class LogSource(Protocol):
     """What the ingest needs of a venue (``keeper.chain.morpho.MorphoVenue``, ...)."""
@@ -190,7 +196,7 @@ class ChainIngest:
     async def run(self, stop: asyncio.Event) -> None:
         """Follow the chain until ``stop``; outages are waited out (``status.error`` says why)."""
         ws_task = asyncio.create_task(self._heads(stop)) if self.ws_url else None
-        delay = 0.1
+        failures = 0
         try:
             while not stop.is_set():
                 # cleared before reading: a head announced while ``sync`` runs wakes the next one
@@ -198,12 +204,13 @@ class ChainIngest:
                 try:
                     await self.sync()
                     self.status.connected, self.status.error = True, ""
-                    delay = 0.1
+                    failures = 0
                 except (ChainUnavailable, RpcError) as exc:
                     self.status.connected, self.status.error = False, str(exc)
+                    failures += 1
+                    delay = RETRY(failures)
                     _log.warning("chain_ingest_retry", venue=self.venue, error=str(exc), delay_s=delay)
                     await _sleep_or_stop(stop, delay)
-                    delay = min(delay * 2, 5.0)
                     continue
                 await _first(self.poll_s, stop, self._wake)
         finally:
@@ -214,19 +221,20 @@ class ChainIngest:
 
     async def _heads(self, stop: asyncio.Event) -> None:
         assert self.ws_url is not None
-        delay = 0.1
+        failures = 0
         while not stop.is_set():
             try:
                 async with websockets.connect(self.ws_url, max_queue=64, open_timeout=5) as ws:
                     await ws.send(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "eth_subscribe",
                                               "params": ["newHeads"]}))
-                    delay = 0.1
+                    failures = 0
                     async for _ in ws:
                         self._wake.set()
             except (TimeoutError, OSError, websockets.WebSocketException) as exc:
-                _log.info("chain_heads_reconnect", venue=self.venue, error=str(exc), delay_s=delay)
-            await _sleep_or_stop(stop, delay)
-            delay = min(delay * 2, 5.0)
+                _log.info("chain_heads_reconnect", venue=self.venue, error=str(exc),
+                          delay_s=RETRY(failures + 1))
+            failures += 1
+            await _sleep_or_stop(stop, RETRY(failures))
 
     async def sync(self) -> int:
         """Ingest every block up to ``head - confirmations``; returns the blocks recorded."""

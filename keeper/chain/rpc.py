@@ -4,7 +4,7 @@ Every call has a timeout (``timeout_s``, 5 s by default). Failures are wrapped a
 a connection refused or reset, a timeout or an HTTP 5xx is ``ChainUnavailable`` (a
 ``TransientError``: retry, the node may come back); a JSON-RPC error object is ``RpcError``
 with the node's code, message and revert data. The URL is never logged or raised with its
-credentials (``redact_url``).
+credentials (``keeper.redaction.redact_url``).
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 
 from keeper.errors import KeeperError, TransientError
+from keeper.redaction import redact_url
 
 
 class ChainUnavailable(TransientError):
@@ -32,16 +32,6 @@ class RpcError(KeeperError):
         self.code = code
         self.rpc_message = message
         self.data = data
-
-
-def redact_url(url: str) -> str:
-    """``url`` without its user, password, path tokens or query (what may be logged)."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    path = "/…" if parts.path not in ("", "/") else parts.path
-    return urlunsplit((parts.scheme, host, path, "", ""))
 
 
 class Rpc:

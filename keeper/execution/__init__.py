@@ -2,18 +2,16 @@
 
 The runner is the executor role: it takes recorded intents from the log, claims each one
 atomically, records ``LiquidationSubmitted``, submits, and records the outcome. See
-``docs/keeper.md`` for the exactly-once argument.
+``docs/keeper.md`` for the exactly-once argument. Their retry policies are
+``keeper.backoff.Backoff``s.
 """
 
 from keeper.execution.base import (
-    Backoff,
     RetryLater,
     StatusExecutor,
     StatusUnsupported,
     Submission,
     VenueExecutor,
-    jittered_backoff,
-    no_delay,
     status_of,
 )
 from keeper.execution.http import HttpExecutor, parse_retry_after, sign
@@ -21,7 +19,6 @@ from keeper.execution.paper import PaperExecutor
 from keeper.execution.simvenue import SimVenueExecutor
 
 __all__ = [
-    "Backoff",
     "HttpExecutor",
     "PaperExecutor",
     "RetryLater",
@@ -30,8 +27,6 @@ __all__ = [
     "StatusUnsupported",
     "Submission",
     "VenueExecutor",
-    "jittered_backoff",
-    "no_delay",
     "parse_retry_after",
     "sign",
     "status_of",

@@ -4,9 +4,9 @@ An executor submits one ``Decision`` to a venue under its intent id (the idempot
 returns a ``Submission``; it raises ``TransientError`` when retrying under the same id may help
 (5xx, timeout, connection reset), ``RetryLater`` (a ``TransientError``) when the venue said how
 long to wait (429 or 503 with ``Retry-After``), and ``PermanentError`` with the venue's reason
-when it will not. ``submit_with_retries`` drives one executor through a ``Backoff`` policy: a
-plain function from the attempt number to a delay, so tests pass ``no_delay`` and run at full
-speed; its ``sleep`` and ``clock`` are injected too.
+when it will not. ``submit_with_retries`` drives one executor through a ``keeper.backoff.Backoff``
+policy (tests pass ``no_delay`` and run at full speed); its ``sleep`` and ``clock`` are injected
+too.
 
 An executor may also answer ``status(intent_id)``: what the venue holds under that key
 (``StatusExecutor``; ``status_of`` finds it). The runner asks it before it expires an intent
@@ -17,17 +17,17 @@ resubmitted instead: the venue's idempotency answers).
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import NamedTuple, Protocol, TypeVar
 
+from keeper.backoff import Backoff
 from keeper.domain.events import Decision, Event
 from keeper.errors import TransientError
 
-Backoff = Callable[[int], float]
-"""Delay in seconds before retry number ``attempt`` (1 for the first retry)."""
+__all__ = ["RetryLater", "Sleep", "StatusExecutor", "StatusUnsupported", "Submission", "VenueExecutor",
+           "status_of", "submit_with_retries"]
 
 Sleep = Callable[[float], Awaitable[None]]
 T = TypeVar("T")
@@ -90,24 +90,6 @@ def status_of(executor: object) -> Callable[[str], Awaitable[Submission | None]]
     """The executor's ``status`` method, or None when it has none (it cannot be asked)."""
     fn = getattr(executor, "status", None)
     return fn if callable(fn) else None
-
-
-def jittered_backoff(base: float = 0.05, cap: float = 2.0, rng: random.Random | None = None) -> Backoff:
-    """Full-jitter exponential backoff: uniform in ``[0, min(cap, base * 2**(attempt-1))]``.
-
-    Jitter only spreads retries in time; it never touches ids or decisions.
-    """
-    r = rng or random.Random()
-
-    def delay(attempt: int) -> float:
-        return r.uniform(0.0, min(cap, base * (2 ** max(0, attempt - 1))))
-
-    return delay
-
-
-def no_delay(attempt: int) -> float:
-    """The zero-delay policy, for tests."""
-    return 0.0
 
 
 async def submit_with_retries(

@@ -53,16 +53,15 @@ import aiohttp
 import msgspec
 import structlog
 
+from keeper.backoff import Backoff, jittered_backoff
 from keeper.domain.codec import decode
 from keeper.domain.events import Decision, Event
 from keeper.errors import ConfigError, DecodeError, ExecutionError, PermanentError, TransientError
 from keeper.execution.base import (
-    Backoff,
     RetryLater,
     Sleep,
     StatusUnsupported,
     Submission,
-    jittered_backoff,
     submit_with_retries,
 )
 

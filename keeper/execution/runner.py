@@ -68,18 +68,12 @@ from typing import Any
 import structlog
 
 from keeper.aio import wait_event
+from keeper.backoff import Backoff, jittered_backoff
 from keeper.clock import wall_clock_us
 from keeper.domain import events as ev
 from keeper.domain import guards
 from keeper.errors import ExecutionError, LogError, LogUnavailable, PermanentError, TransientError
-from keeper.execution.base import (
-    Backoff,
-    StatusUnsupported,
-    Submission,
-    VenueExecutor,
-    jittered_backoff,
-    status_of,
-)
+from keeper.execution.base import StatusUnsupported, Submission, VenueExecutor, status_of
 from keeper.execution.claim import Claims
 from keeper.ports import LogEntry
 from keeper.store import health

@@ -10,7 +10,6 @@ The pieces, in the order a frame meets them::
 """
 
 from keeper.clock import SystemClock
-from keeper.feeds.backoff import Backoff, jittered_exponential, no_delay
 from keeper.feeds.combine import MarketCombiner, MarketLimits, median
 from keeper.feeds.guards import OrderGuard, check_value, exponent_check
 from keeper.feeds.ingest import Ingest, LogSink
@@ -31,7 +30,6 @@ from keeper.feeds.watchdog import StalenessWatchdog
 from keeper.feeds.ws import WsConfig, WsFeed
 
 __all__ = [
-    "Backoff",
     "Ingest",
     "JsonPaths",
     "LogSink",
@@ -55,8 +53,6 @@ __all__ = [
     "exponent_check",
     "generic_json",
     "hyperliquid_all_mids",
-    "jittered_exponential",
     "median",
-    "no_delay",
     "pyth_hermes",
 ]

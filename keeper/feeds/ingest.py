@@ -26,10 +26,10 @@ from typing import Protocol
 
 import structlog
 
+from keeper.backoff import Backoff, delays, jittered_backoff
 from keeper.clock import SystemClock
 from keeper.domain.events import Event, PriceUpdated
 from keeper.errors import LogError
-from keeper.feeds.backoff import Backoff, jittered_exponential
 from keeper.feeds.parsers import Parser, Quote
 from keeper.feeds.pipeline import PricePipeline, Reject
 from keeper.feeds.ws import WsConfig, WsFeed
@@ -75,7 +75,7 @@ class Ingest:
         self.conflate = conflate
         self.max_pending = max_pending
         self.batch_max = batch_max
-        self.retry = retry or jittered_exponential(initial=0.05, maximum=5.0)
+        self.retry = retry or jittered_backoff(0.05, 5.0)
         self.sleep = sleep
         self.stats: Counter[str] = Counter()
         self.unavailable = False
@@ -212,17 +212,17 @@ class Ingest:
         self.stats["dead_lettered"] += 1
 
     async def _with_retry(self, op: str, call: Callable[[], Awaitable[None]]) -> None:
-        delays = None
+        waits = None
         while True:
             try:
                 await call()
             except LogError as exc:
-                if delays is None:
-                    delays = self.retry()
+                if waits is None:
+                    waits = delays(self.retry)
                 self.unavailable = True
                 health.REDIS.wait("ingest", str(exc))  # /readyz: intake paused
                 self.stats["log_retries"] += 1
-                delay = next(delays)
+                delay = next(waits)
                 log.error("ingest_log_unavailable", op=op, error=str(exc), retry_in_s=round(delay, 3),
                           retries=self.stats["log_retries"])
                 await self.sleep(delay)

@@ -30,7 +30,7 @@ import structlog
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from keeper.feeds.backoff import Backoff, jittered_exponential
+from keeper.backoff import Backoff, delays, jittered_backoff
 
 log = structlog.get_logger()
 
@@ -61,14 +61,14 @@ class WsFeed:
         self.config = config
         self.on_frame = on_frame
         self.on_connect = on_connect
-        self.backoff = backoff or jittered_exponential()
+        self.backoff = backoff or jittered_backoff(0.25, 30.0)
         self.name = name or config.url
         self.stats: Counter[str] = Counter()
         self.connected = asyncio.Event()
         self._log = log.bind(feed=self.name)
 
     def _delays(self) -> Generator[float]:
-        yield from self.backoff()
+        yield from delays(self.backoff)
 
     async def run(self, max_connects: int | None = None) -> None:
         """Read until cancelled (or after ``max_connects`` connections have ended)."""
@@ -89,7 +89,7 @@ class WsFeed:
                 if frames:
                     flapping = None
                 else:
-                    flapping = flapping or self.backoff()
+                    flapping = flapping or delays(self.backoff)
                     await asyncio.sleep(next(flapping))
 
     async def _session(self, ws: ClientConnection) -> int:

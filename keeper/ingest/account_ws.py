@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 import structlog
 
+from keeper.backoff import Backoff
 from keeper.domain.codec import decode
 from keeper.domain.events import (
     ACCOUNT_EVENTS,
@@ -24,7 +25,6 @@ from keeper.domain.events import (
     MarketParamsChanged,
 )
 from keeper.errors import DecodeError
-from keeper.feeds.backoff import Backoff
 from keeper.feeds.ingest import Ingest
 from keeper.feeds.pipeline import Reject
 from keeper.feeds.ws import WsConfig, WsFeed

@@ -10,7 +10,8 @@ from typing import TextIO
 import pytest
 import structlog
 
-from keeper.app.logging import clear_secrets, configure_logging
+from keeper.app.logging import configure_logging
+from keeper.redaction import clear_secrets
 
 
 class Captured(io.StringIO):

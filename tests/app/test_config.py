@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from keeper.app.config import Config, Secret, load_config
-from keeper.app.logging import clear_secrets
 from keeper.errors import ConfigError
+from keeper.redaction import clear_secrets
 
 ROOT = Path(__file__).resolve().parents[2]
 

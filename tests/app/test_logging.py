@@ -10,7 +10,8 @@ import pytest
 import structlog
 
 from keeper.app.config import load_config
-from keeper.app.logging import REDACTED, configure_logging, redact_value, register_secret, resolve_format
+from keeper.app.logging import configure_logging, resolve_format
+from keeper.redaction import REDACTED, redact_value, register_secret
 
 SECRETS = {
     "KEEPER_HMAC_SECRET": "hmac-7f3a9c1e-secret",

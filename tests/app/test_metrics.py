@@ -1,10 +1,13 @@
-"""The hand-written Prometheus exposition: format, cumulative histogram, escaping, misuse."""
+"""The metrics facade over prometheus_client: format, cumulative histogram, escaping, misuse,
+one registry per daemon, process metrics."""
 
 from __future__ import annotations
 
+import os
 import re
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from keeper.app.metrics import Counter, Gauge, Histogram, Metrics, Registry
 
@@ -92,3 +95,59 @@ def test_misuse_is_refused():
     r.add(Gauge("g", "x"))
     with pytest.raises(ValueError, match="registered twice"):
         r.add(Gauge("g", "y"))
+
+
+def test_the_exposition_parses_with_the_reference_parser_and_has_process_metrics():
+    m = Metrics()
+    m.intents.inc("confirmed", by=2)
+    m.log_lag.set(7)
+    m.tick_to_intent.observe(0.003)
+    families = {f.name: f for f in text_string_to_metric_families(m.render())}
+    assert families["keeper_intents"].type == "counter"
+    assert {(s.name, s.labels.get("outcome"), s.value) for s in families["keeper_intents"].samples
+            if s.name.endswith("_total")} == {("keeper_intents_total", "confirmed", 2.0)}
+    assert families["keeper_log_lag_entries"].samples[0].value == 7
+    assert families["keeper_tick_to_intent_seconds"].type == "histogram"
+    assert "python_info" in families
+    if os.path.exists("/proc/self/stat"):
+        assert families["process_resident_memory_bytes"].samples[0].value > 0
+
+
+def test_each_registry_is_its_own_so_two_daemons_do_not_collide():
+    a, b = Metrics(), Metrics()
+    a.intents.inc("paper")
+    assert a.intents.value("paper") == 1 and b.intents.value("paper") == 0
+    assert 'keeper_intents_total{outcome="paper"}' not in b.render()
+
+
+def test_a_reading_not_yet_taken_is_absent_then_read_back():
+    m = Metrics()
+    assert "keeper_redis_up" not in parse(m.render()) and "# TYPE keeper_redis_up gauge" in m.render()
+    m.redis_up.set(0)
+    assert parse(m.render())["keeper_redis_up"] == 0
+    assert m.redis_up.value() == 0
+    m.feed_staleness.set(3, "BTC")
+    m.feed_staleness.remove("BTC")
+    assert 'symbol="BTC"' not in m.render()
+    assert m.tick_to_intent.count() == 0
+    m.tick_to_intent.observe(9.0)
+    assert m.tick_to_intent.count() == 1
+
+
+def test_openmetrics_is_served_when_asked_for():
+    body, content_type = Metrics().expose("application/openmetrics-text; version=1.0.0")
+    assert content_type.startswith("application/openmetrics-text")
+    assert body.endswith(b"# EOF\n")
+    body, content_type = Metrics().expose("*/*")
+    assert content_type.startswith("text/plain; version=0.0.4")
+
+
+def test_a_tracked_gauge_is_read_at_each_scrape():
+    m = Metrics()
+    depth = [3]
+    m.log_lag.track(lambda: depth[0])
+    assert parse(m.render())["keeper_log_lag_entries"] == 3
+    depth[0] = 5
+    assert parse(m.render())["keeper_log_lag_entries"] == 5 and m.log_lag.value() == 5
+    with pytest.raises(ValueError, match="only an unlabelled gauge"):
+        m.feed_staleness.track(lambda: 1.0)

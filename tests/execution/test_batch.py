@@ -12,9 +12,10 @@ import msgspec
 import pytest
 from aiohttp import web
 
+from keeper.backoff import no_delay
 from keeper.domain import events as ev
 from keeper.errors import PermanentError, TransientError
-from keeper.execution import HttpExecutor, Submission, no_delay
+from keeper.execution import HttpExecutor, Submission
 from keeper.execution.claim import Claims
 from keeper.execution.http import sign
 from keeper.execution.runner import Runner

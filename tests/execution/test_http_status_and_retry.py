@@ -10,13 +10,13 @@ from email.utils import formatdate
 
 import pytest
 
+from keeper.backoff import no_delay
 from keeper.errors import TransientError
 from keeper.execution import (
     HttpExecutor,
     RetryLater,
     SimVenueExecutor,
     StatusUnsupported,
-    no_delay,
     parse_retry_after,
 )
 from keeper.sim.server import SimServer

@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
+from keeper.backoff import no_delay
 from keeper.domain import events as ev
-from keeper.execution import Submission, no_delay
+from keeper.execution import Submission
 from keeper.execution.claim import Claims
 from keeper.execution.runner import Runner
 from keeper.execution.simvenue import SimVenueExecutor

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import asyncio
 
+from keeper.backoff import no_delay
 from keeper.domain import events as ev
-from keeper.execution import no_delay
 from keeper.execution.claim import Claims
 from keeper.execution.runner import Runner
 from keeper.execution.simvenue import SimVenueExecutor

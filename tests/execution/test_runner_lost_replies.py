@@ -16,8 +16,9 @@ from collections import Counter
 import aiohttp
 import pytest
 
+from keeper.backoff import jittered_backoff
 from keeper.domain import events as ev
-from keeper.execution import SimVenueExecutor, jittered_backoff
+from keeper.execution import SimVenueExecutor
 from keeper.execution.claim import Claims
 from keeper.execution.runner import Runner
 from keeper.sim.server import SimServer

@@ -9,10 +9,10 @@ from decimal import Decimal
 import pytest
 import structlog.testing
 
+from keeper.backoff import no_delay
 from keeper.domain.codec import decode
 from keeper.domain.events import Deposit, Event, PriceUpdated
 from keeper.errors import LogUnavailable
-from keeper.feeds.backoff import no_delay
 from keeper.feeds.ingest import Ingest
 from keeper.feeds.parsers import binance_mark_price
 from keeper.testing import FakeClock, MemoryEventLog

@@ -15,9 +15,9 @@ from decimal import Decimal
 import pytest_asyncio
 from websockets.asyncio.server import ServerConnection, serve
 
+from keeper.backoff import no_delay
 from keeper.domain.codec import encode
 from keeper.domain.events import Deposit, FeedRecovered, FeedStale, PositionChanged, PriceUpdated
-from keeper.feeds.backoff import no_delay
 from keeper.feeds.combine import MarketLimits
 from keeper.feeds.ingest import Ingest
 from keeper.feeds.parsers import binance_mark_price

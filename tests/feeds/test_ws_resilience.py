@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import socket
-from collections.abc import Iterator
 from decimal import Decimal
 
 import pytest
@@ -30,10 +28,9 @@ async def test_connect_failures_follow_the_injected_backoff_then_connect() -> No
     port = _free_port()
     asked: list[float] = []
 
-    def policy() -> Iterator[float]:
-        for d in itertools.repeat(0.01):
-            asked.append(d)
-            yield d
+    def policy(attempt: int) -> float:
+        asked.append(0.01)
+        return 0.01
 
     frames: list[str] = []
     got = asyncio.Event()
@@ -84,7 +81,7 @@ async def test_a_silent_connection_is_dropped_after_idle_timeout_and_reopened() 
     async with serve(handler, "127.0.0.1", 0) as server:
         port = server.sockets[0].getsockname()[1]  # type: ignore[index]
         feed = WsFeed(WsConfig(f"ws://127.0.0.1:{port}", idle_timeout=0.1, ping_interval=0.05), on_frame,
-                      backoff=lambda: itertools.repeat(0.0))
+                      backoff=lambda _n: 0.0)
         await asyncio.wait_for(feed.run(max_connects=3), 5)
     assert frames == ['{"n": 1}', '{"n": 2}', '{"n": 3}']
     assert feed.stats["idle_drops"] == 3
@@ -94,7 +91,7 @@ async def test_a_silent_connection_is_dropped_after_idle_timeout_and_reopened() 
 async def test_redis_down_blocks_ingest_and_alarms_then_everything_lands_in_order(
         redis_url: str, redis_server: EmbeddedRedis) -> None:
     log = await RedisEventLog.connect(redis_url)
-    ingest = Ingest(log, retry=lambda: itertools.repeat(0.05))
+    ingest = Ingest(log, retry=lambda _n: 0.05)
     writer = asyncio.create_task(ingest.run())
     events = [Deposit(event_id=f"venue-{i}", ts_event=i, account="A", bucket="cross", asset="USDC",
                       amount=Decimal(i + 1)) for i in range(20)]

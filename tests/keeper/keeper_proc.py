@@ -9,8 +9,9 @@ import asyncio
 import signal
 
 from keeper.app.keeper_role import RoleConfig, run_keeper
+from keeper.backoff import jittered_backoff
 from keeper.domain.decide import KeeperParams
-from keeper.execution import SimVenueExecutor, jittered_backoff
+from keeper.execution import SimVenueExecutor
 
 
 async def amain(args: argparse.Namespace) -> None:

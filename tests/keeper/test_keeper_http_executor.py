@@ -9,10 +9,10 @@ import pytest
 import pytest_asyncio
 from keeper_stub_venue import StubVenue
 
+from keeper.backoff import jittered_backoff, no_delay
 from keeper.domain.events import Decision
 from keeper.errors import ConfigError, PermanentError, TransientError
-from keeper.execution import HttpExecutor, no_delay
-from keeper.execution.base import jittered_backoff
+from keeper.execution import HttpExecutor
 
 SECRET = b"test-secret"
 

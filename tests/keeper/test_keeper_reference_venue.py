@@ -12,9 +12,10 @@ from decimal import Decimal
 import aiohttp
 import pytest
 
+from keeper.backoff import no_delay
 from keeper.domain import events as ev
 from keeper.domain.decide import KeeperCore, KeeperParams
-from keeper.execution import SimVenueExecutor, no_delay
+from keeper.execution import SimVenueExecutor
 from keeper.execution.claim import Claims
 from keeper.execution.runner import Runner
 from keeper.projector import Projector

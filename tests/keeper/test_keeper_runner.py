@@ -12,9 +12,10 @@ import msgspec
 import pytest_asyncio
 from keeper_stub_venue import StubVenue
 
+from keeper.backoff import no_delay
 from keeper.domain import events as ev
 from keeper.errors import LogUnavailable
-from keeper.execution import HttpExecutor, PaperExecutor, no_delay
+from keeper.execution import HttpExecutor, PaperExecutor
 from keeper.execution.claim import Claims
 from keeper.execution.runner import Runner
 from keeper.store.embedded import EmbeddedRedis
