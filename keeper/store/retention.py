@@ -140,7 +140,7 @@ class RetentionPolicy:
                    interval_s=section.interval_s, dead_max_entries=section.dead_max_entries,
                    segment_entries=section.segment_entries,
                    min_segment_entries=section.min_segment_entries,
-                   cap_entries=getattr(section, "cap_entries", 0))
+                   cap_entries=section.cap_entries)
 
 
 @dataclass

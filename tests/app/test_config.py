@@ -264,3 +264,16 @@ def test_a_later_file_takes_over_the_blame_for_a_key_it_sets(tmp_path):
 def test_env_variable_names_are_case_insensitive():
     cfg = load_config(None, env={"keeper_log__level": "warning"})
     assert cfg.log.level == "warning"
+
+
+def test_retention_hard_cap_is_checked_in_one_line(tmp_path):
+    p = tmp_path / "k.toml"
+    p.write_text("[retention]\ncap_entries = 500\n")
+    with pytest.raises(ConfigError, match=r"retention.cap_entries: 500 is below 10000 .*k.toml"):
+        load_config(p, env={})
+    p.write_text("[retention]\ncap_entries = 50000\nmax_entries = 60000\nin_daemon = false\n")
+    with pytest.raises(ConfigError, match=r"not below retention\.max_entries"):
+        load_config(p, env={})
+    p.write_text("[retention]\ncap_entries = 50000\nin_daemon = false\n")
+    cfg = load_config(p, env={})
+    assert cfg.retention.cap_entries == 50_000 and not cfg.retention.in_daemon

@@ -17,6 +17,7 @@ from decimal import Decimal
 
 from keeper.app.config.schema import Config
 from keeper.errors import ConfigError
+from keeper.store.retention import CAP_MIN
 
 __all__ = ["check"]
 
@@ -90,6 +91,10 @@ def _check_retention(cfg: Config, origin: Origin) -> None:
         raise ConfigError(f"retention.min_segment_entries: {r.min_segment_entries} is above "
                           f"retention.segment_entries {r.segment_entries} "
                           f"(from {origin('retention.min_segment_entries')})")
+    if r.cap_entries and (r.cap_entries < CAP_MIN or r.cap_entries < r.max_entries):
+        raise ConfigError(f"retention.cap_entries: {r.cap_entries} is below "
+                          f"{max(CAP_MIN, r.max_entries)} (at least {CAP_MIN}, and not below "
+                          f"retention.max_entries; 0: no cap) (from {origin('retention.cap_entries')})")
     if r.interval_s > r.hot_window_s:
         raise ConfigError(f"retention.interval_s: {r.interval_s} s is longer than retention."
                           f"hot_window_s {r.hot_window_s} s: the hot log would grow past its window "

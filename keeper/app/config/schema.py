@@ -266,9 +266,16 @@ class RetentionSection(_Section, frozen=True):
     daemon runs a pass every ``interval_s`` when ``enabled``; the dead-letter stream keeps about
     ``dead_max_entries``. Segments hold at most ``segment_entries``; a smaller trailing one waits
     until it holds ``min_segment_entries`` or its entries are twice the hot window old.
+    ``cap_entries`` (0: none) is the hot log's hard cap: beyond it the oldest entries go even
+    past a projector's snapshot (archived first; the projector reads them from the archive), so
+    Redis stays bounded when the keeper falls far behind; never past a consumer group. The
+    keeper process runs the passes when ``in_daemon``; false: a separate ``keeper log archive
+    --follow --trim`` process does (the Procfile's ``retention`` line), off the keeper's core.
     """
 
     enabled: bool = True
+    in_daemon: bool = True
+    cap_entries: NonNegInt = 0
     hot_window_s: Positive = 3600.0
     max_entries: NonNegInt = 0
     dedup_window_s: Positive = 86_400.0
