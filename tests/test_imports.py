@@ -129,11 +129,28 @@ def _closed_path(graph: dict[str, set[str]], component: list[str]) -> list[str]:
     return component
 
 
-def test_graph_sees_function_level_and_relative_imports() -> None:
+def test_graph_sees_imports_inside_functions() -> None:
     graph = import_graph()
     assert "keeper.domain.events" in graph
-    # cmd_replay imports the replay package inside functions only
-    assert any(t.startswith("keeper.replay") for t in graph["keeper.app.cmd_replay"])
+    # the daemon imports the admin server (aiohttp) only when the admin role starts
+    assert "keeper.app.admin" in graph["keeper.app.daemon"]
+    assert "keeper.app.status" not in graph["keeper.app.status"]
+
+
+def _names(source: str, module: str, is_package: bool = False) -> set[str]:
+    node = ast.parse(source).body[0]
+    assert isinstance(node, ast.Import | ast.ImportFrom)
+    return set(_imported(node, module, is_package, _modules()))
+
+
+def test_relative_imports_resolve_against_the_importers_package() -> None:
+    assert _names("from . import daemon", "keeper.app.status") == {"keeper.app.daemon"}
+    assert _names("from .daemon import Daemon", "keeper.app.status") == {"keeper.app.daemon"}
+    assert _names("from ..replay import job", "keeper.app.cmd_replay") == {"keeper.replay.job"}
+    assert _names("from .job import ReplayJob", "keeper.replay", is_package=True) == {"keeper.replay.job"}
+    assert _names("from keeper.domain import events as ev", "keeper.x") == {"keeper.domain.events"}
+    margin = "keeper.domain.margin"
+    assert _names(f"from {margin} import liquidation_price", "keeper.x") == {margin}
 
 
 def test_cycles_found_in_a_graph_with_a_circle() -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import redis.asyncio
 import structlog
@@ -35,7 +34,7 @@ def select_cores(live: mf.RunManifest | None, *, profile: str | None = None,
     in ``cores``) with ``mode`` and the ``KEY=VALUE`` ``params`` applied; ``profile`` replaces
     them by one core of that profile (the live run's other params kept). Without a live
     manifest, ``profile`` is required."""
-    overrides: dict[str, Any] = {"mode": mode}
+    overrides: dict[str, str | None] = {"mode": mode}
     for item in params:
         key, eq, value = item.partition("=")
         if not eq or not key:
