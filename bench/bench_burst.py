@@ -34,7 +34,7 @@ from pathlib import Path
 
 import aiohttp
 
-from keeper.app.daemon import StampingLog
+from keeper.app.stamping import StampingLog
 from keeper.domain import events as ev
 from keeper.domain.decide import KeeperCore, KeeperParams
 from keeper.domain.model import CROSS, AssetParams, MarketParams

@@ -10,7 +10,8 @@ from decimal import Decimal
 from pathlib import Path
 
 from keeper.app import datadir
-from keeper.app.demo import DemoOptions, default_shared_data, render, run_demo
+from keeper.app.demo import DemoOptions, default_shared_data, run_demo
+from keeper.app.demo_summary import render
 from keeper.app.logging import configure_logging
 
 HELP = "run the whole keeper against the reference venue through a recorded crash, then summarise"

@@ -21,8 +21,6 @@ runner finishes the batch in hand (unacked entries are handed back to the group)
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import json
 import os
 import socket
 from collections.abc import Awaitable, Sequence
@@ -34,10 +32,14 @@ import structlog
 
 from keeper import _compiled
 from keeper.aio import wait_event
-from keeper.app.config import Config, FeedSource
+from keeper.app.config import Config
+from keeper.app.feeds_role import build_pipeline, parser_for, subscriptions
 from keeper.app.freshness import FreshnessGuard
 from keeper.app.keeper_role import core_factory
 from keeper.app.metrics import Metrics
+from keeper.app.retention_role import archived, catch_up_archived, retain
+from keeper.app.stamping import CountingSink, StampingLog
+from keeper.app.status import Sampler, Status
 from keeper.app.supervise import bounded, cancel_all, ride_through
 from keeper.clock import wall_clock_us
 from keeper.domain import events as ev
@@ -49,10 +51,7 @@ from keeper.execution import HttpExecutor, PaperExecutor, SimVenueExecutor
 from keeper.execution.base import VenueExecutor
 from keeper.execution.claim import Claims
 from keeper.execution.runner import Runner
-from keeper.feeds import parsers
-from keeper.feeds.combine import MarketLimits
 from keeper.feeds.ingest import Ingest
-from keeper.feeds.parsers import Parser
 from keeper.feeds.pipeline import PricePipeline
 from keeper.feeds.ws import WsConfig
 from keeper.ingest.account_ws import AccountStream
@@ -63,10 +62,10 @@ from keeper.store import health
 from keeper.store.embedded import EmbeddedRedis, open_redis
 from keeper.store.entries import parse_id
 from keeper.store.redis_log import RedisEventLog, make_client
+from keeper.store.retention import PassReport
 from keeper.store.snapshots import RedisSnapshotStore
 
 if TYPE_CHECKING:
-    from keeper.app.status import Sampler
     from keeper.chain.ingest import ChainIngest
 
 _log = structlog.get_logger()
@@ -79,134 +78,6 @@ EMBEDDED_CHECK_S = 0.5
 """How often the daemon checks that its private redis-server is alive."""
 SHUTDOWN_STEP_S = 5.0
 """The most one step of the shutdown waits (a snapshot, closing a connection, a task's end)."""
-
-_PARSERS = {"binance": parsers.binance_mark_price, "bybit": parsers.bybit_tickers,
-            "hyperliquid": parsers.hyperliquid_all_mids, "coinbase": parsers.coinbase_ticker}
-
-
-class StampingLog:
-    """The keeper's view of the log: stamps ``ts_ingest`` on the intents it appends, so that
-    tick-to-intent latency is in the log itself (the pure core cannot read a clock).
-
-    Only the envelope is stamped: the ``Decision`` inside is the core's, byte for byte, which
-    is what ``keeper replay --verify`` compares. With ``metrics``: each intent's tick-to-intent
-    latency (its trigger's ``ts_ingest`` in the batch just read -> now) is observed and intents
-    are counted by mode (``intended`` for live ones); with ``count_applied`` also the entries
-    read, by event type (the projector applies every entry it reads before reading again).
-    """
-
-    def __init__(self, inner: RedisEventLog, metrics: Metrics | None = None,
-                 count_applied: bool = False, guard: FreshnessGuard | None = None) -> None:
-        self.inner = inner
-        self.metrics = metrics
-        self.count_applied = count_applied
-        self.guard = guard
-        """Withholds live intents on prices old by the wall clock (``keeper.app.freshness``)."""
-        self._ingested: dict[str, int] = {}
-
-    async def read_batch(self, after: str = "0-0", count: int = 1000, block_ms: int | None = None
-                         ) -> tuple[list[LogEntry], str]:
-        entries, pos = await self.inner.read_batch(after, count, block_ms)
-        if self.guard is not None and entries:
-            back = self.guard.recover(entries)  # a fresh price for a market stale by the wall clock
-            if back:
-                await self.inner.append(back)
-        m = self.metrics
-        if m is not None and entries:
-            # the triggers of the intents decided after this batch are in this batch
-            self._ingested = {e.id: e.event.ts_ingest for e in entries}
-            if self.count_applied:
-                for e in entries:
-                    m.events_applied.inc(ev.event_type(e.event))
-        return entries, pos
-
-    async def append(self, events: Sequence[ev.Event]) -> list[str | None]:
-        now = wall_clock_us()
-        if self.guard is not None:
-            events = self.guard.screen(events)
-        out = [msgspec.structs.replace(e, ts_ingest=now) if type(e) is ev.LiquidationIntended
-               and e.ts_ingest == 0 else e for e in events]
-        ids = await self.inner.append(out)
-        m = self.metrics
-        if m is not None:
-            for e, i in zip(out, ids, strict=True):
-                if i is None or type(e) is not ev.LiquidationIntended:
-                    continue
-                assert isinstance(e, ev.LiquidationIntended)
-                d = e.decision
-                m.intents.inc("intended" if d.mode == "live" else d.mode)
-                trig = self._ingested.get(d.trigger, 0)
-                if trig and e.ts_ingest >= trig:
-                    m.tick_to_intent.observe((e.ts_ingest - trig) / 1e6)
-        return ids
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-
-class CountingSink:
-    """The ingest writer's log: counts what it appended (``events_ingested_total{type}``)."""
-
-    def __init__(self, inner: RedisEventLog, metrics: Metrics) -> None:
-        self.inner = inner
-        self.metrics = metrics
-
-    async def append(self, events: Sequence[ev.Event]) -> list[str | None]:
-        ids = await self.inner.append(events)
-        for e, i in zip(events, ids, strict=True):
-            if i is not None:
-                self.metrics.events_ingested.inc(ev.event_type(e))
-        return ids
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-
-def build_pipeline(cfg: Config) -> PricePipeline:
-    """The price pipeline of ``[feeds]``: each source's symbol mapped to its market."""
-    f = cfg.feeds
-    symbol_map: dict[str, str] = {}
-    for src in f.sources:
-        for market, sym in src.symbols.items():
-            symbol_map[f"{src.source_name}:{sym}"] = market
-            symbol_map[f"{src.source_name}:{sym.upper()}"] = market
-    limits = MarketLimits(max_jump=f.max_jump, max_deviation=f.max_deviation,
-                          stale_after_us=f.staleness_ms * 1000, jump_confirmations=f.jump_confirmations)
-    # each market is combined over the sources that price it; a market priced by one source
-    # has no one to deviate from
-    return PricePipeline(default=limits, symbol_map=symbol_map, only=f.markets(), check_age=True)
-
-
-def parser_for(src: FeedSource) -> Parser:
-    """The parser of a source's kind (every kind ``[[feeds.sources]]`` accepts)."""
-    if src.kind == "pyth":  # the configured ids, however written, name the quotes
-        return parsers.pyth_hermes(src.source_name, ids={i: i for i in src.symbols.values()})
-    if src.kind == "generic":
-        single = next(iter(src.symbols.values())) if len(src.symbols) == 1 else ""
-        return parsers.generic_json(src.source_name, parsers.JsonPaths(
-            price_path=src.price_path, symbol_path=src.symbol_path, time_path=src.time_path,
-            time_unit=src.time_unit, symbol="" if src.symbol_path else single))
-    make = _PARSERS.get(src.kind)
-    if make is None:  # pragma: no cover - the config's kinds are all wired above
-        raise ConfigError(f"feeds.sources: kind {src.kind!r} has no parser")
-    return make(src.source_name)
-
-
-def subscriptions(src: FeedSource) -> list[str]:
-    """The frames a source is sent after each connect: ``subscribe`` when given, else its
-    venue's own subscription for the configured symbols (Binance subscribes by its URL)."""
-    if src.subscribe:
-        return list(src.subscribe)
-    syms = sorted(set(src.symbols.values()))
-    frames: dict[str, dict[str, Any]] = {
-        "bybit": {"op": "subscribe", "args": [f"tickers.{s}" for s in syms]},
-        "hyperliquid": {"method": "subscribe", "subscription": {"type": "allMids"}},
-        "pyth": {"type": "subscribe", "ids": syms},
-        "coinbase": {"type": "subscribe", "product_ids": syms, "channels": ["ticker"]},
-    }
-    frame = frames.get(src.kind)
-    return [] if frame is None else [json.dumps(frame, separators=(",", ":"))]
-
 
 def build_executor(cfg: Config) -> VenueExecutor | None:
     """The executor of ``[execution]``; ``None`` in paper mode (nothing is submitted)."""
@@ -262,7 +133,7 @@ class Daemon:
         """Set once every role is up (the admin port bound, projectors started)."""
         self._tasks: list[asyncio.Task[Any]] = []
         self._aux: list[asyncio.Task[Any]] = []
-        self.retention_report: Any = None
+        self.retention_report: PassReport | None = None
         """The last retention pass's ``PassReport`` (None before the first)."""
         self._closers: list[Any] = []
 
@@ -275,6 +146,13 @@ class Daemon:
     def cores(self) -> list[KeeperCore]:
         """The live keeper cores (one per profile), once started."""
         return [p.core for p in self.projectors if isinstance(p.core, KeeperCore)]
+
+    def roles_running(self) -> bool:
+        """No role's task has ended (the first that ends ends the run)."""
+        return not any(t.done() for t in self._tasks)
+
+    def _retained(self, report: PassReport) -> None:
+        self.retention_report = report
 
     def _connect(self) -> RedisEventLog:
         """A log on its own client. Nothing is sent yet: the roles that use it ride out a Redis
@@ -326,7 +204,8 @@ class Daemon:
             announce = asyncio.ensure_future(self._announce(stop))
             self._aux.append(announce)
             if "keeper" in self.roles and cfg.retention.enabled:
-                self._aux.append(asyncio.ensure_future(self._retain()))
+                self._aux.append(asyncio.ensure_future(
+                    retain(cfg, self._connect(), self.metrics, self._intake_stop, self._retained)))
             waiter = asyncio.ensure_future(stop.wait())
             await asyncio.wait([waiter, *self._tasks], return_when=asyncio.FIRST_COMPLETED)
             waiter.cancel()
@@ -357,63 +236,6 @@ class Daemon:
             except EmbeddedRedisError as exc:
                 _log.error("embedded_redis_restart_failed", error=str(exc)[:500])
                 await wait_event(stop, min(2.0 * attempt, 30.0))
-
-    async def _archived(self, log: RedisEventLog) -> Any:
-        """``log``, read with the archive when retention trimmed part of it (``ArchivedLog``)."""
-        if not self.config.retention.enabled:
-            return log
-        from keeper.store.archive import ArchivedLog, open_archive
-
-        archive = await open_archive(log, None)
-        return log if archive is None else ArchivedLog(log, archive)
-
-    async def _catch_up_archived(self, p: Projector) -> None:
-        """A projector that starts below what retention trimmed (no snapshot yet: a profile
-        added, or both snapshots unusable) reads that part from the archive; then the hot log
-        as usual (retention never trims past a projector's snapshots, so a restart from one
-        needs no archive)."""
-        stamping = p.log
-        if not self.config.retention.enabled or not isinstance(stamping, StampingLog):
-            return
-        from keeper.store.archive import ArchivedLog, open_archive
-
-        inner = stamping.inner
-        archive = await open_archive(inner, None, start=p.position)
-        if archive is None:
-            return
-        stamping.inner = ArchivedLog(inner, archive)  # type: ignore[assignment]
-        try:
-            n = await p.catch_up()
-        finally:
-            stamping.inner = inner
-        _log.info("projector_caught_up_from_archive", projector=p.name, entries=n,
-                  offset=p.position)
-
-    async def _retain(self) -> None:
-        """Retention (``keeper.store.retention``): a pass every ``[retention] interval_s``, by
-        the process that writes the keeper's snapshots (they pin what may be trimmed); stopped
-        with the intake at shutdown. A failed pass is logged and tried again next interval."""
-        from keeper.store.retention import PassReport, RetentionPolicy, run_retention
-
-        cfg = self.config
-        policy = RetentionPolicy.from_config(cfg.retention, state_dir=cfg.keeper.state_dir)
-        policy = dataclasses.replace(policy, archive_dir=policy.archive_dir.resolve())
-        log = self._connect()
-
-        m = self.metrics
-
-        def on_pass(report: PassReport) -> None:
-            self.retention_report = report
-            m.retention_passes.inc("error" if report.error else "skipped" if report.skipped else "ok")
-            if report.error or report.skipped:
-                return
-            m.retention_archived.inc(by=report.archived)
-            m.retention_trimmed.inc(by=report.trimmed)
-            m.retention_hot.set(report.hot_entries)
-            m.retention_lagging.set(len(report.lagging))
-            m.retention_seconds.set(report.duration_s)
-
-        await run_retention(log, policy, self._intake_stop, on_pass)
 
     async def _announce(self, stop: asyncio.Event) -> None:
         """Once every projector has started (restored its snapshot): the run manifest, then
@@ -494,7 +316,7 @@ class Daemon:
             built: list[VenueExecutor] = []
 
             async def start() -> None:  # it reads its signed transactions back: the whole log
-                built.append(await start_chain_executor(cfg, await self._archived(log)))
+                built.append(await start_chain_executor(cfg, await archived(self.config, log)))
 
             await ride_through("chain-executor", start, stop)
             return built[0] if built else None
@@ -535,7 +357,7 @@ class Daemon:
         log = self._connect()
         # it resumes after the log's last block frame: through the archive once retention has
         # trimmed the frames it would look for
-        self.chain_ingest = await start_chain_ingest(self.config, await self._archived(log))
+        self.chain_ingest = await start_chain_ingest(self.config, await archived(self.config, log))
         self._closers.append(self.chain_ingest.rpc.close)
         ingest = self.chain_ingest
         # stopped first at shutdown, with the other intake (and cancelled with it); its start
@@ -583,7 +405,7 @@ class Daemon:
             await p.start()
             _log.info("projector_started", projector=p.name, restored_from=p.restored_from,
                       offset=p.position)
-            await self._catch_up_archived(p)
+            await catch_up_archived(self.config, p)
         while not stop.is_set():
             await p.step(block_ms=self.block_ms)
             health.REDIS.recovered(name)
@@ -601,7 +423,6 @@ class Daemon:
 
     async def _start_admin(self) -> Any:
         from keeper.app.admin import AdminServer, build_admin_app
-        from keeper.app.status import Sampler, Status
 
         cfg = self.config
         assert self.log is not None
@@ -632,5 +453,4 @@ async def read_all(log: RedisEventLog, batch: int = 5000) -> list[LogEntry]:
         after = pos
 
 
-__all__ = ["DEFAULT_ROLES", "ROLES", "Daemon", "EmbeddedRedis", "StampingLog", "build_executor",
-           "build_pipeline", "read_all"]
+__all__ = ["DEFAULT_ROLES", "ROLES", "Daemon", "EmbeddedRedis", "build_executor", "read_all"]

@@ -6,7 +6,7 @@ imported into a running daemon, a projector catching up on a backlog) looks fres
 decides live on prices minutes old. Feeds are guarded where they enter (``keeper.feeds``: a
 price already older than ``[feeds] staleness_ms`` at ingest makes its market stale in the log
 before it is recorded); what reaches the log any other way is guarded here, where the daemon
-appends what its core decided (``keeper.app.daemon.StampingLog``).
+appends what its core decided (``keeper.app.stamping.StampingLog``).
 
 A live decision that used a price (of a market, not a ``fixed_prices`` symbol) older than the
 limit by the wall clock is recorded **withheld**: the same decision with ``mode = "withheld"``

@@ -2,8 +2,10 @@
 
 Reads never block the loop for long: at-risk evaluates every bucket of every core with the
 exact margin engine at the prices of one instant (``AT_RISK_CHUNK`` buckets at a time, yielding
-to the loop in between; ~6 µs a bucket) and keeps the ranking until the core applies another
-entry; recent liquidations read the tail of the log (bounded); account views evaluate one account.
+to the loop in between) and keeps the ranking until the core applies another entry; recent
+liquidations read the tail of the log (bounded); account views evaluate one account.
+
+The daemon is read through ``DaemonView``: the daemon imports this module, never the reverse.
 """
 
 from __future__ import annotations
@@ -11,14 +13,16 @@ from __future__ import annotations
 import asyncio
 import heapq
 import os
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import redis.exceptions
 import structlog
 
 from keeper.aio import wait_event
+from keeper.app.config import Config
 from keeper.app.metrics import Metrics
 from keeper.clock import wall_clock_us
 from keeper.domain import events as ev
@@ -26,12 +30,18 @@ from keeper.domain.decide import KeeperCore
 from keeper.domain.margin import evaluate, liquidation_price
 from keeper.domain.model import bucket_key
 from keeper.errors import KeeperError, LogError
+from keeper.execution.runner import Runner
+from keeper.feeds.pipeline import PricePipeline
+from keeper.projector import Projector
 from keeper.store import health
 from keeper.store.entries import parse_id
 from keeper.store.redis_log import RedisEventLog
 
 if TYPE_CHECKING:
-    from keeper.app.daemon import Daemon
+    from keeper.chain.ingest import ChainIngest
+
+__all__ = ["AT_RISK_HEALTH", "DaemonView", "Sampler", "Status", "probe_redis", "resident_bytes",
+           "sync_chain", "sync_local", "sync_runner"]
 
 _log = structlog.get_logger()
 
@@ -50,6 +60,34 @@ REDIS_PROBE_S = 1.0
 """A Redis that does not answer PING (or the readiness check) within this is reported down."""
 SETTLE_S = 10.0
 """A role that waited for Redis and has not failed for this long (Redis answering) is ready."""
+
+
+class DaemonView(Protocol):
+    """What the status and the sampler read of a running daemon (``keeper.app.daemon.Daemon``
+    is one): its configuration and metrics; its roles' parts, each None or empty until that
+    role has started or when it does not run here; ``cores()``, the live keeper cores (one per
+    profile); ``keeper_projectors()``, the projectors driving a keeper core (a chain venue's
+    too); ``roles_running()``, whether no role's task has ended."""
+
+    @property
+    def config(self) -> Config: ...
+    @property
+    def metrics(self) -> Metrics: ...
+    @property
+    def roles(self) -> Sequence[str]: ...
+    @property
+    def profiles(self) -> Sequence[str]: ...
+    @property
+    def projectors(self) -> Sequence[Projector]: ...
+    @property
+    def runner(self) -> Runner | None: ...
+    @property
+    def chain_ingest(self) -> ChainIngest | None: ...
+    @property
+    def pipeline(self) -> PricePipeline | None: ...
+    def cores(self) -> list[KeeperCore]: ...
+    def keeper_projectors(self) -> list[Projector]: ...
+    def roles_running(self) -> bool: ...
 
 
 def _iso(us: int) -> str:
@@ -80,7 +118,7 @@ class Sampler:
     dead letters by reason (new entries of the dead-letter stream since the last sample), and the
     runner's outcomes. ``sample()`` once; ``run(stop, interval_s)`` until ``stop``."""
 
-    def __init__(self, daemon: Daemon, log: RedisEventLog) -> None:
+    def __init__(self, daemon: DaemonView, log: RedisEventLog) -> None:
         self.daemon = daemon
         self.log = log
         self._dead_after = "0-0"
@@ -159,7 +197,7 @@ async def probe_redis(log: RedisEventLog, m: Metrics) -> bool:
     return True
 
 
-def sync_local(daemon: Daemon) -> None:
+def sync_local(daemon: DaemonView) -> None:
     """What the process knows without asking Redis: the failures its clients met, the roles
     waiting, entries quarantined, its own memory."""
     m = daemon.metrics
@@ -181,7 +219,7 @@ def resident_bytes() -> float:
         return 0.0
 
 
-def sync_runner(daemon: Daemon) -> None:
+def sync_runner(daemon: DaemonView) -> None:
     """Bring ``intents_total{outcome}`` up to the runner's own counts (they only grow)."""
     runner = daemon.runner
     if runner is None:
@@ -193,7 +231,7 @@ def sync_runner(daemon: Daemon) -> None:
             m.intents.inc(outcome, by=n - cur)
 
 
-def sync_chain(daemon: Daemon) -> None:
+def sync_chain(daemon: DaemonView) -> None:
     """The chain venue's gauges: ingest position and head, connection, reorgs; the executor's
     pending transactions, next nonce and gas; accounts refused by the core."""
     m = daemon.metrics
@@ -216,15 +254,15 @@ def sync_chain(daemon: Daemon) -> None:
 
 
 class Status:
-    """``keeper.app.admin.AdminProvider`` over a running ``Daemon``."""
+    """``keeper.app.admin.AdminProvider`` over a running daemon (``DaemonView``)."""
 
-    def __init__(self, daemon: Daemon, log: RedisEventLog) -> None:
+    def __init__(self, daemon: DaemonView, log: RedisEventLog) -> None:
         self.daemon = daemon
         self.log = log
         self._ranked: dict[int, tuple[tuple[str, int], list[dict[str, Any]]]] = {}
 
     def healthy(self) -> bool:
-        return not any(t.done() for t in self.daemon._tasks)
+        return self.daemon.roles_running()
 
     def stale_prices(self, now_us: int | None = None) -> dict[str, float]:
         """Markets whose newest price is older than ``[feeds] staleness_ms`` by the wall clock,

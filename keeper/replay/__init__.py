@@ -7,6 +7,8 @@
 - ``verify``: re-derived decisions against the recorded ones, byte for byte;
 - ``explain`` / ``plot``: one account's chain of health, decisions and outcomes;
 - ``manifest``: what configuration ran over which part of the log;
+- ``job`` (with ``selection``): one replay as a typed job, the cores chosen from the run's
+  manifest or a snapshot, what ``keeper replay`` runs;
 - ``compare``: one crash, one book, isolated versus cross margin.
 
 ``docs/replay.md`` describes the commands built on them (``keeper replay``, ``keeper compare``).

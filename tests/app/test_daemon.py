@@ -11,7 +11,9 @@ import msgspec
 import pytest
 
 from keeper.app.config import FeedSource, load_config
-from keeper.app.daemon import Daemon, StampingLog, build_pipeline, read_all
+from keeper.app.daemon import Daemon, read_all
+from keeper.app.feeds_role import build_pipeline
+from keeper.app.stamping import StampingLog
 from keeper.domain import events as ev
 from keeper.errors import ConfigError
 from keeper.feeds.parsers import binance_mark_price

@@ -54,7 +54,8 @@ class _Log:
 
 def _status(core: KeeperCore) -> Status:
     cfg = load_config(None, env={"KEEPER_FEEDS__FIXED_PRICES": '{USDC = "1"}'})
-    daemon: Any = SimpleNamespace(cores=lambda: [core], metrics=Metrics(), config=cfg, _tasks=[],
+    daemon: Any = SimpleNamespace(cores=lambda: [core], metrics=Metrics(), config=cfg,
+                                  roles_running=lambda: True,
                                   projectors=[SimpleNamespace(name="keeper", position="6-0")],
                                   pipeline=None, chain_ingest=None, profiles=("generic-perp",),
                                   roles=("keeper", "admin"))

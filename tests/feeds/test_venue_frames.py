@@ -102,7 +102,7 @@ def _cfg(source: str) -> object:
 
 @pytest.mark.parametrize("kind", ["binance", "bybit", "hyperliquid", "pyth", "coinbase", "generic"])
 def test_every_feed_kind_the_config_accepts_has_a_parser_in_the_daemon(kind: str) -> None:
-    from keeper.app.daemon import parser_for, subscriptions
+    from keeper.app.feeds_role import parser_for, subscriptions
 
     extra = ', price_path = "px"' if kind == "generic" else ""
     cfg = _cfg(f'[{{kind = "{kind}", url = "ws://127.0.0.1:1", symbols = {{"BTC-USD" = "BTC"}}{extra}}}]')
@@ -114,7 +114,7 @@ def test_every_feed_kind_the_config_accepts_has_a_parser_in_the_daemon(kind: str
 
 
 def test_a_pyth_source_prices_its_market_by_the_configured_feed_id() -> None:
-    from keeper.app.daemon import build_pipeline, parser_for
+    from keeper.app.feeds_role import build_pipeline, parser_for
 
     fid = "0xe62df6c8b4a85fe1a67db44dc12de5db330f7ac66b72dc658afedf0f4a415b43"
     cfg = _cfg(f'[{{kind = "pyth", url = "wss://hermes.pyth.network/ws", '

@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from keeper.app import cli, cmd_replay
+from keeper.app import cli
 from keeper.domain import events as ev
 from keeper.domain.codec import encode
 from keeper.domain.decide import KeeperCore, KeeperParams
 from keeper.domain.model import CROSS, AssetParams, MarketParams
+from keeper.replay import job as replay_job
 from keeper.replay.parallel import _Shard, _ShardOut, replay_parallel, serial_reason
 from keeper.replay.replay import MultiCore, replay_batches
 from keeper.replay.route import Router, account_of, shard_of
@@ -202,7 +203,7 @@ async def test_cli_without_jobs_splits_a_large_export_between_the_cpus(
     monkeypatch.setattr("keeper.replay.parallel.default_jobs", lambda: 2)  # whatever this machine has
     assert await keeper(["replay", "--ndjson", str(path), "--verify"]) == 0
     assert "processes)" not in capsys.readouterr().out  # a small export: one process
-    monkeypatch.setattr(cmd_replay, "AUTO_JOBS_BYTES", path.stat().st_size)
+    monkeypatch.setattr(replay_job, "AUTO_JOBS_BYTES", path.stat().st_size)
     assert await keeper(["replay", "--ndjson", str(path), "--verify"]) == 0
     out = capsys.readouterr().out
     assert "(2 processes)" in out
