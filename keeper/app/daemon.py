@@ -37,7 +37,7 @@ from keeper.app.feeds_role import build_pipeline, parser_for, subscriptions
 from keeper.app.freshness import FreshnessGuard
 from keeper.app.keeper_role import core_factory
 from keeper.app.metrics import Metrics
-from keeper.app.retention_role import archived, catch_up_archived, retain
+from keeper.app.retention_role import archived, capped_reader, catch_up_archived, retain
 from keeper.app.stamping import CountingSink, StampingLog
 from keeper.app.status import Sampler, Status
 from keeper.app.supervise import bounded, cancel_all, ride_through
@@ -203,7 +203,7 @@ class Daemon:
             # not a role (it ends once done): outside ``_tasks``, whose first end ends the run
             announce = asyncio.ensure_future(self._announce(stop))
             self._aux.append(announce)
-            if "keeper" in self.roles and cfg.retention.enabled:
+            if "keeper" in self.roles and cfg.retention.enabled and cfg.retention.in_daemon:
                 self._aux.append(asyncio.ensure_future(
                     retain(cfg, self._connect(), self.metrics, self._intake_stop, self._retained)))
             waiter = asyncio.ensure_future(stop.wait())
@@ -369,11 +369,12 @@ class Daemon:
         cfg = self.config
         shard = str(cfg.keeper.shard)
         log = self._connect()  # the projectors' blocking reads get their own connection
+        reading = capped_reader(cfg, log)  # through the archive when a hard cap may pass them
         if "keeper" in self.roles:
             for k, profile in enumerate(self.profiles):
                 params = self.params(profile)
                 snaps = RedisSnapshotStore(log.client, shard=shard, format=fmt_of(params))
-                stamping = StampingLog(log, self.metrics, count_applied=k == 0)
+                stamping = StampingLog(reading, self.metrics, count_applied=k == 0)
                 p = Projector(stamping, snaps,
                               core_factory(params),  # type: ignore[arg-type]
                               name=f"keeper-{profile}", fmt=fmt_of(params),
@@ -386,7 +387,7 @@ class Daemon:
                 self.projectors.append(p)
         if "projector" in self.roles:
             snaps = RedisSnapshotStore(log.client, shard=shard, format=ProjectionCore.FORMAT)
-            self.projectors.append(Projector(StampingLog(log, self.metrics,
+            self.projectors.append(Projector(StampingLog(reading, self.metrics,
                                                          count_applied=not self.projectors), snaps,
                                              _projection_factory, name="state",
                                              batch=cfg.keeper.batch_size,

@@ -4,6 +4,8 @@ reading a log whose oldest part retention moved to the archive.
 - ``retain``: a pass every ``[retention] interval_s`` until ``stop``, each pass's report handed
   to ``on_pass`` and counted in ``Metrics``; a failed pass is logged and tried again;
 - ``archived``: a log read with its archive when retention trimmed part of it;
+- ``capped_reader``: the projectors' log, read through the archive for good when the hard cap
+  (``[retention] cap_entries``) may trim past them while they run;
 - ``catch_up_archived``: a projector that starts below what retention trimmed reads that part
   from the archive, then goes on with the hot log.
 """
@@ -20,11 +22,11 @@ from keeper.app.config import Config
 from keeper.app.metrics import Metrics
 from keeper.app.stamping import StampingLog
 from keeper.projector import Projector
-from keeper.store.archive import ArchivedLog, open_archive
+from keeper.store.archive import Archive, ArchivedLog, open_archive
 from keeper.store.redis_log import RedisEventLog
 from keeper.store.retention import PassReport, RetentionPolicy, run_retention
 
-__all__ = ["archived", "catch_up_archived", "retain"]
+__all__ = ["archived", "capped_reader", "catch_up_archived", "retain"]
 
 _log = structlog.get_logger()
 
@@ -37,19 +39,32 @@ async def archived(cfg: Config, log: RedisEventLog) -> RedisEventLog | ArchivedL
     return log if archive is None else ArchivedLog(log, archive)
 
 
+def capped_reader(cfg: Config, log: RedisEventLog) -> RedisEventLog | ArchivedLog:
+    """What the projectors read: ``log`` itself, or with a hard cap (``[retention]
+    cap_entries``) ``log`` through its archive (the configured directory, empty until the first
+    pass): the cap may trim past a projector that fell that far behind while it runs, and its
+    next read then comes from the archive. (Without a cap nothing is trimmed past a projector's
+    snapshot: the hot log alone serves it, with no extra call per read.)"""
+    if not cfg.retention.enabled or not cfg.retention.cap_entries:
+        return log
+    policy = RetentionPolicy.from_config(cfg.retention, state_dir=cfg.keeper.state_dir)
+    return ArchivedLog(log, Archive.of(policy.archive_dir.resolve(), log))
+
+
 async def catch_up_archived(cfg: Config, p: Projector) -> None:
     """A projector that starts below what retention trimmed (no snapshot yet: a profile
     added, or both snapshots unusable) reads that part from the archive; then the hot log
     as usual (retention never trims past a projector's snapshots, so a restart from one
     needs no archive)."""
     stamping = p.log
-    if not cfg.retention.enabled or not isinstance(stamping, StampingLog):
+    if (not cfg.retention.enabled or not isinstance(stamping, StampingLog)
+            or isinstance(stamping.inner, ArchivedLog)):  # capped_reader's: it reads all as it is
         return
     inner = stamping.inner
     archive = await open_archive(inner, None, start=p.position)
     if archive is None:
         return
-    stamping.inner = ArchivedLog(inner, archive)  # type: ignore[assignment]
+    stamping.inner = ArchivedLog(inner, archive)
     try:
         n = await p.catch_up()
     finally:

@@ -19,6 +19,7 @@ from keeper.app.metrics import Metrics
 from keeper.clock import wall_clock_us
 from keeper.domain import events as ev
 from keeper.ports import LogEntry
+from keeper.store.archive import ArchivedLog
 from keeper.store.redis_log import RedisEventLog
 
 __all__ = ["CountingSink", "StampingLog"]
@@ -35,7 +36,7 @@ class StampingLog:
     read, by event type (the projector applies every entry it reads before reading again).
     """
 
-    def __init__(self, inner: RedisEventLog, metrics: Metrics | None = None,
+    def __init__(self, inner: RedisEventLog | ArchivedLog, metrics: Metrics | None = None,
                  count_applied: bool = False, guard: FreshnessGuard | None = None) -> None:
         self.inner = inner
         self.metrics = metrics
@@ -87,7 +88,7 @@ class StampingLog:
 class CountingSink:
     """The ingest writer's log: counts what it appended (``events_ingested_total{type}``)."""
 
-    def __init__(self, inner: RedisEventLog, metrics: Metrics) -> None:
+    def __init__(self, inner: RedisEventLog | ArchivedLog, metrics: Metrics) -> None:
         self.inner = inner
         self.metrics = metrics
 
