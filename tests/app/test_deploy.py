@@ -3,6 +3,7 @@ systemd unit restarts and reads secrets from an environment file."""
 
 from __future__ import annotations
 
+import argparse
 import re
 import shutil
 import subprocess
@@ -22,11 +23,22 @@ def test_procfile_has_one_process_type_per_role_with_a_loadable_config():
         if line.strip() and not line.startswith("#"):
             name, _, cmd = line.partition(":")
             entries[name.strip()] = cmd.strip()
+    retention = entries.pop("retention")
     assert tuple(entries) == ROLES
     for role, cmd in entries.items():
         m = re.fullmatch(r"keeper run --role (\w+) --config (\S+)", cmd)
         assert m and m[1] == role, cmd
         load_config(ROOT / m[2], env={})
+    # and retention as its own process: passes until SIGTERM, trimming, with the same config
+    m = re.fullmatch(r"keeper log archive --config (\S+) --follow --trim", retention)
+    assert m, retention
+    load_config(ROOT / m[1], env={})
+    from keeper.app.cmd_log import add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(retention.split()[2:])
+    assert args.follow and args.trim and args.config == m[1]
 
 
 def test_compose_runs_redis_with_aof_on_a_volume_and_every_role():
