@@ -13,6 +13,9 @@ Contract:
   not back within ``timeout``) fails every command in flight with ``ConnectionError`` and is
   dropped; the next ``call`` connects again. A timed-out connection is always dropped, since
   its late reply would otherwise be matched to the next command.
+- ``pipeline(commands)`` sends several commands in one write on one connection (so a ``WAIT``
+  after a write covers that write) and returns every reply in order, error replies as
+  ``ReplyError`` objects, not raised; connection errors are raised as for ``call``.
 - Blocking commands (XREAD BLOCK) must not be sent here: they would hold up every command
   queued behind them.
 - ``close()`` closes the socket; the object stays usable (the next ``call`` reconnects).
@@ -23,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
+from collections.abc import Sequence
 from typing import Any, cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -183,6 +187,29 @@ class RawRedis:
         if proto is None or proto.lost is not None or self._loop is not asyncio.get_running_loop():
             proto = await self._connect()
         return await self._send(proto, args)
+
+    async def pipeline(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+        """Send ``commands`` in one write on one connection; their replies in order (error
+        replies as ``ReplyError`` objects, not raised); see the module docstring."""
+        proto = self._proto
+        if proto is None or proto.lost is not None or self._loop is not asyncio.get_running_loop():
+            proto = await self._connect()
+        assert proto.transport is not None
+        loop = asyncio.get_running_loop()
+        futs: list[asyncio.Future[Any]] = [loop.create_future() for _ in commands]
+        proto.waiters.extend(futs)
+        proto.transport.write(b"".join(hiredis.pack_command(tuple(c)) for c in commands))
+        try:
+            replies = await asyncio.wait_for(asyncio.gather(*futs, return_exceptions=True),
+                                             self.timeout)
+        except (TimeoutError, asyncio.CancelledError):
+            if self._proto is proto:
+                self._drop()
+            raise
+        for r in replies:  # the connection failed: every reply carries its error
+            if isinstance(r, BaseException):
+                raise r
+        return [ReplyError(str(r)) if isinstance(r, hiredis.ReplyError) else r for r in replies]
 
     async def close(self) -> None:
         """Close the socket (waits for the close to be seen, so no transport is left behind)."""
