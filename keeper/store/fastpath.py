@@ -200,16 +200,32 @@ class RawRedis:
         proto.waiters.extend(futs)
         proto.transport.write(b"".join(hiredis.pack_command(tuple(c)) for c in commands))
         try:
-            replies = await asyncio.wait_for(asyncio.gather(*futs, return_exceptions=True),
-                                             self.timeout)
-        except (TimeoutError, asyncio.CancelledError):
-            if self._proto is proto:
-                self._drop()
+            _, pending = await asyncio.wait(futs, timeout=self.timeout)
+        except asyncio.CancelledError:
+            self._abandon(proto, futs)
             raise
-        for r in replies:  # the connection failed: every reply carries its error
-            if isinstance(r, BaseException):
-                raise r
-        return [ReplyError(str(r)) if isinstance(r, hiredis.ReplyError) else r for r in replies]
+        if pending:  # late replies would be taken for the next commands': drop the connection
+            self._abandon(proto, futs)
+            raise TimeoutError(f"redis did not reply within {self.timeout}s")
+        # hiredis hands error replies over as (unraised) ReplyError objects; an exception set
+        # on a future failed the connection, and every command with it
+        errors = [f.exception() for f in futs]  # (retrieved: none is logged as unretrieved)
+        for e in errors:
+            if e is not None:
+                raise e
+        out = [f.result() for f in futs]
+        return [ReplyError(str(r)) if isinstance(r, hiredis.ReplyError) else r for r in out]
+
+    def _abandon(self, proto: _Protocol, futs: list[asyncio.Future[Any]]) -> None:
+        """A pipeline given up (timeout, cancelled): its futures cancelled, its connection
+        dropped."""
+        for f in futs:
+            if not f.done():
+                f.cancel()
+            elif not f.cancelled():
+                f.exception()
+        if self._proto is proto:
+            self._drop()
 
     async def close(self) -> None:
         """Close the socket (waits for the close to be seen, so no transport is left behind)."""
