@@ -452,7 +452,9 @@ def _zombie(pid: int) -> bool | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m keeper.store.cluster start|stop|status [--dir D] [--primaries 3 --replicas 1]``."""
+    """``python -m keeper.store.cluster start|stop|status [--dir D] [--primaries 3 --replicas 1]``:
+    the URL (start) or one line per node (status) on stdout, logs on stderr; an error is one
+    line on stderr, exit status 1."""
     ap = argparse.ArgumentParser(prog="python -m keeper.store.cluster",
                                  description="A local Redis Cluster on loopback ports.")
     ap.add_argument("action", choices=["start", "stop", "status"])
@@ -461,32 +463,51 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--replicas", type=int, default=1)
     ap.add_argument("--node-timeout-ms", type=int, default=2000)
     args = ap.parse_args(argv)
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
     root: Path = args.dir.resolve()
     out = sys.stdout
     try:
         if args.action == "start":
             if cluster_pids(root):
-                out.write(f"already running in {root}: {(_read_state(root) or {}).get('url')}\n")
+                out.write(f"{(_read_state(root) or {}).get('url')}\n")
+                sys.stderr.write(f"already running in {root}\n")
                 return 0
             cluster = EmbeddedCluster(root, args.primaries, args.replicas,
                                       node_timeout_ms=args.node_timeout_ms)
-            url = cluster.start()
-            out.write(f"{url}\n")
+            out.write(f"{cluster.start()}\n")
             return 0
         if args.action == "stop":
             n = stop_by_pid(root)
-            out.write(f"stopped {n} nodes in {root}\n")
+            sys.stderr.write(f"stopped {n} nodes in {root}\n")
             return 0
-        info = _read_state(root)
-        pids = cluster_pids(root)
-        if not info or not pids:
-            out.write(f"no cluster runs in {root}\n")
-            return 1
-        out.write(f"{info.get('url')}\n{len(pids)} nodes running (pids {pids})\n")
-        return 0
+        return _status(root)
     except EmbeddedRedisError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 1
+
+
+def _status(root: Path) -> int:
+    info = _read_state(root)
+    pids = cluster_pids(root)
+    if not info or not pids:
+        sys.stderr.write(f"no cluster runs in {root}\n")
+        return 1
+    lines = [str(info.get("url"))]
+    views: list[NodeView] = []
+    nodes = info.get("nodes")
+    for n in nodes if isinstance(nodes, list) else []:
+        try:
+            with redis.Redis(host="127.0.0.1", port=int(n["port"]), socket_timeout=2,
+                             socket_connect_timeout=1, decode_responses=True) as c:
+                views = views or parse_cluster_nodes(str(c.execute_command("CLUSTER", "NODES")))
+        except redis.exceptions.RedisError:
+            continue
+    for v in sorted(views, key=lambda v: v.port):
+        role = "primary" if v.primary else "replica"
+        slots = " ".join(f"{lo}-{hi}" for lo, hi in v.slots)
+        lines.append(f"127.0.0.1:{v.port} {role}{' failing' if v.failing else ''} {slots}".rstrip())
+    sys.stdout.write("\n".join(lines) + "\n")
+    return 0
 
 
 if __name__ == "__main__":
