@@ -126,7 +126,12 @@ async def wrap_errors(op: str) -> AsyncIterator[None]:
 
 
 def make_client(url: str, *, socket_timeout: float = SOCKET_TIMEOUT_S) -> redis.asyncio.Redis:
-    """A binary (non-decoding) asyncio client for ``url`` (``redis://`` or ``rediss://``)."""
+    """A binary (non-decoding) asyncio client for ``url`` (``redis://`` or ``rediss://``); a
+    ``redis+cluster://`` URL is refused with a ``LogError`` (only ``RedisEventLog.connect``
+    takes one yet: ``docs/scaling.md``)."""
+    if is_cluster_url(url):
+        raise LogError("a redis+cluster:// URL: only the event log (RedisEventLog.connect) runs on "
+                       "a Redis Cluster yet, not this part of the keeper (docs/scaling.md)")
     return redis.asyncio.Redis.from_url(url, decode_responses=False, socket_timeout=socket_timeout,
                                         socket_connect_timeout=5.0)
 
