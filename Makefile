@@ -76,6 +76,16 @@ bench: setup redis
 soak: setup redis
 	BENCH_RETENTION_EVENTS=20000000 BENCH_RETENTION_SOAK_ONLY=1 $(PY) bench/bench_retention.py
 
+# a local Redis Cluster (3 primaries, a replica each) of redis-servers on free loopback ports, data
+# and cluster.json (ports, PIDs) in .keeper/cluster; prints its redis+cluster:// URL. cluster-stop
+# stops it by PID (SIGTERM); a stopped cluster starts again as it was (same ports, its data)
+.PHONY: cluster cluster-stop
+cluster: setup redis
+	$(PY) -m keeper.store.cluster start --dir .keeper/cluster
+
+cluster-stop:
+	$(PY) -m keeper.store.cluster stop --dir .keeper/cluster
+
 clean:
 	rm -rf $(VENV) node_modules .keeper .pytest_cache .mypy_cache .ruff_cache build *__mypyc*.so keeper/_compiled.json
 	find keeper -name "*.so" -delete

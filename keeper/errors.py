@@ -10,7 +10,8 @@
     │   └── InvalidPrice       NaN, infinite, zero, negative or absurd price
     ├── LogError               the event log (Redis) failed or is unreachable
     │   └── LogUnavailable     the log cannot be reached or cannot take it now: waited out
-    │       └── LogRefused     Redis refused a write (OOM at maxmemory, READONLY, MISCONF)
+    │       ├── LogRefused     Redis refused a write (OOM at maxmemory, READONLY, MISCONF)
+    │       └── LogNotReplicated  an append's WAIT saw too few replicas in time: append again
     ├── SnapshotError          a snapshot failed validation (skipped, never trusted)
     ├── ExecutionError         an executor failed to submit
     │   ├── TransientError     worth retrying under the same intent id
@@ -75,6 +76,12 @@ class LogRefused(LogUnavailable):
     """Redis refused a write it will take again later: ``OOM`` (``maxmemory`` reached with
     ``noeviction``), ``READONLY`` (a replica, mid-failover), ``MISCONF`` (it cannot persist).
     Nothing of the refused command was applied (a script's batch is all or nothing)."""
+
+
+class LogNotReplicated(LogUnavailable):
+    """An append asked to be on replicas (``wait_replicas``) was not acknowledged by enough of
+    them in time. It may be on the primary only: append it again (duplicates are dropped; the
+    new WAIT covers it)."""
 
 
 class SnapshotError(KeeperError):

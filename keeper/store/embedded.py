@@ -22,6 +22,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import ClassVar
 
@@ -73,15 +74,17 @@ class EmbeddedRedis:
     """A private redis-server on loopback. See the module docstring for the contract.
 
     ``password`` (optional) starts it with ``--requirepass`` (used by tests of authenticated
-    ``REDIS_URL``s); the URL then carries the password. ``running_servers`` holds the servers
-    this process started and has not stopped (a forced exit stops them: they run in their own
-    session, so nothing else would).
+    ``REDIS_URL``s); the URL then carries the password. ``extra_args`` go on its command line
+    after the others (``keeper.store.cluster`` starts cluster nodes with them).
+    ``running_servers`` holds the servers this process started and has not stopped (a forced
+    exit stops them: they run in their own session, so nothing else would).
     """
 
     running_servers: ClassVar[set[EmbeddedRedis]] = set()
 
     def __init__(self, data_dir: Path, port: int | None = None, *, appendfsync: str = "everysec",
-                 binary: str | None = None, password: str | None = None) -> None:
+                 binary: str | None = None, password: str | None = None,
+                 extra_args: Sequence[str] = ()) -> None:
         if appendfsync not in ("always", "everysec", "no"):
             raise EmbeddedRedisError(f"appendfsync must be always, everysec or no, not {appendfsync!r}")
         # absolute: redis-server chdirs into --dir before it opens --logfile
@@ -90,6 +93,7 @@ class EmbeddedRedis:
         self.appendfsync = appendfsync
         self.binary = binary
         self.password = password
+        self.extra_args = tuple(extra_args)
         self.pid: int | None = None
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -122,6 +126,7 @@ class EmbeddedRedis:
                 "--logfile", str(self.data_dir / "redis.log")]
         if self.password:
             args += ["--requirepass", self.password]
+        args += self.extra_args
         try:
             # Its own session: a SIGTERM or Ctrl-C aimed at the keeper's process group must not
             # stop Redis under the keeper's feet; the keeper stops it last, after its snapshot.

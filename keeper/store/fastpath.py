@@ -13,6 +13,9 @@ Contract:
   not back within ``timeout``) fails every command in flight with ``ConnectionError`` and is
   dropped; the next ``call`` connects again. A timed-out connection is always dropped, since
   its late reply would otherwise be matched to the next command.
+- ``pipeline(commands)`` sends several commands in one write on one connection (so a ``WAIT``
+  after a write covers that write) and returns every reply in order, error replies as
+  ``ReplyError`` objects, not raised; connection errors are raised as for ``call``.
 - Blocking commands (XREAD BLOCK) must not be sent here: they would hold up every command
   queued behind them.
 - ``close()`` closes the socket; the object stays usable (the next ``call`` reconnects).
@@ -23,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
+from collections.abc import Sequence
 from typing import Any, cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -183,6 +187,45 @@ class RawRedis:
         if proto is None or proto.lost is not None or self._loop is not asyncio.get_running_loop():
             proto = await self._connect()
         return await self._send(proto, args)
+
+    async def pipeline(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+        """Send ``commands`` in one write on one connection; their replies in order (error
+        replies as ``ReplyError`` objects, not raised); see the module docstring."""
+        proto = self._proto
+        if proto is None or proto.lost is not None or self._loop is not asyncio.get_running_loop():
+            proto = await self._connect()
+        assert proto.transport is not None
+        loop = asyncio.get_running_loop()
+        futs: list[asyncio.Future[Any]] = [loop.create_future() for _ in commands]
+        proto.waiters.extend(futs)
+        proto.transport.write(b"".join(hiredis.pack_command(tuple(c)) for c in commands))
+        try:
+            _, pending = await asyncio.wait(futs, timeout=self.timeout)
+        except asyncio.CancelledError:
+            self._abandon(proto, futs)
+            raise
+        if pending:  # late replies would be taken for the next commands': drop the connection
+            self._abandon(proto, futs)
+            raise TimeoutError(f"redis did not reply within {self.timeout}s")
+        # hiredis hands error replies over as (unraised) ReplyError objects; an exception set
+        # on a future failed the connection, and every command with it
+        errors = [f.exception() for f in futs]  # (retrieved: none is logged as unretrieved)
+        for e in errors:
+            if e is not None:
+                raise e
+        out = [f.result() for f in futs]
+        return [ReplyError(str(r)) if isinstance(r, hiredis.ReplyError) else r for r in out]
+
+    def _abandon(self, proto: _Protocol, futs: list[asyncio.Future[Any]]) -> None:
+        """A pipeline given up (timeout, cancelled): its futures cancelled, its connection
+        dropped."""
+        for f in futs:
+            if not f.done():
+                f.cancel()
+            elif not f.cancelled():
+                f.exception()
+        if self._proto is proto:
+            self._drop()
 
     async def close(self) -> None:
         """Close the socket (waits for the close to be seen, so no transport is left behind)."""

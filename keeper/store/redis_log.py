@@ -8,6 +8,25 @@ Keys of one shard (all in the ``{shard}`` hash slot)::
                              the index guarantees, per kind of event)
     {prefix}:{shard}:dead    dead-letter stream (source, reason, detail, payload, ref)
     {prefix}:{shard}:deadref set of log entry ids already dead-lettered (dead-letter once)
+    {prefix}:{shard}:repl    a counter each replicated append (``wait_replicas``) increments
+
+On a Redis Cluster (``connect("redis+cluster://host:port,...")``, ``keeper.store.slotconn``)
+the shard is one hash slot: the scripts keep their atomicity, redis-py's ``RedisCluster`` runs
+every other command (following MOVED/ASK and failovers), and the hot paths go over a raw
+connection to the slot's primary (``SlotConnection``), looked up again after a failover or a
+move. Any number of shards share a cluster, each its own slot (``{0}``, ``{1}``, ...).
+
+Durability: Redis replicates asynchronously, so an append acknowledged by a primary that dies
+before its replica has it is lost when the replica is promoted (and from one Redis, by the
+AOF's fsync policy). ``wait_replicas=n`` (per log or per ``append``) sends, on the connection
+of the append, an ``INCR`` of ``repl`` and ``WAIT n timeout``: the call returns only once ``n``
+replicas hold everything the primary had when it ran (the increment makes that so even when
+the append was all duplicates, a retry of an append whose reply was lost), else it raises
+``LogNotReplicated`` (the entries may be on the primary only: append again, the same ids are
+dropped as duplicates, and the new ``WAIT`` covers the old entries). Redis' automatic failover
+promotes the replica with the most data first, so with one replica a primary (or ``n`` = all
+of them) the promoted replica holds every replicated append; a forced failover (``CLUSTER
+FAILOVER TAKEOVER``) to a replica without it would lose it.
 
 ``append`` runs one Lua script per batch (``scripts.APPEND``: a bulk SMISMEMBER/SADD on ``ids``,
 then ``XADD`` for each new event), so a retried producer (or the same id twice in one batch) adds
@@ -22,9 +41,10 @@ keep ``block_ms`` below the client's ``socket_timeout`` (``connect`` sets 30 s; 
 default is 5 s). redis-py errors are wrapped: connection/timeout -> ``LogUnavailable``, anything
 else -> ``LogError``, with the original as ``__cause__``.
 
-Hot paths: a log made by ``connect`` (or with ``fast=True``) sends ``append`` and non-blocking
-reads over its own raw pipelined connection (``keeper.store.fastpath``: hiredis packing and
-parsing, several batches in flight), which ``close`` closes. Errors there are wrapped the same
+Hot paths: a log made by ``connect`` (or with ``fast=True``; on a cluster always) sends
+``append`` and non-blocking reads over its own raw pipelined connection
+(``keeper.store.fastpath``: hiredis packing and parsing, several batches in flight), which
+``close`` closes. Errors there are wrapped the same
 way (connection/timeout -> ``LogUnavailable``, an error reply -> ``LogError``). Blocking reads,
 consumer groups and everything else go through the redis-py client.
 """
@@ -39,15 +59,17 @@ from typing import Any
 import redis.asyncio
 import redis.exceptions
 import structlog
+from redis.asyncio.cluster import RedisCluster
 
 from keeper.domain.codec import encode
 from keeper.domain.events import Event
-from keeper.errors import LogError, LogRefused, LogUnavailable
+from keeper.errors import LogError, LogNotReplicated, LogRefused, LogUnavailable
 from keeper.ports import DeadLetter, LogEntry
 from keeper.store import health, scripts
 from keeper.store.dedup import SEQUENCED_SOURCES, DedupIndex
 from keeper.store.entries import READ_SOURCE, event_id_of, split_decoded
 from keeper.store.fastpath import RawRedis, ReplyError
+from keeper.store.slotconn import RedisClient, SlotConnection, is_cluster_url, make_cluster_client
 
 log = structlog.get_logger()
 
@@ -55,8 +77,12 @@ SOCKET_TIMEOUT_S = 30.0
 """Socket timeout of clients made by ``connect``: blocking reads must BLOCK for less."""
 
 
-_UNAVAILABLE_REPLIES = ("LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN")
-"""Error replies meaning "not now" (redis-py raises some of these as connection errors too)."""
+_UNAVAILABLE_REPLIES = ("LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "ASK", "MOVED")
+"""Error replies meaning "not now" (redis-py raises some of these as connection errors too;
+ASK and MOVED reach the log only while a cluster's slot moves or fails over)."""
+_UNAVAILABLE_TYPES = (redis.exceptions.ClusterDownError, redis.exceptions.TryAgainError,
+                      redis.exceptions.AskError)
+"""redis-py's classes for some of those (ClusterDownError's text has lost the code)."""
 _REFUSED_REPLIES = ("OOM", "READONLY", "MISCONF", "NOREPLICAS")
 """Error replies refusing a write that Redis will take later (``keeper.errors.LogRefused``)."""
 _REFUSED_TYPES = (redis.exceptions.OutOfMemoryError, redis.exceptions.ReadOnlyError)
@@ -73,7 +99,8 @@ def classify_reply(op: str, exc: BaseException) -> LogError:
             or "command not allowed when used memory" in text \
             or "-READONLY" in text or "-MISCONF" in text:
         return LogRefused(f"{op}: redis refused the write: {text}")
-    if head in _UNAVAILABLE_REPLIES or text.startswith(_UNAVAILABLE_REPLIES):
+    if isinstance(exc, _UNAVAILABLE_TYPES) or head in _UNAVAILABLE_REPLIES \
+            or text.startswith(_UNAVAILABLE_REPLIES):
         return LogUnavailable(f"{op}: redis unavailable: {text}")
     return LogError(f"{op}: {text}")
 
@@ -89,12 +116,22 @@ async def wrap_errors(op: str) -> AsyncIterator[None]:
         raise health.REDIS.failed(LogUnavailable(f"{op}: redis unreachable: {exc}")) from exc
     except (redis.exceptions.RedisError, ReplyError) as exc:
         raise health.REDIS.failed(classify_reply(op, exc)) from exc
+    except (redis.exceptions.SlotNotCoveredError, redis.exceptions.RedisClusterUnreachableError
+            ) as exc:  # a cluster failing over, or none of its nodes answering
+        raise health.REDIS.failed(LogUnavailable(f"{op}: redis cluster unavailable: {exc}")) from exc
+    except redis.exceptions.RedisClusterException as exc:  # not a RedisError in redis-py
+        raise health.REDIS.failed(LogError(f"{op}: {exc}")) from exc
     except (OSError, TimeoutError) as exc:  # the raw connection: ConnectionError is an OSError
         raise health.REDIS.failed(LogUnavailable(f"{op}: redis unreachable: {exc}")) from exc
 
 
 def make_client(url: str, *, socket_timeout: float = SOCKET_TIMEOUT_S) -> redis.asyncio.Redis:
-    """A binary (non-decoding) asyncio client for ``url`` (``redis://`` or ``rediss://``)."""
+    """A binary (non-decoding) asyncio client for ``url`` (``redis://`` or ``rediss://``); a
+    ``redis+cluster://`` URL is refused with a ``LogError`` (only ``RedisEventLog.connect``
+    takes one yet: ``docs/scaling.md``)."""
+    if is_cluster_url(url):
+        raise LogError("a redis+cluster:// URL: only the event log (RedisEventLog.connect) runs on "
+                       "a Redis Cluster yet, not this part of the keeper (docs/scaling.md)")
     return redis.asyncio.Redis.from_url(url, decode_responses=False, socket_timeout=socket_timeout,
                                         socket_connect_timeout=5.0)
 
@@ -148,14 +185,17 @@ def _raw_from_client(client: redis.asyncio.Redis) -> RawRedis | None:
 class RedisEventLog:
     """One shard's log. See the module docstring for keys and guarantees."""
 
-    def __init__(self, client: redis.asyncio.Redis, *, shard: str = "0", prefix: str = "keeper",
+    def __init__(self, client: RedisClient, *, shard: str = "0", prefix: str = "keeper",
                  owns_client: bool = False, fast: bool | None = None, url: str | None = None,
-                 sequenced: Sequence[str] = SEQUENCED_SOURCES
-                 ) -> None:
+                 sequenced: Sequence[str] = SEQUENCED_SOURCES, wait_replicas: int = 0,
+                 wait_timeout_ms: int = 1000) -> None:
         """``fast`` (default: ``owns_client``) sends appends and non-blocking reads over a raw
         connection of the log's own, made from ``url`` or the client's connection settings;
         call ``close`` to close it. Without a usable address (TLS, unusual options) it stays off.
+        A ``RedisCluster`` client always gets one (to the shard slot's primary; ``fast`` is
+        ignored): a replicated append's ``WAIT`` must follow the append on its connection.
         ``sequenced``: id prefixes of sources numbered in order (``keeper.store.dedup``).
+        ``wait_replicas``/``wait_timeout_ms``: the default of ``append``'s (module docstring).
         """
         self.client = client
         self.shard = shard
@@ -164,6 +204,9 @@ class RedisEventLog:
         self.ids_key = f"{tag}:ids"
         self.dead_key = f"{tag}:dead"
         self.deadref_key = f"{tag}:deadref"
+        self.repl_key = f"{tag}:repl"
+        self.wait_replicas = wait_replicas
+        self.wait_timeout_ms = wait_timeout_ms
         self.dedup = DedupIndex(tag, sequenced=sequenced)
         self.stats: Counter[str] = Counter()
         self._owns = owns_client
@@ -173,13 +216,31 @@ class RedisEventLog:
         self._group_start: dict[str, str] = {}
         self._log = log.bind(shard=shard, stream=self.key)
         self._append_sha = scripts.sha1(scripts.APPEND)
-        self._raw: RawRedis | None = None
-        if fast if fast is not None else owns_client:
+        self._raw: RawRedis | SlotConnection | None = None
+        if isinstance(client, RedisCluster):
+            self._raw = SlotConnection(client, self.key)
+        elif fast if fast is not None else owns_client:
             self._raw = RawRedis.from_url(url) if url else _raw_from_client(client)
 
     @classmethod
-    async def connect(cls, url: str, *, shard: str = "0", prefix: str = "keeper") -> RedisEventLog:
-        """A log on its own client (``socket_timeout`` 30 s), checked with PING; ``close`` closes it."""
+    async def connect(cls, url: str, *, shard: str = "0", prefix: str = "keeper",
+                      wait_replicas: int = 0, wait_timeout_ms: int = 1000) -> RedisEventLog:
+        """A log on its own client (``socket_timeout`` 30 s), checked with PING; ``close`` closes it.
+
+        ``url``: ``redis://``, ``rediss://``, ``unix://``, or ``redis+cluster://host:port,...``
+        for a Redis Cluster (``keeper.store.slotconn``: any live node is enough as a seed; the
+        client is then redis-py's ``RedisCluster``, checked by loading the slot map).
+        """
+        if is_cluster_url(url):
+            cluster = make_cluster_client(url, socket_timeout=SOCKET_TIMEOUT_S)
+            async with wrap_errors("connect"):
+                try:
+                    await cluster.initialize()
+                except BaseException:
+                    await cluster.aclose()
+                    raise
+            return cls(cluster, shard=shard, prefix=prefix, owns_client=True,
+                       wait_replicas=wait_replicas, wait_timeout_ms=wait_timeout_ms)
         client = make_client(url)
         async with wrap_errors("connect"):
             try:
@@ -187,7 +248,8 @@ class RedisEventLog:
             except BaseException:
                 await client.aclose()
                 raise
-        return cls(client, shard=shard, prefix=prefix, owns_client=True, url=url)
+        return cls(client, shard=shard, prefix=prefix, owns_client=True, url=url,
+                   wait_replicas=wait_replicas, wait_timeout_ms=wait_timeout_ms)
 
     async def close(self) -> None:
         """Close the raw connection, and the client if this log made it (``connect``); a
@@ -199,11 +261,17 @@ class RedisEventLog:
 
     # ------------------------------------------------------------------ append
 
-    async def append(self, events: Sequence[Event]) -> list[str | None]:
-        """Append atomically, dropping events whose ``event_id`` is already in the log."""
-        return await self.append_encoded([(e.event_id, encode(e)) for e in events])
+    async def append(self, events: Sequence[Event], *, wait_replicas: int | None = None
+                     ) -> list[str | None]:
+        """Append atomically, dropping events whose ``event_id`` is already in the log.
 
-    async def append_encoded(self, items: Sequence[tuple[str, bytes]]) -> list[str | None]:
+        ``wait_replicas`` (default: the log's) > 0: return only once that many replicas hold the
+        append, else raise ``LogNotReplicated`` (module docstring, *Durability*)."""
+        return await self.append_encoded([(e.event_id, encode(e)) for e in events],
+                                         wait_replicas=wait_replicas)
+
+    async def append_encoded(self, items: Sequence[tuple[str, bytes]], *,
+                             wait_replicas: int | None = None) -> list[str | None]:
         """``append`` for pre-encoded ``(event_id, payload)`` pairs (the payload is not checked)."""
         if not items:
             return []
@@ -211,9 +279,13 @@ class RedisEventLog:
         args = self.dedup.sequenced_args(ids)
         args += ids
         args += [payload for _, payload in items]
+        replicas = self.wait_replicas if wait_replicas is None else wait_replicas
+        acked = 0
         async with wrap_errors("append"):
             keys = [self.key, self.ids_key, self.dedup.seq_key]
-            if self._raw is not None:
+            if replicas > 0:
+                res, acked = await self._append_waited(keys, args, replicas)
+            elif self._raw is not None:
                 res = await self._evalsha_raw(self._append_sha, scripts.APPEND, keys, args)
             else:
                 res = await self._append(keys=keys, args=args)
@@ -221,7 +293,42 @@ class RedisEventLog:
         added = len(out) - out.count(None)
         self.stats["appended"] += added
         self.stats["duplicates"] += len(out) - added
+        if acked < replicas:
+            self.stats["not_replicated"] += 1
+            raise health.REDIS.failed(LogNotReplicated(
+                f"append: {acked} of {replicas} replicas acknowledged within "
+                f"{self.wait_timeout_ms} ms (the entries may be on the primary only: append again)"))
         return out
+
+    async def _append_waited(self, keys: list[str], args: list[str | bytes], replicas: int
+                             ) -> tuple[Any, int]:
+        """The append script, ``INCR repl`` and ``WAIT`` on one connection: (script's reply,
+        replicas that acknowledged)."""
+        wait = ("WAIT", replicas, self.wait_timeout_ms)
+        if self._raw is None:  # one Redis (a cluster's log always has its raw connection)
+            for _ in range(2):
+                async with self.client.pipeline(transaction=False) as pipe:
+                    pipe.evalsha(self._append_sha, len(keys), *keys, *args)
+                    pipe.incr(self.repl_key)
+                    pipe.execute_command(*wait)
+                    res: list[Any] = await pipe.execute(raise_on_error=False)
+                if not isinstance(res[0], redis.exceptions.NoScriptError):
+                    break
+                await self.client.script_load(scripts.APPEND)
+            for r in res:
+                if isinstance(r, Exception):
+                    raise r
+            return res[0], int(res[2])
+        cmds = [("EVALSHA", self._append_sha, len(keys), *keys, *args), ("INCR", self.repl_key),
+                wait]
+        replies = await self._raw.pipeline(cmds)
+        if isinstance(replies[0], ReplyError) and str(replies[0]).startswith("NOSCRIPT"):
+            await self._raw.call("SCRIPT", "LOAD", scripts.APPEND)
+            replies = await self._raw.pipeline(cmds)
+        for r in replies:
+            if isinstance(r, ReplyError):
+                raise r
+        return replies[0], int(replies[2])
 
     async def forget_ids(self, event_ids: Sequence[str]) -> int:
         """Take event ids out of the dedup index (retention, as their entries leave the dedup

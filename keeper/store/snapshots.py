@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-import redis.asyncio
 import structlog
 
 from keeper.domain.state import STATE_FORMAT
 from keeper.store import scripts
 from keeper.store.redis_log import wrap_errors
+from keeper.store.slotconn import RedisClient
 
 log = structlog.get_logger()
 
@@ -54,7 +54,7 @@ def _valid(name: str, which: str, *, fmt: Any, offset: Any, sha: Any, data: Any,
 class RedisSnapshotStore:
     """Snapshots in one hash per name, ``{prefix}:{shard}:snap:{name}`` (fields for current and prev)."""
 
-    def __init__(self, client: redis.asyncio.Redis, *, shard: str = "0", prefix: str = "keeper",
+    def __init__(self, client: RedisClient, *, shard: str = "0", prefix: str = "keeper",
                  format: int = STATE_FORMAT) -> None:
         self.client = client
         self.prefix = f"{prefix}:{{{shard}}}:snap"
