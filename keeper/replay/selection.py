@@ -14,13 +14,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import redis.asyncio
 import structlog
 
 from keeper.domain.cores import AnyCore, fmt_of, make_core
 from keeper.domain.decide import KeeperParams
 from keeper.errors import ConfigError
 from keeper.replay import manifest as mf
+from keeper.store.slotconn import RedisClient
 
 __all__ = ["core_from_snapshot", "select_cores"]
 
@@ -65,7 +65,7 @@ def select_cores(live: mf.RunManifest | None, *, profile: str | None = None,
     return named
 
 
-async def core_from_snapshot(params: KeeperParams, *, client: redis.asyncio.Redis | None,
+async def core_from_snapshot(params: KeeperParams, *, client: RedisClient | None,
                              redis_snapshot: str | None, snapshot_dir: Path | None,
                              snapshot_name: str = "keeper", shard: str = "0",
                              prefix: str = "keeper") -> tuple[AnyCore, str]:
