@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from decimal import Decimal
 
-from keeper.domain.margin import evaluate, get_profile, liquidation_price, plan_liquidation
+from keeper.domain.margin import Pricing, evaluate, get_profile, liquidation_price, plan_liquidation
 from keeper.domain.model import AssetParams, Bucket, MarketParams, Position, Tier
 
 D = Decimal
@@ -69,17 +69,19 @@ def main() -> None:
     aave = get_profile("aave-v3.3")
     lend = Bucket("cross", {"ETH": D(10), "WBTC": D("0.5"), "USDC": D(-45000)})
     lend_sick = Bucket("cross", {"ETH": D(10), "WBTC": D("0.5"), "USDC": D(-49000)})
-    assert plan_liquidation(perp, sick, markets, {}, prices) is not None
-    assert plan_liquidation(aave, lend_sick, {}, assets, lprices) is not None
+    assert plan_liquidation(Pricing(perp, markets, {}, prices), sick) is not None
+    assert plan_liquidation(Pricing(aave, {}, assets, lprices), lend_sick) is not None
     figures = {
-        "margin_evaluate_perp_us": per_call_us(lambda: evaluate(perp, healthy, markets, {}, prices)),
-        "margin_evaluate_aave_us": per_call_us(lambda: evaluate(aave, lend, {}, assets, lprices)),
+        "margin_evaluate_perp_us": per_call_us(lambda: evaluate(Pricing(perp, markets, {}, prices), healthy)),
+        "margin_evaluate_aave_us": per_call_us(lambda: evaluate(Pricing(aave, {}, assets, lprices), lend)),
         "margin_liq_price_us": per_call_us(
-            lambda: liquidation_price(perp, healthy, "BTC", markets, {}, prices), 500
+            lambda: liquidation_price(Pricing(perp, markets, {}, prices), healthy, "BTC"), 500
         ),
-        "margin_plan_perp_us": per_call_us(lambda: plan_liquidation(perp, sick, markets, {}, prices), 500),
+        "margin_plan_perp_us": per_call_us(
+            lambda: plan_liquidation(Pricing(perp, markets, {}, prices), sick), 500
+        ),
         "margin_plan_aave_us": per_call_us(
-            lambda: plan_liquidation(aave, lend_sick, {}, assets, lprices), 500
+            lambda: plan_liquidation(Pricing(aave, {}, assets, lprices), lend_sick), 500
         ),
     }
     for name, value in figures.items():
