@@ -105,11 +105,11 @@ def plan_lending(
             notional=ZERO,
         )
     if profile.model == "aave":
-        return _plan_aave(pricing, bucket, h, request, debt, coll, head, pair)
+        return _plan_aave(pricing, bucket, h, request, debt=debt, coll=coll, head=head, pair=pair)
     if profile.model == "morpho":
         u = morpho_units(pricing, bucket)
         if u is not None and u.loan is not None:
-            return _plan_morpho(pricing, bucket, h, request, u, head, pair)
+            return _plan_morpho(pricing, bucket, h, request, u=u, head=head, pair=pair)
     pd, pc = price_of(prices, debt), price_of(prices, coll)
     dd, dc = decimals_of(profile, assets, debt), decimals_of(profile, assets, coll)
     owed, held = -bucket.balances[debt], bucket.balances[coll]
@@ -180,11 +180,12 @@ def plan_lending(
     )
 
 
-def _plan_morpho(  # noqa: PLR0917 -- the plan's inputs and what plan_lending worked out
+def _plan_morpho(
     pricing: Pricing,
     bucket: Bucket,
     h: BucketHealth,
     request: LiquidationRequest | None,
+    *,
     u: MorphoUnits,
     head: str,
     pair: str,
@@ -238,11 +239,12 @@ def _plan_morpho(  # noqa: PLR0917 -- the plan's inputs and what plan_lending wo
     )
 
 
-def _plan_aave(  # noqa: PLR0917 -- the plan's inputs and what plan_lending worked out
+def _plan_aave(
     pricing: Pricing,
     bucket: Bucket,
     h: BucketHealth,
     request: LiquidationRequest | None,
+    *,
     debt: str,
     coll: str,
     head: str,
@@ -301,7 +303,7 @@ def _plan_aave(  # noqa: PLR0917 -- the plan's inputs and what plan_lending work
 
     s = seizure(amount)
     if profile.min_leftover_base is not None:
-        s, note = _avoid_dust(profile, s, seizure, d, c, owed, bonus_bps)
+        s, note = _avoid_dust(profile, s, seizure, debt=d, coll=c, owed=owed, bonus_bps=bonus_bps)
         why += note
     repay = aave.from_units(s.debt_units, d.decimals)
     seize = aave.from_units(s.collateral_units, c.decimals)
@@ -322,17 +324,19 @@ def _plan_aave(  # noqa: PLR0917 -- the plan's inputs and what plan_lending work
     )
 
 
-def _avoid_dust(  # noqa: PLR0917 -- the model's inputs, positional as in the pinned API
+def _avoid_dust(
     profile: Profile,
     s: aave.Seizure,
     seizure: Callable[[int], aave.Seizure],
-    d: aave.Reserve,
-    c: aave.Reserve,
+    *,
+    debt: aave.Reserve,
+    coll: aave.Reserve,
     owed: int,
     bonus_bps: int,
 ) -> tuple[aave.Seizure, str]:
     """v3.3 MustNotLeaveDust: shrink a partial liquidation so at least the minimum is left."""
     assert profile.min_leftover_base is not None
+    d, c = debt, coll
     floor_base = aave.to_price8(profile.min_leftover_base)
 
     def dusty(x: aave.Seizure) -> bool:

@@ -52,9 +52,9 @@ def _rate(profile: Profile) -> Decimal:
     return profile.option_mm_rate
 
 
-def option_mm(  # noqa: PLR0917 -- the option's inputs
+def option_mm(
     profile: Profile, opt: OptionSpec, size: Decimal, mark: Decimal, spot: Decimal,
-    wrt_mark: bool, wrt_spot: bool,
+    *, wrt_mark: bool, wrt_spot: bool,
 ) -> tuple[Decimal, Decimal]:
     """``(MM, dMM/dP)`` of an option position under standard margin (``standard-margin``)."""
     if size >= 0:
@@ -78,7 +78,8 @@ def position_mm(
     opt = extras.options.get(sym)
     if opt is not None:
         spot = price_of(prices, opt.underlying)
-        return option_mm(profile, opt, pos.size, px, spot, sym == wrt, opt.underlying == wrt)
+        return option_mm(profile, opt, pos.size, px, spot,
+                         wrt_mark=sym == wrt, wrt_spot=opt.underlying == wrt)
     m = markets.get(sym)
     if m is None:
         raise MissingParameter(f"unknown market {sym!r}")
