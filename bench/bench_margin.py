@@ -69,20 +69,16 @@ def main() -> None:
     aave = get_profile("aave-v3.3")
     lend = Bucket("cross", {"ETH": D(10), "WBTC": D("0.5"), "USDC": D(-45000)})
     lend_sick = Bucket("cross", {"ETH": D(10), "WBTC": D("0.5"), "USDC": D(-49000)})
-    assert plan_liquidation(Pricing(perp, markets, {}, prices), sick) is not None
-    assert plan_liquidation(Pricing(aave, {}, assets, lprices), lend_sick) is not None
+    perp_pricing = Pricing(perp, markets, {}, prices)
+    aave_pricing = Pricing(aave, {}, assets, lprices)
+    assert plan_liquidation(perp_pricing, sick) is not None
+    assert plan_liquidation(aave_pricing, lend_sick) is not None
     figures = {
-        "margin_evaluate_perp_us": per_call_us(lambda: evaluate(Pricing(perp, markets, {}, prices), healthy)),
-        "margin_evaluate_aave_us": per_call_us(lambda: evaluate(Pricing(aave, {}, assets, lprices), lend)),
-        "margin_liq_price_us": per_call_us(
-            lambda: liquidation_price(Pricing(perp, markets, {}, prices), healthy, "BTC"), 500
-        ),
-        "margin_plan_perp_us": per_call_us(
-            lambda: plan_liquidation(Pricing(perp, markets, {}, prices), sick), 500
-        ),
-        "margin_plan_aave_us": per_call_us(
-            lambda: plan_liquidation(Pricing(aave, {}, assets, lprices), lend_sick), 500
-        ),
+        "margin_evaluate_perp_us": per_call_us(lambda: evaluate(perp_pricing, healthy)),
+        "margin_evaluate_aave_us": per_call_us(lambda: evaluate(aave_pricing, lend)),
+        "margin_liq_price_us": per_call_us(lambda: liquidation_price(perp_pricing, healthy, "BTC"), 500),
+        "margin_plan_perp_us": per_call_us(lambda: plan_liquidation(perp_pricing, sick), 500),
+        "margin_plan_aave_us": per_call_us(lambda: plan_liquidation(aave_pricing, lend_sick), 500),
     }
     for name, value in figures.items():
         print(f"bench {name} {value:.1f} us")
