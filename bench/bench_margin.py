@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from decimal import Decimal
 
-from keeper.domain.margin import evaluate, get_profile, liquidation_price, plan_liquidation
+from keeper.domain.margin import Pricing, evaluate, get_profile, liquidation_price, plan_liquidation
 from keeper.domain.model import AssetParams, Bucket, MarketParams, Position, Tier
 
 D = Decimal
@@ -69,18 +69,16 @@ def main() -> None:
     aave = get_profile("aave-v3.3")
     lend = Bucket("cross", {"ETH": D(10), "WBTC": D("0.5"), "USDC": D(-45000)})
     lend_sick = Bucket("cross", {"ETH": D(10), "WBTC": D("0.5"), "USDC": D(-49000)})
-    assert plan_liquidation(perp, sick, markets, {}, prices) is not None
-    assert plan_liquidation(aave, lend_sick, {}, assets, lprices) is not None
+    perp_pricing = Pricing(perp, markets, {}, prices)
+    aave_pricing = Pricing(aave, {}, assets, lprices)
+    assert plan_liquidation(perp_pricing, sick) is not None
+    assert plan_liquidation(aave_pricing, lend_sick) is not None
     figures = {
-        "margin_evaluate_perp_us": per_call_us(lambda: evaluate(perp, healthy, markets, {}, prices)),
-        "margin_evaluate_aave_us": per_call_us(lambda: evaluate(aave, lend, {}, assets, lprices)),
-        "margin_liq_price_us": per_call_us(
-            lambda: liquidation_price(perp, healthy, "BTC", markets, {}, prices), 500
-        ),
-        "margin_plan_perp_us": per_call_us(lambda: plan_liquidation(perp, sick, markets, {}, prices), 500),
-        "margin_plan_aave_us": per_call_us(
-            lambda: plan_liquidation(aave, lend_sick, {}, assets, lprices), 500
-        ),
+        "margin_evaluate_perp_us": per_call_us(lambda: evaluate(perp_pricing, healthy)),
+        "margin_evaluate_aave_us": per_call_us(lambda: evaluate(aave_pricing, lend)),
+        "margin_liq_price_us": per_call_us(lambda: liquidation_price(perp_pricing, healthy, "BTC"), 500),
+        "margin_plan_perp_us": per_call_us(lambda: plan_liquidation(perp_pricing, sick), 500),
+        "margin_plan_aave_us": per_call_us(lambda: plan_liquidation(aave_pricing, lend_sick), 500),
     }
     for name, value in figures.items():
         print(f"bench {name} {value:.1f} us")

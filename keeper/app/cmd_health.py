@@ -52,8 +52,8 @@ def num(d: Decimal | None) -> str | None:
 
 def bucket_result(sc: Scenario, bucket: Bucket) -> dict[str, Any]:
     """The SCENARIO.md result object of one bucket."""
-    args = (sc.profile, bucket, sc.markets, sc.assets, sc.prices)
-    h = evaluate(*args, extras=sc.extras)
+    pricing = sc.pricing
+    h = evaluate(pricing, bucket)
     out: dict[str, Any] = {}
     if h.lending:
         out["collateral_value"] = num(h.equity)
@@ -62,7 +62,7 @@ def bucket_result(sc: Scenario, bucket: Bucket) -> dict[str, Any]:
         out["equity"] = num(h.equity)
         out["maintenance_requirement"] = num(h.requirement)
     out["health_factor"] = num(h.health_factor)
-    venue_health = weighted_health(*args, extras=sc.extras)
+    venue_health = weighted_health(pricing, bucket)
     if venue_health is not None:  # MarginFi, Vertex: the venue's own health numbers
         out["health"] = {k: num(v) for k, v in venue_health.items()}
     out["liquidatable"] = h.liquidatable
@@ -70,12 +70,11 @@ def bucket_result(sc: Scenario, bucket: Bucket) -> dict[str, Any]:
     liq: dict[str, str | None] = {}
     bkr: dict[str, str | None] = {}
     for m in sorted(bucket.positions):
-        where = (sc.profile, bucket, m, sc.markets, sc.assets, sc.prices)
-        liq[m] = num(liquidation_price(*where, extras=sc.extras))
-        bkr[m] = num(bankruptcy_price(*where, extras=sc.extras))
+        liq[m] = num(liquidation_price(pricing, bucket, m))
+        bkr[m] = num(bankruptcy_price(pricing, bucket, m))
     out["liquidation_price"] = liq
     out["bankruptcy_price"] = bkr
-    plan = plan_liquidation(*args, request=sc.request, extras=sc.extras) if h.liquidatable else None
+    plan = plan_liquidation(pricing, bucket, sc.request) if h.liquidatable else None
     if plan is not None:
         lq: dict[str, Any] = {"action": plan.action, "rule": plan.rule}
         if plan.market is not None:

@@ -20,6 +20,7 @@ from keeper.domain.margin import (
     LiquidationRequest,
     OptionSpec,
     PerpWeights,
+    Pricing,
     Profile,
     UnknownProfile,
     get_profile,
@@ -50,6 +51,11 @@ class Scenario:
     request: LiquidationRequest | None = None
     extras: Extras = field(default_factory=Extras)
     """What MarginFi, Vertex and Aevo read beyond the parameters (docs/margin.md)."""
+
+    @property
+    def pricing(self) -> Pricing:
+        """The margin engine's context for every bucket of the scenario."""
+        return Pricing(self.profile, self.markets, self.assets, self.prices, self.extras)
 
 
 def _obj(v: Any, path: str) -> dict[str, Any]:

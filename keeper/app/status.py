@@ -27,7 +27,7 @@ from keeper.app.metrics import Metrics
 from keeper.clock import wall_clock_us
 from keeper.domain import events as ev
 from keeper.domain.decide import KeeperCore
-from keeper.domain.margin import evaluate, liquidation_price
+from keeper.domain.margin import Pricing, evaluate, liquidation_price
 from keeper.domain.model import bucket_key
 from keeper.errors import KeeperError, LogError
 from keeper.execution.runner import Runner
@@ -100,8 +100,9 @@ def _health(core: KeeperCore, key: str, prices: Any = None) -> dict[str, Any] | 
     bucket = s.find_bucket(key)
     if bucket is None:
         return None
+    pricing = Pricing(core.profile, s.markets, s.assets, s.prices if prices is None else prices)
     try:
-        h = evaluate(core.profile, bucket, s.markets, s.assets, s.prices if prices is None else prices)
+        h = evaluate(pricing, bucket)
     except KeeperError:
         return None
     account, _, name = key.partition("/")
@@ -349,10 +350,10 @@ class Status:
                 if row is None:
                     continue
                 prices: dict[str, Decimal | None] = {}
+                pricing = Pricing(core.profile, s.markets, s.assets, s.prices)
                 for market in sorted(acct.buckets[name].positions):
                     try:
-                        prices[market] = liquidation_price(core.profile, acct.buckets[name], market,
-                                                           s.markets, s.assets, s.prices)
+                        prices[market] = liquidation_price(pricing, acct.buckets[name], market)
                     except KeeperError:
                         prices[market] = None
                 row["liquidation_prices"] = prices

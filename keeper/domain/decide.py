@@ -63,6 +63,7 @@ from keeper.domain import guards
 from keeper.domain import state as st
 from keeper.domain.margin import get_profile
 from keeper.domain.margin.health import health_of
+from keeper.domain.margin.pricing import Pricing
 from keeper.domain.margin.profiles import Profile
 from keeper.domain.margin.sizing import plan_of
 from keeper.domain.margin.types import ENGINE, BucketHealth, LiquidationPlan
@@ -109,24 +110,26 @@ CORE_FORMAT = 1000 + st.STATE_FORMAT
 def _health(profile: Profile, bucket: Bucket, s: st.State) -> BucketHealth:
     """``evaluate`` (the engine's context installed here, as its ``exact`` wrapper would, and
     only around it: the keeper's own Decimal arithmetic stays in the caller's context)."""
+    pricing = Pricing(profile, s.markets, s.assets, s.prices)
     caller = decimal.getcontext()
     if caller is ENGINE:
-        return health_of(profile, bucket, s.markets, s.assets, s.prices)
+        return health_of(pricing, bucket)
     decimal.setcontext(ENGINE)
     try:
-        return health_of(profile, bucket, s.markets, s.assets, s.prices)
+        return health_of(pricing, bucket)
     finally:
         decimal.setcontext(caller)
 
 
 def _plan(profile: Profile, bucket: Bucket, s: st.State, health: BucketHealth) -> LiquidationPlan | None:
     """``plan_liquidation(..., health=health)``, in the engine's context as ``_health``."""
+    pricing = Pricing(profile, s.markets, s.assets, s.prices)
     caller = decimal.getcontext()
     if caller is ENGINE:
-        return plan_of(profile, bucket, s.markets, s.assets, s.prices, None, health)
+        return plan_of(pricing, bucket, None, health)
     decimal.setcontext(ENGINE)
     try:
-        return plan_of(profile, bucket, s.markets, s.assets, s.prices, None, health)
+        return plan_of(pricing, bucket, None, health)
     finally:
         decimal.setcontext(caller)
 

@@ -23,7 +23,7 @@ import msgspec
 
 from keeper.domain import events as ev
 from keeper.domain.decide import KeeperCore
-from keeper.domain.margin import evaluate
+from keeper.domain.margin import Pricing, evaluate
 from keeper.errors import KeeperError
 from keeper.store.entries import parse_id
 
@@ -174,12 +174,13 @@ class Explainer:
         out: dict[str, BucketMark] = {}
         if a is None:
             return out
+        pricing = Pricing(self.core.profile, s.markets, s.assets, s.prices)
         for name in sorted(a.buckets):
             b = a.buckets[name]
             if not b.balances and not b.positions:
                 continue
             try:
-                h = evaluate(self.core.profile, b, s.markets, s.assets, s.prices)
+                h = evaluate(pricing, b)
             except KeeperError as exc:
                 out[name] = BucketMark(None, None, None, False, note=f"not evaluable: {exc}")
                 continue

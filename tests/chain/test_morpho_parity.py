@@ -22,7 +22,7 @@ import pytest
 from keeper.chain.ingest import ChainIngest
 from keeper.chain.morpho import ZERO_ADDRESS, MorphoVenue
 from keeper.chain.testnet import OWNER, LocalMorpho
-from keeper.domain.margin import evaluate, get_profile
+from keeper.domain.margin import Pricing, evaluate, get_profile
 from keeper.domain.margin.types import ENGINE
 from keeper.domain.model import AssetParams, Bucket
 from keeper.domain.morpho import liquidation as lq
@@ -124,7 +124,8 @@ def health_verdict(m: Market, pos: Position, t: int) -> bool:
     if debt:
         balances["LOAN"] = -Decimal(debt).scaleb(-loan_dec)
     with localcontext(ENGINE):
-        return evaluate(get_profile("morpho-blue"), Bucket(m.id, balances), {}, assets, prices).liquidatable
+        pricing = Pricing(get_profile("morpho-blue"), {}, assets, prices)
+        return evaluate(pricing, Bucket(m.id, balances)).liquidatable
 
 
 @pytest.mark.slow

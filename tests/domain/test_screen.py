@@ -368,7 +368,7 @@ def test_screen_never_misses_what_the_margin_engine_calls_liquidatable(
         got = set(sc.candidates(sym, prices[sym]))
         for i, (b, lending) in enumerate(book):
             key = f"{i:02d}/cross"
-            health = margin.evaluate(lend if lending else perp, b, MARKETS, ASSETS, prices)
+            health = margin.evaluate(margin.Pricing(lend if lending else perp, MARKETS, ASSETS, prices), b)
             if health.liquidatable:
                 assert sc.check(key), (key, health)
                 if sym in b.symbols():

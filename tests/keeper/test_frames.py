@@ -16,7 +16,7 @@ from keeper_scenarios import Log, perp_market
 from keeper.domain import events as ev
 from keeper.domain.codec import encode
 from keeper.domain.decide import KeeperCore, KeeperParams
-from keeper.domain.margin import evaluate
+from keeper.domain.margin import Pricing, evaluate
 from keeper.domain.model import bucket_key
 from keeper.feeds.pipeline import mark_frame
 
@@ -88,6 +88,7 @@ def test_a_frame_is_decided_on_as_a_whole(book: list[tuple[list[int], int]],
                 assert isinstance(out, ev.LiquidationIntended)
                 decided.append((entry_id, out))
         s = core.state
+        pricing = Pricing(profile, s.markets, s.assets, s.prices)
         # never between the parts of a frame: every decision is triggered by its last price
         assert {trigger for trigger, _ in decided} <= {frame[-1][0]}
         # on the state with the whole frame applied: exactly the liquidatable buckets not busy
@@ -97,13 +98,13 @@ def test_a_frame_is_decided_on_as_a_whole(book: list[tuple[list[int], int]],
             bucket = s.accounts[account].buckets.get("cross")
             if bucket is None or key in busy_before:
                 continue
-            if evaluate(profile, bucket, s.markets, s.assets, s.prices).liquidatable:
+            if evaluate(pricing, bucket).liquidatable:
                 want.add(key)
         assert {bucket_key(i.decision.account, i.decision.bucket) for _, i in decided} == want
         for _, i in decided:
             d = i.decision
             bucket = s.accounts[d.account].buckets[d.bucket]
-            assert d.health_before == evaluate(profile, bucket, s.markets, s.assets, s.prices).health_factor
+            assert d.health_before == evaluate(pricing, bucket).health_factor
             assert d.prices == {sym: s.prices[sym] for sym in d.prices}
 
 

@@ -15,6 +15,7 @@ import pytest
 
 from keeper.domain.margin import (
     PROFILE_NAMES,
+    Pricing,
     UnknownProfile,
     evaluate,
     get_profile,
@@ -118,15 +119,15 @@ def test_liquidation_price_is_re_solved_in_the_bracket_it_lands_in() -> None:
     bucket = Bucket("cross", {"USDT": D(45000)}, {"BTCUSDT": Position("BTCUSDT", D(3), D(30000))})
     prices = {"BTCUSDT": D(30000), "USDT": D(1)}
     p = get_profile("binance-usdm")
-    lp = liquidation_price(p, bucket, "BTCUSDT", markets, {}, prices)
+    lp = liquidation_price(Pricing(p, markets, {}, prices), bucket, "BTCUSDT")
     assert lp is not None
     assert 3 * lp < 50000
     assert abs(lp - (D(45000) - 3 * D(30000)) / (3 * D("0.004") - 3)) < D("1e-20")
     naive = (D(45000) - 3 * D(30000) - 50) / (3 * D("0.005") - 3)
     assert lp != naive
-    h = evaluate(p, bucket, markets, {}, {**prices, "BTCUSDT": lp})
+    h = evaluate(Pricing(p, markets, {}, {**prices, "BTCUSDT": lp}), bucket)
     assert abs(h.equity - h.requirement) < D("1e-50")  # equal to the 60th digit
-    below = evaluate(p, bucket, markets, {}, {**prices, "BTCUSDT": lp - D("1e-9")})
+    below = evaluate(Pricing(p, markets, {}, {**prices, "BTCUSDT": lp - D("1e-9")}), bucket)
     assert below.liquidatable
 
 
@@ -163,7 +164,7 @@ def test_strictness_at_equality_follows_the_venue(
     markets = {"X": MarketParams(symbol="X", mmf=D("0.1"))}
     # equity 10 (collateral, no PnL); requirement 1 * 100 * 0.1 = 10, at the mark and at entry
     bucket = Bucket("b", {"USDC": D(10)}, {"X": Position("X", D(1), D(100))})
-    h = evaluate(get_profile(name), bucket, markets, {}, {"X": D(100), "USDC": D(1)})
+    h = evaluate(Pricing(get_profile(name), markets, {}, {"X": D(100), "USDC": D(1)}), bucket)
     assert h.equity == h.requirement == 10
     assert h.liquidatable is equity_eq_requirement_liquidatable
 
@@ -175,7 +176,7 @@ def test_lending_strictness_hf_exactly_one_is_not_liquidatable() -> None:
     }
     bucket = Bucket("c", {"ETH": D(1), "USDC": D(-1600)})
     for name in ("aave-v3.0", "aave-v3.3", "compound-v3", "compound-v2", "morpho-blue"):
-        h = evaluate(get_profile(name), bucket, {}, assets, {"ETH": D(2000), "USDC": D(1)})
+        h = evaluate(Pricing(get_profile(name), {}, assets, {"ETH": D(2000), "USDC": D(1)}), bucket)
         assert h.health_factor == 1, name
         assert not h.liquidatable, name
 
@@ -190,6 +191,6 @@ def test_re_solve_handles_brackets_with_equal_rates_and_a_jump_in_deduction() ->
     }
     bucket = Bucket("b", {"USDC": D(1505)}, {"X": Position("X", D(1), D(2000))})
     prices = {"X": D(2000), "USDC": D(1)}
-    lp = liquidation_price(get_profile("generic-perp"), bucket, "X", markets, {}, prices)
+    lp = liquidation_price(Pricing(get_profile("generic-perp"), markets, {}, prices), bucket, "X")
     assert lp is not None
     assert abs(lp - 500) < D("1e-40")

@@ -7,7 +7,7 @@ from decimal import Decimal
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from keeper.domain.margin import Extras, evaluate, get_profile, liquidation_price, plan_liquidation
+from keeper.domain.margin import Extras, Pricing, evaluate, get_profile, liquidation_price, plan_liquidation
 from keeper.domain.margin.types import CONTEXT
 from keeper.domain.margin.venues import vertex
 from keeper.domain.model import AssetParams, Bucket, MarketParams, Position, Tier
@@ -95,15 +95,17 @@ def test_isolated_loss_never_changes_another_bucket(
     cross_b = Bucket("cross", {"USDC": cross_coll}, cross)
     iso_b = Bucket("iso", {"USDC": iso_coll}, iso)
     px = _prices(prices)
-    before = evaluate(p, cross_b, _markets(profile), ASSETS, px)
-    lp_before = {m: liquidation_price(p, cross_b, m, _markets(profile), ASSETS, px) for m in cross}
+    pricing = Pricing(p, _markets(profile), ASSETS, px)
+    before = evaluate(pricing, cross_b)
+    lp_before = {m: liquidation_price(pricing, cross_b, m) for m in cross}
     # The isolated bucket loses collateral and its market jumps: the cross bucket must not see it.
     iso_b.balances["USDC"] = iso_coll - loss
     for m in iso:
         if m not in cross:
             px[m] = move
-    assert evaluate(p, cross_b, _markets(profile), ASSETS, px) == before
-    assert {m: liquidation_price(p, cross_b, m, _markets(profile), ASSETS, px) for m in cross} == lp_before
+    pricing = Pricing(p, _markets(profile), ASSETS, px)
+    assert evaluate(pricing, cross_b) == before
+    assert {m: liquidation_price(pricing, cross_b, m) for m in cross} == lp_before
 
 
 @SETTINGS
@@ -125,11 +127,11 @@ def test_at_the_liquidation_price_equity_equals_requirement(
     bucket = Bucket("b", {"USDC": coll}, positions)
     market = data.draw(st.sampled_from(sorted(positions)))
     px = _prices(prices)
-    lp = liquidation_price(p, bucket, market, _markets(profile), ASSETS, px)
+    lp = liquidation_price(Pricing(p, _markets(profile), ASSETS, px), bucket, market)
     if lp is None:
         return
     assert lp > 0
-    h = evaluate(p, bucket, _markets(profile), ASSETS, {**px, market: lp})
+    h = evaluate(Pricing(p, _markets(profile), ASSETS, {**px, market: lp}), bucket)
     # The solver works at 60 significant digits: what is left is the last digit's rounding of
     # the largest term (equity can be a near-total cancellation of large position values).
     terms = sum((abs(q.size) * max(q.entry_price or D(0), lp) for q in positions.values()), D(0))
@@ -162,8 +164,8 @@ def test_single_position_health_moves_with_price(
     lo, hi = min(p1, p2), max(p1, p2)
     signed = -size if short else size
     bucket = Bucket("b", {"USDC": coll}, {market: Position(market, signed, entry)})
-    h_lo = evaluate(p, bucket, _markets(profile), ASSETS, {"USDC": D(1), market: lo})
-    h_hi = evaluate(p, bucket, _markets(profile), ASSETS, {"USDC": D(1), market: hi})
+    h_lo = evaluate(Pricing(p, _markets(profile), ASSETS, {"USDC": D(1), market: lo}), bucket)
+    h_hi = evaluate(Pricing(p, _markets(profile), ASSETS, {"USDC": D(1), market: hi}), bucket)
     margin_lo, margin_hi = h_lo.equity - h_lo.requirement, h_hi.equity - h_hi.requirement
     if short:
         assert margin_hi <= margin_lo
@@ -186,7 +188,7 @@ def test_cross_never_needs_more_collateral_than_the_isolated_buckets(
     px = _prices(prices)
 
     def needed(bucket: Bucket) -> Decimal:
-        h = evaluate(p, bucket, _markets(profile), ASSETS, px)
+        h = evaluate(Pricing(p, _markets(profile), ASSETS, px), bucket)
         return max(D(0), h.requirement - h.equity)
 
     cross = needed(Bucket("cross", {}, dict(positions)))
@@ -230,7 +232,7 @@ def test_marginfi_isolated_loss_never_changes_another_bucket(
 ) -> None:
     extras = data.draw(mrgn_extras_st(prices))
     cross_b, iso_b = Bucket("cross", dict(cross)), Bucket("iso", dict(iso))
-    before = evaluate(MRGN, cross_b, {}, MRGN_ASSETS, prices, extras=extras)
+    before = evaluate(Pricing(MRGN, {}, MRGN_ASSETS, prices, extras), cross_b)
     sym = sorted(iso)[0]
     iso_b.balances[sym] -= loss  # the other account loses, and a price only it holds jumps
     moved = dict(prices)
@@ -238,7 +240,7 @@ def test_marginfi_isolated_loss_never_changes_another_bucket(
         if s not in cross:
             moved[s] = move
     conf = {s: min(c, moved[s] * 4 / 100) for s, c in extras.conf.items()}
-    assert evaluate(MRGN, cross_b, {}, MRGN_ASSETS, moved, extras=Extras(conf=conf)) == before
+    assert evaluate(Pricing(MRGN, {}, MRGN_ASSETS, moved, Extras(conf=conf)), cross_b) == before
 
 
 @SETTINGS
@@ -249,8 +251,8 @@ def test_marginfi_health_rises_with_collateral_prices_and_falls_with_debt_prices
     extras = data.draw(mrgn_extras_st(prices))  # held while the price rises: the share only falls
     sym = data.draw(st.sampled_from(sorted(balances)))
     b = Bucket("b", dict(balances))
-    lo = evaluate(MRGN, b, {}, MRGN_ASSETS, prices, extras=extras)
-    hi = evaluate(MRGN, b, {}, MRGN_ASSETS, {**prices, sym: prices[sym] + up}, extras=extras)
+    lo = evaluate(Pricing(MRGN, {}, MRGN_ASSETS, prices, extras), b)
+    hi = evaluate(Pricing(MRGN, {}, MRGN_ASSETS, {**prices, sym: prices[sym] + up}, extras), b)
     if balances[sym] > 0:
         assert hi.equity - hi.requirement >= lo.equity - lo.requirement
         assert not (hi.liquidatable and not lo.liquidatable)
@@ -267,7 +269,7 @@ def test_marginfi_cross_never_needs_more_collateral_than_the_isolated_accounts(
     extras = data.draw(mrgn_extras_st(prices))
 
     def needed(bal: dict[str, Decimal]) -> Decimal:
-        h = evaluate(MRGN, Bucket("b", bal), {}, MRGN_ASSETS, prices, extras=extras)
+        h = evaluate(Pricing(MRGN, {}, MRGN_ASSETS, prices, extras), Bucket("b", bal))
         return max(D(0), h.requirement - h.equity)
 
     isolated = sum((needed({s: v}) for s, v in balances.items()), D(0))
@@ -281,8 +283,8 @@ def test_marginfi_plan_is_what_the_program_accepts(
 ) -> None:
     extras = data.draw(mrgn_extras_st(prices))
     b = Bucket("b", dict(balances))
-    h = evaluate(MRGN, b, {}, MRGN_ASSETS, prices, extras=extras)
-    plan = plan_liquidation(MRGN, b, {}, MRGN_ASSETS, prices, extras=extras)
+    h = evaluate(Pricing(MRGN, {}, MRGN_ASSETS, prices, extras), b)
+    plan = plan_liquidation(Pricing(MRGN, {}, MRGN_ASSETS, prices, extras), b)
     if not h.liquidatable:
         assert plan is None
         return
@@ -332,7 +334,7 @@ def test_vertex_cross_never_needs_more_collateral_than_the_isolated_products(
     bucket, prices = data
 
     def needed(b: Bucket) -> Decimal:
-        h = evaluate(VERTEX, b, VERTEX_MARKETS, V_ASSETS, prices, extras=V_EXTRAS)
+        h = evaluate(Pricing(VERTEX, VERTEX_MARKETS, V_ASSETS, prices, V_EXTRAS), b)
         return max(D(0), h.requirement - h.equity)
 
     parts = [Bucket(s, {s: v}) for s, v in bucket.balances.items()]
@@ -344,19 +346,20 @@ def test_vertex_cross_never_needs_more_collateral_than_the_isolated_products(
 @given(data=vertex_bucket_st())
 def test_vertex_plan_never_lifts_initial_health_above_zero(data: tuple[Bucket, dict[str, Decimal]]) -> None:
     bucket, prices = data
-    h = evaluate(VERTEX, bucket, VERTEX_MARKETS, V_ASSETS, prices, extras=V_EXTRAS)
-    plan = plan_liquidation(VERTEX, bucket, VERTEX_MARKETS, V_ASSETS, prices, extras=V_EXTRAS)
+    pricing = Pricing(VERTEX, VERTEX_MARKETS, V_ASSETS, prices, V_EXTRAS)
+    h = evaluate(pricing, bucket)
+    plan = plan_liquidation(pricing, bucket)
     if not h.liquidatable:
         assert plan is None
         return
     assert plan is not None
-    acts = vertex.actions(VERTEX, bucket, VERTEX_MARKETS, V_ASSETS, prices, V_EXTRAS)
+    acts = vertex.actions(pricing, bucket)
     if not acts:
         return
     assert plan.size is not None
-    done = vertex.fill(VERTEX, bucket, VERTEX_MARKETS, V_ASSETS, prices, V_EXTRAS, acts[0], plan.size)
-    before = vertex.health_value(bucket, VERTEX_MARKETS, V_ASSETS, prices, V_EXTRAS, "initial")[0]
-    after = vertex.health_value(done.bucket, VERTEX_MARKETS, V_ASSETS, prices, V_EXTRAS, "initial")[0]
+    done = vertex.fill(pricing, bucket, acts[0], plan.size)
+    before = vertex.health_value(pricing, bucket, "initial")[0]
+    after = vertex.health_value(pricing, done.bucket, "initial")[0]
     assert after <= 0  # ERR_LIQUIDATED_TOO_MUCH otherwise
     assert after >= before  # a liquidation never makes the account worse
     assert plan.maintenance_health_after is not None

@@ -11,6 +11,7 @@ import pytest
 
 from keeper.domain.margin import (
     LiquidationRequest,
+    Pricing,
     aave,
     bankruptcy_price,
     evaluate,
@@ -62,7 +63,7 @@ def test_sparklend_liquidation_reproduces_wei_exact(raw_cases: Cases, case_id: s
     inp, exp, tol = case["inputs"], case["expected"], case["tolerance"]
     bucket, assets, prices = _spark_setup(inp)
     request = LiquidationRequest("BRRW", "COLL", D(inp["debt_to_cover"]))
-    plan = plan_liquidation(get_profile("aave-v3.0"), bucket, {}, assets, prices, request)
+    plan = plan_liquidation(Pricing(get_profile("aave-v3.0"), {}, assets, prices), bucket, request)
     assert plan is not None
     dec = inp["decimals"]
     assert plan.repay_amount is not None
@@ -124,7 +125,7 @@ def test_aave33_close_factor_through_the_profile_matches_the_decision_table(raw_
     }
     debt = D(200000) * D("0.8") / D("0.97")
     bucket = Bucket("cross", {"WETH": D(100), "USDC": -debt.quantize(D("0.000001"))})
-    plan = plan_liquidation(profile, bucket, {}, assets, {"WETH": D(2000), "USDC": D(1)})
+    plan = plan_liquidation(Pricing(profile, {}, assets, {"WETH": D(2000), "USDC": D(1)}), bucket)
     assert plan is not None
     assert plan.close_factor == D(raw_cases["aave33-cf-hf097-large"]["expected"]["close_factor"]).normalize()
     assert plan.repay_amount is not None
@@ -421,7 +422,7 @@ def test_drift_profile_maintenance_counts_spot_liabilities(raw_cases: Cases) -> 
         {"SOL-PERP": Position("SOL-PERP", D(inp["perp_base"]), quote=D(0))},
     )
     prices = {"SOL-PERP": D(inp["perp_price"]), "SOL": D(inp["sol_price"]), "USDC": D(1)}
-    h = evaluate(profile, bucket, markets, assets, prices)
+    h = evaluate(Pricing(profile, markets, assets, prices), bucket)
     expected = D(
         raw_cases["drift-margin-custom-ratio-maintenance"]["expected"][
             "maintenance_margin_requirement_quote6"
@@ -535,14 +536,13 @@ def test_dydx_docs_insurance_fund_pays_fifteen_dollars(raw_cases: Cases) -> None
     bucket = Bucket(
         "a", {"USDC": D(inp["deposit"])}, {"ABC": Position("ABC", D(inp["size"]), D(str(inp["entry"])))}
     )
-    bp = bankruptcy_price(
+    pricing = Pricing(
         get_profile("dydx-v4"),
-        bucket,
-        "ABC",
         {"ABC": MarketParams(symbol="ABC", mmf=D("0.03"))},
         {},
         {"ABC": D(str(inp["mark"])), "USDC": D(1)},
     )
+    bp = bankruptcy_price(pricing, bucket, "ABC")
     assert bp == D("0.8")
 
 
@@ -564,7 +564,7 @@ def test_dydx_cross_other_mmr_and_liquidation_price(raw_cases: Cases) -> None:
         {"ETH": Position("ETH", D(str(inp["eth_size"])), D(inp["eth_entry"])), "STRK": strk},
     )
     prices = {"ETH": D(inp["eth_entry"]), "STRK": D(str(inp["strk_price"])), "USDC": D(1)}
-    lp = liquidation_price(get_profile("dydx-v4"), bucket, "ETH", markets, {}, prices)
+    lp = liquidation_price(Pricing(get_profile("dydx-v4"), markets, {}, prices), bucket, "ETH")
     assert lp is not None
     assert _close(
         lp, exp["liquidation_price"], raw_cases["dydx-docs-cross-liq-price"]["tolerance"]["liquidation_price"]
@@ -610,13 +610,10 @@ def test_binance_third_party_approximation_is_not_the_venue_convention(raw_cases
     inp, exp, tol = case["inputs"], case["expected"], case["tolerance"]
     markets = {"BTC": MarketParams(symbol="BTC", mmf=D(str(inp["mmr"])))}
     prices = {"BTC": D(inp["entry"]), "USDT": D(1)}
-    p = get_profile("binance-usdm")
-    long_lp = liquidation_price(
-        p, _iso(str(inp["size"]), str(inp["entry"]), str(inp["margin"])), "BTC", markets, {}, prices
-    )
-    short_lp = liquidation_price(
-        p, _iso(f"-{inp['size']}", str(inp["entry"]), str(inp["margin"])), "BTC", markets, {}, prices
-    )
+    pricing = Pricing(get_profile("binance-usdm"), markets, {}, prices)
+    size, entry, margin = str(inp["size"]), str(inp["entry"]), str(inp["margin"])
+    long_lp = liquidation_price(pricing, _iso(size, entry, margin), "BTC")
+    short_lp = liquidation_price(pricing, _iso(f"-{size}", entry, margin), "BTC")
     assert long_lp is not None
     assert short_lp is not None
     assert _close(long_lp, exp["binance_exact_long_lp_derived"], tol["binance_exact_long_lp_derived"])
@@ -648,12 +645,12 @@ def test_bybit_add_margin_moves_the_liquidation_price(raw_cases: Cases) -> None:
     markets = {"BTC": MarketParams(symbol="BTC", mmf=D("0.005"))}
     prices = {"BTC": D(10000), "USDT": D(1)}
     # (IM - MM) / size = 500 gives the published initial LP of 9,500: margin 550, MM 50.
-    assert liquidation_price(p, _iso("1", "10000", "550"), "BTC", markets, {}, prices) == D(9500)
+    assert liquidation_price(Pricing(p, markets, {}, prices), _iso("1", "10000", "550"), "BTC") == D(9500)
     assert (
-        liquidation_price(p, _iso("1", "10000", "1550"), "BTC", markets, {}, prices)
+        liquidation_price(Pricing(p, markets, {}, prices), _iso("1", "10000", "1550"), "BTC")
         == exp["lp_after_add_margin"]
     )
-    two = liquidation_price(p, _iso("2", "10000", "2100"), "BTC", markets, {}, prices)
+    two = liquidation_price(Pricing(p, markets, {}, prices), _iso("2", "10000", "2100"), "BTC")
     assert two == exp["lp_after_adding_1btc"]
 
 
@@ -672,9 +669,8 @@ def test_hyperliquid_measures_mm_at_the_liquidation_price_not_entry(raw_cases: C
     bucket = Bucket(
         "iso", {"USDC": D(inp["isolated_margin"])}, {"BTC": Position("BTC", D(inp["size"]), D(inp["entry"]))}
     )
-    lp = liquidation_price(
-        get_profile("hyperliquid"), bucket, "BTC", markets, {}, {"BTC": D(inp["entry"]), "USDC": D(1)}
-    )
+    pricing = Pricing(get_profile("hyperliquid"), markets, {}, {"BTC": D(inp["entry"]), "USDC": D(1)})
+    lp = liquidation_price(pricing, bucket, "BTC")
     assert lp is not None
     assert _close(lp, derived["expected"]["liquidation_price"], derived["tolerance"]["liquidation_price"])
     assert not _close(lp, approx, 1)
@@ -685,18 +681,18 @@ def test_gmx_threshold_price_and_remaining_collateral(raw_cases: Cases) -> None:
     p = get_profile("gmx-v2")
     markets = {"ETH": MarketParams(symbol="ETH", mmf=D("0.01"))}
     bucket = Bucket("iso", {"WETH": D(10)}, {"ETH": Position("ETH", D(40), D(5000))})
-    h = evaluate(p, bucket, markets, {}, {"ETH": D(4200), "WETH": D(4200)})
+    h = evaluate(Pricing(p, markets, {}, {"ETH": D(4200), "WETH": D(4200)}), bucket)
     assert h.equity == exp["remaining_collateral_at_4200"]
     assert h.liquidatable is exp["liquidatable_at_4200"]
     assert (
-        evaluate(p, bucket, markets, {}, {"ETH": D(4000), "WETH": D(4000)}).liquidatable
+        evaluate(Pricing(p, markets, {}, {"ETH": D(4000), "WETH": D(4000)}), bucket).liquidatable
         is exp["liquidatable_at_4000"]
     )
     # The collateral is the index token: moving both prices, liquidation starts at 4,040.
     at = exp["threshold_price_derived"]
-    assert not evaluate(p, bucket, markets, {}, {"ETH": D(at), "WETH": D(at)}).liquidatable
+    assert not evaluate(Pricing(p, markets, {}, {"ETH": D(at), "WETH": D(at)}), bucket).liquidatable
     below = D(at) - D("0.01")
-    assert evaluate(p, bucket, markets, {}, {"ETH": below, "WETH": below}).liquidatable
+    assert evaluate(Pricing(p, markets, {}, {"ETH": below, "WETH": below}), bucket).liquidatable
 
 
 @pytest.mark.parametrize(

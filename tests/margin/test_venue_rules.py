@@ -18,6 +18,7 @@ from keeper.domain.margin import (
     BucketHealth,
     LiquidationPlan,
     LiquidationRequest,
+    Pricing,
     Profile,
     evaluate,
     get_profile,
@@ -42,22 +43,26 @@ def _sc(name: str, **changes: Any) -> Scenario:
     return load_scenario(json.dumps(doc))
 
 
+def _pricing(sc: Scenario, profile: Profile | None) -> Pricing:
+    """The scenario's pricing context, under ``profile`` where given."""
+    return Pricing(profile or sc.profile, sc.markets, sc.assets, sc.prices, sc.extras)
+
+
 def _health(sc: Scenario, profile: Profile | None = None) -> BucketHealth:
     assert sc.cross is not None
-    return evaluate(profile or sc.profile, sc.cross, sc.markets, sc.assets, sc.prices, extras=sc.extras)
+    return evaluate(_pricing(sc, profile), sc.cross)
 
 
 def _venue(sc: Scenario, profile: Profile | None = None) -> dict[str, Decimal]:
     assert sc.cross is not None
-    out = weighted_health(profile or sc.profile, sc.cross, sc.markets, sc.assets, sc.prices, extras=sc.extras)
+    out = weighted_health(_pricing(sc, profile), sc.cross)
     assert out is not None
     return out
 
 
 def _plan(sc: Scenario, profile: Profile | None = None) -> LiquidationPlan:
     assert sc.cross is not None
-    plan = plan_liquidation(profile or sc.profile, sc.cross, sc.markets, sc.assets, sc.prices,
-                            sc.request, extras=sc.extras)
+    plan = plan_liquidation(_pricing(sc, profile), sc.cross, sc.request)
     assert plan is not None
     return plan
 
@@ -73,13 +78,13 @@ def _mrgn_bucket(a: str, b: str) -> tuple[Bucket, dict[str, AssetParams], dict[s
 
 def test_marginfi_is_liquidatable_at_zero_health_but_no_seizure_is_accepted_there() -> None:
     bucket, assets, prices = _mrgn_bucket("100", "-90")  # 100 * 0.9 - 90 * 1 = 0
-    h = evaluate(MRGN, bucket, {}, assets, prices)
+    h = evaluate(Pricing(MRGN, {}, assets, prices), bucket)
     assert h.equity == h.requirement
     assert h.liquidatable  # healthy only while health > 0 (marginfi_account.rs l.724)
     wrong = msgspec.structs.replace(MRGN, strictness="lt")
-    assert not evaluate(wrong, bucket, {}, assets, prices).liquidatable
+    assert not evaluate(Pricing(wrong, {}, assets, prices), bucket).liquidatable
     # any seizure raises health above 0, which the program refuses (TooSevereLiquidation)
-    plan = plan_liquidation(MRGN, bucket, {}, assets, prices)
+    plan = plan_liquidation(Pricing(MRGN, {}, assets, prices), bucket)
     assert plan is not None
     assert plan.seize_amount == 0
 
@@ -127,12 +132,12 @@ def test_marginfi_never_seizes_what_lowers_health() -> None:
     assets = {"A": AssetParams(symbol="A", decimals=6, asset_weight=D("1"), liability_weight=D("1")),
               "B": AssetParams(symbol="B", decimals=6, asset_weight=D("1"), liability_weight=D("1"))}
     bucket = Bucket("cross", {"B": D(100), "A": D(-101)})
-    plan = plan_liquidation(MRGN, bucket, {}, assets, {"A": D(1), "B": D(1)})
+    plan = plan_liquidation(Pricing(MRGN, {}, assets, {"A": D(1), "B": D(1)}), bucket)
     assert plan is not None
     assert plan.seize_amount is None
     assert "no collateral whose seizure raises health" in plan.rule
     asked = LiquidationRequest("A", "B", D(10), by="seize")
-    plan = plan_liquidation(MRGN, bucket, {}, assets, {"A": D(1), "B": D(1)}, asked)
+    plan = plan_liquidation(Pricing(MRGN, {}, assets, {"A": D(1), "B": D(1)}), bucket, asked)
     assert plan is not None
     assert plan.seize_amount is None
     assert "WorseHealthPostLiquidation" in plan.rule
@@ -145,11 +150,11 @@ def test_vertex_is_liquidatable_below_zero_maintenance_health_only() -> None:
     markets = {"BTC-PERP": MarketParams(symbol="BTC-PERP", mmf=D("0.05"), imf=D("0.1"))}
     bucket = Bucket("cross", {"USDC": D(11000)}, {"BTC-PERP": Position("BTC-PERP", D(1), quote=D(-30000))})
     prices = {"BTC-PERP": D(20000), "USDC": D(1)}  # 11000 + 20000 * 0.95 - 30000 = 0
-    h = evaluate(VERTEX, bucket, markets, {}, prices)
+    h = evaluate(Pricing(VERTEX, markets, {}, prices), bucket)
     assert h.equity - h.requirement == 0
     assert not h.liquidatable  # isUnderMaintenance: health < 0
     wrong = msgspec.structs.replace(VERTEX, strictness="le")
-    assert evaluate(wrong, bucket, markets, {}, prices).liquidatable
+    assert evaluate(Pricing(wrong, markets, {}, prices), bucket).liquidatable
 
 
 def test_vertex_counts_the_spread_rebate() -> None:
@@ -175,13 +180,14 @@ def test_vertex_liquidates_at_a_fifth_of_the_maintenance_discount_not_the_docs_h
 def test_vertex_exact_liquidation_price_comes_before_the_web_estimate_for_a_short() -> None:
     sc = _sc("vertex-derived-short-liquidation-price")
     assert sc.cross is not None
-    lp = liquidation_price(VERTEX, sc.cross, "BTC-PERP", sc.markets, sc.assets, sc.prices, extras=sc.extras)
+    lp = liquidation_price(Pricing(VERTEX, sc.markets, sc.assets, sc.prices, sc.extras), sc.cross, "BTC-PERP")
     assert lp is not None
     # vertex-web-monorepo-snapshot liquidationPriceCalcs.ts: oracle + health / |amount| * short weight
     estimate = D(30000) + D(100) / 1 * D("1.03")
     assert estimate == 30103
     assert lp < estimate
-    at_estimate = evaluate(VERTEX, sc.cross, sc.markets, sc.assets, {**sc.prices, "BTC-PERP": estimate})
+    at_estimate = evaluate(Pricing(VERTEX, sc.markets, sc.assets, {**sc.prices, "BTC-PERP": estimate}),
+                           sc.cross)
     assert at_estimate.liquidatable  # the estimate would miss the liquidation until 30103
 
 
@@ -246,7 +252,7 @@ def test_aevo_restores_ab_above_mm_with_the_least_step() -> None:
         fee = D("0.01") * size * 1850
         after = Bucket("cross", dict(sc.cross.balances), {"ETH-PERP": Position(
             "ETH-PERP", pos.size - size, quote=pos.quote_value() + size * 1850 - fee)})
-        assert evaluate(AEVO, after, sc.markets, sc.assets, sc.prices).liquidatable is not healthy
+        assert evaluate(Pricing(AEVO, sc.markets, sc.assets, sc.prices), after).liquidatable is not healthy
 
 
 # --- the screen and keeper compare --------------------------------------------------------------

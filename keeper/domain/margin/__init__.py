@@ -3,14 +3,16 @@ for perpetual and lending venues, each venue's conventions held in a :class:`Pro
 
 Public API (pinned; see docs/margin.md)::
 
-    evaluate(profile, bucket, markets, assets, prices) -> BucketHealth
-    liquidation_price(profile, bucket, market, markets, assets, prices) -> Decimal | None
-    bankruptcy_price(profile, bucket, market, markets, assets, prices) -> Decimal | None
-    plan_liquidation(profile, bucket, markets, assets, prices, request=None) -> LiquidationPlan | None
-    weighted_health(profile, bucket, markets, assets, prices) -> dict[str, Decimal] | None
+    pricing = Pricing(profile, markets, assets, prices, extras=NO_EXTRAS)
+    evaluate(pricing, bucket) -> BucketHealth
+    liquidation_price(pricing, bucket, market) -> Decimal | None
+    bankruptcy_price(pricing, bucket, market) -> Decimal | None
+    plan_liquidation(pricing, bucket, request=None, *, health=None) -> LiquidationPlan | None
+    weighted_health(pricing, bucket) -> dict[str, Decimal] | None
 
-Each takes an optional keyword ``extras`` (``Extras``): what MarginFi, Vertex and Aevo read
-beyond market and asset parameters (oracle confidence, initial weights, spreads, options).
+A :class:`Pricing` holds what every function reads besides the bucket: the profile, the markets'
+and assets' parameters, the prices and the ``Extras`` (what MarginFi, Vertex and Aevo read beyond
+market and asset parameters: oracle confidence, initial weights, spreads, options).
 
 No I/O, no clock, no randomness: every function is a function of its arguments.
 """
@@ -20,9 +22,11 @@ from __future__ import annotations
 from keeper.domain.margin.evaluate import evaluate, weighted_health
 from keeper.domain.margin.lending_sizing import pick_pair
 from keeper.domain.margin.prices import bankruptcy_price, liquidation_price
+from keeper.domain.margin.pricing import Pricing
 from keeper.domain.margin.profiles import PROFILE_NAMES, Profile, get_profile
 from keeper.domain.margin.sizing import pick_position, plan_liquidation
 from keeper.domain.margin.types import (
+    NO_EXTRAS,
     BucketHealth,
     Extras,
     LiquidationPlan,
@@ -36,6 +40,7 @@ from keeper.domain.margin.types import (
 )
 
 __all__ = [
+    "NO_EXTRAS",
     "PROFILE_NAMES",
     "BucketHealth",
     "Extras",
@@ -46,6 +51,7 @@ __all__ = [
     "OptionSpec",
     "OracleRefused",
     "PerpWeights",
+    "Pricing",
     "Profile",
     "UnknownProfile",
     "bankruptcy_price",

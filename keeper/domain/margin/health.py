@@ -20,8 +20,9 @@ Models (``Profile.model``):
 * ``aevo`` (``venues/aevo.py``): collateral × collateral ratio + position values against perp
   maintenance margins and standard margin for options.
 
-Lending models are in ``lending.py`` (MarginFi in ``venues/marginfi.py``). ``extras``
-(``types.Extras``) carries what those venues read beyond market and asset parameters.
+Lending models are in ``lending.py`` (MarginFi in ``venues/marginfi.py``). Every function takes
+the bucket's :class:`~keeper.domain.margin.pricing.Pricing` (profile, parameters, prices,
+extras) and only reads it.
 
 Every function here also returns the derivative of equity and requirement with respect to one
 symbol's price (``wrt``). Health is piecewise linear in each price, so the local slope is exact;
@@ -35,13 +36,13 @@ from decimal import Decimal
 from typing import Final, NamedTuple
 
 from keeper.domain.margin.lending import lending_liquidatable, lending_terms
+from keeper.domain.margin.pricing import Pricing
 from keeper.domain.margin.profiles import Profile
 from keeper.domain.margin.tiers import Bracket, bracket_for, brackets
 from keeper.domain.margin.types import INF as _INF
-from keeper.domain.margin.types import NO_EXTRAS as _NO_EXTRAS
 from keeper.domain.margin.types import ONE as _ONE
 from keeper.domain.margin.types import ZERO as _ZERO
-from keeper.domain.margin.types import BucketHealth, Extras, MissingParameter, MissingPrice, price_of
+from keeper.domain.margin.types import BucketHealth, MissingParameter, MissingPrice, price_of
 from keeper.domain.margin.venues import aevo, marginfi, vertex
 from keeper.domain.model import AssetParams, Bucket, MarketParams, Position
 
@@ -49,7 +50,6 @@ from keeper.domain.model import AssetParams, Bucket, MarketParams, Position
 INF: Final = _INF
 ONE: Final = _ONE
 ZERO: Final = _ZERO
-NO_EXTRAS: Final = _NO_EXTRAS
 
 
 class Terms(NamedTuple):
@@ -114,22 +114,16 @@ def _weight(asset: AssetParams | None, field: str) -> Decimal:
     return ONE if w is None else w
 
 
-def perp_terms(  # noqa: PLR0917 -- the model's inputs, positional as in the pinned API
-    profile: Profile,
-    bucket: Bucket,
-    markets: Mapping[str, MarketParams],
-    assets: Mapping[str, AssetParams],
-    prices: Mapping[str, Decimal],
-    wrt: str | None = None,
-    extras: Extras | None = None,
-) -> Terms:
+def perp_terms(pricing: Pricing, bucket: Bucket, wrt: str | None = None) -> Terms:
     """Equity and maintenance requirement of a perpetual bucket (see the module docstring)."""
+    profile = pricing.profile
     if profile.model == "mango":
-        return _mango_terms(profile, bucket, markets, assets, prices, wrt)
+        return _mango_terms(pricing, bucket, wrt)
     if profile.model == "vertex":
-        return Terms(*vertex.terms(bucket, markets, assets, prices, extras or NO_EXTRAS, wrt))
+        return Terms(*vertex.terms(pricing, bucket, wrt))
     if profile.model == "aevo":
-        return Terms(*aevo.terms(profile, bucket, markets, assets, prices, extras or NO_EXTRAS, wrt))
+        return Terms(*aevo.terms(pricing, bucket, wrt))
+    markets, assets, prices = pricing.markets, pricing.assets, pricing.prices
     eq = req = d_eq = d_req = ZERO
     for sym in sorted(bucket.balances):
         bal = bucket.balances[sym]
@@ -165,14 +159,8 @@ def perp_terms(  # noqa: PLR0917 -- the model's inputs, positional as in the pin
     return Terms(eq, req, d_eq, d_req)
 
 
-def _mango_terms(  # noqa: PLR0917 -- the model's inputs, positional as in the pinned API
-    profile: Profile,
-    bucket: Bucket,
-    markets: Mapping[str, MarketParams],
-    assets: Mapping[str, AssetParams],
-    prices: Mapping[str, Decimal],
-    wrt: str | None,
-) -> Terms:
+def _mango_terms(pricing: Pricing, bucket: Bucket, wrt: str | None) -> Terms:
+    profile, markets, assets, prices = pricing.profile, pricing.markets, pricing.assets, pricing.prices
     # Token totals in USD, with each perp's value folded into the settle token before weights,
     # as Mango's health cache does.
     totals: dict[str, Decimal] = {}
@@ -222,26 +210,20 @@ def perp_liquidatable(profile: Profile, bucket: Bucket, equity: Decimal, require
     return equity < requirement
 
 
-def health_of(  # noqa: PLR0917 -- evaluate's arguments
-    profile: Profile,
-    bucket: Bucket,
-    markets: Mapping[str, MarketParams],
-    assets: Mapping[str, AssetParams],
-    prices: Mapping[str, Decimal],
-    extras: Extras | None = None,
-) -> BucketHealth:
+def health_of(pricing: Pricing, bucket: Bucket) -> BucketHealth:
     """``evaluate`` without its context wrapper: for code already inside the engine's Decimal
     context (``types.exact``'s, or ``types.ENGINE`` installed by the caller, as the keeper's
     ``decide._health`` does). Compiled, so the keeper's confirmation and
     planning call it natively."""
+    profile = pricing.profile
     if profile.model == "marginfi":
-        return marginfi.health(profile, bucket, assets, prices, extras or NO_EXTRAS)
+        return marginfi.health(pricing, bucket)
     if profile.model == "vertex":
-        return vertex.health(profile, bucket, markets, assets, prices, extras or NO_EXTRAS)
+        return vertex.health(pricing, bucket)
     if profile.model == "aevo":
-        return aevo.health(profile, bucket, markets, assets, prices, extras or NO_EXTRAS)
+        return aevo.health(pricing, bucket)
     if profile.kind == "lending":
-        t = lending_terms(profile, bucket, assets, prices)
+        t = lending_terms(pricing, bucket)
         return BucketHealth(
             lending=True,
             equity=t.collateral_value,
@@ -250,7 +232,7 @@ def health_of(  # noqa: PLR0917 -- evaluate's arguments
             liquidatable=lending_liquidatable(t),
             bankrupt=t.raw_collateral_value < t.debt_value,
         )
-    p = perp_terms(profile, bucket, markets, assets, prices)
+    p = perp_terms(pricing, bucket)
     hf = INF if p.requirement == 0 else p.equity / p.requirement
     return BucketHealth(
         lending=False,

@@ -26,8 +26,9 @@ from decimal import ROUND_CEILING, ROUND_DOWN, Decimal
 from typing import NamedTuple
 
 from keeper.domain.margin import aave
+from keeper.domain.margin.pricing import Pricing
 from keeper.domain.margin.profiles import Profile
-from keeper.domain.margin.types import INF, NO_EXTRAS, ONE, ZERO, Extras, price_of
+from keeper.domain.margin.types import INF, ONE, ZERO, price_of
 from keeper.domain.margin.venues import marginfi
 from keeper.domain.model import AssetParams, Bucket
 from keeper.domain.morpho.liquidation import max_borrow
@@ -48,11 +49,10 @@ class MorphoUnits(NamedTuple):
     loan_decimals: int
 
 
-def morpho_units(
-    profile: Profile, bucket: Bucket, assets: Mapping[str, AssetParams], prices: Mapping[str, Decimal]
-) -> MorphoUnits | None:
+def morpho_units(pricing: Pricing, bucket: Bucket) -> MorphoUnits | None:
     """The bucket as one Morpho position (``None`` unless it holds exactly one collateral with
     an LLTV and at most one debt)."""
+    profile, assets, prices = pricing.profile, pricing.assets, pricing.prices
     colls = [s for s, b in bucket.balances.items() if b > 0 and threshold(assets, s) > 0]
     debts = [s for s, b in bucket.balances.items() if b < 0]
     if len(colls) != 1 or len(debts) > 1:
@@ -111,10 +111,9 @@ def decimals_of(profile: Profile, assets: Mapping[str, AssetParams], symbol: str
     return a.decimals
 
 
-def aave_reserves(
-    profile: Profile, bucket: Bucket, assets: Mapping[str, AssetParams], prices: Mapping[str, Decimal]
-) -> list[aave.Reserve]:
+def aave_reserves(pricing: Pricing, bucket: Bucket) -> list[aave.Reserve]:
     """The bucket's balances in Aave's integer form (collateral floored, debt ceiled to units)."""
+    profile, assets, prices = pricing.profile, pricing.assets, pricing.prices
     out: list[aave.Reserve] = []
     for sym in sorted(bucket.balances):
         bal = bucket.balances[sym]
@@ -132,30 +131,23 @@ def _ratio(coll: Decimal, debt: Decimal) -> Decimal:
     return INF if debt == 0 else coll / debt
 
 
-def lending_terms(  # noqa: PLR0917 -- the model's inputs
-    profile: Profile,
-    bucket: Bucket,
-    assets: Mapping[str, AssetParams],
-    prices: Mapping[str, Decimal],
-    wrt: str | None = None,
-    extras: Extras | None = None,
-) -> LendingTerms:
+def lending_terms(pricing: Pricing, bucket: Bucket, wrt: str | None = None) -> LendingTerms:
     """Collateral and debt values of a lending bucket (see the module docstring)."""
+    profile, assets, prices = pricing.profile, pricing.assets, pricing.prices
     if profile.model == "marginfi":
-        x = extras or NO_EXTRAS
-        m = marginfi.values(profile, bucket, assets, prices, x, "maintenance", wrt)
-        e = marginfi.values(profile, bucket, assets, prices, x, "equity", wrt)
+        m = marginfi.values(pricing, bucket, "maintenance", wrt)
+        e = marginfi.values(pricing, bucket, "equity", wrt)
         return LendingTerms(m.assets, m.liabilities, e.assets, _ratio(m.assets, m.liabilities),
                             m.d_assets, m.d_liabilities, e.d_assets, e.liabilities, e.d_liabilities)
     if profile.model == "aave" and wrt is None:
-        data = aave.account_data(aave_reserves(profile, bucket, assets, prices))
+        data = aave.account_data(aave_reserves(pricing, bucket))
         coll = Decimal(aave.percent_mul(data.total_collateral_base, data.avg_lt_bps)).scaleb(-8)
         debt = Decimal(data.total_debt_base).scaleb(-8)
         raw = Decimal(data.total_collateral_base).scaleb(-8)
         hf = INF if data.health_factor_wad is None else Decimal(data.health_factor_wad).scaleb(-18)
         return LendingTerms(coll, debt, raw, hf, ZERO, ZERO, ZERO)
     if profile.model == "morpho" and wrt is None:
-        u = morpho_units(profile, bucket, assets, prices)
+        u = morpho_units(pricing, bucket)
         if u is not None:
             raw = sum((b * price_of(prices, s) for s, b in bucket.balances.items()
                        if b > 0 and threshold(assets, s) > 0), ZERO)

@@ -26,6 +26,7 @@ from keeper.domain.margin.lending import (
     morpho_units,
     threshold,
 )
+from keeper.domain.margin.pricing import Pricing
 from keeper.domain.margin.profiles import Profile
 from keeper.domain.margin.types import (
     ONE,
@@ -49,14 +50,10 @@ from keeper.domain.morpho.state import Position as MorphoPosition
 # --- lending --------------------------------------------------------------------------------
 
 
-def pick_pair(
-    bucket: Bucket,
-    assets: Mapping[str, AssetParams],
-    prices: Mapping[str, Decimal],
-    request: LiquidationRequest | None,
-) -> tuple[str, str | None]:
+def pick_pair(pricing: Pricing, bucket: Bucket, request: LiquidationRequest | None) -> tuple[str, str | None]:
     """``(debt asset, collateral asset)``: largest debt value and largest collateral value,
     ties by symbol; a request's choice where given (checked against the bucket)."""
+    assets, prices = pricing.assets, pricing.prices
     if request is not None:
         if bucket.balances.get(request.repay_asset, ZERO) >= 0:
             raise MissingParameter(f"liquidation_request.repay_asset: {request.repay_asset!r} is not a debt")
@@ -92,15 +89,12 @@ def _after(bucket: Bucket, debt: str, repay: Decimal, coll: str, seize: Decimal)
     return Bucket(bucket.name, {k: v for k, v in bal.items() if v != 0}, dict(bucket.positions))
 
 
-def plan_lending(  # noqa: PLR0917 -- the model's inputs, positional as in the pinned API
-    profile: Profile,
-    bucket: Bucket,
-    assets: Mapping[str, AssetParams],
-    prices: Mapping[str, Decimal],
-    h: BucketHealth,
-    request: LiquidationRequest | None,
+def plan_lending(
+    pricing: Pricing, bucket: Bucket, h: BucketHealth, request: LiquidationRequest | None
 ) -> LiquidationPlan:
-    debt, coll = pick_pair(bucket, assets, prices, request)
+    """The lending liquidation the keeper would submit (see the module docstring)."""
+    profile, assets, prices = pricing.profile, pricing.assets, pricing.prices
+    debt, coll = pick_pair(pricing, bucket, request)
     head = f"{profile.name}: HF {fmt_num(h.health_factor, 4)} < 1"
     pair = "largest debt, largest collateral" if request is None else "the liquidator's request"
     if coll is None:
@@ -111,11 +105,11 @@ def plan_lending(  # noqa: PLR0917 -- the model's inputs, positional as in the p
             notional=ZERO,
         )
     if profile.model == "aave":
-        return _plan_aave(profile, bucket, assets, prices, h, request, debt, coll, head, pair)
+        return _plan_aave(pricing, bucket, h, request, debt=debt, coll=coll, head=head, pair=pair)
     if profile.model == "morpho":
-        u = morpho_units(profile, bucket, assets, prices)
+        u = morpho_units(pricing, bucket)
         if u is not None and u.loan is not None:
-            return _plan_morpho(profile, bucket, assets, prices, h, request, u, head, pair)
+            return _plan_morpho(pricing, bucket, h, request, u=u, head=head, pair=pair)
     pd, pc = price_of(prices, debt), price_of(prices, coll)
     dd, dc = decimals_of(profile, assets, debt), decimals_of(profile, assets, coll)
     owed, held = -bucket.balances[debt], bucket.balances[coll]
@@ -144,7 +138,7 @@ def plan_lending(  # noqa: PLR0917 -- the model's inputs, positional as in the p
         lif = min(profile.lif_max, ONE / (profile.lif_cursor * lltv + ONE - profile.lif_cursor))
         bonus = lif - ONE
         cf = None
-        t = lending_terms(profile, bucket, assets, prices)
+        t = lending_terms(pricing, bucket)
         tau = profile.target_health
         denom = tau - lif * lltv
         need = owed if denom <= 0 else (tau * t.debt_value - t.collateral_value) / denom / pd
@@ -169,7 +163,7 @@ def plan_lending(  # noqa: PLR0917 -- the model's inputs, positional as in the p
         seize = held
         amount = (held * pc / (lif * pd)).quantize(q_d, rounding=ROUND_DOWN)
     fee = (seize * fee_share).quantize(q_c, rounding=ROUND_DOWN)
-    after = evaluate(profile, _after(bucket, debt, amount, coll, seize), {}, assets, prices)
+    after = evaluate(pricing, _after(bucket, debt, amount, coll, seize))
     return LiquidationPlan(
         rule=f"{head}; {pair}: repay {debt}, seize {coll}; {why}"
         + (f"; bankrupt: {profile.bad_debt_path}" if h.bankrupt else ""),
@@ -186,13 +180,12 @@ def plan_lending(  # noqa: PLR0917 -- the model's inputs, positional as in the p
     )
 
 
-def _plan_morpho(  # noqa: PLR0917 -- the model's inputs, positional as in the pinned API
-    profile: Profile,
+def _plan_morpho(
+    pricing: Pricing,
     bucket: Bucket,
-    assets: Mapping[str, AssetParams],
-    prices: Mapping[str, Decimal],
     h: BucketHealth,
     request: LiquidationRequest | None,
+    *,
     u: MorphoUnits,
     head: str,
     pair: str,
@@ -202,6 +195,7 @@ def _plan_morpho(  # noqa: PLR0917 -- the model's inputs, positional as in the p
     the plan's least restoring seizure, or the request's repayment as repaid shares
     (``toSharesDown``), capped at the collateral."""
     assert u.loan is not None
+    profile, prices = pricing.profile, pricing.prices
     shares = u.debt_units * VIRTUAL_SHARES
     m = MorphoMarket(id="scenario", loan_token=u.loan, collateral_token=u.collateral, oracle="",
                      irm=ZERO_ADDRESS, lltv=u.lltv, total_borrow_assets=u.debt_units,
@@ -226,7 +220,7 @@ def _plan_morpho(  # noqa: PLR0917 -- the model's inputs, positional as in the p
         r, why = p.result, p.why
     repay = Decimal(r.repaid_assets).scaleb(-u.loan_decimals)
     seize = Decimal(r.seized_assets).scaleb(-u.collateral_decimals)
-    after = evaluate(profile, _after(bucket, u.loan, repay, u.collateral, seize), {}, assets, prices)
+    after = evaluate(pricing, _after(bucket, u.loan, repay, u.collateral, seize))
     bad = r.bad_debt_shares > 0 or h.bankrupt
     return LiquidationPlan(
         rule=f"{head}; {pair}: repay {u.loan}, seize {u.collateral}; no close factor; {why}; "
@@ -245,19 +239,19 @@ def _plan_morpho(  # noqa: PLR0917 -- the model's inputs, positional as in the p
     )
 
 
-def _plan_aave(  # noqa: PLR0917 -- the model's inputs, positional as in the pinned API
-    profile: Profile,
+def _plan_aave(
+    pricing: Pricing,
     bucket: Bucket,
-    assets: Mapping[str, AssetParams],
-    prices: Mapping[str, Decimal],
     h: BucketHealth,
     request: LiquidationRequest | None,
+    *,
     debt: str,
     coll: str,
     head: str,
     pair: str,
 ) -> LiquidationPlan:
-    reserves = {r.symbol: r for r in aave_reserves(profile, bucket, assets, prices)}
+    profile, assets, prices = pricing.profile, pricing.assets, pricing.prices
+    reserves = {r.symbol: r for r in aave_reserves(pricing, bucket)}
     data = aave.account_data(list(reserves.values()))
     d, c = reserves[debt], reserves[coll]
     hf_wad = data.health_factor_wad if data.health_factor_wad is not None else 0
@@ -309,11 +303,11 @@ def _plan_aave(  # noqa: PLR0917 -- the model's inputs, positional as in the pin
 
     s = seizure(amount)
     if profile.min_leftover_base is not None:
-        s, note = _avoid_dust(profile, s, seizure, d, c, owed, bonus_bps)
+        s, note = _avoid_dust(profile, s, seizure, debt=d, coll=c, owed=owed, bonus_bps=bonus_bps)
         why += note
     repay = aave.from_units(s.debt_units, d.decimals)
     seize = aave.from_units(s.collateral_units, c.decimals)
-    after = evaluate(profile, _after(bucket, debt, repay, coll, seize), {}, assets, prices)
+    after = evaluate(pricing, _after(bucket, debt, repay, coll, seize))
     bankrupt_note = f"; bankrupt: {profile.bad_debt_path}" if h.bankrupt else ""
     return LiquidationPlan(
         rule=f"{head}; {pair}: repay {debt}, seize {coll}; {why}{bankrupt_note}",
@@ -330,17 +324,19 @@ def _plan_aave(  # noqa: PLR0917 -- the model's inputs, positional as in the pin
     )
 
 
-def _avoid_dust(  # noqa: PLR0917 -- the model's inputs, positional as in the pinned API
+def _avoid_dust(
     profile: Profile,
     s: aave.Seizure,
     seizure: Callable[[int], aave.Seizure],
-    d: aave.Reserve,
-    c: aave.Reserve,
+    *,
+    debt: aave.Reserve,
+    coll: aave.Reserve,
     owed: int,
     bonus_bps: int,
 ) -> tuple[aave.Seizure, str]:
     """v3.3 MustNotLeaveDust: shrink a partial liquidation so at least the minimum is left."""
     assert profile.min_leftover_base is not None
+    d, c = debt, coll
     floor_base = aave.to_price8(profile.min_leftover_base)
 
     def dusty(x: aave.Seizure) -> bool:

@@ -14,14 +14,14 @@ without exposure to that price).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from decimal import Decimal
 
 from keeper.domain.margin.health import perp_terms
 from keeper.domain.margin.lending import lending_terms
-from keeper.domain.margin.profiles import Profile
-from keeper.domain.margin.types import ZERO, Extras, exact, price_of
-from keeper.domain.model import AssetParams, Bucket, MarketParams
+from keeper.domain.margin.pricing import Pricing
+from keeper.domain.margin.types import ZERO, exact, price_of
+from keeper.domain.model import Bucket
 
 MAX_STEPS = 64
 _TINY = Decimal("1e-30")
@@ -57,41 +57,26 @@ def _solve(line: Line, start: Decimal) -> Decimal | None:
     return None
 
 
-def _with_price(prices: Mapping[str, Decimal], symbol: str, p: Decimal) -> dict[str, Decimal]:
-    d = dict(prices)
-    d[symbol] = p
-    return d
-
-
 def _exposed(bucket: Bucket, symbol: str) -> bool:
     return symbol in bucket.positions or bucket.balances.get(symbol, ZERO) != 0
 
 
-def _solve_for(  # noqa: PLR0917 -- the model's inputs, positional as in the pinned API
-    profile: Profile,
-    bucket: Bucket,
-    market: str,
-    markets: Mapping[str, MarketParams],
-    assets: Mapping[str, AssetParams],
-    prices: Mapping[str, Decimal],
-    *,
-    with_requirement: bool,
-    extras: Extras | None,
-) -> Decimal | None:
+def _solve_for(pricing: Pricing, bucket: Bucket, market: str, *, with_requirement: bool) -> Decimal | None:
     if not _exposed(bucket, market):
         return None
-    start = price_of(prices, market)
+    start = price_of(pricing.prices, market)
+    lending = pricing.profile.kind == "lending"
 
     def line(p: Decimal) -> tuple[Decimal, Decimal]:
-        px = _with_price(prices, market, p)
-        if profile.kind == "lending":
-            t = lending_terms(profile, bucket, assets, px, wrt=market, extras=extras)
+        at = pricing.with_price(market, p)
+        if lending:
+            t = lending_terms(at, bucket, wrt=market)
             if with_requirement:
                 return t.collateral_value - t.debt_value, t.d_collateral - t.d_debt
             if t.raw_debt_value is not None:  # the debt value is weighted (MarginFi)
                 return t.raw_collateral_value - t.raw_debt_value, t.d_raw_collateral - t.d_raw_debt
             return t.raw_collateral_value - t.debt_value, t.d_raw_collateral - t.d_debt
-        terms = perp_terms(profile, bucket, markets, assets, px, wrt=market, extras=extras)
+        terms = perp_terms(at, bucket, wrt=market)
         if with_requirement:
             return terms.equity - terms.requirement, terms.d_equity - terms.d_requirement
         return terms.equity, terms.d_equity
@@ -100,35 +85,17 @@ def _solve_for(  # noqa: PLR0917 -- the model's inputs, positional as in the pin
 
 
 @exact
-def liquidation_price(  # noqa: PLR0917 -- the model's inputs, positional as in the pinned API
-    profile: Profile,
-    bucket: Bucket,
-    market: str,
-    markets: Mapping[str, MarketParams],
-    assets: Mapping[str, AssetParams],
-    prices: Mapping[str, Decimal],
-    *,
-    extras: Extras | None = None,
-) -> Decimal | None:
+def liquidation_price(pricing: Pricing, bucket: Bucket, market: str) -> Decimal | None:
     """The price of ``market`` at which equity equals the maintenance requirement (lending:
     threshold-weighted collateral equals debt, in exact Decimal), other prices held; None if
     none exists. The maintenance margin is measured where the profile says (``mm_at``)."""
     # Lending buckets are solved on the exact Decimal line (Aave's integer rounding moves the
     # answer by less than one oracle unit).
-    return _solve_for(profile, bucket, market, markets, assets, prices, with_requirement=True, extras=extras)
+    return _solve_for(pricing, bucket, market, with_requirement=True)
 
 
 @exact
-def bankruptcy_price(  # noqa: PLR0917 -- the model's inputs, positional as in the pinned API
-    profile: Profile,
-    bucket: Bucket,
-    market: str,
-    markets: Mapping[str, MarketParams],
-    assets: Mapping[str, AssetParams],
-    prices: Mapping[str, Decimal],
-    *,
-    extras: Extras | None = None,
-) -> Decimal | None:
+def bankruptcy_price(pricing: Pricing, bucket: Bucket, market: str) -> Decimal | None:
     """The price of ``market`` at which equity is zero (lending: unweighted collateral equals
     debt), other prices held; None if none exists."""
-    return _solve_for(profile, bucket, market, markets, assets, prices, with_requirement=False, extras=extras)
+    return _solve_for(pricing, bucket, market, with_requirement=False)

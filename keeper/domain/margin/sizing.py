@@ -28,18 +28,16 @@ action ``bad_debt`` with ``Profile.bad_debt_path`` in ``rule``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from decimal import Decimal
 
 from keeper.domain.margin.health import entry_of, health_of, market_of, position_mm, quote_of
 from keeper.domain.margin.lending_sizing import plan_lending
+from keeper.domain.margin.pricing import Pricing
 from keeper.domain.margin.profiles import Profile
 from keeper.domain.margin.tiers import brackets
 from keeper.domain.margin.types import (
-    NO_EXTRAS,
     ZERO,
     BucketHealth,
-    Extras,
     LiquidationPlan,
     LiquidationRequest,
     MissingParameter,
@@ -50,55 +48,43 @@ from keeper.domain.margin.types import (
     quantize_up,
 )
 from keeper.domain.margin.venues import aevo, marginfi, vertex
-from keeper.domain.model import AssetParams, Bucket, MarketParams, Position
+from keeper.domain.model import Bucket, Position
 
 
 @exact
-def plan_liquidation(  # noqa: PLR0917 -- the model's inputs, positional as in the pinned API
-    profile: Profile,
+def plan_liquidation(
+    pricing: Pricing,
     bucket: Bucket,
-    markets: Mapping[str, MarketParams],
-    assets: Mapping[str, AssetParams],
-    prices: Mapping[str, Decimal],
     request: LiquidationRequest | None = None,
     *,
     health: BucketHealth | None = None,
-    extras: Extras | None = None,
 ) -> LiquidationPlan | None:
     """The liquidation the keeper would submit, or None when the bucket is not liquidatable.
 
-    ``health``: the bucket's ``evaluate`` at these very inputs, when the caller has it already.
-    ``extras``: what some venues read beyond market and asset parameters (``types.Extras``).
+    ``health``: the bucket's ``evaluate`` at this very ``pricing``, when the caller has it already.
     """
-    return plan_of(profile, bucket, markets, assets, prices, request, health, extras)
+    return plan_of(pricing, bucket, request, health)
 
 
-def plan_of(  # noqa: PLR0917 -- plan_liquidation's arguments
-    profile: Profile,
-    bucket: Bucket,
-    markets: Mapping[str, MarketParams],
-    assets: Mapping[str, AssetParams],
-    prices: Mapping[str, Decimal],
-    request: LiquidationRequest | None,
-    health: BucketHealth | None,
-    extras: Extras | None = None,
+def plan_of(
+    pricing: Pricing, bucket: Bucket, request: LiquidationRequest | None, health: BucketHealth | None
 ) -> LiquidationPlan | None:
     """``plan_liquidation`` without its context wrapper: for code already inside the engine's
     Decimal context (see ``health.health_of``)."""
     if health is None:
-        health = health_of(profile, bucket, markets, assets, prices, extras)
+        health = health_of(pricing, bucket)
     if not health.liquidatable:
         return None
-    x = extras or NO_EXTRAS
+    profile = pricing.profile
     if profile.model == "marginfi":
-        return marginfi.plan(profile, bucket, assets, prices, x, health, request)
+        return marginfi.plan(pricing, bucket, health, request)
     if profile.model == "vertex":
-        return vertex.plan(profile, bucket, markets, assets, prices, x, health)
+        return vertex.plan(pricing, bucket, health)
     if profile.model == "aevo":
-        return aevo.plan(profile, bucket, markets, assets, prices, x, health)
+        return aevo.plan(pricing, bucket, health)
     if profile.kind == "lending":
-        return plan_lending(profile, bucket, assets, prices, health, request)
-    return _plan_perp(profile, bucket, markets, assets, prices, health)
+        return plan_lending(pricing, bucket, health, request)
+    return _plan_perp(pricing, bucket, health)
 
 
 # --- perpetuals -----------------------------------------------------------------------------
@@ -109,10 +95,9 @@ def _head(profile: Profile, h: BucketHealth) -> str:
     return f"{profile.name}: equity {fmt_num(h.equity, 2)} {op} maintenance {fmt_num(h.requirement, 2)}"
 
 
-def pick_position(
-    profile: Profile, bucket: Bucket, markets: Mapping[str, MarketParams], prices: Mapping[str, Decimal]
-) -> str:
+def pick_position(pricing: Pricing, bucket: Bucket) -> str:
     """The market to close first: largest maintenance requirement, ties by symbol."""
+    profile, markets, prices = pricing.profile, pricing.markets, pricing.prices
     best: str | None = None
     best_mm = Decimal(-1)
     for sym in sorted(bucket.positions):
@@ -140,15 +125,9 @@ def close_part(bucket: Bucket, market: str, amount: Decimal, price: Decimal, fee
     return Bucket(bucket.name, dict(bucket.balances), positions)
 
 
-def _plan_perp(  # noqa: PLR0917 -- the model's inputs, positional as in the pinned API
-    profile: Profile,
-    bucket: Bucket,
-    markets: Mapping[str, MarketParams],
-    assets: Mapping[str, AssetParams],
-    prices: Mapping[str, Decimal],
-    h: BucketHealth,
-) -> LiquidationPlan:
-    market = pick_position(profile, bucket, markets, prices)
+def _plan_perp(pricing: Pricing, bucket: Bucket, h: BucketHealth) -> LiquidationPlan:
+    profile, markets, prices = pricing.profile, pricing.markets, pricing.prices
+    market = pick_position(pricing, bucket)
     pos = bucket.positions[market]
     px = price_of(prices, market)
     fee = market_of(markets, market).liquidation_fee or ZERO
@@ -157,7 +136,7 @@ def _plan_perp(  # noqa: PLR0917 -- the model's inputs, positional as in the pin
     pick = f"{market} first (largest maintenance requirement)"
 
     def finish(size: Decimal, rule: str, action: str = "close_position") -> LiquidationPlan:
-        after = health_of(profile, close_part(bucket, market, size, px, fee), markets, assets, prices)
+        after = health_of(pricing, close_part(bucket, market, size, px, fee))
         return LiquidationPlan(
             rule=rule,
             action="bad_debt" if action == "bad_debt" else "close_position",
@@ -193,7 +172,7 @@ def _plan_perp(  # noqa: PLR0917 -- the model's inputs, positional as in the pin
     # restore: the chord between closing nothing and closing everything
     tau = profile.target_health
     g0 = h.equity - tau * h.requirement
-    full = health_of(profile, close_part(bucket, market, pos.size, px, fee), markets, assets, prices)
+    full = health_of(pricing, close_part(bucket, market, pos.size, px, fee))
     g1 = full.equity - tau * full.requirement
     if g1 <= 0 or g1 == g0:
         return finish(pos.size, f"{head}; {pick}: closing all of it does not restore health {tau}")

@@ -26,6 +26,7 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Literal
 
+from keeper.domain.margin.pricing import Pricing
 from keeper.domain.margin.profiles import Profile
 from keeper.domain.margin.tiers import bracket_for, brackets
 from keeper.domain.margin.types import (
@@ -42,7 +43,7 @@ from keeper.domain.margin.types import (
     price_of,
     quantize_up,
 )
-from keeper.domain.model import AssetParams, Bucket, MarketParams, Position
+from keeper.domain.model import Bucket, Position
 
 
 def _rate(profile: Profile) -> Decimal:
@@ -51,9 +52,9 @@ def _rate(profile: Profile) -> Decimal:
     return profile.option_mm_rate
 
 
-def option_mm(  # noqa: PLR0917 -- the option's inputs
+def option_mm(
     profile: Profile, opt: OptionSpec, size: Decimal, mark: Decimal, spot: Decimal,
-    wrt_mark: bool, wrt_spot: bool,
+    *, wrt_mark: bool, wrt_spot: bool,
 ) -> tuple[Decimal, Decimal]:
     """``(MM, dMM/dP)`` of an option position under standard margin (``standard-margin``)."""
     if size >= 0:
@@ -68,21 +69,17 @@ def option_mm(  # noqa: PLR0917 -- the option's inputs
     return n * (max(r * spot, r * mark) + mark), slope
 
 
-def position_mm(  # noqa: PLR0917 -- the model's inputs
-    profile: Profile,
-    sym: str,
-    pos: Position,
-    markets: Mapping[str, MarketParams],
-    prices: Mapping[str, Decimal],
-    extras: Extras,
-    wrt: str | None = None,
+def position_mm(
+    pricing: Pricing, sym: str, pos: Position, wrt: str | None = None
 ) -> tuple[Decimal, Decimal]:
     """``(MM, dMM/dP_wrt)`` of one position: standard margin for an option, else the perp's."""
+    profile, markets, prices, extras = pricing.profile, pricing.markets, pricing.prices, pricing.extras
     px = price_of(prices, sym)
     opt = extras.options.get(sym)
     if opt is not None:
         spot = price_of(prices, opt.underlying)
-        return option_mm(profile, opt, pos.size, px, spot, sym == wrt, opt.underlying == wrt)
+        return option_mm(profile, opt, pos.size, px, spot,
+                         wrt_mark=sym == wrt, wrt_spot=opt.underlying == wrt)
     m = markets.get(sym)
     if m is None:
         raise MissingParameter(f"unknown market {sym!r}")
@@ -96,16 +93,11 @@ def position_mm(  # noqa: PLR0917 -- the model's inputs
     return mm, (abs(pos.size) * b.rate if sym == wrt else ZERO)
 
 
-def terms(  # noqa: PLR0917 -- the model's inputs, positional as in the pinned API
-    profile: Profile,
-    bucket: Bucket,
-    markets: Mapping[str, MarketParams],
-    assets: Mapping[str, AssetParams],
-    prices: Mapping[str, Decimal],
-    extras: Extras,
-    wrt: str | None = None,
+def terms(
+    pricing: Pricing, bucket: Bucket, wrt: str | None = None
 ) -> tuple[Decimal, Decimal, Decimal, Decimal]:
     """``(AB, MM, dAB/dP_wrt, dMM/dP_wrt)`` (see the module docstring)."""
+    assets, prices = pricing.assets, pricing.prices
     eq = req = d_eq = d_req = ZERO
     for sym in sorted(bucket.balances):
         bal = bucket.balances[sym]
@@ -120,22 +112,16 @@ def terms(  # noqa: PLR0917 -- the model's inputs, positional as in the pinned A
         eq += pos.size * price_of(prices, sym) + pos.quote_value()
         if sym == wrt:
             d_eq += pos.size
-        mm, dmm = position_mm(profile, sym, pos, markets, prices, extras, wrt)
+        mm, dmm = position_mm(pricing, sym, pos, wrt)
         req += mm
         d_req += dmm
     return eq, req, d_eq, d_req
 
 
-def health(  # noqa: PLR0917 -- the model's inputs, positional as in the pinned API
-    profile: Profile,
-    bucket: Bucket,
-    markets: Mapping[str, MarketParams],
-    assets: Mapping[str, AssetParams],
-    prices: Mapping[str, Decimal],
-    extras: Extras,
-) -> BucketHealth:
+def health(pricing: Pricing, bucket: Bucket) -> BucketHealth:
     """Liquidatable at ``AB <= MM`` (with something to maintain); bankrupt at ``AB < 0``."""
-    eq, req, _, _ = terms(profile, bucket, markets, assets, prices, extras)
+    profile = pricing.profile
+    eq, req, _, _ = terms(pricing, bucket)
     return BucketHealth(
         lending=False,
         equity=eq,
@@ -152,15 +138,9 @@ def _fee_base(sym: str, prices: Mapping[str, Decimal], extras: Extras) -> Decima
     return price_of(prices, opt.underlying if opt is not None else sym)
 
 
-def close(  # noqa: PLR0917 -- the model's inputs
-    bucket: Bucket,
-    sym: str,
-    amount: Decimal,
-    markets: Mapping[str, MarketParams],
-    prices: Mapping[str, Decimal],
-    extras: Extras,
-) -> tuple[Bucket, Decimal]:
+def close(pricing: Pricing, bucket: Bucket, sym: str, amount: Decimal) -> tuple[Bucket, Decimal]:
     """The bucket after closing ``amount`` (signed like the position) at the mark, and the fee."""
+    markets, prices, extras = pricing.markets, pricing.prices, pricing.extras
     m = markets.get(sym)
     rate = ZERO if m is None or m.liquidation_fee is None else m.liquidation_fee
     fee = rate * abs(amount) * _fee_base(sym, prices, extras)
@@ -171,23 +151,16 @@ def close(  # noqa: PLR0917 -- the model's inputs
     return Bucket(bucket.name, dict(bucket.balances), positions), fee
 
 
-def plan(  # noqa: PLR0917 -- the model's inputs, positional as in the pinned API
-    profile: Profile,
-    bucket: Bucket,
-    markets: Mapping[str, MarketParams],
-    assets: Mapping[str, AssetParams],
-    prices: Mapping[str, Decimal],
-    extras: Extras,
-    h: BucketHealth,
-) -> LiquidationPlan:
+def plan(pricing: Pricing, bucket: Bucket, h: BucketHealth) -> LiquidationPlan:
     """Step 2 of the liquidation process on the first position (see the module docstring).
     ``AB - MM`` is linear in the amount closed (fees and maintenance margins are proportional to
     it at fixed prices), so the least amount is that line's root, rounded up."""
+    profile, prices = pricing.profile, pricing.prices
     head = f"{profile.name}: AB {fmt_num(h.equity, 2)} - MM {fmt_num(h.requirement, 2)} <= 0"
     order = sorted(
         ((sym, pos) for sym, pos in bucket.positions.items() if pos.size != 0),
         key=lambda item: (item[1].size > 0,
-                          -position_mm(profile, item[0], item[1], markets, prices, extras)[0], item[0]))
+                          -position_mm(pricing, item[0], item[1])[0], item[0]))
     if not order:
         raise MissingParameter(f"bucket {bucket.name!r} is liquidatable but holds no position")
     sym, pos = order[0]
@@ -201,8 +174,8 @@ def plan(  # noqa: PLR0917 -- the model's inputs, positional as in the pinned AP
         why = f"AB < 0: bankrupt, {profile.bad_debt_path}"
     else:
         g0 = h.equity - h.requirement
-        whole, _ = close(bucket, sym, pos.size, markets, prices, extras)
-        e1, r1, _, _ = terms(profile, whole, markets, assets, prices, extras)
+        whole, _ = close(pricing, bucket, sym, pos.size)
+        e1, r1, _, _ = terms(pricing, whole)
         g1 = e1 - r1
         if g1 <= 0 or g1 == g0:
             size = pos.size
@@ -210,14 +183,14 @@ def plan(  # noqa: PLR0917 -- the model's inputs, positional as in the pinned AP
         else:
             share = -g0 / (g1 - g0)
             n = min(quantize_up(abs(pos.size) * share, profile.size_quantum), abs(pos.size))
-            part, _ = close(bucket, sym, n.copy_sign(pos.size), markets, prices, extras)
-            e, r, _, _ = terms(profile, part, markets, assets, prices, extras)
+            part, _ = close(pricing, bucket, sym, n.copy_sign(pos.size))
+            e, r, _, _ = terms(pricing, part)
             if e <= r and n < abs(pos.size):  # on the line exactly: AB = MM is still liquidatable
                 n = min(n + profile.size_quantum, abs(pos.size))
             size = n.copy_sign(pos.size)
             why = f"{steps}: the least that brings AB above MM ({fmt_num(share * 100, 2)}% of it)"
-    done, fee = close(bucket, sym, size, markets, prices, extras)
-    after = health(profile, done, markets, assets, prices, extras)
+    done, fee = close(pricing, bucket, sym, size)
+    after = health(pricing, done)
     return LiquidationPlan(
         rule=f"{head}; {sym} first ({side}; shorts first, then the largest MM); {why}; liquidation fee "
         f"{fmt_usd(fee)}",

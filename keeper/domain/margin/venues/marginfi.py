@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from decimal import ROUND_DOWN, Decimal
 from typing import Literal, NamedTuple
 
+from keeper.domain.margin.pricing import Pricing
 from keeper.domain.margin.profiles import Profile
 from keeper.domain.margin.types import (
     INF,
@@ -100,17 +101,10 @@ def _weights(assets: Mapping[str, AssetParams], extras: Extras, symbol: str,
     return (ONE if aw is None else aw), (ONE if lw is None else lw)
 
 
-def values(  # noqa: PLR0917 -- the model's inputs, positional as in the pinned API
-    profile: Profile,
-    bucket: Bucket,
-    assets: Mapping[str, AssetParams],
-    prices: Mapping[str, Decimal],
-    extras: Extras,
-    req: Requirement,
-    wrt: str | None = None,
-) -> Values:
+def values(pricing: Pricing, bucket: Bucket, req: Requirement, wrt: str | None = None) -> Values:
     """Weighted assets and liabilities of ``req`` (``calc_weighted_asset_value`` and
     ``calc_weighted_liab_value``), with slopes in the price of ``wrt``."""
+    profile, assets, prices, extras = pricing.profile, pricing.assets, pricing.prices, pricing.extras
     a = li = da = dl = ZERO
     for sym in sorted(bucket.balances):
         bal = bucket.balances[sym]
@@ -128,17 +122,12 @@ def values(  # noqa: PLR0917 -- the model's inputs, positional as in the pinned 
     return Values(a, li, da, dl)
 
 
-def health(
-    profile: Profile,
-    bucket: Bucket,
-    assets: Mapping[str, AssetParams],
-    prices: Mapping[str, Decimal],
-    extras: Extras,
-) -> BucketHealth:
+def health(pricing: Pricing, bucket: Bucket) -> BucketHealth:
     """The bucket's health: ``equity`` / ``requirement`` are the maintenance-weighted assets and
     liabilities; liquidatable when they have liabilities and assets <= liabilities."""
-    m = values(profile, bucket, assets, prices, extras, "maintenance")
-    e = values(profile, bucket, assets, prices, extras, "equity")
+    profile = pricing.profile
+    m = values(pricing, bucket, "maintenance")
+    e = values(pricing, bucket, "equity")
     return BucketHealth(
         lending=True,
         equity=m.assets,
@@ -150,21 +139,15 @@ def health(
     )
 
 
-def report(
-    profile: Profile,
-    bucket: Bucket,
-    assets: Mapping[str, AssetParams],
-    prices: Mapping[str, Decimal],
-    extras: Extras,
-) -> dict[str, Decimal]:
+def report(pricing: Pricing, bucket: Bucket) -> dict[str, Decimal]:
     """``assets - liabilities`` per requirement (``initial`` only where every balance has its
     initial weights)."""
     out: dict[str, Decimal] = {}
-    if all(s in extras.initial for s in bucket.balances):
-        i = values(profile, bucket, assets, prices, extras, "initial")
+    if all(s in pricing.extras.initial for s in bucket.balances):
+        i = values(pricing, bucket, "initial")
         out["initial"] = i.assets - i.liabilities
-    m = values(profile, bucket, assets, prices, extras, "maintenance")
-    e = values(profile, bucket, assets, prices, extras, "equity")
+    m = values(pricing, bucket, "maintenance")
+    e = values(pricing, bucket, "equity")
     out["maintenance"] = m.assets - m.liabilities
     out["equity"] = e.assets - e.liabilities
     return out
@@ -192,9 +175,9 @@ class _Leg(NamedTuple):
     weight: Decimal  # maintenance
 
 
-def _legs(profile: Profile, bucket: Bucket, assets: Mapping[str, AssetParams],
-          prices: Mapping[str, Decimal], extras: Extras) -> tuple[list[_Leg], list[_Leg]]:
+def _legs(pricing: Pricing, bucket: Bucket) -> tuple[list[_Leg], list[_Leg]]:
     """Collateral and liabilities with their biased prices and maintenance weights."""
+    profile, assets, prices, extras = pricing.profile, pricing.assets, pricing.prices, pricing.extras
     colls: list[_Leg] = []
     debts: list[_Leg] = []
     for sym in sorted(bucket.balances):
@@ -209,24 +192,19 @@ def _legs(profile: Profile, bucket: Bucket, assets: Mapping[str, AssetParams],
     return colls, debts
 
 
-def plan(  # noqa: PLR0917 -- the model's inputs, positional as in the pinned API
-    profile: Profile,
-    bucket: Bucket,
-    assets: Mapping[str, AssetParams],
-    prices: Mapping[str, Decimal],
-    extras: Extras,
-    h: BucketHealth,
-    request: LiquidationRequest | None,
+def plan(
+    pricing: Pricing, bucket: Bucket, h: BucketHealth, request: LiquidationRequest | None
 ) -> LiquidationPlan:
     """The classic liquidation (``lending_account_liquidate``, ``liquidate.rs``) the keeper would
     submit: the largest liability against the collateral with the largest maintenance value
     among those whose seizure raises health (ties by symbol), or the request's pair; the most
     collateral the program accepts (maintenance health after <= 0, the liability not
     exhausted), floored to the asset's native units."""
+    profile, assets, prices = pricing.profile, pricing.assets, pricing.prices
     f_l = _param(profile.liquidator_fee, "liquidator_fee")
     f_i = _param(profile.insurance_fee, "insurance_fee")
     keep = ONE - f_l - f_i  # share of the seized value that repays the account's liability
-    colls, debts = _legs(profile, bucket, assets, prices, extras)
+    colls, debts = _legs(pricing, bucket)
     health_now = h.equity - h.requirement
     head = (f"{profile.name}: maintenance health {fmt_num(health_now, 6)} <= 0 "
             f"(assets {fmt_num(h.equity, 2)}, liabilities {fmt_num(h.requirement, 2)})")
@@ -275,7 +253,7 @@ def plan(  # noqa: PLR0917 -- the model's inputs, positional as in the pinned AP
     paid = seize * coll.price * (ONE - f_l) / debt.price  # by the liquidator
     repaid = seize * coll.price * keep / debt.price  # off the account's liability
     after_bucket = _after(bucket, debt.symbol, repaid, coll.symbol, seize)
-    after = values(profile, after_bucket, assets, prices, extras, "maintenance")
+    after = values(pricing, after_bucket, "maintenance")
     return LiquidationPlan(
         rule=f"{head}; {pair}: repay {debt.symbol}, seize {coll.symbol}; {why}; liquidator "
         f"discount {fmt_num(f_l * 100, 2)}%, insurance fee {fmt_num(f_i * 100, 2)}% of the seized "

@@ -33,7 +33,7 @@ from collections.abc import Mapping
 from decimal import ROUND_DOWN, Decimal
 from typing import Final, Literal, NamedTuple
 
-from keeper.domain.margin.profiles import Profile
+from keeper.domain.margin.pricing import Pricing
 from keeper.domain.margin.types import (
     INF,
     ONE,
@@ -109,16 +109,11 @@ def _weight(pair: tuple[Decimal, Decimal], amount: Decimal) -> Decimal:
     return pair[0] if amount >= 0 else pair[1]
 
 
-def health_value(  # noqa: PLR0917 -- the model's inputs, positional as in the pinned API
-    bucket: Bucket,
-    markets: Mapping[str, MarketParams],
-    assets: Mapping[str, AssetParams],
-    prices: Mapping[str, Decimal],
-    extras: Extras,
-    ht: HealthType,
-    wrt: str | None = None,
+def health_value(
+    pricing: Pricing, bucket: Bucket, ht: HealthType, wrt: str | None = None
 ) -> tuple[Decimal, Decimal]:
     """``(health, d health / d P_wrt)`` of one type (see the module docstring)."""
+    markets, assets, prices, extras = pricing.markets, pricing.assets, pricing.prices, pricing.extras
     v = dv = ZERO
     for sym in sorted(bucket.balances):
         bal = bucket.balances[sym]
@@ -159,31 +154,20 @@ def spread_basis(bucket: Bucket, perp: str, spot: str) -> tuple[Decimal, Decimal
     return min(abs(spot_amount), abs(perp_amount)), spot_amount
 
 
-def terms(  # noqa: PLR0917 -- the model's inputs, positional as in the pinned API
-    bucket: Bucket,
-    markets: Mapping[str, MarketParams],
-    assets: Mapping[str, AssetParams],
-    prices: Mapping[str, Decimal],
-    extras: Extras,
-    wrt: str | None = None,
+def terms(
+    pricing: Pricing, bucket: Bucket, wrt: str | None = None
 ) -> tuple[Decimal, Decimal, Decimal, Decimal]:
     """``(equity, requirement, d_equity, d_requirement)``: the unweighted health and the
     maintenance penalty (unweighted minus maintenance health)."""
-    u, du = health_value(bucket, markets, assets, prices, extras, "unweighted", wrt)
-    m, dm = health_value(bucket, markets, assets, prices, extras, "maintenance", wrt)
+    u, du = health_value(pricing, bucket, "unweighted", wrt)
+    m, dm = health_value(pricing, bucket, "maintenance", wrt)
     return u, u - m, du, du - dm
 
 
-def health(  # noqa: PLR0917 -- the model's inputs, positional as in the pinned API
-    profile: Profile,
-    bucket: Bucket,
-    markets: Mapping[str, MarketParams],
-    assets: Mapping[str, AssetParams],
-    prices: Mapping[str, Decimal],
-    extras: Extras,
-) -> BucketHealth:
+def health(pricing: Pricing, bucket: Bucket) -> BucketHealth:
     """Liquidatable when the maintenance health is below zero; bankrupt when the unweighted is."""
-    eq, req, _, _ = terms(bucket, markets, assets, prices, extras)
+    profile = pricing.profile
+    eq, req, _, _ = terms(pricing, bucket)
     return BucketHealth(
         lending=False,
         equity=eq,
@@ -194,19 +178,13 @@ def health(  # noqa: PLR0917 -- the model's inputs, positional as in the pinned 
     )
 
 
-def report(
-    bucket: Bucket,
-    markets: Mapping[str, MarketParams],
-    assets: Mapping[str, AssetParams],
-    prices: Mapping[str, Decimal],
-    extras: Extras,
-) -> dict[str, Decimal]:
+def report(pricing: Pricing, bucket: Bucket) -> dict[str, Decimal]:
     """The three healths (``initial`` only where every product has its initial weights)."""
     out: dict[str, Decimal] = {}
     with contextlib.suppress(MissingParameter):  # no initial weights: no initial health
-        out["initial"] = health_value(bucket, markets, assets, prices, extras, "initial")[0]
-    out["maintenance"] = health_value(bucket, markets, assets, prices, extras, "maintenance")[0]
-    out["unweighted"] = health_value(bucket, markets, assets, prices, extras, "unweighted")[0]
+        out["initial"] = health_value(pricing, bucket, "initial")[0]
+    out["maintenance"] = health_value(pricing, bucket, "maintenance")[0]
+    out["unweighted"] = health_value(pricing, bucket, "unweighted")[0]
     return out
 
 
@@ -231,17 +209,12 @@ def _spread_of(extras: Extras, symbol: str, *, perp: bool) -> str | None:
     return next((p for p, s in sorted(extras.spreads.items()) if s == symbol), None)
 
 
-def actions(  # noqa: PLR0917 -- the model's inputs
-    profile: Profile,
-    bucket: Bucket,
-    markets: Mapping[str, MarketParams],
-    assets: Mapping[str, AssetParams],
-    prices: Mapping[str, Decimal],
-    extras: Extras,
-) -> list[Action]:
+def actions(pricing: Pricing, bucket: Bucket) -> list[Action]:
     """The liquidations open to a liquidator, in the keeper's order: long spreads, perps, spot
     assets, then the liabilities (short spreads, borrows); within a class the largest
     maintenance penalty first, ties by symbol."""
+    profile, markets, assets, prices = pricing.profile, pricing.markets, pricing.assets, pricing.prices
+    extras = pricing.extras
     long_spreads: list[Action] = []
     short_spreads: list[Action] = []
     perps: list[Action] = []
@@ -287,18 +260,11 @@ class _Fill(NamedTuple):
     fee: Decimal  # to the insurance fund, paid by the liquidator
 
 
-def fill(  # noqa: PLR0917 -- the model's inputs
-    profile: Profile,
-    bucket: Bucket,
-    markets: Mapping[str, MarketParams],
-    assets: Mapping[str, AssetParams],
-    prices: Mapping[str, Decimal],
-    extras: Extras,
-    act: Action,
-    amount: Decimal,
-) -> _Fill:
+def fill(pricing: Pricing, bucket: Bucket, act: Action, amount: Decimal) -> _Fill:
     """The account after ``amount`` (signed like ``act.amount``) of ``act`` changes hands
     (``_handleLiquidationPayment``)."""
+    profile, markets, assets, prices = pricing.profile, pricing.markets, pricing.assets, pricing.prices
+    extras = pricing.extras
     share = _share(profile.insurance_share, "insurance_share")
     quote = profile.settle_asset
     balances = dict(bucket.balances)
@@ -338,32 +304,25 @@ def fill(  # noqa: PLR0917 -- the model's inputs
     return _Fill(Bucket(bucket.name, balances, positions), price, fee)
 
 
-def plan(  # noqa: PLR0917 -- the model's inputs, positional as in the pinned API
-    profile: Profile,
-    bucket: Bucket,
-    markets: Mapping[str, MarketParams],
-    assets: Mapping[str, AssetParams],
-    prices: Mapping[str, Decimal],
-    extras: Extras,
-    h: BucketHealth,
-) -> LiquidationPlan:
+def plan(pricing: Pricing, bucket: Bucket, h: BucketHealth) -> LiquidationPlan:
     """The first liquidation of the keeper's order, of the largest amount that leaves the initial
     health at or below zero. Within one action the initial health is linear in the amount (the
     action moves one product, or a spread's basis, towards zero without crossing it), so the
     amount is the root of the line through "none" and "all of it"."""
+    profile = pricing.profile
     maint = h.equity - h.requirement
     head = f"{profile.name}: maintenance health {fmt_num(maint, 6)} < 0"
     bankrupt_note = f"; unweighted health < 0: bankrupt, {profile.bad_debt_path}" if h.bankrupt else ""
     action: Literal["close_position", "bad_debt"] = "bad_debt" if h.bankrupt else "close_position"
-    acts = actions(profile, bucket, markets, assets, prices, extras)
+    acts = actions(pricing, bucket)
     if not acts:
         return LiquidationPlan(
             rule=f"{head}; nothing left to liquidate but the quote balance; {profile.bad_debt_path}",
             action="bad_debt", notional=ZERO)
     act = acts[0]
-    h0 = health_value(bucket, markets, assets, prices, extras, "initial")[0]
-    whole = fill(profile, bucket, markets, assets, prices, extras, act, act.amount)
-    h1 = health_value(whole.bucket, markets, assets, prices, extras, "initial")[0]
+    h0 = health_value(pricing, bucket, "initial")[0]
+    whole = fill(pricing, bucket, act, act.amount)
+    h1 = health_value(pricing, whole.bucket, "initial")[0]
     if h1 <= 0 or h1 == h0:
         amount = act.amount
         why = "all of it (initial health stays <= 0)"
@@ -373,8 +332,8 @@ def plan(  # noqa: PLR0917 -- the model's inputs, positional as in the pinned AP
         amount = amount.copy_sign(act.amount)
         why = (f"the most that leaves initial health <= 0 ({fmt_num(share * 100, 2)}% of it; "
                f"ERR_LIQUIDATED_TOO_MUCH above)")
-    done = fill(profile, bucket, markets, assets, prices, extras, act, amount)
-    after = health(profile, done.bucket, markets, assets, prices, extras)
+    done = fill(pricing, bucket, act, amount)
+    after = health(pricing, done.bucket)
     insurance = _share(profile.insurance_share, "insurance_share")
     what = f"spread {act.spot}/{act.perp}" if act.kind == "spread" else f"{act.kind} {act.perp or act.spot}"
     side = "asset" if act.amount > 0 else "liability"
