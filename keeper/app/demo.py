@@ -67,7 +67,7 @@ from keeper.domain import events as ev
 from keeper.domain.decide import KeeperParams
 from keeper.errors import ConfigError
 from keeper.replay import manifest as mf
-from keeper.sim.book import DEFAULT_MARKET, MARKET_TABLE, generate_book
+from keeper.scenarios.book import DEFAULT_MARKET, MARKET_TABLE, generate_book
 from keeper.sim.ideal import Ideal, bad_debt_ratio, ideal_run, share
 from keeper.sim.prices import Tick, synthetic_crash
 from keeper.sim.process import VenueProcess, write_path

@@ -9,7 +9,7 @@ from decimal import Decimal
 from keeper.domain import codec
 from keeper.domain import events as ev
 from keeper.domain.model import CROSS
-from keeper.sim.book import DEFAULT_PRICES, generate_book
+from keeper.scenarios.book import DEFAULT_PRICES, generate_book
 from keeper.sim.prices import synthetic_crash
 from keeper.sim.venue import Venue
 

@@ -17,7 +17,8 @@ from keeper.domain import codec
 from keeper.domain import events as ev
 from keeper.domain.model import CROSS
 from keeper.sim.prices import Tick
-from keeper.sim.server import SimServer, sign
+from keeper.sim.server import SimServer
+from keeper.sim.wire import sign
 from tests.sim.helpers import decision, small_venue
 
 D = Decimal

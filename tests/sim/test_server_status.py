@@ -16,7 +16,8 @@ import pytest
 import pytest_asyncio
 
 from keeper.domain.model import CROSS
-from keeper.sim.server import SimServer, sign, status_message
+from keeper.sim.server import SimServer
+from keeper.sim.wire import sign, status_message
 from tests.sim.helpers import decision, small_venue
 from tests.sim.test_server import crashed, faults, get, post_liq
 
