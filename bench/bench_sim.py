@@ -14,8 +14,8 @@ import msgspec
 import structlog
 
 from keeper.domain.events import Decision
-from keeper.sim.model import Account
 from keeper.scenarios.book import generate_book
+from keeper.sim.model import Account
 from keeper.sim.prices import synthetic_crash
 from keeper.sim.server import start_sim
 from keeper.sim.wire import sign
