@@ -49,6 +49,18 @@ from keeper.sim.model import Bucket
 from keeper.sim.prices import Tick
 from keeper.sim.venue import FULL_CLOSE_BELOW_USD, FULL_CLOSE_HF, HALF, ONE, SETTLE_ASSET, Rejection, Venue
 
+__all__ = [
+    "MAX_PER_TICK",
+    "TOLERANCE",
+    "FirstLiquidatable",
+    "Ideal",
+    "bad_debt_ratio",
+    "ideal_run",
+    "liquidatable",
+    "perfect_decision",
+    "share",
+]
+
 F64 = npt.NDArray[np.float64]
 TOLERANCE = 1e-9
 """Relative to the sum of the margin's absolute terms: a float margin below it is checked exactly."""
