@@ -6,21 +6,22 @@ format of events. ``Market.of`` and ``Asset.of`` read a listing event's paramete
 venue's records, keeping only what the venue's rules use (``keeper.sim.venue``).
 
 Contract: a ``Bucket`` holds non-zero balances only (an amount that reaches zero is removed by
-``Bucket.credit``) and open positions only; records compare by value.
+``Bucket.credit``) and open positions only; records compare by value (msgspec structs: cheap to
+build, as a venue loading a book of thousands of accounts needs).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from decimal import Decimal
+
+import msgspec
 
 from keeper.domain import events as ev
 
 __all__ = ["Account", "Asset", "Bucket", "MarginTier", "Market", "Position"]
 
 
-@dataclass(frozen=True, slots=True)
-class MarginTier:
+class MarginTier(msgspec.Struct, frozen=True, gc=False):
     """One bracket of a tiered maintenance rate: ``rate`` from ``notional_floor`` up, with its
     fixed ``deduction`` (None: derived from the brackets below, as venues publish them)."""
 
@@ -29,8 +30,7 @@ class MarginTier:
     deduction: Decimal | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Market:
+class Market(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     """A listed perp market as the venue judges it: a flat maintenance fraction ``mmf``, else
     ``1 / (2 · max_leverage)``, else the tiers; ``liquidation_fee`` None means the venue's default."""
 
@@ -49,8 +49,7 @@ class Market:
                    liquidation_fee=p.liquidation_fee)
 
 
-@dataclass(frozen=True, slots=True)
-class Asset:
+class Asset(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     """A listed asset as the venue judges it: base-unit ``decimals`` and its lending
     ``liquidation_threshold`` and ``liquidation_bonus`` (None where the listing gives none)."""
 
@@ -67,8 +66,7 @@ class Asset:
                    liquidation_bonus=p.liquidation_bonus)
 
 
-@dataclass(frozen=True, slots=True)
-class Position:
+class Position(msgspec.Struct, frozen=True, gc=False):
     """An open perp position: signed ``size`` (long > 0), its ``entry_price`` (None: the venue
     takes the mark, so no PnL) and ``quote`` (carried through to the events the venue emits)."""
 
@@ -78,13 +76,12 @@ class Position:
     quote: Decimal | None = None
 
 
-@dataclass(slots=True)
-class Bucket:
+class Bucket(msgspec.Struct, gc=False):
     """One margin bucket of an account: signed balances per asset (< 0 is debt) and positions."""
 
     name: str
-    balances: dict[str, Decimal] = field(default_factory=dict)
-    positions: dict[str, Position] = field(default_factory=dict)
+    balances: dict[str, Decimal] = msgspec.field(default_factory=dict)
+    positions: dict[str, Position] = msgspec.field(default_factory=dict)
 
     def credit(self, asset: str, amount: Decimal) -> None:
         """Add ``amount`` (signed) to the balance of ``asset``; a zero balance is removed."""
@@ -95,12 +92,11 @@ class Bucket:
             self.balances.pop(asset, None)
 
 
-@dataclass(slots=True)
-class Account:
+class Account(msgspec.Struct, gc=False):
     """An account at the venue: its buckets by name (``cross``, ``iso-<market>``, ``lend-<asset>``)."""
 
     id: str
-    buckets: dict[str, Bucket] = field(default_factory=dict)
+    buckets: dict[str, Bucket] = msgspec.field(default_factory=dict)
 
     def bucket(self, name: str) -> Bucket:
         """The bucket ``name``, created empty on first use."""
