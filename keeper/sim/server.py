@@ -1,6 +1,7 @@
 """The reference venue's network shell: aiohttp REST, the ``/prices`` and ``/accounts``
-websockets, the price player and fault injection. The rules live in ``keeper.sim.venue``; the
-wire protocol is specified in ``keeper/sim/PROTOCOL.md``.
+websockets, the price player and the injected faults' effects on requests. The rules live in
+``keeper.sim.venue``, the faults' state and draws in ``keeper.sim.faults``, signatures and price
+frames in ``keeper.sim.wire``; the wire protocol is specified in ``keeper/sim/PROTOCOL.md``.
 
 Usage (in-process, e.g. the demo or a test)::
 
