@@ -8,7 +8,7 @@ differs:
   proportion to their initial margin (``imf * |size| * entry``), exactly (cents, the remainder to
   the largest).
 
-The book is ``keeper.scenarios.book.generate_book`` against the window's first prices; its perp
+The book is ``keeper.sim.book.generate_book`` against the window's first prices; its perp
 accounts are used (lending accounts are a different model and are left out, and counted).
 
 **Liquidation model** (printed with every result, see ``MODEL``): each bar is walked as four
