@@ -96,8 +96,7 @@ class Book:
     """account -> ``perp-cross``, ``perp-isolated``, ``lending-cross``, ``lending-isolated``, ``healthy``."""
 
 
-@dataclass(frozen=True, slots=True)
-class MarketSpec:
+class MarketSpec(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     """The book's parameters of one perp market: maintenance and initial margin fractions, and
     the liquidation fee (a fraction of the closed notional)."""
 
