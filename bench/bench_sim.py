@@ -14,10 +14,11 @@ import msgspec
 import structlog
 
 from keeper.domain.events import Decision
-from keeper.domain.model import Account
-from keeper.sim.book import generate_book
+from keeper.scenarios.book import generate_book
+from keeper.sim.model import Account
 from keeper.sim.prices import synthetic_crash
-from keeper.sim.server import sign, start_sim
+from keeper.sim.server import start_sim
+from keeper.sim.wire import sign
 
 SECRET = b"bench"
 

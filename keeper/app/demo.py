@@ -60,7 +60,7 @@ from keeper.clock import wall_clock_us
 from keeper.domain.decide import KeeperParams
 from keeper.errors import ConfigError
 from keeper.replay import manifest as mf
-from keeper.sim.book import DEFAULT_MARKET, MARKET_TABLE, generate_book
+from keeper.scenarios.book import DEFAULT_MARKET, MARKET_TABLE, generate_book
 from keeper.sim.ideal import ideal_run
 from keeper.sim.prices import Tick, synthetic_crash
 from keeper.sim.process import VenueProcess, write_path

@@ -8,7 +8,7 @@ differs:
   proportion to their initial margin (``imf * |size| * entry``), exactly (cents, the remainder to
   the largest).
 
-The book is ``keeper.sim.book.generate_book`` against the window's first prices; its perp
+The book is ``keeper.scenarios.book.generate_book`` against the window's first prices; its perp
 accounts are used (lending accounts are a different model and are left out, and counted).
 
 **Liquidation model** (printed with every result, see ``MODEL``): each bar is walked as four
@@ -43,7 +43,7 @@ import numpy.typing as npt
 from keeper.domain import events as ev
 from keeper.domain.margin import get_profile
 from keeper.feeds.parsers import iso_to_us
-from keeper.sim.book import generate_book, market_params
+from keeper.scenarios.book import generate_book, market_params
 
 D = Decimal
 CENT = D("0.01")

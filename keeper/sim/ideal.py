@@ -45,9 +45,21 @@ import numpy as np
 import numpy.typing as npt
 
 from keeper.domain import events as ev
-from keeper.domain.model import Bucket
+from keeper.sim.model import Bucket
 from keeper.sim.prices import Tick
 from keeper.sim.venue import FULL_CLOSE_BELOW_USD, FULL_CLOSE_HF, HALF, ONE, SETTLE_ASSET, Rejection, Venue
+
+__all__ = [
+    "MAX_PER_TICK",
+    "TOLERANCE",
+    "FirstLiquidatable",
+    "Ideal",
+    "bad_debt_ratio",
+    "ideal_run",
+    "liquidatable",
+    "perfect_decision",
+    "share",
+]
 
 F64 = npt.NDArray[np.float64]
 TOLERANCE = 1e-9
@@ -274,7 +286,7 @@ def perfect_decision(venue: Venue, account: str, bucket: str, intent_id: str) ->
 
 def ideal_run(book_events: Iterable[ev.Event], path: Sequence[Tick]) -> Ideal:
     """The perfect keeper's run of ``book_events`` (a venue's initial events, as
-    ``keeper.sim.book.generate_book`` makes them) along ``path`` (the book is loaded at
+    ``keeper.scenarios.book.generate_book`` makes them) along ``path`` (the book is loaded at
     ``path[0]``'s marks, and that tick is checked too); see the module docstring."""
     clock = _Clock()
     venue = Venue(clock)

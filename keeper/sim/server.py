@@ -1,6 +1,7 @@
 """The reference venue's network shell: aiohttp REST, the ``/prices`` and ``/accounts``
-websockets, the price player and fault injection. The rules live in ``keeper.sim.venue``; the
-wire protocol is specified in ``keeper/sim/PROTOCOL.md``.
+websockets, the price player and the injected faults' effects on requests. The rules live in
+``keeper.sim.venue``, the faults' state and draws in ``keeper.sim.faults``, signatures and price
+frames in ``keeper.sim.wire``; the wire protocol is specified in ``keeper/sim/PROTOCOL.md``.
 
 Usage (in-process, e.g. the demo or a test)::
 
@@ -19,11 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import hmac
-import random
 import time
-from collections import deque
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
@@ -33,77 +31,15 @@ import structlog
 from aiohttp import WSCloseCode, web
 
 from keeper.domain.events import Decision
-from keeper.sim.book import DEFAULT_PRICES, generate_book
-from keeper.sim.prices import Tick, stream_symbol
+from keeper.scenarios.book import DEFAULT_PRICES, generate_book
+from keeper.sim.faults import FaultInjector, Faults, spec_error
+from keeper.sim.prices import Tick
 from keeper.sim.venue import Venue
+from keeper.sim.wire import DEADLINE_HEADER, MAX_BATCH, mark_price_array, sign, status_message
+
+__all__ = ["SimServer", "start_sim"]
 
 log = structlog.get_logger()
-
-FUNDING_INTERVAL_MS = 8 * 3600 * 1000
-FAULT_KEYS = {"http_5xx": int, "status_5xx": int, "delay_ms": int, "timeout_next": int, "hang_ms": int,
-              "drop_next": int, "drop_share": float, "hang_share": float, "seed": int, "rate_limit": int,
-              "rate_limit_next": int, "retry_after": int, "retry_after_5xx": bool, "drop_ws": bool,
-              "halt": list, "resume": list, "clear": bool}
-_SETTABLE = ("http_5xx", "status_5xx", "delay_ms", "timeout_next", "hang_ms", "drop_next", "drop_share",
-             "hang_share", "rate_limit", "rate_limit_next", "retry_after", "retry_after_5xx")
-DEADLINE_HEADER = "X-Keeper-Deadline"
-"""Unix time in ms after which a liquidation request must not be applied (optional)."""
-
-
-def sign(secret: bytes, body: bytes) -> str:
-    """The ``X-Keeper-Signature`` of a request body: hex HMAC-SHA256 under ``secret``."""
-    return hmac.new(secret, body, hashlib.sha256).hexdigest()
-
-
-def status_message(intent_id: str) -> bytes:
-    """What ``GET /liquidations/{intent_id}`` signs: ``status:<intent_id>`` in UTF-8 (never a
-    JSON body, so a status signature cannot pass for a liquidation's)."""
-    return f"status:{intent_id}".encode()
-
-
-MAX_BATCH = 1000
-"""The most decisions one ``POST /liquidations/batch`` takes."""
-
-
-def _mark_price(market: str, price: Decimal, ts_ms: int) -> dict[str, object]:
-    p = format(price, "f")
-    nxt = (ts_ms // FUNDING_INTERVAL_MS + 1) * FUNDING_INTERVAL_MS
-    return {"e": "markPriceUpdate", "E": ts_ms, "s": stream_symbol(market), "p": p, "i": p, "P": p,
-            "r": "0", "T": nxt}
-
-
-def mark_price_frame(market: str, price: Decimal, ts_ms: int) -> str:
-    """One Binance USD-M ``markPriceUpdate`` frame for a market (``BTC-USD`` -> ``BTCUSDT``)."""
-    return msgspec.json.encode(_mark_price(market, price, ts_ms)).decode()
-
-
-def mark_price_array(prices: Mapping[str, Decimal], ts_ms: int) -> str:
-    """One Binance ``!markPrice@arr`` frame: every market's ``markPriceUpdate`` of one tick, so a
-    client sees the tick as the one instant it is (the keeper decides on it as a whole)."""
-    return msgspec.json.encode([_mark_price(m, p, ts_ms) for m, p in prices.items()]).decode()
-
-
-class Faults(msgspec.Struct):
-    """Injected faults; see ``POST /faults`` in PROTOCOL.md."""
-
-    http_5xx: int = 0
-    status_5xx: int = 503
-    delay_ms: int = 0
-    timeout_next: int = 0
-    hang_ms: int = 10_000
-    drop_next: int = 0
-    drop_share: float = 0.0
-    hang_share: float = 0.0
-    rate_limit: int = 0
-    rate_limit_next: int = 0
-    retry_after: int = 1
-    retry_after_5xx: bool = False
-    injected_5xx: int = 0
-    injected_timeouts: int = 0
-    injected_drops: int = 0
-    injected_429: int = 0
-    late_refused: int = 0
-    ws_drops: int = 0
 
 
 class SimServer:
@@ -126,10 +62,7 @@ class SimServer:
         self.max_queue = max_queue
         self._path_now = self.path[0].ts_us if self.path else 0
         self.venue = venue if venue is not None else Venue(self.now_us)
-        self.faults = Faults()
-        self._fault_rng = random.Random(0)
-        self._recent: deque[float] = deque()
-        """Monotonic times of the trading requests of the last second (the ``rate_limit`` window)."""
+        self._injector = FaultInjector()
         self.ticks_played = 0
         self.played = asyncio.Event()
         self.url = ""
@@ -140,6 +73,11 @@ class SimServer:
         self._player: asyncio.Task[None] | None = None
         self._runner: web.AppRunner | None = None
         self.venue.on_event(self._on_event)
+
+    @property
+    def faults(self) -> Faults:
+        """The injected faults in force and their counters (``POST /faults``)."""
+        return self._injector.faults
 
     def now_us(self) -> int:
         if self.timestamps == "path":
@@ -404,9 +342,7 @@ class SimServer:
         limited = self._rate_limited(bound, what)
         if limited is not None:
             return limited
-        if f.http_5xx > 0:
-            f.http_5xx -= 1
-            f.injected_5xx += 1
+        if self._injector.take_5xx():
             bound.info(what, status=f.status_5xx, fault="http_5xx")
             after = {"Retry-After": str(f.retry_after)} if f.retry_after_5xx else None
             return web.json_response({"status": "unavailable", "reason": "injected fault"},
@@ -424,36 +360,22 @@ class SimServer:
     async def _after_apply(self, request: web.Request, status: int) -> web.Response | None:
         """The injected lost reply of an applied request: the connection cut (``drop``), or the
         reply held past any sane client timeout (``hang``, then None: the reply goes out late)."""
-        f = self.faults
-        if f.drop_next > 0 or (f.drop_share > 0 and self._fault_rng.random() < f.drop_share):
+        lost = self._injector.lost_reply()
+        if lost == "drop":
             # Applied, then the connection is cut before any reply: a lost reply.
-            f.drop_next = max(0, f.drop_next - 1)
-            f.injected_drops += 1
             if request.transport is not None:
                 request.transport.abort()
             return web.Response(status=status)
-        if f.timeout_next > 0 or (f.hang_share > 0 and self._fault_rng.random() < f.hang_share):
+        if lost == "hang":
             # Applied, then the reply is held past any sane client timeout: a lost reply.
-            f.timeout_next = max(0, f.timeout_next - 1)
-            f.injected_timeouts += 1
-            await self._hold(f.hang_ms)
+            await self._hold(self.faults.hang_ms)
         return None
 
     def _rate_limited(self, bound: Any, what: str) -> web.Response | None:
         """The injected 429 for this trading request, or None when it may proceed."""
-        f = self.faults
-        if f.rate_limit_next > 0:
-            f.rate_limit_next -= 1
-        elif f.rate_limit > 0:
-            now = time.monotonic()
-            while self._recent and now - self._recent[0] >= 1.0:
-                self._recent.popleft()
-            if len(self._recent) < f.rate_limit:
-                self._recent.append(now)
-                return None
-        else:
+        if not self._injector.rate_limited():
             return None
-        f.injected_429 += 1
+        f = self.faults
         bound.info(what, status=429, fault="rate_limit", retry_after=f.retry_after)
         return web.json_response({"status": "rate_limited", "reason": "injected rate limit"}, status=429,
                                  headers={"Retry-After": str(f.retry_after)})
@@ -487,30 +409,18 @@ class SimServer:
             spec = msgspec.json.decode(await request.read(), type=dict[str, Any])
         except msgspec.DecodeError as exc:
             return web.json_response({"status": "invalid", "reason": str(exc)}, status=400)
-        for k, v in spec.items():
-            want = FAULT_KEYS.get(k)
-            if want is None:
-                return web.json_response({"status": "invalid", "reason": f"unknown fault key {k}"},
-                                         status=400)
-            if not _valid_fault(want, v):
-                return web.json_response({"status": "invalid", "reason": f"bad value for {k}: {v!r}"},
-                                         status=400)
-        f = self.faults
+        error = spec_error(spec)
+        if error is not None:
+            return web.json_response({"status": "invalid", "reason": error}, status=400)
+        self._injector.configure(spec)
         if spec.get("clear"):
-            f.http_5xx = f.delay_ms = f.timeout_next = f.drop_next = f.rate_limit = f.rate_limit_next = 0
-            f.drop_share = f.hang_share = 0.0
             self.venue.halted.clear()
-        if "seed" in spec:
-            self._fault_rng = random.Random(spec["seed"])
-        for k in _SETTABLE:
-            if k in spec:
-                setattr(f, k, float(spec[k]) if FAULT_KEYS[k] is float else spec[k])
         self.venue.halted.update(spec.get("halt", ()))
         self.venue.halted.difference_update(spec.get("resume", ()))
         dropped = await self.drop_websockets() if spec.get("drop_ws") else 0
         log.info("sim.faults", **spec)
-        return web.json_response({"status": "ok", "faults": msgspec.to_builtins(f), "ws_dropped": dropped,
-                                  "halted": sorted(self.venue.halted)})
+        return web.json_response({"status": "ok", "faults": msgspec.to_builtins(self.faults),
+                                  "ws_dropped": dropped, "halted": sorted(self.venue.halted)})
 
     async def handle_marks(self, request: web.Request) -> web.Response:
         try:
@@ -541,15 +451,6 @@ class SimServer:
         except KeyError:
             return web.json_response({"status": "unknown account"}, status=404)
         return web.json_response(view)
-
-
-def _valid_fault(want: type, v: Any) -> bool:
-    """A fault value of the key's type: a non-negative int, a share in [0, 1], a bool, a list."""
-    if want is bool or want is list:
-        return isinstance(v, want)
-    if isinstance(v, bool) or not isinstance(v, int | float) or (want is int and not isinstance(v, int)):
-        return False
-    return 0 <= v <= 1 if want is float else v >= 0
 
 
 async def start_sim(secret: bytes, *, accounts: int = 10_000, seed: int = 1, path: Sequence[Tick] = (),

@@ -1,9 +1,10 @@
 """The reference venue's state and rules: accounts, marks, and its own liquidation check.
 
-This is a second opinion, written independently of the keeper's margin engine
-(``keeper.domain.margin`` is deliberately never imported): the keeper decides, the venue checks
-with the plain formulas below and either applies the liquidation (emitting keeper account
-events) or refuses it with a reason. No sockets and no clock: time comes from the injected
+This is a second opinion, written independently of the keeper: its accounts are its own
+(``keeper.sim.model``) and its check is the plain formulas below; of the keeper it shares only
+the wire format of events (``keeper.domain.events``, ``keeper.domain.codec``). The keeper
+decides, the venue checks and either applies the liquidation (emitting account events) or
+refuses it with a reason. No sockets and no clock: time comes from the injected
 ``now_us`` callable, so the rules are unit-tested without I/O (``keeper.sim.server`` is the shell).
 
 Rules (per bucket; ``P`` is the venue's current mark of a market or price of an asset, USDC = 1):
@@ -34,7 +35,6 @@ sequence; the encoded payloads are kept so a subscriber can resync from any ``se
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Any
 
@@ -42,7 +42,22 @@ import msgspec
 
 from keeper.domain import codec
 from keeper.domain import events as ev
-from keeper.domain.model import Account, AssetParams, Bucket, MarketParams, Position
+from keeper.sim.model import Account, Asset, Bucket, Market, Position
+from keeper.sim.results import Rejection, Result, Stats, format_amount, format_hf, reason_category
+
+__all__ = [
+    "DEFAULT_LIQUIDATION_FEE",
+    "FULL_CLOSE_BELOW_USD",
+    "FULL_CLOSE_HF",
+    "HALF",
+    "ONE",
+    "SETTLE_ASSET",
+    "USD",
+    "Rejection",
+    "Result",
+    "Stats",
+    "Venue",
+]
 
 USD = Decimal("0.000001")
 """Settlement precision of USDC amounts the venue computes (realised PnL, fees, bad debt)."""
@@ -56,63 +71,6 @@ FULL_CLOSE_BELOW_USD = Decimal(2000)
 """Aave v3.3: the close factor is 100% when the debt or the seized collateral is worth less."""
 
 
-@dataclass(frozen=True)
-class Result:
-    """What the venue answered to one liquidation request.
-
-    ``status`` is ``accepted``, ``duplicate`` or ``rejected``; ``http_status`` 200, 409 or 422.
-    ``events`` are the account events the liquidation produced (the same on a duplicate).
-    """
-
-    status: str
-    http_status: int
-    ref: str | None = None
-    events: tuple[bytes, ...] = ()
-    reason: str | None = None
-
-    def body(self) -> bytes:
-        """The JSON response body of the wire protocol (``PROTOCOL.md``)."""
-        out: dict[str, Any] = {"status": self.status}
-        if self.ref is not None:
-            out["ref"] = self.ref
-        if self.status == "rejected":
-            out["reason"] = self.reason
-        else:
-            out["events"] = [msgspec.Raw(p) for p in self.events]
-        return msgspec.json.encode(out)
-
-
-class Rejection(Exception):
-    """A liquidation the venue refuses; the message is the reason sent to the keeper."""
-
-
-@dataclass
-class Stats:
-    accepted: int = 0
-    rejected: int = 0
-    duplicates: int = 0
-    requests_by_intent: dict[str, int] = field(default_factory=dict)
-    accepted_by_intent: dict[str, int] = field(default_factory=dict)
-    status_queries: int = 0
-    rejected_by_reason: dict[str, int] = field(default_factory=dict)
-    bad_debt: Decimal = Decimal(0)
-    fees: Decimal = Decimal(0)
-    liquidated_notional: Decimal = Decimal(0)
-    collateral_lost: Decimal = Decimal(0)
-    """What liquidations took from the owners (module docstring), USD at the marks of each."""
-
-
-def _hf(x: Decimal) -> str:
-    """A health factor for rejection reasons: 4 decimals, rounded down (never shown as 1 when < 1)."""
-    return format(x.quantize(Decimal("0.0001"), rounding=ROUND_FLOOR).normalize(), "f")
-
-
-def _num(x: Decimal) -> str:
-    """A short human form of an amount for rejection reasons."""
-    q = x.quantize(Decimal("0.01")) if abs(x) >= 1 else x.quantize(Decimal("0.000001"))
-    return format(q.normalize(), "f")
-
-
 class Venue:
     """A margin venue with cross and isolated buckets, perps and lending, and an event history.
 
@@ -122,8 +80,8 @@ class Venue:
 
     def __init__(self, now_us: Callable[[], int], insurance_fund: Decimal = Decimal(1_000_000)) -> None:
         self._now_us = now_us
-        self.markets: dict[str, MarketParams] = {}
-        self.assets: dict[str, AssetParams] = {}
+        self.markets: dict[str, Market] = {}
+        self.assets: dict[str, Asset] = {}
         self.marks: dict[str, Decimal] = {SETTLE_ASSET: ONE}
         self.mark_time_us = 0
         self.accounts: dict[str, Account] = {}
@@ -173,13 +131,13 @@ class Venue:
 
     def _apply(self, e: ev.Event) -> None:
         if isinstance(e, ev.MarketListed | ev.MarketParamsChanged):
-            self.markets[e.params.symbol] = e.params
+            self.markets[e.params.symbol] = Market.of(e)
         elif isinstance(e, ev.AssetListed | ev.AssetParamsChanged):
-            self.assets[e.params.symbol] = e.params
+            self.assets[e.params.symbol] = Asset.of(e)
         elif isinstance(e, ev.Deposit | ev.Repay):
-            _credit(self._bucket(e.account, e.bucket), e.asset, e.amount)
+            self._bucket(e.account, e.bucket).credit(e.asset, e.amount)
         elif isinstance(e, ev.Withdraw | ev.Borrow):
-            _credit(self._bucket(e.account, e.bucket), e.asset, -e.amount)
+            self._bucket(e.account, e.bucket).credit(e.asset, -e.amount)
         elif isinstance(e, ev.PositionChanged):
             b = self._bucket(e.account, e.bucket)
             if e.size:
@@ -187,9 +145,9 @@ class Venue:
             else:
                 b.positions.pop(e.market, None)
             if e.realized_pnl:
-                _credit(b, e.settle_asset, e.realized_pnl)
+                b.credit(e.settle_asset, e.realized_pnl)
         elif isinstance(e, ev.FundingApplied):
-            _credit(self._bucket(e.account, e.bucket), e.asset, e.amount)
+            self._bucket(e.account, e.bucket).credit(e.asset, e.amount)
 
     def _bucket(self, account: str, bucket: str) -> Bucket:
         a = self.accounts.get(account)
@@ -299,7 +257,7 @@ class Venue:
         except Rejection as exc:
             reason = str(exc)
             st.rejected += 1
-            category = _category(reason)
+            category = reason_category(reason)
             st.rejected_by_reason[category] = st.rejected_by_reason.get(category, 0) + 1
             return Result("rejected", 422, reason=reason)
         st.accepted += 1
@@ -364,7 +322,7 @@ class Venue:
         equity, mm = self.perp_health(d.account, d.bucket)
         if equity >= mm:
             raise Rejection(f"healthy at venue price {self.price(markets[0])} "
-                            f"(equity {_num(equity)} >= MM {_num(mm)})")
+                            f"(equity {format_amount(equity)} >= MM {format_amount(mm)})")
         out: list[bytes] = []
         for m in markets:
             held = b.positions[m]
@@ -415,17 +373,18 @@ class Venue:
         hf = self.health_factor(d.account, d.bucket)
         assert hf is not None
         if hf >= 1:
-            raise Rejection(f"healthy at venue price {self.price(sa)} (HF {_hf(hf)} >= 1)")
+            raise Rejection(f"healthy at venue price {self.price(sa)} (HF {format_hf(hf)} >= 1)")
         small = min(debt * self.price(ra), held * self.price(sa)) < FULL_CLOSE_BELOW_USD
         factor = HALF if hf > FULL_CLOSE_HF and not small else ONE
         if rq > debt * factor:
-            raise Rejection(f"close factor exceeded: repay {rq} > {factor} x debt {debt} (HF {_hf(hf)})")
+            raise Rejection(f"close factor exceeded: repay {rq} > {factor} x debt {debt} "
+                            f"(HF {format_hf(hf)})")
         params = self.assets.get(sa)
         bonus = params.liquidation_bonus if params and params.liquidation_bonus is not None else Decimal(0)
         decimals = params.decimals if params and params.decimals is not None else 18
         allowed = rq * self.price(ra) * (1 + bonus) / self.price(sa) + Decimal(1).scaleb(-decimals)
         if sq > allowed:
-            raise Rejection(f"seize exceeds bonus: {sq} > {_num(allowed)} {sa}")
+            raise Rejection(f"seize exceeds bonus: {sq} > {format_amount(allowed)} {sa}")
         if sq > held:
             raise Rejection(f"seize exceeds collateral: {sq} > {held} {sa}")
         before = self._value(b)
@@ -449,7 +408,7 @@ class Venue:
     def _lending_bad_debt(self, d: ev.Decision, b: Bucket) -> list[bytes]:
         hf = self.health_factor(d.account, d.bucket)
         if hf is None or hf >= 1:
-            raise Rejection(f"healthy at venue price (HF {'none' if hf is None else _hf(hf)} >= 1)")
+            raise Rejection(f"healthy at venue price (HF {'none' if hf is None else format_hf(hf)} >= 1)")
         before = self._value(b)
         out = [self._emit(ev.Withdraw(event_id="", ts_event=0, causation_id=d.intent_id, account=d.account,
                                       bucket=d.bucket, asset=a, amount=amt))
@@ -503,17 +462,3 @@ class Venue:
             "halted": sorted(self.halted),
         }
 
-
-def _category(reason: str) -> str:
-    """The stable head of a reason (``healthy``, ``unknown account``, ...) for counting."""
-    for sep in (" at ", ":", " ("):
-        reason = reason.split(sep, maxsplit=1)[0]
-    return reason
-
-
-def _credit(bucket: Bucket, asset: str, amount: Decimal) -> None:
-    bal = bucket.balances.get(asset, Decimal(0)) + amount
-    if bal:
-        bucket.balances[asset] = bal
-    else:
-        bucket.balances.pop(asset, None)

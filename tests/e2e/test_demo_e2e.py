@@ -19,7 +19,7 @@ import pytest
 from keeper.app.demo import DemoOptions, Summary, _fill, _price_tick, load_window, run_demo
 from keeper.domain import events as ev
 from keeper.replay.measure import measure_log
-from keeper.sim.book import generate_book
+from keeper.scenarios.book import generate_book
 from keeper.sim.ideal import ideal_run
 from keeper.store.ndjson import iter_ndjson_events
 

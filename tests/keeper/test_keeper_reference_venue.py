@@ -19,7 +19,7 @@ from keeper.execution import SimVenueExecutor
 from keeper.execution.claim import Claims
 from keeper.execution.runner import Runner
 from keeper.projector import Projector
-from keeper.sim.book import generate_book
+from keeper.scenarios.book import generate_book
 from keeper.sim.server import SimServer
 from keeper.store.redis_log import RedisEventLog
 from keeper.testing import MemorySnapshotStore

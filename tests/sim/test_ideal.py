@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from keeper.domain import events as ev
 from keeper.domain.model import CROSS, Tier
-from keeper.sim.book import DEFAULT_PRICES, MARKET_TABLE, generate_book
+from keeper.scenarios.book import DEFAULT_PRICES, MARKET_TABLE, generate_book
 from keeper.sim.ideal import FirstLiquidatable, Ideal, ideal_run, liquidatable, perfect_decision
 from keeper.sim.prices import Tick
 from keeper.sim.venue import Venue

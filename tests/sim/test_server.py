@@ -4,68 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from decimal import Decimal
-from typing import Any
 
 import aiohttp
 import msgspec
 import pytest
-import pytest_asyncio
 
 from keeper.domain import codec
 from keeper.domain import events as ev
 from keeper.domain.model import CROSS
 from keeper.sim.prices import Tick
-from keeper.sim.server import SimServer, sign
+from keeper.sim.server import SimServer
+from tests.sim.client import SECRET, crashed, faults, get, post_liq
 from tests.sim.helpers import decision, small_venue
 
 D = Decimal
-SECRET = b"test-secret"
-TIMEOUT = aiohttp.ClientTimeout(total=5)
-
-
-@pytest_asyncio.fixture(loop_scope="function")
-async def sim() -> AsyncIterator[SimServer]:
-    server = SimServer(SECRET, venue=small_venue())
-    await server.start(play=False)
-    try:
-        yield server
-    finally:
-        await server.stop()
-
-
-@pytest_asyncio.fixture(loop_scope="function")
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=TIMEOUT) as s:
-        yield s
-
-
-async def post_liq(http: aiohttp.ClientSession, url: str, d: ev.Decision, secret: bytes | None = SECRET,
-                   client_timeout: float = 5.0) -> tuple[int, dict[str, Any]]:
-    body = msgspec.json.encode(d)
-    headers = {"Idempotency-Key": d.intent_id, "Content-Type": "application/json"}
-    if secret is not None:
-        headers["X-Keeper-Signature"] = sign(secret, body)
-    async with http.post(f"{url}/liquidations", data=body, headers=headers,
-                         timeout=aiohttp.ClientTimeout(total=client_timeout)) as r:
-        return r.status, await r.json()
-
-
-async def get(http: aiohttp.ClientSession, url: str) -> Any:
-    async with http.get(url) as r:
-        return await r.json()
-
-
-async def faults(http: aiohttp.ClientSession, sim: SimServer, **spec: Any) -> dict[str, Any]:
-    async with http.post(f"{sim.url}/faults", json=spec) as r:
-        assert r.status == 200, await r.text()
-        return dict(await r.json())
-
-
-def crashed(sim: SimServer) -> ev.Decision:
-    sim.set_prices(2, {"BTC-USD": D(50100)})
-    return decision("intent-a", "alice", CROSS, market="BTC-USD", size=D("0.05"))
 
 
 async def test_missing_or_bad_signature_is_401_and_changes_nothing(sim: SimServer, http: aiohttp.ClientSession

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
 from urllib.parse import quote
@@ -13,32 +12,14 @@ from urllib.parse import quote
 import aiohttp
 import msgspec
 import pytest
-import pytest_asyncio
 
 from keeper.domain.model import CROSS
-from keeper.sim.server import SimServer, sign, status_message
+from keeper.sim.server import SimServer
+from keeper.sim.wire import sign, status_message
+from tests.sim.client import SECRET, crashed, faults, get, post_liq
 from tests.sim.helpers import decision, small_venue
-from tests.sim.test_server import crashed, faults, get, post_liq
 
 D = Decimal
-SECRET = b"test-secret"
-TIMEOUT = aiohttp.ClientTimeout(total=5)
-
-
-@pytest_asyncio.fixture(loop_scope="function")
-async def sim() -> AsyncIterator[SimServer]:
-    server = SimServer(SECRET, venue=small_venue())
-    await server.start(play=False)
-    try:
-        yield server
-    finally:
-        await server.stop()
-
-
-@pytest_asyncio.fixture(loop_scope="function")
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=TIMEOUT) as s:
-        yield s
 
 
 async def status(http: aiohttp.ClientSession, sim: SimServer, intent_id: str,

@@ -203,4 +203,6 @@ def test_events_are_keeper_codec_payloads_that_rebuild_the_same_balances() -> No
     for acct, a in v.accounts.items():
         for name, b in a.buckets.items():
             kb = s.accounts[acct].buckets[name]
-            assert (kb.balances, kb.positions) == (b.balances, b.positions)
+            assert kb.balances == b.balances
+            assert {m: (p.size, p.entry_price, p.quote) for m, p in kb.positions.items()} == {
+                m: (p.size, p.entry_price, p.quote) for m, p in b.positions.items()}

@@ -1,9 +1,15 @@
-"""A seeded book of accounts for the reference venue: the venue's initial events.
+"""A seeded book of accounts: the reference venue's initial events, and the keeper's test book.
 
 ``generate_book(n, seed, prices)`` lists the assets and markets, then for each account its
 deposits, positions and borrows, as keeper events (``AssetListed``, ``MarketListed``,
 ``Deposit``, ``PositionChanged``, ``Borrow``). The venue re-stamps ids and times when it loads
-them. Deterministic: the same ``n``, ``seed`` and ``prices`` give the same events.
+them. Deterministic: the same ``n``, ``seed`` and ``prices`` give the same events, byte for byte
+once encoded.
+
+Neutral ground: this module depends only on the event wire format (``keeper.domain.events``).
+Markets are described by its own plain records (``MarketSpec`` from ``market_params``, the
+tables below) and listed as events built from their wire form, so neither the keeper's model
+nor the venue's is imported here, and both sides may use the same book.
 
 The mix, chosen to look like a real venue's book:
 
@@ -29,11 +35,29 @@ import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import ROUND_DOWN, ROUND_HALF_EVEN, Decimal
+from typing import Any
+
+import msgspec
 
 from keeper.domain import events as ev
-from keeper.domain.model import CROSS, AssetParams, MarketParams
+
+__all__ = [
+    "ASSET_TABLE",
+    "CROSS",
+    "DEFAULT_MARKET",
+    "DEFAULT_PRICES",
+    "LIQUIDATION_FEE",
+    "MARKET_TABLE",
+    "Book",
+    "MarketSpec",
+    "generate_book",
+    "market_params",
+]
 
 D = Decimal
+
+CROSS = "cross"
+"""The wire name of an account's cross-margin bucket."""
 
 # (mmf, imf, size step, price tick) per base asset; Binance USD-M first-bracket-like figures.
 MARKET_TABLE: dict[str, tuple[Decimal, Decimal, Decimal, Decimal]] = {
@@ -72,10 +96,27 @@ class Book:
     """account -> ``perp-cross``, ``perp-isolated``, ``lending-cross``, ``lending-isolated``, ``healthy``."""
 
 
-def market_params(market: str) -> MarketParams:
-    """The book's parameters of a market (``BTC-USD``)."""
+class MarketSpec(msgspec.Struct, frozen=True, gc=False, kw_only=True):
+    """The book's parameters of one perp market: maintenance and initial margin fractions, and
+    the liquidation fee (a fraction of the closed notional)."""
+
+    symbol: str
+    mmf: Decimal
+    imf: Decimal
+    liquidation_fee: Decimal
+
+
+def market_params(market: str) -> MarketSpec:
+    """The book's parameters of a market (``BTC-USD``): ``MARKET_TABLE``'s row of its base asset,
+    ``DEFAULT_MARKET`` for any other."""
     mmf, imf, _, _ = MARKET_TABLE.get(market.split("-", maxsplit=1)[0], DEFAULT_MARKET)
-    return MarketParams(symbol=market, mmf=mmf, imf=imf, liquidation_fee=LIQUIDATION_FEE)
+    return MarketSpec(symbol=market, mmf=mmf, imf=imf, liquidation_fee=LIQUIDATION_FEE)
+
+
+def _listing(kind: type[ev.AssetListed | ev.MarketListed], event_id: str, params: dict[str, Any]
+             ) -> ev.Event:
+    """A listing event from its wire form (the event's own checks run as on decoding)."""
+    return msgspec.convert({"event_id": event_id, "ts_event": 0, "params": params}, kind)
 
 
 class _Gen:
@@ -164,13 +205,15 @@ def generate_book(n_accounts: int = 10_000, seed: int = 1,
     assets = sorted({"USDC", *(m.split("-")[0] for m in g.markets)})
     for a in assets:
         decimals, lt, bonus, fee = ASSET_TABLE.get(a, (8, None, None, None))
-        eid, ts = g._id()
-        g.emit(ev.AssetListed(event_id=eid, ts_event=ts, params=AssetParams(
-            symbol=a, decimals=decimals, liquidation_threshold=lt, liquidation_bonus=bonus,
-            liquidation_protocol_fee=fee)))
+        eid, _ = g._id()
+        g.emit(_listing(ev.AssetListed, eid, {
+            "symbol": a, "decimals": decimals, "liquidation_threshold": lt, "liquidation_bonus": bonus,
+            "liquidation_protocol_fee": fee}))
     for m in g.markets:
-        eid, ts = g._id()
-        g.emit(ev.MarketListed(event_id=eid, ts_event=ts, params=market_params(m)))
+        eid, _ = g._id()
+        spec = market_params(m)
+        g.emit(_listing(ev.MarketListed, eid, {"symbol": spec.symbol, "mmf": spec.mmf, "imf": spec.imf,
+                                               "liquidation_fee": spec.liquidation_fee}))
     can_lend = all(f"{a}-USD" in g.prices for a, _ in LENDING_COLLATERAL)
     n_healthy = max(1, n_accounts // 100) if n_accounts else 0
     healthy_idx = set(g.rng.sample(range(n_accounts), n_healthy))

@@ -9,7 +9,7 @@ from decimal import Decimal
 from keeper.domain import codec
 from keeper.domain import events as ev
 from keeper.domain.model import CROSS
-from keeper.sim.book import DEFAULT_PRICES, generate_book
+from keeper.scenarios.book import DEFAULT_PRICES, generate_book
 from keeper.sim.prices import synthetic_crash
 from keeper.sim.venue import Venue
 
@@ -120,3 +120,17 @@ def test_healthy_accounts_hold_one_low_leverage_long() -> None:
         assert p.size > 0
         assert abs(p.size) * v.marks[m] / b.balances["USDC"] <= D("1.51")
         assert len(v.accounts[acct].buckets) == 1
+
+
+def test_market_params_are_what_the_book_lists_and_cross_is_the_keepers_bucket_name() -> None:
+    from keeper.domain.model import CROSS as KEEPER_CROSS
+    from keeper.scenarios.book import CROSS as BOOK_CROSS
+    from keeper.scenarios.book import market_params
+
+    listed = [e.params for e in generate_book(50, 1).events if isinstance(e, ev.MarketListed)]
+    assert sorted(p.symbol for p in listed) == sorted(DEFAULT_PRICES)
+    for p in listed:
+        spec = market_params(p.symbol)
+        assert (spec.symbol, spec.mmf, spec.imf, spec.liquidation_fee) == (
+            p.symbol, p.mmf, p.imf, p.liquidation_fee)
+    assert BOOK_CROSS == KEEPER_CROSS
