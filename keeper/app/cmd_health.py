@@ -30,6 +30,8 @@ from keeper.domain.model import Bucket
 from keeper.errors import KeeperError, ScenarioError
 from keeper.jsonlimits import MAX_DOCUMENT_BYTES, problem, read_capped
 
+__all__ = ["HELP", "add_arguments", "bucket_result", "compute", "num", "run"]
+
 HELP = "evaluate a what-if scenario: bucket health, liquidation prices, the liquidation to submit"
 
 # No log line here: stdout is the result (JSON for --json) and the checker parses all of it.

@@ -31,6 +31,8 @@ from keeper.store.embedded import open_redis
 from keeper.store.ndjson import ImportSummary, export_lines, export_log, import_ndjson
 from keeper.store.redis_log import RedisEventLog, wrap_errors
 
+__all__ = ["HELP", "add_arguments", "run"]
+
 HELP = "export, import, tail, archive or list dead letters of the event log"
 
 log = structlog.get_logger()

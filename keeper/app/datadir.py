@@ -18,6 +18,19 @@ from urllib.parse import urlsplit, urlunsplit
 
 from keeper.errors import ConfigError
 
+__all__ = [
+    "DEFAULT",
+    "DEMO_MARK",
+    "SCHEMES",
+    "announce",
+    "check_redis_url",
+    "claim_for_run",
+    "fresh_demo_log",
+    "redact",
+    "redis_dir",
+    "require_log",
+]
+
 DEFAULT = Path(".keeper")
 """The data folder of every command (``.gitignore`` lists it)."""
 

@@ -22,6 +22,8 @@ from keeper.projector import Projector
 from keeper.store.redis_log import RedisEventLog
 from keeper.store.snapshots import RedisSnapshotStore
 
+__all__ = ["RoleConfig", "core_factory", "run_keeper"]
+
 _log = structlog.get_logger()
 
 

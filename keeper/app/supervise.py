@@ -27,6 +27,8 @@ from keeper.errors import LogError
 from keeper.execution.base import Backoff, jittered_backoff
 from keeper.store import health
 
+__all__ = ["HEALTHY_AFTER_S", "bounded", "cancel_all", "ride_through"]
+
 _log = structlog.get_logger()
 
 HEALTHY_AFTER_S = 30.0

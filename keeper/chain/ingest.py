@@ -45,6 +45,8 @@ from keeper.domain import events as ev
 from keeper.errors import KeeperError
 from keeper.ports import EventLog
 
+__all__ = ["KEEP_BLOCKS", "ChainIngest", "ChainMismatch", "IngestStatus", "LogSource", "check_node"]
+
 _log = structlog.get_logger("keeper.chain.ingest")
 
 class LogSource(Protocol):

@@ -14,6 +14,22 @@ from typing import Any, Final
 
 from keeper.domain import limits
 
+__all__ = [
+    "amount",
+    "amount_event",
+    "bounded",
+    "chain_block",
+    "chain_log",
+    "finite",
+    "finite_positive",
+    "funding_applied",
+    "params",
+    "position_changed",
+    "price",
+    "price_updated",
+    "times",
+]
+
 _ZERO: Final = Decimal(0)
 _PRICE_MAX: Final = limits.PRICE_MAX_EXP
 _PRICE_MIN: Final = limits.PRICE_MIN_EXP

@@ -35,6 +35,8 @@ import redis.exceptions
 
 from keeper.errors import LogUnavailable
 
+__all__ = ["Claim", "Claims"]
+
 _TAKE = """
 local cur = redis.call('GET', KEYS[1])
 local prev = ''

@@ -86,6 +86,8 @@ from keeper.store import health
 from keeper.store.entries import split_decoded
 from keeper.store.redis_log import RedisEventLog, wrap_errors
 
+__all__ = ["CRASH_ENV", "HALTED_REASON", "VENUE_HALT", "Runner", "outcome_id"]
+
 CRASH_ENV = "KEEPER_TEST_CRASH_AT"
 HALTED_REASON = "market halted"
 """How a venue's rejection says the market is halted (the reference venue's ``market halted:

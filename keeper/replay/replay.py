@@ -40,6 +40,21 @@ from keeper.replay.route import recorded
 from keeper.replay.source import Batch
 from keeper.store.entries import parse_id
 
+__all__ = [
+    "BatchHook",
+    "Core",
+    "DerivedHook",
+    "EntryHook",
+    "MultiCore",
+    "Progress",
+    "ReplayResult",
+    "Replayer",
+    "gc_paused",
+    "handle_batch",
+    "replay_async",
+    "replay_batches",
+]
+
 log = structlog.get_logger("keeper.replay")
 
 

@@ -13,6 +13,8 @@ from typing import Any, Final, cast
 from keeper.domain import events as ev
 from keeper.domain.decide import bucket_of_intent
 
+__all__ = ["Entry", "Router", "account_of", "recorded", "shard_of"]
+
 Entry = tuple[str, ev.Event]
 
 _GLOBAL: Final[frozenset[type]] = frozenset({

@@ -25,6 +25,17 @@ from keeper.errors import DecodeError
 from keeper.store.entries import parse_id
 from keeper.store.ndjson import iter_ndjson_batches
 
+__all__ = [
+    "BATCH",
+    "NDJSON_BATCH",
+    "Batch",
+    "RawReader",
+    "SourceStats",
+    "archived_batches",
+    "log_batches",
+    "ndjson_batches",
+]
+
 if TYPE_CHECKING:
     from keeper.store.archive import Archive
     from keeper.store.redis_log import RedisEventLog

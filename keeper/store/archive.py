@@ -47,6 +47,22 @@ from keeper.store.entries import READ_SOURCE, event_id_of, parse_id, split_decod
 from keeper.store.ndjson import export_lines, parse_line
 from keeper.store.redis_log import RedisEventLog, wrap_errors
 
+__all__ = [
+    "COMPRESS_LEVEL",
+    "SUFFIX",
+    "Archive",
+    "ArchiveCursor",
+    "ArchivedLog",
+    "Segment",
+    "SegmentWriter",
+    "max_deleted",
+    "meta_key",
+    "open_archive",
+    "parse_segment",
+    "segment_name",
+    "trim_log",
+]
+
 log = structlog.get_logger("keeper.archive")
 
 SUFFIX = ".ndjson.gz"

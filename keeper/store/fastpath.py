@@ -29,6 +29,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import hiredis
 import structlog
 
+__all__ = ["RawRedis", "ReplyError"]
+
 log = structlog.get_logger()
 
 

@@ -49,6 +49,22 @@ from keeper.ports import LogEntry
 from keeper.store.entries import event_id_of
 from keeper.store.lines import current_pairs
 
+__all__ = [
+    "IMPORT_SOURCE",
+    "BadLines",
+    "ImportSummary",
+    "check_import",
+    "export_lines",
+    "export_log",
+    "import_log",
+    "import_ndjson",
+    "iter_ndjson",
+    "iter_ndjson_batches",
+    "iter_ndjson_events",
+    "numbered_lines",
+    "parse_line",
+]
+
 _PREFIX = b'{"id":"'
 _MID_E = b'","e":'
 _MID_B = b'","b64":"'

@@ -49,6 +49,8 @@ from keeper.store.dedup import SEQUENCED_SOURCES, DedupIndex
 from keeper.store.entries import READ_SOURCE, event_id_of, split_decoded
 from keeper.store.fastpath import RawRedis, ReplyError
 
+__all__ = ["SOCKET_TIMEOUT_S", "RedisEventLog", "classify_reply", "make_client", "wrap_errors"]
+
 log = structlog.get_logger()
 
 SOCKET_TIMEOUT_S = 30.0

@@ -50,6 +50,25 @@ from keeper.store.archive import Archive, SegmentWriter, max_deleted, meta_key, 
 from keeper.store.entries import event_id_of, parse_id
 from keeper.store.redis_log import RedisEventLog, wrap_errors
 
+__all__ = [
+    "ARCHIVE_BUDGET",
+    "EXPIRE_BUDGET",
+    "LOCK_MS",
+    "MARK_STEP",
+    "NTH_STEP",
+    "READ_BATCH",
+    "PassReport",
+    "Pin",
+    "Pos",
+    "Retention",
+    "RetentionPolicy",
+    "below",
+    "event_ids_of",
+    "fmt",
+    "run_retention",
+    "succ",
+]
+
 log = structlog.get_logger("keeper.retention")
 
 Pos = tuple[int, int]

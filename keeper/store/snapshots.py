@@ -22,6 +22,8 @@ from keeper.domain.state import STATE_FORMAT
 from keeper.store import scripts
 from keeper.store.redis_log import wrap_errors
 
+__all__ = ["FileSnapshotStore", "RedisSnapshotStore", "checksum"]
+
 log = structlog.get_logger()
 
 
