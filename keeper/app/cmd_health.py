@@ -38,7 +38,7 @@ HELP = "evaluate a what-if scenario: bucket health, liquidation prices, the liqu
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("file", type=Path, help="scenario JSON file (format: vectors/SCENARIO.md)")
+    parser.add_argument("file", type=Path, help="scenario JSON file (format: ../shared/vectors/SCENARIO.md)")
     parser.add_argument("--json", action="store_true", help="print the JSON result object")
 
 

@@ -18,8 +18,9 @@ Where it stops: ``to`` (an entry id, inclusive) or ``until_us`` (stop before the
 ``ts_event`` is later: event times are not monotonic in a log, so this is "the log as it stood
 when it first showed a later time").
 
-The cyclic garbage collector is paused during the hot loop (PERF_NOTES: 25-65% of throughput
-with millions of live containers), and whatever existed before (a restored snapshot) is frozen.
+The cyclic garbage collector is paused during the hot loop (with millions of live containers it
+is a first-order cost: ``docs/performance.md``), and whatever existed before (a restored
+snapshot) is frozen.
 """
 
 from __future__ import annotations

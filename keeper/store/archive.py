@@ -67,8 +67,8 @@ log = structlog.get_logger("keeper.archive")
 
 SUFFIX = ".ndjson.gz"
 COMPRESS_LEVEL = 3
-"""gzip level of segments: 3 compresses the log's JSON about as well as 6 (the export's) at
-about twice the speed (``bench/bench_retention.py``)."""
+"""gzip level of segments: 3 compresses the log's JSON about as well as 6 (the export's), and
+faster (``bench/bench_retention.py``; ``docs/performance.md``)."""
 
 
 @dataclass(frozen=True, order=True)

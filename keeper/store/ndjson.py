@@ -446,8 +446,8 @@ async def import_log(log: _Importable, path: Path, bad: BadLines = "refuse") -> 
 
 _CHUNK = 1 << 16
 """Bytes read per step by ``iter_ndjson_batches`` (whole lines of it are decoded in one call).
-64 KiB (~250 entries): the decoded events are still in the CPU cache when they are applied; 1 MiB
-chunks made a 1M-event rebuild ~25% slower (265k/s against 335-390k/s)."""
+64 KiB (about 250 entries): the decoded events are still in the CPU cache when they are applied
+(the measurement against larger reads is in ``docs/performance.md``)."""
 
 _new_entry = tuple.__new__  # LogEntry(...) without its Python-level __new__ frame
 

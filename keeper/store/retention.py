@@ -73,7 +73,8 @@ log = structlog.get_logger("keeper.retention")
 
 Pos = tuple[int, int]
 READ_BATCH = 5_000
-"""Entries per read while archiving or expiring ids (one XREAD; ~5 ms of the event loop)."""
+"""Entries per read while archiving or expiring ids: one XREAD, short enough that the event loop it
+shares with the keeper is held only briefly."""
 NTH_STEP = 10_000
 """Entries the server walks per call while finding the ``max_entries`` cut."""
 MARK_STEP = 1_000
