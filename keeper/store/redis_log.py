@@ -393,6 +393,23 @@ class RedisEventLog:
             return []
         return await self._group_decode(group, _raw_entries(res[0][1]))
 
+    async def read_pending(self, group: str, consumer: str, count: int = 100) -> list[LogEntry]:
+        """Every entry delivered to ``consumer`` and not acked yet (its pending list, walked from
+        the start ``count`` at a time, at most 10,000 reads); undecodable ones are left out."""
+        out: list[LogEntry] = []
+        after = "0"
+        for _ in range(10_000):  # bounded walk through this consumer's pending list
+            async with wrap_errors("read_pending"):
+                res: Any = await self.client.xreadgroup(group, consumer, {self.key: after}, count=count)
+            raw = [(i.decode() if isinstance(i, bytes) else i, (f or {}).get(b"e", b""))
+                   for i, f in (res[0][1] if res else []) if i is not None]
+            if not raw:
+                break
+            good, _bad = split_decoded(raw)
+            out += good
+            after = raw[-1][0]
+        return out
+
     async def _group_decode(self, group: str, raw: list[tuple[str, bytes]]) -> list[LogEntry]:
         good, bad = split_decoded(raw)
         for entry_id, payload, exc in bad:
