@@ -86,4 +86,5 @@ async def cancel_all(tasks: Sequence[asyncio.Task[Any]], limit_s: float) -> None
     _done, pending = await asyncio.wait(tasks, timeout=limit_s)
     for t in pending:
         frames = [f"{f.f_code.co_filename}:{f.f_lineno}" for f in t.get_stack(limit=5)]
-        _log.error("task_ignored_cancel", task=t.get_name(), stack=frames)
+        # not ``stack=``: structlog's renderers take that key for a formatted traceback string
+        _log.error("task_ignored_cancel", task=t.get_name(), where=frames)
