@@ -290,8 +290,9 @@ class RedisEventLog:
                    ) -> list[LogEntry]:
         """Decoded entries with id > ``after`` in log order; bad ones dead-lettered and skipped.
 
-        May return fewer than ``count`` (or none) when entries were dead-lettered: continue
-        from ``last_seen`` semantics by reading after the last *raw* id, see ``read_batch``.
+        May return fewer than ``count`` (or none) when entries were dead-lettered, so the last
+        entry returned is not where to continue: a loop reads with ``read_batch``, which also
+        returns the last raw id read.
         """
         entries, _ = await self.read_batch(after, count, block_ms)
         return entries
