@@ -4,6 +4,8 @@ import os
 
 from keeper import _compiled
 
+__all__ = ["__version__"]
+
 __version__ = "0.1.0"
 
 if os.environ.get("KEEPER_PURE"):

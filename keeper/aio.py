@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+__all__ = ["wait_event"]
+
 
 async def wait_event(event: asyncio.Event, limit_s: float | None) -> bool:
     """Wait until ``event`` is set or ``limit_s`` seconds pass; True when it is set.

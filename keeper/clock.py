@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import time
 
+__all__ = ["SystemClock", "wall_clock_us"]
+
 
 def wall_clock_us() -> int:
     """Microseconds since the Unix epoch."""

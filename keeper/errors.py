@@ -24,6 +24,23 @@ and re-raised as one of these, with the original chained as ``__cause__``.
 
 from __future__ import annotations
 
+__all__ = [
+    "ConfigError",
+    "DecodeError",
+    "EmbeddedRedisError",
+    "EventError",
+    "ExecutionError",
+    "InvalidPrice",
+    "KeeperError",
+    "LogError",
+    "LogRefused",
+    "LogUnavailable",
+    "PermanentError",
+    "ScenarioError",
+    "SnapshotError",
+    "TransientError",
+]
+
 
 class KeeperError(Exception):
     """Root of every error the keeper raises on purpose."""

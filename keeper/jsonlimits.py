@@ -28,6 +28,17 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+__all__ = [
+    "MAX_DEPTH",
+    "MAX_DOCUMENT_BYTES",
+    "MAX_LINE_BYTES",
+    "MiB",
+    "deeper_than",
+    "problem",
+    "read_capped",
+    "size_text",
+]
+
 MiB = 1 << 20
 
 MAX_DEPTH = 64

@@ -11,6 +11,8 @@ from typing import NamedTuple, Protocol
 
 from keeper.domain.events import Decision, Event
 
+__all__ = ["Clock", "DeadLetter", "EventLog", "Executor", "LogEntry", "SnapshotStore"]
+
 
 class LogEntry(NamedTuple):
     """One decoded log entry: its position (stream entry id, ``ms-seq``) and its event."""

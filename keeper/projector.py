@@ -26,6 +26,8 @@ from keeper.domain.events import Event, event_type
 from keeper.errors import LogError, SnapshotError
 from keeper.ports import EventLog, SnapshotStore
 
+__all__ = ["MAGIC", "Core", "CoreFactory", "ProjectionCore", "Projector", "unwrap_snapshot", "wrap_snapshot"]
+
 log = structlog.get_logger("keeper.projector")
 
 MAGIC = b"KSNAP"

@@ -22,6 +22,8 @@ from keeper.errors import LogError
 from keeper.ports import DeadLetter, LogEntry
 from keeper.store.entries import READ_SOURCE, event_id_of, format_id, parse_id, split_decoded
 
+__all__ = ["FakeClock", "MemoryEventLog", "MemorySnapshotStore"]
+
 
 class FakeClock:
     """A clock at ``now_us`` microseconds since the epoch; ``advance`` moves it forward."""

@@ -1,1 +1,3 @@
 """The shell: CLI, daemon wiring, admin HTTP, config, logging."""
+
+__all__: list[str] = []

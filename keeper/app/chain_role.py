@@ -18,6 +18,8 @@ from keeper.chain.rpc import Rpc
 from keeper.errors import ConfigError
 from keeper.ports import EventLog
 
+__all__ = ["start_chain_executor", "start_chain_ingest"]
+
 
 async def _venue(cfg: Config, rpc: Rpc) -> MorphoVenue | AaveVenue:
     """The protocol's venue on a node checked first (it answers, and serves the chain named)."""

@@ -20,6 +20,8 @@ from collections.abc import Sequence
 from keeper import __version__
 from keeper.errors import KeeperError
 
+__all__ = ["COMMANDS", "build_parser", "main"]
+
 COMMANDS = ("run", "demo", "health", "log", "feed", "sim", "replay", "compare")
 
 

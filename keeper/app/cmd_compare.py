@@ -21,6 +21,8 @@ import structlog
 
 from keeper.errors import ConfigError
 
+__all__ = ["HELP", "add_arguments", "data_dir", "run"]
+
 HELP = "isolated vs cross margin on a recorded crash window: liquidations, losses, bad debt, capital"
 
 log = structlog.get_logger("keeper.compare")

@@ -14,6 +14,8 @@ from keeper.app.demo import DemoOptions, default_shared_data, run_demo
 from keeper.app.demo_summary import render
 from keeper.app.logging import configure_logging
 
+__all__ = ["HELP", "add_arguments", "run"]
+
 HELP = "run the whole keeper against the reference venue through a recorded crash, then summarise"
 
 

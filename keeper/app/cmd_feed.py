@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING
 from keeper.app import datadir
 from keeper.errors import ConfigError
 
+__all__ = ["HELP", "add_arguments", "run"]
+
 if TYPE_CHECKING:
     from keeper.feeds.recorded import Series
 

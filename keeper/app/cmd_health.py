@@ -30,13 +30,15 @@ from keeper.domain.model import Bucket
 from keeper.errors import KeeperError, ScenarioError
 from keeper.jsonlimits import MAX_DOCUMENT_BYTES, problem, read_capped
 
+__all__ = ["HELP", "add_arguments", "bucket_result", "compute", "num", "run"]
+
 HELP = "evaluate a what-if scenario: bucket health, liquidation prices, the liquidation to submit"
 
 # No log line here: stdout is the result (JSON for --json) and the checker parses all of it.
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("file", type=Path, help="scenario JSON file (format: vectors/SCENARIO.md)")
+    parser.add_argument("file", type=Path, help="scenario JSON file (format: ../shared/vectors/SCENARIO.md)")
     parser.add_argument("--json", action="store_true", help="print the JSON result object")
 
 

@@ -28,8 +28,11 @@ from keeper.app.retention_cli import add_archive_arguments, archive_pass, readab
 from keeper.errors import KeeperError, LogError
 from keeper.replay import manifest as mf
 from keeper.store.embedded import open_redis
-from keeper.store.ndjson import ImportSummary, export_lines, export_log, import_ndjson
+from keeper.store.ndjson import export_lines, export_log
+from keeper.store.ndjson_import import ImportSummary, import_ndjson
 from keeper.store.redis_log import RedisEventLog, wrap_errors
+
+__all__ = ["HELP", "add_arguments", "run"]
 
 HELP = "export, import, tail, archive or list dead letters of the event log"
 

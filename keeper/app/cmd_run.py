@@ -24,6 +24,8 @@ from keeper.app.daemon import ROLES, Daemon
 from keeper.app.logging import configure_logging
 from keeper.store.embedded import EmbeddedRedis
 
+__all__ = ["HELP", "ShutdownDeadline", "add_arguments", "run", "serve"]
+
 HELP = "run the keeper daemon (all roles, or the --role ones) until SIGTERM/SIGINT"
 
 

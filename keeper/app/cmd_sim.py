@@ -20,6 +20,8 @@ from keeper.errors import ConfigError
 from keeper.sim import prices
 from keeper.sim.prices import Tick
 
+__all__ = ["HELP", "add_arguments", "load_path", "run"]
+
 HELP = "Run the reference venue (prices + account streams, liquidation REST) for demos and tests."
 
 

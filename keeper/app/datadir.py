@@ -18,6 +18,18 @@ from pathlib import Path
 from keeper.errors import ConfigError
 from keeper.redaction import mask_password
 
+__all__ = [
+    "DEFAULT",
+    "DEMO_MARK",
+    "SCHEMES",
+    "announce",
+    "check_redis_url",
+    "claim_for_run",
+    "fresh_demo_log",
+    "redis_dir",
+    "require_log",
+]
+
 DEFAULT = Path(".keeper")
 """The data folder of every command (``.gitignore`` lists it)."""
 

@@ -27,6 +27,8 @@ import msgspec
 from keeper.clock import wall_clock_us
 from keeper.domain import events as ev
 
+__all__ = ["WITHHELD", "FreshnessGuard"]
+
 WITHHELD = "withheld"
 """The mode of a live decision recorded on prices older than the limit (never submitted)."""
 

@@ -2,8 +2,8 @@
 
 ``run_keeper`` runs both against one Redis until ``stop`` is set: the projector folds the log
 into a ``KeeperCore`` and appends its intents (the outbox), the runner submits live intents
-and appends outcomes. Each gets its own Redis client (the runner's reads block). The lead's
-``cmd_run`` calls this; tests run it in a subprocess (``tests/keeper/keeper_proc.py``).
+and appends outcomes. Each gets its own Redis client (the runner's reads block).
+``keeper.app.cmd_run`` calls this; tests run it in a subprocess (``tests/keeper/keeper_proc.py``).
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from keeper.execution.runner import Runner
 from keeper.projector import Projector
 from keeper.store.redis_log import RedisEventLog
 from keeper.store.snapshots import RedisSnapshotStore
+
+__all__ = ["RoleConfig", "core_factory", "run_keeper"]
 
 _log = structlog.get_logger()
 

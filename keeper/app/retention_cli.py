@@ -24,6 +24,8 @@ from keeper.store.archive import ArchivedLog, meta_key, open_archive
 from keeper.store.redis_log import RedisEventLog, wrap_errors
 from keeper.store.retention import PassReport, Retention, RetentionPolicy, run_retention
 
+__all__ = ["add_archive_arguments", "archive_pass", "policy_for", "readable_log"]
+
 
 def add_archive_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="FILE", help="take [retention] from this TOML file")

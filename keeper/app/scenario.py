@@ -29,6 +29,8 @@ from keeper.domain.model import CROSS, AssetParams, Bucket, MarketParams, Positi
 from keeper.errors import ScenarioError
 from keeper.jsonlimits import MAX_DOCUMENT_BYTES, problem
 
+__all__ = ["Scenario", "load_scenario"]
+
 
 class _JsonFloat(str):
     """A JSON float's text, kept so the error can quote it."""

@@ -27,6 +27,8 @@ from keeper.backoff import Backoff, jittered_backoff
 from keeper.errors import LogError
 from keeper.store import health
 
+__all__ = ["HEALTHY_AFTER_S", "bounded", "cancel_all", "ride_through"]
+
 _log = structlog.get_logger()
 
 HEALTHY_AFTER_S = 30.0
@@ -84,4 +86,5 @@ async def cancel_all(tasks: Sequence[asyncio.Task[Any]], limit_s: float) -> None
     _done, pending = await asyncio.wait(tasks, timeout=limit_s)
     for t in pending:
         frames = [f"{f.f_code.co_filename}:{f.f_lineno}" for f in t.get_stack(limit=5)]
-        _log.error("task_ignored_cancel", task=t.get_name(), frames=frames)
+        # not ``stack=``: structlog's renderers take that key for a formatted traceback string
+        _log.error("task_ignored_cancel", task=t.get_name(), where=frames)

@@ -24,6 +24,8 @@ from keeper.chain.rpc import Rpc, RpcError
 from keeper.domain import events as ev
 from keeper.errors import PermanentError
 
+__all__ = ["MAX_UINT256", "VENUE", "AaveVenue", "abis"]
+
 VENUE = "aave-v3.0"
 MAX_UINT256 = (1 << 256) - 1
 _TOKEN_ABI = {"a": "AToken", "v": "VariableDebtToken", "s": "StableDebtToken"}

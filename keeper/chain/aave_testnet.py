@@ -30,7 +30,18 @@ from keeper.chain.artifacts import link, load
 from keeper.chain.localnet import GAS, OWNER, LocalNet, TxFailed, create_address, create_gas
 from keeper.chain.rpc import Rpc
 
-__all__ = ["MAX_UINT", "OWNER", "RAY", "VARIABLE", "ZERO_ADDRESS", "LocalAave", "TxFailed"]
+__all__ = [
+    "INIT_RESERVES_GAS",
+    "MARKET_ID",
+    "MAX_UINT",
+    "OWNER",
+    "RATES",
+    "RAY",
+    "VARIABLE",
+    "ZERO_ADDRESS",
+    "LocalAave",
+    "TxFailed",
+]
 
 RAY = 10**27
 MAX_UINT = (1 << 256) - 1

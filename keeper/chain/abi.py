@@ -18,6 +18,8 @@ from eth_utils.crypto import keccak
 
 from keeper.errors import KeeperError
 
+__all__ = ["AbiError", "Contract", "revert_reason", "signature"]
+
 
 class AbiError(KeeperError):
     """A log or a return value that does not decode as its ABI says."""

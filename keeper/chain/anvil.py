@@ -32,6 +32,8 @@ import structlog
 
 from keeper.errors import KeeperError
 
+__all__ = ["NPM_BINARY", "REPO_ROOT", "Anvil", "AnvilError", "anvil_binary", "free_port", "rpc"]
+
 log = structlog.get_logger()
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

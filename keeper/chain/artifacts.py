@@ -30,6 +30,17 @@ from typing import Any
 
 from keeper.errors import KeeperError
 
+__all__ = [
+    "ARTIFACTS_DIR",
+    "ArtifactError",
+    "Contract",
+    "LinkReferences",
+    "error_names",
+    "link",
+    "load",
+    "provenance",
+]
+
 ARTIFACTS_DIR = Path(__file__).resolve().parent / "artifacts"
 
 LinkReferences = dict[str, dict[str, list[dict[str, int]]]]

@@ -18,7 +18,7 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-from keeper.chain.demo import ProtocolSummary, _why
+from keeper.chain.demo import ProtocolSummary, rejection_kind
 from keeper.domain import events as ev
 from keeper.domain.aave_v3 import liquidation as alq
 from keeper.domain.aave_v3.core import AaveCore
@@ -28,6 +28,8 @@ from keeper.errors import ConfigError
 from keeper.replay import manifest as mf
 from keeper.replay.replay import replay_batches
 from keeper.replay.source import ndjson_batches
+
+__all__ = ["summarise_log"]
 
 _LIQUIDATIONS = {"morpho-blue": "Liquidate", "aave-v3.0": "LiquidationCall"}
 
@@ -101,6 +103,7 @@ def summarise_log(path: Path) -> ProtocolSummary:
     if lat:
         s.block_to_intent_p50_ms = round(statistics.median(lat), 2)
         s.block_to_intent_p99_ms = round(lat[min(len(lat) - 1, round(0.99 * (len(lat) - 1)))], 2)
-    s.rejections = dict(Counter(_why(e.reason) for e in events if isinstance(e, ev.LiquidationRejected)))
+    rejected = (e for e in events if isinstance(e, ev.LiquidationRejected))
+    s.rejections = dict(Counter(rejection_kind(e.reason) for e in rejected))
     s.sound = {e.tx_hash for e in liqs} == confirmed and {i.event_id for i in intents} <= outcomes
     return s

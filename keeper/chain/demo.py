@@ -57,6 +57,25 @@ from keeper.store.embedded import EmbeddedRedis
 from keeper.store.ndjson import export_log
 from keeper.store.redis_log import RedisEventLog
 
+__all__ = [
+    "DECIMALS",
+    "KEYS",
+    "LLTV",
+    "MARKET",
+    "MAX",
+    "STEP_S",
+    "Book",
+    "ChainDemoOptions",
+    "ChainDemoSummary",
+    "ProtocolSummary",
+    "crash_path",
+    "make_book",
+    "rejection_kind",
+    "render",
+    "run_chain_demo",
+    "summary_json",
+]
+
 _log = structlog.get_logger("keeper.chain.demo")
 
 LLTV = 860 * 10**15
@@ -352,10 +371,11 @@ def _latencies(s: ProtocolSummary, events: list[ev.Event], moved: dict[str, int]
         s.block_to_intent_p99_ms = round(b2i[min(len(b2i) - 1, round(0.99 * (len(b2i) - 1)))], 2)
     if i2r:
         s.intent_to_receipt_p50_ms = round(statistics.median(i2r), 2)
-    s.rejections = dict(Counter(_why(e.reason) for e in events if isinstance(e, ev.LiquidationRejected)))
+    rejected = (e for e in events if isinstance(e, ev.LiquidationRejected))
+    s.rejections = dict(Counter(rejection_kind(e.reason) for e in rejected))
 
 
-def _why(reason: str) -> str:
+def rejection_kind(reason: str) -> str:
     """A rejection's reason without its transaction and block: ``simulated: position is healthy``,
     ``on chain: 45 (HEALTH_FACTOR_NOT_BELOW_THRESHOLD)``."""
     if reason.startswith("simulation reverted: "):

@@ -56,6 +56,8 @@ from keeper.errors import PermanentError, TransientError
 from keeper.execution.base import Submission
 from keeper.ports import EventLog
 
+__all__ = ["CRASH_ENV", "MAX_UINT256", "ChainExecutor", "LiquidationVenue", "named"]
+
 _log = structlog.get_logger("keeper.chain.executor")
 CRASH_ENV = "KEEPER_TEST_CRASH_AT"
 MAX_UINT256 = (1 << 256) - 1

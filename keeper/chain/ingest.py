@@ -47,6 +47,8 @@ from keeper.errors import KeeperError
 from keeper.ports import EventLog
 from keeper.redaction import redact_url
 
+__all__ = ["KEEP_BLOCKS", "ChainIngest", "ChainMismatch", "IngestStatus", "LogSource", "check_node"]
+
 _log = structlog.get_logger("keeper.chain.ingest")
 
 RETRY: Backoff = exponential_backoff(0.1, 5.0)

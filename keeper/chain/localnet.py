@@ -25,6 +25,8 @@ from keeper.chain.abi import Contract
 from keeper.chain.rpc import Rpc
 from keeper.errors import KeeperError
 
+__all__ = ["GAS", "OWNER", "LocalNet", "TxFailed", "create_address", "create_gas"]
+
 OWNER = "0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266"
 """anvil's first unlocked account (the deployer and the protocols' owner)."""
 GAS = 3_000_000

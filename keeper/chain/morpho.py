@@ -20,6 +20,8 @@ from keeper.chain.rpc import Rpc, RpcError
 from keeper.domain import events as ev
 from keeper.errors import PermanentError
 
+__all__ = ["VENUE", "ZERO_ADDRESS", "MarketParams", "MorphoVenue", "abis"]
+
 VENUE = "morpho-blue"
 ZERO_ADDRESS = "0x" + "00" * 20
 _POSITION_EVENTS = frozenset({"SupplyCollateral", "Borrow"})

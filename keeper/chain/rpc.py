@@ -18,6 +18,8 @@ import aiohttp
 from keeper.errors import KeeperError, TransientError
 from keeper.redaction import redact_url
 
+__all__ = ["ChainUnavailable", "Rpc", "RpcError", "redact_url"]
+
 
 class ChainUnavailable(TransientError):
     """The node did not answer (refused, reset, timed out, 5xx)."""

@@ -37,6 +37,8 @@ from keeper.domain import events as ev
 from keeper.domain.decide import bucket_of_intent, intent_id
 from keeper.domain.params import KeeperParams
 
+__all__ = ["Breach", "ChainCore"]
+
 _MAX_HOLD_BLOCKS = 64
 
 

@@ -2,9 +2,9 @@
 (``keeper/_compiled.py``).
 
 msgspec calls a Struct's ``__post_init__`` with the new object as its one argument, once per
-decoded event: a replay of an export runs one per line. As interpreted methods they were ~15% of
-decoding a price tick; these are the same checks, with the same messages, as compiled functions
-that ``keeper.domain.events`` installs as the classes' ``__post_init__``.
+decoded event: a replay of an export runs one per line, so the checks are a visible share of
+decoding a price tick (``docs/performance.md``). These functions are the checks, with their
+messages, compiled; ``keeper.domain.events`` installs them as the classes' ``__post_init__``.
 """
 
 from __future__ import annotations
@@ -13,6 +13,22 @@ from decimal import Decimal
 from typing import Any, Final
 
 from keeper.domain import limits
+
+__all__ = [
+    "amount",
+    "amount_event",
+    "bounded",
+    "chain_block",
+    "chain_log",
+    "finite",
+    "finite_positive",
+    "funding_applied",
+    "params",
+    "position_changed",
+    "price",
+    "price_updated",
+    "times",
+]
 
 _ZERO: Final = Decimal(0)
 _PRICE_MAX: Final = limits.PRICE_MAX_EXP

@@ -17,6 +17,8 @@ from keeper.domain.events import EVENT_TYPES, AnyEvent, Event
 from keeper.errors import DecodeError
 from keeper.jsonlimits import deeper_than
 
+__all__ = ["Upcaster", "decode", "encode", "register_upcaster", "unregister_upcaster"]
+
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 
 _encoder = msgspec.json.Encoder()

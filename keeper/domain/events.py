@@ -25,6 +25,43 @@ import msgspec
 from keeper.domain import checks
 from keeper.domain.model import AssetParams, MarketParams
 
+__all__ = [
+    "ACCOUNT_EVENTS",
+    "CHAIN_EVENTS",
+    "EVENT_TYPES",
+    "OUTCOME_EVENTS",
+    "AnyEvent",
+    "AssetListed",
+    "AssetParamsChanged",
+    "Borrow",
+    "ChainBlock",
+    "ChainLog",
+    "ChainLogRemoved",
+    "ChainTxSigned",
+    "Decision",
+    "Deposit",
+    "Event",
+    "FeedRecovered",
+    "FeedStale",
+    "FundingApplied",
+    "KeeperPaused",
+    "KeeperResumed",
+    "LiquidationConfirmed",
+    "LiquidationExpired",
+    "LiquidationIntended",
+    "LiquidationRejected",
+    "LiquidationSubmitted",
+    "MarketListed",
+    "MarketParamsChanged",
+    "PositionChanged",
+    "PriceUpdated",
+    "Repay",
+    "Withdraw",
+    "_AmountEvent",
+    "_Outcome",
+    "event_type",
+]
+
 
 class Event(msgspec.Struct, frozen=True, gc=False, kw_only=True, tag_field="type",
             forbid_unknown_fields=True):

@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from decimal import Decimal
 
+__all__ = ["KILL_SWITCH", "bad_prices", "paused_scope", "unsafe_symbols"]
+
 KILL_SWITCH = "*"
 """The pause scope that stops every submission (decisions continue in paper mode)."""
 

@@ -19,6 +19,16 @@ from __future__ import annotations
 
 from typing import Final
 
+__all__ = [
+    "AMOUNT_MAX_EXP",
+    "AMOUNT_MIN_EXP",
+    "PARAM_MAX_EXP",
+    "PARAM_MIN_EXP",
+    "PRICE_MAX_EXP",
+    "PRICE_MIN_EXP",
+    "TIME_MAX_US",
+]
+
 PRICE_MAX_EXP: Final = 15
 """A price is below ``10**16`` (no market quotes a unit at ten quadrillion)."""
 PRICE_MIN_EXP: Final = -18

@@ -13,6 +13,8 @@ import msgspec
 
 from keeper.domain import checks
 
+__all__ = ["CROSS", "Account", "AssetParams", "Bucket", "MarketParams", "Position", "Tier", "bucket_key"]
+
 CROSS = "cross"
 """The name of an account's cross bucket; any other bucket name is an isolated bucket."""
 

@@ -15,6 +15,8 @@ import msgspec
 from keeper.domain import events as ev
 from keeper.domain import state as st
 
+__all__ = ["CoreSnapshot", "KeeperParams", "Mode"]
+
 Mode = Literal["live", "paper"]
 
 

@@ -36,6 +36,8 @@ import redis.exceptions
 from keeper.errors import LogError, LogUnavailable
 from keeper.store.slotconn import RedisClient
 
+__all__ = ["Claim", "Claims"]
+
 _TAKE = """
 local cur = redis.call('GET', KEYS[1])
 local prev = ''

@@ -65,6 +65,17 @@ from keeper.execution.base import (
     submit_with_retries,
 )
 
+__all__ = [
+    "SECRET_ENV",
+    "BatchUnsupported",
+    "HttpExecutor",
+    "decode_events",
+    "parse_retry_after",
+    "secret_from_env",
+    "sign",
+    "status_message",
+]
+
 SECRET_ENV = "KEEPER_VENUE_SECRET"  # noqa: S105 - the variable's name, not a secret
 _log = structlog.get_logger()
 _encoder = msgspec.json.Encoder()

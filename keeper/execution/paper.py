@@ -11,6 +11,8 @@ from __future__ import annotations
 from keeper.domain.events import Decision
 from keeper.execution.base import Submission
 
+__all__ = ["PaperExecutor"]
+
 
 class PaperExecutor:
     """No I/O. ``submitted`` lists the decisions in submission order; a repeat of an intent id

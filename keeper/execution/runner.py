@@ -41,10 +41,10 @@ the intent; and one runner never handles an entry twice at once. (A venue that n
 honours the deadline nor applies promptly leaves a window of one request timeout.)
 
 The kill switch and market pauses hold submissions here too: the runner follows
-``KeeperPaused``/``KeeperResumed`` in the log it reads, leaves the intents they cover pending
-(unsent, unacked) and, on the resume, reconciles them (submitted, or expired by the rule). The
-pause state is what this runner has read since it started (a restarted runner does not know
-of a pause recorded before its group position).
+``KeeperPaused``/``KeeperResumed`` in the log it reads (``keeper.execution.pauses``), leaves the
+intents they cover pending (unsent, unacked) and, on the resume, reconciles them (submitted, or
+expired by the rule). A restarted runner does not know of a pause recorded before its group
+position. The records it appends are built by ``keeper.execution.outcomes``.
 
 Start-up is recovery (crash-only): ``start`` re-reads this consumer's own pending entries and
 XAUTOCLAIMs entries other consumers left pending for longer than ``stale_ms``; ``step`` does the
@@ -63,7 +63,6 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import structlog
 
@@ -71,21 +70,19 @@ from keeper.aio import wait_event
 from keeper.backoff import Backoff, jittered_backoff
 from keeper.clock import wall_clock_us
 from keeper.domain import events as ev
-from keeper.domain import guards
-from keeper.errors import ExecutionError, LogError, LogUnavailable, PermanentError, TransientError
+from keeper.errors import ExecutionError, LogUnavailable, PermanentError, TransientError
+from keeper.execution import outcomes
 from keeper.execution.base import StatusUnsupported, Submission, VenueExecutor, status_of
 from keeper.execution.claim import Claims
+from keeper.execution.outcomes import outcome_id
+from keeper.execution.pauses import Pauses, watch_venue_halts
 from keeper.ports import LogEntry
 from keeper.store import health
-from keeper.store.entries import split_decoded
-from keeper.store.redis_log import RedisEventLog, wrap_errors
+from keeper.store.redis_log import RedisEventLog
+
+__all__ = ["CRASH_ENV", "Runner", "outcome_id"]
 
 CRASH_ENV = "KEEPER_TEST_CRASH_AT"
-HALTED_REASON = "market halted"
-"""How a venue's rejection says the market is halted (the reference venue's ``market halted:
-<market>``): the runner pauses the market in the log (``KeeperPaused``) with the rejection."""
-VENUE_HALT = "venue:"
-"""The start of the reason of a pause the runner recorded for a venue's halt."""
 _REDIS_RETRIES = 8
 _log = structlog.get_logger()
 
@@ -93,11 +90,6 @@ _log = structlog.get_logger()
 def _is_live_intent(entry: LogEntry) -> bool:
     e = entry.event
     return isinstance(e, ev.LiquidationIntended) and e.decision.mode == "live"
-
-
-def outcome_id(intent_id: str) -> str:
-    """The event id every outcome of ``intent_id`` shares, so only the first one is recorded."""
-    return f"out:{intent_id}"
 
 
 class Runner:
@@ -137,7 +129,8 @@ class Runner:
         self.outage_backoff = outage_backoff or jittered_backoff(0.1, 2.0)
         self._sem = asyncio.Semaphore(concurrency)
         self._inflight: set[asyncio.Task[None]] = set()
-        self.paused: dict[str, str] = {}
+        self.pauses = Pauses(consumer, count=self._count)
+        self.paused = self.pauses.scopes
         """Pause scopes seen in the log (``*``: kill switch): their intents are held, pending."""
         self.group_size = group_size
         many: Callable[[list[ev.Decision]], Awaitable[list[Submission | ExecutionError]]] | None = \
@@ -146,8 +139,8 @@ class Runner:
         self._batches = many is not None and getattr(executor, "batch_url", None) is not None
         """Intents go out in groups (``handle_group``) when the executor has a batch endpoint."""
         self.halt_poll_s = halt_poll_s
-        self.venue_halts: dict[str, str] = {}
-        """Markets paused because the venue halted them -> the pause's event id (``watch_halts``)."""
+        self.venue_halts = self.pauses.venue_halts
+        """Markets paused because the venue halted them -> the pause's event id."""
         self._active: set[str] = set()
         self._steps = 0
         self.counts: dict[str, int] = {}
@@ -169,7 +162,7 @@ class Runner:
     async def reconcile(self) -> int:
         """Handle this consumer's pending entries and other consumers' stale ones; returns when
         they are done."""
-        own = await self._own_pending()
+        own = await self.log.read_pending(self.group, self.consumer, self.batch)
         stale = await self.log.claim_stale(self.group, self.consumer, self.stale_ms, self.batch)
         seen = {e.id for e in own}
         entries = own + [e for e in stale if e.id not in seen]
@@ -178,22 +171,6 @@ class Runner:
         if entries:
             _log.info("reconciled", consumer=self.consumer, group=self.group, entries=len(entries))
         return len(entries)
-
-    async def _own_pending(self) -> list[LogEntry]:
-        out: list[LogEntry] = []
-        after = "0"
-        for _ in range(10_000):  # bounded walk through this consumer's pending list
-            async with wrap_errors("read_pending"):
-                res: Any = await self.log.client.xreadgroup(
-                    self.group, self.consumer, {self.log.key: after}, count=self.batch)
-            raw = [(i.decode() if isinstance(i, bytes) else i, (f or {}).get(b"e", b""))
-                   for i, f in (res[0][1] if res else []) if i is not None]
-            if not raw:
-                break
-            good, _bad = split_decoded(raw)
-            out += good
-            after = raw[-1][0]
-        return out
 
     async def step(self, block_ms: int | None = None) -> int:
         """Read one batch of new entries and start handling them; returns how many were read.
@@ -216,7 +193,10 @@ class Runner:
         on, reconciling again once Redis answers.
         """
         await self._until_up(stop, self.start)
-        halts = asyncio.ensure_future(self.watch_halts(stop, self.halt_poll_s))
+        # a market the venue halted is resumed once the venue trades it again (``pauses``)
+        halts = asyncio.ensure_future(watch_venue_halts(
+            self.pauses, getattr(self.executor, "markets", None), append=self.log.append,
+            now_us=self.now_us, stop=stop, interval_s=self.halt_poll_s))
         try:
             while not stop.is_set():
                 try:
@@ -258,11 +238,11 @@ class Runner:
         burst: list[LogEntry] = []
         for entry in entries:
             if not _is_live_intent(entry):
-                resumed = self._follow_pause(entry.event) or resumed
+                resumed = self.pauses.follow(entry.event) or resumed
                 skip.append(entry.id)
                 continue
             # the pause is judged in log order, at the intent's place in the batch
-            if entry.id in self._active or self._paused_for(entry):
+            if entry.id in self._active or self.pauses.holds(entry.event):
                 continue
             self._active.add(entry.id)
             if self._batches:
@@ -345,10 +325,7 @@ class Runner:
         if not go:
             return acks
         self._crash("before_post")
-        sends = [ev.LiquidationSubmitted(
-            event_id=f"sub:{d.intent_id}#{token}", ts_event=now, causation_id=d.intent_id,
-            intent_id=d.intent_id, account=d.account, bucket=d.bucket, attempt=token,
-            executor=self.executor.name) for _, d, token in go]
+        sends = [outcomes.submitted(d, token, self.executor.name, now) for _, d, token in go]
         # recorded alongside the sends, off their path (the claims already say submitted)
         recorded = asyncio.ensure_future(self.log.append(sends))
         try:
@@ -365,19 +342,13 @@ class Runner:
         for (entry, d, token), answer in zip(go, answers, strict=True):
             if isinstance(answer, Submission):
                 kind = "confirmed_duplicate" if answer.duplicate else "confirmed"
-                record += [*answer.events, ev.LiquidationConfirmed(
-                    event_id=outcome_id(d.intent_id), ts_event=t, causation_id=d.intent_id,
-                    intent_id=d.intent_id, account=d.account, bucket=d.bucket, venue_ref=answer.ref,
-                    duplicate=answer.duplicate, block=answer.block, repaid=answer.repaid,
-                    seized=answer.seized)]
+                record += [*answer.events, outcomes.confirmed(d, answer, t)]
             elif isinstance(answer, PermanentError):
                 kind = "rejected"
-                halt = [h for h in self._halt(d, answer.reason, t)
+                halt = [h for h in self.pauses.venue_halt(d, answer.reason, t)
                         if isinstance(h, ev.KeeperPaused) and h.scope not in halted]
                 halted |= {h.scope for h in halt if isinstance(h, ev.KeeperPaused)}
-                record += [*halt, ev.LiquidationRejected(
-                    event_id=outcome_id(d.intent_id), ts_event=t, causation_id=d.intent_id,
-                    intent_id=d.intent_id, account=d.account, bucket=d.bucket, reason=answer.reason)]
+                record += [*halt, outcomes.rejected(d, answer.reason, t)]
             else:
                 self._count("transient_gave_up")
                 _log.warning("submit_gave_up", intent_id=d.intent_id, error=str(answer))
@@ -389,80 +360,6 @@ class Runner:
         await self.log.append(record)
         await self.claims.finish_many(finish)
         return acks
-
-    def _follow_pause(self, event: ev.Event) -> bool:
-        """Track the kill switch and market pauses from the log; True on a resume."""
-        if isinstance(event, ev.KeeperPaused):
-            self.paused[event.scope] = event.reason
-            if event.reason.startswith(VENUE_HALT):
-                self.venue_halts[event.scope] = event.event_id
-            _log.warning("submissions_paused", consumer=self.consumer, scope=event.scope)
-        elif isinstance(event, ev.KeeperResumed) and event.scope in self.paused:
-            del self.paused[event.scope]
-            self.venue_halts.pop(event.scope, None)
-            _log.info("submissions_resumed", consumer=self.consumer, scope=event.scope)
-            return True
-        return False
-
-    def _halt(self, d: ev.Decision, reason: str, now: int) -> list[ev.Event]:
-        """A rejection because the venue halted the market: the ``KeeperPaused`` to record with it
-        (none when the market is paused already, or the rejection is of another kind)."""
-        if not reason.startswith(HALTED_REASON):
-            return []
-        market = reason.partition(":")[2].strip() or d.market
-        if not market or market in self.paused:
-            return []
-        self._count("venue_halts")
-        _log.warning("market_halted_by_venue", market=market, intent_id=d.intent_id)
-        return [ev.KeeperPaused(event_id=f"halt:{market}@{d.intent_id}", ts_event=now,
-                                causation_id=d.intent_id, scope=market,
-                                reason=f"{VENUE_HALT} {reason}")]
-
-    async def watch_halts(self, stop: asyncio.Event, interval_s: float = 1.0) -> None:
-        """While a market is paused because the venue halted it, ask the venue (the executor's
-        ``markets``: ``GET /markets`` of the reference venue) every ``interval_s`` and record
-        ``KeeperResumed`` once it trades again. An executor that cannot tell leaves the pause to
-        the operator (``POST /resume`` of the admin API)."""
-        markets = getattr(self.executor, "markets", None)
-        if markets is None:
-            return
-        while not await wait_event(stop, interval_s):
-            if not self.venue_halts:
-                continue
-            try:
-                view = await markets()
-                halted = set(view.get("halted", []))
-                listed = view.get("markets", {})
-                halted |= {m for m, v in listed.items() if isinstance(v, dict) and v.get("halted")}
-            except Exception as exc:  # the venue's view is a hint: asked again next time
-                _log.info("venue_markets_unavailable", error=repr(exc)[:200])
-                continue
-            resumed = [(m, pid) for m, pid in sorted(self.venue_halts.items()) if m not in halted]
-            if not resumed:
-                continue
-            now = self.now_us()
-            try:
-                await self.log.append([ev.KeeperResumed(event_id=f"resume:{pid}", ts_event=now,
-                                                        causation_id=pid, scope=m)
-                                       for m, pid in resumed])
-            except LogError as exc:
-                _log.warning("venue_resume_not_recorded", error=str(exc)[:200])
-                continue
-            for m, _ in resumed:
-                self.venue_halts.pop(m, None)
-                _log.info("market_resumed_by_venue", market=m)
-
-    def _paused_for(self, entry: LogEntry) -> bool:
-        if not self.paused:
-            return False
-        event = entry.event
-        assert isinstance(event, ev.LiquidationIntended)
-        d = event.decision
-        scopes = {guards.KILL_SWITCH, *d.prices, *([d.market] if d.market else [])}
-        if scopes.isdisjoint(self.paused):
-            return False
-        self._count("held_paused")
-        return True
 
     async def _one(self, entry: LogEntry) -> None:
         try:
@@ -519,19 +416,15 @@ class Runner:
         # the claim (phase ``submitted``) and its sent mark are the durable record that a send
         # may have happened; LiquidationSubmitted is written alongside the send, off the
         # critical path
-        submitted = asyncio.ensure_future(self.log.append([ev.LiquidationSubmitted(
-            event_id=f"sub:{d.intent_id}#{claim.token}", ts_event=now, causation_id=d.intent_id,
-            intent_id=d.intent_id, account=d.account, bucket=d.bucket, attempt=claim.token,
-            executor=self.executor.name)]))
+        submitted = asyncio.ensure_future(self.log.append(
+            [outcomes.submitted(d, claim.token, self.executor.name, now)]))
         try:
             sub = await self.executor.execute(d)
         except PermanentError as exc:
             await submitted
-            rejected = ev.LiquidationRejected(
-                event_id=outcome_id(d.intent_id), ts_event=self.now_us(), causation_id=d.intent_id,
-                intent_id=d.intent_id, account=d.account, bucket=d.bucket, reason=exc.reason)
+            rejected = outcomes.rejected(d, exc.reason, self.now_us())
             # a market the venue reports halted is paused in the log, before the rejection
-            await self.log.append([*self._halt(d, exc.reason, rejected.ts_event), rejected])
+            await self.log.append([*self.pauses.venue_halt(d, exc.reason, rejected.ts_event), rejected])
             await self.claims.finish(d.intent_id, "rejected", claim.token)
             self._count("rejected")
             log.info("intent_done", outcome="rejected", token=claim.token, reason=exc.reason)
@@ -576,18 +469,13 @@ class Runner:
         return True
 
     async def _expire(self, d: ev.Decision, now: int, token: int, reason: str) -> None:
-        await self.log.append([ev.LiquidationExpired(
-            event_id=outcome_id(d.intent_id), ts_event=now, causation_id=d.intent_id,
-            intent_id=d.intent_id, account=d.account, bucket=d.bucket, reason=reason)])
+        await self.log.append([outcomes.expired(d, reason, now)])
         await self.claims.finish(d.intent_id, "expired", token)
         self._count("expired")
         _log.info("intent_expired", intent_id=d.intent_id, consumer=self.consumer, reason=reason)
 
     async def _confirm(self, d: ev.Decision, sub: Submission, token: int, kind: str) -> None:
-        outcome = ev.LiquidationConfirmed(
-            event_id=outcome_id(d.intent_id), ts_event=self.now_us(), causation_id=d.intent_id,
-            intent_id=d.intent_id, account=d.account, bucket=d.bucket, venue_ref=sub.ref,
-            duplicate=sub.duplicate, block=sub.block, repaid=sub.repaid, seized=sub.seized)
+        outcome = outcomes.confirmed(d, sub, self.now_us())
         # the venue's account events first, in the same atomic append as the outcome: a
         # confirmed outcome is never in the log before the balances it changed
         await self.log.append([*sub.events, outcome])

@@ -18,6 +18,8 @@ import msgspec
 from keeper.domain.events import Event
 from keeper.execution.http import HttpExecutor, decode_events
 
+__all__ = ["SimVenueExecutor"]
+
 
 class SimVenueExecutor(HttpExecutor):
     """``base_url`` is the venue's root (``http://127.0.0.1:PORT``)."""

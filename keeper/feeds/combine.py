@@ -29,6 +29,8 @@ from keeper.domain.events import Event, FeedRecovered, FeedStale, PriceUpdated
 from keeper.feeds.guards import exceeds
 from keeper.feeds.parsers import Quote
 
+__all__ = ["MarketCombiner", "MarketLimits", "median"]
+
 
 @dataclass(frozen=True)
 class MarketLimits:

@@ -15,6 +15,8 @@ from decimal import Decimal
 
 from keeper.feeds.parsers import Quote
 
+__all__ = ["Check", "OrderGuard", "check_value", "exceeds", "exponent_check", "relative_move"]
+
 Check = Callable[[Quote], str | None]
 
 

@@ -36,6 +36,8 @@ from keeper.feeds.ws import WsConfig, WsFeed
 from keeper.ports import Clock
 from keeper.store import health
 
+__all__ = ["Ingest", "LogSink"]
+
 log = structlog.get_logger()
 
 

@@ -24,6 +24,23 @@ import msgspec
 
 from keeper.errors import EventError
 
+__all__ = [
+    "EPOCH",
+    "MAX_TIME_US",
+    "JsonPaths",
+    "ParseError",
+    "Parser",
+    "Quote",
+    "binance_mark_price",
+    "bybit_tickers",
+    "coinbase_ticker",
+    "generic_json",
+    "hyperliquid_all_mids",
+    "iso_to_us",
+    "pyth_hermes",
+    "to_decimal",
+]
+
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
 _TIME_UNITS = {"s": 1_000_000, "ms": 1_000, "us": 1, "ns": None}

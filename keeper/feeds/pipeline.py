@@ -21,6 +21,8 @@ from keeper.feeds.guards import Check, OrderGuard, check_value, exponent_check
 from keeper.feeds.parsers import ParseError, Parser, Quote
 from keeper.feeds.watchdog import StalenessWatchdog
 
+__all__ = ["Outcome", "PricePipeline", "Reject", "mark_frame"]
+
 log = structlog.get_logger()
 
 

@@ -45,6 +45,27 @@ import structlog
 from keeper.feeds.ingest import Ingest
 from keeper.feeds.parsers import Quote, iso_to_us
 
+__all__ = [
+    "INDEX",
+    "ROOT",
+    "TIDY",
+    "Bar",
+    "Player",
+    "Series",
+    "bar_quotes",
+    "data_dir",
+    "list_windows",
+    "load_binance_klines",
+    "load_coinapi_json",
+    "load_feather",
+    "load_file",
+    "load_freqtrade_json",
+    "load_tidy",
+    "load_trades",
+    "merge_quotes",
+    "parse_speed",
+]
+
 log = structlog.get_logger()
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -13,6 +13,8 @@ from collections.abc import Callable
 
 from keeper.domain.events import Event, FeedRecovered, FeedStale
 
+__all__ = ["StalenessWatchdog"]
+
 
 class StalenessWatchdog:
     """Emits ``FeedStale(reason='stale')`` and ``FeedRecovered(reason='stale')``.

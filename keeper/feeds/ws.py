@@ -32,6 +32,8 @@ from websockets.exceptions import ConnectionClosed
 
 from keeper.backoff import Backoff, delays, jittered_backoff
 
+__all__ = ["OnConnect", "OnFrame", "WsConfig", "WsFeed"]
+
 log = structlog.get_logger()
 
 OnFrame = Callable[[bytes | str], Awaitable[None]]

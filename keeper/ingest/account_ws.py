@@ -29,6 +29,8 @@ from keeper.feeds.ingest import Ingest
 from keeper.feeds.pipeline import Reject
 from keeper.feeds.ws import WsConfig, WsFeed
 
+__all__ = ["VENUE_EVENTS", "AccountStream"]
+
 log = structlog.get_logger()
 
 VENUE_EVENTS: tuple[type[Event], ...] = (*ACCOUNT_EVENTS, MarketListed, MarketParamsChanged, AssetListed,

@@ -27,6 +27,8 @@ from keeper.feeds.pipeline import Reject
 from keeper.jsonlimits import MAX_LINE_BYTES, size_text
 from keeper.store.ndjson import numbered_lines
 
+__all__ = ["load_ndjson", "read_ndjson"]
+
 
 class _Line(msgspec.Struct):
     id: str | None = None

@@ -13,3 +13,5 @@
 
 ``docs/replay.md`` describes the commands built on them (``keeper replay``, ``keeper compare``).
 """
+
+__all__: list[str] = []

@@ -27,6 +27,8 @@ from keeper.domain.margin import Pricing, evaluate
 from keeper.errors import KeeperError
 from keeper.store.entries import parse_id
 
+__all__ = ["INF", "BucketMark", "Explainer", "Explanation", "Lowest", "Step", "render_text", "to_json"]
+
 INF = Decimal("Infinity")
 
 

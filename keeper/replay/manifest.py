@@ -31,6 +31,32 @@ from keeper.domain.decide import KeeperParams
 from keeper.errors import ConfigError
 from keeper.jsonlimits import MAX_DOCUMENT_BYTES, problem, read_capped
 
+__all__ = [
+    "MANIFEST_SUFFIX",
+    "CoreSpec",
+    "NamedParams",
+    "RunManifest",
+    "config_hash",
+    "convert_params",
+    "core_name",
+    "cores_from",
+    "data_time",
+    "decode_manifest",
+    "encode_manifest",
+    "live_manifest",
+    "log_time",
+    "manifest_path",
+    "params_dict",
+    "params_from",
+    "read_file",
+    "read_redis",
+    "redis_key",
+    "replay_manifest",
+    "run_hash",
+    "write_file",
+    "write_redis",
+]
+
 MANIFEST_SUFFIX = ".manifest.json"
 
 

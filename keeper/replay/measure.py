@@ -35,6 +35,8 @@ from keeper.sim.prices import Tick
 from keeper.sim.venue import Rejection, Venue
 from keeper.store.ndjson import iter_ndjson_events
 
+__all__ = ["CENT", "Measure", "book_and_path", "measure", "measure_log"]
+
 _ACCOUNT = (ev.Deposit, ev.Withdraw, ev.Borrow, ev.Repay, ev.PositionChanged, ev.FundingApplied)
 _LISTING = (ev.AssetListed, ev.AssetParamsChanged, ev.MarketListed, ev.MarketParamsChanged)
 CENT = Decimal("0.01")

@@ -19,8 +19,8 @@ What couples buckets, and is therefore refused (``serial_reason``): caps (``cap_
 ``cap_notional``: the cap window is spent across buckets), a start from a snapshot (its state
 holds every account), two cores of one profile (the merge tells cores apart by profile), per-entry
 hooks (``--explain``, ``--plot``). Every worker decodes every line, so the gain is bounded by the
-decoding and the per-tick work that each one repeats: ~1.4x with 2 processes on this repository's
-replay bench (``bench/bench_replay.py``).
+decoding and the per-tick work that each one repeats (figures from the replay bench,
+``bench/bench_replay.py``, in ``docs/performance.md``).
 
 Workers are forked (``multiprocessing``, ``fork``): the parent's imports and configuration come
 along, nothing is pickled in but a small task, and what comes back is each worker's decisions as
@@ -177,7 +177,7 @@ def _worker(task: _Task, conn: Connection) -> None:
     """A worker process: its shard's result, or the traceback that stopped it, sent once."""
     # the collector stays off for the process's life: it exits once its result is sent, and
     # re-enabled (as ``gc_paused`` would) a collection of everything the shard built would
-    # run first, delaying that result by ~0.05 s
+    # run first, delaying that result
     gc.disable()
     try:
         out = _Shard(task).run()

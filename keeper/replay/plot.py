@@ -29,6 +29,19 @@ from typing import Any
 
 from keeper.replay.explain import Explainer
 
+__all__ = [
+    "HF_MAX",
+    "HF_MIN",
+    "MAX_LABELS",
+    "OUTCOMES",
+    "STYLE",
+    "AccountPlot",
+    "Marker",
+    "account_figure",
+    "account_plot",
+    "plot_account",
+]
+
 HF_MIN, HF_MAX = 0.01, 100.0
 
 OUTCOMES = {

@@ -18,8 +18,9 @@ Where it stops: ``to`` (an entry id, inclusive) or ``until_us`` (stop before the
 ``ts_event`` is later: event times are not monotonic in a log, so this is "the log as it stood
 when it first showed a later time").
 
-The cyclic garbage collector is paused during the hot loop (PERF_NOTES: 25-65% of throughput
-with millions of live containers), and whatever existed before (a restored snapshot) is frozen.
+The cyclic garbage collector is paused during the hot loop (with millions of live containers it
+is a first-order cost: ``docs/performance.md``), and whatever existed before (a restored
+snapshot) is frozen.
 """
 
 from __future__ import annotations
@@ -39,6 +40,21 @@ from keeper.domain.events import Event, LiquidationIntended
 from keeper.replay.route import recorded
 from keeper.replay.source import Batch
 from keeper.store.entries import parse_id
+
+__all__ = [
+    "BatchHook",
+    "Core",
+    "DerivedHook",
+    "EntryHook",
+    "MultiCore",
+    "Progress",
+    "ReplayResult",
+    "Replayer",
+    "gc_paused",
+    "handle_batch",
+    "replay_async",
+    "replay_batches",
+]
 
 log = structlog.get_logger("keeper.replay")
 

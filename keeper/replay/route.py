@@ -13,6 +13,8 @@ from typing import Any, Final, cast
 from keeper.domain import events as ev
 from keeper.domain.decide import bucket_of_intent
 
+__all__ = ["Entry", "Router", "account_of", "recorded", "shard_of"]
+
 Entry = tuple[str, ev.Event]
 
 _GLOBAL: Final[frozenset[type]] = frozenset({
@@ -100,8 +102,8 @@ class Router:
                 else:
                     account = account_of(e)
                 if account is not None:
-                    # computed each time (a native call): a memo dict of 10,000 accounts cost
-                    # ~3% more (its entries are cold in cache; the CRC of a short id is not)
+                    # computed each time (a native call), not memoised: a dict of every account
+                    # is cold in cache at each lookup (docs/performance.md)
                     if shard_of(account, jobs) != shard:
                         if start < i:
                             own.extend(batch[start:i])

@@ -25,6 +25,17 @@ from keeper.errors import DecodeError
 from keeper.store.entries import parse_id
 from keeper.store.ndjson import iter_ndjson_batches
 
+__all__ = [
+    "BATCH",
+    "NDJSON_BATCH",
+    "Batch",
+    "RawReader",
+    "SourceStats",
+    "archived_batches",
+    "log_batches",
+    "ndjson_batches",
+]
+
 if TYPE_CHECKING:
     from keeper.store.archive import Archive
     from keeper.store.redis_log import RedisEventLog
@@ -36,9 +47,8 @@ BATCH = 1000
 """Entries per batch read from a Redis log (one ``XREAD``/``XRANGE`` of 1,000 entries)."""
 NDJSON_BATCH = 128
 """Entries per batch of an NDJSON export: small enough that a batch's decoded events are still in
-the CPU's cache when the core handles them (~100 KB of objects; a 64 KiB read holds ~250 lines).
-On the replay bench's 1M export, ``--jobs 2``, medians of 6 alternated runs: 1,000 -> 305,000/s,
-256 -> 352,000/s, 128 -> 362,000/s; 5,000 -> ~240,000/s."""
+the CPU's cache when the core handles them (a 64 KiB read holds about 250 lines). The batch sizes
+measured against each other are in ``docs/performance.md``."""
 _T = TypeVar("_T", bound=tuple[Any, ...])
 
 

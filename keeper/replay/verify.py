@@ -34,6 +34,18 @@ from keeper.domain.events import Decision, Event, LiquidationIntended
 from keeper.replay.route import recorded
 from keeper.store.entries import parse_id
 
+__all__ = [
+    "DERIVED_ONLY",
+    "MISMATCH",
+    "RECORDED_ONLY",
+    "Divergence",
+    "LateScan",
+    "Verifier",
+    "VerifyReport",
+    "decision_bytes",
+    "withheld_as",
+]
+
 _encoder = msgspec.json.Encoder()
 
 

@@ -47,12 +47,28 @@ from keeper.store.entries import READ_SOURCE, event_id_of, parse_id, split_decod
 from keeper.store.ndjson import export_lines, parse_line
 from keeper.store.redis_log import RedisEventLog, wrap_errors
 
+__all__ = [
+    "COMPRESS_LEVEL",
+    "SUFFIX",
+    "Archive",
+    "ArchiveCursor",
+    "ArchivedLog",
+    "Segment",
+    "SegmentWriter",
+    "max_deleted",
+    "meta_key",
+    "open_archive",
+    "parse_segment",
+    "segment_name",
+    "trim_log",
+]
+
 log = structlog.get_logger("keeper.archive")
 
 SUFFIX = ".ndjson.gz"
 COMPRESS_LEVEL = 3
-"""gzip level of segments: 3 compresses the log's JSON about as well as 6 (the export's) at
-about twice the speed (``bench/bench_retention.py``)."""
+"""gzip level of segments: 3 compresses the log's JSON about as well as 6 (the export's), and
+faster (``bench/bench_retention.py``; ``docs/performance.md``)."""
 
 
 @dataclass(frozen=True, order=True)

@@ -47,6 +47,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+__all__ = ["MAX_SEQ_DIGITS", "SEQUENCED_SOURCES", "DedupIndex", "sequence_of"]
+
 SEQUENCED_SOURCES: tuple[str, ...] = ("sim-",)
 """Id prefixes of sources numbered 1, 2, 3, ... in order (the reference venue's ``sim-<n>``)."""
 MAX_SEQ_DIGITS = 15

@@ -32,6 +32,8 @@ import structlog
 
 from keeper.errors import EmbeddedRedisError
 
+__all__ = ["SERVER_FILE", "EmbeddedRedis", "find_redis_server", "free_port", "open_redis", "running_in"]
+
 log = structlog.get_logger()
 
 _FIX = "install it: sudo apt-get install redis-server, or set KEEPER_REDIS_SERVER"

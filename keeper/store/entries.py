@@ -14,6 +14,8 @@ from keeper.errors import DecodeError
 from keeper.jsonlimits import deeper_than
 from keeper.ports import LogEntry
 
+__all__ = ["READ_SOURCE", "event_id_of", "format_id", "parse_id", "split_decoded"]
+
 READ_SOURCE = "log.read"
 """The ``source`` of dead letters produced by reading the log."""
 

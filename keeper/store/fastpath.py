@@ -1,7 +1,7 @@
 """A raw, pipelined Redis connection for the log's hot paths (append and XREAD).
 
-redis-py packs commands in pure Python (asyncio client), which caps a batch writer near
-60-80k events/s (PERF_NOTES.md). This connection packs each command with
+redis-py packs commands in pure Python (asyncio client), which caps a batch writer well below
+what Redis accepts (``docs/performance.md``). This connection packs each command with
 ``hiredis.pack_command`` and parses replies with ``hiredis.Reader`` inside an
 ``asyncio.Protocol``: no task per connection, no per-reply Python parsing, and any number of
 commands in flight (Redis answers in order, so replies are matched to a FIFO of futures).
@@ -32,6 +32,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import hiredis
 import structlog
+
+__all__ = ["RawRedis", "ReplyError"]
 
 log = structlog.get_logger()
 

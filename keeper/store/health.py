@@ -15,6 +15,8 @@ import time
 
 from keeper.errors import LogError, LogRefused
 
+__all__ = ["REDIS", "RedisHealth"]
+
 
 class RedisHealth:
     """Counters and the last failure (wall-clock seconds, for operators only: never a decision)."""

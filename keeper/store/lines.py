@@ -10,6 +10,8 @@ import msgspec
 
 from keeper.domain.events import Event
 
+__all__ = ["current_pairs"]
+
 _astuple: Final[Callable[[Any], tuple[Any, ...]]] = msgspec.structs.astuple
 
 

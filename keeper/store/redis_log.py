@@ -71,6 +71,8 @@ from keeper.store.entries import READ_SOURCE, event_id_of, split_decoded
 from keeper.store.fastpath import RawRedis, ReplyError
 from keeper.store.slotconn import RedisClient, SlotConnection, is_cluster_url, make_cluster_client
 
+__all__ = ["SOCKET_TIMEOUT_S", "RedisEventLog", "classify_reply", "make_client", "wrap_errors"]
+
 log = structlog.get_logger()
 
 SOCKET_TIMEOUT_S = 30.0
@@ -395,8 +397,9 @@ class RedisEventLog:
                    ) -> list[LogEntry]:
         """Decoded entries with id > ``after`` in log order; bad ones dead-lettered and skipped.
 
-        May return fewer than ``count`` (or none) when entries were dead-lettered: continue
-        from ``last_seen`` semantics by reading after the last *raw* id, see ``read_batch``.
+        May return fewer than ``count`` (or none) when entries were dead-lettered, so the last
+        entry returned is not where to continue: a loop reads with ``read_batch``, which also
+        returns the last raw id read.
         """
         entries, _ = await self.read_batch(after, count, block_ms)
         return entries
@@ -516,6 +519,23 @@ class RedisEventLog:
             return [] if not res else _raw_entries(res[0][1])
         got: list[tuple[str, bytes]] = await self._group_call(group, "read_group", call)
         return got
+
+    async def read_pending(self, group: str, consumer: str, count: int = 100) -> list[LogEntry]:
+        """Every entry delivered to ``consumer`` and not acked yet (its pending list, walked from
+        the start ``count`` at a time, at most 10,000 reads); undecodable ones are left out."""
+        out: list[LogEntry] = []
+        after = "0"
+        for _ in range(10_000):  # bounded walk through this consumer's pending list
+            async with wrap_errors("read_pending"):
+                res: Any = await self.client.xreadgroup(group, consumer, {self.key: after}, count=count)
+            raw = [(i.decode() if isinstance(i, bytes) else i, (f or {}).get(b"e", b""))
+                   for i, f in (res[0][1] if res else []) if i is not None]
+            if not raw:
+                break
+            good, _bad = split_decoded(raw)
+            out += good
+            after = raw[-1][0]
+        return out
 
     async def _group_decode(self, group: str, raw: list[tuple[str, bytes]]) -> list[LogEntry]:
         good, bad = split_decoded(raw)

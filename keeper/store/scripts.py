@@ -8,6 +8,18 @@ from __future__ import annotations
 
 import hashlib
 
+__all__ = [
+    "APPEND",
+    "DEAD_LETTER",
+    "IMPORT",
+    "NTH_ID",
+    "RAISE_MARK",
+    "SNAPSHOT_SAVE",
+    "TRIM",
+    "UNLOCK",
+    "sha1",
+]
+
 APPEND = """
 -- KEYS[1] = log stream, KEYS[2] = set of event ids of the dedup window (``keeper.store.dedup``),
 -- KEYS[3] = hash: sequenced source prefix -> contiguous high-water mark

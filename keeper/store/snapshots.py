@@ -22,6 +22,8 @@ from keeper.store import scripts
 from keeper.store.redis_log import wrap_errors
 from keeper.store.slotconn import RedisClient
 
+__all__ = ["FileSnapshotStore", "RedisSnapshotStore", "checksum"]
+
 log = structlog.get_logger()
 
 

@@ -20,7 +20,8 @@ from keeper.domain import codec
 from keeper.domain.events import Deposit, PriceUpdated
 from keeper.errors import LogError
 from keeper.ports import LogEntry
-from keeper.store.ndjson import export_log, import_log, iter_ndjson
+from keeper.store.ndjson import export_log, iter_ndjson
+from keeper.store.ndjson_import import import_log
 from keeper.store.redis_log import RedisEventLog
 from keeper.testing import FakeClock, MemoryEventLog
 

@@ -132,7 +132,7 @@ async def test_plot_writes_a_png(export: tuple[Path, dict[str, ev.Event]], tmp_p
 
 async def test_replay_from_redis_verifies_against_the_manifest_there(
         redis_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from keeper.store.ndjson import import_log
+    from keeper.store.ndjson_import import import_log
 
     mem, _, _ = await record_live(fillers=10)
     path = tmp_path / "x.ndjson"

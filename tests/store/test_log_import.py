@@ -22,7 +22,8 @@ from keeper.domain.codec import encode
 from keeper.domain.events import Deposit
 from keeper.errors import LogError, LogUnavailable
 from keeper.jsonlimits import MAX_LINE_BYTES
-from keeper.store.ndjson import export_lines, export_log, import_log, import_ndjson
+from keeper.store.ndjson import export_lines, export_log
+from keeper.store.ndjson_import import import_log, import_ndjson
 from keeper.store.redis_log import RedisEventLog
 from keeper.testing import FakeClock, MemoryEventLog
 

@@ -6,3 +6,5 @@ Pure and exact: balances are the tokens' scaled balances, indexes and rates the 
 every rounding the contracts' (``WadRayMath`` half-up, ``PercentageMath`` half-up, the base
 currency values floored). Source: ``@aave/core-v3`` 1.19.3 (Aave v3.0.2), ``contracts/protocol``.
 """
+
+__all__: list[str] = []

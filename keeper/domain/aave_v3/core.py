@@ -27,6 +27,8 @@ from keeper.domain.aave_v3.state import AaveState, User, apply_block, apply_log,
 from keeper.domain.chain_core import Breach, ChainCore
 from keeper.domain.params import KeeperParams
 
+__all__ = ["BUCKET", "CORE_FORMAT", "VENUE", "AaveCore"]
+
 CORE_FORMAT = 3002
 """Snapshot format of an Aave core."""
 VENUE = "aave-v3.0"

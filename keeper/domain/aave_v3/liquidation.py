@@ -29,6 +29,23 @@ from keeper.domain.margin.aave import (
     percent_mul,
 )
 
+__all__ = [
+    "HF_THRESHOLD",
+    "MAX_UINT256",
+    "Account",
+    "Holding",
+    "Indexes",
+    "Result",
+    "Reverts",
+    "account",
+    "decimals_of",
+    "holdings",
+    "indexes",
+    "liquidation",
+    "pick_pair",
+    "plan",
+]
+
 HF_THRESHOLD = 10**18
 MAX_UINT256 = (1 << 256) - 1
 

@@ -10,6 +10,21 @@ from __future__ import annotations
 
 from typing import Final
 
+__all__ = [
+    "HALF_RAY",
+    "HALF_WAD",
+    "RAY",
+    "SECONDS_PER_YEAR",
+    "WAD",
+    "compounded_interest",
+    "linear_interest",
+    "normalized_debt",
+    "normalized_income",
+    "ray_div",
+    "ray_mul",
+    "wad_div",
+]
+
 WAD: Final = 10**18
 HALF_WAD: Final = WAD // 2
 RAY: Final = 10**27

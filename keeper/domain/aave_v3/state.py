@@ -30,6 +30,18 @@ from keeper.domain.aave_v3.raymath import RAY, ray_div
 from keeper.domain.events import ChainBlock, ChainLog
 from keeper.errors import KeeperError
 
+__all__ = [
+    "JOURNAL_BLOCKS",
+    "AaveState",
+    "AaveStateError",
+    "ReorgTooDeep",
+    "Reserve",
+    "User",
+    "apply_block",
+    "apply_log",
+    "undo_log",
+]
+
 JOURNAL_BLOCKS = 256
 
 

@@ -6,3 +6,5 @@ integers (no ``Decimal``, no float), and every rounding is the contract's own di
 (``mathlib``). Source: ``@morpho-org/morpho-blue`` 1.0.0, ``src/Morpho.sol`` and
 ``src/libraries``.
 """
+
+__all__: list[str] = []

@@ -25,6 +25,8 @@ from keeper.domain.morpho.mathlib import WAD
 from keeper.domain.morpho.state import MorphoState, apply_block, apply_log, undo_log
 from keeper.domain.params import KeeperParams
 
+__all__ = ["CORE_FORMAT", "VENUE", "MorphoCore", "ratio"]
+
 CORE_FORMAT = 3001
 """Snapshot format of a Morpho core."""
 VENUE = "morpho-blue"

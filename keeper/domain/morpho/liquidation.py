@@ -37,6 +37,22 @@ from keeper.domain.morpho.mathlib import (
 )
 from keeper.domain.morpho.state import Market, Position
 
+__all__ = [
+    "ZERO_ADDRESS",
+    "Accrual",
+    "Plan",
+    "Result",
+    "Reverts",
+    "Totals",
+    "accrue",
+    "borrowed",
+    "health",
+    "healthy",
+    "liquidate",
+    "max_borrow",
+    "plan",
+]
+
 ZERO_ADDRESS = "0x" + "00" * 20
 
 

@@ -10,6 +10,27 @@ from __future__ import annotations
 
 from typing import Final
 
+__all__ = [
+    "LIQUIDATION_CURSOR",
+    "MAX_LIQUIDATION_INCENTIVE_FACTOR",
+    "ORACLE_PRICE_SCALE",
+    "VIRTUAL_ASSETS",
+    "VIRTUAL_SHARES",
+    "WAD",
+    "liquidation_incentive_factor",
+    "mul_div_down",
+    "mul_div_up",
+    "to_assets_down",
+    "to_assets_up",
+    "to_shares_down",
+    "to_shares_up",
+    "w_div_down",
+    "w_div_up",
+    "w_mul_down",
+    "w_taylor_compounded",
+    "zero_floor_sub",
+]
+
 WAD: Final = 10**18
 ORACLE_PRICE_SCALE: Final = 10**36
 LIQUIDATION_CURSOR: Final = 3 * 10**17  # 0.3e18

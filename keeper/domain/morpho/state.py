@@ -24,6 +24,20 @@ from keeper.domain.events import ChainBlock, ChainLog
 from keeper.domain.morpho.mathlib import zero_floor_sub
 from keeper.errors import KeeperError
 
+__all__ = [
+    "JOURNAL_BLOCKS",
+    "Change",
+    "Market",
+    "MorphoState",
+    "MorphoStateError",
+    "Position",
+    "ReorgTooDeep",
+    "apply_block",
+    "apply_log",
+    "change_of",
+    "undo_log",
+]
+
 JOURNAL_BLOCKS = 256
 """How many recent blocks a reorganisation may undo."""
 
