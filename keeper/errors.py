@@ -33,6 +33,7 @@ __all__ = [
     "InvalidPrice",
     "KeeperError",
     "LogError",
+    "LogNotReplicated",
     "LogRefused",
     "LogUnavailable",
     "PermanentError",

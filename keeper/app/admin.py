@@ -42,6 +42,17 @@ from aiohttp import web
 from keeper.app.config import Config, Secret
 from keeper.app.metrics import Metrics
 
+__all__ = [
+    "DEFAULT_LIMIT",
+    "MAX_BODY",
+    "MAX_LIMIT",
+    "AdminProvider",
+    "AdminServer",
+    "Handler",
+    "admin_server",
+    "build_admin_app",
+]
+
 _log = structlog.get_logger()
 
 MAX_LIMIT = 1000

@@ -45,6 +45,30 @@ from keeper.domain.margin import get_profile
 from keeper.feeds.parsers import iso_to_us
 from keeper.scenarios.book import generate_book, market_params
 
+__all__ = [
+    "CENT",
+    "CHUNK",
+    "F64",
+    "MODEL",
+    "PANELS",
+    "TIDY",
+    "ZERO",
+    "Acct",
+    "BucketOutcome",
+    "Comparison",
+    "D",
+    "ModelResult",
+    "Pos",
+    "Window",
+    "compare",
+    "comparison_figure",
+    "human",
+    "load_window",
+    "perp_accounts",
+    "plot_comparison",
+    "split_isolated",
+]
+
 D = Decimal
 CENT = D("0.01")
 ZERO = D(0)

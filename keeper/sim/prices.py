@@ -29,6 +29,17 @@ from typing import NamedTuple
 
 import msgspec
 
+__all__ = [
+    "QUOTES",
+    "CrashParams",
+    "Tick",
+    "load_file",
+    "normalise_symbol",
+    "price_path",
+    "stream_symbol",
+    "synthetic_crash",
+]
+
 QUOTES = ("USDT", "USDC", "BUSD", "USD")
 
 

@@ -27,6 +27,8 @@ import msgspec
 
 from keeper.sim.prices import Tick
 
+__all__ = ["SECRET_ENV", "VenueProcess", "write_path"]
+
 SECRET_ENV = "KEEPER_SIM_SECRET"  # noqa: S105 (the variable's name, not a secret)
 
 

@@ -53,6 +53,9 @@ from keeper.store.embedded import EmbeddedRedis, find_redis_server, free_port
 
 log = structlog.get_logger()
 
+__all__ = ["BUS_OFFSET", "CLUSTER_FILE", "SLOTS", "EmbeddedCluster", "NodeView", "cluster_pids",
+           "find_redis_cli", "free_cluster_port", "main", "parse_cluster_nodes", "stop_by_pid"]
+
 CLUSTER_FILE = "cluster.json"
 """In the cluster's root: each node's port and PID, and the cluster's URL."""
 SLOTS = 16384

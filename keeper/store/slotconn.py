@@ -33,6 +33,9 @@ from redis.crc import key_slot
 from keeper.errors import LogError
 from keeper.store.fastpath import RawRedis, ReplyError
 
+__all__ = ["CLUSTER_SCHEMES", "RedisClient", "SlotConnection", "is_cluster_url", "make_cluster_client",
+           "parse_cluster_url"]
+
 CLUSTER_SCHEMES = ("redis+cluster",)
 
 RedisClient = redis.asyncio.Redis | RedisCluster

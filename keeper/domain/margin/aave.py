@@ -13,6 +13,31 @@ from __future__ import annotations
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal
 from typing import NamedTuple
 
+__all__ = [
+    "CLOSE_FACTOR_HF_THRESHOLD",
+    "DEFAULT_CLOSE_FACTOR",
+    "HALF_PERCENT",
+    "MAX_CLOSE_FACTOR",
+    "PERCENTAGE_FACTOR",
+    "WAD",
+    "AccountData",
+    "Reserve",
+    "Seizure",
+    "account_data",
+    "base_value",
+    "close_factor_v30",
+    "collateral_to_liquidate",
+    "from_units",
+    "leaves_dust",
+    "max_debt_v33",
+    "percent_div",
+    "percent_mul",
+    "to_bps",
+    "to_price8",
+    "to_units",
+    "wad_div",
+]
+
 WAD = 10**18
 PERCENTAGE_FACTOR = 10_000
 HALF_PERCENT = 5_000

@@ -10,6 +10,8 @@ from keeper.domain.margin.types import BucketHealth, exact
 from keeper.domain.margin.venues import marginfi, vertex
 from keeper.domain.model import Bucket
 
+__all__ = ["evaluate", "weighted_health"]
+
 
 @exact
 def evaluate(pricing: Pricing, bucket: Bucket) -> BucketHealth:

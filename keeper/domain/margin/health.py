@@ -46,6 +46,20 @@ from keeper.domain.margin.types import BucketHealth, MissingParameter, MissingPr
 from keeper.domain.margin.venues import aevo, marginfi, vertex
 from keeper.domain.model import AssetParams, Bucket, MarketParams, Position
 
+__all__ = [
+    "INF",
+    "ONE",
+    "ZERO",
+    "Terms",
+    "entry_of",
+    "health_of",
+    "market_of",
+    "perp_liquidatable",
+    "perp_terms",
+    "position_mm",
+    "quote_of",
+]
+
 # Final: C statics in the compiled module (an imported name is a dict lookup at every use)
 INF: Final = _INF
 ONE: Final = _ONE

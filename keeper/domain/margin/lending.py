@@ -33,6 +33,9 @@ from keeper.domain.margin.venues import marginfi
 from keeper.domain.model import AssetParams, Bucket
 from keeper.domain.morpho.liquidation import max_borrow
 
+__all__ = ["LendingTerms", "MorphoUnits", "aave_reserves", "decimals_of", "lending_liquidatable",
+           "lending_terms", "morpho_units", "threshold"]
+
 _ATTO = Decimal("1e-18")
 
 

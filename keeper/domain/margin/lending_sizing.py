@@ -47,6 +47,8 @@ from keeper.domain.morpho.mathlib import VIRTUAL_SHARES, WAD, liquidation_incent
 from keeper.domain.morpho.state import Market as MorphoMarket
 from keeper.domain.morpho.state import Position as MorphoPosition
 
+__all__ = ["pick_pair", "plan_lending"]
+
 # --- lending --------------------------------------------------------------------------------
 
 

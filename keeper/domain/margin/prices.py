@@ -23,6 +23,8 @@ from keeper.domain.margin.pricing import Pricing
 from keeper.domain.margin.types import ZERO, exact, price_of
 from keeper.domain.model import Bucket
 
+__all__ = ["MAX_STEPS", "Line", "bankruptcy_price", "liquidation_price"]
+
 MAX_STEPS = 64
 _TINY = Decimal("1e-30")
 _REL = Decimal("1e-45")

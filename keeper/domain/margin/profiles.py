@@ -19,6 +19,18 @@ import msgspec
 
 from keeper.domain.margin.types import CONTEXT, UnknownProfile
 
+__all__ = [
+    "PROFILE_NAMES",
+    "D",
+    "Kind",
+    "MmAt",
+    "Model",
+    "Profile",
+    "Sizing",
+    "Strictness",
+    "get_profile",
+]
+
 Kind = Literal["perp", "lending"]
 Model = Literal[
     "perp", "drift", "mango", "gmx", "aave", "comet", "compound-v2", "morpho", "marginfi", "vertex", "aevo"

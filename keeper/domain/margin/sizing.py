@@ -50,6 +50,8 @@ from keeper.domain.margin.types import (
 from keeper.domain.margin.venues import aevo, marginfi, vertex
 from keeper.domain.model import Bucket, Position
 
+__all__ = ["close_part", "pick_position", "plan_liquidation", "plan_of"]
+
 
 @exact
 def plan_liquidation(

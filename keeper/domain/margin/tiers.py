@@ -16,6 +16,17 @@ from keeper.domain.margin.types import ZERO as _ZERO
 from keeper.domain.margin.types import MissingParameter
 from keeper.domain.model import MarketParams, Tier
 
+__all__ = [
+    "ZERO",
+    "Bracket",
+    "bracket_for",
+    "brackets",
+    "derive_deductions",
+    "hyperliquid_mmf",
+    "maintenance",
+    "tiers_from_table",
+]
+
 ZERO: Final = _ZERO  # a C static in the compiled module (an imported name is a dict lookup)
 
 

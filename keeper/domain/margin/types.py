@@ -17,6 +17,31 @@ import msgspec
 
 from keeper.errors import KeeperError
 
+__all__ = [
+    "CONTEXT",
+    "ENGINE",
+    "INF",
+    "NO_EXTRAS",
+    "ONE",
+    "ZERO",
+    "Action",
+    "BucketHealth",
+    "Extras",
+    "LiquidationPlan",
+    "LiquidationRequest",
+    "MissingParameter",
+    "MissingPrice",
+    "OptionSpec",
+    "OracleRefused",
+    "PerpWeights",
+    "UnknownProfile",
+    "exact",
+    "fmt_num",
+    "fmt_usd",
+    "price_of",
+    "quantize_up",
+]
+
 P = ParamSpec("P")
 R = TypeVar("R")
 

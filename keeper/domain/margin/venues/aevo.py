@@ -45,6 +45,8 @@ from keeper.domain.margin.types import (
 )
 from keeper.domain.model import Bucket, Position
 
+__all__ = ["close", "health", "option_mm", "plan", "position_mm", "terms"]
+
 
 def _rate(profile: Profile) -> Decimal:
     if profile.option_mm_rate is None:

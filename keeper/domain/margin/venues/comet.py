@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import NamedTuple
 
+__all__ = ["FACTOR_SCALE", "Collateral", "absorb", "mul_factor", "quote_collateral"]
+
 FACTOR_SCALE = 10**18
 
 

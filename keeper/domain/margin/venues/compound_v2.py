@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from decimal import ROUND_DOWN, Decimal
 
+__all__ = ["EXP_SCALE", "mantissa", "seize_tokens"]
+
 EXP_SCALE = 10**18
 
 

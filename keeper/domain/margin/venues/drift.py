@@ -9,6 +9,25 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import NamedTuple
 
+__all__ = [
+    "BASE_PRECISION",
+    "LIQUIDATION_FEE_PRECISION",
+    "MARGIN_TO_FEE",
+    "PRICE_PRECISION",
+    "QUOTE_PRECISION",
+    "SPOT_WEIGHT_PRECISION",
+    "U128_MAX",
+    "SpotBalance",
+    "asset_for_liability",
+    "base_to_cover_margin_shortage",
+    "liability_implied_by_asset",
+    "liability_transfer_to_cover_margin_shortage",
+    "liquidation_fee_at",
+    "perp_if_fee",
+    "spot_if_fee",
+    "strict_maintenance",
+]
+
 PRICE_PRECISION = 10**6
 QUOTE_PRECISION = 10**6
 BASE_PRECISION = 10**9

@@ -11,6 +11,16 @@ from collections.abc import Sequence
 from fractions import Fraction
 from typing import NamedTuple
 
+__all__ = [
+    "QUOTE_QUANTUMS_PER_USDC",
+    "PerpPosition",
+    "bankruptcy_quote_quantums",
+    "fillable_price",
+    "insurance_fund_delta",
+    "maintenance",
+    "net_collateral",
+]
+
 QUOTE_QUANTUMS_PER_USDC = 10**6
 
 

@@ -15,6 +15,8 @@ from typing import NamedTuple
 
 from keeper.domain.margin.types import ZERO, exact
 
+__all__ = ["Perp", "Token", "health", "perp_value", "scaled_weights"]
+
 
 class Token(NamedTuple):
     balance: Decimal

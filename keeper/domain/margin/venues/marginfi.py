@@ -42,6 +42,8 @@ from keeper.domain.margin.types import (
 )
 from keeper.domain.model import AssetParams, Bucket
 
+__all__ = ["Requirement", "Values", "confidence", "health", "plan", "report", "values"]
+
 Requirement = Literal["initial", "maintenance", "equity"]
 
 

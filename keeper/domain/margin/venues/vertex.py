@@ -47,6 +47,22 @@ from keeper.domain.margin.types import (
 )
 from keeper.domain.model import AssetParams, Bucket, MarketParams, Position
 
+__all__ = [
+    "SPREAD_REBATE_DIVISOR",
+    "Action",
+    "HealthType",
+    "actions",
+    "fill",
+    "health",
+    "health_value",
+    "perp_weights",
+    "plan",
+    "report",
+    "spot_weights",
+    "spread_basis",
+    "terms",
+]
+
 HealthType = Literal["initial", "maintenance", "unweighted"]
 
 SPREAD_REBATE_DIVISOR: Final = Decimal(5)
