@@ -382,10 +382,10 @@ def test_band_edges_at_scale_never_miss_a_row_below_zero(
     """Thousands of rows, long random walks: the vectorised settle, the merges of pending edges
     into the sorted arrays (forced often with tiny level sizes) and the compaction of stale
     edges never lose a row whose slack, recomputed in floats from its coefficients, is negative."""
-    import keeper.domain.screen as screen_mod
+    import keeper.domain.screen.edges as edges_mod
 
-    monkeypatch.setattr(screen_mod, "_SMALL", small)
-    monkeypatch.setattr(screen_mod, "_TAIL", tail)
+    monkeypatch.setattr(edges_mod, "_SMALL", small)
+    monkeypatch.setattr(edges_mod, "_TAIL", tail)
     rng = np.random.default_rng(7)
     n, syms = 3000, ["A", "B", "C", "D"]
     base = np.array([100.0, 20.0, 1.0, 5000.0])
