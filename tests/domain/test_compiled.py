@@ -63,7 +63,8 @@ def test_keeper_pure_imports_the_sources_whatever_is_built() -> None:
     import subprocess
     import sys
 
-    code = ("from keeper import _compiled; import keeper.domain.screen.screen as s, keeper.domain.decide as d; "
+    code = ("from keeper import _compiled; "
+            "import keeper.domain.screen.screen as s, keeper.domain.decide as d; "
             "print(_compiled.compiled(), s.__file__.endswith('.py'), d.__file__.endswith('.py'))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "KEEPER_PURE": "1"})
