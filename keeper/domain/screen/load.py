@@ -85,7 +85,8 @@ def fill_rows(  # noqa: PLR0917 - Screen.load_columns's arguments
         ceilings_sorted = ceilings[order]
         table._entry_ceiling[rows_sorted, slot] = np.where(
             np.isfinite(ceilings_sorted), np.nextafter(ceilings_sorted, 0.0), math.inf)
-    table._const[:n_buckets] = np.where(per_row > 0, consts - rel * np.abs(consts) - table.abs_tol, math.inf)
+    consts_lo = consts - rel * np.abs(consts) - table.abs_tol
+    table._const_lo[:n_buckets] = np.where(per_row > 0, consts_lo, math.inf)
     table._keys = list(keys)
     table._row = dict(zip(keys, range(n_buckets), strict=True))
     for sid, n in enumerate(np.bincount(sids_sorted, minlength=len(table._symbols)).tolist()):

@@ -15,7 +15,7 @@ relative band ``h / sum(weight * |lo| * P)``. While every symbol of a row stays 
 the row's headroom stays ``>= 0``. A flagged row gets an empty band (a floor at +inf, crossed by
 every tick of its symbols).
 
-Storage. Row ``r`` holds ``const_lo`` in ``_const[r]`` and up to ``_width`` entries ``(symbol id,
+Storage. Row ``r`` holds ``const_lo`` in ``_const_lo[r]`` and up to ``_width`` entries ``(symbol id,
 lo, price ceiling)`` in the 2-d arrays ``_entry_symbol``/``_entry_coef``/``_entry_ceiling``
 (symbol id 0 is a placeholder with price 1 and coefficient 0; the ceilings are allocated with
 the first finite one). One row's numbers are read and written through flat memoryviews of those
@@ -85,7 +85,7 @@ class RowTable:
         self._row: dict[str, int] = {}
         self._free: list[int] = []
         self._width = 4
-        self._const: F64 = np.zeros(0)
+        self._const_lo: F64 = np.zeros(0)
         self._generation: I32 = np.zeros(0, np.int32)
         self._always = np.zeros(0, np.bool_)
         """Per row: no linear form, a candidate on every tick of its symbols."""
@@ -97,7 +97,7 @@ class RowTable:
         self._entry_coef: F64 = np.zeros((0, self._width))
         self._entry_ceiling: F64 | None = None
         """Price ceilings per entry; allocated when the first finite one arrives (tiers)."""
-        self._const_view: memoryview[float] = _float_view(self._const)
+        self._const_lo_view: memoryview[float] = _float_view(self._const_lo)
         self._generation_view: memoryview[int] = _int_view(self._generation)
         self._always_view: memoryview[bool] = _bool_view(self._always)
         self._flagged_view: memoryview[bool] = _bool_view(self._flagged)
@@ -146,12 +146,12 @@ class RowTable:
 
     def _reserve(self, cap: int, width: int) -> None:
         """Grow the row arrays to ``cap`` rows of ``width`` entries (never shrinks)."""
-        old, old_width = self._const.size, self._width
+        old, old_width = self._const_lo.size, self._width
         if cap <= old and width <= old_width:
             return
         cap = max(cap, old)
         width = max(width, old_width)
-        self._const = _sized(self._const, cap, math.inf)
+        self._const_lo = _sized(self._const_lo, cap, math.inf)
         self._generation = _sized(self._generation, cap)
         self._always = _sized(self._always, cap)
         self._flagged = _sized(self._flagged, cap)
@@ -168,7 +168,7 @@ class RowTable:
 
     def _views(self) -> None:
         """Point the flat memoryviews at the row arrays (after any of them is replaced)."""
-        self._const_view = _float_view(self._const)
+        self._const_lo_view = _float_view(self._const_lo)
         self._generation_view = _int_view(self._generation)
         self._always_view = _bool_view(self._always)
         self._flagged_view = _bool_view(self._flagged)
@@ -187,7 +187,7 @@ class RowTable:
             self._keys[row] = key
         else:
             row = len(self._keys)
-            if row >= self._const.size:
+            if row >= self._const_lo.size:
                 self._reserve(max(16, 2 * row), self._width)
             self._keys.append(key)
         self._row[key] = row
@@ -207,7 +207,7 @@ class RowTable:
             coef_view[j] = 0.0
             if ceiling_view is not None:
                 ceiling_view[j] = math.inf
-        self._const_view[row] = math.inf
+        self._const_lo_view[row] = math.inf
 
     def _release(self, row: int) -> int:
         """Make the row's edges stale and take it out of the per-symbol counts (arrays kept);
@@ -252,7 +252,7 @@ class RowTable:
 
     def _fresh(self, row: int) -> tuple[float, bool]:
         """The row's headroom at the current prices, and whether a price is above its ceiling."""
-        return self._headroom(self._entries(row), self._const_view[row])
+        return self._headroom(self._entries(row), self._const_lo_view[row])
 
     def _headroom(self, entries: list[Entry], const_lo: float) -> tuple[float, bool]:
         """``const_lo + sum lo * P`` over a row's entries at the current prices, and whether a
@@ -336,7 +336,7 @@ class RowTable:
         sids = self._entry_symbol[rows]
         lo = self._entry_coef[rows]
         px = self._price_array[sids]
-        h = self._const[rows] + (lo * px).sum(axis=1)
+        h = self._const_lo[rows] + (lo * px).sum(axis=1)
         bad = ~(h >= 0)
         tier_ceiling = None
         if self._entry_ceiling is not None:
@@ -408,7 +408,7 @@ class RowTable:
     def nbytes(self) -> int:
         """Bytes held by the row arrays, the band edges and the row sets (stale rows, quiet
         symbols' notes: ~60 B a member), not the key list and dict."""
-        rows = (self._const.nbytes + self._generation.nbytes + self._always.nbytes + self._flagged.nbytes
+        rows = (self._const_lo.nbytes + self._generation.nbytes + self._always.nbytes + self._flagged.nbytes
                 + self._entry_symbol.nbytes + self._entry_coef.nbytes)
         if self._entry_ceiling is not None:
             rows += self._entry_ceiling.nbytes

@@ -129,12 +129,12 @@ class Screen(RowTable):
                 self._always_rows[sid].add(row)
             return True
         if len(sids) > self._width:
-            self._reserve(self._const.size, len(sids))
+            self._reserve(self._const_lo.size, len(sids))
         rel = self.rel_tol
         const, coefs, tier_ceilings = form
         c = float(const)
         const_lo = c - rel * abs(c) - self.abs_tol
-        self._const_view[row] = const_lo
+        self._const_lo_view[row] = const_lo
         row_count = self._row_count
         entries: list[Entry] = []
         los: list[float] = []
@@ -209,7 +209,7 @@ class Screen(RowTable):
         self.shifts += 1
         coef_view[start + slot] = new
         self._shift_widening[row] = spent
-        const_lo: float = self._const_view[row]
+        const_lo: float = self._const_lo_view[row]
         entries = self._entries(row)  # with the new coefficient
         if new >= lo:
             # the row only gained (prices are positive): its headroom is at least the old one at
@@ -317,7 +317,7 @@ class Screen(RowTable):
         if self._deferred_rows:
             hit, refreshed = self._refresh_deferred(hit)
         if len(hit) < _SMALL_SETTLE:
-            const_view = self._const_view
+            const_view = self._const_lo_view
             flagged = [row for row in hit if self._settle1(row, self._entries(row), const_view[row])]
         else:
             flagged = self._settle_many(np.array(hit, np.int64)).tolist()
