@@ -78,7 +78,7 @@ class RowTable:
         self._always_rows: list[set[int]] = [set()]
         """Per symbol: the always-checked rows exposed to it."""
         self._unbanded: list[set[int]] = [set()]
-        """Per quiet symbol: rows settled with no edge for it (see ``_settle1``)."""
+        """Per quiet symbol: rows settled with no edge for it (see ``_settle_one``)."""
         self._floors: list[BandEdges] = [BandEdges()]
         self._ceilings: list[BandEdges] = [BandEdges()]
         self._keys: list[str | None] = []
@@ -269,7 +269,7 @@ class RowTable:
 
     # ------------------------------------------------------------------ settling (bands)
 
-    def _settle1(self, row: int, entries: list[Entry], const_lo: float) -> bool:
+    def _settle_one(self, row: int, entries: list[Entry], const_lo: float) -> bool:
         """Settle one row in Python: recompute it and push one band edge per symbol.
 
         The headroom ``h`` is split between the row's symbols by the weighted values of their terms
@@ -325,7 +325,7 @@ class RowTable:
         return False
 
     def _settle_many(self, rows: I64, *, rebuild: bool = False) -> I64:
-        """Settle many linear rows at once (numpy), as ``_settle1`` each; returns the flagged ones.
+        """Settle many linear rows at once (numpy), as ``_settle_one`` each; returns the flagged ones.
 
         ``rebuild``: these are all the linear rows, so every symbol's edges are replaced (a
         full settle that also drops every stale edge).
@@ -353,7 +353,7 @@ class RowTable:
         gen_of = np.broadcast_to(gen[:, None], sids.shape)
         held = sids != 0
         quiet = (weight == QUIET_WEIGHT) & held
-        # as in _settle1: a quiet symbol of a row holding a moving one gets no edge, but a note
+        # as in _settle_one: a quiet symbol of a row holding a moving one gets no edge, but a note
         skip = quiet & (held & ~quiet).any(axis=1)[:, None]
         if rebuild:
             for noted in self._unbanded:

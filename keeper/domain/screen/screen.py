@@ -59,6 +59,9 @@ class Screen(RowTable):
             raise ValueError("rel_tol must be > 0, abs_tol >= 0 and resync_every >= 0")
         super().__init__(rel_tol=rel_tol, abs_tol=abs_tol)
         self.resync_every = resync_every
+        self._one_by_one_below = _SMALL_SETTLE
+        """Crossed rows are settled one by one (``_settle_one``, the reference) below this count,
+        vectorised (``_settle_many``) from it: the same promise (tests set it to 0)."""
         self.refresh: Callable[[str], bool] | None = None
         """Re-linearises a bucket from the exact state (``upsert``), returning whether it is flagged:
         set by the owner of the state; without it ``defer`` never defers."""
@@ -169,7 +172,7 @@ class Screen(RowTable):
             coef_view[j] = 0.0
             if ceiling_view is not None:
                 ceiling_view[j] = math.inf
-        return self._settle1(row, entries, const_lo)
+        return self._settle_one(row, entries, const_lo)
 
     def shift(self, key: str, symbol: str, delta: Decimal) -> bool | None:
         """Add ``delta`` (exact) to the bucket's coefficient of ``symbol``; whether it is flagged now.
@@ -217,7 +220,7 @@ class Screen(RowTable):
             h, broken = self._headroom(entries, const_lo)
             flagged = broken or not h >= 0
         else:
-            flagged = self._settle1(row, entries, const_lo)
+            flagged = self._settle_one(row, entries, const_lo)
         return None if flagged and row in self._deferred_rows else flagged
 
     def defer(self, key: str) -> bool:
@@ -300,7 +303,7 @@ class Screen(RowTable):
             else:
                 hit = sorted({r for r, g in pairs if generation_view[r] == g})
             if unbanded:
-                # rows holding this quiet symbol with no edge for it (noted by _settle1): settled
+                # rows holding this quiet symbol with no edge for it (noted by _settle_one): settled
                 # on each of its ticks (and given edges on its second move, when it weighs 1)
                 keys = self._keys
                 hit = sorted({*hit, *(r for r in unbanded if keys[r] is not None)})
@@ -316,9 +319,9 @@ class Screen(RowTable):
         refreshed: list[int] = []
         if self._deferred_rows:
             hit, refreshed = self._refresh_deferred(hit)
-        if len(hit) < _SMALL_SETTLE:
+        if len(hit) < self._one_by_one_below:
             const_view = self._const_lo_view
-            flagged = [row for row in hit if self._settle1(row, self._entries(row), const_view[row])]
+            flagged = [row for row in hit if self._settle_one(row, self._entries(row), const_view[row])]
         else:
             flagged = self._settle_many(np.array(hit, np.int64)).tolist()
         if refreshed:

@@ -174,6 +174,29 @@ def test_screen_never_misses_an_exactly_liquidatable_bucket(
                     assert key in got, (key, exact_slack(b, prices, lending))
 
 
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(books(), moves)
+def test_vectorised_settles_never_miss_an_exactly_liquidatable_bucket(
+    book: list[tuple[Bucket, bool]], path: list[tuple[str, int]]
+) -> None:
+    """The numpy settle of crossed rows (the fast path for many) keeps the row-by-row settle's
+    promise: forced on every tick, it never misses a bucket the exact reference calls
+    liquidatable."""
+    sc = Screen()
+    sc._one_by_one_below = 0
+    prices = dict(BASE)
+    for i, (b, lending) in enumerate(book):
+        sc.upsert(f"{i:02d}/cross", b, MARKETS, ASSETS, prices, lending)
+    for sym, bp in path:
+        prices[sym] = BASE[sym] * (1 + D(bp) / 10_000)
+        got = set(sc.candidates(sym, prices[sym]))
+        for i, (b, lending) in enumerate(book):
+            key = f"{i:02d}/cross"
+            if liquidatable(b, prices, lending) and sym in b.symbols():
+                assert key in got, (key, exact_slack(b, prices, lending))
+                assert sc.check(key)
+
+
 @settings(max_examples=40, deadline=None)
 @given(books())
 def test_bulk_load_flags_what_upserts_flag(book: list[tuple[Bucket, bool]]) -> None:
