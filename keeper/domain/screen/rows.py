@@ -380,19 +380,19 @@ class RowTable:
                 continue
             order = np.argsort(side_sids, kind="stable")
             sid_sorted, keys = side_sids[order], side_keys[order]
-            rws, gens = side_rows[order], side_gens[order]
+            edge_rows, gens = side_rows[order], side_gens[order]
             starts = np.concatenate(([0], np.flatnonzero(np.diff(sid_sorted)) + 1))
             bounds = [*starts.tolist(), sid_sorted.size]
             symbols = sid_sorted[starts].tolist()
             if rebuild:
                 for i, sid in enumerate(symbols):
                     a, b = bounds[i], bounds[i + 1]
-                    edges[sid].set(keys[a:b], rws[a:b], gens[a:b])
+                    edges[sid].set(keys[a:b], edge_rows[a:b], gens[a:b])
                 continue
             tops = np.maximum.reduceat(keys, starts).tolist()
             for i, sid in enumerate(symbols):
                 a, b = bounds[i], bounds[i + 1]
-                edges[sid].push_many(keys[a:b], rws[a:b], gens[a:b], tops[i])
+                edges[sid].push_many(keys[a:b], edge_rows[a:b], gens[a:b], tops[i])
         flagged: I64 = rows[bad]
         return flagged
 
