@@ -16,8 +16,8 @@ def _tree(tmp_path: Path) -> tuple[Path, Path]:
         src = tmp_path / f"{name}.py"
         src.parent.mkdir(parents=True, exist_ok=True)
         src.write_text(f"# {name}\n")
-    src = tmp_path / "domain" / "screen.py"
-    built = src.parent / "screen.cpython-311-x86_64-linux-gnu.so"
+    src = tmp_path / "domain" / "screen" / "rows.py"
+    built = src.parent / "rows.cpython-311-x86_64-linux-gnu.so"
     built.write_bytes(b"\x7fELF")
     return src, built
 
@@ -28,7 +28,7 @@ def _record(root: Path) -> None:
 
 def test_a_build_of_another_source_is_refused_with_the_fix(tmp_path: Path) -> None:
     src, _ = _tree(tmp_path)
-    with pytest.raises(ImportError, match=r"compiled domain/screen was built from another screen\.py"):
+    with pytest.raises(ImportError, match=r"compiled domain/screen/rows was built from another rows\.py"):
         _compiled.check(tmp_path)  # no record of what was compiled
     _record(tmp_path)
     _compiled.check(tmp_path)
@@ -51,10 +51,10 @@ def test_the_makefile_rebuilds_on_the_modules_the_build_compiles() -> None:
 
 def test_compiled_names_the_modules_that_import_compiled() -> None:
     import keeper.domain.decide
-    import keeper.domain.screen
+    import keeper.domain.screen.screen
 
     names = _compiled.compiled()
-    for mod in (keeper.domain.screen, keeper.domain.decide):
+    for mod in (keeper.domain.screen.screen, keeper.domain.decide):
         name = mod.__name__.removeprefix("keeper.")
         assert (name in names) == str(mod.__file__).endswith(".so")
 
@@ -63,7 +63,8 @@ def test_keeper_pure_imports_the_sources_whatever_is_built() -> None:
     import subprocess
     import sys
 
-    code = ("from keeper import _compiled; import keeper.domain.screen as s, keeper.domain.decide as d; "
+    code = ("from keeper import _compiled; "
+            "import keeper.domain.screen.screen as s, keeper.domain.decide as d; "
             "print(_compiled.compiled(), s.__file__.endswith('.py'), d.__file__.endswith('.py'))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "KEEPER_PURE": "1"})

@@ -2,93 +2,26 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
-
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from keeper.domain.model import AssetParams, Bucket, MarketParams, Position, Tier
-from keeper.domain.screen import Screen, linearise, screen_mode, tier_bound
-
-D = Decimal
-MARKETS = {
-    "BTC": MarketParams(symbol="BTC", mmf=D("0.005")),
-    "ETH": MarketParams(symbol="ETH", mmf=D("0.01")),
-    "SOL": MarketParams(symbol="SOL", max_leverage=D("20")),
-    "TIER": MarketParams(symbol="TIER", mmf_tiers=(
-        Tier(D(0), D("0.004")), Tier(D(50_000), D("0.005")), Tier(D(250_000), D("0.01")),
-        Tier(D(1_000_000), D("0.025")), Tier(D(5_000_000), D("0.05")))),
-}
-ASSETS = {
-    "USDC": AssetParams(symbol="USDC", liquidation_threshold=D("0.9"), asset_weight=D(1)),
-    "WETH": AssetParams(symbol="WETH", liquidation_threshold=D("0.8"), asset_weight=D("0.9"),
-                        liability_weight=D("1.1")),
-}
-
-
-# ---------------------------------------------------------------- an exact reference, independent
-
-
-def _brackets(m: MarketParams) -> list[tuple[D, D, D]]:
-    out: list[tuple[D, D, D]] = []
-    pr = pd = D(0)
-    for i, t in enumerate(sorted(m.mmf_tiers, key=lambda t: t.notional_floor)):
-        d = t.deduction if t.deduction is not None else (
-            t.notional_floor * t.rate if i == 0 else pd + t.notional_floor * (t.rate - pr))
-        out.append((t.notional_floor, t.rate, d))
-        pr, pd = t.rate, d
-    return out
-
-
-def exact_mm(m: MarketParams, notional: D) -> D:
-    if m.mmf is not None:
-        return notional * m.mmf
-    if m.max_leverage is not None:
-        return notional / (2 * m.max_leverage)
-    br = _brackets(m)
-    _, rate, ded = br[0]
-    for f, r, d in br:
-        if notional >= f:
-            rate, ded = r, d
-    return max(D(0), notional * rate - ded)
-
-
-def exact_slack(b: Bucket, prices: dict[str, D], lending: bool) -> D:
-    """equity - requirement (perp) or weighted collateral - debt (lending), in exact Decimal."""
-    s = D(0)
-    for sym, bal in b.balances.items():
-        a = ASSETS[sym]
-        if bal > 0:
-            w = a.liquidation_threshold if lending else a.asset_weight
-            assert w is not None
-        else:
-            w = max(D(1), a.liability_weight or D(1))
-        s += bal * prices[sym] * w
-    for sym, p in b.positions.items():
-        px = prices[sym]
-        s += p.size * px + p.quote_value() - exact_mm(MARKETS[sym], abs(p.size) * px)
-    return s
-
-
-def magnitude(b: Bucket, prices: dict[str, D], lending: bool) -> D:
-    """The size of the numbers the slack is made of: sum of the absolute terms."""
-    terms = [abs(bal) * prices[s] for s, bal in b.balances.items()]
-    terms += [abs(p.size * prices[s]) + abs(p.quote_value()) for s, p in b.positions.items()]
-    return sum(terms, D(0))
-
-
-def liquidatable(b: Bucket, prices: dict[str, D], lending: bool) -> bool:
-    has_risk = bool(b.positions) or any(v < 0 for v in b.balances.values())
-    return has_risk and exact_slack(b, prices, lending) < 0
-
-
-# ---------------------------------------------------------------- behaviour
-
-
-def long_btc(collateral: str, size: str = "1", entry: str = "60000") -> Bucket:
-    return Bucket("cross", {"USDC": D(collateral)}, {"BTC": Position("BTC", D(size), D(entry))})
+from keeper.domain.model import Bucket, Position
+from keeper.domain.screen import Screen, linearise
+from tests.domain.screen.reference import (
+    ASSETS,
+    BASE,
+    MARKETS,
+    SYMS,
+    D,
+    books,
+    exact_slack,
+    liquidatable,
+    long_btc,
+    magnitude,
+    moves,
+)
 
 
 def test_long_is_flagged_only_once_price_crosses_its_liquidation_price() -> None:
@@ -171,30 +104,6 @@ def test_unlinearisable_bucket_is_a_candidate_on_every_tick_of_its_symbols() -> 
     assert sc.stats()["always_check"] == 2
 
 
-def test_screen_mode_follows_the_profile_fields() -> None:
-    assert screen_mode("lending", "aave", "liq") == (True, False, False)
-    assert screen_mode("perp", "perp", "entry") == (False, True, False)
-    assert screen_mode("perp", "mango", "liq") == (False, False, True)
-
-
-def test_mm_at_entry_puts_the_margin_in_the_constant() -> None:
-    lin = linearise(long_btc("6000"), MARKETS, ASSETS, {"BTC": D(60000)}, False, mm_at_entry=True)
-    assert lin is not None
-    assert lin.coefs["BTC"] == D(1)
-    assert lin.const == D(-60000) - D(60000) * D("0.005")
-
-
-@given(st.integers(1, 10**8), st.integers(1, 10**8))
-def test_tier_bound_covers_the_schedule_up_to_its_ceiling(n0: int, n: int) -> None:
-    m = MARKETS["TIER"]
-    bound = tier_bound(m, D(n0))
-    assert bound is not None
-    rate, ceiling = bound
-    if ceiling is None or D(n) <= ceiling:
-        assert D(n) * rate >= exact_mm(m, D(n))
-    assert ceiling is None or ceiling > 2 * D(n0)
-
-
 def test_tiered_position_leaving_its_band_is_flagged_until_upserted_again() -> None:
     sc = Screen()
     b = Bucket("cross", {"USDC": D(10**9)}, {"TIER": Position("TIER", D(1), D(10_000))})
@@ -244,50 +153,6 @@ def test_automatic_resync_runs_after_the_configured_number_of_ticks() -> None:
     assert sc.stats()["resyncs"] == 2
 
 
-# ---------------------------------------------------------------- random books and price paths
-
-SYMS = ["BTC", "ETH", "SOL", "TIER", "USDC", "WETH"]
-BASE = {"BTC": D(60000), "ETH": D(3000), "SOL": D(150), "TIER": D(20000), "USDC": D(1), "WETH": D(3000)}
-
-
-@st.composite
-def books(draw: st.DrawFn) -> list[tuple[Bucket, bool]]:
-    out = []
-    for _ in range(draw(st.integers(1, 12))):
-        lending = draw(st.booleans())
-        if lending:
-            b = Bucket("cross", {"WETH": D(draw(st.integers(1, 10**6))) / 1000,
-                                 "USDC": -D(draw(st.integers(1, 10**7))) / 100})
-        else:
-            pos = {}
-            for m in draw(st.lists(st.sampled_from(["BTC", "ETH", "SOL", "TIER"]), min_size=1,
-                                   max_size=4, unique=True)):
-                size = D(draw(st.integers(-10**6, 10**6)) or 1) / 1000
-                entry = BASE[m] * D(draw(st.integers(900, 1100))) / 1000
-                pos[m] = Position(m, size, entry)
-            b = Bucket("cross", {}, pos)
-            bal = {"USDC": D(0)}
-            if draw(st.booleans()):
-                bal["WETH"] = D(draw(st.integers(-1000, 1000))) / 100
-            b.balances.update({k: v for k, v in bal.items() if v})
-        # put the bucket right at its boundary, a hair either side (relative 1e-6 .. 1e-17 of its
-        # size, or exactly on it), so float noise and a wrong tolerance band would show
-        slack = exact_slack(b, BASE, lending)
-        mag = magnitude(b, BASE, lending)
-        sign = draw(st.sampled_from([-1, 0, 1]))
-        nudge = sign * mag * D(10) ** -draw(st.integers(6, 17))
-        target = b.balances.get("USDC", D(0)) - slack + nudge  # USDC weighs 1 as debt or perp cash
-        if target:
-            b.balances["USDC"] = target
-        out.append((b, lending))
-    return out
-
-
-# price levels in basis points from the base: paths leave and come back to the boundary
-moves = st.lists(st.tuples(st.sampled_from(SYMS), st.sampled_from([-3000, -300, -1, 0, 0, 1, 300, 3000])),
-                 min_size=1, max_size=30)
-
-
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(books(), moves, st.sampled_from([0.0, 1e-6]), st.sampled_from([0, 7]))
 def test_screen_never_misses_an_exactly_liquidatable_bucket(
@@ -307,6 +172,29 @@ def test_screen_never_misses_an_exactly_liquidatable_bucket(
                 assert sc.check(key), (key, exact_slack(b, prices, lending))
                 if sym in b.symbols():
                     assert key in got, (key, exact_slack(b, prices, lending))
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(books(), moves)
+def test_vectorised_settles_never_miss_an_exactly_liquidatable_bucket(
+    book: list[tuple[Bucket, bool]], path: list[tuple[str, int]]
+) -> None:
+    """The numpy settle of crossed rows (the fast path for many) keeps the row-by-row settle's
+    promise: forced on every tick, it never misses a bucket the exact reference calls
+    liquidatable."""
+    sc = Screen()
+    sc._one_by_one_below = 0
+    prices = dict(BASE)
+    for i, (b, lending) in enumerate(book):
+        sc.upsert(f"{i:02d}/cross", b, MARKETS, ASSETS, prices, lending)
+    for sym, bp in path:
+        prices[sym] = BASE[sym] * (1 + D(bp) / 10_000)
+        got = set(sc.candidates(sym, prices[sym]))
+        for i, (b, lending) in enumerate(book):
+            key = f"{i:02d}/cross"
+            if liquidatable(b, prices, lending) and sym in b.symbols():
+                assert key in got, (key, exact_slack(b, prices, lending))
+                assert sc.check(key)
 
 
 @settings(max_examples=40, deadline=None)
@@ -373,56 +261,6 @@ def test_screen_never_misses_what_the_margin_engine_calls_liquidatable(
                 assert sc.check(key), (key, health)
                 if sym in b.symbols():
                     assert key in got, (key, health)
-
-
-@pytest.mark.parametrize(("small", "tail"), [(4096, 64), (8, 2)])
-def test_band_edges_at_scale_never_miss_a_row_below_zero(
-    monkeypatch: pytest.MonkeyPatch, small: int, tail: int
-) -> None:
-    """Thousands of rows, long random walks: the vectorised settle, the merges of pending edges
-    into the sorted arrays (forced often with tiny level sizes) and the compaction of stale
-    edges never lose a row whose slack, recomputed in floats from its coefficients, is negative."""
-    import keeper.domain.screen as screen_mod
-
-    monkeypatch.setattr(screen_mod, "_SMALL", small)
-    monkeypatch.setattr(screen_mod, "_TAIL", tail)
-    rng = np.random.default_rng(7)
-    n, syms = 3000, ["A", "B", "C", "D"]
-    base = np.array([100.0, 20.0, 1.0, 5000.0])
-    per = rng.integers(1, 4, n)
-    er = np.repeat(np.arange(n), per)
-    es = np.concatenate([rng.choice(4, k, replace=False) for k in per.tolist()])
-    coef = rng.normal(0, 1, er.size) / base[es]
-    slack0 = rng.exponential(0.05, n)
-    const = slack0 - np.bincount(er, coef * base[es], n)
-    keys = [f"a{i:05d}/cross" for i in range(n)]
-    sc = Screen(abs_tol=0.0, resync_every=0)
-    prices = dict(zip(syms, base.tolist(), strict=True))
-    sc.load_columns(keys, const, er, es, coef, symbols=syms, prices=prices)
-    px = base.copy()
-    removed: set[int] = set()
-    for step in range(600):
-        m = int(rng.integers(0, 4))
-        px[m] = base[m] * (1 + rng.normal(0, 0.03))
-        got = set(sc.candidates(syms[m], float(px[m])))
-        if step % 50 == 49:
-            gone = int(rng.integers(0, n))
-            sc.remove(keys[gone])
-            removed.add(gone)
-        slack = const + np.bincount(er, coef * px[es], n)
-        exposed = np.zeros(n, np.bool_)
-        exposed[er[es == m]] = True
-        for i in np.flatnonzero((slack < -1e-9) & exposed).tolist():
-            if i not in removed:
-                assert keys[i] in got, (step, i, slack[i])
-                assert sc.check(keys[i])
-    st_ = sc.stats()
-    assert st_["buckets"] == n - len(removed)
-    # stale edges are compacted away: each side stays within twice its live rows plus 1024
-    # (and what was pushed since its last probe)
-    assert st_["edges"] <= 2 * (2 * st_["entries"] + 2 * len(syms) * 1024)
-    sc.resync()
-    assert sc.stats()["dead_entries"] == 0
 
 
 # ---------------------------------------------------------------- shift: one term moved in place
