@@ -19,7 +19,6 @@ PACKAGE = Path(__file__).resolve().parent.parent / "keeper"
 NOT_YET: tuple[str, ...] = (
     "keeper.domain.cores",
     "keeper.domain.decide",
-    "keeper.domain.screen",
     "keeper.domain.state",
 )
 
