@@ -23,7 +23,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 
-COMPILED = ("domain/checks", "domain/screen", "domain/decide", "domain/guards",
+COMPILED = ("domain/checks", "domain/screen", "domain/decide", "domain/keeper_batch",
+            "domain/exposure", "domain/intents", "domain/caps", "domain/guards",
             "domain/margin/health", "domain/margin/sizing", "domain/margin/tiers", "replay/route",
             "store/lines")
 """Module paths under ``keeper/`` that setup.py compiles (it loads this module; the Makefile's
