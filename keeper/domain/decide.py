@@ -5,41 +5,32 @@ drives offline: ``handle(entry_id, event)`` applies the entry and returns the
 ``LiquidationIntended`` entries to record (the outbox). No clock, no randomness, no I/O, and every
 iteration is in sorted order: the same entries give byte-identical decisions.
 
-Rules (``docs/keeper.md`` explains why):
+Rules (``docs/keeper.md`` states each in full, and why):
 
-- **What is re-checked.** A price: the buckets exposed to that symbol (the exposure index, kept
-  up to date from account events) that the numpy screen (``keeper.domain.screen``, conservative:
-  it never misses a liquidatable bucket) flags as candidates. An account event: that bucket. An
-  outcome that frees a bucket (confirmed, rejected, expired): that bucket. ``FeedRecovered``,
-  ``KeeperResumed``: the buckets exposed to that symbol that the screen flags (the kill switch:
-  all flagged buckets). Market or asset parameter changes: every bucket exposed to it.
-- **Confirmation.** Every candidate goes through the margin engine's exact ``evaluate`` and
-  ``plan_liquidation`` before anything is decided.
+- **What is re-checked.** A price: the exposed buckets the screen (conservative: it never misses
+  a liquidatable bucket) flags. An account event, or an outcome that frees a bucket: that
+  bucket. ``FeedRecovered``, ``KeeperResumed``: the flagged buckets exposed to that symbol (the
+  kill switch: all). Market or asset parameter changes: every bucket exposed to it. Every
+  candidate is confirmed with the margin engine's exact ``evaluate`` and ``plan_liquidation``.
 - **Guards.** A bucket with any symbol in ``state.unsafe``, or a missing or non-positive price,
-  gets no decision at all. A bucket with an open intent (``state.busy``) is skipped until the
-  outcome is in the log or the intent expires. A bucket whose liquidation is confirmed but whose
-  resulting account events are not in the log yet is *settling*: skipped until an account event
-  naming the intent (``causation_id``), or a position change, repay or withdraw of the bucket,
-  arrives, or for at most ``intent_ttl_us`` of log time.
+  gets no decision. A bucket with an open intent (``state.busy``), or *settling* (its
+  liquidation confirmed, its account events not in the log yet, for at most ``intent_ttl_us``
+  of log time), is skipped.
 - **Restraint.** A bucket whose liquidation the venue rejected is not decided again for
   ``reject_backoff_us * 2**(n-1)`` of log time (n rejections in a row, at most
-  ``reject_backoff_max_us``): a market that refuses (halted, or the venue's price differs) is
-  not hammered on every tick. A confirmation, or the bucket seen healthy, resets the count.
-- **One instant, one judgement.** A price marked ``frame_more`` (more prices of the same
-  source frame follow) is applied, its candidates kept, and nothing decided until the frame's
-  last price (or any other entry) is applied: no decision on a state holding part of an instant.
+  ``reject_backoff_max_us``); a confirmation, or the bucket seen healthy, resets the count.
+- **One instant, one judgement.** After a price marked ``frame_more`` nothing is decided until
+  the frame's last price (or any other entry) is applied.
 - **Which buckets.** A lending profile decides on buckets without positions, a perp profile on
-  buckets with positions, so cores of several profiles on one log never decide the same bucket.
-- **Priority.** Several buckets breaching on one event are decided lowest health first, ties by
-  bucket key; caps are spent in that order. A burst of more than ``DECIDE_CHUNK`` candidates is
-  checked in chunks in the screen's order of least headroom (most at risk first), lowest
-  health first within a chunk; a streaming caller (``streaming``) records each chunk's intents
-  before the next chunk is checked.
+  buckets with positions (``ExposureIndex.decidable``).
+- **Priority.** Lowest health first, ties by bucket key; caps are spent in that order. A burst of
+  more than ``DECIDE_CHUNK`` candidates is checked in chunks, least screen headroom first; a
+  ``streaming`` caller records each chunk's intents before the next chunk is checked.
 - **Modes** (``keeper.domain.intents.mode_of``). Only ``live`` marks the bucket busy; ``paper``,
   ``paused``, ``skip:profit`` and ``skip:cap`` are recorded once per bucket per unhealthy
   episode (until the bucket is seen healthy again, or its mode changes).
-- **Ids.** ``keeper.domain.intents.intent_of``: an intent's id names the bucket and the trigger
-  entry; its ``ts_event`` and ``causation_id`` are the trigger's.
+- **Ids** (``keeper.domain.intents.intent_of``): an intent's id names the bucket and the
+  trigger entry; its ``ts_event`` and ``causation_id`` are the trigger's.
 """
 
 from __future__ import annotations
@@ -55,6 +46,16 @@ from keeper.domain import events as ev
 from keeper.domain import guards, keeper_batch
 from keeper.domain import state as st
 from keeper.domain.caps import CapWindow
+from keeper.domain.events import (
+    Event,
+    FeedRecovered,
+    KeeperResumed,
+    LiquidationConfirmed,
+    LiquidationExpired,
+    LiquidationIntended,
+    LiquidationRejected,
+    PriceUpdated,
+)
 from keeper.domain.exposure import ExposureIndex
 from keeper.domain.intents import bucket_of_intent, intent_id, intent_of, mode_of
 from keeper.domain.margin import get_profile
@@ -65,6 +66,7 @@ from keeper.domain.margin.types import ENGINE, BucketHealth, LiquidationPlan
 from keeper.domain.model import Bucket, bucket_key
 from keeper.domain.params import CoreSnapshot, KeeperParams
 from keeper.domain.screen import Screen
+from keeper.domain.state import apply
 from keeper.errors import KeeperError
 
 __all__ = ["CORE_FORMAT", "DECIDE_CHUNK", "KeeperCore", "KeeperParams", "bucket_of_intent", "decide_log",
@@ -81,14 +83,13 @@ _BALANCE_SIGN: Final[dict[type, int]] = {ev.Deposit: 1, ev.Repay: 1, ev.FundingA
 """Account events that only move one balance, and the sign of ``amount`` in that move."""
 _PARAMS_CHANGES: Final = (ev.MarketListed, ev.MarketParamsChanged, ev.AssetListed, ev.AssetParamsChanged)
 DECIDE_CHUNK: Final = 64
-"""Buckets checked exactly and planned at a time when one entry breaches many (a burst): in
-the screen's order of least headroom, lowest exact health first within a chunk."""
+"""Buckets checked exactly and planned at a time in a burst (the rules: *Priority*)."""
 CORE_FORMAT = 1000 + st.STATE_FORMAT
 """Snapshot format of a keeper core (distinct from a plain projection's)."""
 
 Candidate = tuple[str, Bucket, tuple[str, ...], tuple[int, int] | None]
 """A bucket the guards let through: ``(key, bucket, its symbols, its rejection backoff)``."""
-Backlog = tuple[list[str], str, ev.Event, str | None]
+Backlog = tuple[list[str], str, Event, str | None]
 """Candidates left to decide after a streamed chunk: ``(keys, entry id, trigger, cleared)``."""
 
 
@@ -122,12 +123,9 @@ _saved_decoder = msgspec.msgpack.Decoder(CoreSnapshot)
 
 
 class KeeperCore:
-    """State + exposure index + decide. See the module docstring for the rules.
-
-    ``handle`` is the reference: one entry applied (``state.apply``), the index brought up to
-    date (``_follow``), the candidates decided (``_decide``). ``handle_batch`` is its fast twin
-    (``keeper.domain.keeper_batch``): the same output and state for a batch of entries.
-    """
+    """State + exposure index + decide (the module docstring has the rules). ``handle`` is the
+    reference: the entry applied (``state.apply``), the bookkeeping brought up to date
+    (``_follow``), the candidates decided (``_decide``); ``handle_batch`` runs its fast twin."""
 
     FORMAT: ClassVar[int] = CORE_FORMAT
 
@@ -144,16 +142,14 @@ class KeeperCore:
         self._rejected: dict[str, tuple[int, int]] = {}
         """Bucket -> (rejections in a row, log time before which it is not decided again)."""
         self.streaming = False
-        """Set by a caller that appends a burst's intents chunk by chunk (the daemon's
-        projector): ``_decide`` then stops after the first chunk that decided something and
-        leaves the rest in ``backlog`` (``continue_backlog``); ``handle_batch`` stops after that
-        entry. The decisions are the same as without it (replay does not stream)."""
+        """Set by a caller that appends a burst's intents chunk by chunk (the daemon's projector):
+        the rest of a burst waits in ``backlog`` (``continue_backlog``); the same decisions."""
         self.backlog: Backlog | None = None
         self._frame: list[str] = []
         """Buckets flagged by prices of a frame whose last price has not been applied yet
-        (``ev.PriceUpdated.frame_more``): decided together once it is."""
+        (``PriceUpdated.frame_more``): decided together once it is."""
         self._window = CapWindow()
-        self._pending: dict[str, ev.LiquidationIntended] = {}
+        self._pending: dict[str, LiquidationIntended] = {}
         self.index = ExposureIndex(self.state, self.profile)
         self.screen: Screen = self.index.screen
         self.rechecked_last = 0
@@ -161,7 +157,7 @@ class KeeperCore:
         self.rechecked_total = 0
         self.skipped: dict[str, int] = {}
         """Why candidates were not decided, counted (a metric, not part of the snapshot)."""
-        self.quarantined: list[tuple[str, ev.Event, str]] = []
+        self.quarantined: list[tuple[str, Event, str]] = []
         """Entries that raised since ``take_quarantined`` was last called (``quarantine``)."""
         self.quarantined_total = 0
 
@@ -175,7 +171,7 @@ class KeeperCore:
         """Keys of the buckets whose health moves with ``symbol``."""
         return self.index.exposed(symbol)
 
-    def handle(self, entry_id: str, event: ev.Event) -> list[ev.Event]:
+    def handle(self, entry_id: str, event: Event) -> list[Event]:
         """Apply one log entry and return the intents decided after it (possibly none).
 
         An entry that raises while it is applied or decided on is quarantined (``quarantine``):
@@ -187,13 +183,13 @@ class KeeperCore:
             self.quarantine(entry_id, event, exc)
             return []
 
-    def handle_batch(self, entries: Sequence[tuple[str, ev.Event]]) -> list[ev.Event]:
+    def handle_batch(self, entries: Sequence[tuple[str, Event]]) -> list[Event]:
         """``handle`` for each entry in order, the intents concatenated: the same output and
         state as one call per entry (the projector and replay call this once per read batch).
         A streaming core stops after the entry that left a ``backlog``."""
         return keeper_batch.handle_batch(self, entries)
 
-    def quarantine(self, entry_id: str, event: ev.Event, exc: Exception) -> None:
+    def quarantine(self, entry_id: str, event: Event, exc: Exception) -> None:
         """Record that ``entry_id`` could not be applied and move the core's position past it.
 
         The events' own checks (``keeper.domain.limits``) keep bad numbers out of the log, so
@@ -208,25 +204,25 @@ class KeeperCore:
         self.quarantined.append((entry_id, event, f"{type(exc).__name__}: {exc}"))
         self.quarantined_total += 1
 
-    def take_quarantined(self) -> list[tuple[str, ev.Event, str]]:
+    def take_quarantined(self) -> list[tuple[str, Event, str]]:
         """The entries quarantined since the last call: ``(entry id, event, error)``."""
         out, self.quarantined = self.quarantined, []
         return out
 
-    def _handle(self, entry_id: str, event: ev.Event) -> list[ev.Event]:
+    def _handle(self, entry_id: str, event: Event) -> list[Event]:
         """``handle`` without the quarantine: apply, follow, decide."""
-        if type(event) is ev.LiquidationIntended:
+        if type(event) is LiquidationIntended:
             self._pending.pop(event.event_id, None)
-        st.apply(self.state, entry_id, event)
+        apply(self.state, entry_id, event)
         self.rechecked_last = 0
         keys, cleared = self._follow(event)
-        if type(event) is ev.PriceUpdated and event.frame_more:
+        if type(event) is PriceUpdated and event.frame_more:
             self._frame.extend(keys)  # decided with the frame's last price
             return []
         return self._decide_with_frame(keys, cleared, entry_id, event)
 
     def _decide_with_frame(self, keys: Sequence[str], cleared: str | None, entry_id: str,
-                           trigger: ev.Event) -> list[ev.Event]:
+                           trigger: Event) -> list[Event]:
         """Decide on ``keys`` and the buckets the current frame's earlier prices flagged, after
         ``entry_id`` (``cleared``: the one bucket among them the screen cleared, if any)."""
         if self._frame:
@@ -237,14 +233,12 @@ class KeeperCore:
         if (cleared is not None and not self.state.unsafe and cleared not in self._episodes
                 and cleared not in self._settling and cleared not in self._rejected
                 and len(keys) == 1):
-            # an account event of a bucket the screen cleared (the most frequent case): _decide
-            # would change nothing. The screen flags a bucket with a symbol it has no price for,
-            # and has a price only where the state does (positive), so no guard would fire;
-            # with no episode or settling entry there is nothing to drop and nothing to decide
+            # the bucket the screen cleared, alone (the most frequent case): no guard would fire
+            # (the screen flags a bucket lacking a price) and there is nothing to drop or decide
             return []
         return self._decide(keys, entry_id, trigger, cleared)
 
-    def pending(self) -> list[ev.Event]:
+    def pending(self) -> list[Event]:
         """Intents decided but not yet seen back in the log (re-appended on restart)."""
         return [self._pending[k] for k in sorted(self._pending)]
 
@@ -274,15 +268,14 @@ class KeeperCore:
 
     # ------------------------------------------------------------------ following the log
 
-    def _follow(self, event: ev.Event) -> tuple[Sequence[str], str | None]:
-        """Bring the core's own bookkeeping up to date with ``event`` (already applied to the
-        state): the exposure index and screen rows, the episodes and rejection counts the screen
-        ends, the settling buckets, the rejections. Returns the buckets to decide on after it
-        and, when that is one bucket the screen cleared (healthy for sure, so its exact check
-        can be skipped), its key: ``((key,), key)``; otherwise ``(keys, None)``."""
+    def _follow(self, event: Event) -> tuple[Sequence[str], str | None]:
+        """Bring the core's bookkeeping up to date with ``event`` (applied to the state already):
+        exposure index and screen rows, episodes and rejections the screen ends, settling
+        buckets. Returns the buckets to decide on and, when that is one bucket the screen
+        cleared (healthy for sure: no exact check), its key: ``((key,), key)``, else ``(keys, None)``."""
         t = type(event)
-        if t is ev.PriceUpdated:
-            assert isinstance(event, ev.PriceUpdated)
+        if t is PriceUpdated:
+            assert isinstance(event, PriceUpdated)
             flagged = self.screen.candidates(event.symbol, event.price)
             if self._episodes or self._rejected:
                 self._end_episodes(event.symbol, flagged)
@@ -302,13 +295,13 @@ class KeeperCore:
                 # that do not) are of the kinds a liquidation produces
                 del self._settling[key]
             return (key,), (None if moved else key)
-        if t is ev.LiquidationConfirmed or t is ev.LiquidationRejected or t is ev.LiquidationExpired:
-            assert isinstance(event, ev.LiquidationConfirmed | ev.LiquidationRejected | ev.LiquidationExpired)
+        if t is LiquidationConfirmed or t is LiquidationRejected or t is LiquidationExpired:
+            assert isinstance(event, LiquidationConfirmed | LiquidationRejected | LiquidationExpired)
             key = (bucket_key(event.account, event.bucket) if event.account
                    else bucket_of_intent(event.intent_id))
-            if t is ev.LiquidationRejected:
+            if t is LiquidationRejected:
                 self._reject(key)
-            elif t is ev.LiquidationConfirmed:
+            elif t is LiquidationConfirmed:
                 self._rejected.pop(key, None)
                 if self._effects.get(key) != event.intent_id:
                     # the venue acted but its account events are not in the log yet: until
@@ -318,11 +311,11 @@ class KeeperCore:
                 del self._effects[key]
             # freed; when the screen clears it, healthy: nothing to confirm exactly
             return (key,), (None if self.screen.check(key) else key)
-        if t is ev.FeedRecovered:
-            assert isinstance(event, ev.FeedRecovered)
+        if t is FeedRecovered:
+            assert isinstance(event, FeedRecovered)
             return self.index.flagged(self.exposed(event.symbol)), None
-        if t is ev.KeeperResumed:
-            assert isinstance(event, ev.KeeperResumed)
+        if t is KeeperResumed:
+            assert isinstance(event, KeeperResumed)
             keys = (self.index.symbols_of if event.scope == guards.KILL_SWITCH
                     else self.exposed(event.scope))
             return self.index.flagged(keys), None
@@ -359,8 +352,8 @@ class KeeperCore:
     def _skip(self, why: str) -> None:
         self.skipped[why] = self.skipped.get(why, 0) + 1
 
-    def _decide(self, keys: Iterable[str], entry_id: str, trigger: ev.Event, cleared: str | None = None
-                ) -> list[ev.Event]:
+    def _decide(self, keys: Iterable[str], entry_id: str, trigger: Event, cleared: str | None = None
+                ) -> list[Event]:
         """Decide on the candidates ``keys`` after ``entry_id``: the guards, then the exact
         check and plan in chunks of ``DECIDE_CHUNK`` (``_decide_from``); ``cleared``: a bucket the
         screen cleared (healthy for sure: its exact check is skipped)."""
@@ -378,12 +371,12 @@ class KeeperCore:
         except KeyError:
             return -math.inf
 
-    def _decide_from(self, keys: list[str], entry_id: str, trigger: ev.Event, cleared: str | None
-                     ) -> list[ev.Event]:
+    def _decide_from(self, keys: list[str], entry_id: str, trigger: Event, cleared: str | None
+                     ) -> list[Event]:
         """Decide the candidates ``keys`` in order, ``DECIDE_CHUNK`` at a time (the guards, the
         exact check, the plan); when ``streaming``, stop after the first chunk that decided
         something and keep the rest as ``backlog``."""
-        out: list[ev.Event] = []
+        out: list[Event] = []
         n = len(keys)
         for i in range(0, n, DECIDE_CHUNK):
             chunk = self._eligible(keys[i:i + DECIDE_CHUNK], cleared)
@@ -393,7 +386,7 @@ class KeeperCore:
                 break
         return out
 
-    def continue_backlog(self) -> list[ev.Event]:
+    def continue_backlog(self) -> list[Event]:
         """Decide on (the next chunk of) ``backlog``: a streaming caller calls this until
         ``backlog`` is None before it hands the core another entry."""
         if self.backlog is None:
@@ -448,7 +441,7 @@ class KeeperCore:
             out.append((key, bucket, symbols, held))
         return out
 
-    def _decide_chunk(self, chunk: list[Candidate], entry_id: str, trigger: ev.Event) -> list[ev.Event]:
+    def _decide_chunk(self, chunk: list[Candidate], entry_id: str, trigger: Event) -> list[Event]:
         """The exact check of ``chunk``, then the plan of its breaches, lowest health first."""
         s = self.state
         breaches = []
@@ -467,7 +460,7 @@ class KeeperCore:
                 continue
             breaches.append((health.health_factor, key, bucket, health, symbols))
         breaches.sort(key=lambda b: (b[0], b[1]))
-        out: list[ev.Event] = []
+        out: list[Event] = []
         for _, key, bucket, health, symbols in breaches:
             try:
                 plan = _plan(self.profile, bucket, s, health)
@@ -497,10 +490,10 @@ class KeeperCore:
         return out
 
 
-def decide_log(entries: Iterable[tuple[str, ev.Event]], params: KeeperParams) -> list[ev.LiquidationIntended]:
+def decide_log(entries: Iterable[tuple[str, Event]], params: KeeperParams) -> list[LiquidationIntended]:
     """Run a fresh core over recorded entries; every intent it decides, in order (replay/diff)."""
     core = KeeperCore(params)
-    out: list[ev.LiquidationIntended] = []
+    out: list[LiquidationIntended] = []
     for entry_id, event in entries:
-        out.extend(e for e in core.handle(entry_id, event) if isinstance(e, ev.LiquidationIntended))
+        out.extend(e for e in core.handle(entry_id, event) if isinstance(e, LiquidationIntended))
     return out

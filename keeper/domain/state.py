@@ -18,6 +18,8 @@ import msgspec
 from keeper.domain import events as ev
 from keeper.domain.model import Account, AssetParams, Bucket, MarketParams, Position, bucket_key
 
+__all__ = ["HANDLERS", "STATE_FORMAT", "OpenIntent", "State", "apply", "decode_state", "encode_state"]
+
 STATE_FORMAT = 1
 """Bumped whenever ``State``'s encoding changes; snapshots of another format are not trusted."""
 
