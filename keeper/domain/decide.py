@@ -56,7 +56,7 @@ from keeper.domain.events import (
     LiquidationRejected,
     PriceUpdated,
 )
-from keeper.domain.exposure import ExposureIndex
+from keeper.domain.exposure import ExposureIndex, find_bucket
 from keeper.domain.intents import bucket_of_intent, intent_id, intent_of, mode_of
 from keeper.domain.margin import get_profile
 from keeper.domain.margin.health import health_of
@@ -73,8 +73,7 @@ __all__ = ["CORE_FORMAT", "DECIDE_CHUNK", "KeeperCore", "KeeperParams", "bucket_
            "intent_id"]
 
 _ENGINE_ERRORS: Final = (KeeperError, ArithmeticError, ValueError)
-"""What the engine may raise on one bucket's data: counted and skipped, never allowed to stop
-the projector (a poison entry would otherwise stop it again on every restart)."""
+"""What the engine may raise on one bucket's data: counted and skipped (``quarantine``'s reason)."""
 _LIQUIDATION_EFFECTS: Final = (ev.PositionChanged, ev.Repay, ev.Withdraw)
 """Account events of the kinds a liquidation produces (they end a bucket's settling wait)."""
 _ACCOUNT_TYPES: Final[frozenset[type]] = frozenset(ev.ACCOUNT_EVENTS)
@@ -82,6 +81,10 @@ _BALANCE_SIGN: Final[dict[type, int]] = {ev.Deposit: 1, ev.Repay: 1, ev.FundingA
                                          ev.Withdraw: -1, ev.Borrow: -1}
 """Account events that only move one balance, and the sign of ``amount`` in that move."""
 _PARAMS_CHANGES: Final = (ev.MarketListed, ev.MarketParamsChanged, ev.AssetListed, ev.AssetParamsChanged)
+# names the per-entry path uses, as C statics, not module globals (docs/keeper.md has why)
+_PRICE: Final = PriceUpdated
+_INTENDED: Final = LiquidationIntended
+_apply: Final = apply
 DECIDE_CHUNK: Final = 64
 """Buckets checked exactly and planned at a time in a burst (the rules: *Priority*)."""
 CORE_FORMAT = 1000 + st.STATE_FORMAT
@@ -184,18 +187,16 @@ class KeeperCore:
             return []
 
     def handle_batch(self, entries: Sequence[tuple[str, Event]]) -> list[Event]:
-        """``handle`` for each entry in order, the intents concatenated: the same output and
-        state as one call per entry (the projector and replay call this once per read batch).
-        A streaming core stops after the entry that left a ``backlog``."""
+        """``handle`` for each entry in order, the intents concatenated (``keeper_batch``: the same
+        output and state); a streaming core stops after the entry that left a ``backlog``."""
         return keeper_batch.handle_batch(self, entries)
 
     def quarantine(self, entry_id: str, event: Event, exc: Exception) -> None:
         """Record that ``entry_id`` could not be applied and move the core's position past it.
 
-        The events' own checks (``keeper.domain.limits``) keep bad numbers out of the log, so
-        this is the last line: whatever the entry had changed before it raised stays (the same
-        in replay, which runs this same code), it is listed in ``quarantined`` for the projector
-        to dead-letter with the error, and counted in ``quarantined_total``.
+        The last line behind the events' own checks (``keeper.domain.limits``): what the entry
+        changed before it raised stays (replay runs this same code); it is listed in
+        ``quarantined`` for the projector to dead-letter, and counted in ``quarantined_total``.
         """
         state = self.state
         if state.offset != entry_id:
@@ -211,12 +212,12 @@ class KeeperCore:
 
     def _handle(self, entry_id: str, event: Event) -> list[Event]:
         """``handle`` without the quarantine: apply, follow, decide."""
-        if type(event) is LiquidationIntended:
+        if type(event) is _INTENDED:
             self._pending.pop(event.event_id, None)
-        apply(self.state, entry_id, event)
+        _apply(self.state, entry_id, event)
         self.rechecked_last = 0
         keys, cleared = self._follow(event)
-        if type(event) is PriceUpdated and event.frame_more:
+        if type(event) is _PRICE and event.frame_more:
             self._frame.extend(keys)  # decided with the frame's last price
             return []
         return self._decide_with_frame(keys, cleared, entry_id, event)
@@ -274,7 +275,7 @@ class KeeperCore:
         buckets. Returns the buckets to decide on and, when that is one bucket the screen
         cleared (healthy for sure: no exact check), its key: ``((key,), key)``, else ``(keys, None)``."""
         t = type(event)
-        if t is PriceUpdated:
+        if t is _PRICE:
             assert isinstance(event, PriceUpdated)
             flagged = self.screen.candidates(event.symbol, event.price)
             if self._episodes or self._rejected:
@@ -282,7 +283,7 @@ class KeeperCore:
             return flagged, None
         if t in _ACCOUNT_TYPES:
             acct: Any = event  # an account event (a set lookup, not isinstance over six types)
-            key = bucket_key(acct.account, acct.bucket)
+            key = f"{acct.account}/{acct.bucket}"  # bucket_key, without the interpreted call
             sign = _BALANCE_SIGN.get(t)
             moved = (self.index.balance_moved(key, acct, sign) if sign is not None
                      else self.index.reindex(key))
@@ -415,7 +416,7 @@ class KeeperCore:
             if held is not None and s.log_time < held[1]:
                 self._skip("rejected_backoff")
                 continue
-            bucket = s.find_bucket(key)
+            bucket = find_bucket(s, key)
             if bucket is None:
                 continue
             symbols = symbols_of.get(key, ())

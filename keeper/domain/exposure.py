@@ -22,7 +22,16 @@ from keeper.domain.margin.profiles import Profile
 from keeper.domain.model import Bucket, bucket_key
 from keeper.domain.screen import Screen, balance_weight, screen_mode
 
-__all__ = ["ExposureIndex"]
+__all__ = ["ExposureIndex", "find_bucket"]
+
+
+def find_bucket(state: st.State, key: str) -> Bucket | None:
+    """``state.find_bucket(key)``, compiled: the core looks a bucket up two or three times per
+    account event, and a call into the interpreted ``State`` method costs more than the lookup
+    (``docs/keeper.md``, *Reference and fast paths*)."""
+    account, _, name = key.partition("/")
+    a = state.accounts.get(account)
+    return None if a is None else a.buckets.get(name)
 
 
 class ExposureIndex:
@@ -60,7 +69,7 @@ class ExposureIndex:
         """Refresh the bucket's screen row and exposure from the state; whether the screen flags
         it. A bucket that is gone or not decidable leaves the index."""
         state = self.state
-        bucket = state.find_bucket(key)
+        bucket = find_bucket(state, key)
         syms: list[str] = []
         if bucket is not None and self.decidable(bucket):
             syms = sorted({*bucket.balances, *bucket.positions})  # Bucket.symbols()
@@ -97,7 +106,7 @@ class ExposureIndex:
         behind (``Screen.defer``); one that shrank and kept its sign moves one term of the row
         (``Screen.shift``)."""
         state = self.state
-        bucket = state.find_bucket(key)
+        bucket = find_bucket(state, key)
         if bucket is None:
             return self.reindex(key)
         if not self.decidable(bucket) and key not in self.symbols_of:
