@@ -10,7 +10,9 @@ setup: $(VENV)/.installed node_modules/.installed
 
 # setup.py compiles these with mypyc (the list is keeper/_compiled.py's): a changed source means a rebuild
 COMPILED := keeper/domain/checks.py keeper/domain/screen/edges.py keeper/domain/screen/linear.py \
-	keeper/domain/screen/rows.py keeper/domain/screen/screen.py keeper/domain/decide.py keeper/domain/guards.py \
+	keeper/domain/screen/rows.py keeper/domain/screen/screen.py keeper/domain/decide.py \
+	keeper/domain/keeper_batch.py keeper/domain/exposure.py keeper/domain/intents.py keeper/domain/caps.py \
+	keeper/domain/guards.py \
 	keeper/domain/margin/health.py keeper/domain/margin/sizing.py \
 	keeper/domain/margin/tiers.py keeper/replay/route.py keeper/store/lines.py
 

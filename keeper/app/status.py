@@ -161,7 +161,7 @@ class Sampler:
 
     @staticmethod
     def _at_risk(core: KeeperCore) -> int:
-        keys = heapq.nsmallest(RISK_SCAN, core._symbols_of, key=core.screen.headroom)
+        keys = heapq.nsmallest(RISK_SCAN, core.index.symbols_of, key=core.screen.headroom)
         n = 0
         for key in keys:
             row = _health(core, key)
@@ -387,7 +387,7 @@ class Status:
         if cached is not None and cached[0] == version:
             return cached[1]
         prices = dict(core.state.prices)  # one instant's prices for the whole pass
-        keys = sorted(core._symbols_of)
+        keys = sorted(core.index.symbols_of)
         rows: list[dict[str, Any]] = []
         for i in range(0, len(keys), AT_RISK_CHUNK):
             for key in keys[i:i + AT_RISK_CHUNK]:

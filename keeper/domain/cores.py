@@ -13,6 +13,8 @@ from keeper.domain.morpho.core import MorphoCore
 from keeper.domain.params import KeeperParams
 from keeper.errors import ConfigError
 
+__all__ = ["CHAINS", "AnyCore", "fmt_of", "make_core"]
+
 AnyCore = KeeperCore | MorphoCore | AaveCore
 CHAINS = ("morpho-blue", "aave-v3.0")
 

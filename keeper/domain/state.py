@@ -9,7 +9,7 @@ a position closed to size zero are removed, so equal histories give equal encodi
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -17,6 +17,8 @@ import msgspec
 
 from keeper.domain import events as ev
 from keeper.domain.model import Account, AssetParams, Bucket, MarketParams, Position, bucket_key
+
+__all__ = ["HANDLERS", "STATE_FORMAT", "OpenIntent", "State", "apply", "decode_state", "encode_state"]
 
 STATE_FORMAT = 1
 """Bumped whenever ``State``'s encoding changes; snapshots of another format are not trusted."""
@@ -82,14 +84,25 @@ def _credit(bucket: Bucket, asset: str, amount: Decimal) -> None:
         balances.pop(asset, None)
 
 
+def _debit(bucket: Bucket, asset: str, amount: Decimal) -> None:
+    balances = bucket.balances
+    bal = balances.get(asset)
+    bal = -amount if bal is None else bal - amount
+    if bal:
+        balances[asset] = bal
+    else:
+        balances.pop(asset, None)
+
+
 def _close_intent(state: State, intent_id: str) -> None:
     intent = state.open_intents.pop(intent_id, None)
     if intent is not None and state.busy.get(intent.bucket) == intent_id:
         del state.busy[intent.bucket]
 
 
-# One small handler per event type, looked up by exact type: the hot path of every rebuild and
-# replay, so no isinstance chains. Each handler's ``e`` is the type it is registered for.
+# One small handler per event type, looked up by exact type (``HANDLERS``): the hot path of
+# every rebuild and replay, so no isinstance chains. Each handler's ``e`` is the type it is
+# registered for.
 
 def _price(state: State, e: Any) -> None:
     state.prices[e.symbol] = e.price
@@ -97,41 +110,15 @@ def _price(state: State, e: Any) -> None:
 
 
 def _plus(state: State, e: Any) -> None:
-    # _bucket + _credit inlined: the most frequent account events, two calls fewer each.
-    a = state.accounts.get(e.account)
-    b = None if a is None else a.buckets.get(e.bucket)
-    if b is None:
-        b = _bucket(state, e.account, e.bucket)
-    balances = b.balances
-    asset = e.asset
-    bal = balances.get(asset)
-    bal = e.amount if bal is None else bal + e.amount
-    if bal:
-        balances[asset] = bal
-    else:
-        balances.pop(asset, None)
+    _credit(_bucket(state, e.account, e.bucket), e.asset, e.amount)
 
 
 def _minus(state: State, e: Any) -> None:
-    a = state.accounts.get(e.account)
-    b = None if a is None else a.buckets.get(e.bucket)
-    if b is None:
-        b = _bucket(state, e.account, e.bucket)
-    balances = b.balances
-    asset = e.asset
-    bal = balances.get(asset)
-    bal = -e.amount if bal is None else bal - e.amount
-    if bal:
-        balances[asset] = bal
-    else:
-        balances.pop(asset, None)
+    _debit(_bucket(state, e.account, e.bucket), e.asset, e.amount)
 
 
 def _position(state: State, e: Any) -> None:
-    a = state.accounts.get(e.account)
-    b = None if a is None else a.buckets.get(e.bucket)
-    if b is None:
-        b = _bucket(state, e.account, e.bucket)
+    b = _bucket(state, e.account, e.bucket)
     if e.size:
         b.positions[e.market] = Position(e.market, e.size, e.entry_price, e.quote)
     else:
@@ -191,7 +178,7 @@ def _chain(state: State, e: Any) -> None:
     """Chain entries are folded by the chain venue's own core (``keeper.domain.morpho``)."""
 
 
-_HANDLERS: dict[type[ev.Event], Callable[[State, Any], None]] = {
+HANDLERS: dict[type[ev.Event], Callable[[State, Any], None]] = {
     ev.PriceUpdated: _price,
     ev.Deposit: _plus,
     ev.Repay: _plus,
@@ -214,69 +201,21 @@ _HANDLERS: dict[type[ev.Event], Callable[[State, Any], None]] = {
     ev.KeeperResumed: _resumed,
     **dict.fromkeys(ev.CHAIN_EVENTS, _chain),
 }
-assert set(_HANDLERS) == set(ev.EVENT_TYPES.values()), "every event type needs a handler"
+"""How each event type folds into the state: ``apply``'s dispatch, by exact type."""
+assert set(HANDLERS) == set(ev.EVENT_TYPES.values()), "every event type needs a handler"
 
 
 def apply(state: State, entry_id: str, event: ev.Event) -> State:
-    """Fold one log entry into ``state`` (in place) and return it."""
-    _HANDLERS[type(event)](state, event)
+    """Fold one log entry into ``state`` (in place) and return it: the event's handler
+    (``HANDLERS``), then the state's position (``offset``), count and log time.
+
+    This is the reference fold; ``keeper.domain.state_batch.apply_many`` is its fast twin."""
+    HANDLERS[type(event)](state, event)
     state.offset = entry_id
     state.applied += 1
     ts = event.ts_event
     if ts > state.log_time:  # noqa: PLR1730 (max() without the builtin call: the hot path)
         state.log_time = ts
-    return state
-
-
-def apply_many(state: State, entries: Iterable[tuple[str, ev.Event]]) -> State:
-    """``apply`` on each ``(entry id, event)`` in order (in place), with the handler lookups
-    hoisted out of the loop: the same state as one ``apply`` call per entry."""
-    handlers = _HANDLERS
-    price_type = ev.PriceUpdated
-    prices, price_time = state.prices, state.price_time
-    log_time = state.log_time
-    n = 0
-    entry_id = None
-    for entry_id, e in entries:  # noqa: B007 (the last id is the new offset)
-        t = type(e)
-        if t is price_type:  # the most frequent entry, inlined (see _price)
-            prices[e.symbol] = e.price  # type: ignore[attr-defined]
-            price_time[e.symbol] = e.publish_time or e.ts_event  # type: ignore[attr-defined]
-        else:
-            handlers[t](state, e)
-        n += 1
-        ts = e.ts_event
-        if ts > log_time:  # noqa: PLR1730 (the hot path)
-            log_time = ts
-    if entry_id is not None:
-        state.offset = entry_id
-    state.applied += n
-    state.log_time = log_time
-    return state
-
-
-def apply_events(state: State, events: Sequence[ev.Event], last_id: str) -> State:
-    """``apply_many`` for entries whose ids are not at hand: only the last id is kept in the
-    state (``offset``), so a batch decoded without per-entry pairs needs only that one."""
-    if not events:
-        return state
-    handlers = _HANDLERS
-    price_type = ev.PriceUpdated
-    prices, price_time = state.prices, state.price_time
-    log_time = state.log_time
-    for e in events:
-        t = type(e)
-        if t is price_type:
-            prices[e.symbol] = e.price  # type: ignore[attr-defined]
-            price_time[e.symbol] = e.publish_time or e.ts_event  # type: ignore[attr-defined]
-        else:
-            handlers[t](state, e)
-        ts = e.ts_event
-        if ts > log_time:  # noqa: PLR1730 (the hot path)
-            log_time = ts
-    state.offset = last_id
-    state.applied += len(events)
-    state.log_time = log_time
     return state
 
 

@@ -7,7 +7,7 @@ from decimal import Decimal
 from hypothesis import given, settings
 from hypothesis import strategies as hs
 
-from keeper.domain.decide import _CapWindow
+from keeper.domain.caps import CapWindow
 
 steps = hs.lists(hs.tuples(hs.booleans(), hs.integers(0, 5_000), hs.integers(1, 10_000)), max_size=3000)
 
@@ -15,7 +15,7 @@ steps = hs.lists(hs.tuples(hs.booleans(), hs.integers(0, 5_000), hs.integers(1, 
 @settings(max_examples=60, deadline=None)
 @given(steps)
 def test_cap_window_matches_a_naive_refilter(ops: list[tuple[bool, int, int]]) -> None:
-    window, naive = _CapWindow(), []
+    window, naive = CapWindow(), []
     now = 0
     for is_add, dt, amount in ops:
         now += dt
@@ -30,6 +30,6 @@ def test_cap_window_matches_a_naive_refilter(ops: list[tuple[bool, int, int]]) -
             assert len(window) == len(naive)
             assert window.notional == sum((n for _, n in naive), Decimal(0))
             assert sorted(window.items()) == sorted(naive)
-    restored = _CapWindow(window.items())
+    restored = CapWindow(window.items())
     assert len(restored) == len(window)
     assert restored.notional == window.notional

@@ -27,8 +27,8 @@ def _exact_everywhere(params: KeeperParams) -> KeeperCore:
     """The oracle: every bucket is a candidate on every tick of its symbols (a setting, not a
     subclass: ``KeeperCore`` may be compiled, and compiled classes take no Python subclasses)."""
     core = KeeperCore(params)
-    lending, at_entry, _ = core._screen_mode
-    core._screen_mode = (lending, at_entry, True)
+    lending, at_entry, _ = core.index.screen_mode
+    core.index.screen_mode = (lending, at_entry, True)
     return core
 
 
