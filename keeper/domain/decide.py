@@ -21,16 +21,13 @@ Rules (``docs/keeper.md`` states each in full, and why):
   ``reject_backoff_max_us``); a confirmation, or the bucket seen healthy, resets the count.
 - **One instant, one judgement.** After a price marked ``frame_more`` nothing is decided until
   the frame's last price (or any other entry) is applied.
-- **Which buckets.** A lending profile decides on buckets without positions, a perp profile on
-  buckets with positions (``ExposureIndex.decidable``).
+- **Which buckets.** Lending: buckets without positions; perp: with (``ExposureIndex.decidable``).
 - **Priority.** Lowest health first, ties by bucket key; caps are spent in that order. A burst of
   more than ``DECIDE_CHUNK`` candidates is checked in chunks, least screen headroom first; a
   ``streaming`` caller records each chunk's intents before the next chunk is checked.
-- **Modes** (``keeper.domain.intents.mode_of``). Only ``live`` marks the bucket busy; ``paper``,
-  ``paused``, ``skip:profit`` and ``skip:cap`` are recorded once per bucket per unhealthy
-  episode (until the bucket is seen healthy again, or its mode changes).
-- **Ids** (``keeper.domain.intents.intent_of``): an intent's id names the bucket and the
-  trigger entry; its ``ts_event`` and ``causation_id`` are the trigger's.
+- **Modes** (``intents.mode_of``). Only ``live`` marks the bucket busy; ``paper``, ``paused``,
+  ``skip:profit`` and ``skip:cap`` are recorded once per bucket per unhealthy episode. An
+  intent's id (``intents.intent_of``) names the bucket and the trigger entry.
 """
 
 from __future__ import annotations

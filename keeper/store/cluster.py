@@ -35,7 +35,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -49,6 +48,7 @@ import structlog
 from redis.crc import key_slot
 
 from keeper.errors import EmbeddedRedisError
+from keeper.store.cluster_procs import CLUSTER_FILE, cluster_pids, read_state, stop_by_pid
 from keeper.store.embedded import EmbeddedRedis, find_redis_server, free_port
 
 log = structlog.get_logger()
@@ -56,8 +56,6 @@ log = structlog.get_logger()
 __all__ = ["BUS_OFFSET", "CLUSTER_FILE", "SLOTS", "EmbeddedCluster", "NodeView", "cluster_pids",
            "find_redis_cli", "free_cluster_port", "main", "parse_cluster_nodes", "stop_by_pid"]
 
-CLUSTER_FILE = "cluster.json"
-"""In the cluster's root: each node's port and PID, and the cluster's URL."""
 SLOTS = 16384
 BUS_OFFSET = 10000
 """A cluster node's bus port is its port + 10000 (Redis' fixed offset)."""
@@ -397,64 +395,6 @@ class EmbeddedCluster:
 # ---------------------------------------------------------------------- another process's cluster
 
 
-def _read_state(root: Path) -> dict[str, object] | None:
-    try:
-        info = json.loads((Path(root) / CLUSTER_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-    return info if isinstance(info, dict) else None
-
-
-def _is_node_process(pid: int, port: int) -> bool:
-    """Whether ``pid`` is alive and a redis-server on ``port`` (a PID may be reused)."""
-    try:  # redis-server rewrites its title: "/usr/bin/redis-server 127.0.0.1:7000 [cluster]"
-        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
-    except OSError:
-        return False
-    return b"redis-server" in cmd and f":{port} ".encode() in cmd + b" "
-
-
-def cluster_pids(root: Path) -> list[int]:
-    """The PIDs of the live nodes recorded in ``root``'s ``cluster.json``."""
-    info = _read_state(root)
-    nodes = info.get("nodes") if info else None
-    out = []
-    for n in nodes if isinstance(nodes, list) else []:
-        pid, port = n.get("pid"), n.get("port")
-        if isinstance(pid, int) and isinstance(port, int) and _is_node_process(pid, port):
-            out.append(pid)
-    return out
-
-
-def stop_by_pid(root: Path, timeout: float = 10.0) -> int:
-    """SIGTERM the nodes recorded in ``root`` (another process started them), wait for each,
-    SIGKILL one that outlives ``timeout``; return how many were stopped."""
-    pids = cluster_pids(root)
-    for pid in pids:
-        os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    for pid in pids:
-        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
-            try:  # our child (the same process started it): reap it, else wait for it to go
-                if os.waitpid(pid, os.WNOHANG) != (0, 0):
-                    break
-            except ChildProcessError:
-                pass
-            time.sleep(0.05)
-        if Path(f"/proc/{pid}").exists() and _zombie(pid) is False:
-            os.kill(pid, signal.SIGKILL)
-    for server_file in Path(root).glob("node-*/server.json"):
-        server_file.unlink(missing_ok=True)
-    return len(pids)
-
-
-def _zombie(pid: int) -> bool | None:
-    try:
-        return "\nState:\tZ" in Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return None
-
-
 def main(argv: list[str] | None = None) -> int:
     """``python -m keeper.store.cluster start|stop|status [--dir D] [--primaries 3 --replicas 1]``:
     the URL (start) or one line per node (status) on stdout, logs on stderr; an error is one
@@ -473,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.action == "start":
             if cluster_pids(root):
-                out.write(f"{(_read_state(root) or {}).get('url')}\n")
+                out.write(f"{(read_state(root) or {}).get('url')}\n")
                 sys.stderr.write(f"already running in {root}\n")
                 return 0
             cluster = EmbeddedCluster(root, args.primaries, args.replicas,
@@ -491,7 +431,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _status(root: Path) -> int:
-    info = _read_state(root)
+    info = read_state(root)
     pids = cluster_pids(root)
     if not info or not pids:
         sys.stderr.write(f"no cluster runs in {root}\n")

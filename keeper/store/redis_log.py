@@ -52,8 +52,7 @@ consumer groups and everything else go through the redis-py client.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from typing import Any
 
 import redis.asyncio
@@ -63,126 +62,27 @@ from redis.asyncio.cluster import RedisCluster
 
 from keeper.domain.codec import encode
 from keeper.domain.events import Event
-from keeper.errors import LogError, LogNotReplicated, LogRefused, LogUnavailable
+from keeper.errors import LogNotReplicated
 from keeper.ports import DeadLetter, LogEntry
 from keeper.store import health, scripts
 from keeper.store.dedup import SEQUENCED_SOURCES, DedupIndex
 from keeper.store.entries import READ_SOURCE, event_id_of, split_decoded
 from keeper.store.fastpath import RawRedis, ReplyError
+from keeper.store.redis_io import (
+    SOCKET_TIMEOUT_S,
+    as_str,
+    classify_reply,
+    make_client,
+    raw_entries,
+    raw_from_client,
+    raw_reply_entries,
+    wrap_errors,
+)
 from keeper.store.slotconn import RedisClient, SlotConnection, is_cluster_url, make_cluster_client
 
 __all__ = ["SOCKET_TIMEOUT_S", "RedisEventLog", "classify_reply", "make_client", "wrap_errors"]
 
 log = structlog.get_logger()
-
-SOCKET_TIMEOUT_S = 30.0
-"""Socket timeout of clients made by ``connect``: blocking reads must BLOCK for less."""
-
-
-_UNAVAILABLE_REPLIES = ("LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "ASK", "MOVED")
-"""Error replies meaning "not now" (redis-py raises some of these as connection errors too;
-ASK and MOVED reach the log only while a cluster's slot moves or fails over)."""
-_UNAVAILABLE_TYPES = (redis.exceptions.ClusterDownError, redis.exceptions.TryAgainError,
-                      redis.exceptions.AskError)
-"""redis-py's classes for some of those (ClusterDownError's text has lost the code)."""
-_REFUSED_REPLIES = ("OOM", "READONLY", "MISCONF", "NOREPLICAS")
-"""Error replies refusing a write that Redis will take later (``keeper.errors.LogRefused``)."""
-_REFUSED_TYPES = (redis.exceptions.OutOfMemoryError, redis.exceptions.ReadOnlyError)
-
-
-def classify_reply(op: str, exc: BaseException) -> LogError:
-    """The keeper's error for an error reply of Redis (``op`` names the operation): refused,
-    unavailable (waited out) or another ``LogError``. A script's error reply carries the inner
-    command's error after a prefix, so the text is searched, not only its start."""
-    text = str(exc)
-    head = text.split(" ", 1)[0]
-    # redis-py strips the code of the replies it has a class for (OOM, READONLY)
-    if isinstance(exc, _REFUSED_TYPES) or head in _REFUSED_REPLIES \
-            or "command not allowed when used memory" in text \
-            or "-READONLY" in text or "-MISCONF" in text:
-        return LogRefused(f"{op}: redis refused the write: {text}")
-    if isinstance(exc, _UNAVAILABLE_TYPES) or head in _UNAVAILABLE_REPLIES \
-            or text.startswith(_UNAVAILABLE_REPLIES):
-        return LogUnavailable(f"{op}: redis unavailable: {text}")
-    return LogError(f"{op}: {text}")
-
-
-@asynccontextmanager
-async def wrap_errors(op: str) -> AsyncIterator[None]:
-    """Re-raise redis-py (and raw connection) errors as the keeper's own (``op`` names the
-    operation), and count them in ``keeper.store.health.REDIS``."""
-    try:
-        yield
-    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
-        # BusyLoadingError (LOADING) is a ConnectionError in redis-py
-        raise health.REDIS.failed(LogUnavailable(f"{op}: redis unreachable: {exc}")) from exc
-    except (redis.exceptions.RedisError, ReplyError) as exc:
-        raise health.REDIS.failed(classify_reply(op, exc)) from exc
-    except (redis.exceptions.SlotNotCoveredError, redis.exceptions.RedisClusterUnreachableError
-            ) as exc:  # a cluster failing over, or none of its nodes answering
-        raise health.REDIS.failed(LogUnavailable(f"{op}: redis cluster unavailable: {exc}")) from exc
-    except redis.exceptions.RedisClusterException as exc:  # not a RedisError in redis-py
-        raise health.REDIS.failed(LogError(f"{op}: {exc}")) from exc
-    except (OSError, TimeoutError) as exc:  # the raw connection: ConnectionError is an OSError
-        raise health.REDIS.failed(LogUnavailable(f"{op}: redis unreachable: {exc}")) from exc
-
-
-def make_client(url: str, *, socket_timeout: float = SOCKET_TIMEOUT_S) -> redis.asyncio.Redis:
-    """A binary (non-decoding) asyncio client for ``url`` (``redis://`` or ``rediss://``); a
-    ``redis+cluster://`` URL is refused with a ``LogError`` (only ``RedisEventLog.connect``
-    takes one yet: ``docs/scaling.md``)."""
-    if is_cluster_url(url):
-        raise LogError("a redis+cluster:// URL: only the event log (RedisEventLog.connect) runs on "
-                       "a Redis Cluster yet, not this part of the keeper (docs/scaling.md)")
-    return redis.asyncio.Redis.from_url(url, decode_responses=False, socket_timeout=socket_timeout,
-                                        socket_connect_timeout=5.0)
-
-
-def _s(b: bytes | str) -> str:
-    return b.decode() if isinstance(b, bytes) else b
-
-
-def _raw_entries(entries: Sequence[Any]) -> list[tuple[str, bytes]]:
-    """redis-py's parsed stream entries ``(id, {field: value})`` -> ``(id, payload)``.
-
-    An entry without an ``e`` field (written by something else) yields ``b""``, which then fails
-    to decode and is dead-lettered rather than silently ignored.
-    """
-    out = []
-    for entry_id, fields in entries:
-        if entry_id is None:  # deleted while pending (XAUTOCLAIM / XREADGROUP of history)
-            continue
-        out.append((_s(entry_id), (fields or {}).get(b"e", b"")))
-    return out
-
-
-def _raw_reply_entries(entries: list[Any]) -> list[tuple[str, bytes]]:
-    """hiredis' XREAD entries ``[id, [field, value, ...]]`` -> ``(id, payload of e)``; an entry
-    without ``e`` yields ``b""`` (dead-lettered on decode), as ``_raw_entries``."""
-    out = []
-    for entry_id, fields in entries:
-        if fields and fields[0] == b"e":
-            out.append((entry_id.decode(), fields[1]))
-        else:
-            f = fields or []
-            payload = next((f[i + 1] for i in range(0, len(f) - 1, 2) if f[i] == b"e"), b"")
-            out.append((entry_id.decode(), payload))
-    return out
-
-
-def _raw_from_client(client: redis.asyncio.Redis) -> RawRedis | None:
-    """A raw connection with the client's address and credentials; None when it uses TLS or a
-    credential provider (the raw connection does not speak those)."""
-    pool = client.connection_pool
-    kw = pool.connection_kwargs
-    if kw.get("credential_provider") is not None or "ssl" in pool.connection_class.__name__.lower():
-        return None
-    common: dict[str, Any] = {"username": kw.get("username"), "password": kw.get("password"),
-                              "db": int(kw.get("db") or 0)}
-    if kw.get("path"):
-        return RawRedis(path=str(kw["path"]), **common)
-    return RawRedis(str(kw.get("host", "localhost")), int(kw.get("port", 6379)), **common)
-
 
 class RedisEventLog:
     """One shard's log. See the module docstring for keys and guarantees."""
@@ -222,7 +122,7 @@ class RedisEventLog:
         if isinstance(client, RedisCluster):
             self._raw = SlotConnection(client, self.key)
         elif fast if fast is not None else owns_client:
-            self._raw = RawRedis.from_url(url) if url else _raw_from_client(client)
+            self._raw = RawRedis.from_url(url) if url else raw_from_client(client)
 
     @classmethod
     async def connect(cls, url: str, *, shard: str = "0", prefix: str = "keeper",
@@ -291,7 +191,7 @@ class RedisEventLog:
                 res = await self._evalsha_raw(self._append_sha, scripts.APPEND, keys, args)
             else:
                 res = await self._append(keys=keys, args=args)
-        out = [None if r is None else _s(r) for r in res]
+        out = [None if r is None else as_str(r) for r in res]
         added = len(out) - out.count(None)
         self.stats["appended"] += added
         self.stats["duplicates"] += len(out) - added
@@ -351,7 +251,7 @@ class RedisEventLog:
             for p in payloads:
                 pipe.xadd(self.key, {"e": p})
             res = await pipe.execute()
-        return [_s(r) for r in res]
+        return [as_str(r) for r in res]
 
     async def import_entries(self, items: Sequence[tuple[str, bytes]]) -> int:
         """Append ``(entry_id, payload)`` with the given ids (each above the last), indexing event ids."""
@@ -386,12 +286,12 @@ class RedisEventLog:
             async with wrap_errors("read"):
                 reply: Any = await self._raw.call("XREAD", "COUNT", count, "STREAMS", self.key,
                                                   after)
-            return [] if not reply else _raw_reply_entries(reply[0][1])
+            return [] if not reply else raw_reply_entries(reply[0][1])
         async with wrap_errors("read"):
             res: Any = await self.client.xread({self.key: after}, count=count, block=block_ms)
         if not res:
             return []
-        return _raw_entries(res[0][1])
+        return raw_entries(res[0][1])
 
     async def read(self, after: str = "0-0", count: int = 1000, block_ms: int | None = None
                    ) -> list[LogEntry]:
@@ -429,7 +329,7 @@ class RedisEventLog:
         """The id of the newest entry, ``"0-0"`` for an empty log."""
         async with wrap_errors("last_id"):
             res: Any = await self.client.xrevrange(self.key, count=1)
-        return _s(res[0][0]) if res else "0-0"
+        return as_str(res[0][0]) if res else "0-0"
 
     async def length(self) -> int:
         async with wrap_errors("length"):
@@ -458,8 +358,9 @@ class RedisEventLog:
             res: Any = await self.client.xrange(self.dead_key, count=count)
         out = []
         for entry_id, f in res:
-            out.append(DeadLetter(_s(entry_id), _s(f.get(b"source", b"")), _s(f.get(b"reason", b"")),
-                                  _s(f.get(b"detail", b"")), f.get(b"payload", b"")))
+            out.append(DeadLetter(as_str(entry_id), as_str(f.get(b"source", b"")),
+                                  as_str(f.get(b"reason", b"")), as_str(f.get(b"detail", b"")),
+                                  f.get(b"payload", b"")))
         return out
 
     # ------------------------------------------------------------------ consumer groups
@@ -499,7 +400,7 @@ class RedisEventLog:
         res = await self._group_call(group, "read_group", call)
         if not res:
             return []
-        return await self._group_decode(group, _raw_entries(res[0][1]))
+        return await self._group_decode(group, raw_entries(res[0][1]))
 
     async def read_group_raw(self, group: str, consumer: str, count: int = 100
                              ) -> list[tuple[str, bytes]]:
@@ -514,9 +415,9 @@ class RedisEventLog:
                                                       "COUNT", count, "STREAMS", self.key, ">")
                 except ReplyError as exc:  # NOGROUP included: _group_call's to handle
                     raise redis.exceptions.ResponseError(str(exc)) from exc
-                return [] if not reply else _raw_reply_entries(reply[0][1])
+                return [] if not reply else raw_reply_entries(reply[0][1])
             res: Any = await self.client.xreadgroup(group, consumer, {self.key: ">"}, count=count)
-            return [] if not res else _raw_entries(res[0][1])
+            return [] if not res else raw_entries(res[0][1])
         got: list[tuple[str, bytes]] = await self._group_call(group, "read_group", call)
         return got
 
@@ -564,8 +465,8 @@ class RedisEventLog:
                 return await self.client.xautoclaim(self.key, group, consumer, min_idle_ms,
                                                     start_id=start, count=want)
             res = await self._group_call(group, "claim_stale", call)
-            cursor, entries = _s(res[0]), res[1]
-            out += await self._group_decode(group, _raw_entries(entries))
+            cursor, entries = as_str(res[0]), res[1]
+            out += await self._group_decode(group, raw_entries(entries))
             if cursor == "0-0" or len(out) >= count:
                 break
             start = cursor
