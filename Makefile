@@ -65,7 +65,8 @@ test: setup redis browser
 	$(VENV)/bin/mypy
 	PYTHONASYNCIODEBUG=$${PYTHONASYNCIODEBUG:-0} $(VENV)/bin/pytest -q
 	@# the pure-Python sources of the compiled modules (setup.py) must keep deciding the same
-	KEEPER_PURE=1 $(VENV)/bin/pytest -q tests/domain tests/margin tests/keeper
+	KEEPER_PURE=1 $(VENV)/bin/pytest -q tests/domain tests/execution/test_keeper_exactly_once.py \
+		tests/execution/test_keeper_runner.py tests/execution/test_keeper_reference_venue.py
 
 demo: setup redis
 	$(VENV)/bin/keeper demo

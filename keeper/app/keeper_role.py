@@ -3,7 +3,7 @@
 ``run_keeper`` runs both against one Redis until ``stop`` is set: the projector folds the log
 into a ``KeeperCore`` and appends its intents (the outbox), the runner submits live intents
 and appends outcomes. Each gets its own Redis client (the runner's reads block).
-``keeper.app.cmd_run`` calls this; tests run it in a subprocess (``tests/keeper/keeper_proc.py``).
+``keeper.app.cmd_run`` calls this; tests run it in a subprocess (``tests/execution/keeper_proc.py``).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Reference: ``KeeperCore.handle`` (``keeper.domain.decide``), one entry at a time.
 ``handle_batch(core, entries)`` must give the same intents, in the same order, and leave the core
 in the same state (snapshot bytes) as ``handle`` on each entry in turn, for any split of a log
-into batches: ``tests/keeper/test_keeper_batch.py`` and ``tests/keeper/test_frames.py`` check it
+into batches: ``tests/domain/keeper/test_keeper_batch.py`` and ``tests/domain/keeper/test_frames.py`` check it
 over generated logs, ``tests/projector/test_quarantine.py`` with entries that raise.
 
 What it does differently, and why (``docs/keeper.md``, *Reference and fast paths*, has the

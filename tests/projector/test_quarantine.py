@@ -20,7 +20,7 @@ from keeper.replay.replay import replay_batches
 from keeper.replay.source import log_batches
 from keeper.store.redis_log import RedisEventLog
 from keeper.testing import MemoryEventLog, MemorySnapshotStore
-from tests.keeper.keeper_scenarios import Log, perp_account, perp_market
+from tests.domain.keeper.keeper_scenarios import Log, perp_account, perp_market
 
 D = Decimal
 _PRICE = b'{"type":"price_updated","event_id":"x","ts_event":1,"symbol":"BTC-USD","price":"%s"}'

@@ -20,11 +20,11 @@ from typing import IO
 
 import pytest
 import pytest_asyncio
-from keeper_stub_venue import StubVenue, close_whole_position
 
 from keeper.domain import events as ev
 from keeper.domain.model import MarketParams
 from keeper.store.redis_log import RedisEventLog
+from tests.execution.keeper_stub_venue import StubVenue, close_whole_position
 
 SECRET = b"exactly-once-secret"
 ROOT = Path(__file__).resolve().parents[2]

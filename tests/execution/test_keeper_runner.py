@@ -10,7 +10,6 @@ from decimal import Decimal
 
 import msgspec
 import pytest_asyncio
-from keeper_stub_venue import StubVenue
 
 from keeper.backoff import no_delay
 from keeper.domain import events as ev
@@ -20,6 +19,7 @@ from keeper.execution.claim import Claims
 from keeper.execution.runner import Runner
 from keeper.store.embedded import EmbeddedRedis
 from keeper.store.redis_log import RedisEventLog
+from tests.execution.keeper_stub_venue import StubVenue
 
 SECRET = b"runner-secret"
 

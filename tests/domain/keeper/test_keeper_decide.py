@@ -6,7 +6,11 @@ from decimal import Decimal
 
 import msgspec
 import pytest
-from keeper_scenarios import (
+
+from keeper.domain import events as ev
+from keeper.domain.codec import encode
+from keeper.domain.decide import KeeperCore, KeeperParams, bucket_of_intent, decide_log, intent_id
+from tests.domain.keeper.keeper_scenarios import (
     Log,
     lending_account,
     lending_assets,
@@ -15,10 +19,6 @@ from keeper_scenarios import (
     random_perp_log,
     record_live,
 )
-
-from keeper.domain import events as ev
-from keeper.domain.codec import encode
-from keeper.domain.decide import KeeperCore, KeeperParams, bucket_of_intent, decide_log, intent_id
 
 D = Decimal
 LIVE_PERP = KeeperParams(profile="generic-perp", mode="live")

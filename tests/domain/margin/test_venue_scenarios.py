@@ -1,4 +1,4 @@
-"""MarginFi v2, Vertex and Aevo scenarios (``tests/margin/scenarios``) through the real command and
+"""MarginFi v2, Vertex and Aevo scenarios (``tests/domain/margin/scenarios``) through the real command and
 the shared checker; the scenario format's extensions for them refused, naming the field, when
 malformed or given to a profile that does not read them."""
 
@@ -19,7 +19,7 @@ from keeper.app import cli
 from keeper.app.scenario import load_scenario
 from keeper.errors import ScenarioError
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 SCENARIOS = Path(__file__).with_name("scenarios")
 PROFILES = ("marginfi-v2", "vertex", "aevo")
 

@@ -7,12 +7,12 @@ from decimal import Decimal
 
 import pytest
 import pytest_asyncio
-from keeper_stub_venue import StubVenue
 
 from keeper.backoff import jittered_backoff, no_delay
 from keeper.domain.events import Decision
 from keeper.errors import ConfigError, PermanentError, TransientError
 from keeper.execution import HttpExecutor
+from tests.execution.keeper_stub_venue import StubVenue
 
 SECRET = b"test-secret"
 

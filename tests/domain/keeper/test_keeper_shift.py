@@ -7,11 +7,18 @@ from decimal import Decimal
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from keeper_scenarios import Log, lending_account, lending_assets, perp_account, perp_market, record_live
-from test_keeper_batch import _exact_everywhere, _per_entry
 
 from keeper.domain import events as ev
 from keeper.domain.decide import KeeperCore, KeeperParams
+from tests.domain.keeper.keeper_scenarios import (
+    Log,
+    lending_account,
+    lending_assets,
+    perp_account,
+    perp_market,
+    record_live,
+)
+from tests.domain.keeper.test_keeper_batch import _exact_everywhere, _per_entry
 
 D = Decimal
 PERP = KeeperParams(profile="generic-perp", mode="live")

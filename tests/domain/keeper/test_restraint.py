@@ -11,7 +11,7 @@ import msgspec
 
 from keeper.domain import events as ev
 from keeper.domain.decide import KeeperCore, KeeperParams
-from tests.keeper.keeper_scenarios import Log, perp_account, perp_market
+from tests.domain.keeper.keeper_scenarios import Log, perp_account, perp_market
 
 D = Decimal
 SECOND = 1_000_000

@@ -7,11 +7,11 @@ from decimal import Decimal
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from keeper_scenarios import Log, perp_account, perp_market, record_live
 
 from keeper.domain import events as ev
 from keeper.domain.codec import encode
 from keeper.domain.decide import KeeperCore, KeeperParams, decide_log
+from tests.domain.keeper.keeper_scenarios import Log, perp_account, perp_market, record_live
 
 D = Decimal
 PARAMS = KeeperParams(profile="generic-perp", mode="live", cap_count=6, cap_interval_us=40_000)

@@ -26,7 +26,7 @@ from keeper.domain.model import AssetParams, Bucket, MarketParams, Position
 from keeper.errors import KeeperError
 
 D = Decimal
-CONFIG = Path(__file__).resolve().parents[2] / "config" / "profiles"
+CONFIG = Path(__file__).resolve().parents[3] / "config" / "profiles"
 EXPECTED = [
     "generic-perp",
     "binance-usdm",

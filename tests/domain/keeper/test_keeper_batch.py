@@ -13,12 +13,12 @@ from itertools import pairwise
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from keeper_scenarios import record_live
-from test_keeper_decide_properties import PARAMS, books, build, moves
 
 from keeper.domain import events as ev
 from keeper.domain.codec import encode
 from keeper.domain.decide import KeeperCore, KeeperParams
+from tests.domain.keeper.keeper_scenarios import record_live
+from tests.domain.keeper.test_keeper_decide_properties import PARAMS, books, build, moves
 
 PAPER = KeeperParams(profile="generic-perp", mode="paper")
 

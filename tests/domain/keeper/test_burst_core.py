@@ -8,11 +8,11 @@ from decimal import Decimal
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from keeper_scenarios import Log, perp_market
 
 from keeper.domain import events as ev
 from keeper.domain.codec import encode
 from keeper.domain.decide import DECIDE_CHUNK, KeeperCore, KeeperParams
+from tests.domain.keeper.keeper_scenarios import Log, perp_market
 
 D = Decimal
 PARAMS = KeeperParams(profile="generic-perp", mode="live")

@@ -11,7 +11,6 @@ from itertools import pairwise
 import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from keeper_scenarios import Log, perp_market
 
 from keeper.domain import events as ev
 from keeper.domain.codec import encode
@@ -19,6 +18,7 @@ from keeper.domain.decide import KeeperCore, KeeperParams
 from keeper.domain.margin import Pricing, evaluate
 from keeper.domain.model import bucket_key
 from keeper.feeds.pipeline import mark_frame
+from tests.domain.keeper.keeper_scenarios import Log, perp_market
 
 D = Decimal
 SYMBOLS = ("BTC", "ETH", "SOL")
