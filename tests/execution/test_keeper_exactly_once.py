@@ -33,13 +33,6 @@ D = Decimal
 
 
 @pytest_asyncio.fixture(loop_scope="function")
-async def log(redis_url: str) -> AsyncIterator[RedisEventLog]:
-    lg = await RedisEventLog.connect(redis_url)
-    yield lg
-    await lg.close()
-
-
-@pytest_asyncio.fixture(loop_scope="function")
 async def venue() -> AsyncIterator[StubVenue]:
     v = StubVenue(SECRET, effects=close_whole_position)
     await v.start()

@@ -37,13 +37,6 @@ def intent(i: int, *, mode: str = "live", ts: int | None = None) -> ev.Liquidati
 
 
 @pytest_asyncio.fixture(loop_scope="function")
-async def log(redis_url: str) -> AsyncIterator[RedisEventLog]:
-    lg = await RedisEventLog.connect(redis_url)
-    yield lg
-    await lg.close()
-
-
-@pytest_asyncio.fixture(loop_scope="function")
 async def venue() -> AsyncIterator[StubVenue]:
     v = StubVenue(SECRET, hold_s=0.3)
     await v.start()
