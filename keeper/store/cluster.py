@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import shutil
 import socket
 import subprocess
@@ -49,7 +48,7 @@ from redis.crc import key_slot
 
 from keeper.errors import EmbeddedRedisError
 from keeper.store.cluster_procs import CLUSTER_FILE, cluster_pids, read_state, stop_by_pid
-from keeper.store.embedded import EmbeddedRedis, find_redis_server, free_port
+from keeper.store.embedded import EmbeddedRedis, find_binary, find_redis_server, free_port
 
 log = structlog.get_logger()
 
@@ -68,26 +67,14 @@ _START_ATTEMPTS = 3
 def find_redis_cli(binary: str | None = None) -> str:
     """The redis-cli binary: ``binary``, else $KEEPER_REDIS_CLI, else PATH, else beside
     redis-server, else /usr/bin."""
-    candidates: list[str] = []
-    if binary:
-        candidates.append(binary)
-    else:
-        env = os.environ.get("KEEPER_REDIS_CLI")
-        if env:
-            candidates.append(env)
-        else:
-            found = shutil.which("redis-cli")
-            if found:
-                candidates.append(found)
-            with contextlib.suppress(EmbeddedRedisError):
-                candidates.append(str(Path(find_redis_server()).with_name("redis-cli")))
-            candidates.append("/usr/bin/redis-cli")
-    for c in candidates:
-        p = Path(c)
-        if p.is_file() and os.access(p, os.X_OK):
-            return str(p)
-    tried = ", ".join(candidates) or "(nothing)"
-    raise EmbeddedRedisError(f"no redis-cli binary found (tried {tried}); {_CLI_FIX}")
+
+    def fallbacks() -> list[str]:
+        out = []
+        with contextlib.suppress(EmbeddedRedisError):
+            out.append(str(Path(find_redis_server()).with_name("redis-cli")))
+        return [*out, "/usr/bin/redis-cli"]
+
+    return find_binary("redis-cli", binary, "KEEPER_REDIS_CLI", fallbacks, _CLI_FIX)
 
 
 def _port_free(port: int) -> bool:

@@ -22,7 +22,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import ClassVar
 
@@ -32,7 +32,8 @@ import structlog
 
 from keeper.errors import EmbeddedRedisError
 
-__all__ = ["SERVER_FILE", "EmbeddedRedis", "find_redis_server", "free_port", "open_redis", "running_in"]
+__all__ = ["SERVER_FILE", "EmbeddedRedis", "find_binary", "find_redis_server", "free_port", "open_redis",
+           "running_in"]
 
 log = structlog.get_logger()
 
@@ -43,26 +44,33 @@ SERVER_FILE = "server.json"
 _STOP_TIMEOUT_S = 10.0
 
 
-def find_redis_server(binary: str | None = None) -> str:
-    """The redis-server binary: ``binary``, else $KEEPER_REDIS_SERVER, else PATH, else /usr/sbin, /usr/bin."""
+def find_binary(name: str, binary: str | None, env_var: str, fallbacks: Callable[[], list[str]],
+                fix: str) -> str:
+    """The ``name`` binary: ``binary``, else ``$env_var``, else ``name`` on PATH, else
+    ``fallbacks()``: the first that is an executable file. ``EmbeddedRedisError`` naming what was
+    tried and ``fix`` when none is."""
     candidates: list[str] = []
     if binary:
         candidates.append(binary)
+    elif env := os.environ.get(env_var):
+        candidates.append(env)
     else:
-        env = os.environ.get("KEEPER_REDIS_SERVER")
-        if env:
-            candidates.append(env)
-        else:
-            found = shutil.which("redis-server")
-            if found:
-                candidates.append(found)
-            candidates += ["/usr/sbin/redis-server", "/usr/bin/redis-server"]
+        found = shutil.which(name)
+        if found:
+            candidates.append(found)
+        candidates += fallbacks()
     for c in candidates:
         p = Path(c)
         if p.is_file() and os.access(p, os.X_OK):
             return str(p)
     tried = ", ".join(candidates) or "(nothing)"
-    raise EmbeddedRedisError(f"no redis-server binary found (tried {tried}); {_FIX}")
+    raise EmbeddedRedisError(f"no {name} binary found (tried {tried}); {fix}")
+
+
+def find_redis_server(binary: str | None = None) -> str:
+    """The redis-server binary: ``binary``, else $KEEPER_REDIS_SERVER, else PATH, else /usr/sbin, /usr/bin."""
+    return find_binary("redis-server", binary, "KEEPER_REDIS_SERVER",
+                       lambda: ["/usr/sbin/redis-server", "/usr/bin/redis-server"], _FIX)
 
 
 def free_port() -> int:
