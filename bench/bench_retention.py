@@ -20,9 +20,10 @@ Starts its own EmbeddedRedis (AOF everysec) in a temporary folder.
   as a runner does when the venue refuses. Everything appended is also written to a full copy
   (NDJSON). Figures:
   ``redis_bytes_per_event_steady``: Redis ``used_memory`` growth per event appended once the
-  window is full (least-squares slope over the passes after the first one that trimmed; goal
-  0), ``soak_used_memory_first_window_mb`` / ``soak_used_memory_end_mb`` / ``..._max_mb`` and
-  their ratio, ``soak_events_per_s``, ``soak_archive_bytes_per_event`` (on disk),
+  window is full (least-squares slope over the passes that trimmed once a whole window has
+  passed since the first pass: the hot log and the dedup index both full; goal 0),
+  ``soak_used_memory_first_window_mb`` (that first pass) / ``soak_used_memory_end_mb`` /
+  ``..._max_mb`` and their ratio, ``soak_events_per_s``, ``soak_archive_bytes_per_event`` (on disk),
   ``soak_entries_lost`` (archive + hot log against the full copy, id by id: goal 0) and
   ``soak_replay_divergences``: the archive + hot log and the full copy each replayed through a
   fresh ``KeeperCore`` with ``Verifier`` (the recorded intents against the re-derived ones), and
@@ -341,7 +342,10 @@ async def soak(url: str, tmp: Path) -> None:
     for copy in (writer_copy, keeper_copy, executor_copy):
         copy.close()
     total = writer_copy.n + keeper_copy.n + executor_copy.n
-    steady = [(n, r) for n, r in reports if r.trimmed and not r.error]
+    # "after the first window": the first pass that trimmed once a whole hot (and dedup) window
+    # has passed since the first pass, when both the hot log and the dedup index are full
+    t_full = next((r.started_ms for _, r in reports if r.started_ms), 0) + int(WINDOW_S * 1000)
+    steady = [(n, r) for n, r in reports if r.trimmed and not r.error and r.started_ms >= t_full]
     first, end = steady[0][1], steady[-1][1]
     bpe = slope([float(n) for n, _ in steady], [float(r.used_memory) for _, r in steady])
     print(f"# soak: {appended:,} events written, {keeper_copy.n:,} intents appended by the keeper, "

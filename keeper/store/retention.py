@@ -23,10 +23,17 @@ through ``run_retention``) of one shard, under a lock in Redis (one pass at a ti
 4. **Trim.** ``XTRIM key MINID <point>``, the point never above the archive's high-water mark
    as the segment files show it: an entry leaves Redis only once it is in a file.
 5. **Dedup.** Sequenced sources' marks are raised through the ids the index holds, then the
-   event ids of entries older than ``dedup_window_s`` (read from the hot log or the archive)
-   are removed from the index (``keeper.store.dedup``: the guarantee per kind of event).
+   event ids of entries older than ``dedup_window_s`` are removed from the index
+   (``keeper.store.dedup``: the guarantee per kind of event). The ids come from where they are
+   quickest to read: those this process held while archiving (``keeper.store.recent_ids``), the
+   archive (after a restart), or the hot log.
 6. **Dead letters.** The dead-letter stream is capped at ``dead_max_entries`` (approximately,
    whole nodes), and ``deadref`` loses the refs of entries no longer in the hot log.
+
+**Rounds.** Writers do not stop while a pass runs: a round that archived at least
+``min_segment_entries`` entries is followed by another (``CHASE_ROUNDS`` at most, within
+``ARCHIVE_BUDGET``), from step 1 with the clock read again, so a pass ends with the hot log near
+its bound instead of the bound plus what arrived while it ran. ``PassReport.absorb`` adds them up.
 
 The shard's retention hash (``{prefix}:{shard}:retention``) records the archive directory (so
 ``keeper replay`` and ``keeper log export`` find it), the high-water mark, totals and the last
@@ -51,6 +58,7 @@ from keeper.errors import KeeperError, LogError, LogUnavailable
 from keeper.store import scripts
 from keeper.store.archive import Archive, SegmentWriter, max_deleted, meta_key, trim_log
 from keeper.store.entries import parse_id
+from keeper.store.recent_ids import RecentIds
 from keeper.store.redis_log import RedisEventLog, wrap_errors
 from keeper.store.retention_policy import (
     CAP_MIN,
@@ -67,6 +75,7 @@ from keeper.store.retention_policy import (
 __all__ = [
     "ARCHIVE_BUDGET",
     "CAP_MIN",
+    "CHASE_ROUNDS",
     "EXPIRE_BUDGET",
     "LOCK_MS",
     "MARK_STEP",
@@ -95,31 +104,13 @@ MARK_STEP = 1_000
 EXPIRE_BUDGET = 5_000_000
 """Ids expired per pass at most (a log upgraded from the unbounded index catches up over passes)."""
 ARCHIVE_BUDGET = 2_000_000
-"""Entries archived per pass at most: a pass stays well inside its lock (a long backlog, a log
-that never had retention, is worked through over several passes)."""
+"""Entries archived per pass (all its rounds) at most: a pass stays well inside its lock (a long
+backlog, a log that never had retention, is worked through over several passes)."""
 LOCK_MS = 600_000
-
-
-class _Expiring:
-    """Event ids of entries read while archiving that are past the dedup window's ``cut``
-    (None: collect nothing), in log order from the expiry position on."""
-
-    def __init__(self, cut: Pos | None) -> None:
-        self.cut = cut
-        self.ids: list[str] = []
-        self.last = ""
-        self.entries = 0
-
-    def collect(self, raw: list[tuple[str, bytes]]) -> None:
-        if self.cut is None or not raw:
-            return
-        old = below(raw, self.cut)
-        if old:
-            self.ids += event_ids_of([payload for _, payload in old])
-            self.last = old[-1][0]
-            self.entries += len(old)
-        if len(old) < len(raw) or self.entries >= EXPIRE_BUDGET:
-            self.cut = None  # the rest is younger (or enough for one pass)
+CHASE_ROUNDS = 8
+"""Rounds of one pass at most: a round that archived at least ``min_segment_entries`` (writers
+appended that many while the last round ran) is followed by another, so a pass ends with the hot
+log near its bound rather than that bound plus whatever arrived during the pass."""
 
 
 class Retention:
@@ -141,6 +132,9 @@ class Retention:
         self._nth = client.register_script(scripts.NTH_ID)
         self._raise = client.register_script(scripts.RAISE_MARK)
         self._unlock = client.register_script(scripts.UNLOCK)
+        self._budget = ARCHIVE_BUDGET
+        self.recent = RecentIds()
+        """The event ids of the entries this process archived, until their dedup window ends."""
 
     async def now_ms(self) -> int:
         if self._now_ms is not None:
@@ -163,8 +157,18 @@ class Retention:
             report.skipped = "another retention pass holds the lock"
             return report
         try:
-            report.started_ms = await self.now_ms()
-            await self._pass(report)
+            report.started_ms = now = await self.now_ms()
+            self._budget = ARCHIVE_BUDGET
+            await self._pass(report, now)
+            archived = report.archived
+            for _ in range(CHASE_ROUNDS - 1):
+                if (not self.policy.trim or archived < self.policy.min_segment_entries
+                        or self._budget <= 0):
+                    break
+                later = PassReport(started_ms=await self.now_ms())
+                await self._pass(later, later.started_ms)
+                report.absorb(later)
+                archived = later.archived
         except LogUnavailable:
             raise
         except (KeeperError, OSError) as exc:
@@ -177,9 +181,9 @@ class Retention:
             report.duration_s = time.monotonic() - t0
         return report
 
-    async def _pass(self, r: PassReport) -> None:
+    async def _pass(self, r: PassReport, now: int) -> None:
+        """One round of the pass at ``now`` (the log's clock)."""
         p = self.policy
-        now = r.started_ms
         await asyncio.to_thread(self.archive.sweep)
         segs = await asyncio.to_thread(self.archive.segments)
         hwm = parse_id(self.archive.high_water(segs))
@@ -199,10 +203,7 @@ class Retention:
         for text in r.lagging:
             log.warning("retention_held_back", pin=text, hot_window_s=p.hot_window_s)
         # the dedup window's expiry usually starts where archiving does: collect its ids on the way
-        xpos = await self._recorded("ids_expired_to") or "0-0"
-        dcut = (now - int(p.dedup_window_s * 1000), 0)
-        early = _Expiring(dcut if p.trim and parse_id(xpos) == hwm else None)
-        hwm, complete = await self._archive(hwm, point, now, r, early)
+        hwm, complete = await self._archive(hwm, point, now, r)
         r.archived_to, r.archive_entries = fmt(hwm), self.archive.entries()
         if succ(hwm) < point:  # never past the files (with nothing left below ``point``: the same cut)
             point, limited = succ(hwm), (limited if complete else "archive")
@@ -213,23 +214,25 @@ class Retention:
         for text in r.overrun:
             log.warning("retention_past_snapshot", pin=text, cap_entries=p.cap_entries)
         r.trim_point, r.limited_by = fmt(point), limited
+        trimmed = 0
         if p.trim:  # archive only (``keeper log archive`` without --trim): Redis is left as it is
-            # ids first: their entries are still in the hot log now (a fast read), not after
-            await self._dedup(dcut, deleted, xpos, early, r)
+            xpos = await self._recorded("ids_expired_to") or "0-0"
+            dcut = (now - int(p.dedup_window_s * 1000), 0)
+            await self._dedup(dcut, deleted, xpos, r)
             if point > (0, 0):
-                r.trimmed = await trim_log(self.log, fmt(point))
+                r.trimmed = trimmed = await trim_log(self.log, fmt(point))
         trimmed_to = parse_id(await max_deleted(self.log))
         r.trimmed_to = fmt(trimmed_to)
         if p.trim:
             await self._dead_letters(trimmed_to, r)
-        await self._record(r)
+        await self._record(r, trimmed)
 
     async def _recorded(self, name: str) -> str | None:
         async with wrap_errors("retention_state"):
             v: Any = await self.log.client.hget(self.meta_key, name)
         return None if v is None else v.decode()
 
-    async def _record(self, r: PassReport) -> None:
+    async def _record(self, r: PassReport, trimmed: int) -> None:
         async with wrap_errors("retention_state"):
             info: Any = await self.log.client.info("memory")
             r.used_memory = int(info.get("used_memory", 0))
@@ -243,7 +246,7 @@ class Retention:
                 "archive_entries": r.archive_entries, "trimmed_to": r.trimmed_to,
                 "last_pass_ms": r.started_ms,
                 "last_pass": r.to_json()})
-            await self.log.client.hincrby(self.meta_key, "trimmed_entries", r.trimmed)
+            await self.log.client.hincrby(self.meta_key, "trimmed_entries", trimmed)
 
     # ------------------------------------------------------------------ cut and pins
 
@@ -318,19 +321,17 @@ class Retention:
 
     # ------------------------------------------------------------------ archive
 
-    async def _archive(self, hwm: Pos, point: Pos, now: int, r: PassReport, early: _Expiring
-                       ) -> tuple[Pos, bool]:
+    async def _archive(self, hwm: Pos, point: Pos, now: int, r: PassReport) -> tuple[Pos, bool]:
         """Archive the entries after ``hwm`` below ``point``; returns the new high-water mark and
-        whether every entry below ``point`` is archived now. ``early`` collects the event ids of
-        the entries read that are past the dedup window."""
+        whether every entry below ``point`` is archived now. The event ids of the entries read
+        are held (``recent``) for their expiry from the dedup index, when this pass trims."""
         p = self.policy
         writer = SegmentWriter(self.archive, max_entries=p.segment_entries)
         after = fmt(hwm)
         done = False
-        taken = 0
         try:
-            while not done and taken < ARCHIVE_BUDGET:
-                raw = await self.log.read_raw(after, min(READ_BATCH, ARCHIVE_BUDGET - taken))
+            while not done and self._budget > 0:
+                raw = await self.log.read_raw(after, min(READ_BATCH, self._budget))
                 if not raw:
                     done = True
                     break
@@ -339,10 +340,11 @@ class Retention:
                 if not keep:
                     done = True
                     break
-                early.collect(keep)
+                if p.trim:
+                    self.recent.add(after, keep)
                 await asyncio.to_thread(writer.add, keep)
                 after = keep[-1][0]
-                taken += len(keep)
+                self._budget -= len(keep)
             old = (now - 2 * int(p.hot_window_s * 1000), 0)
             complete = done  # else the budget stopped it
             if writer.count >= p.min_segment_entries or (writer.count and parse_id(writer.first) < old):
@@ -365,18 +367,20 @@ class Retention:
 
     # ------------------------------------------------------------------ dedup index
 
-    async def _dedup(self, cut: Pos, trimmed: Pos, pos: str, early: _Expiring, r: PassReport) -> None:
+    async def _dedup(self, cut: Pos, trimmed: Pos, pos: str, r: PassReport) -> None:
         """Raise the sequenced marks, then forget the ids of entries older than the window
-        (``cut``) after ``pos``: those collected while archiving, then from the archive up to
-        where the hot log was trimmed, then from the hot log."""
+        (``cut``) after ``pos``, from where each is quickest to read: the archive up to where
+        the ids this process holds begin (``recent``; the archive only after a restart, or
+        past what it holds), then those held, then the hot log."""
         for prefix in await self._sources():
             r.marks[prefix] = await self.raise_mark(prefix)
         expired = 0
-        if early.last:
-            await self.log.forget_ids(early.ids)
-            expired, pos = early.entries, early.last
-        if parse_id(pos) < trimmed:
-            chunks = self.archive.event_ids(pos, min(cut, succ(trimmed)))
+        self.recent.drop_through(pos)
+        stop = min(cut, succ(trimmed))
+        if self.recent.start is not None:
+            stop = min(stop, succ(parse_id(self.recent.start)))
+        if parse_id(pos) < trimmed and succ(parse_id(pos)) < stop:
+            chunks = self.archive.event_ids(pos, stop)
             while expired < EXPIRE_BUDGET:
                 got = await asyncio.to_thread(next, chunks, None)
                 if got is None:
@@ -384,6 +388,12 @@ class Retention:
                 ids, pos = got
                 await self.log.forget_ids(ids)
                 expired += len(ids)
+        if self.recent.start is not None and parse_id(self.recent.start) == parse_id(pos):
+            ids, last, n = self.recent.take_below(cut, EXPIRE_BUDGET - expired)
+            if n:
+                await self.log.forget_ids(ids)
+                expired += n
+                pos = last
         while expired < EXPIRE_BUDGET and parse_id(pos) >= trimmed:
             raw = await self.log.read_raw(pos, READ_BATCH)
             keep = below(raw, cut)

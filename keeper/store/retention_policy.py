@@ -14,8 +14,8 @@ import msgspec
 
 from keeper.store.entries import event_id_of, parse_id
 
-__all__ = ["CAP_MIN", "PassReport", "Pin", "Pos", "RetentionPolicy", "below", "event_ids_of", "fmt",
-           "succ"]
+__all__ = ["CAP_MIN", "PassReport", "Pin", "Pos", "RetentionPolicy", "below", "event_ids_aligned",
+           "event_ids_of", "fmt", "succ"]
 
 CAP_MIN = 10_000
 """The smallest hard cap (``RetentionPolicy.cap_entries``): well above a reader's batch."""
@@ -50,12 +50,19 @@ _id_lines = msgspec.json.Decoder(_IdOnly)
 
 def event_ids_of(payloads: list[bytes]) -> list[str]:
     """The event ids of payloads (one decode call for a whole batch of well-formed ones)."""
+    return [i for i in event_ids_aligned(payloads) if i]
+
+
+def event_ids_aligned(payloads: list[bytes]) -> list[str]:
+    """The event id of each payload, ``""`` for one without (aligned with ``payloads``)."""
     if not any(b"\n" in p or b"\r" in p for p in payloads):
         try:
-            return [i.event_id for i in _id_lines.decode_lines(b"\n".join(payloads)) if i.event_id]
+            got = [i.event_id for i in _id_lines.decode_lines(b"\n".join(payloads))]
+            if len(got) == len(payloads):
+                return got
         except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
             pass
-    return [i for i in map(event_id_of, payloads) if i]
+    return list(map(event_id_of, payloads))
 
 
 @dataclass(frozen=True)
@@ -136,6 +143,22 @@ class PassReport:
     dead_trimmed: int = 0
     deadrefs_removed: int = 0
     used_memory: int = 0
+
+    def absorb(self, later: PassReport) -> None:
+        """Add a later round of the same pass: counts add up, pins lagging or overrun in any
+        round are listed, the state is the later round's (what limited the trim: the last round
+        that trimmed anything)."""
+        for name in ("archived", "trimmed", "ids_expired", "dead_trimmed", "deadrefs_removed"):
+            setattr(self, name, getattr(self, name) + getattr(later, name))
+        self.segments += later.segments
+        self.marks.update(later.marks)
+        self.lagging += [pin for pin in later.lagging if pin not in self.lagging]
+        self.overrun += [pin for pin in later.overrun if pin not in self.overrun]
+        for name in ("archived_to", "archive_entries", "trimmed_to", "hot_entries", "hot_first",
+                     "ids_expired_to", "ids_size", "used_memory", "error"):
+            setattr(self, name, getattr(later, name))
+        if later.trimmed or not self.limited_by:
+            self.trim_point, self.limited_by = later.trim_point, later.limited_by
 
     def summary(self) -> str:
         """One line for humans."""
