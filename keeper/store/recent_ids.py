@@ -28,8 +28,9 @@ from keeper.store.retention_policy import Pos, event_ids_aligned
 
 __all__ = ["MAX_HELD", "RecentIds"]
 
-MAX_HELD = 2_000_000
-"""Entries held at most (about 80 MB): the dedup window's worth at 100,000 events/s for 20 s."""
+MAX_HELD = 1_000_000
+"""Entries held at most (about 40 MB): a 20 s dedup window at 50,000 events/s; longer windows
+read the older part back from the archive."""
 
 
 @dataclass
