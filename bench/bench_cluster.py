@@ -15,6 +15,11 @@ flight per shard, as ``bench_log`` does on one Redis.
 - ``cluster_append_replicated_events_per_s``: the same with ``wait_replicas=1`` (each batch
   acknowledged once the replica holds it: INCR + ``WAIT 1`` on the batch's connection).
 - A ``#`` line gives the same writer and shards on one ``EmbeddedRedis`` for comparison.
+- ``cluster_price_fanout_us``: one price appended to all of ``FANOUT_SHARDS`` (16) shards'
+  logs through ``keeper.store.shards.ShardedLog`` (16 scripts, one per shard, sent at once to
+  the primaries serving their slots), one price at a time: the median time per price of
+  ``FANOUT_PRICES`` (the p99 in a ``#`` line); ``cluster_price_fanout_prices_per_s``: prices
+  fanned out to all 16 shards in batches of 500 (each shard's log takes every one).
 
 On this machine (2 vCPUs shared with other work) the six redis-servers, their replication and
 the writer share two cores: the figure is the cluster on one small box, not three machines.
@@ -40,6 +45,51 @@ SHARDS = 6
 BATCH = 2_000
 IN_FLIGHT = 4
 RUNS = 3
+FANOUT_SHARDS = 16
+FANOUT_PRICES = 2_000
+FANOUT_BATCH = 500
+
+
+async def fanout_run(url: str) -> tuple[list[float], float]:
+    """Per-price fan-out times (µs), one at a time; then prices/s in batches."""
+    from decimal import Decimal
+
+    import redis.asyncio as aioredis
+
+    from keeper.domain.events import PriceUpdated
+    from keeper.store.shards import ShardedLog
+    from keeper.store.slotconn import is_cluster_url, make_cluster_client
+
+    if is_cluster_url(url):
+        client = make_cluster_client(url, socket_timeout=10)
+        await client.initialize()
+    else:
+        client = aioredis.Redis.from_url(url)
+    writer = ShardedLog(client, FANOUT_SHARDS)
+
+    def px(i: int) -> PriceUpdated:
+        return PriceUpdated(event_id=f"px-{i}", ts_event=i, symbol=f"M{i % 20}",
+                            price=Decimal(100 + i % 50))
+
+    try:
+        await writer.append([px(-1)])  # connections opened, scripts loaded
+        times = []
+        for i in range(FANOUT_PRICES):
+            e = [px(i)]
+            t0 = time.perf_counter()
+            await writer.append(e)
+            times.append((time.perf_counter() - t0) * 1e6)
+        n = 100 * FANOUT_BATCH
+        batches = [[px(FANOUT_PRICES + k + j) for j in range(FANOUT_BATCH)]
+                   for k in range(0, n, FANOUT_BATCH)]
+        t0 = time.perf_counter()
+        for b in batches:
+            await writer.append(b)
+        rate = n / (time.perf_counter() - t0)
+    finally:
+        await writer.close()
+        await client.aclose()
+    return times, rate
 
 
 async def append_run(url: str, shards: list[str], payloads: list[tuple[str, bytes]],
@@ -122,6 +172,13 @@ def main() -> None:
                     rates.append(asyncio.run(append_run(url, shards, payloads, wait)))
                     print(f"# {name} run {rates[-1]:,.0f}/s", flush=True)
                 print(f"bench {name} {statistics.median(rates):.0f} events/s", flush=True)
+            flush()
+            times, rate = asyncio.run(fanout_run(url))
+            times.sort()
+            print(f"# one price to {FANOUT_SHARDS} shards: p50 {statistics.median(times):.0f} µs, "
+                  f"p99 {times[int(len(times) * 0.99)]:.0f} µs", flush=True)
+            print(f"bench cluster_price_fanout_us {statistics.median(times):.0f} us", flush=True)
+            print(f"bench cluster_price_fanout_prices_per_s {rate:.0f} prices/s", flush=True)
         finally:
             cluster.stop()
         one = EmbeddedRedis(Path(tmp) / "one")
@@ -133,6 +190,11 @@ def main() -> None:
                 rates.append(asyncio.run(append_run(one_url, shards, payloads, 0)))
             print(f"# one redis-server, the same shards and writer: "
                   f"{statistics.median(rates):,.0f} events/s", flush=True)
+            one.flushall()
+            times, rate = asyncio.run(fanout_run(one_url))
+            print(f"# one redis-server, one price to {FANOUT_SHARDS} shards: p50 "
+                  f"{statistics.median(times):.0f} µs; batches of {FANOUT_BATCH}: {rate:,.0f} prices/s",
+                  flush=True)
         finally:
             one.stop()
 
