@@ -67,12 +67,12 @@ async def fanout_run(url: str) -> tuple[list[float], float]:
         client = aioredis.Redis.from_url(url)
     writer = ShardedLog(client, FANOUT_SHARDS)
 
-    def px(i: int) -> PriceUpdated:
-        return PriceUpdated(event_id=f"px-{i}", ts_event=i, symbol=f"M{i % 20}",
+    def px(i: int, name: str = "px") -> PriceUpdated:
+        return PriceUpdated(event_id=f"{name}-{i}", ts_event=i, symbol=f"M{i % 20}",
                             price=Decimal(100 + i % 50))
 
     try:
-        await writer.append([px(-1)])  # connections opened, scripts loaded
+        await writer.append([px(0, "warm-up")])  # connections opened, scripts loaded
         times = []
         for i in range(FANOUT_PRICES):
             e = [px(i)]
