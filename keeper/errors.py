@@ -9,9 +9,10 @@
     │   ├── DecodeError        bytes that are not a known, valid, current event
     │   └── InvalidPrice       NaN, infinite, zero, negative or absurd price
     ├── LogError               the event log (Redis) failed or is unreachable
-    │   └── LogUnavailable     the log cannot be reached or cannot take it now: waited out
-    │       ├── LogRefused     Redis refused a write (OOM at maxmemory, READONLY, MISCONF)
-    │       └── LogNotReplicated  an append's WAIT saw too few replicas in time: append again
+    │   ├── LogUnavailable     the log cannot be reached or cannot take it now: waited out
+    │   │   ├── LogRefused     Redis refused a write (OOM at maxmemory, READONLY, MISCONF)
+    │   │   └── LogNotReplicated  an append's WAIT saw too few replicas in time: append again
+    │   └── LeaseLost          a fenced write refused: the shard's lease is gone or re-granted
     ├── SnapshotError          a snapshot failed validation (skipped, never trusted)
     ├── ExecutionError         an executor failed to submit
     │   ├── TransientError     worth retrying under the same intent id
@@ -32,6 +33,7 @@ __all__ = [
     "ExecutionError",
     "InvalidPrice",
     "KeeperError",
+    "LeaseLost",
     "LogError",
     "LogNotReplicated",
     "LogRefused",
@@ -100,6 +102,13 @@ class LogNotReplicated(LogUnavailable):
     """An append asked to be on replicas (``wait_replicas``) was not acknowledged by enough of
     them in time. It may be on the primary only: append it again (duplicates are dropped; the
     new WAIT covers it)."""
+
+
+class LeaseLost(LogError):
+    """A write fenced by a shard's lease (``keeper.store.leases``) was refused: the lease has
+    expired, was released, or is held under another fencing token (another process took the
+    shard over). Nothing of the refused write was applied. Not worth retrying: the process no
+    longer owns the shard and must stop acting for it."""
 
 
 class SnapshotError(KeeperError):

@@ -1,6 +1,7 @@
 """The atomic claim on an intent: two keeper processes never submit the same intent.
 
-One Redis key per intent, ``<prefix>:claim:<intent_id>``, holds ``phase|owner|token``:
+One Redis key per intent, ``<prefix>:claim:<intent_id>``, holds ``phase|owner|token`` (the
+key layout: see *Keys* below):
 
 - ``claimed|owner|token``   taken by ``owner`` (SET with an expiry; the token comes from INCR on
                             ``<prefix>:claim:fence``, so it only ever grows: a fencing token);
@@ -23,6 +24,22 @@ its own claims back at once). ``mark_submitted`` succeeds only for the holder of
 process whose claim expired while it was slow is fenced out and does not submit. If a claim
 expires while its POST is in flight, the next holder resubmits under the same idempotency key
 and the venue answers 409: still one acceptance.
+
+Keys. ``Claims(client)`` (one Redis, no ``shard``) keeps the keys it always had::
+
+    <prefix>:claim:<intent_id>   <prefix>:sent:<intent_id>   <prefix>:claim:fence
+
+so claims and sent marks written before an upgrade are still found. ``Claims(client,
+shard="3")`` puts them under the shard's hash tag, in the slot of the shard's log and lease::
+
+    <prefix>:{3}:claim:<intent_id>   <prefix>:{3}:sent:<intent_id>   <prefix>:{3}:claim:fence
+
+Every script touches a claim, its sent mark and the fence together, so on a Redis Cluster
+(``RedisCluster`` client) the shard is required: without it the keys would fall in three slots
+(CROSSSLOT), and ``Claims`` refuses with that reason. Two layouts are two sets of claims: a
+deployment moving from the first to the second must do it with no intent in flight (or keep
+``shard=None`` on one Redis). The claim's token (``<prefix>:...:claim:fence``) is a token of
+the claim, not of the shard's lease (``keeper.store.leases``): the two fence different things.
 """
 
 from __future__ import annotations
@@ -100,6 +117,17 @@ redis.call('SET', KEYS[2], ARGV[1] .. '|' .. ARGV[2], 'PX', ARGV[4])
 return 1
 """
 
+_FINISH = """
+-- KEYS = claim_1, sent_1, ..., claim_n, sent_n; ARGV = done_ttl_ms, value_1 .. value_n
+-- Each claim becomes its 'done|outcome|token' value and its sent mark goes, all in one step
+-- (a script rather than MULTI: the same on one Redis and in a cluster's slot).
+for i = 1, #KEYS, 2 do
+  redis.call('SET', KEYS[i], ARGV[1 + (i + 1) / 2], 'PX', ARGV[1])
+  redis.call('DEL', KEYS[i + 1])
+end
+return #KEYS / 2
+"""
+
 
 class Claim(NamedTuple):
     """The answer of ``take``: ``token`` > 0 on success (then ``previous`` is the phase the key
@@ -133,25 +161,33 @@ def _claim(res: Any) -> Claim:
 
 
 class Claims:
-    """Claims on intents in one Redis (one shard: every key shares ``prefix``)."""
+    """Claims on the intents of one shard (see the module docstring for the keys)."""
 
-    def __init__(self, client: RedisClient, *, prefix: str = "keeper", ttl_ms: int = 30_000,
-                 done_ttl_ms: int = 7 * 24 * 3600 * 1000, sent_ttl_ms: int | None = None) -> None:
-        if not isinstance(client, aioredis.Redis):
+    def __init__(self, client: RedisClient, *, prefix: str = "keeper", shard: str | None = None,
+                 ttl_ms: int = 30_000, done_ttl_ms: int = 7 * 24 * 3600 * 1000,
+                 sent_ttl_ms: int | None = None) -> None:
+        if shard is None and not isinstance(client, aioredis.Redis):
             # its scripts take a claim, the fence and the sent mark together: keys in three slots
-            raise LogError("claims are not on Redis Cluster yet: their keys need the shard's hash "
-                           "tag (issue 21, leases and fencing)")
+            raise LogError("claims on a Redis Cluster need the shard (Claims(client, shard=...)): "
+                           "their keys must share the shard's hash tag")
         self._r = client
-        self._prefix = prefix
+        self.shard = shard
+        self._prefix = prefix if shard is None else f"{prefix}:{{{shard}}}"
         self.ttl_ms = ttl_ms
         self.done_ttl_ms = done_ttl_ms
         self.sent_ttl_ms = done_ttl_ms if sent_ttl_ms is None else sent_ttl_ms
         self._take = client.register_script(_TAKE)
         self._mark = client.register_script(_MARK)
         self._take_many = client.register_script(_TAKE_MANY)
+        self._finish = client.register_script(_FINISH)
 
     def key(self, intent_id: str) -> str:
         return f"{self._prefix}:claim:{intent_id}"
+
+    @property
+    def fence_key(self) -> str:
+        """The counter the claims' tokens come from."""
+        return f"{self._prefix}:claim:fence"
 
     def sent_key(self, intent_id: str) -> str:
         """The sent mark's key (see the module docstring)."""
@@ -168,7 +204,7 @@ class Claims:
         move to ``submitted`` also sets the sent mark.
         """
         try:
-            res = await self._take(keys=[self.key(intent_id), f"{self._prefix}:claim:fence",
+            res = await self._take(keys=[self.key(intent_id), self.fence_key,
                                          self.sent_key(intent_id)],
                                    args=[owner, self.ttl_ms, then, self.sent_ttl_ms])
         except redis.exceptions.RedisError as exc:
@@ -182,7 +218,7 @@ class Claims:
             return []
         keys = [k for i in intent_ids for k in (self.key(i), self.sent_key(i))]
         try:
-            res = await self._take_many(keys=[*keys, f"{self._prefix}:claim:fence"],
+            res = await self._take_many(keys=[*keys, self.fence_key],
                                         args=[owner, self.ttl_ms, then, self.sent_ttl_ms])
         except redis.exceptions.RedisError as exc:
             raise LogUnavailable(f"claim {len(intent_ids)} intents: {exc}") from exc
@@ -199,25 +235,21 @@ class Claims:
 
     async def finish(self, intent_id: str, outcome: str, token: int) -> None:
         """Mark the intent done (its outcome is in the log) and drop its sent mark, in one
-        transaction."""
+        atomic step."""
         try:
-            async with self._r.pipeline(transaction=True) as tx:
-                tx.set(self.key(intent_id), f"done|{outcome}|{token}", px=self.done_ttl_ms)
-                tx.delete(self.sent_key(intent_id))
-                await tx.execute()
+            await self._finish(keys=[self.key(intent_id), self.sent_key(intent_id)],
+                               args=[self.done_ttl_ms, f"done|{outcome}|{token}"])
         except redis.exceptions.RedisError as exc:
             raise LogUnavailable(f"claim {intent_id}: {exc}") from exc
 
     async def finish_many(self, done: Sequence[tuple[str, str, int]]) -> None:
-        """``finish`` for several ``(intent_id, outcome, token)`` in one transaction."""
+        """``finish`` for several ``(intent_id, outcome, token)`` in one atomic step."""
         if not done:
             return
+        keys = [k for intent_id, _, _ in done for k in (self.key(intent_id), self.sent_key(intent_id))]
         try:
-            async with self._r.pipeline(transaction=True) as tx:
-                for intent_id, outcome, token in done:
-                    tx.set(self.key(intent_id), f"done|{outcome}|{token}", px=self.done_ttl_ms)
-                    tx.delete(self.sent_key(intent_id))
-                await tx.execute()
+            await self._finish(keys=keys, args=[self.done_ttl_ms,
+                                                *(f"done|{o}|{t}" for _, o, t in done)])
         except redis.exceptions.RedisError as exc:
             raise LogUnavailable(f"claim {len(done)} intents: {exc}") from exc
 

@@ -13,7 +13,7 @@ from typing import Any
 import redis.asyncio
 import redis.exceptions
 
-from keeper.errors import LogError, LogRefused, LogUnavailable
+from keeper.errors import LeaseLost, LogError, LogRefused, LogUnavailable
 from keeper.store import health
 from keeper.store.fastpath import RawRedis, ReplyError
 from keeper.store.slotconn import is_cluster_url
@@ -37,11 +37,14 @@ _REFUSED_TYPES = (redis.exceptions.OutOfMemoryError, redis.exceptions.ReadOnlyEr
 
 
 def classify_reply(op: str, exc: BaseException) -> LogError:
-    """The keeper's error for an error reply of Redis (``op`` names the operation): refused,
-    unavailable (waited out) or another ``LogError``. A script's error reply carries the inner
-    command's error after a prefix, so the text is searched, not only its start."""
+    """The keeper's error for an error reply of Redis (``op`` names the operation): a fenced
+    write refused (``LeaseLost``), refused, unavailable (waited out) or another ``LogError``.
+    A script's error reply carries the inner command's error after a prefix, so the text is
+    searched, not only its start."""
     text = str(exc)
     head = text.split(" ", 1)[0]
+    if head == "LEASELOST":  # a fenced script refused the write (keeper.store.leases)
+        return LeaseLost(f"{op}: {text.removeprefix('LEASELOST ')}")
     # redis-py strips the code of the replies it has a class for (OOM, READONLY)
     if isinstance(exc, _REFUSED_TYPES) or head in _REFUSED_REPLIES \
             or "command not allowed when used memory" in text \
@@ -63,7 +66,8 @@ async def wrap_errors(op: str) -> AsyncIterator[None]:
         # BusyLoadingError (LOADING) is a ConnectionError in redis-py
         raise health.REDIS.failed(LogUnavailable(f"{op}: redis unreachable: {exc}")) from exc
     except (redis.exceptions.RedisError, ReplyError) as exc:
-        raise health.REDIS.failed(classify_reply(op, exc)) from exc
+        err = classify_reply(op, exc)
+        raise (err if isinstance(err, LeaseLost) else health.REDIS.failed(err)) from exc
     except (redis.exceptions.SlotNotCoveredError, redis.exceptions.RedisClusterUnreachableError
             ) as exc:  # a cluster failing over, or none of its nodes answering
         raise health.REDIS.failed(LogUnavailable(f"{op}: redis cluster unavailable: {exc}")) from exc

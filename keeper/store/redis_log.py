@@ -36,6 +36,12 @@ log, ``ids`` (to a time window) and the dead letters. Reads decode with
 reason (once per entry), counted in ``stats`` and logged, and skipped: readers never crash on
 bad input and never lose good input.
 
+Fencing (``keeper.store.leases``): an append given a ``fence`` (per call, or the log's
+``fence`` attribute, which covers every append of whoever holds the log: the projector's
+intents, the runner's outcomes) runs ``scripts.FENCED_APPEND``: unless the shard's lease is
+still that grant, nothing is written and ``LeaseLost`` is raised. Without one (the default, one
+Redis) an append is exactly the unfenced script, as before.
+
 Blocking reads (``block_ms``) hold the connection: give a blocking reader its own client, and
 keep ``block_ms`` below the client's ``socket_timeout`` (``connect`` sets 30 s; redis-py's
 default is 5 s). redis-py errors are wrapped: connection/timeout -> ``LogUnavailable``, anything
@@ -68,6 +74,7 @@ from keeper.store import health, scripts
 from keeper.store.dedup import SEQUENCED_SOURCES, DedupIndex
 from keeper.store.entries import READ_SOURCE, event_id_of, split_decoded
 from keeper.store.fastpath import RawRedis, ReplyError
+from keeper.store.leases import Fence
 from keeper.store.redis_io import (
     SOCKET_TIMEOUT_S,
     as_str,
@@ -109,15 +116,19 @@ class RedisEventLog:
         self.repl_key = f"{tag}:repl"
         self.wait_replicas = wait_replicas
         self.wait_timeout_ms = wait_timeout_ms
+        self.fence: Fence | None = None
+        """The default fence of ``append`` (module docstring): set by the shard's lease holder."""
         self.dedup = DedupIndex(tag, sequenced=sequenced)
         self.stats: Counter[str] = Counter()
         self._owns = owns_client
         self._append = client.register_script(scripts.APPEND)
+        self._fenced_append = client.register_script(scripts.FENCED_APPEND)
         self._import = client.register_script(scripts.IMPORT)
         self._dead = client.register_script(scripts.DEAD_LETTER)
         self._group_start: dict[str, str] = {}
         self._log = log.bind(shard=shard, stream=self.key)
         self._append_sha = scripts.sha1(scripts.APPEND)
+        self._fenced_sha = scripts.sha1(scripts.FENCED_APPEND)
         self._raw: RawRedis | SlotConnection | None = None
         if isinstance(client, RedisCluster):
             self._raw = SlotConnection(client, self.key)
@@ -163,17 +174,20 @@ class RedisEventLog:
 
     # ------------------------------------------------------------------ append
 
-    async def append(self, events: Sequence[Event], *, wait_replicas: int | None = None
-                     ) -> list[str | None]:
+    async def append(self, events: Sequence[Event], *, wait_replicas: int | None = None,
+                     fence: Fence | None = None) -> list[str | None]:
         """Append atomically, dropping events whose ``event_id`` is already in the log.
 
         ``wait_replicas`` (default: the log's) > 0: return only once that many replicas hold the
-        append, else raise ``LogNotReplicated`` (module docstring, *Durability*)."""
+        append, else raise ``LogNotReplicated`` (module docstring, *Durability*). ``fence``
+        (default: the log's ``fence``): write only while the shard's lease is that grant, else
+        write nothing and raise ``LeaseLost``."""
         return await self.append_encoded([(e.event_id, encode(e)) for e in events],
-                                         wait_replicas=wait_replicas)
+                                         wait_replicas=wait_replicas, fence=fence)
 
     async def append_encoded(self, items: Sequence[tuple[str, bytes]], *,
-                             wait_replicas: int | None = None) -> list[str | None]:
+                             wait_replicas: int | None = None, fence: Fence | None = None
+                             ) -> list[str | None]:
         """``append`` for pre-encoded ``(event_id, payload)`` pairs (the payload is not checked)."""
         if not items:
             return []
@@ -182,15 +196,21 @@ class RedisEventLog:
         args += ids
         args += [payload for _, payload in items]
         replicas = self.wait_replicas if wait_replicas is None else wait_replicas
+        fence = self.fence if fence is None else fence
+        keys = [self.key, self.ids_key, self.dedup.seq_key]
+        script, sha, source = self._append, self._append_sha, scripts.APPEND
+        if fence is not None:
+            keys.append(fence.key)
+            args.append(fence.value)
+            script, sha, source = self._fenced_append, self._fenced_sha, scripts.FENCED_APPEND
         acked = 0
         async with wrap_errors("append"):
-            keys = [self.key, self.ids_key, self.dedup.seq_key]
             if replicas > 0:
-                res, acked = await self._append_waited(keys, args, replicas)
+                res, acked = await self._append_waited(keys, args, replicas, sha, source)
             elif self._raw is not None:
-                res = await self._evalsha_raw(self._append_sha, scripts.APPEND, keys, args)
+                res = await self._evalsha_raw(sha, source, keys, args)
             else:
-                res = await self._append(keys=keys, args=args)
+                res = await script(keys=keys, args=args)
         out = [None if r is None else as_str(r) for r in res]
         added = len(out) - out.count(None)
         self.stats["appended"] += added
@@ -202,30 +222,30 @@ class RedisEventLog:
                 f"{self.wait_timeout_ms} ms (the entries may be on the primary only: append again)"))
         return out
 
-    async def _append_waited(self, keys: list[str], args: list[str | bytes], replicas: int
-                             ) -> tuple[Any, int]:
+    async def _append_waited(self, keys: list[str], args: list[str | bytes], replicas: int,
+                             sha: str, source: str) -> tuple[Any, int]:
         """The append script, ``INCR repl`` and ``WAIT`` on one connection: (script's reply,
         replicas that acknowledged)."""
         wait = ("WAIT", replicas, self.wait_timeout_ms)
         if self._raw is None:  # one Redis (a cluster's log always has its raw connection)
             for _ in range(2):
                 async with self.client.pipeline(transaction=False) as pipe:
-                    pipe.evalsha(self._append_sha, len(keys), *keys, *args)
+                    pipe.evalsha(sha, len(keys), *keys, *args)
                     pipe.incr(self.repl_key)
                     pipe.execute_command(*wait)
                     res: list[Any] = await pipe.execute(raise_on_error=False)
                 if not isinstance(res[0], redis.exceptions.NoScriptError):
                     break
-                await self.client.script_load(scripts.APPEND)
+                await self.client.script_load(source)
             for r in res:
                 if isinstance(r, Exception):
                     raise r
             return res[0], int(res[2])
-        cmds = [("EVALSHA", self._append_sha, len(keys), *keys, *args), ("INCR", self.repl_key),
+        cmds = [("EVALSHA", sha, len(keys), *keys, *args), ("INCR", self.repl_key),
                 wait]
         replies = await self._raw.pipeline(cmds)
         if isinstance(replies[0], ReplyError) and str(replies[0]).startswith("NOSCRIPT"):
-            await self._raw.call("SCRIPT", "LOAD", scripts.APPEND)
+            await self._raw.call("SCRIPT", "LOAD", source)
             replies = await self._raw.pipeline(cmds)
         for r in replies:
             if isinstance(r, ReplyError):

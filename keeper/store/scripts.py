@@ -11,6 +11,8 @@ import hashlib
 __all__ = [
     "APPEND",
     "DEAD_LETTER",
+    "FENCE",
+    "FENCED_APPEND",
     "IMPORT",
     "NTH_ID",
     "RAISE_MARK",
@@ -86,6 +88,22 @@ for c = 1, n, 1000 do
 end
 return out
 """
+
+FENCE = """
+-- The fence of a fenced script (``keeper.store.leases``): KEYS[#KEYS] = the shard's lease key,
+-- ARGV[#ARGV] = the grant the write carries ('holder|token'), taken off ARGV here so the rest of
+-- the script reads its arguments as unfenced. Unless the lease is that grant (expired, released,
+-- re-granted), nothing is written and the script fails with LEASELOST.
+local fence_want = table.remove(ARGV)
+local fence_cur = redis.call('GET', KEYS[#KEYS])
+if fence_cur ~= fence_want then
+  return redis.error_reply('LEASELOST ' .. KEYS[#KEYS] .. ' is ' .. (fence_cur or 'free') ..
+                           ', the write carried ' .. fence_want)
+end
+"""
+
+FENCED_APPEND = FENCE + APPEND
+"""``APPEND`` behind ``FENCE``: KEYS[4] = the shard's lease key, the last ARGV = the grant."""
 
 IMPORT = """
 -- KEYS[1] = log stream, KEYS[2] = id set

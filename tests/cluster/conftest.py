@@ -5,6 +5,7 @@
   Tests may kill and restart its nodes; ``cluster_url`` puts it back first.
 - ``cluster_url``: its ``redis+cluster://`` URL, every node running, the cluster settled and
   every primary flushed.
+- ``store_url``: each test twice, on the embedded single Redis (``redis_url``) and on the cluster.
 
 Without ``redis-server`` or ``redis-cli`` these tests skip, naming the fix.
 """
@@ -46,3 +47,10 @@ def cluster_url(redis_cluster: EmbeddedCluster) -> str:
         with redis.Redis(host="127.0.0.1", port=node.port, socket_timeout=5) as c:
             c.flushall()
     return redis_cluster.url
+
+
+@pytest.fixture(params=["redis", "cluster"])
+def store_url(request: pytest.FixtureRequest) -> str:
+    """A flushed store of either kind: the embedded single Redis or the real cluster."""
+    url: str = request.getfixturevalue("redis_url" if request.param == "redis" else "cluster_url")
+    return url
