@@ -9,8 +9,9 @@
   ``keeper.app.shard_worker.ShardHost`` holding leases on shards ``0`` .. ``N-1``
   (``[keeper] lease_ttl_ms``), a ``ShardWorker`` per shard held: that shard's keeper projectors
   (one per profile, ``StampingLog`` and the freshness guard as in one shard) and its runner;
-- **admin**: the one-shard admin is not served in this mode yet; ``ShardHost.status()`` has
-  the per-shard rows (owner, token, lease age, position).
+- **admin**: the admin server over ``keeper.app.shard_status.ShardedStatus``: ``/summary`` has
+  one row per shard (holder, token, lease TTL left, the lease's age here, keeper position and
+  lag in ms); the per-account views are the one-shard daemon's only.
 
 ``url``: a ``redis+cluster://`` URL (each shard's keys in its own slot) or one Redis (every
 shard on it). Not in this mode: a chain venue (it runs as one shard), the ``projector`` role,
@@ -133,6 +134,21 @@ async def _intake(daemon: Daemon, writer: ShardedLog) -> list[asyncio.Task[Any]]
     return tasks
 
 
+async def _start_admin(daemon: Daemon, client: RedisClient, host: ShardHost | None) -> Any:
+    from keeper.app.admin import AdminServer, build_admin_app
+    from keeper.app.shard_status import ShardedStatus
+
+    cfg = daemon.config
+    status = ShardedStatus(client, cfg.keeper.shards, daemon.metrics, host=host,
+                           running=daemon.roles_running, mode=cfg.keeper.mode,
+                           roles=list(daemon.roles))
+    app = build_admin_app(status, cfg.secrets.admin_token, config=cfg,
+                          request_timeout_s=cfg.admin.request_timeout_s)
+    server = AdminServer(app, cfg.admin.host, cfg.admin.port)
+    daemon.admin_port = await server.start()
+    return server
+
+
 async def run_sharded(daemon: Daemon, stop: asyncio.Event, url: str) -> None:
     """Run the sharded mode until ``stop`` (module docstring); raises what a task raised."""
     from keeper.app.daemon import build_executor
@@ -147,6 +163,7 @@ async def run_sharded(daemon: Daemon, stop: asyncio.Event, url: str) -> None:
     host: ShardHost | None = None
     leases: asyncio.Task[None] | None = None
     leases_stop = asyncio.Event()
+    admin: Any = None
     try:
         if "feeds" in daemon.roles or "ingest" in daemon.roles:
             intake = await _intake(daemon, writer)
@@ -156,6 +173,8 @@ async def run_sharded(daemon: Daemon, stop: asyncio.Event, url: str) -> None:
                              ttl_ms=cfg.keeper.lease_ttl_ms)
             daemon.shard_host = host
             leases = daemon._spawn(host.run(leases_stop), "shard-leases")
+        if "admin" in daemon.roles and cfg.admin.enabled:
+            admin = await _start_admin(daemon, client, host)
         _log.info("sharded_started", shards=shards, roles=list(daemon.roles),
                   holder=host.holder if host else None, cluster=is_cluster_url(url))
         daemon.started.set()
@@ -172,6 +191,8 @@ async def run_sharded(daemon: Daemon, stop: asyncio.Event, url: str) -> None:
         if leases is not None:
             await asyncio.wait([leases], timeout=30.0)
         await cancel_all([t for t in daemon._tasks if not t.done()], 5.0)
+        if admin is not None:
+            await bounded(admin.stop(), 5.0, "admin_stop")
         if executor is not None:
             await bounded(executor.close(), 5.0, "executor_close")
         await bounded(writer.close(), 5.0, "close")
