@@ -24,11 +24,13 @@ shard, if one is still stopping, has ended); a lease released or lost stops it.
   under the same key; the venue answers "duplicate").
 
 Stopping. **Released** (a rebalance, the shutdown): the projectors finish the batch in hand and
-write a final snapshot while the lease is still held, the runner finishes what is in flight;
-bounded by ``stop_timeout_s``. **Lost** (a renewal refused, local validity over, or an append
-refused with ``LeaseLost``): every task is cancelled at once and nothing more is recorded (no
-snapshot; appends would be refused anyway). A Redis fault (any other ``LogError``) is waited out
-with backoff, as the single-shard daemon's roles do, while the lease lasts.
+write a final snapshot while the lease is still held (the release waits for that, at most
+``stop_timeout_s`` or a third of the TTL), the runner finishes what is in flight (its executor
+already refuses new sends: ``owns`` is false from the moment the release starts). **Lost** (a
+renewal refused, local validity over, or an append refused with ``LeaseLost``): every task is
+cancelled at once and nothing more is recorded (no snapshot; appends would be refused anyway).
+A Redis fault (any other ``LogError``) is waited out with backoff, as the single-shard daemon's
+roles do, while the lease lasts.
 """
 
 from __future__ import annotations
@@ -208,7 +210,8 @@ class ShardWorker:
                     if p.appended > before and self.first_decision_at is None:
                         self.first_decision_at = time.monotonic()
                     attempt = 0
-                if self.owns() and not self.lost:
+                if not self.lost:  # released: the grant is still the shard's lease until
+                    # the release follows this stop (LeaseKeeper tells on_released first)
                     await p.catch_up()
                     await p.snapshot()
                 return
@@ -270,8 +273,10 @@ class ShardHost:
         worker.stop.set()  # the lease is still held: it snapshots before the release
         task = self.tasks.get(lease.shard)
         if task is not None:
+            # bounded: the lease keeper's tick (the other shards' renewals) waits on this
+            limit = min(self.parts.stop_timeout_s, self.keeper.ttl_s / 3)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(task), self.parts.stop_timeout_s)
+                await asyncio.wait_for(asyncio.shield(task), limit)
 
     def _lost(self, lease: Lease) -> None:
         worker = self.workers.get(lease.shard)

@@ -17,12 +17,14 @@ from keeper.app.daemon import Daemon
 from keeper.app.shard_status import lag_ms
 from keeper.app.shard_worker import OwnedExecutor
 from keeper.domain import events as ev
+from keeper.domain.decide import KeeperCore
 from keeper.errors import ConfigError, TransientError
 from keeper.execution import PaperExecutor
 from keeper.scenarios.book import generate_book
 from keeper.store.leases import ShardLeases
 from keeper.store.redis_log import RedisEventLog
 from keeper.store.shards import ShardedLog, shard_of
+from keeper.store.snapshots import RedisSnapshotStore
 from tests.cluster.lease_helpers import open_client, until
 from tests.cluster.sharded_helpers import now_us, price_events
 from tests.execution.helpers import decision
@@ -84,6 +86,10 @@ async def test_sharded_daemon_owns_every_shard_decides_on_each_and_releases_them
         stop.set()
         await asyncio.wait_for(task, 30)
     assert [await leases.holder_of(str(s)) for s in range(SHARDS)] == [None] * SHARDS
+    for s in range(SHARDS):  # each worker's final snapshot, written before its release
+        snap = RedisSnapshotStore(client, shard=str(s), format=KeeperCore.FORMAT)
+        found = await snap.load("keeper-generic-perp")
+        assert found is not None and found[0] == await RedisEventLog(client, shard=str(s)).last_id()
     await writer.close()
     await client.aclose()
 
