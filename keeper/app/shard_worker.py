@@ -175,7 +175,7 @@ class ShardWorker:
                 claims = Claims(self.client, shard=self.shard, prefix=self.prefix)
                 self.runner = self.parts.runner(log, claims, x, consumer_of(self.shard))
                 tasks.append(asyncio.ensure_future(self.runner.run(self.stop, self.parts.block_ms)))
-            _log.info("shard_worker_started", shard=self.shard, token=self.lease.token,
+            _log.info("shard_worker_started", shard=self.shard, grant=self.lease.token,
                       projectors=[p.name for p in self.projectors], runner=self.runner is not None)
             lost = asyncio.ensure_future(self._lost.wait())
             await asyncio.wait([lost, *tasks], return_when=asyncio.FIRST_COMPLETED)
@@ -188,7 +188,7 @@ class ShardWorker:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await log.close()
-            _log.info("shard_worker_stopped", shard=self.shard, token=self.lease.token, lost=self.lost,
+            _log.info("shard_worker_stopped", shard=self.shard, grant=self.lease.token, lost=self.lost,
                       applied=[p.applied for p in self.projectors],
                       runner=dict(self.runner.counts) if self.runner else None)
 
@@ -216,7 +216,7 @@ class ShardWorker:
                     await p.snapshot()
                 return
             except LeaseLost as exc:
-                _log.warning("shard_append_refused", shard=self.shard, token=self.lease.token,
+                _log.warning("shard_append_refused", shard=self.shard, grant=self.lease.token,
                              projector=p.name, error=str(exc)[:300])
                 self.lose()
                 return
@@ -288,9 +288,25 @@ class ShardHost:
         return sorted((s for s in self.keeper.held if self.owns(s)), key=int)
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Keep the leases until ``stop``; then stop every worker at once (each snapshots while
+        its lease is held), and only then release the leases (``LeaseKeeper.close``)."""
+        leases_stop = asyncio.Event()
+        keeping = asyncio.ensure_future(self.keeper.run(leases_stop))
         try:
-            await self.keeper.run(stop)  # its close releases every lease: workers stop first
+            waiter = asyncio.ensure_future(stop.wait())
+            await asyncio.wait([keeping, waiter], return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
+            for w in self.workers.values():
+                w.stop.set()
+            running = [t for t in self.tasks.values() if not t.done()]
+            if running:
+                await asyncio.wait(running, timeout=self.parts.stop_timeout_s)
+            leases_stop.set()
+            await keeping
         finally:
+            if not keeping.done():
+                keeping.cancel()
+                await asyncio.gather(keeping, return_exceptions=True)
             for w in self.workers.values():
                 if not w.stop.is_set():
                     w.lose()

@@ -1,6 +1,9 @@
 """The sharded daemon on the real cluster: three ``keeper run --shards 16`` processes share 16
-shards and liquidate a falling market at the reference venue over HTTP; one is killed with
-SIGKILL mid-burst. Every liquidation the venue accepted is accepted exactly once (the venue's
+shards and liquidate a falling market at the reference venue over HTTP; one dies mid-burst:
+killed with SIGKILL at a moment of the burst, or (``after_submit``) exiting at once after the
+venue accepted its first liquidation and before the outcome was recorded (``KEEPER_TEST_CRASH_AT``),
+so the new owner must resend that intent and the venue answer "duplicate". Every liquidation
+the venue accepted is accepted exactly once (the venue's
 own records), every intent has exactly one outcome, the killed process's shards are held by
 the survivors within twice the lease TTL, and each shard's log replays with 0 divergences."""
 
@@ -13,6 +16,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from keeper.domain import events as ev
 from keeper.scenarios.book import generate_book
@@ -38,8 +42,9 @@ SHARDS = 16
 TTL_MS = 2_000
 
 
+@pytest.mark.parametrize("death", ["kill9", "after_submit"])
 async def test_kill9_of_one_of_three_sharded_keepers_mid_burst_loses_and_repeats_nothing(
-        cluster_url: str, tmp_path: Path) -> None:
+        cluster_url: str, tmp_path: Path, death: str) -> None:
     t_start = time.monotonic()
     shards = shard_names(SHARDS)
     marks = {"SOL-USD": D(150)}
@@ -58,7 +63,8 @@ async def test_kill9_of_one_of_three_sharded_keepers_mid_burst_loses_and_repeats
         await writer.append(list(book.events))
         await writer.append(price_events("p0", ts, marks, assets))
         for k in range(3):
-            procs.append(await KeeperProc.spawn(env, tmp_path / f"keeper-{k}.log"))
+            crash = {"KEEPER_TEST_CRASH_AT": "after_submit"} if k == 0 and death != "kill9" else {}
+            procs.append(await KeeperProc.spawn({**env, **crash}, tmp_path / f"keeper-{k}.log"))
 
         async def spread() -> bool:
             got = await owners(client, shards)
@@ -66,27 +72,31 @@ async def test_kill9_of_one_of_three_sharded_keepers_mid_burst_loses_and_repeats
                     and sum(p.count("projector_started") for p in procs) >= SHARDS)
         await until(spread, 60, "16 shards spread 6/5/5 over three keepers, each shard's keeper up")
         before = await owners(client, shards)
-        victim = max(procs, key=lambda p: sum(p.tag in h for h in before.values()))
+        victim = procs[0] if death != "kill9" else \
+            max(procs, key=lambda p: sum(p.tag in h for h in before.values()))
         theirs = [s for s in shards if victim.tag in before[s]]
 
+        async def taken() -> bool:
+            got = await owners(client, shards)
+            return all(s in got and victim.tag not in got[s] for s in theirs)
+
+        async def watch() -> tuple[float, float]:  # concurrently with the rest of the burst
+            await victim.proc.wait()
+            died = time.monotonic()
+            return died, await until(taken, 30, "the killed keeper's shards held by the survivors")
+
+        watching = asyncio.ensure_future(watch())
         # the burst: SOL falls 150 -> 111 in 40 steps of 75 ms; the venue marks each step first
-        kill_at = None
         for step in range(1, 41):
             px = {"SOL-USD": D(150) - D(step) * D("0.975")}
             t = now_us()
             sim.venue.set_marks(t, px)
             await writer.append(price_events(f"p{step}", t, px, assets))
-            if step == 12:
+            if step == 12 and death == "kill9":
                 victim.proc.kill()
-                kill_at = time.monotonic()
             await asyncio.sleep(0.075)
-        assert kill_at is not None
-
-        async def taken() -> bool:
-            got = await owners(client, shards)
-            return all(s in got and victim.tag not in got[s] for s in theirs)
-        await until(taken, 30, "the killed keeper's shards held by the survivors")
-        took = time.monotonic() - kill_at
+        assert victim.proc.returncode is not None, "the victim died mid-burst"
+        kill_at, took = await asyncio.wait_for(watching, 40)
         survivors = [p for p in procs if p is not victim]
 
         async def all_done() -> bool:
@@ -125,6 +135,11 @@ async def test_kill9_of_one_of_three_sharded_keepers_mid_burst_loses_and_repeats
         assert total_live >= 20, "the burst must breach buckets"
         assert set(accepted) == confirmed and set(accepted.values()) == {1}
         assert after_kill > 0, "the survivors decided on the killed keeper's shards"
+        if death == "after_submit":  # accepted, not recorded: resent by the new owner, once
+            assert stats["duplicates"] >= 1
+            resent = [e for s in theirs for _, e in await shard_entries(client, s)
+                      if isinstance(e, ev.LiquidationConfirmed) and e.duplicate]
+            assert resent, "the new owner resent what the victim had sent, confirmed as duplicate"
         assert took <= 2 * TTL_MS / 1000, f"takeover took {took:.2f}s"
     finally:
         for proc in procs:
