@@ -12,6 +12,7 @@ import aiohttp
 import msgspec
 import pytest
 
+from keeper.app.cmd_run import with_shards
 from keeper.app.config import load_config
 from keeper.app.daemon import Daemon
 from keeper.app.shard_status import lag_ms
@@ -117,3 +118,10 @@ def test_lag_is_the_time_between_the_newest_entry_and_the_position() -> None:
     assert lag_ms("1000-0", "1250-3") == 250
     assert lag_ms("1250-3", "1250-3") == 0
     assert lag_ms(None, "1-0") is None
+
+
+def test_shards_flag_overrides_the_config_and_is_checked() -> None:
+    cfg = load_config(None, env={}, register_secrets=False)
+    assert with_shards(cfg, 16).keeper.shards == 16 and cfg.keeper.shards == 1
+    with pytest.raises(ConfigError, match="--shards"):
+        with_shards(cfg, 0)
