@@ -17,7 +17,8 @@ shard, if one is still stopping, has ended); a lease released or lost stops it.
 - **its runner**: ``ShardParts.runner`` on the same log, with ``Claims(client, shard=S)`` and a
   consumer named after the shard, not the process (``consumer_of``): a new owner reads the
   previous owner's pending entries as its own and takes its claims back at once, exactly as a
-  runner restarted under its stable name does (``Runner.start``). Its executor is wrapped in
+  runner restarted under its stable name does (``Runner.start``); its group reads answer empty
+  once the lease is not held (``OwnedLog``). Its executor is wrapped in
   ``OwnedExecutor``: no venue submission leaves unless ``owns(S)`` holds at that moment (else a
   ``TransientError``: the intent stays pending, unsent). A request already in flight when the
   lease lapses is covered by the claims and the venue's idempotency key (the new owner resends
@@ -53,6 +54,7 @@ from keeper.errors import LeaseLost, LogError, TransientError
 from keeper.execution.base import Submission, VenueExecutor
 from keeper.execution.claim import Claims
 from keeper.execution.runner import Runner
+from keeper.ports import LogEntry
 from keeper.projector import Projector
 from keeper.store.lease_keeper import LeaseKeeper
 from keeper.store.leases import Lease, ShardLeases
@@ -60,7 +62,8 @@ from keeper.store.membership import Membership, shard_names
 from keeper.store.redis_log import RedisEventLog
 from keeper.store.slotconn import RedisClient
 
-__all__ = ["OwnedExecutor", "ShardHost", "ShardParts", "ShardWorker", "consumer_of", "holder_name"]
+__all__ = ["OwnedExecutor", "OwnedLog", "ShardHost", "ShardParts", "ShardWorker", "consumer_of",
+           "holder_name"]
 
 _log = structlog.get_logger()
 
@@ -78,6 +81,34 @@ def holder_name(prefix: str = "keeper") -> str:
 def consumer_of(shard: str) -> str:
     """The runner's consumer (and claim owner) name of a shard: the same in every owner."""
     return f"shard-{shard}"
+
+
+class OwnedLog(RedisEventLog):
+    """A shard's log whose consumer-group reads (``read_group``, ``read_pending``,
+    ``claim_stale``) answer empty, without asking Redis, unless ``owns()``: the runner's consumer
+    is the shard's, so a process that lost the lease (paused, then resumed) must not take
+    entries out of the group that the new owner would then not see until they go stale."""
+
+    def __init__(self, client: RedisClient, *, owns: Callable[[], bool], shard: str,
+                 prefix: str = "keeper") -> None:
+        super().__init__(client, shard=shard, prefix=prefix)
+        self.owns = owns
+
+    async def read_group(self, group: str, consumer: str, count: int = 100,
+                         block_ms: int | None = None) -> list[LogEntry]:
+        if not self.owns():
+            await asyncio.sleep((block_ms or 0) / 1000)
+            return []
+        return await super().read_group(group, consumer, count, block_ms)
+
+    async def read_pending(self, group: str, consumer: str, count: int = 100) -> list[LogEntry]:
+        return await super().read_pending(group, consumer, count) if self.owns() else []
+
+    async def claim_stale(self, group: str, consumer: str, min_idle_ms: int, count: int = 100
+                          ) -> list[LogEntry]:
+        if not self.owns():
+            return []
+        return await super().claim_stale(group, consumer, min_idle_ms, count)
 
 
 class OwnedExecutor:
@@ -163,7 +194,7 @@ class ShardWorker:
         self.stop.set()
 
     async def run(self) -> None:
-        log = RedisEventLog(self.client, shard=self.shard, prefix=self.prefix)
+        log = OwnedLog(self.client, owns=self.owns, shard=self.shard, prefix=self.prefix)
         log.fence = self.lease.fence
         self.log = log
         tasks: list[asyncio.Task[None]] = []
@@ -205,6 +236,9 @@ class ShardWorker:
                     _log.info("projector_started", projector=p.name, shard=self.shard,
                               restored_from=p.restored_from, offset=p.position)
                 while not self.stop.is_set():
+                    if not self.owns():  # resumed past the lease: decide nothing more
+                        self.lose()      # (the fence would refuse its appends anyway)
+                        return
                     before = p.appended
                     await p.step(block_ms=self.parts.block_ms)
                     if p.appended > before and self.first_decision_at is None:

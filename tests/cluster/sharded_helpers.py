@@ -84,6 +84,7 @@ class KeeperProc:
     async def stop(self) -> None:
         if self.proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(signal.SIGCONT)
                 self.proc.send_signal(signal.SIGTERM)
             try:
                 await asyncio.wait_for(self.proc.wait(), 30)

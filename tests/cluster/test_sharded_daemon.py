@@ -2,7 +2,9 @@
 shards and liquidate a falling market at the reference venue over HTTP; one dies mid-burst:
 killed with SIGKILL at a moment of the burst, or (``after_submit``) exiting at once after the
 venue accepted its first liquidation and before the outcome was recorded (``KEEPER_TEST_CRASH_AT``),
-so the new owner must resend that intent and the venue answer "duplicate". Every liquidation
+so the new owner must resend that intent and the venue answer "duplicate", or (``sigstop``)
+paused with SIGSTOP past its lease and resumed once its shards are taken over (it reports every
+grant it held lost, and stays as a member that may be given shards again). Every liquidation
 the venue accepted is accepted exactly once (the venue's
 own records), every intent has exactly one outcome, the killed process's shards are held by
 the survivors within twice the lease TTL, and each shard's log replays with 0 divergences."""
@@ -10,6 +12,7 @@ the survivors within twice the lease TTL, and each shard's log replays with 0 di
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from collections import Counter
 from decimal import Decimal
@@ -42,7 +45,7 @@ SHARDS = 16
 TTL_MS = 2_000
 
 
-@pytest.mark.parametrize("death", ["kill9", "after_submit"])
+@pytest.mark.parametrize("death", ["kill9", "after_submit", "sigstop"])
 async def test_kill9_of_one_of_three_sharded_keepers_mid_burst_loses_and_repeats_nothing(
         cluster_url: str, tmp_path: Path, death: str) -> None:
     t_start = time.monotonic()
@@ -63,7 +66,7 @@ async def test_kill9_of_one_of_three_sharded_keepers_mid_burst_loses_and_repeats
         await writer.append(list(book.events))
         await writer.append(price_events("p0", ts, marks, assets))
         for k in range(3):
-            crash = {"KEEPER_TEST_CRASH_AT": "after_submit"} if k == 0 and death != "kill9" else {}
+            crash = {"KEEPER_TEST_CRASH_AT": "after_submit"} if k == 0 and death == "after_submit" else {}
             procs.append(await KeeperProc.spawn({**env, **crash}, tmp_path / f"keeper-{k}.log"))
 
         async def spread() -> bool:
@@ -72,7 +75,7 @@ async def test_kill9_of_one_of_three_sharded_keepers_mid_burst_loses_and_repeats
                     and sum(p.count("projector_started") for p in procs) >= SHARDS)
         await until(spread, 60, "16 shards spread 6/5/5 over three keepers, each shard's keeper up")
         before = await owners(client, shards)
-        victim = procs[0] if death != "kill9" else \
+        victim = procs[0] if death == "after_submit" else \
             max(procs, key=lambda p: sum(p.tag in h for h in before.values()))
         theirs = [s for s in shards if victim.tag in before[s]]
 
@@ -80,8 +83,10 @@ async def test_kill9_of_one_of_three_sharded_keepers_mid_burst_loses_and_repeats
             got = await owners(client, shards)
             return all(s in got and victim.tag not in got[s] for s in theirs)
 
+        gone = asyncio.Event()
+
         async def watch() -> tuple[float, float]:  # concurrently with the rest of the burst
-            await victim.proc.wait()
+            await (victim.proc.wait() if death == "after_submit" else gone.wait())
             died = time.monotonic()
             return died, await until(taken, 30, "the killed keeper's shards held by the survivors")
 
@@ -92,12 +97,25 @@ async def test_kill9_of_one_of_three_sharded_keepers_mid_burst_loses_and_repeats
             t = now_us()
             sim.venue.set_marks(t, px)
             await writer.append(price_events(f"p{step}", t, px, assets))
-            if step == 12 and death == "kill9":
-                victim.proc.kill()
+            if step == 12 and death != "after_submit":
+                victim.proc.send_signal(signal.SIGSTOP if death == "sigstop" else signal.SIGKILL)
+                gone.set()
             await asyncio.sleep(0.075)
-        assert victim.proc.returncode is not None, "the victim died mid-burst"
         kill_at, took = await asyncio.wait_for(watching, 40)
         survivors = [p for p in procs if p is not victim]
+        if death == "sigstop":  # resumed: it finds every grant it held lost, records nothing
+            victim.proc.send_signal(signal.SIGCONT)
+
+            def lost(ev_name: str) -> set[str]:
+                return {str(d["shard"]) for d in victim.lines() if d.get("event") == ev_name
+                        and (ev_name != "shard_worker_stopped" or d.get("lost"))}
+
+            async def fenced_out() -> bool:
+                return lost("lease_lost") >= set(theirs) and lost("shard_worker_stopped") >= set(theirs)
+            await until(fenced_out, 20, "the resumed keeper reports its old grants lost")
+            survivors = procs
+        else:
+            assert victim.proc.returncode is not None, "the victim died mid-burst"
 
         async def all_done() -> bool:
             for s in shards:
