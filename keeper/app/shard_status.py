@@ -5,7 +5,8 @@
 (``holder``, ``token``, ``ttl_ms`` left) and, for the shards this process holds, from its worker
 (``mine``, ``held_s``: the lease's age here, ``position``, ``log_last`` and ``lag_ms``: the time
 between the newest entry of the shard's log and the keeper's position, by the stream ids).
-``/readyz`` is ready while every task of the process runs and Redis answers. The per-account
+``/readyz`` is ready while every task of the process runs and Redis answers. The status page
+(the admin's ``/``) shows the rows as a table when ``summary`` has them. The per-account
 views (account, at-risk, recent liquidations, feeds, chain, pause) are the one-shard daemon's
 only: here they answer empty (``None`` or ``[]``).
 """
@@ -45,7 +46,7 @@ class ShardedStatus:
 
     def __init__(self, client: RedisClient, shards: int, metrics: Metrics, *,
                  host: ShardHost | None, running: Any, mode: str, roles: list[str],
-                 prefix: str = "keeper") -> None:
+                 feeds: int = 0, staleness_s: float = 0.0, prefix: str = "keeper") -> None:
         self.client = client
         self.names = shard_names(shards)
         self._metrics = metrics
@@ -53,6 +54,8 @@ class ShardedStatus:
         self.running = running
         self.mode = mode
         self.roles = roles
+        self.feeds_configured = feeds
+        self.staleness_s = staleness_s
         self.prefix = prefix
         self.leases = ShardLeases(client, prefix=prefix)
 
@@ -99,7 +102,8 @@ class ShardedStatus:
             shards = f"unavailable: {exc}"
         return {"mode": self.mode, "ready": ok, "reasons": details["reasons"],
                 "roles": self.roles, "holder": self.host.holder if self.host else None,
-                "shards": shards}
+                "feeds": self.feeds_configured, "staleness_s": self.staleness_s,
+                "log_position": None, "lag": 0, "shards": shards}
 
     async def account(self, account_id: str) -> dict[str, Any] | None:
         return None

@@ -141,7 +141,8 @@ async def _start_admin(daemon: Daemon, client: RedisClient, host: ShardHost | No
     cfg = daemon.config
     status = ShardedStatus(client, cfg.keeper.shards, daemon.metrics, host=host,
                            running=daemon.roles_running, mode=cfg.keeper.mode,
-                           roles=list(daemon.roles))
+                           roles=list(daemon.roles), feeds=len(cfg.feeds.sources),
+                           staleness_s=cfg.feeds.staleness_ms / 1000)
     app = build_admin_app(status, cfg.secrets.admin_token, config=cfg,
                           request_timeout_s=cfg.admin.request_timeout_s)
     server = AdminServer(app, cfg.admin.host, cfg.admin.port)

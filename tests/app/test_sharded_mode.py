@@ -82,7 +82,10 @@ async def test_sharded_daemon_owns_every_shard_decides_on_each_and_releases_them
         assert [row["shard"] for row in rows] == ["0", "1", "2", "3"]
         assert all(row["mine"] and row["holder"] == host.holder for row in rows)
         assert all(row["lag_ms"] is not None and row["held_s"] >= 0 for row in rows)
-        assert summary["ready"] is True
+        assert summary["ready"] is True and summary["feeds"] == 0  # the page's fields
+        async with aiohttp.ClientSession() as http, \
+                http.get(f"http://127.0.0.1:{daemon.admin_port}/") as r:
+            assert 'id="shards"' in await r.text()  # the page's table of these rows
     finally:
         stop.set()
         await asyncio.wait_for(task, 30)
