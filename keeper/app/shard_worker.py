@@ -31,7 +31,9 @@ already refuses new sends: ``owns`` is false from the moment the release starts)
 renewal refused, local validity over, or an append refused with ``LeaseLost``): every task is
 cancelled at once and nothing more is recorded (no snapshot; appends would be refused anyway).
 A Redis fault (any other ``LogError``) is waited out with backoff, as the single-shard daemon's
-roles do, while the lease lasts.
+roles do, while the lease lasts; a worker that ends by itself (a part failed: logged as
+``shard_part_failed``) while its grant is held is started again after a backoff, from the
+shard's snapshot and tail like any start.
 """
 
 from __future__ import annotations
@@ -179,6 +181,8 @@ class ShardWorker:
         self.prefix = prefix
         self.stop = asyncio.Event()
         self.lost = False
+        self.requested = False
+        """Asked to stop (``request_stop``): it ends for good, not to be restarted."""
         self.log: RedisEventLog | None = None
         self.projectors: list[Projector] = []
         self.runner: Runner | None = None
@@ -186,6 +190,11 @@ class ShardWorker:
         self.first_decision_at: float | None = None
         """When (monotonic) this worker's keeper first appended a decision (for the bench)."""
         self._lost = asyncio.Event()
+
+    def request_stop(self) -> None:
+        """Stop gracefully (a release, the shutdown): final snapshot while the lease is held."""
+        self.requested = True
+        self.stop.set()
 
     def lose(self) -> None:
         """Stop at once, recording nothing more (the lease is gone)."""
@@ -217,7 +226,9 @@ class ShardWorker:
         finally:
             for t in tasks:
                 t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            for res in await asyncio.gather(*tasks, return_exceptions=True):
+                if isinstance(res, Exception):
+                    _log.error("shard_part_failed", shard=self.shard, error=f"{type(res).__name__}: {res}")
             await log.close()
             _log.info("shard_worker_stopped", shard=self.shard, grant=self.lease.token, lost=self.lost,
                       applied=[p.applied for p in self.projectors],
@@ -286,25 +297,46 @@ class ShardHost:
     def _acquired(self, lease: Lease) -> None:
         shard = lease.shard
         self.acquired_at[shard] = time.monotonic()
-        worker = ShardWorker(self.client, lease, self.parts,
-                             lambda: self.keeper.fence(shard) == lease.fence, prefix=self.prefix)
+        worker = self._worker(lease)
         prior = self.tasks.get(shard)
-        self.workers[shard] = worker
         self.tasks[shard] = asyncio.ensure_future(self._start(worker, prior))
 
+    def _worker(self, lease: Lease) -> ShardWorker:
+        shard = lease.shard
+        worker = ShardWorker(self.client, lease, self.parts,
+                             lambda: self.keeper.fence(shard) == lease.fence, prefix=self.prefix)
+        self.workers[shard] = worker
+        return worker
+
     async def _start(self, worker: ShardWorker, prior: asyncio.Task[None] | None) -> None:
+        """Run the worker; one that ends by itself (a part failed) while its grant is still held
+        is started again after a backoff (crash-only: the same start as a takeover)."""
         if prior is not None:  # this process's previous worker of the shard ends first
             await asyncio.gather(prior, return_exceptions=True)
-        try:
-            await worker.run()
-        except Exception:  # a worker's failure is logged; the lease keeps being renewed
-            _log.exception("shard_worker_failed", shard=worker.shard)
+        delay = jittered_backoff(0.1, 5.0)
+        attempt = 0
+        while True:
+            try:
+                await worker.run()
+            except Exception:  # logged; the lease keeps being renewed
+                _log.exception("shard_worker_failed", shard=worker.shard)
+            lease = worker.lease
+            if worker.lost or worker.requested or not worker.owns():
+                return
+            attempt += 1
+            wait_s = delay(attempt)
+            _log.warning("shard_worker_restarting", shard=worker.shard, attempt=attempt,
+                         retry_in_s=round(wait_s, 3))
+            await asyncio.sleep(wait_s)
+            if worker.requested or worker.lost or not worker.owns():
+                return
+            worker = self._worker(lease)
 
     async def _released(self, lease: Lease) -> None:
         worker = self.workers.get(lease.shard)
         if worker is None or worker.lease != lease:
             return
-        worker.stop.set()  # the lease is still held: it snapshots before the release
+        worker.request_stop()  # the lease is still held: it snapshots before the release
         task = self.tasks.get(lease.shard)
         if task is not None:
             # bounded: the lease keeper's tick (the other shards' renewals) waits on this
@@ -331,7 +363,7 @@ class ShardHost:
             await asyncio.wait([keeping, waiter], return_when=asyncio.FIRST_COMPLETED)
             waiter.cancel()
             for w in self.workers.values():
-                w.stop.set()
+                w.request_stop()
             running = [t for t in self.tasks.values() if not t.done()]
             if running:
                 await asyncio.wait(running, timeout=self.parts.stop_timeout_s)

@@ -16,11 +16,12 @@ from keeper.app.cmd_run import with_shards
 from keeper.app.config import load_config
 from keeper.app.daemon import Daemon
 from keeper.app.shard_status import lag_ms
-from keeper.app.shard_worker import OwnedExecutor
+from keeper.app.shard_worker import OwnedExecutor, ShardHost, ShardParts
 from keeper.domain import events as ev
-from keeper.domain.decide import KeeperCore
+from keeper.domain.decide import KeeperCore, KeeperParams
 from keeper.errors import ConfigError, TransientError
 from keeper.execution import PaperExecutor
+from keeper.projector import Projector
 from keeper.scenarios.book import generate_book
 from keeper.store.leases import ShardLeases
 from keeper.store.redis_log import RedisEventLog
@@ -128,3 +129,33 @@ def test_shards_flag_overrides_the_config_and_is_checked() -> None:
     assert with_shards(cfg, 16).keeper.shards == 16 and cfg.keeper.shards == 1
     with pytest.raises(ConfigError, match="--shards"):
         with_shards(cfg, 0)
+
+
+async def test_a_shard_worker_whose_part_failed_is_started_again_while_the_lease_is_held(
+        redis_url: str) -> None:
+    client = await open_client(redis_url)
+    calls: list[str] = []
+
+    def projectors(log: RedisEventLog, shard: str) -> list[Projector]:
+        calls.append(shard)
+        if len(calls) == 1:
+            raise RuntimeError("a part that fails once")
+        return [Projector(log, RedisSnapshotStore(client, shard=shard, format=KeeperCore.FORMAT),
+                          lambda _d: KeeperCore(KeeperParams(profile="generic-perp")),
+                          fmt=KeeperCore.FORMAT)]
+
+    host = ShardHost(client, 1, ShardParts(projectors, block_ms=20), ttl_ms=1000,
+                     prefix="restart-test")
+    stop = asyncio.Event()
+    task = asyncio.create_task(host.run(stop))
+    try:
+        async def restarted() -> bool:
+            w = host.workers.get("0")
+            return len(calls) >= 2 and w is not None and bool(w.projectors) and \
+                w.projectors[0].core is not None
+        await until(restarted, 10, "the worker started again and its projector up")
+        assert host.owned() == ["0"] and len(calls) == 2
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+        await client.aclose()
