@@ -13,7 +13,7 @@ import msgspec
 import pytest
 
 from keeper.app.cmd_run import with_shards
-from keeper.app.config import load_config
+from keeper.app.config import Config, load_config
 from keeper.app.daemon import Daemon
 from keeper.app.shard_status import lag_ms
 from keeper.app.shard_worker import OwnedExecutor, ShardHost, ShardParts
@@ -35,7 +35,7 @@ D = Decimal
 SHARDS = 4
 
 
-def _cfg(redis_url: str, tmp_path: Path, **keeper: object) -> object:
+def _cfg(redis_url: str, tmp_path: Path, **keeper: object) -> Config:
     base = load_config(None, env={}, register_secrets=False)
     r = msgspec.structs.replace
     return r(base, redis=r(base.redis, url=redis_url, data_dir=str(tmp_path / "redis")),
@@ -50,8 +50,7 @@ async def test_sharded_daemon_owns_every_shard_decides_on_each_and_releases_them
     marks = {"SOL-USD": D(150)}
     book = generate_book(200, 5, marks)
     assets = sorted(e.params.symbol for e in book.events if isinstance(e, ev.AssetListed))
-    daemon = Daemon(_cfg(redis_url, tmp_path),  # type: ignore[arg-type]
-                    roles=["keeper", "executor", "admin"], block_ms=20)
+    daemon = Daemon(_cfg(redis_url, tmp_path), roles=["keeper", "executor", "admin"], block_ms=20)
     stop = asyncio.Event()
     task = asyncio.create_task(daemon.run(stop))
     leases = ShardLeases(client)
@@ -60,7 +59,7 @@ async def test_sharded_daemon_owns_every_shard_decides_on_each_and_releases_them
         host = daemon.shard_host
 
         async def owned() -> bool:
-            return host.owned() == ["0", "1", "2", "3"]
+            return bool(host.owned() == ["0", "1", "2", "3"])
         await until(owned, 15, "this process holds the four shards")
         await writer.append([*book.events, *price_events("p0", now_us(), marks, assets)])
         await writer.append(price_events("p1", now_us(), {"SOL-USD": D(120)}, assets))
@@ -102,7 +101,7 @@ async def test_sharded_daemon_owns_every_shard_decides_on_each_and_releases_them
 @pytest.mark.parametrize("roles", [["keeper"], ["executor"], ["projector", "keeper", "executor"]])
 async def test_sharded_mode_refuses_roles_it_does_not_run(redis_url: str, tmp_path: Path,
                                                         roles: list[str]) -> None:
-    daemon = Daemon(_cfg(redis_url, tmp_path), roles=roles)  # type: ignore[arg-type]
+    daemon = Daemon(_cfg(redis_url, tmp_path), roles=roles)
     with pytest.raises(ConfigError, match=r"sharded mode|keeper\.shards"):
         await daemon.run(asyncio.Event())
 
@@ -158,4 +157,31 @@ async def test_a_shard_worker_whose_part_failed_is_started_again_while_the_lease
     finally:
         stop.set()
         await asyncio.wait_for(task, 10)
+        await client.aclose()
+
+
+async def test_the_sharded_intake_writes_every_price_to_every_shard(redis_url: str,
+                                                                    tmp_path: Path) -> None:
+    base = _cfg(redis_url, tmp_path)
+    cfg = msgspec.structs.replace(base, feeds=msgspec.structs.replace(
+        base.feeds, fixed_prices={"USDC": D(1)}))
+    daemon = Daemon(cfg, roles=["feeds"], block_ms=20)
+    stop = asyncio.Event()
+    task = asyncio.create_task(daemon.run(stop))
+    client = await open_client(redis_url)
+    logs = [RedisEventLog(client, shard=str(s)) for s in range(SHARDS)]
+    try:
+        await asyncio.wait_for(daemon.started.wait(), 15)
+
+        async def everywhere() -> bool:
+            for lg in logs:
+                got = [e.event for e in await lg.read("0-0", 100)]
+                if not any(isinstance(e, ev.PriceUpdated) and e.symbol == "USDC" for e in got):
+                    return False
+            return True
+        await until(everywhere, 10, "the fixed price in each of the four shards' logs")
+        assert daemon.shard_host is None  # no keeper role: no leases taken
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 20)
         await client.aclose()

@@ -129,7 +129,7 @@ async def test_kill9_of_one_of_three_sharded_keepers_mid_burst_loses_and_repeats
         async with aiohttp.ClientSession() as http, http.get(f"{sim.url}/stats") as r:
             stats = await r.json()
 
-        p = params(env)
+        kparams = params(env)
         confirmed: set[str] = set()
         total_live = 0
         after_kill = 0
@@ -139,7 +139,7 @@ async def test_kill9_of_one_of_three_sharded_keepers_mid_burst_loses_and_repeats
             total_live += len(live)
             assert set(done) == live and set(done.values()) <= {1}, f"shard {s}: {done}"
             confirmed |= {e.intent_id for _, e in entries if isinstance(e, ev.LiquidationConfirmed)}
-            report = verify(entries, p)
+            report = verify(entries, kparams)
             assert report.ok, f"shard {s}: {report.first.describe() if report.first else ''}"
             if s in theirs:
                 kill_ms = int((time.time() - (time.monotonic() - kill_at)) * 1000)
