@@ -16,15 +16,17 @@ import sys
 import threading
 from pathlib import Path
 
+import msgspec
 import structlog
 
 from keeper.app import datadir
-from keeper.app.config import load_config
+from keeper.app.config import Config, load_config
 from keeper.app.daemon import ROLES, Daemon
 from keeper.app.logging import configure_logging
+from keeper.errors import ConfigError
 from keeper.store.embedded import EmbeddedRedis
 
-__all__ = ["HELP", "ShutdownDeadline", "add_arguments", "run", "serve"]
+__all__ = ["HELP", "ShutdownDeadline", "add_arguments", "run", "serve", "with_shards"]
 
 HELP = "run the keeper daemon (all roles, or the --role ones) until SIGTERM/SIGINT"
 
@@ -34,6 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--role", action="append", choices=ROLES, metavar="ROLE",
                         help=f"run only this role (repeatable): {', '.join(ROLES)}")
     parser.add_argument("--consumer", help="stable name of this process in the executor group")
+    parser.add_argument("--shards", type=int, metavar="N",
+                        help="the sharded mode over N shards (overrides [keeper] shards)")
 
 
 async def serve(daemon: Daemon, grace_s: float | None = None) -> None:
@@ -91,8 +95,19 @@ class ShutdownDeadline:
         os._exit(1)
 
 
+def with_shards(cfg: Config, shards: int) -> Config:
+    """``cfg`` with ``[keeper] shards`` replaced (``--shards``), checked as the file's would be."""
+    if shards < 1 or cfg.keeper.shard >= shards:
+        raise ConfigError(f"--shards: {shards} is not a shard count above keeper.shard "
+                          f"{cfg.keeper.shard}")
+    keeper = msgspec.structs.replace(cfg.keeper, shards=shards)
+    return msgspec.structs.replace(cfg, keeper=keeper)
+
+
 def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)  # ConfigError -> exit 1 naming the key (keeper.app.cli)
+    if getattr(args, "shards", None) is not None:
+        cfg = with_shards(cfg, args.shards)
     url = cfg.redis_url()
     if url:
         datadir.announce("run", url, None, "REDIS_URL" if cfg.secrets.redis_url is not None else "redis.url")

@@ -136,6 +136,8 @@ class Daemon:
         self.retention_report: PassReport | None = None
         """The last retention pass's ``PassReport`` (None before the first)."""
         self._closers: list[Any] = []
+        self.shard_host: Any = None
+        """The sharded mode's ``keeper.app.shard_worker.ShardHost`` (None with one shard)."""
 
     def params(self, profile: str) -> KeeperParams:
         return msgspec.structs.replace(self.config.keeper_params(), profile=profile)
@@ -178,6 +180,14 @@ class Daemon:
         data_dir = Path(cfg.redis.data_dir)
         url, server = await open_redis(cfg.redis_url(), data_dir, appendfsync=cfg.redis.appendfsync)
         self.redis_url = url
+        if cfg.keeper.shards > 1:  # the sharded mode: keeper.app.sharded
+            from keeper.app.sharded import run_sharded
+            try:
+                await run_sharded(self, stop, url)
+            finally:
+                if server is not None:
+                    server.stop()
+            return
         _log.info("daemon_starting", roles=list(self.roles), profiles=list(self.profiles),
                   mode=cfg.keeper.mode, executor=cfg.execution.executor, pid=os.getpid(),
                   redis="embedded" if server else "external", compiled=_compiled.compiled())

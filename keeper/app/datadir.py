@@ -33,7 +33,7 @@ __all__ = [
 DEFAULT = Path(".keeper")
 """The data folder of every command (``.gitignore`` lists it)."""
 
-SCHEMES = ("redis", "rediss", "unix")
+SCHEMES = ("redis", "rediss", "unix", "redis+cluster")
 
 
 def redis_dir(data_dir: Path) -> Path:

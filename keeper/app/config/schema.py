@@ -102,6 +102,11 @@ class KeeperSection(_Section, frozen=True):
     mode: Literal["paper", "live"] = "paper"
     shard: NonNegInt = 0
     shards: PositiveInt = 1
+    """Above 1: the sharded mode (``keeper.app.sharded``): accounts split over this many shards,
+    each owned by one process at a time under a lease."""
+    lease_ttl_ms: PositiveInt = 10_000
+    """The sharded mode's lease TTL: a dead process's shards are taken over within about this
+    plus a third of it."""
     batch_size: PositiveInt = 1000
     state_dir: str = ".keeper"
     shutdown_grace_s: Positive = 50.0

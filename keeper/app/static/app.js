@@ -88,6 +88,13 @@ function render(view, rows, empty) {
   tbody.replaceChildren(frag);
 }
 
+const SHARDS = {
+  table: "shards", empty: "no shard",
+  key: (r) => r.shard,
+  cells: (r) => [r.shard, r.holder, r.token, r.ttl_ms, r.held_s, r.lag_ms, r.position],
+  rowClass: (r) => (!r.holder ? "bad" : r.lag_ms > 1000 ? "warn" : ""),
+};
+
 function setText(id, text, cls) {
   const el = document.getElementById(id);
   el.textContent = text;
@@ -111,6 +118,9 @@ function renderSummary(s) {
   hint.textContent = s.feeds > 0 ? "" : "No price feed is configured: the keeper sees no prices and decides " +
     "nothing. Add [[feeds.sources]] to the config (examples in config/default.toml) and restart keeper run.";
   setText("feeds-note", s.feeds > 0 ? `(stale after ${s.staleness_s} s by the wall clock)` : "(none configured)");
+  const sharded = Array.isArray(s.shards);  // the sharded mode (keeper.app.shard_status)
+  document.getElementById("shards-section").hidden = !sharded;
+  if (sharded) render(SHARDS, s.shards);
   return s;
 }
 
