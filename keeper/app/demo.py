@@ -69,7 +69,7 @@ from keeper.store.ndjson import export_log
 from keeper.store.redis_log import RedisEventLog
 
 __all__ = ["LENDING_PROFILE", "MARKETS", "PERP_PROFILE", "DemoOptions", "Summary", "WindowData",
-           "default_shared_data", "demo_config", "load_window", "run_demo", "window_data",
+           "default_shared_data", "demo_config", "demo_path", "load_window", "run_demo", "window_data",
            "window_span", "window_ticks"]
 
 _log = structlog.get_logger()
@@ -288,8 +288,10 @@ async def _play(venue: VenueProcess, path: list[Tick], tick_s: float, progress: 
     return done
 
 
-async def run_demo(opts: DemoOptions) -> Summary:
-    """Run the demo end to end; returns its summary (``summary.sound`` says whether to exit 0)."""
+def demo_path(opts: DemoOptions) -> tuple[list[Tick], set[int], str]:
+    """The path the demo plays (``opts``' window, span and step; the synthetic crash where the
+    data is absent), the times of its recorded points (the run's clock keeps these) and its
+    description for the summary. Deterministic: the same options give the same path."""
     shared = opts.shared_data
     path: list[Tick] = []
     source = ""
@@ -310,6 +312,12 @@ async def run_demo(opts: DemoOptions) -> Summary:
     path = _fill(path, opts.step)
     source += (f"; open, extremes, close joined in steps of <= {opts.step * 100}%, "
                f"one every {(opts.tick_s if opts.bar_s is None else opts.bar_s / 4) * 1000:g} ms")
+    return path, points, source
+
+
+async def run_demo(opts: DemoOptions) -> Summary:
+    """Run the demo end to end; returns its summary (``summary.sound`` says whether to exit 0)."""
+    path, points, source = demo_path(opts)
     # one data folder (keeper.app.datadir): the log in <data dir>/redis, where keeper log and
     # keeper replay look; the demo's own files in <data dir>/demo; both emptied first
     work = opts.data_dir / "demo"
