@@ -133,7 +133,8 @@ class _Seen:
     cover: Decimal = ZERO
 
 
-def _read(entries: Iterable[tuple[str, ev.Event]], path: Sequence[Tick]) -> tuple[dict[tuple[str, str], _Seen], set[int]]:
+def _read(entries: Iterable[tuple[str, ev.Event]], path: Sequence[Tick]
+          ) -> tuple[dict[tuple[str, str], _Seen], set[int]]:
     ticks = _Ticks(path)
     marks: dict[str, Decimal] = {}
     tick: int | None = 0
@@ -249,6 +250,6 @@ def attribute(book_events: Iterable[ev.Event], path: Sequence[Tick],
             continue
         out.unliquidated += 1
         venue.set_marks(states[-1].ts_us, states[-1].prices)
-        value = venue._value(venue.accounts[account].buckets[bucket])  # noqa: SLF001
+        value = venue.owner_value(account, bucket)
         out.unliquidated_deficit += max(-value, ZERO)
     return out

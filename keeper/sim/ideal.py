@@ -317,7 +317,7 @@ class _Walk:
         self.n = 0
 
     def bucket(self, account: str, bucket: str) -> None:
-        venue, marks = self.venue, self.marks
+        venue = self.venue
         b = venue.accounts[account].buckets[bucket]
         before = venue.stats.bad_debt
         self._walk(account, bucket, b)

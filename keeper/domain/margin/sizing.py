@@ -143,7 +143,8 @@ def _plan_whole_bucket(pricing: Pricing, bucket: Bucket, h: BucketHealth, open_m
     for m in open_markets:
         px = price_of(prices, m)
         notional += abs(bucket.positions[m].size) * px
-        after = close_part(after, m, bucket.positions[m].size, px, market_of(markets, m).liquidation_fee or ZERO)
+        fee = market_of(markets, m).liquidation_fee or ZERO
+        after = close_part(after, m, bucket.positions[m].size, px, fee)
     head = _head(pricing.profile, h)
     what = (f"equity < 0: bankrupt, {pricing.profile.bad_debt_path}" if h.bankrupt
             else "the largest liquidation the venue accepts")
