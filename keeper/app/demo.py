@@ -67,7 +67,7 @@ from keeper.app.demo_daemon import (
     settle,
     wait_book,
 )
-from keeper.app.demo_summary import Summary, judge, summarise
+from keeper.app.demo_summary import Summary, judge, percentiles, summarise
 from keeper.clock import wall_clock_us
 from keeper.errors import ConfigError
 from keeper.replay import manifest as mf
@@ -276,7 +276,8 @@ class _Progress:
 
 
 async def _play(venue: VenueProcess, path: list[Tick], tick_s: float, progress: _Progress,
-                daemon: Handle, *, sent: list[tuple[int, int]] | None = None) -> int:
+                daemon: Handle, *, sent: list[tuple[int, int]] | None = None,
+                late_ms: list[float] | None = None) -> int:
     """Move the venue's marks along ``path[1:]`` (the book is priced at ``path[0]``), one tick
     every ``tick_s`` on a fixed schedule (a late tick is sent at once, never skipped); returns
     the ticks played (stops early if the daemon ended). ``sent`` gets (wall clock, tick time)
@@ -290,6 +291,8 @@ async def _play(venue: VenueProcess, path: list[Tick], tick_s: float, progress: 
         if not daemon.running:
             break
         await asyncio.sleep(max(t0 + k * tick_s - loop.time(), 0.0))
+        if late_ms is not None:  # behind the schedule: this loop was held up (inline: by the daemon)
+            late_ms.append((loop.time() - t0 - k * tick_s) * 1000)
         await venue.set_marks(tick.ts_us, tick.prices)
         if sent is not None:
             sent.append((wall_clock_us(), tick.ts_us))
@@ -362,7 +365,8 @@ async def run_demo(opts: DemoOptions) -> Summary:
             t0 = time.monotonic()
             tick_s = opts.tick_s if opts.bar_s is None else opts.bar_s / 4
             sent: list[tuple[int, int]] = []
-            played = await _play(venue, path, tick_s, progress, daemon, sent=sent)
+            late: list[float] = []
+            played = await _play(venue, path, tick_s, progress, daemon, sent=sent, late_ms=late)
             seconds = time.monotonic() - t0
             if progress.enabled:
                 progress.show(played, len(path), await venue.stats(), final=True)
@@ -391,6 +395,8 @@ async def run_demo(opts: DemoOptions) -> Summary:
         base = Summary(source=source, accounts=opts.accounts, ticks=played, profiles=PROFILES,
                        seconds=seconds)
         base.skipped = skipped
+        base.tick_late_ms = percentiles(late)
+        base.daemon = "its own process" if opts.daemon_process else "the driver's process"
         summary = summarise(entries, stats, set(book.healthy), book.kinds, base)
         judge(summary, ideal_run(book.events, path[:played]))
         if opts.summary_json is not None:
