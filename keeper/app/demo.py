@@ -115,6 +115,8 @@ class DemoOptions:
     progress: bool = True
     redis_url: str | None = None
     """An existing Redis to use instead of starting the embedded one (tests)."""
+    sizing: str | None = None
+    """The keeper's ``[keeper] sizing`` (``least`` or ``largest``); None: the configuration's default."""
     daemon_process: bool = True
     """The daemon in a child process of its own (``keeper.app.demo_daemon``), apart from this
     driver; False: in this process, on the driver's event loop (the measurement behind the
@@ -351,8 +353,9 @@ async def run_demo(opts: DemoOptions) -> Summary:
     book = generate_book(opts.accounts, opts.seed, path[0].prices)  # deterministic: the venue's book
     try:
         await venue.start()
-        daemon: Handle = (DaemonProcess(venue.url, url, secret, work / "daemon.log") if opts.daemon_process
-                           else InlineDaemon(demo_config(venue.url, url, secret)))
+        daemon: Handle = (
+            DaemonProcess(venue.url, url, secret, work / "daemon.log", sizing=opts.sizing)
+            if opts.daemon_process else InlineDaemon(demo_config(venue.url, url, secret, opts.sizing)))
         await daemon.start()
         progress = _Progress(opts.progress)
         try:

@@ -5,7 +5,7 @@ perfect keeper's run) and the daemon share nothing but Redis and the venue; in o
 share one event loop and one heap, so the driver's requests and the collector walking the driver's
 book delay the daemon's ticks. As a child the daemon has its own loop, heap and core.
 
-The child (``python -m keeper.app.demo_daemon --venue-url U --redis-url R [--log-level L]``, the
+The child (``python -m keeper.app.demo_daemon --venue-url U --redis-url R [--log-level L] [--sizing S]``, the
 venue's HMAC secret in ``KEEPER_HMAC_SECRET``) runs ``DemoDaemon`` on
 ``demo_config`` and speaks one JSON object per line: on stdout first
 ``{"admin_port": p}`` once every role is up, then one status line per command read from stdin:
@@ -61,9 +61,10 @@ class DaemonProcess:
     """The driver's handle on the child (module docstring); the same questions as an in-process
     ``Daemon``: ``status()``, ``freeze()``, ``admin_port``; ``stop()`` ends it (bounded)."""
 
-    def __init__(self, venue_url: str, redis_url: str, secret: str, log_file: Path,
-                 log_level: str = "warning") -> None:
-        self.args = ["--venue-url", venue_url, "--redis-url", redis_url, "--log-level", log_level]
+    def __init__(self, venue_url: str, redis_url: str, secret: str, log_file: Path, *,
+                 log_level: str = "warning", sizing: str | None = None) -> None:
+        self.args = ["--venue-url", venue_url, "--redis-url", redis_url, "--log-level", log_level,
+                     *(["--sizing", sizing] if sizing else [])]
         self.secret = secret
         self.log_file = log_file
         self.admin_port: int | None = None
@@ -145,8 +146,9 @@ class DemoDaemon(Daemon):
         return msgspec.structs.replace(super().params(profile), cap_count=None, cap_notional=None)
 
 
-def demo_config(venue_url: str, redis_url: str, secret: str) -> Any:
-    """The daemon's config for the demo: live, the venue's feeds and executor, admin on any port."""
+def demo_config(venue_url: str, redis_url: str, secret: str, sizing: str | None = None) -> Any:
+    """The daemon's config for the demo: live, the venue's feeds and executor, admin on any port;
+    ``sizing``: ``[keeper] sizing`` (None: the configuration's default)."""
     env = {"KEEPER_HMAC_SECRET": secret}
     base = load_config(None, env=env, register_secrets=True)
     ws = venue_url.replace("http://", "ws://")
@@ -154,7 +156,7 @@ def demo_config(venue_url: str, redis_url: str, secret: str) -> Any:
     assets = {m: f"{m}USDT" for m in MARKETS}
     r = msgspec.structs.replace
     return r(base,
-             keeper=r(base.keeper, profile=PERP_PROFILE, mode="live"),
+             keeper=r(base.keeper, profile=PERP_PROFILE, mode="live", sizing=sizing or base.keeper.sizing),
              redis=r(base.redis, url=redis_url),
              snapshots=r(base.snapshots, interval_s=5.0),
              feeds=r(base.feeds, staleness_ms=10_000, max_jump=Decimal("0.5"),
@@ -245,8 +247,8 @@ async def settle(daemon: Handle, timeout_s: float = 20.0) -> None:
         await asyncio.sleep(0.25)
 
 
-async def _serve(venue_url: str, redis_url: str, secret: str) -> None:
-    cfg = demo_config(venue_url, redis_url, secret)
+async def _serve(venue_url: str, redis_url: str, secret: str, sizing: str | None) -> None:
+    cfg = demo_config(venue_url, redis_url, secret, sizing)
     daemon = DemoDaemon(cfg, consumer="demo-executor", extra_profiles=(LENDING_PROFILE,), block_ms=50)
     stop = asyncio.Event()
     task = asyncio.create_task(daemon.run(stop))
@@ -287,13 +289,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--venue-url", required=True)
     ap.add_argument("--redis-url", required=True)
     ap.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    ap.add_argument("--sizing", default=None, choices=["least", "largest"])
     args = ap.parse_args(argv)
     configure_logging("json", args.log_level, stream=sys.stderr)
     secret = os.environ.get(SECRET_ENV, "")
     if not secret:
         print(f"{SECRET_ENV} is not set: the venue's HMAC secret", file=sys.stderr)
         return 1
-    asyncio.run(_serve(args.venue_url, args.redis_url, secret))  # the loop `keeper run` uses
+    asyncio.run(_serve(args.venue_url, args.redis_url, secret, args.sizing))  # the loop `keeper run` uses
     return 0
 
 
