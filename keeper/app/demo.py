@@ -18,7 +18,9 @@ What runs (all on 127.0.0.1, nothing to configure):
    most of the book's liquidations at once, the venue checks them after the next tick (the
    bounce) and refuses them as healthy; in small steps the liquidations of a crash arrive a few
    per tick, as they do on a live feed;
-4. the daemon (every role; executor = the venue's client) with two keeper cores: profile
+4. the daemon (every role; executor = the venue's client), in a process of its own
+   (``keeper.app.demo_daemon``: the driver's requests and heap stay off its loop, and a daemon
+   that falls behind cannot hold the prices back), with two keeper cores: profile
    ``generic-perp`` for perp buckets and ``aave-v3.3`` for the venue's lending buckets (a perp
    profile never finds a lending bucket liquidatable, and vice versa); assets are priced at their
    market's mark by a second price subscription that maps ``ETHUSDT`` to ``ETH`` (the venue's
