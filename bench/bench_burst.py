@@ -12,12 +12,14 @@ below level r, so exactly ``BURST`` accounts breach on that one tick.
   recorded), both from the log (``ts_ingest`` of the intents, ``ts_event`` of the outcomes:
   wall clock µs); the median over the rounds;
 - ``burst_first_submit_ms``: tick appended -> the first ``LiquidationSubmitted`` of the round
-  (written just before its request leaves), each round starting once the keeper has folded the
+  (stamped as its request leaves), each round starting once the keeper has folded the
   previous round's outcomes; p50 and the worst round (reported as p99: with ``ROUNDS`` rounds
   the p99 is the maximum);
 - ``burst_accepted``: liquidations the venue accepted, all rounds (must be ROUNDS x BURST).
 
-``BENCH_BURST`` / ``BENCH_ROUNDS`` change the sizes (default 5,000 x 4).
+``BENCH_BURST`` / ``BENCH_ROUNDS`` change the sizes (default 5,000 x 4); ``BENCH_HANDOFF=0`` leaves
+the intents to the runner's consumer group (no in-process hand-off), ``BENCH_STREAM=0`` decides a
+burst at once.
 """
 
 from __future__ import annotations
@@ -127,7 +129,8 @@ async def run() -> None:
         await log.append([ev.PriceUpdated(event_id="usdc-1", ts_event=t, symbol="USDC", price=D(1)),
                           ev.PriceUpdated(event_id="btc-0", ts_event=t, symbol="BTC-USD", price=ENTRY)])
         params = KeeperParams(profile="generic-perp", mode="live", intent_ttl_us=600_000_000)
-        projector = Projector(StampingLog(log), MemorySnapshotStore(),
+        stamping = StampingLog(log)
+        projector = Projector(stamping, MemorySnapshotStore(),
                               lambda data: KeeperCore(params), fmt=KeeperCore.FORMAT,
                               snapshot_every=10**9, snapshot_interval_s=10**9,
                               stream=os.environ.get("BENCH_STREAM", "1") == "1")
@@ -135,6 +138,8 @@ async def run() -> None:
         await projector.catch_up()
         runner = Runner(runner_log, Claims(runner_log.client, ttl_ms=60_000), ex, consumer="bench",
                         intent_ttl_us=600_000_000, batch=1000)
+        if os.environ.get("BENCH_HANDOFF", "1") == "1":  # as the daemon wires them
+            stamping.handoff = runner.offer
 
         async def follow() -> None:
             while not stop.is_set():
@@ -193,6 +198,8 @@ async def run() -> None:
         print(f"bench burst_first_submit_p50_ms {statistics.median(firsts):.2f} ms")
         print(f"bench burst_first_submit_p99_ms {max(firsts):.2f} ms")
         print(f"bench burst_accepted {stats['accepted']} liquidations")
+        print(f"# handed off {runner.counts.get('handed_off', 0)}, load average "
+              f"{os.getloadavg()[0]:.2f}")
     finally:
         stop.set()
         await ex.close()

@@ -17,7 +17,8 @@ every market slides down in 0.001% steps, so about one tick in four breaches a b
   candidates that are not busy), against ``exposed_per_tick``.
 
 ``BENCH_NO_RUNNER=1``: the keeper role alone. ``BENCH_LOOP=asyncio``: the stock event loop (else
-uvloop). ``BENCH_GRID=coarse``: bursts of 2-3 breaches on one tick.
+uvloop). ``BENCH_GRID=coarse``: bursts of 2-3 breaches on one tick. ``BENCH_HANDOFF=0``: the
+runner takes intents only through its consumer group (no in-process hand-off).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ import msgspec
 import structlog
 from aiohttp import web
 
+from keeper.app.stamping import StampingLog
 from keeper.domain import events as ev
 from keeper.domain import state as st
 from keeper.domain.codec import encode
@@ -210,12 +212,16 @@ async def run(redis_url: str) -> None:
     executor = SimVenueExecutor(f"http://127.0.0.1:{port}", secret=SECRET, timeout_s=2.0)
     stop = asyncio.Event()
     timed = TimedLog(proj_log, started, intent_lat)
+    # the daemon's keeper log (it hands recorded intents to the runner), over the timing
+    stamping = StampingLog(timed)  # type: ignore[arg-type]
     handoff: list[float] = []
-    projector = Projector(timed, MemorySnapshotStore(),  # type: ignore[arg-type]
+    projector = Projector(stamping, MemorySnapshotStore(),  # type: ignore[arg-type]
                           lambda _data: core, name="bench", snapshot_every=10**9,
                           snapshot_interval_s=10**9)
     runner = Runner(run_log, Claims(run_log.client), executor, consumer="bench",
                     intent_ttl_us=None)
+    if os.environ.get("BENCH_HANDOFF", "1") == "1":
+        stamping.handoff = runner.offer
     tasks = [asyncio.create_task(projector.run(stop, block_ms=100))]
     if not os.environ.get("BENCH_NO_RUNNER"):
         tasks.append(asyncio.create_task(runner.run(stop, block_ms=100)))
@@ -251,7 +257,7 @@ async def run(redis_url: str) -> None:
 
     ticks_with_intent = len(intent_lat)
     print(f"# ticks {TICKS}, with an intent {ticks_with_intent}, intents submitted {len(submit_lat)}, "
-          f"load average {os.getloadavg()[0]:.2f}")
+          f"handed off {runner.counts.get('handed_off', 0)}, load average {os.getloadavg()[0]:.2f}")
     print(f"bench tick_to_intent_p50_ms {pct(intent_lat, 0.50):.3f} ms")
     print(f"bench tick_to_intent_p99_ms {pct(intent_lat, 0.99):.3f} ms")
     print(f"bench tick_to_submit_p50_ms {pct(submit_lat, 0.50):.3f} ms")
