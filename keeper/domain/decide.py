@@ -33,7 +33,6 @@ Rules (``docs/keeper.md`` states each in full, and why):
 from __future__ import annotations
 
 import decimal
-import math
 from collections.abc import Iterable, Sequence
 from typing import Any, ClassVar, Final
 
@@ -358,19 +357,13 @@ class KeeperCore:
         """Decide on the candidates ``keys`` after ``entry_id``: the guards, then the exact
         check and plan in chunks of ``DECIDE_CHUNK`` (``_decide_from``); ``cleared``: a bucket the
         screen cleared (healthy for sure: its exact check is skipped)."""
-        ordered = sorted(set(keys))  # one decision per bucket, whatever the caller passed
+        # one decision per bucket, whatever the caller passed (linear for sorted keys)
+        ordered = sorted(dict.fromkeys(keys))
         if len(ordered) > DECIDE_CHUNK:
             # a burst: the screen's least headroom first (most at risk), so the first chunk is
             # decided (and, streaming, submitted) before the rest is checked
-            headroom = self._headroom
-            ordered.sort(key=lambda k: (headroom(k), k))
+            ordered = self.screen.by_headroom(ordered)
         return self._decide_from(ordered, entry_id, trigger, cleared)
-
-    def _headroom(self, key: str) -> float:
-        try:
-            return self.screen.headroom(key)
-        except KeyError:
-            return -math.inf
 
     def _decide_from(self, keys: list[str], entry_id: str, trigger: Event, cleared: str | None
                      ) -> list[Event]:

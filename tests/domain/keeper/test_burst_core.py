@@ -89,3 +89,31 @@ def msgspec_decision(payload: bytes) -> ev.Decision:
     e = decode(payload)
     assert isinstance(e, ev.LiquidationIntended)
     return e.decision
+
+
+def test_a_book_recorded_before_its_prices_is_screened_once_they_arrive() -> None:
+    """Buckets the screen could not linearise for want of a price are linearised at that price's
+    first tick (``Screen.refresh``): a later tick re-checks only the buckets it can breach, and
+    the decisions are those of a core that knew the prices first."""
+    before, after = Log(), Log()
+    for log in (before, after):
+        perp_market(log, "BTC")
+    after.price("USDC", "1")
+    after.price("BTC", "100")
+    for log in (before, after):
+        for i in range(200):
+            log.add(ev.Deposit, account=f"a{i:03d}", bucket="cross", asset="USDC", amount=D(6 + i % 30))
+            log.add(ev.PositionChanged, account=f"a{i:03d}", bucket="cross", market="BTC", size=D(1),
+                    entry_price=D(100))
+    before.price("USDC", "1")
+    before.price("BTC", "100")
+    for log in (before, after):
+        for p in ("99", "97", "90", "85"):
+            log.price("BTC", p)
+    late, early = KeeperCore(PARAMS), KeeperCore(PARAMS)
+    decided_late = [e for entry in before.entries for e in late.handle(*entry)]
+    decided_early = [e for entry in after.entries for e in early.handle(*entry)]
+    assert [e.decision for e in decided_late] == [e.decision for e in decided_early]  # type: ignore[attr-defined]
+    assert late.screen.stats()["always_check"] == 0
+    # the last tick (85) re-checked only what it could breach, not all 200 buckets
+    assert late.rechecked_last == early.rechecked_last < 200
