@@ -50,11 +50,14 @@ from keeper.ports import LogEntry
 from keeper.store import health
 from keeper.store.redis_log import RedisEventLog
 
-__all__ = ["CRASH_ENV", "HANDOFF_WAIT_S", "Runner", "outcome_id"]
+__all__ = ["CRASH_ENV", "HANDOFF_FIRST", "HANDOFF_WAIT_S", "Runner", "outcome_id"]
 
 HANDOFF_WAIT_S = 0.05
 """How long ``offer`` waits at most for the first handed-off intent to be sent (its claim is one
 Redis round trip: ~0.2 ms on loopback)."""
+HANDOFF_FIRST = 8
+"""The first group of a hand-off (an executor with a batch endpoint): claimed in one script
+(~0.3 ms for 8 intents, ~1.4 ms for 64 on loopback) and sent before the rest of its chunk."""
 _REDIS_RETRIES = 8
 _log = structlog.get_logger()
 
@@ -209,31 +212,48 @@ class Runner(IntentHandling):
     async def offer(self, entries: Sequence[LogEntry], wait_s: float = HANDOFF_WAIT_S) -> int:
         """Take live intents this process has just recorded (``entries``: their log ids and the
         events as recorded) ahead of the group's delivery, as far as there is room for them
-        (``concurrency``); then wait, at most ``wait_s``, until the first of them in hand (taken
+        (``concurrency``). It waits, at most ``wait_s``, until the first of them in hand (taken
         here or already by the group) is sent, so the caller decides nothing further before it
-        leaves. Returns how many it took; the others come through the group as usual."""
+        leaves; the rest are claimed after it. Returns how many it took; the others come
+        through the group as usual."""
         if not self._following:
             return 0
         take = [e for e in entries if _is_live_intent(e) and e.id not in self._active
                 and not self.pauses.covers(e.event)]
-        units = [take[k:k + self.group_size] for k in range(0, len(take), self.group_size)] \
-            if self._batches else [[e] for e in take]
+        units = [[e] for e in take]
+        if self._batches and take:  # a small first group: its claim and its request leave first
+            lead = min(HANDOFF_FIRST, self.group_size)
+            units = [take[:lead], *(take[k:k + self.group_size]
+                                    for k in range(lead, len(take), self.group_size))]
         taken = 0
+        waited = False
         for unit in units:
+            # what the group took in hand meanwhile is its own: one runner never handles an
+            # entry twice at once (the claim would let the same owner take it again)
+            todo = [e for e in unit if e.id not in self._active]
+            if not todo:
+                continue
             if self._sem.locked():  # no room: never block the keeper, the group has them
                 break
-            self._hold(unit)
-            await self._start(self._group(unit) if self._batches else self._one(unit[0]))
-            taken += len(unit)
-        if taken:
-            self.counts["handed_off"] = self.counts.get("handed_off", 0) + taken
+            self._hold(todo)
+            await self._start(self._group(todo) if self._batches else self._one(todo[0]))
+            taken += len(todo)
+            if not waited:  # the rest is claimed once the first has left
+                await self._until_sent(entries, wait_s)
+                waited = True
+        if not waited:
+            await self._until_sent(entries, wait_s)  # the group may have them in hand
+        self.counts["handed_off"] = self.counts.get("handed_off", 0) + taken
+        return taken
+
+    async def _until_sent(self, entries: Sequence[LogEntry], wait_s: float) -> None:
+        """Wait, at most ``wait_s``, until the first of ``entries`` in hand is past its send."""
         first = next((e.id for e in entries if e.id in self._unsent), None)
         if first is not None:
             sent = asyncio.Event()
             self._watch = (first, sent)
             await wait_event(sent, wait_s)
             self._watch = None
-        return taken
 
     def _hold(self, entries: Sequence[LogEntry]) -> None:
         """Mark ``entries`` in hand (the group skips them) and not sent yet."""
