@@ -112,8 +112,7 @@ class Runner(IntentHandling):
         many: Callable[[list[ev.Decision]], Awaitable[list[Submission | ExecutionError]]] | None = \
             getattr(executor, "execute_many", None)
         self._execute_many = many
-        self._batches = many is not None and getattr(executor, "batch_url", None) is not None
-        """Intents go out in groups (``handle_group``) when the executor has a batch endpoint."""
+        self._batching = many is not None
         self.halt_poll_s = halt_poll_s
         self.venue_halts = self.pauses.venue_halts
         """Markets paused because the venue halted them -> the pause's event id."""
@@ -126,6 +125,12 @@ class Runner(IntentHandling):
         """The entry an ``offer`` waits to see sent, and its event (``_sending``)."""
         self._steps = 0
         self.counts: dict[str, int] = {}
+
+    @property
+    def _batches(self) -> bool:
+        """Intents go out in groups (``handle_group``) while the executor has a batch endpoint
+        (one that answered 404 on it has none from then on: one request each)."""
+        return self._batching and getattr(self.executor, "batch_url", None) is not None
 
     async def start(self) -> int:
         """Create the group if needed and reconcile (own pending entries, then stale ones),
