@@ -11,11 +11,13 @@ from hypothesis import strategies as st
 
 from keeper.domain import events as ev
 from keeper.domain.codec import encode
-from keeper.domain.decide import DECIDE_CHUNK, KeeperCore, KeeperParams
+from keeper.domain.decide import DECIDE_CHUNK, FIRST_CHUNK, KeeperCore, KeeperParams
 from tests.domain.keeper.keeper_scenarios import Log, perp_market
 
 D = Decimal
 PARAMS = KeeperParams(profile="generic-perp", mode="live")
+CAPPED = KeeperParams(profile="generic-perp", mode="live", cap_count=40)
+"""Caps spent in the burst's order: its chunks decide which buckets are live."""
 
 
 def burst_log(collaterals: list[int], then: list[str]) -> Log:
@@ -52,18 +54,21 @@ def run_streaming(core: KeeperCore, entries: list[tuple[str, ev.Event]]) -> list
     return chunks
 
 
-@settings(max_examples=10, deadline=None)
+@settings(max_examples=12, deadline=None)
 @given(collaterals=st.lists(st.integers(6, 23), min_size=DECIDE_CHUNK + 1, max_size=3 * DECIDE_CHUNK),
-       then=st.lists(st.sampled_from(["79", "78", "90", "75"]), max_size=4))
-def test_streaming_decides_what_deciding_at_once_decides(collaterals: list[int], then: list[str]) -> None:
+       then=st.lists(st.sampled_from(["79", "78", "90", "75"]), max_size=4),
+       params=st.sampled_from([PARAMS, CAPPED]))
+def test_streaming_decides_what_deciding_at_once_decides(collaterals: list[int], then: list[str],
+                                                         params: KeeperParams) -> None:
     log = burst_log(collaterals, then)
-    whole = KeeperCore(PARAMS)
+    whole = KeeperCore(params)
     expected = [encode(e) for e in whole.handle_batch(log.entries)]
-    streamed = KeeperCore(PARAMS)
+    streamed = KeeperCore(params)
     chunks = run_streaming(streamed, log.entries)
     assert [e for c in chunks for e in c] == expected
     assert streamed.snapshot() == whole.snapshot()
-    assert len(expected) == len(collaterals), "every account breaches on the one tick"
+    if params is PARAMS:
+        assert len(expected) == len(collaterals), "every account breaches on the one tick"
     assert all(len(c) <= DECIDE_CHUNK for c in chunks[:-1])
     assert len(chunks) >= 2
 
@@ -76,7 +81,8 @@ def test_the_first_chunk_of_a_burst_is_the_most_at_risk() -> None:
     decided = [msgspec_decision(e) for e in chunks[0]]
     first_health = max(d.health_before for d in decided)  # type: ignore[type-var]
     rest = [msgspec_decision(e) for c in chunks[1:] for e in c]
-    assert len(decided) == DECIDE_CHUNK
+    assert len(decided) == FIRST_CHUNK
+    assert [len(c) for c in chunks[1:-1]] == [DECIDE_CHUNK] * (len(chunks) - 2), "then full chunks"
     assert all(d.health_before >= first_health for d in rest)  # type: ignore[operator]
     # within a chunk: lowest health first, ties by bucket key
     keys = [(d.health_before, f"{d.account}/{d.bucket}") for d in decided]
