@@ -217,12 +217,13 @@ class Runner(IntentHandling):
     async def offer(self, entries: Sequence[LogEntry], wait_s: float = HANDOFF_WAIT_S) -> int:
         """Take live intents this process has just recorded (``entries``: their log ids and the
         events as recorded) ahead of the group's delivery, as far as there is room for them
-        (``concurrency``). It waits, at most ``wait_s``, until the first of them in hand (taken
-        here or already by the group) is sent, so the caller decides nothing further before it
-        leaves; the rest are claimed after it. Returns how many it took; the others come
-        through the group as usual."""
-        if not self._following:
-            return 0
+        (``concurrency``): a few at any time, more only when nothing is in flight (a burst's
+        first chunk; its later ones go through the group in larger batches). It waits, at most
+        ``wait_s``, until the first of them in hand (taken here or already by the group) is
+        sent, so the caller decides nothing further before it leaves; the rest are claimed
+        after it. Returns how many it took; the others come through the group as usual."""
+        if not self._following or (self._inflight and len(entries) > HANDOFF_FIRST):
+            return 0  # a burst's later chunks: the group takes them in large batches
         take = [e for e in entries if _is_live_intent(e) and e.id not in self._active
                 and not self.pauses.covers(e.event)]
         units = [[e] for e in take]

@@ -54,9 +54,9 @@ async def test_handed_off_intents_are_sent_once_and_their_group_entries_acked(
         await runner.start()  # following its group, but not reading yet: the hand-off goes first
         for k in range(0, N, 30):  # a burst's chunks, each recorded then handed off
             await keeper_log.append([intent(i) for i in range(k, k + 30)])
+            await runner.wait_idle()  # idle again: the next chunk is handed off too
         assert runner.counts["handed_off"] == N
         await _drain(log, N)
-        await runner.wait_idle()
         assert sim.venue.stats.accepted_by_intent == {intent_id(i): 1 for i in range(N)}
         # now the group delivers the same entries: each found done, acked, never sent again
         task = asyncio.create_task(runner.run(stop, block_ms=20))
@@ -133,6 +133,34 @@ async def test_a_second_runner_on_the_group_never_sends_a_handed_off_intent_agai
     assert sim.venue.stats.accepted_by_intent == {intent_id(i): 1 for i in range(N)}
     assert set(sim.venue.stats.requests_by_intent.values()) == {1}, "each sent once"
     assert all(len(v) == 1 for v in (await outcomes(log)).values())
+
+
+async def test_a_burst_s_later_chunks_are_left_to_the_group_while_the_first_is_in_flight(
+        log: RedisEventLog) -> None:
+    sim = SimServer(SECRET, venue=underwater_venue(N))
+    await sim.start(play=False)
+    ex = SimVenueExecutor(sim.url, secret=SECRET, backoff=no_delay, timeout_s=2.0)
+    runner = Runner(log, Claims(log.client), ex, consumer="c0", batch=50, group_size=50)
+    keeper_log = StampingLog(log)
+    keeper_log.handoff = runner.offer
+    stop = asyncio.Event()
+    try:
+        await runner.start()
+        await keeper_log.append([intent(i) for i in range(16)])  # the first chunk: taken
+        assert runner.busy()
+        await keeper_log.append([intent(i) for i in range(16, N)])  # in flight: the group's
+        await keeper_log.append([intent(N - 1)])  # a few (a duplicate here) are always offered
+        assert runner.counts["handed_off"] == 16
+        task = asyncio.create_task(runner.run(stop, block_ms=20))
+        await _drain(log, N)
+        stop.set()
+        await task
+    finally:
+        stop.set()
+        await ex.close()
+        await sim.stop()
+    assert sim.venue.stats.accepted_by_intent == {intent_id(i): 1 for i in range(N)}
+    assert set(sim.venue.stats.requests_by_intent.values()) == {1}, "each sent once"
 
 
 async def test_offer_takes_no_more_than_there_is_room_for(log: RedisEventLog) -> None:
