@@ -136,6 +136,7 @@ class Runner(IntentHandling):
         """Create the group if needed and reconcile (own pending entries, then stale ones),
         waiting for that work to finish before any new entry is read."""
         await self.log.ensure_group(self.group, "0")
+        await self.claims.prepare()
         n = await self.reconcile()
         self._following = True
         return n

@@ -218,3 +218,12 @@ def test_a_venue_halt_this_runner_recorded_covers_intents_until_it_is_read_back(
     assert pauses.covers(intent(1)) and pauses.holds(intent(1))
     pauses.follow(ev.KeeperResumed(event_id="r", ts_event=now_us(), scope="BTC-USD"))
     assert not pauses.covers(intent(1))
+
+
+async def test_claims_prepared_at_start_need_no_script_load_at_the_first_claim(
+        log: RedisEventLog) -> None:
+    claims = Claims(log.client)
+    await log.client.script_flush()
+    await claims.prepare()
+    shas = [claims._take.sha, claims._mark.sha, claims._take_many.sha]
+    assert await log.client.script_exists(*shas) == [True, True, True]
