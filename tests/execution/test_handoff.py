@@ -13,14 +13,28 @@ import pytest
 from keeper.app.stamping import StampingLog
 from keeper.backoff import no_delay
 from keeper.domain import events as ev
+from keeper.domain.codec import encode
+from keeper.domain.decide import FIRST_CHUNK, KeeperCore, KeeperParams, decide_log
 from keeper.execution.claim import Claims
 from keeper.execution.pauses import Pauses
 from keeper.execution.runner import Runner
 from keeper.execution.simvenue import SimVenueExecutor
 from keeper.ports import LogEntry
+from keeper.projector import Projector
 from keeper.sim.server import SimServer
 from keeper.store.redis_log import RedisEventLog
-from tests.execution.helpers import SECRET, decision, intent, intent_id, now_us, outcomes, underwater_venue
+from keeper.testing import MemorySnapshotStore
+from tests.execution.helpers import (
+    SECRET,
+    D,
+    decision,
+    intent,
+    intent_id,
+    now_us,
+    outcomes,
+    underwater_book,
+    underwater_venue,
+)
 
 N = 120
 
@@ -227,3 +241,45 @@ async def test_claims_prepared_at_start_need_no_script_load_at_the_first_claim(
     await claims.prepare()
     shas = [claims._take.sha, claims._mark.sha, claims._take_many.sha]
     assert await log.client.script_exists(*shas) == [True, True, True]
+
+
+async def test_live_decisions_with_the_hand_off_are_those_replay_derives(log: RedisEventLog) -> None:
+    """The hand-off changes when intents are sent, never what is decided: a streamed burst through
+    the keeper's log with the hand-off records exactly the decisions a replay derives."""
+    n = 100
+    sim = SimServer(SECRET, venue=underwater_venue(n))
+    await sim.start(play=False)
+    ex = SimVenueExecutor(sim.url, secret=SECRET, backoff=no_delay, timeout_s=2.0)
+    runner = Runner(log, Claims(log.client), ex, consumer="c0")
+    keeper_log = StampingLog(log)
+    keeper_log.handoff = runner.offer
+    params = KeeperParams(profile="generic-perp", mode="live")
+    projector = Projector(keeper_log, MemorySnapshotStore(), lambda _d: KeeperCore(params),
+                          fmt=KeeperCore.FORMAT, stream=True)
+    t = now_us()
+    await log.append([*underwater_book(n),
+                      ev.PriceUpdated(event_id="usdc", ts_event=t, symbol="USDC", price=D(1)),
+                      ev.PriceUpdated(event_id="btc-0", ts_event=t, symbol="BTC-USD", price=D(60000))])
+    stop = asyncio.Event()
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        await projector.start()
+        await projector.catch_up()
+        await runner.start()  # not reading its group yet: the first chunk is handed off
+        await log.append([ev.PriceUpdated(event_id="btc-1", ts_event=t + 1, symbol="BTC-USD",
+                                          price=D(58000))])  # every account breaches at once
+        await projector.catch_up()
+        assert runner.counts["handed_off"] == FIRST_CHUNK, "the first chunk, in hand at once"
+        tasks.append(asyncio.create_task(runner.run(stop, block_ms=20)))  # the group: the rest
+        await _drain(log, n)
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks)
+        await ex.close()
+        await sim.stop()
+    entries = [(e.id, e.event) for e in await log.read("0-0", 1_000_000)]
+    recorded = {e.event_id: encode(e.decision) for _, e in entries if isinstance(e, ev.LiquidationIntended)}
+    derived = {e.event_id: encode(e.decision) for e in decide_log(entries, params)}
+    assert len(recorded) == n
+    assert recorded == derived
+    assert sim.venue.stats.accepted_by_intent == {i: 1 for i in recorded}
