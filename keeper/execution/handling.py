@@ -84,7 +84,7 @@ class IntentHandling:
     counts: dict[str, int]
     _execute_many: Callable[[list[ev.Decision]], Awaitable[list[Submission | ExecutionError]]] | None
     _unsent: set[str]
-    _watch: tuple[str, asyncio.Event] | None
+    _watch: dict[str, asyncio.Event]
 
     def _count(self, what: str) -> None:
         self.counts[what] = self.counts.get(what, 0) + 1
@@ -98,10 +98,11 @@ class IntentHandling:
         """The entries ``ids`` are past their send point (the request is leaving, or their
         handling ended without one): wake an ``offer`` waiting for one of them."""
         self._unsent.difference_update(ids)
-        watch = self._watch
-        if watch is not None and watch[0] not in self._unsent:
-            watch[1].set()
-            self._watch = None
+        if self._watch:
+            for entry_id in ids:
+                sent = self._watch.pop(entry_id, None)
+                if sent is not None:
+                    sent.set()
 
     async def handle_group(self, entries: list[LogEntry]) -> list[str]:
         """``handle`` for several live intents at once; returns the entry ids that may be acked.

@@ -121,8 +121,8 @@ class Runner(IntentHandling):
         """Started (reconciled) and following the group: hand-offs are taken (``offer``)."""
         self._unsent: set[str] = set()
         """Entries in hand (``_active``) not yet past their send point."""
-        self._watch: tuple[str, asyncio.Event] | None = None
-        """The entry an ``offer`` waits to see sent, and its event (``_sending``)."""
+        self._watch: dict[str, asyncio.Event] = {}
+        """Entries ``offer`` calls (one per keeper core) wait to see sent, and their events."""
         self._steps = 0
         self.counts: dict[str, int] = {}
 
@@ -257,10 +257,11 @@ class Runner(IntentHandling):
         """Wait, at most ``wait_s``, until the first of ``entries`` in hand is past its send."""
         first = next((e.id for e in entries if e.id in self._unsent), None)
         if first is not None:
-            sent = asyncio.Event()
-            self._watch = (first, sent)
-            await wait_event(sent, wait_s)
-            self._watch = None
+            sent = self._watch[first] = asyncio.Event()
+            try:
+                await wait_event(sent, wait_s)
+            finally:
+                self._watch.pop(first, None)
 
     def _hold(self, entries: Sequence[LogEntry]) -> None:
         """Mark ``entries`` in hand (the group skips them) and not sent yet."""
