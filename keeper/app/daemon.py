@@ -7,7 +7,9 @@ Roles (``ROLES``), each a set of tasks on one event loop, all sharing one Redis 
 - ``ingest``: the venue's account stream (``feeds.accounts_url``) into the same writer.
 - ``keeper``: one ``Projector`` driving a ``KeeperCore`` per profile (``keeper.profile`` plus
   ``extra_profiles``), appending intents (the outbox) with ``ts_ingest`` stamped.
-- ``executor``: the ``Runner`` submitting live intents through the configured executor.
+- ``executor``: the ``Runner`` submitting live intents through the configured executor; with the
+  ``keeper`` role in the same process it also takes each intent as soon as it is recorded
+  (``Runner.offer``), ahead of its consumer group.
 - ``projector``: a plain state projection with its own snapshots (for a separate admin).
 - ``admin``: the admin HTTP server over ``keeper.app.status.Status``.
 
@@ -103,6 +105,8 @@ class Daemon:
         self.pipeline: PricePipeline | None = None
         self.projectors: list[Projector] = []
         self.runner: Runner | None = None
+        self._keeper_logs: list[StampingLog] = []
+        """The keeper projectors' logs: they hand their live intents to this process's runner."""
         self.chain_ingest: ChainIngest | None = None
         self._intake_stop = asyncio.Event()
         self.log: RedisEventLog | None = None
@@ -368,6 +372,7 @@ class Daemon:
                 params = self.params(profile)
                 snaps = RedisSnapshotStore(log.client, shard=shard, format=fmt_of(params))
                 stamping = StampingLog(reading, self.metrics, count_applied=k == 0)
+                self._keeper_logs.append(stamping)
                 p = Projector(stamping, snaps,
                               core_factory(params),  # type: ignore[arg-type]
                               name=f"keeper-{profile}", fmt=fmt_of(params),
@@ -414,6 +419,8 @@ class Daemon:
         self.runner = Runner(log, Claims(log.client, ttl_ms=30_000), executor, consumer=self.consumer,
                              intent_ttl_us=round(cfg.execution.intent_ttl_s * 1_000_000), batch=1000)
         workers.append(self._spawn(self.runner.run(stop, block_ms=self.block_ms), "runner"))
+        for stamping in self._keeper_logs:  # the keeper role in this process: hand intents over
+            stamping.handoff = self.runner.offer
 
     async def _start_admin(self) -> Any:
         from keeper.app.admin import AdminServer, build_admin_app

@@ -1,9 +1,11 @@
 """Wiring of the keeper role (projector + ``KeeperCore``) and the executor role (``Runner``).
 
 ``run_keeper`` runs both against one Redis until ``stop`` is set: the projector folds the log
-into a ``KeeperCore`` and appends its intents (the outbox), the runner submits live intents
-and appends outcomes. Each gets its own Redis client (the runner's reads block).
-``keeper.app.cmd_run`` calls this; tests run it in a subprocess (``tests/execution/keeper_proc.py``).
+into a ``KeeperCore`` and appends its intents (the outbox, ``ts_ingest`` stamped), the runner
+submits live intents and appends outcomes; the intents the projector records are handed to the
+runner at once (``Runner.offer``), as the daemon does. Each gets its own Redis client (the
+runner's reads block). Tests run it in a subprocess (``tests/execution/keeper_proc.py``); the
+daemon (``keeper.app.daemon``) wires the same roles itself.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from dataclasses import dataclass
 
 import structlog
 
+from keeper.app.stamping import StampingLog
 from keeper.domain.cores import AnyCore, fmt_of, make_core
 from keeper.domain.decide import KeeperParams
 from keeper.execution.base import VenueExecutor
@@ -59,7 +62,8 @@ async def run_keeper(cfg: RoleConfig, params: KeeperParams, executor: VenueExecu
     run_log = await RedisEventLog.connect(cfg.redis_url, shard=cfg.shard)
     try:
         snaps = RedisSnapshotStore(proj_log.client, shard=cfg.shard, format=fmt_of(params))
-        projector = Projector(proj_log, snaps, core_factory(params),  # type: ignore[arg-type]
+        stamping = StampingLog(proj_log)
+        projector = Projector(stamping, snaps, core_factory(params),  # type: ignore[arg-type]
                               name=f"keeper-{cfg.consumer}", fmt=fmt_of(params),
                               snapshot_every=cfg.snapshot_every,
                               snapshot_interval_s=cfg.snapshot_interval_s)
@@ -69,6 +73,7 @@ async def run_keeper(cfg: RoleConfig, params: KeeperParams, executor: VenueExecu
                             consumer=cfg.consumer, group=cfg.group, intent_ttl_us=params.intent_ttl_us,
                             stale_ms=cfg.stale_ms)
             tasks.append(runner.run(stop, block_ms=cfg.block_ms))
+            stamping.handoff = runner.offer
         _log.info("keeper_started", consumer=cfg.consumer, mode=params.mode, profile=params.profile,
                   executor=None if executor is None else executor.name)
         await asyncio.gather(*tasks)

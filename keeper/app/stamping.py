@@ -2,17 +2,19 @@
 and count what passes through, everything else delegated to the inner log.
 
 - ``StampingLog``: the keeper role's log. Stamps ``ts_ingest`` on the intents it appends (the
-  pure core cannot read a clock), observes tick-to-intent latency, and screens intents through
-  a ``FreshnessGuard`` (``keeper.app.freshness``);
+  pure core cannot read a clock), observes tick-to-intent latency, screens intents through
+  a ``FreshnessGuard`` (``keeper.app.freshness``), and hands the live intents it recorded to the
+  runner of the same process (``handoff``: ``Runner.offer``);
 - ``CountingSink``: the ingest writer's log, counting what it appended by event type.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import msgspec
+import structlog
 
 from keeper.app.freshness import FreshnessGuard
 from keeper.app.metrics import Metrics
@@ -23,6 +25,8 @@ from keeper.store.archive import ArchivedLog
 from keeper.store.redis_log import RedisEventLog
 
 __all__ = ["CountingSink", "StampingLog"]
+
+_log = structlog.get_logger()
 
 
 class StampingLog:
@@ -43,6 +47,9 @@ class StampingLog:
         self.count_applied = count_applied
         self.guard = guard
         """Withholds live intents on prices old by the wall clock (``keeper.app.freshness``)."""
+        self.handoff: Callable[[list[LogEntry]], Awaitable[object]] | None = None
+        """Given the live intents just recorded, as recorded (``Runner.offer``: the executor role
+        of this process starts on them without waiting for its consumer group)."""
         self._ingested: dict[str, int] = {}
 
     async def read_batch(self, after: str = "0-0", count: int = 1000, block_ms: int | None = None
@@ -68,6 +75,14 @@ class StampingLog:
         out = [msgspec.structs.replace(e, ts_ingest=now) if type(e) is ev.LiquidationIntended
                and e.ts_ingest == 0 else e for e in events]
         ids = await self.inner.append(out)
+        if self.handoff is not None:
+            live = [LogEntry(i, e) for e, i in zip(out, ids, strict=True) if i is not None
+                    and type(e) is ev.LiquidationIntended and e.decision.mode == "live"]
+            if live:
+                try:
+                    await self.handoff(live)
+                except Exception as exc:  # a speed-up only: the group delivers them anyway
+                    _log.warning("handoff_failed", intents=len(live), error=repr(exc)[:300])
         m = self.metrics
         if m is not None:
             for e, i in zip(out, ids, strict=True):

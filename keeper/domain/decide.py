@@ -23,8 +23,9 @@ Rules (``docs/keeper.md`` states each in full, and why):
   the frame's last price (or any other entry) is applied.
 - **Which buckets.** Lending: buckets without positions; perp: with (``ExposureIndex.decidable``).
 - **Priority.** Lowest health first, ties by bucket key; caps are spent in that order. A burst of
-  more than ``DECIDE_CHUNK`` candidates is checked in chunks, least screen headroom first; a
-  ``streaming`` caller records each chunk's intents before the next chunk is checked.
+  more than ``DECIDE_CHUNK`` candidates is checked in chunks, least screen headroom first (the
+  first of ``FIRST_CHUNK``, the others of ``DECIDE_CHUNK``); a ``streaming`` caller records each
+  chunk's intents before the next chunk is checked.
 - **Modes** (``intents.mode_of``). Only ``live`` marks the bucket busy; ``paper``, ``paused``,
   ``skip:profit`` and ``skip:cap`` are recorded once per bucket per unhealthy episode. An
   intent's id (``intents.intent_of``) names the bucket and the trigger entry.
@@ -33,7 +34,6 @@ Rules (``docs/keeper.md`` states each in full, and why):
 from __future__ import annotations
 
 import decimal
-import math
 from collections.abc import Iterable, Sequence
 from typing import Any, ClassVar, Final
 
@@ -67,8 +67,8 @@ from keeper.domain.screen import Screen
 from keeper.domain.state import apply
 from keeper.errors import KeeperError
 
-__all__ = ["CORE_FORMAT", "DECIDE_CHUNK", "KeeperCore", "KeeperParams", "bucket_of_intent", "decide_log",
-           "intent_id"]
+__all__ = ["CORE_FORMAT", "DECIDE_CHUNK", "FIRST_CHUNK", "KeeperCore", "KeeperParams", "bucket_of_intent",
+           "decide_log", "intent_id"]
 
 _ENGINE_ERRORS: Final = (KeeperError, ArithmeticError, ValueError)
 """What the engine may raise on one bucket's data: counted and skipped (``quarantine``'s reason)."""
@@ -85,6 +85,8 @@ _INTENDED: Final = LiquidationIntended
 _apply: Final = apply
 DECIDE_CHUNK: Final = 64
 """Buckets checked exactly and planned at a time in a burst (the rules: *Priority*)."""
+FIRST_CHUNK: Final = 16
+"""A burst's first chunk: smaller, so its most at risk are decided (and, streaming, sent) sooner."""
 CORE_FORMAT = 1000 + st.STATE_FORMAT
 """Snapshot format of a keeper core (distinct from a plain projection's)."""
 
@@ -358,33 +360,31 @@ class KeeperCore:
         """Decide on the candidates ``keys`` after ``entry_id``: the guards, then the exact
         check and plan in chunks of ``DECIDE_CHUNK`` (``_decide_from``); ``cleared``: a bucket the
         screen cleared (healthy for sure: its exact check is skipped)."""
-        ordered = sorted(set(keys))  # one decision per bucket, whatever the caller passed
-        if len(ordered) > DECIDE_CHUNK:
-            # a burst: the screen's least headroom first (most at risk), so the first chunk is
-            # decided (and, streaming, submitted) before the rest is checked
-            headroom = self._headroom
-            ordered.sort(key=lambda k: (headroom(k), k))
-        return self._decide_from(ordered, entry_id, trigger, cleared)
+        # one decision per bucket, whatever the caller passed (linear for sorted keys)
+        ordered = sorted(dict.fromkeys(keys))
+        if len(ordered) <= DECIDE_CHUNK:
+            return self._decide_from(ordered, entry_id, trigger, cleared, DECIDE_CHUNK)
+        # a burst: the screen's least headroom first (most at risk), so the first (smaller) chunk
+        # is decided (and, streaming, submitted) before the rest is checked
+        return self._decide_from(self.screen.by_headroom(ordered), entry_id, trigger, cleared,
+                                 FIRST_CHUNK)
 
-    def _headroom(self, key: str) -> float:
-        try:
-            return self.screen.headroom(key)
-        except KeyError:
-            return -math.inf
-
-    def _decide_from(self, keys: list[str], entry_id: str, trigger: Event, cleared: str | None
-                     ) -> list[Event]:
-        """Decide the candidates ``keys`` in order, ``DECIDE_CHUNK`` at a time (the guards, the
-        exact check, the plan); when ``streaming``, stop after the first chunk that decided
-        something and keep the rest as ``backlog``."""
+    def _decide_from(self, keys: list[str], entry_id: str, trigger: Event, cleared: str | None,
+                     first: int) -> list[Event]:
+        """Decide the candidates ``keys`` in order, ``first`` of them, then ``DECIDE_CHUNK`` at a
+        time (the guards, the exact check, the plan); when ``streaming``, stop after the first
+        chunk that decided something and keep the rest as ``backlog``."""
         out: list[Event] = []
         n = len(keys)
-        for i in range(0, n, DECIDE_CHUNK):
-            chunk = self._eligible(keys[i:i + DECIDE_CHUNK], cleared)
+        i, size = 0, first
+        while i < n:
+            end = i + size
+            chunk = self._eligible(keys[i:end], cleared)
             out.extend(self._decide_chunk(chunk, entry_id, trigger))
-            if self.streaming and out and i + DECIDE_CHUNK < n:
-                self.backlog = (keys[i + DECIDE_CHUNK:], entry_id, trigger, cleared)
+            if self.streaming and out and end < n:
+                self.backlog = (keys[end:], entry_id, trigger, cleared)
                 break
+            i, size = end, DECIDE_CHUNK
         return out
 
     def continue_backlog(self) -> list[Event]:
@@ -394,7 +394,7 @@ class KeeperCore:
             return []
         keys, entry_id, trigger, cleared = self.backlog
         self.backlog = None
-        return self._decide_from(keys, entry_id, trigger, cleared)
+        return self._decide_from(keys, entry_id, trigger, cleared, DECIDE_CHUNK)
 
     def _eligible(self, keys: list[str], cleared: str | None) -> list[Candidate]:
         """The candidates the guards let through, in order (``cleared``: see ``_decide``)."""

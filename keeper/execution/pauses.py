@@ -45,9 +45,13 @@ class Pauses:
         self.count = count
         self.scopes: dict[str, str] = {}
         self.venue_halts: dict[str, str] = {}
+        self.halting: set[str] = set()
+        """Markets whose venue-halt pause this runner has recorded but not read back yet."""
 
     def follow(self, event: ev.Event) -> bool:
         """Track the kill switch and market pauses from the log; True on a resume."""
+        if isinstance(event, ev.KeeperPaused | ev.KeeperResumed):
+            self.halting.discard(event.scope)
         if isinstance(event, ev.KeeperPaused):
             self.scopes[event.scope] = event.reason
             if event.reason.startswith(VENUE_HALT):
@@ -66,11 +70,19 @@ class Pauses:
         if not self.scopes:
             return False
         assert isinstance(intent, ev.LiquidationIntended)
-        d = intent.decision
-        if {guards.KILL_SWITCH, *d.prices, *([d.market] if d.market else [])}.isdisjoint(self.scopes):
+        if _scopes_of(intent.decision).isdisjoint(self.scopes):
             return False
         self.count("held_paused")
         return True
+
+    def covers(self, intent: ev.Event) -> bool:
+        """``holds``, counting nothing, and also true for a market whose venue-halt pause this
+        runner recorded and has not read back yet (the runner's hand-off, ahead of the log)."""
+        if not self.scopes and not self.halting:
+            return False
+        assert isinstance(intent, ev.LiquidationIntended)
+        scopes = _scopes_of(intent.decision)
+        return not (scopes.isdisjoint(self.scopes) and scopes.isdisjoint(self.halting))
 
     def venue_halt(self, d: ev.Decision, reason: str, now: int) -> list[ev.Event]:
         """A rejection because the venue halted the market: the ``KeeperPaused`` to record with it
@@ -81,9 +93,15 @@ class Pauses:
         if not market or market in self.scopes:
             return []
         self.count("venue_halts")
+        self.halting.add(market)
         _log.warning("market_halted_by_venue", market=market, intent_id=d.intent_id)
         return [ev.KeeperPaused(event_id=f"halt:{market}@{d.intent_id}", ts_event=now,
                                 causation_id=d.intent_id, scope=market, reason=f"{VENUE_HALT} {reason}")]
+
+
+def _scopes_of(d: ev.Decision) -> set[str]:
+    """The pause scopes that cover a decision: the kill switch, its market, its symbols."""
+    return {guards.KILL_SWITCH, *d.prices, *([d.market] if d.market else [])}
 
 
 async def watch_venue_halts(pauses: Pauses, markets: Callable[[], Awaitable[Mapping[str, Any]]] | None,

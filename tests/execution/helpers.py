@@ -22,6 +22,14 @@ def now_us() -> int:
 def underwater_venue(n: int) -> Venue:
     """``acct-i/cross``: 1000 USDC and long 1 BTC @ 60000 at a mark of 58000: equity -1000 < MM
     232, so a full close of BTC-USD is accepted for every account."""
+    v = Venue(now_us)
+    v.set_marks(now_us(), {"BTC-USD": D(58000)})
+    v.load(underwater_book(n))
+    return v
+
+
+def underwater_book(n: int) -> list[ev.Event]:
+    """The events of ``underwater_venue``'s book (for a keeper's log)."""
     evs: list[ev.Event] = [
         ev.AssetListed(event_id="a1", ts_event=0, params=AssetParams(symbol="USDC", decimals=6)),
         ev.MarketListed(event_id="m1", ts_event=0, params=MarketParams(
@@ -32,10 +40,7 @@ def underwater_venue(n: int) -> Venue:
                            amount=D(1000)),
                 ev.PositionChanged(event_id=f"p{i}", ts_event=0, account=f"acct-{i}", bucket=CROSS,
                                    market="BTC-USD", size=D(1), entry_price=D(60000))]
-    v = Venue(now_us)
-    v.set_marks(now_us(), {"BTC-USD": D(58000)})
-    v.load(evs)
-    return v
+    return evs
 
 
 def intent_id(i: int) -> str:

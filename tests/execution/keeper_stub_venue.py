@@ -40,6 +40,8 @@ class StubVenue:
         self.events: dict[str, list[dict[str, Any]]] = {}
         self.plan = plan
         self.hold_s = hold_s
+        self.delay_s = 0.0
+        """How long each request waits before it is answered (a venue that takes its time)."""
         self.posts: Counter[str] = Counter()
         self.accepted: Counter[str] = Counter()
         self.bad_signatures = 0
@@ -56,6 +58,8 @@ class StubVenue:
         decision = msgspec.json.decode(body)
         assert decision["intent_id"] == key
         self.posts[key] += 1
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
         action = self.plan(key, self.posts[key])
         if action == "500":
             return web.json_response({"status": "error", "reason": "injected"}, status=500)

@@ -267,6 +267,20 @@ class RowTable:
                 broken = True
         return h, broken
 
+    def _headroom_of_rows(self, rows: I64) -> F64:
+        """``_fresh(row)[0]`` of each of ``rows`` at once, the entries added in the same order
+        (an empty slot adds 0.0); -inf for an always-checked row and for -1 (no row)."""
+        known = rows >= 0
+        at = np.where(known, rows, 0)
+        self._price_array[:len(self._price)] = self._price
+        price = self._price_array
+        symbols, coefs = self._entry_symbol[at], self._entry_coef[at]
+        h = self._const_lo[at].copy()
+        for j in range(self._width):
+            h += coefs[:, j] * price[symbols[:, j]]
+        h[~known | self._always[at]] = -math.inf
+        return h
+
     # ------------------------------------------------------------------ settling (bands)
 
     def _settle_one(self, row: int, entries: list[Entry], const_lo: float) -> bool:

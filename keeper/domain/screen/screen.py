@@ -12,7 +12,7 @@ empty band: it is looked at on every tick of its symbols until it is healthy or 
 A bucket the screen cannot linearise (unknown market, no maintenance parameter, a missing price,
 a profile with non-linear health: ``always_check=True``) is a candidate on every tick of any
 symbol it is exposed to; so is a tiered bucket whose price has left its tier band, until it is
-upserted again.
+upserted again (a bucket that lacked a price is, through ``refresh``, at that price's first tick).
 
 Pure: no I/O, no clock, no randomness. Results are sorted, so they are the same on every run.
 """
@@ -25,6 +25,7 @@ from decimal import Decimal
 from typing import Final
 
 import numpy as np
+import numpy.ma  # np.unique imports it at its first call (~15 ms): at import, not in a burst
 import numpy.typing as npt
 
 from keeper.domain.model import AssetParams, Bucket, MarketParams
@@ -264,7 +265,13 @@ class Screen(RowTable):
         if sid is None:
             sid = self._sid(symbol)
         quiet = self._weight[sid] == QUIET_WEIGHT
+        first = math.isnan(self._price[sid])
         self._price[sid] = new  # _price_array is brought up to date where it is read (_settle_many)
+        if first and self._always_rows[sid] and self.refresh is not None:
+            # rows checked on every tick only for want of this price get their linear form now
+            keys = self._keys
+            for key in [keys[r] for r in sorted(self._always_rows[sid])]:
+                self.refresh(key)  # type: ignore[arg-type]
         moves = self._moves[sid] = self._moves[sid] + 1
         if moves == 2:
             self._weight[sid] = 1.0
@@ -393,6 +400,27 @@ class Screen(RowTable):
         if row in self._deferred_rows and self.refresh is not None:
             self.refresh(key)
         return -math.inf if self._always_view[row] else self._fresh(row)[0]
+
+    def headrooms(self, keys: Sequence[str]) -> list[float]:
+        """``headroom`` of each of ``keys``, in order (-inf for a key the screen does not hold):
+        the same numbers, summed in the same order, for many rows at once (a burst's ordering)."""
+        row_of = self._row
+        deferred = self._deferred_rows
+        rows: list[int] = []
+        for key in keys:
+            row = row_of.get(key, -1)
+            if row >= 0 and row in deferred and self.refresh is not None:
+                self.refresh(key)  # as ``headroom``: a lagging row is brought up to date first
+                row = row_of[key]
+            rows.append(row)
+        out: list[float] = self._headroom_of_rows(np.array(rows, np.int64)).tolist()
+        return out
+
+    def by_headroom(self, keys: list[str]) -> list[str]:
+        """``keys`` (sorted, unique) least ``headroom`` first, ties by key: ``sorted(keys,
+        key=lambda k: (headroom(k), k))``, a key the screen does not hold first of all."""
+        order = np.argsort(np.array(self.headrooms(keys)), kind="stable").tolist()
+        return [keys[i] for i in order]
 
     def price(self, symbol: str) -> float | None:
         """The screen's current price of ``symbol`` (None if it has none)."""

@@ -422,3 +422,39 @@ def test_a_quiet_symbol_gets_no_band_edges_and_its_tick_settles_every_row_holdin
     assert sc.candidates("USDC", D("1.25")) == ["l/cross"]  # debt 25,000 > 10 WETH * 3000 * 0.8
     # after its second move USDC weighs 1: the rows settled on that tick got USDC edges
     assert sc.stats()["edges"] > 5
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(books(), moves, st.integers(0, 5))
+def test_headrooms_and_the_burst_order_are_those_of_headroom_one_by_one(
+    book: list[tuple[Bucket, bool]], path: list[tuple[str, int]], always: int
+) -> None:
+    """``headrooms`` (vectorised) returns exactly ``headroom`` of each key, and ``by_headroom``
+    the order ``sorted(keys, key=(headroom, key))`` the keeper core decides a burst in, with
+    always-checked rows, keys the screen does not hold and ties."""
+    sc = Screen()
+    prices = dict(BASE)
+    for i, (b, lending) in enumerate(book):
+        sc.upsert(f"{i:02d}/cross", b, MARKETS, ASSETS, prices, lending, always_check=i < always)
+        sc.upsert(f"{i:02d}/twin", b, MARKETS, ASSETS, prices, lending)  # ties in headroom
+    for sym, bp in path:
+        prices[sym] = BASE[sym] * (1 + D(bp) / 10_000)
+        sc.candidates(sym, prices[sym])
+    keys = sorted([*sc._row, "zz/unknown", "00/unknown"])
+    one_by_one = [sc.headroom(k) if k in sc else -np.inf for k in keys]
+    assert sc.headrooms(keys) == one_by_one
+    assert sc.by_headroom(keys) == sorted(keys, key=lambda k: (one_by_one[keys.index(k)], k))
+
+
+def test_headrooms_bring_a_deferred_row_up_to_date_as_headroom_does() -> None:
+    prices = {"BTC": D(60000), "USDC": D(1)}
+    buckets = {"a/cross": long_btc("6000"), "b/cross": long_btc("7000")}
+    sc, calls = _refreshing(buckets, prices)
+    twin, _ = _refreshing(buckets, prices)
+    for screen in (sc, twin):
+        for key, b in buckets.items():
+            screen.upsert(key, b, MARKETS, ASSETS, prices, False)
+    buckets["a/cross"].balances["USDC"] += D(1000)
+    assert sc.defer("a/cross") and twin.defer("a/cross")
+    assert sc.headrooms(["a/cross", "b/cross"]) == [twin.headroom("a/cross"), twin.headroom("b/cross")]
+    assert calls == ["a/cross"], "refreshed once, from the state"
