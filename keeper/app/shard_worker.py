@@ -203,8 +203,8 @@ class ShardWorker:
         self.stop.set()
 
     def unreplicated(self) -> str | None:
-        """Why the shard waits for a replica now (``ReplicatedLog.unreplicated``), else None."""
-        return self.log.unreplicated if isinstance(self.log, ReplicatedLog) else None
+        """Why the shard waits for a replica now (``ReplicatedLog.waiting``), else None."""
+        return self.log.waiting() if isinstance(self.log, ReplicatedLog) else None
 
     def lose(self) -> None:
         """Stop at once, recording nothing more (the lease is gone)."""

@@ -24,11 +24,14 @@ of its own: reads and appends raise ``LogNotReplicated`` until a replica is back
 restarted), and the callers wait it out.
 
 ``unreplicated``: the last replication failure (text), None once a barrier or a waited append
-succeeds again: what ``/readyz`` reports.
+succeeds again; ``waiting()`` is it while that failure is recent (``RECENT_S``): a shard whose
+last waited append failed and that then had nothing more to read or write is not reported as
+waiting for ever. What ``/readyz`` reports.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -41,7 +44,10 @@ from keeper.store.redis_io import wrap_errors
 from keeper.store.redis_log import RedisEventLog
 from keeper.store.slotconn import RedisClient
 
-__all__ = ["ReplicatedLog"]
+__all__ = ["RECENT_S", "ReplicatedLog"]
+
+RECENT_S = 10.0
+"""A replication failure older than this, with nothing tried since, is no longer reported."""
 
 
 class ReplicatedLog(RedisEventLog):
@@ -53,10 +59,18 @@ class ReplicatedLog(RedisEventLog):
         super().__init__(client, shard=shard, prefix=prefix, wait_replicas=wait_replicas,
                          wait_timeout_ms=wait_timeout_ms)
         self.unreplicated: str | None = None
+        self.unreplicated_at = 0.0
 
     def _failed(self, exc: LogNotReplicated) -> LogNotReplicated:
         self.unreplicated = str(exc)[:300]
+        self.unreplicated_at = time.monotonic()
         return exc
+
+    def waiting(self) -> str | None:
+        """``unreplicated`` while the failure is recent (within ``RECENT_S``), else None."""
+        if self.unreplicated is None or time.monotonic() - self.unreplicated_at > RECENT_S:
+            return None
+        return self.unreplicated
 
     async def barrier(self) -> int:
         """Return once ``wait_replicas`` replicas hold everything the shard's primary holds now

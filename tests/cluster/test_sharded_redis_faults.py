@@ -168,9 +168,15 @@ async def test_a_redis_node_fault_mid_burst_loses_and_repeats_no_liquidation(
             return True
         await until(all_done, 60, "every live intent of every shard has an outcome")
 
+        last: list[tuple[bool, list[str]]] = []
+
         async def all_ready() -> bool:
-            return all([(await readyz(http, port))[0] for port in ports])
-        await until(all_ready, 30, "every keeper ready again")
+            last[:] = [await readyz(http, port) for port in ports]
+            return all(ok for ok, _ in last)
+        try:
+            await until(all_ready, 30, "every keeper ready again")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}: {last}") from None
         watching.cancel()
         assert all(p.proc.returncode is None for p in procs), "every keeper process stayed up"
         for p in procs:
