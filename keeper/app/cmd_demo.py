@@ -48,6 +48,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="crash data folder (default KEEPER_DATA_DIR or ../shared/data)")
     parser.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     parser.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
+    parser.add_argument("--sizing", choices=["least", "largest"], default=None,
+                        help="the keeper's sizing policy (default: the configuration's, largest; "
+                             "docs/margin.md)")
+    parser.add_argument("--daemon-in-process", action="store_true",
+                        help="run the daemon on the demo driver's event loop instead of a process of its own "
+                             "(for comparison: docs/performance.md)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -58,7 +64,8 @@ def run(args: argparse.Namespace) -> int:
                        window_given=args.window is not None, start=args.start, end=args.end,
                        tick_s=args.tick_ms / 1000, step=args.step, data_dir=args.data_dir,
                        shared_data=args.shared_data or default_shared_data(), export=args.export,
-                       summary_json=args.summary_json, progress=not args.no_progress)
+                       summary_json=args.summary_json, progress=not args.no_progress,
+                       daemon_process=not args.daemon_in_process, sizing=args.sizing)
     summary = asyncio.run(run_demo(opts))
     print(render(summary))
     return 0 if summary.sound else 1

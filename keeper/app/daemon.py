@@ -33,6 +33,7 @@ import structlog
 from keeper import _compiled
 from keeper.aio import wait_event
 from keeper.app.config import Config
+from keeper.app.executors import build_executor
 from keeper.app.feeds_role import build_pipeline, parser_for, subscriptions
 from keeper.app.freshness import FreshnessGuard
 from keeper.app.keeper_role import core_factory
@@ -47,7 +48,6 @@ from keeper.domain.chain_core import ChainCore
 from keeper.domain.cores import fmt_of
 from keeper.domain.decide import KeeperCore, KeeperParams
 from keeper.errors import ConfigError, EmbeddedRedisError
-from keeper.execution import HttpExecutor, PaperExecutor, SimVenueExecutor
 from keeper.execution.base import VenueExecutor
 from keeper.execution.claim import Claims
 from keeper.execution.runner import Runner
@@ -78,23 +78,6 @@ EMBEDDED_CHECK_S = 0.5
 """How often the daemon checks that its private redis-server is alive."""
 SHUTDOWN_STEP_S = 5.0
 """The most one step of the shutdown waits (a snapshot, closing a connection, a task's end)."""
-
-def build_executor(cfg: Config) -> VenueExecutor | None:
-    """The executor of ``[execution]``; ``None`` in paper mode (nothing is submitted)."""
-    x = cfg.execution
-    if cfg.keeper.mode == "paper" or x.executor == "paper":
-        return None if cfg.keeper.mode == "paper" else PaperExecutor()
-    secret = cfg.secrets.hmac_secret
-    if secret is None:
-        raise ConfigError("execution.executor: the HTTP executors sign requests; set "
-                          "KEEPER_HMAC_SECRET (or KEEPER_VENUE_SECRET)")
-    kw: dict[str, Any] = {"secret": secret.reveal().encode(), "timeout_s": x.timeout_s,
-                          "max_attempts": x.max_attempts, "status_url": x.status_url or None,
-                          "retry_after_max_s": x.retry_after_max_s}
-    if x.executor == "sim":
-        return SimVenueExecutor(x.url, **kw)
-    return HttpExecutor(x.url, **kw)
-
 
 class Daemon:
     """The keeper process. ``run(stop)`` runs ``roles`` until ``stop`` is set, then shuts down

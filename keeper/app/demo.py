@@ -18,13 +18,16 @@ What runs (all on 127.0.0.1, nothing to configure):
    most of the book's liquidations at once, the venue checks them after the next tick (the
    bounce) and refuses them as healthy; in small steps the liquidations of a crash arrive a few
    per tick, as they do on a live feed;
-4. the daemon (every role; executor = the venue's client) with two keeper cores: profile
+4. the daemon (every role; executor = the venue's client), in a process of its own
+   (``keeper.app.demo_daemon``: the driver's requests and heap stay off its loop, and a daemon
+   that falls behind cannot hold the prices back), with two keeper cores: profile
    ``generic-perp`` for perp buckets and ``aave-v3.3`` for the venue's lending buckets (a perp
    profile never finds a lending bucket liquidatable, and vice versa); assets are priced at their
    market's mark by a second price subscription that maps ``ETHUSDT`` to ``ETH`` (the venue's
    rule), and ``USDC`` at exactly 1 (``feeds.fixed_prices``).
 
-The daemon runs without the per-window caps (``_DemoDaemon``). The summary
+The daemon runs without the per-window caps (``DemoDaemon``), in a process of its own
+(``keeper.app.demo_daemon``; ``DemoOptions.daemon_process``). The summary
 (``keeper.app.demo_summary``) is computed from the log and the venue's ``GET /stats``, with the
 perfect keeper's figures on the same book and played path beside the keeper's
 (``keeper.sim.ideal``), and says whether the run was sound.
@@ -53,11 +56,21 @@ import msgspec
 import structlog
 
 from keeper.app import datadir
-from keeper.app.config import FeedSource, load_config
-from keeper.app.daemon import Daemon, read_all
-from keeper.app.demo_summary import Summary, judge, summarise
+from keeper.app.daemon import read_all
+from keeper.app.demo_daemon import (
+    LENDING_PROFILE,
+    MARKETS,
+    PERP_PROFILE,
+    DaemonProcess,
+    DemoDaemon,
+    Handle,
+    InlineDaemon,
+    demo_config,
+    settle,
+    wait_book,
+)
+from keeper.app.demo_summary import Summary, judge, percentiles, summarise
 from keeper.clock import wall_clock_us
-from keeper.domain.decide import KeeperParams
 from keeper.errors import ConfigError
 from keeper.replay import manifest as mf
 from keeper.scenarios.book import DEFAULT_MARKET, MARKET_TABLE, generate_book
@@ -68,15 +81,12 @@ from keeper.store.embedded import open_redis
 from keeper.store.ndjson import export_log
 from keeper.store.redis_log import RedisEventLog
 
-__all__ = ["LENDING_PROFILE", "MARKETS", "PERP_PROFILE", "DemoOptions", "Summary", "WindowData",
-           "default_shared_data", "demo_config", "load_window", "run_demo", "window_data",
+__all__ = ["LENDING_PROFILE", "MARKETS", "PERP_PROFILE", "DemoDaemon", "DemoOptions", "Summary", "WindowData",
+           "default_shared_data", "demo_config", "demo_path", "load_window", "run_demo", "window_data",
            "window_span", "window_ticks"]
 
 _log = structlog.get_logger()
 
-MARKETS = ("BTC", "ETH", "SOL")
-LENDING_PROFILE = "aave-v3.3"
-PERP_PROFILE = "generic-perp"
 PROFILES = f"{PERP_PROFILE} (perp buckets) + {LENDING_PROFILE} (lending buckets)"
 """The demo's keeper cores, as its summary states them."""
 
@@ -107,6 +117,12 @@ class DemoOptions:
     progress: bool = True
     redis_url: str | None = None
     """An existing Redis to use instead of starting the embedded one (tests)."""
+    sizing: str | None = None
+    """The keeper's ``[keeper] sizing`` (``least`` or ``largest``); None: the configuration's default."""
+    daemon_process: bool = True
+    """The daemon in a child process of its own (``keeper.app.demo_daemon``), apart from this
+    driver; False: in this process, on the driver's event loop (the measurement behind the
+    default: ``docs/performance.md``, *The demo*)."""
 
 
 def _us(iso: str) -> int:
@@ -264,7 +280,8 @@ class _Progress:
 
 
 async def _play(venue: VenueProcess, path: list[Tick], tick_s: float, progress: _Progress,
-                task: asyncio.Task[None], *, sent: list[tuple[int, int]] | None = None) -> int:
+                daemon: Handle, *, sent: list[tuple[int, int]] | None = None,
+                late_ms: list[float] | None = None) -> int:
     """Move the venue's marks along ``path[1:]`` (the book is priced at ``path[0]``), one tick
     every ``tick_s`` on a fixed schedule (a late tick is sent at once, never skipped); returns
     the ticks played (stops early if the daemon ended). ``sent`` gets (wall clock, tick time)
@@ -275,21 +292,25 @@ async def _play(venue: VenueProcess, path: list[Tick], tick_s: float, progress: 
     done = 1
     next_show = t0
     for k, tick in enumerate(path[1:], start=1):
-        if task.done():
+        if not daemon.running:
             break
         await asyncio.sleep(max(t0 + k * tick_s - loop.time(), 0.0))
+        if late_ms is not None:  # behind the schedule: this loop was held up (inline: by the daemon)
+            late_ms.append((loop.time() - t0 - k * tick_s) * 1000)
         await venue.set_marks(tick.ts_us, tick.prices)
         if sent is not None:
             sent.append((wall_clock_us(), tick.ts_us))
         done += 1
-        if loop.time() >= next_show:
+        if progress.enabled and loop.time() >= next_show:  # the venue's /stats is not small
             progress.show(done, total, await venue.stats())
             next_show = loop.time() + 0.25
     return done
 
 
-async def run_demo(opts: DemoOptions) -> Summary:
-    """Run the demo end to end; returns its summary (``summary.sound`` says whether to exit 0)."""
+def demo_path(opts: DemoOptions) -> tuple[list[Tick], set[int], str]:
+    """The path the demo plays (``opts``' window, span and step; the synthetic crash where the
+    data is absent), the times of its recorded points (the run's clock keeps these) and its
+    description for the summary. Deterministic: the same options give the same path."""
     shared = opts.shared_data
     path: list[Tick] = []
     source = ""
@@ -310,6 +331,12 @@ async def run_demo(opts: DemoOptions) -> Summary:
     path = _fill(path, opts.step)
     source += (f"; open, extremes, close joined in steps of <= {opts.step * 100}%, "
                f"one every {(opts.tick_s if opts.bar_s is None else opts.bar_s / 4) * 1000:g} ms")
+    return path, points, source
+
+
+async def run_demo(opts: DemoOptions) -> Summary:
+    """Run the demo end to end; returns its summary (``summary.sound`` says whether to exit 0)."""
+    path, points, source = demo_path(opts)
     # one data folder (keeper.app.datadir): the log in <data dir>/redis, where keeper log and
     # keeper replay look; the demo's own files in <data dir>/demo; both emptied first
     work = opts.data_dir / "demo"
@@ -328,14 +355,14 @@ async def run_demo(opts: DemoOptions) -> Summary:
     book = generate_book(opts.accounts, opts.seed, path[0].prices)  # deterministic: the venue's book
     try:
         await venue.start()
-        cfg = demo_config(venue.url, url, secret)
-        daemon = _DemoDaemon(cfg, consumer="demo-executor", extra_profiles=(LENDING_PROFILE,),
-                             block_ms=50)
-        stop = asyncio.Event()
-        task = asyncio.create_task(daemon.run(stop))
+        daemon: Handle = (
+            DaemonProcess(venue.url, url, secret, work / "daemon.log", sizing=opts.sizing)
+            if opts.daemon_process else InlineDaemon(demo_config(venue.url, url, secret, opts.sizing)))
+        await daemon.start()
         progress = _Progress(opts.progress)
         try:
-            await _wait_book(daemon, int((await venue.healthz())["seq"]), task)
+            await wait_book(daemon, int((await venue.healthz())["seq"]))
+            await daemon.freeze()
             if daemon.admin_port is not None:
                 print(f"keeper demo: status page at http://127.0.0.1:{daemon.admin_port}/ while it "
                       f"runs; its log in {redis_dir if opts.redis_url is None else opts.redis_url}",
@@ -343,14 +370,15 @@ async def run_demo(opts: DemoOptions) -> Summary:
             t0 = time.monotonic()
             tick_s = opts.tick_s if opts.bar_s is None else opts.bar_s / 4
             sent: list[tuple[int, int]] = []
-            played = await _play(venue, path, tick_s, progress, task, sent=sent)
+            late: list[float] = []
+            played = await _play(venue, path, tick_s, progress, daemon, sent=sent, late_ms=late)
             seconds = time.monotonic() - t0
-            progress.show(played, len(path), await venue.stats(), final=True)
-            await _settle(daemon, task)
-            skipped = {c.profile.name: dict(sorted(c.skipped.items())) for c in daemon.cores()}
+            if progress.enabled:
+                progress.show(played, len(path), await venue.stats(), final=True)
+            await settle(daemon)
         finally:
-            stop.set()
-            await task
+            last = await daemon.stop()
+        skipped: dict[str, dict[str, int]] = last.get("skipped", {})
         stats = await venue.stats()
         log = await RedisEventLog.connect(url)
         try:
@@ -372,6 +400,8 @@ async def run_demo(opts: DemoOptions) -> Summary:
         base = Summary(source=source, accounts=opts.accounts, ticks=played, profiles=PROFILES,
                        seconds=seconds)
         base.skipped = skipped
+        base.tick_late_ms = percentiles(late)
+        base.daemon = "its own process" if opts.daemon_process else "the driver's process"
         summary = summarise(entries, stats, set(book.healthy), book.kinds, base)
         judge(summary, ideal_run(book.events, path[:played]))
         if opts.summary_json is not None:
@@ -382,65 +412,6 @@ async def run_demo(opts: DemoOptions) -> Summary:
         await venue.stop()
         if server is not None:
             server.stop()
-
-
-class _DemoDaemon(Daemon):
-    """The daemon without the per-window liquidation caps (``[guards]`` has no "none"): the demo
-    is there to show a crash liquidated in full, and the core's cap check costs time in
-    proportion to the decisions in its window (a crash tick decides hundreds at once)."""
-
-    def params(self, profile: str) -> KeeperParams:
-        return msgspec.structs.replace(super().params(profile), cap_count=None, cap_notional=None)
-
-
-def demo_config(venue_url: str, redis_url: str, secret: str) -> Any:
-    """The daemon's config for the demo: live, the venue's feeds and executor, admin on any port."""
-    env = {"KEEPER_HMAC_SECRET": secret}
-    base = load_config(None, env=env, register_secrets=True)
-    ws = venue_url.replace("http://", "ws://")
-    prices = {f"{m}-USD": f"{m}USDT" for m in MARKETS}
-    assets = {m: f"{m}USDT" for m in MARKETS}
-    r = msgspec.structs.replace
-    return r(base,
-             keeper=r(base.keeper, profile=PERP_PROFILE, mode="live"),
-             redis=r(base.redis, url=redis_url),
-             snapshots=r(base.snapshots, interval_s=5.0),
-             feeds=r(base.feeds, staleness_ms=10_000, max_jump=Decimal("0.5"),
-                     sources=(FeedSource(kind="binance", name="venue", url=f"{ws}/prices", symbols=prices),
-                              FeedSource(kind="binance", name="venue-assets", url=f"{ws}/prices",
-                                         symbols=assets)),
-                     accounts_url=f"{ws}/accounts", fixed_prices={"USDC": Decimal(1)}),
-             execution=r(base.execution, executor="sim", url=venue_url, intent_ttl_s=30.0),
-             guards=r(base.guards, max_liquidations=1_000_000, max_notional=Decimal(10) ** 12),
-             admin=r(base.admin, port=0))
-
-
-async def _wait_book(daemon: Daemon, want: int, task: asyncio.Task[None],
-                     timeout_s: float = 90.0) -> None:
-    """Until the keeper has applied the venue's whole book (``want`` events; and the first prices)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and not task.done():
-        cores = daemon.cores()
-        if cores and all(c.state.applied >= want for c in cores):
-            return
-        await asyncio.sleep(0.1)
-    if task.done():
-        await task
-    raise TimeoutError(f"the keeper did not load the venue's book ({want} events) in {timeout_s} s")
-
-
-async def _settle(daemon: Daemon, task: asyncio.Task[None], timeout_s: float = 20.0) -> None:
-    """Until no intent is open and the log has stopped growing for a moment."""
-    deadline = time.monotonic() + timeout_s
-    quiet = 0
-    last = -1
-    while time.monotonic() < deadline and not task.done() and quiet < 4:
-        cores = daemon.cores()
-        applied = sum(c.state.applied for c in cores)
-        busy = sum(len(c.state.busy) for c in cores)
-        quiet = quiet + 1 if (applied == last and busy == 0) else 0
-        last = applied
-        await asyncio.sleep(0.25)
 
 
 def default_shared_data() -> Path | None:

@@ -22,7 +22,7 @@ from typing import Any
 from keeper.domain import events as ev
 from keeper.sim.ideal import Ideal, bad_debt_ratio, share
 
-__all__ = ["Summary", "judge", "render", "summarise"]
+__all__ = ["Summary", "judge", "percentiles", "render", "summarise"]
 
 
 @dataclass
@@ -74,6 +74,12 @@ class Summary:
     """Per keeper core: candidates not decided, by reason (unsafe market, no price, paper...)."""
     profiles: str = ""
     """The keeper cores that ran, for people."""
+    tick_late_ms: dict[str, float] = field(default_factory=dict)
+    """How late the driver sent the ticks against their schedule (p50, p99, max): with the daemon
+    on the driver's loop, a daemon that holds the loop holds the prices back too (the market
+    waits for the keeper), which flatters its figures; in its own process the ticks keep time."""
+    daemon: str = ""
+    """Where the daemon ran: its own process or the driver's."""
 
     @property
     def sound(self) -> bool:
@@ -85,6 +91,12 @@ def _pct(values: list[float], q: float) -> float:
         return float("nan")
     s = sorted(values)
     return s[min(len(s) - 1, int(q * len(s)))]
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    """``p50``, ``p99`` and ``max`` of ``values`` (rounded to µs), NaN of nothing."""
+    return {"p50": round(_pct(values, 0.5), 3), "p99": round(_pct(values, 0.99), 3),
+            "max": round(max(values, default=float("nan")), 3)}
 
 
 def summarise(entries: list[Any], stats: dict[str, Any], healthy: set[tuple[str, str]],
@@ -182,7 +194,9 @@ def render(s: Summary) -> str:
         ("  as recorded", f"{s.recorded_ticks:,} prices of the busiest market, largest step "
                           f"{s.largest_recorded_step:.2%} (ticks the keeper could not take one by one "
                           "are conflated: a frame's newest prices win)"),
-        ("keeper cores", s.profiles),
+        ("keeper cores", f"{s.profiles}; the daemon in {s.daemon or '?'}"),
+        ("ticks sent late", f"p50 {s.tick_late_ms.get('p50')} ms / p99 {s.tick_late_ms.get('p99')} ms / "
+                            f"max {s.tick_late_ms.get('max')} ms behind the schedule"),
         ("log entries", f"{s.log_entries:,}"),
         ("live intents", f"{s.intents:,}"),
         ("liquidations confirmed", f"{total:,}"),

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import structlog
 
+from keeper.app.executors import build_executor
 from keeper.app.feeds_role import build_pipeline, parser_for, subscriptions
 from keeper.app.freshness import FreshnessGuard
 from keeper.app.keeper_role import core_factory
@@ -164,7 +165,6 @@ async def _start_admin(daemon: Daemon, client: RedisClient, host: ShardHost | No
 
 async def run_sharded(daemon: Daemon, stop: asyncio.Event, url: str) -> None:
     """Run the sharded mode until ``stop`` (module docstring); raises what a task raised."""
-    from keeper.app.daemon import build_executor
 
     check_sharded(daemon)
     cfg = daemon.config

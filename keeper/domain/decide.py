@@ -55,7 +55,7 @@ from keeper.domain.events import (
 )
 from keeper.domain.exposure import ExposureIndex, find_bucket
 from keeper.domain.intents import bucket_of_intent, intent_id, intent_of, mode_of
-from keeper.domain.margin import get_profile
+from keeper.domain.margin import get_profile, with_policy
 from keeper.domain.margin.health import health_of
 from keeper.domain.margin.pricing import Pricing
 from keeper.domain.margin.profiles import Profile
@@ -134,7 +134,7 @@ class KeeperCore:
 
     def __init__(self, params: KeeperParams, state: st.State | None = None) -> None:
         self.params = params
-        self.profile = get_profile(params.profile)
+        self.profile = with_policy(get_profile(params.profile), params.sizing)
         self.state = state if state is not None else st.State()
         self._episodes: dict[str, str] = {}
         """Bucket -> the mode recorded in its current unhealthy episode (non-live modes)."""

@@ -14,6 +14,7 @@ import msgspec
 
 from keeper.domain import events as ev
 from keeper.domain import state as st
+from keeper.domain.margin.profiles import SizingPolicy
 
 __all__ = ["CoreSnapshot", "KeeperParams", "Mode"]
 
@@ -37,6 +38,12 @@ class KeeperParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
       liquidation, the bucket is not decided again for ``reject_backoff_us * 2**(n-1)`` of log
       time (n: rejections in a row, capped at ``reject_backoff_max_us``); a confirmation or the
       bucket seen healthy starts the count again;
+    - ``sizing``: where the venue leaves the size to the liquidator (a perp profile sized
+      ``restore``), ``least`` (the least that restores ``target_health``, per position) or
+      ``largest`` (the largest liquidation the venue accepts: the whole bucket in one request;
+      ``keeper.domain.margin.profiles.with_policy``). The default here is ``least`` because a run
+      manifest written before the field existed decodes with it and must replay as recorded; the
+      daemon's configuration (``[keeper] sizing``) defaults to ``largest``;
     - ``chain``: the chain venue whose contract events this core folds (``morpho-blue``: a
       ``keeper.domain.morpho.core.MorphoCore``); ``None``, the default, is the bucket core
       (``KeeperCore``) over the venue account events. ``keeper.domain.cores`` builds either.
@@ -53,6 +60,7 @@ class KeeperParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     chain: str | None = None
     reject_backoff_us: int = 1_000_000
     reject_backoff_max_us: int = 60_000_000
+    sizing: SizingPolicy = "least"
 
 
 class CoreSnapshot(msgspec.Struct, forbid_unknown_fields=True):

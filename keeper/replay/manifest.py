@@ -32,6 +32,7 @@ from keeper.errors import ConfigError
 from keeper.jsonlimits import MAX_DOCUMENT_BYTES, problem, read_capped
 
 __all__ = [
+    "ADDED_LATER",
     "MANIFEST_SUFFIX",
     "CoreSpec",
     "NamedParams",
@@ -134,9 +135,22 @@ def params_dict(params: KeeperParams) -> dict[str, Any]:
     return out
 
 
+ADDED_LATER: dict[str, Any] = {"sizing": "least"}
+"""Params added after runs were recorded, with the value their absence means: hashed only when
+they differ from it, so a manifest written before a field existed keeps its hash."""
+
+
+def _hashed(params: KeeperParams) -> dict[str, Any]:
+    out = params_dict(params)
+    for key, absent in ADDED_LATER.items():
+        if out.get(key) == absent:
+            del out[key]
+    return out
+
+
 def config_hash(params: KeeperParams) -> str:
-    """SHA-256 (hex) of the params' canonical JSON."""
-    return hashlib.sha256(_encoder.encode(params_dict(params))).hexdigest()
+    """SHA-256 (hex) of the params' canonical JSON (``ADDED_LATER`` at their old value left out)."""
+    return hashlib.sha256(_encoder.encode(_hashed(params))).hexdigest()
 
 
 NamedParams = tuple[str, KeeperParams]
@@ -163,7 +177,7 @@ def run_hash(params: KeeperParams | Sequence[NamedParams]) -> str:
     named = _named(params)
     if len(named) == 1:
         return config_hash(named[0][1])
-    doc = [{"name": n, "params": params_dict(p)} for n, p in named]
+    doc = [{"name": n, "params": _hashed(p)} for n, p in named]
     return hashlib.sha256(_encoder.encode(doc)).hexdigest()
 
 

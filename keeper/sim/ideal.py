@@ -95,6 +95,8 @@ class Ideal:
     """(account, bucket) -> where the venue first found it liquidatable."""
     refused: list[str] = field(default_factory=list)
     """Perfect liquidations the venue refused, with its reason (a mirror out of step: a bug)."""
+    bad_debt_by_bucket: dict[tuple[str, str], Decimal] = field(default_factory=dict)
+    """(account, bucket) -> the bad debt its liquidations left (only buckets that left some)."""
 
 
 def bad_debt_ratio(keeper: Decimal, ideal: Decimal) -> float | None:
@@ -315,8 +317,15 @@ class _Walk:
         self.n = 0
 
     def bucket(self, account: str, bucket: str) -> None:
-        venue, marks = self.venue, self.marks
+        venue = self.venue
         b = venue.accounts[account].buckets[bucket]
+        before = venue.stats.bad_debt
+        self._walk(account, bucket, b)
+        if venue.stats.bad_debt != before:
+            self.out.bad_debt_by_bucket[(account, bucket)] = venue.stats.bad_debt - before
+
+    def _walk(self, account: str, bucket: str, b: Bucket) -> None:
+        venue, marks = self.venue, self.marks
         form = _form(venue, b, marks)
         t = None if form is None else _next_candidate(form, marks, 0)
         while t is not None and form is not None:

@@ -213,6 +213,11 @@ class Venue:
                 value += pos.size * (self.price(m) - pos.entry_price)
         return value
 
+    def owner_value(self, account: str, bucket: str) -> Decimal:
+        """What a bucket is worth to its owner at the current marks (``_value``; below zero: a
+        deficit the insurance fund would cover were the bucket liquidated now)."""
+        return self._value(self._find(account, bucket))
+
     def _count_loss(self, before: Decimal, b: Bucket) -> None:
         """Book what an applied liquidation took from the owner (``before``: ``_value`` before it)."""
         self.stats.collateral_lost += max(before, Decimal(0)) - max(self._value(b), Decimal(0))

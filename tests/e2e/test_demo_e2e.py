@@ -71,12 +71,16 @@ async def test_real_crash_window_liquidated_once_each(data_dir: Path, redis_url:
     assert abs(m.ideal.bad_debt - s.ideal_bad_debt) <= s.ideal_bad_debt / 10  # on the ticks it received
 
 
-async def test_synthetic_crash_liquidated_once_each(redis_url: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("own_process", [True, False], ids=["daemon-own-process", "daemon-in-driver"])
+async def test_synthetic_crash_liquidated_once_each(redis_url: str, tmp_path: Path,
+                                                    own_process: bool) -> None:
     export = tmp_path / "log.ndjson"
     opts = DemoOptions(accounts=300, tick_s=0.01, data_dir=tmp_path / "run", shared_data=None,
-                       export=export, progress=False, redis_url=redis_url)
+                       export=export, progress=False, redis_url=redis_url, daemon_process=own_process)
     s = await asyncio.wait_for(run_demo(opts), 90)
     assert s.source.startswith("synthetic")
+    assert s.daemon == ("its own process" if own_process else "the driver's process")
+    assert s.tick_late_ms["p50"] <= s.tick_late_ms["p99"] <= s.tick_late_ms["max"]
     _check_sound(s, export)
     assert s.latency_ms["n"] > 0
     assert 0 <= s.latency_ms["p50"] <= s.latency_ms["p99"]

@@ -96,8 +96,12 @@ def _brute_force(book: list[ev.Event], path: list[Tick]) -> Ideal:
                 d = perfect_decision(venue, a, b, f"brute-{n}")
                 if d is None:
                     break
+                before = venue.stats.bad_debt
                 r = venue.liquidate(d)
                 assert r.status == "accepted", r.reason
+                if venue.stats.bad_debt != before:
+                    by = out.bad_debt_by_bucket
+                    by[(a, b)] = by.get((a, b), Decimal(0)) + venue.stats.bad_debt - before
                 out.first.setdefault((a, b), FirstLiquidatable(a, b, t, tick.ts_us, dict(marks)))
     st_ = venue.stats
     out.bad_debt, out.collateral_lost, out.fees = st_.bad_debt, st_.collateral_lost, st_.fees

@@ -100,6 +100,11 @@ class KeeperSection(_Section, frozen=True):
 
     profile: str = "generic-perp"
     mode: Literal["paper", "live"] = "paper"
+    sizing: Literal["least", "largest"] = "largest"
+    """Where the venue leaves the size to the liquidator (perp profiles sized ``restore``):
+    ``largest``, the largest liquidation the venue accepts (the whole bucket in one request: no
+    position's loss covered by the venue while another's profit could pay it; what pays a
+    liquidator most), or ``least``, the least that restores health (``KeeperParams.sizing``)."""
     shard: NonNegInt = 0
     shards: PositiveInt = 1
     """Above 1: the sharded mode (``keeper.app.sharded``): accounts split over this many shards,
@@ -363,7 +368,8 @@ class Config(_Section, frozen=True):
             lookahead_s=self.venue.lookahead_s,
             chain=self.venue.protocol if self.venue.kind == "evm" else None,
             reject_backoff_us=round(self.guards.reject_backoff_s * 1_000_000),
-            reject_backoff_max_us=round(self.guards.reject_backoff_max_s * 1_000_000))
+            reject_backoff_max_us=round(self.guards.reject_backoff_max_s * 1_000_000),
+            sizing=self.keeper.sizing)
 
     def config_hash(self) -> str:
         """sha256 (hex) of the effective non-secret config: equal configs hash equal.

@@ -23,7 +23,7 @@ from keeper.domain.margin.evaluate import evaluate, weighted_health
 from keeper.domain.margin.lending_sizing import pick_pair
 from keeper.domain.margin.prices import bankruptcy_price, liquidation_price
 from keeper.domain.margin.pricing import Pricing
-from keeper.domain.margin.profiles import PROFILE_NAMES, Profile, get_profile
+from keeper.domain.margin.profiles import PROFILE_NAMES, Profile, SizingPolicy, get_profile, with_policy
 from keeper.domain.margin.sizing import pick_position, plan_liquidation
 from keeper.domain.margin.types import (
     NO_EXTRAS,
@@ -53,6 +53,7 @@ __all__ = [
     "PerpWeights",
     "Pricing",
     "Profile",
+    "SizingPolicy",
     "UnknownProfile",
     "bankruptcy_price",
     "evaluate",
@@ -62,4 +63,5 @@ __all__ = [
     "pick_position",
     "plan_liquidation",
     "weighted_health",
+    "with_policy",
 ]

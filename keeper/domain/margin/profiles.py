@@ -27,8 +27,10 @@ __all__ = [
     "Model",
     "Profile",
     "Sizing",
+    "SizingPolicy",
     "Strictness",
     "get_profile",
+    "with_policy",
 ]
 
 Kind = Literal["perp", "lending"]
@@ -37,7 +39,9 @@ Model = Literal[
 ]
 Strictness = Literal["lt", "le"]
 MmAt = Literal["liq", "entry"]
-Sizing = Literal["restore", "close_factor_max", "full", "absorb", "max_allowed"]
+Sizing = Literal["restore", "close_factor_max", "full", "absorb", "max_allowed", "whole_bucket"]
+SizingPolicy = Literal["least", "largest"]
+"""The keeper's choice where a venue leaves the size to the liquidator (``with_policy``)."""
 
 D = Decimal
 
@@ -55,6 +59,8 @@ class Profile(msgspec.Struct, frozen=True, kw_only=True):
     rounding: str = "exact Decimal; sizes rounded up to size_quantum"
     """How the venue rounds, in words (the code paths are selected by ``model``)."""
     sizing: Sizing = "restore"
+    """How much one liquidation takes (docs/margin.md, *How much*); ``whole_bucket`` (only through
+    ``with_policy``): every position of the bucket in one request."""
     target_health: Decimal = D(1)
     """Health factor a ``restore`` liquidation brings the bucket back to."""
     size_quantum: Decimal = D("1e-8")
@@ -229,3 +235,17 @@ def get_profile(name: str) -> Profile:
         return _PROFILES[name]
     except KeyError:
         raise UnknownProfile(name, PROFILE_NAMES) from None
+
+
+def with_policy(profile: Profile, policy: SizingPolicy) -> Profile:
+    """The profile a keeper plans with under its sizing ``policy``.
+
+    ``least`` is the profile as it is. ``largest`` changes only what the venue leaves to the
+    liquidator: a ``perp``-model profile sized ``restore`` (generic-perp, Binance, Bybit, KuCoin,
+    dYdX) becomes ``whole_bucket``, the largest liquidation such a venue accepts: every position
+    of the bucket closed in one request (one position: all of it). Sizes the venue dictates
+    (``full``, ``close_factor_max``, ``absorb``, ``max_allowed``) and the other models stand
+    (Aave already submits the whole close factor). Pure; equal arguments give equal profiles."""
+    if policy == "largest" and profile.model == "perp" and profile.sizing == "restore":
+        return msgspec.structs.replace(profile, sizing="whole_bucket")
+    return profile

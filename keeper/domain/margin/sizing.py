@@ -15,6 +15,13 @@ How much (``Profile.sizing``; lending in ``lending_sizing.py``):
   little.
 * ``full``: the whole position (GMX); Hyperliquid sends ``slice_fraction`` of positions above
   ``slice_above_notional`` at a time.
+* ``whole_bucket`` (the keeper's ``largest`` policy, ``profiles.with_policy``): the largest
+  liquidation the venue accepts: every open position of the bucket closed in one request
+  (action ``bad_debt`` without a market: the venue's whole-bucket liquidation, which closes each
+  position at its mark and covers only what the whole bucket cannot pay), or, with one position,
+  all of it (``close_position``, ``size`` the position's exact size: the venue's bound
+  ``|size| <= |position|``, nothing to round). Closing positions one at a time can make the
+  venue cover one position's loss that another position's profit would have paid.
 * ``close_factor_max``: the most the close factor allows (Aave, Compound v2), bounded by the
   collateral, the dust rule and a ``LiquidationRequest``.
 * ``absorb``: Comet's absorb (the protocol takes all collateral).
@@ -127,8 +134,35 @@ def close_part(bucket: Bucket, market: str, amount: Decimal, price: Decimal, fee
     return Bucket(bucket.name, dict(bucket.balances), positions)
 
 
+def _plan_whole_bucket(pricing: Pricing, bucket: Bucket, h: BucketHealth, open_markets: list[str]
+                       ) -> LiquidationPlan:
+    """Every open position of ``bucket`` closed in one request (``whole_bucket``)."""
+    markets, prices = pricing.markets, pricing.prices
+    after = bucket
+    notional = ZERO
+    for m in open_markets:
+        px = price_of(prices, m)
+        notional += abs(bucket.positions[m].size) * px
+        fee = market_of(markets, m).liquidation_fee or ZERO
+        after = close_part(after, m, bucket.positions[m].size, px, fee)
+    head = _head(pricing.profile, h)
+    what = (f"equity < 0: bankrupt, {pricing.profile.bad_debt_path}" if h.bankrupt
+            else "the largest liquidation the venue accepts")
+    return LiquidationPlan(
+        rule=f"{head}; {what}: close every position ({', '.join(open_markets)}) in one request",
+        action="bad_debt",
+        notional=notional,
+        health_after=None if h.bankrupt else health_of(pricing, after).health_factor,
+    )
+
+
 def _plan_perp(pricing: Pricing, bucket: Bucket, h: BucketHealth) -> LiquidationPlan:
     profile, markets, prices = pricing.profile, pricing.markets, pricing.prices
+    whole = profile.sizing == "whole_bucket"
+    if whole:
+        open_markets = [m for m in sorted(bucket.positions) if bucket.positions[m].size != 0]
+        if len(open_markets) > 1:
+            return _plan_whole_bucket(pricing, bucket, h, open_markets)
     market = pick_position(pricing, bucket)
     pos = bucket.positions[market]
     px = price_of(prices, market)
@@ -156,6 +190,9 @@ def _plan_perp(pricing: Pricing, bucket: Bucket, h: BucketHealth) -> Liquidation
             f"{head}; equity < {fmt_num(profile.backstop_fraction, 4)} of maintenance: backstop "
             f"liquidation of the whole {market} position by the liquidator vault",
         )
+    if whole:
+        return finish(pos.size, f"{head}; {market}, the only position: all of it, the largest "
+                                "liquidation the venue accepts")
     if profile.sizing == "full":
         if (
             profile.slice_fraction is not None
