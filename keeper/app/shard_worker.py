@@ -10,7 +10,9 @@ shard, if one is still stopping, has ended); a lease released or lost stops it.
 - **its log**: ``RedisEventLog(client, shard=S)`` with ``log.fence`` set to the grant's fence,
   so every append it makes (the keeper's intents and dead letters, the runner's submissions,
   outcomes and the venue's account events) is applied only while that grant is the shard's
-  lease, checked in the append's own script (``keeper.errors.LeaseLost`` otherwise);
+  lease, checked in the append's own script (``keeper.errors.LeaseLost`` otherwise); with
+  ``ShardParts.wait_replicas`` > 0 a ``keeper.store.replicated.ReplicatedLog``: nothing read is
+  acted on, and no append of the worker counts as done, before that many replicas hold it;
 - **its keeper**: the projectors ``ShardParts.projectors`` builds on that log, each started from
   the shard's newest snapshot and its tail (``Projector.start``): a takeover is a restart, the
   same crash-only path;
