@@ -10,6 +10,11 @@ the file and line); ``--skip-bad`` imports the other lines and sends bad ones to
 stream, ``--keep-bad`` imports undecodable payloads verbatim (a byte-exact restore). Run again
 after an interrupted import, it resumes where that one stopped (``keeper.store.ndjson``). A file
 or folder that is not there is refused before any Redis is started.
+
+``--shard all export DIR`` (``keeper.app.shard_args``) exports every shard of the sharded daemon
+(``--shards`` or ``[keeper] shards``) to ``DIR/shard-<N>.ndjson.gz``, each with its run manifest
+beside it when the shard has one; ``keeper replay --shard all --ndjson DIR`` replays them. The
+other actions take one shard.
 """
 
 from __future__ import annotations
@@ -25,7 +30,8 @@ import structlog
 
 from keeper.app import datadir
 from keeper.app.retention_cli import add_archive_arguments, archive_pass, readable_log
-from keeper.errors import KeeperError, LogError
+from keeper.app.shard_args import ALL, export_file, shards_of
+from keeper.errors import ConfigError, KeeperError, LogError
 from keeper.replay import manifest as mf
 from keeper.store.embedded import open_redis
 from keeper.store.ndjson import export_lines, export_log
@@ -45,7 +51,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", type=Path, default=datadir.DEFAULT,
                         help="the data folder: its log is a private redis-server on DIR/redis "
                              "(default .keeper, as keeper run and keeper demo)")
-    parser.add_argument("--shard", default="0")
+    parser.add_argument("--shard", default="0",
+                        help="the log shard, or all (export only: FILE is then a folder, one "
+                             "shard-<N>.ndjson.gz a shard)")
+    parser.add_argument("--shards", type=int, default=None, metavar="S",
+                        help="with --shard all: the shard count (default [keeper] shards of "
+                             "--config or the environment)")
+    parser.add_argument("--config", type=Path, metavar="FILE",
+                        help="with --shard all and no --shards: the daemon's config, for its shards")
     parser.add_argument("--prefix", default="keeper")
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     p = sub.add_parser("export", help="write the whole log to FILE (NDJSON; .gz compresses)")
@@ -107,6 +120,13 @@ def _check_paths(args: argparse.Namespace) -> None:
         return
     if args.action == "import" and not path.is_file():
         raise LogError(f"{path}: no such file (give the path of an export: keeper log export FILE)")
+    if args.action == "export" and args.shard == ALL:
+        if path.exists() and not path.is_dir():
+            raise LogError(f"{path}: with --shard all, export writes a folder (one file a shard): "
+                           "give a folder's path")
+        if not path.parent.is_dir():
+            raise LogError(f"{path}: cannot write: folder {path.parent} does not exist")
+        return
     if args.action == "export" and not path.parent.is_dir():
         raise LogError(f"{path}: cannot write: folder {path.parent} does not exist "
                        f"(create it first: mkdir -p {path.parent})")
@@ -120,7 +140,38 @@ def _imported(s: ImportSummary, path: Path) -> str:
     return f"imported {s.imported} entries from {path}" + (f" ({notes})" if notes else "")
 
 
+async def _export(lg: RedisEventLog, path: Path, archive: Path | None, *, prefix: str) -> int:
+    """The shard's whole log (the archive, then the hot log) to ``path``, its run manifest beside
+    it (the export then replays with the run's own cores); returns the entries written."""
+    n = await export_log(await readable_log(lg, archive), path)
+    print(f"exported {n} entries to {path}", file=sys.stderr)
+    live = await mf.read_redis(lg.client, shard=lg.shard, prefix=prefix)
+    if live is not None:
+        mf.write_file(mf.manifest_path(path), live)
+        print(f"wrote the run manifest to {mf.manifest_path(path)}", file=sys.stderr)
+    return n
+
+
+async def _export_all(url: str, args: argparse.Namespace) -> int:
+    """``--shard all export DIR``: each shard's log to ``DIR/shard-<N>.ndjson.gz``; a total."""
+    shards = shards_of(ALL, args.shards, args.config)
+    args.file.mkdir(exist_ok=True)
+    total = 0
+    for shard in shards:
+        lg = await RedisEventLog.connect(url, shard=shard, prefix=args.prefix)
+        try:
+            total += await _export(lg, export_file(args.file, shard), args.archive,
+                                   prefix=args.prefix)
+        finally:
+            await lg.close()
+    print(f"exported {total} entries of {len(shards)} shards to {args.file}", file=sys.stderr)
+    return 0
+
+
 async def _run(args: argparse.Namespace) -> int:
+    if args.shard == ALL and args.action != "export":
+        raise ConfigError(f"--shard all: only export goes over every shard (log {args.action} "
+                          "takes one shard)")
     _check_paths(args)
     origin = "--redis-url" if args.redis_url else "REDIS_URL"
     given = args.redis_url or os.environ.get("REDIS_URL") or None
@@ -131,16 +182,12 @@ async def _run(args: argparse.Namespace) -> int:
     datadir.announce(f"log {args.action}", given, args.data_dir, origin)
     url, server = await open_redis(given, datadir.redis_dir(args.data_dir))
     try:
+        if args.shard == ALL:
+            return await _export_all(url, args)
         lg = await RedisEventLog.connect(url, shard=args.shard, prefix=args.prefix)
         try:
-            if args.action == "export":  # the archive, then the hot log
-                n = await export_log(await readable_log(lg, args.archive), args.file)
-                print(f"exported {n} entries to {args.file}", file=sys.stderr)
-                # the run manifest beside it: the export replays with the run's own cores
-                live = await mf.read_redis(lg.client, shard=args.shard, prefix=args.prefix)
-                if live is not None:
-                    mf.write_file(mf.manifest_path(args.file), live)
-                    print(f"wrote the run manifest to {mf.manifest_path(args.file)}", file=sys.stderr)
+            if args.action == "export":
+                await _export(lg, args.file, args.archive, prefix=args.prefix)
             elif args.action == "import":
                 summary = await import_ndjson(lg, args.file, args.bad)
                 print(_imported(summary, args.file), file=sys.stderr)

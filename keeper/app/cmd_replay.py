@@ -13,7 +13,12 @@ The command is argument parsing, the choice of the log (``--redis-url``, ``--ndj
 ``$REDIS_URL``, else the data folder's) and the report; the replay itself is
 ``keeper.replay.job`` (``ReplayJob`` in, ``ReplayOutcome`` out).
 
-Exit status: 0; 1 when ``--verify`` found a divergence (or on a keeper error).
+``--shard all`` (``keeper.app.shard_args``) replays every shard in turn (the sharded daemon's
+logs: ``--shards`` or ``[keeper] shards``; with ``--ndjson``, the folder ``keeper log --shard all
+export`` wrote), each reported as above under ``shard N:``, then one total line (entries,
+decisions, and with ``--verify`` divergences and how many shards diverged).
+
+Exit status: 0; 1 when ``--verify`` found a divergence (in any shard; or on a keeper error).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import asyncio
 import dataclasses
 import os
 import sys
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,6 +37,8 @@ from typing import TYPE_CHECKING
 import structlog
 
 from keeper.app import datadir
+from keeper.app.shard_args import ALL, exports_in, shards_of
+from keeper.errors import ConfigError
 
 if TYPE_CHECKING:
     from keeper.replay.job import ReplayJob, ReplayOutcome
@@ -50,7 +58,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", type=Path, default=datadir.DEFAULT,
                         help="without --redis-url, --ndjson or $REDIS_URL: the log of this data "
                              "folder (DIR/redis; default .keeper, as keeper run and keeper demo)")
-    parser.add_argument("--shard", default="0", help="log shard (Redis)")
+    parser.add_argument("--shard", default="0",
+                        help="log shard (Redis), or all: every shard, one after the other, with a "
+                             "total (with --ndjson: the folder of keeper log --shard all export)")
+    parser.add_argument("--shards", type=int, default=None, metavar="S",
+                        help="with --shard all: the shard count (default [keeper] shards of "
+                             "--config or the environment)")
+    parser.add_argument("--config", type=Path, metavar="FILE",
+                        help="with --shard all and no --shards: the daemon's config, for its shards")
     parser.add_argument("--prefix", default="keeper", help="key prefix (Redis)")
     parser.add_argument("--archive", type=Path, metavar="DIR",
                         help="with --redis-url: the archive of the trimmed part of the log, read with "
@@ -110,16 +125,56 @@ def logs_to_stderr() -> Iterator[None]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.shard == ALL:
+        return _run_all(args)
     job = job_from_args(args)
     job.check()
     with logs_to_stderr():
-        return _run_on_a_log(job, args.data_dir)
+        return _run_on_a_log(job, args.data_dir)[0]
 
 
-def _run_on_a_log(job: ReplayJob, data_dir: Path) -> int:
+def _run_all(args: argparse.Namespace) -> int:
+    """``--shard all``: each shard's log (or each file of a sharded export) replayed in turn,
+    each reported as one replay is, then a total; exit 1 if any shard diverged."""
+    if args.explain or args.plot or args.manifest_out:
+        raise ConfigError("--shard all: --explain, --plot and --manifest-out take one shard")
+    if args.ndjson is not None:
+        targets = [(s, {"ndjson": f, "shard": s}) for s, f in exports_in(args.ndjson)]
+    else:
+        targets = [(s, {"shard": s}) for s in shards_of(ALL, args.shards, args.config)]
+    jobs = []
+    for _, change in targets:
+        job = dataclasses.replace(job_from_args(args), **change)  # type: ignore[arg-type]
+        job.check()
+        jobs.append(job)
+    status = 0
+    total = Counter[str]()
+    with logs_to_stderr():
+        for (shard, _), job in zip(targets, jobs, strict=True):
+            print(f"shard {shard}:", file=sys.stdout)
+            outcome_status, outcome = _run_on_a_log(job, args.data_dir)
+            status = max(status, outcome_status)
+            total["entries"] += outcome.result.entries
+            total["derived"] += len(outcome.result.derived)
+            total["recorded"] += outcome.result.recorded
+            v = outcome.verify_report()
+            if v is not None:
+                total["decisions"] += v.decisions
+                total["divergences"] += len(v.divergences)
+                total["diverged shards"] += 1 if v.divergences else 0
+    line = (f"all {len(targets)} shards: {total['entries']} entries, {total['derived']} decisions "
+            f"derived, {total['recorded']} recorded")
+    if args.verify:
+        line += (f"; verify: {total['decisions']} decisions, {total['divergences']} divergences "
+                 f"({total['diverged shards']} shards diverged)")
+    print(line)
+    return status
+
+
+def _run_on_a_log(job: ReplayJob, data_dir: Path) -> tuple[int, ReplayOutcome]:
     """The job on the log it names: an export, a Redis URL, else ``$REDIS_URL``, else the data
     folder's log (its private redis-server started for the replay and stopped after); then its
-    report."""
+    report: (exit status, the outcome)."""
     from keeper.replay.job import run_replay
 
     server = None
@@ -143,7 +198,8 @@ def _run_on_a_log(job: ReplayJob, data_dir: Path) -> int:
             datadir.announce("replay", None, data_dir)
         job = dataclasses.replace(job, redis_url=url)
     try:
-        return report(asyncio.run(run_replay(job)))
+        outcome = asyncio.run(run_replay(job))
+        return report(outcome), outcome
     finally:
         if server is not None:
             server.stop()

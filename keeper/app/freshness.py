@@ -55,6 +55,12 @@ class FreshnessGuard:
         self.now_us = now_us
         self.withheld = 0
 
+    def would_withhold(self, events: Sequence[ev.Event]) -> list[str]:
+        """The event ids of the live intents in ``events`` that ``screen`` would withhold now."""
+        now = self.now_us()
+        return [e.event_id for e in events if type(e) is ev.LiquidationIntended
+                and e.decision.mode == "live" and self.stale(e.decision, now)]
+
     def stale(self, d: ev.Decision, now: int) -> list[tuple[str, int]]:
         """(symbol, age µs) of the decision's prices older than the limit, sorted."""
         s = self.state()
@@ -68,11 +74,16 @@ class FreshnessGuard:
                 out.append((sym, age))
         return out
 
-    def screen(self, events: Sequence[ev.Event]) -> list[ev.Event]:
+    def screen(self, events: Sequence[ev.Event], recorded: Collection[str] = ()) -> list[ev.Event]:
+        """``events`` with each live intent on a stale price withheld (class docstring), except
+        those whose ``event_id`` is in ``recorded``: intents the log already holds (re-derived
+        after a restart or a takeover), passed unchanged: the append drops them as duplicates and
+        their outcome is the recorded one's."""
         now = self.now_us()
         out: list[ev.Event] = []
         for e in events:
-            if type(e) is not ev.LiquidationIntended or e.decision.mode != "live":
+            if type(e) is not ev.LiquidationIntended or e.decision.mode != "live" \
+                    or e.event_id in recorded:
                 out.append(e)
                 continue
             assert isinstance(e, ev.LiquidationIntended)

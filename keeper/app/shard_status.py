@@ -5,7 +5,8 @@
 (``holder``, ``token``, ``ttl_ms`` left) and, for the shards this process holds, from its worker
 (``mine``, ``held_s``: the lease's age here, ``position``, ``log_last`` and ``lag_ms``: the time
 between the newest entry of the shard's log and the keeper's position, by the stream ids).
-``/readyz`` is ready while every task of the process runs and Redis answers. The status page
+``/readyz`` is ready while every task of the process runs, Redis answers and no shard held here
+waits for a replica (``keeper.store.replicated``: the reason names the shard). The status page
 (the admin's ``/``) shows the rows as a table when ``summary`` has them. The per-account
 views (account, at-risk, recent liquidations, feeds, chain, pause) are the one-shard daemon's
 only: here they answer empty (``None`` or ``[]``).
@@ -84,6 +85,9 @@ class ShardedStatus:
 
     async def ready(self) -> tuple[bool, dict[str, Any]]:
         reasons = [] if self.running() else ["a task of the process ended"]
+        for row in self.host.status() if self.host is not None else []:
+            if row.get("unreplicated"):
+                reasons.append(f"shard {row['shard']}: waiting for a replica: {row['unreplicated']}")
         try:
             await asyncio.wait_for(self.leases.holder_of(self.names[0]), PROBE_S)
         except (LogError, TimeoutError) as exc:

@@ -10,7 +10,9 @@ shard, if one is still stopping, has ended); a lease released or lost stops it.
 - **its log**: ``RedisEventLog(client, shard=S)`` with ``log.fence`` set to the grant's fence,
   so every append it makes (the keeper's intents and dead letters, the runner's submissions,
   outcomes and the venue's account events) is applied only while that grant is the shard's
-  lease, checked in the append's own script (``keeper.errors.LeaseLost`` otherwise);
+  lease, checked in the append's own script (``keeper.errors.LeaseLost`` otherwise); with
+  ``ShardParts.wait_replicas`` > 0 a ``keeper.store.replicated.ReplicatedLog``: nothing read is
+  acted on, and no append of the worker counts as done, before that many replicas hold it;
 - **its keeper**: the projectors ``ShardParts.projectors`` builds on that log, each started from
   the shard's newest snapshot and its tail (``Projector.start``): a takeover is a restart, the
   same crash-only path;
@@ -62,6 +64,7 @@ from keeper.store.lease_keeper import LeaseKeeper
 from keeper.store.leases import Lease, ShardLeases
 from keeper.store.membership import Membership, shard_names
 from keeper.store.redis_log import RedisEventLog
+from keeper.store.replicated import ReplicatedLog
 from keeper.store.slotconn import RedisClient
 
 __all__ = ["OwnedExecutor", "OwnedLog", "ShardHost", "ShardParts", "ShardWorker", "consumer_of",
@@ -85,15 +88,17 @@ def consumer_of(shard: str) -> str:
     return f"shard-{shard}"
 
 
-class OwnedLog(RedisEventLog):
+class OwnedLog(ReplicatedLog):
     """A shard's log whose consumer-group reads (``read_group``, ``read_pending``,
     ``claim_stale``) answer empty, without asking Redis, unless ``owns()``: the runner's consumer
     is the shard's, so a process that lost the lease (paused, then resumed) must not take
-    entries out of the group that the new owner would then not see until they go stale."""
+    entries out of the group that the new owner would then not see until they go stale.
+    ``wait_replicas`` > 0: it acts only on what that many replicas hold
+    (``keeper.store.replicated``)."""
 
     def __init__(self, client: RedisClient, *, owns: Callable[[], bool], shard: str,
-                 prefix: str = "keeper") -> None:
-        super().__init__(client, shard=shard, prefix=prefix)
+                 prefix: str = "keeper", wait_replicas: int = 0) -> None:
+        super().__init__(client, shard=shard, prefix=prefix, wait_replicas=wait_replicas)
         self.owns = owns
 
     async def read_group(self, group: str, consumer: str, count: int = 100,
@@ -165,6 +170,9 @@ class ShardParts:
     executor: VenueExecutor | None = None
     block_ms: int = 100
     stop_timeout_s: float = 5.0
+    wait_replicas: int = 0
+    """Replicas that must hold an entry before the worker acts on it or counts its own append
+    as done (``keeper.store.replicated``; ``[keeper] wait_replicas``)."""
 
 
 class ShardWorker:
@@ -196,6 +204,10 @@ class ShardWorker:
         self.requested = True
         self.stop.set()
 
+    def unreplicated(self) -> str | None:
+        """Why the shard waits for a replica now (``ReplicatedLog.waiting``), else None."""
+        return self.log.waiting() if isinstance(self.log, ReplicatedLog) else None
+
     def lose(self) -> None:
         """Stop at once, recording nothing more (the lease is gone)."""
         self.lost = True
@@ -203,7 +215,8 @@ class ShardWorker:
         self.stop.set()
 
     async def run(self) -> None:
-        log = OwnedLog(self.client, owns=self.owns, shard=self.shard, prefix=self.prefix)
+        log = OwnedLog(self.client, owns=self.owns, shard=self.shard, prefix=self.prefix,
+                       wait_replicas=self.parts.wait_replicas)
         log.fence = self.lease.fence
         self.log = log
         tasks: list[asyncio.Task[None]] = []
@@ -390,6 +403,7 @@ class ShardHost:
                 "position": w.projectors[0].position if w and w.projectors else None,
                 "applied": sum(p.applied for p in w.projectors) if w else 0,
                 "decisions": sum(p.appended for p in w.projectors) if w else 0,
+                "unreplicated": w.unreplicated() if w else None,
             })
         return rows
 

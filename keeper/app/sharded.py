@@ -8,7 +8,10 @@
 - **keeper + executor** (the two go together: a shard's owner decides and submits): a
   ``keeper.app.shard_worker.ShardHost`` holding leases on shards ``0`` .. ``N-1``
   (``[keeper] lease_ttl_ms``), a ``ShardWorker`` per shard held: that shard's keeper projectors
-  (one per profile, ``StampingLog`` and the freshness guard as in one shard) and its runner;
+  (one per profile, ``StampingLog`` and the freshness guard as in one shard) and its runner,
+  on a log that acts only on entries ``[keeper] wait_replicas`` replicas hold (``auto``: 1 on a
+  cluster, 0 on one Redis; ``keeper.store.replicated``): no intent is submitted, and no
+  decision made, on an entry a Redis failover could take back;
 - **admin**: the admin server over ``keeper.app.shard_status.ShardedStatus``: ``/summary`` has
   one row per shard (holder, token, lease TTL left, the lease's age here, keeper position and
   lag in ms); the per-account views are the one-shard daemon's only.
@@ -54,7 +57,7 @@ from keeper.store.snapshots import RedisSnapshotStore
 if TYPE_CHECKING:
     from keeper.app.daemon import Daemon
 
-__all__ = ["check_sharded", "open_client", "run_sharded", "shard_parts"]
+__all__ = ["check_sharded", "open_client", "run_sharded", "shard_parts", "wait_replicas_for"]
 
 _log = structlog.get_logger()
 
@@ -84,8 +87,17 @@ def check_sharded(daemon: Daemon) -> None:
                           "run together (a shard's owner decides and submits)")
 
 
-def shard_parts(daemon: Daemon, executor: VenueExecutor | None) -> ShardParts:
-    """How each shard's worker builds its keeper projectors and runner from the daemon's config."""
+def wait_replicas_for(setting: int | str, url: str) -> int:
+    """``[keeper] wait_replicas`` resolved: ``auto`` is 1 on a cluster URL, 0 on one Redis."""
+    if setting == "auto":
+        return 1 if is_cluster_url(url) else 0
+    return int(setting)
+
+
+def shard_parts(daemon: Daemon, executor: VenueExecutor | None, wait_replicas: int = 0
+                ) -> ShardParts:
+    """How each shard's worker builds its keeper projectors and runner from the daemon's config;
+    ``wait_replicas``: what its log waits for (``wait_replicas_for``)."""
     cfg = daemon.config
 
     def projectors(log: RedisEventLog, shard: str) -> list[Projector]:
@@ -109,7 +121,7 @@ def shard_parts(daemon: Daemon, executor: VenueExecutor | None) -> ShardParts:
                       intent_ttl_us=round(cfg.execution.intent_ttl_s * 1_000_000))
 
     return ShardParts(projectors, runner if executor is not None else None, executor,
-                      block_ms=daemon.block_ms)
+                      block_ms=daemon.block_ms, wait_replicas=wait_replicas)
 
 
 async def _intake(daemon: Daemon, writer: ShardedLog) -> list[asyncio.Task[Any]]:
@@ -170,7 +182,8 @@ async def run_sharded(daemon: Daemon, stop: asyncio.Event, url: str) -> None:
             intake = await _intake(daemon, writer)
         if "keeper" in daemon.roles:
             executor = build_executor(cfg)
-            host = ShardHost(client, shards, shard_parts(daemon, executor),
+            replicas = wait_replicas_for(cfg.keeper.wait_replicas, url)
+            host = ShardHost(client, shards, shard_parts(daemon, executor, replicas),
                              ttl_ms=cfg.keeper.lease_ttl_ms)
             daemon.shard_host = host
             leases = daemon._spawn(host.run(leases_stop), "shard-leases")

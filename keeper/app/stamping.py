@@ -3,8 +3,10 @@ and count what passes through, everything else delegated to the inner log.
 
 - ``StampingLog``: the keeper role's log. Stamps ``ts_ingest`` on the intents it appends (the
   pure core cannot read a clock), observes tick-to-intent latency, screens intents through
-  a ``FreshnessGuard`` (``keeper.app.freshness``), and hands the live intents it recorded to the
-  runner of the same process (``handoff``: ``Runner.offer``);
+  a ``FreshnessGuard`` (``keeper.app.freshness``), except intents the log already holds
+  (re-derived after a restart or takeover: a duplicate, its outcome the recorded one's), and
+  hands the live intents it recorded to the runner of the same process (``handoff``:
+  ``Runner.offer``);
 - ``CountingSink``: the ingest writer's log, counting what it appended by event type.
 """
 
@@ -22,6 +24,7 @@ from keeper.clock import wall_clock_us
 from keeper.domain import events as ev
 from keeper.ports import LogEntry
 from keeper.store.archive import ArchivedLog
+from keeper.store.redis_io import wrap_errors
 from keeper.store.redis_log import RedisEventLog
 
 __all__ = ["CountingSink", "StampingLog"]
@@ -71,7 +74,7 @@ class StampingLog:
     async def append(self, events: Sequence[ev.Event]) -> list[str | None]:
         now = wall_clock_us()
         if self.guard is not None:
-            events = self.guard.screen(events)
+            events = self.guard.screen(events, await self._recorded(self.guard.would_withhold(events)))
         out = [msgspec.structs.replace(e, ts_ingest=now) if type(e) is ev.LiquidationIntended
                and e.ts_ingest == 0 else e for e in events]
         ids = await self.inner.append(out)
@@ -95,6 +98,17 @@ class StampingLog:
                 if trig and e.ts_ingest >= trig:
                     m.tick_to_intent.observe((e.ts_ingest - trig) / 1e6)
         return ids
+
+    async def _recorded(self, intent_ids: list[str]) -> set[str]:
+        """Which of ``intent_ids`` the log's duplicate index holds: intents re-derived after a
+        restart or a takeover (snapshot + tail) that were recorded, live, before. The guard must
+        not withhold those: their expiry would be a second outcome of an intent already sent."""
+        ids_key = getattr(self.inner, "ids_key", None)
+        if not intent_ids or ids_key is None:
+            return set()
+        async with wrap_errors("read ids"):
+            found = await self.inner.client.smismember(ids_key, intent_ids)
+        return {i for i, f in zip(intent_ids, found, strict=True) if f}
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)

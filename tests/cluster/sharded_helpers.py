@@ -57,10 +57,12 @@ class KeeperProc:
         self.out = out
 
     @classmethod
-    async def spawn(cls, env: dict[str, str], out: Path) -> KeeperProc:
+    async def spawn(cls, env: dict[str, str], out: Path, *, admin: bool = False) -> KeeperProc:
+        """``admin``: the admin role too (``KEEPER_ADMIN__*`` in ``env`` say where)."""
+        roles = ["--role", "keeper", "--role", "executor"] + (["--role", "admin"] if admin else [])
         with out.open("wb") as f:
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "keeper", "run", "--role", "keeper", "--role", "executor",
+                sys.executable, "-m", "keeper", "run", *roles,
                 env=env, cwd=str(out.parent), stdout=f, stderr=asyncio.subprocess.STDOUT)
         return cls(proc, out)
 

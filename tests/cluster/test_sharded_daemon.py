@@ -71,8 +71,12 @@ async def test_kill9_of_one_of_three_sharded_keepers_mid_burst_loses_and_repeats
 
         async def spread() -> bool:
             got = await owners(client, shards)
-            return (len(got) == SHARDS and sorted(Counter(got.values()).values()) == [5, 5, 6]
-                    and sum(p.count("projector_started") for p in procs) >= SHARDS)
+            if not (len(got) == SHARDS and sorted(Counter(got.values()).values()) == [5, 5, 6]
+                    and sum(p.count("projector_started") for p in procs) >= SHARDS):
+                return False
+            # settled, not a moment of a rebalance (one keeper releasing what another will take)
+            await asyncio.sleep(TTL_MS / 3000 + 0.1)
+            return await owners(client, shards) == got
         await until(spread, 60, "16 shards spread 6/5/5 over three keepers, each shard's keeper up")
         before = await owners(client, shards)
         victim = procs[0] if death == "after_submit" else \

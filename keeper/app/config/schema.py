@@ -112,6 +112,10 @@ class KeeperSection(_Section, frozen=True):
     lease_ttl_ms: PositiveInt = 10_000
     """The sharded mode's lease TTL: a dead process's shards are taken over within about this
     plus a third of it."""
+    wait_replicas: Literal["auto"] | NonNegInt = "auto"
+    """The sharded mode: how many replicas must hold a shard's log entry before its keeper and
+    runner act on it, and before their own appends (intents, submissions, outcomes) count as done
+    (``keeper.store.replicated``). ``auto``: 1 on a Redis Cluster, 0 on one Redis."""
     batch_size: PositiveInt = 1000
     state_dir: str = ".keeper"
     shutdown_grace_s: Positive = 50.0
