@@ -45,7 +45,7 @@ import contextlib
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -173,6 +173,9 @@ class ShardParts:
     wait_replicas: int = 0
     """Replicas that must hold an entry before the worker acts on it or counts its own append
     as done (``keeper.store.replicated``; ``[keeper] wait_replicas``)."""
+    retention: Callable[[RedisEventLog, asyncio.Event], Awaitable[None]] | None = None
+    """Retention passes on the shard's log until the event is set (``[retention]`` with
+    ``in_daemon``): run by the shard's owner, which writes the snapshots that pin them."""
 
 
 class ShardWorker:
@@ -228,6 +231,9 @@ class ShardWorker:
                 claims = Claims(self.client, shard=self.shard, prefix=self.prefix)
                 self.runner = self.parts.runner(log, claims, x, consumer_of(self.shard))
                 tasks.append(asyncio.ensure_future(self.runner.run(self.stop, self.parts.block_ms)))
+            if self.parts.retention is not None:  # on a plain log of its own: no read barrier
+                plain = RedisEventLog(self.client, shard=self.shard, prefix=self.prefix)
+                tasks.append(asyncio.ensure_future(self._retain(plain)))
             _log.info("shard_worker_started", shard=self.shard, grant=self.lease.token,
                       projectors=[p.name for p in self.projectors], runner=self.runner is not None)
             lost = asyncio.ensure_future(self._lost.wait())
@@ -246,6 +252,13 @@ class ShardWorker:
             _log.info("shard_worker_stopped", shard=self.shard, grant=self.lease.token, lost=self.lost,
                       applied=[p.applied for p in self.projectors],
                       runner=dict(self.runner.counts) if self.runner else None)
+
+    async def _retain(self, log: RedisEventLog) -> None:
+        assert self.parts.retention is not None
+        try:
+            await self.parts.retention(log, self.stop)
+        finally:
+            await log.close()
 
     async def _follow(self, p: Projector) -> None:
         """Start from the snapshot and tail, then apply the log until ``stop``; a final snapshot

@@ -17,8 +17,9 @@
   lag in ms); the per-account views are the one-shard daemon's only.
 
 ``url``: a ``redis+cluster://`` URL (each shard's keys in its own slot) or one Redis (every
-shard on it). Not in this mode: a chain venue (it runs as one shard), the ``projector`` role,
-retention passes and the run manifest (per shard: not yet). Shutdown: intake first (the writer
+shard on it). Retention (``[retention] in_daemon``) runs per shard in its owner's worker, the
+projectors reading through the shard's archive. Not in this mode: a chain venue (it runs as one
+shard), the ``projector`` role, the run manifest (per shard: not yet). Shutdown: intake first (the writer
 drained), then the leases released, each worker stopping first (final snapshot while held).
 """
 
@@ -34,6 +35,7 @@ from keeper.app.executors import build_executor
 from keeper.app.feeds_role import build_pipeline, parser_for, subscriptions
 from keeper.app.freshness import FreshnessGuard
 from keeper.app.keeper_role import core_factory
+from keeper.app.retention_role import retain
 from keeper.app.shard_worker import ShardHost, ShardParts
 from keeper.app.stamping import StampingLog
 from keeper.app.supervise import bounded, cancel_all
@@ -48,8 +50,10 @@ from keeper.feeds.ingest import Ingest
 from keeper.feeds.ws import WsConfig
 from keeper.ingest.account_ws import AccountStream
 from keeper.projector import Projector
+from keeper.store.archive import Archive, ArchivedLog
 from keeper.store.redis_io import make_client, wrap_errors
 from keeper.store.redis_log import RedisEventLog
+from keeper.store.retention import RetentionPolicy
 from keeper.store.shards import ShardedLog
 from keeper.store.slotconn import RedisClient, is_cluster_url, make_cluster_client
 from keeper.store.snapshots import RedisSnapshotStore
@@ -100,12 +104,21 @@ def shard_parts(daemon: Daemon, executor: VenueExecutor | None, wait_replicas: i
     ``wait_replicas``: what its log waits for (``wait_replicas_for``)."""
     cfg = daemon.config
 
+    def reading(log: RedisEventLog) -> RedisEventLog | ArchivedLog:
+        """The projectors' log: through the shard's archive when retention runs (a new owner
+        without a snapshot of the shard, or one the hard cap passed, reads the trimmed part
+        there; ``keeper.app.retention_role``), else the log itself."""
+        if not cfg.retention.enabled:
+            return log
+        policy = RetentionPolicy.from_config(cfg.retention, state_dir=cfg.keeper.state_dir)
+        return ArchivedLog(log, Archive.of(policy.archive_dir.resolve(), log))
+
     def projectors(log: RedisEventLog, shard: str) -> list[Projector]:
         out = []
         for k, profile in enumerate(daemon.profiles):
             params = msgspec.structs.replace(cfg.keeper_params(), profile=profile)
             snaps = RedisSnapshotStore(log.client, shard=shard, format=fmt_of(params))
-            stamping = StampingLog(log, daemon.metrics, count_applied=k == 0)
+            stamping = StampingLog(reading(log), daemon.metrics, count_applied=k == 0)
             p = Projector(stamping, snaps, core_factory(params),  # type: ignore[arg-type]
                           name=f"keeper-{profile}", fmt=fmt_of(params), batch=cfg.keeper.batch_size,
                           snapshot_every=cfg.snapshots.every_events,
@@ -120,8 +133,13 @@ def shard_parts(daemon: Daemon, executor: VenueExecutor | None, wait_replicas: i
         return Runner(log, claims, x, consumer=consumer, batch=1000,
                       intent_ttl_us=round(cfg.execution.intent_ttl_s * 1_000_000))
 
+    async def retention(log: RedisEventLog, stop: asyncio.Event) -> None:
+        await retain(cfg, log, daemon.metrics, stop, daemon._retained)
+
+    run_retention = cfg.retention.enabled and cfg.retention.in_daemon
     return ShardParts(projectors, runner if executor is not None else None, executor,
-                      block_ms=daemon.block_ms, wait_replicas=wait_replicas)
+                      block_ms=daemon.block_ms, wait_replicas=wait_replicas,
+                      retention=retention if run_retention else None)
 
 
 async def _intake(daemon: Daemon, writer: ShardedLog) -> list[asyncio.Task[Any]]:
