@@ -173,6 +173,8 @@ class ShardParts:
     wait_replicas: int = 0
     """Replicas that must hold an entry before the worker acts on it or counts its own append
     as done (``keeper.store.replicated``; ``[keeper] wait_replicas``)."""
+    started: Callable[[RedisEventLog, list[Projector]], Awaitable[None]] | None = None
+    """Called once every projector of the worker has started (restored): the run manifest."""
     retention: Callable[[RedisEventLog, asyncio.Event], Awaitable[None]] | None = None
     """Retention passes on the shard's log until the event is set (``[retention]`` with
     ``in_daemon``): run by the shard's owner, which writes the snapshots that pin them."""
@@ -201,6 +203,8 @@ class ShardWorker:
         self.first_decision_at: float | None = None
         """When (monotonic) this worker's keeper first appended a decision (for the bench)."""
         self._lost = asyncio.Event()
+        self._ready = asyncio.Event()
+        """Every projector has started (restored from the snapshot)."""
 
     def request_stop(self) -> None:
         """Stop gracefully (a release, the shutdown): final snapshot while the lease is held."""
@@ -231,6 +235,8 @@ class ShardWorker:
                 claims = Claims(self.client, shard=self.shard, prefix=self.prefix)
                 self.runner = self.parts.runner(log, claims, x, consumer_of(self.shard))
                 tasks.append(asyncio.ensure_future(self.runner.run(self.stop, self.parts.block_ms)))
+            if self.parts.started is not None:
+                tasks.append(asyncio.ensure_future(self._started(log)))
             if self.parts.retention is not None:  # on a plain log of its own: no read barrier
                 plain = RedisEventLog(self.client, shard=self.shard, prefix=self.prefix)
                 tasks.append(asyncio.ensure_future(self._retain(plain)))
@@ -253,6 +259,19 @@ class ShardWorker:
                       applied=[p.applied for p in self.projectors],
                       runner=dict(self.runner.counts) if self.runner else None)
 
+    async def _started(self, log: RedisEventLog) -> None:
+        """``parts.started`` once every projector has a core; a failure is logged (the run
+        manifest is for replay, not for acting)."""
+        assert self.parts.started is not None
+        await self._ready.wait()
+        try:
+            await self.parts.started(log, self.projectors)
+        except LeaseLost:
+            raise
+        except Exception as exc:
+            _log.warning("shard_manifest_failed", shard=self.shard, error=f"{type(exc).__name__}: {exc}")
+        await self.stop.wait()
+
     async def _retain(self, log: RedisEventLog) -> None:
         assert self.parts.retention is not None
         try:
@@ -272,6 +291,8 @@ class ShardWorker:
                     await p.start()
                     _log.info("projector_started", projector=p.name, shard=self.shard,
                               restored_from=p.restored_from, offset=p.position)
+                    if all(q.core is not None for q in self.projectors):
+                        self._ready.set()
                 while not self.stop.is_set():
                     if not self.owns():  # resumed past the lease: decide nothing more
                         self.lose()      # (the fence would refuse its appends anyway)

@@ -19,7 +19,8 @@
 ``url``: a ``redis+cluster://`` URL (each shard's keys in its own slot) or one Redis (every
 shard on it). Retention (``[retention] in_daemon``) runs per shard in its owner's worker, the
 projectors reading through the shard's archive. Not in this mode: a chain venue (it runs as one
-shard), the ``projector`` role, the run manifest (per shard: not yet). Shutdown: intake first (the writer
+shard), the ``projector`` role. Each shard's owner writes the shard's run manifest when its
+projectors have started (``keeper replay --shard`` reads the params there). Shutdown: intake first (the writer
 drained), then the leases released, each worker stopping first (final snapshot while held).
 """
 
@@ -42,6 +43,7 @@ from keeper.app.supervise import bounded, cancel_all
 from keeper.clock import wall_clock_us
 from keeper.domain import events as ev
 from keeper.domain.cores import fmt_of
+from keeper.domain.decide import KeeperCore
 from keeper.errors import ConfigError
 from keeper.execution.base import VenueExecutor
 from keeper.execution.claim import Claims
@@ -50,7 +52,9 @@ from keeper.feeds.ingest import Ingest
 from keeper.feeds.ws import WsConfig
 from keeper.ingest.account_ws import AccountStream
 from keeper.projector import Projector
+from keeper.replay import manifest as mf
 from keeper.store.archive import Archive, ArchivedLog
+from keeper.store.entries import parse_id
 from keeper.store.redis_io import make_client, wrap_errors
 from keeper.store.redis_log import RedisEventLog
 from keeper.store.retention import RetentionPolicy
@@ -133,12 +137,26 @@ def shard_parts(daemon: Daemon, executor: VenueExecutor | None, wait_replicas: i
         return Runner(log, claims, x, consumer=consumer, batch=1000,
                       intent_ttl_us=round(cfg.execution.intent_ttl_s * 1_000_000))
 
+    async def started(log: RedisEventLog, projs: list[Projector]) -> None:
+        """The shard's run manifest (``keeper.replay.manifest``), as the one-shard daemon writes
+        its own at start: every keeper core's params, so ``keeper replay --shard`` needs no flags."""
+        named = [(p.name, p.core.params) for p in projs if isinstance(p.core, KeeperCore)]
+        if not named:
+            return
+        start = min((p.restored_from or "0-0" for p in projs), key=parse_id)
+        raw: Any = await log.client.xrange(log.key, min=f"({start}" if start != "0-0" else "-", count=1)
+        first = raw[0][0].decode() if raw else None
+        m = mf.live_manifest(named, source=log.key, first=first, status="running",
+                             started_us=wall_clock_us(), config_files=cfg.sources)
+        await mf.write_redis(log.client, m, shard=log.shard)
+        _log.info("run_manifest_written", shard=log.shard, config_hash=m.config_hash[:12])
+
     async def retention(log: RedisEventLog, stop: asyncio.Event) -> None:
         await retain(cfg, log, daemon.metrics, stop, daemon._retained)
 
     run_retention = cfg.retention.enabled and cfg.retention.in_daemon
     return ShardParts(projectors, runner if executor is not None else None, executor,
-                      block_ms=daemon.block_ms, wait_replicas=wait_replicas,
+                      block_ms=daemon.block_ms, wait_replicas=wait_replicas, started=started,
                       retention=retention if run_retention else None)
 
 

@@ -90,10 +90,15 @@ async def test_sharded_daemon_owns_every_shard_decides_on_each_and_releases_them
         stop.set()
         await asyncio.wait_for(task, 30)
     assert [await leases.holder_of(str(s)) for s in range(SHARDS)] == [None] * SHARDS
+    from keeper.replay import manifest as mf
+
     for s in range(SHARDS):  # each worker's final snapshot, written before its release
         snap = RedisSnapshotStore(client, shard=str(s), format=KeeperCore.FORMAT)
         found = await snap.load("keeper-generic-perp")
         assert found is not None and found[0] == await RedisEventLog(client, shard=str(s)).last_id()
+        m = await mf.read_redis(client, shard=str(s))  # and its run manifest: what replay reads
+        assert m is not None and m.kind == "live" and m.source == f"keeper:{{{s}}}:log"
+        assert [c.name for c in m.cores] == ["keeper-generic-perp"]
     await writer.close()
     await client.aclose()
 
