@@ -37,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"run only this role (repeatable): {', '.join(ROLES)}")
     parser.add_argument("--consumer", help="stable name of this process in the executor group")
     parser.add_argument("--shards", type=int, metavar="N",
-                        help="the sharded mode over N shards (overrides [keeper] shards)")
+                        help="the sharded mode over N shards (sets [keeper] sharded and shards)")
 
 
 async def serve(daemon: Daemon, grace_s: float | None = None) -> None:
@@ -96,11 +96,12 @@ class ShutdownDeadline:
 
 
 def with_shards(cfg: Config, shards: int) -> Config:
-    """``cfg`` with ``[keeper] shards`` replaced (``--shards``), checked as the file's would be."""
+    """``cfg`` in the sharded mode over ``shards`` shards (``--shards``: ``[keeper] shards``
+    replaced, ``sharded`` on), checked as the file's would be."""
     if shards < 1 or cfg.keeper.shard >= shards:
         raise ConfigError(f"--shards: {shards} is not a shard count above keeper.shard "
                           f"{cfg.keeper.shard}")
-    keeper = msgspec.structs.replace(cfg.keeper, shards=shards)
+    keeper = msgspec.structs.replace(cfg.keeper, shards=shards, sharded=True)
     return msgspec.structs.replace(cfg, keeper=keeper)
 
 

@@ -167,7 +167,7 @@ class Daemon:
         data_dir = Path(cfg.redis.data_dir)
         url, server = await open_redis(cfg.redis_url(), data_dir, appendfsync=cfg.redis.appendfsync)
         self.redis_url = url
-        if cfg.keeper.shards > 1:  # the sharded mode: keeper.app.sharded
+        if cfg.keeper.sharded:  # the sharded mode: keeper.app.sharded
             from keeper.app.sharded import run_sharded
             try:
                 await run_sharded(self, stop, url)

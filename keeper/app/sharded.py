@@ -1,4 +1,4 @@
-"""The daemon's sharded mode (``[keeper] shards = N`` with N > 1, or ``keeper run --shards N``).
+"""The daemon's sharded mode (``[keeper] sharded = true`` with ``shards = N``, or ``keeper run --shards N``).
 
 ``run_sharded(daemon, stop, url)`` is what ``Daemon.run`` does instead of its single-shard roles:
 

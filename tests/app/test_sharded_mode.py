@@ -40,7 +40,7 @@ def _cfg(redis_url: str, tmp_path: Path, **keeper: object) -> Config:
     r = msgspec.structs.replace
     return r(base, redis=r(base.redis, url=redis_url, data_dir=str(tmp_path / "redis")),
              admin=r(base.admin, port=0),
-             keeper=r(base.keeper, shards=SHARDS, lease_ttl_ms=1000, **keeper))
+             keeper=r(base.keeper, shards=SHARDS, sharded=True, lease_ttl_ms=1000, **keeper))
 
 
 async def test_sharded_daemon_owns_every_shard_decides_on_each_and_releases_them(

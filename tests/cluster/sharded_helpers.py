@@ -36,7 +36,8 @@ def keeper_env(url: str, venue_url: str, shards: int, ttl_ms: int) -> dict[str, 
     """The environment of a ``keeper run`` in the sharded mode, live at the reference venue."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("KEEPER_") or k == "KEEPER_PURE"}
     env.update(PYTHONPATH=str(ROOT), REDIS_URL=url, KEEPER_VENUE_SECRET=SECRET,
-               KEEPER_KEEPER__SHARDS=str(shards), KEEPER_KEEPER__MODE="live",
+               KEEPER_KEEPER__SHARDS=str(shards), KEEPER_KEEPER__SHARDED="true",
+               KEEPER_KEEPER__MODE="live",
                KEEPER_KEEPER__LEASE_TTL_MS=str(ttl_ms), KEEPER_EXECUTION__EXECUTOR="sim",
                KEEPER_EXECUTION__URL=venue_url, KEEPER_ADMIN__ENABLED="false",
                KEEPER_SNAPSHOTS__INTERVAL_S="1.0", KEEPER_LOG__FORMAT="json",

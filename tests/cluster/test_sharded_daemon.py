@@ -121,13 +121,24 @@ async def test_kill9_of_one_of_three_sharded_keepers_mid_burst_loses_and_repeats
         else:
             assert victim.proc.returncode is not None, "the victim died mid-burst"
 
+        seen: list[int] = []
+
         async def all_done() -> bool:
+            """Every live intent has an outcome, and no new one came for the last second (a
+            resumed process rejoining moves shards again: their new owners catch up first)."""
+            total = 0
             for s in shards:
                 live, done = open_intents(await shard_entries(client, s))
                 if set(done) < live:
+                    seen.clear()
                     return False
+                total += len(live)
+            seen.append(total)
+            if len(seen) < 5 or seen[-5] != total:
+                await asyncio.sleep(0.25)
+                return False
             return True
-        await until(all_done, 40, "every live intent of every shard has an outcome")
+        await until(all_done, 40, "every live intent of every shard has an outcome, settled")
         for p in survivors:
             await p.stop()
         async with aiohttp.ClientSession() as http, http.get(f"{sim.url}/stats") as r:

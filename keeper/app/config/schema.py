@@ -106,9 +106,13 @@ class KeeperSection(_Section, frozen=True):
     position's loss covered by the venue while another's profit could pay it; what pays a
     liquidator most), or ``least``, the least that restores health (``KeeperParams.sizing``)."""
     shard: NonNegInt = 0
+    """Without ``sharded``: the one shard's log this process runs (a static split, e.g. one
+    venue a shard)."""
     shards: PositiveInt = 1
-    """Above 1: the sharded mode (``keeper.app.sharded``): accounts split over this many shards,
-    each owned by one process at a time under a lease."""
+    """The shard count (accounts split over this many shards by a stable hash)."""
+    sharded: bool = False
+    """The sharded mode (``keeper.app.sharded``, ``keeper run --shards N``): every one of
+    ``shards`` shards owned by one process at a time under a lease, taken over when it dies."""
     lease_ttl_ms: PositiveInt = 10_000
     """The sharded mode's lease TTL: a dead process's shards are taken over within about this
     plus a third of it."""

@@ -120,7 +120,7 @@ function renderSummary(s) {
   setText("feeds-note", s.feeds > 0 ? `(stale after ${s.staleness_s} s by the wall clock)` : "(none configured)");
   const sharded = Array.isArray(s.shards);  // the sharded mode (keeper.app.shard_status)
   document.getElementById("shards-section").hidden = !sharded;
-  if (sharded) render(SHARDS, s.shards);
+  render(SHARDS, sharded ? s.shards : []);  // hidden with one shard, never left "loading…"
   return s;
 }
 
