@@ -306,12 +306,20 @@ class EmbeddedCluster:
         return [self._by_port(v.port) for v in sorted(self.topology(), key=lambda v: v.port)
                 if not v.primary and not v.failing and v.connected]
 
-    def node_for_slot(self, slot: int) -> EmbeddedRedis:
-        """The primary that serves ``slot`` now."""
-        for v in self.topology():
-            if v.primary and any(lo <= slot <= hi for lo, hi in v.slots):
-                return self._by_port(v.port)
-        raise EmbeddedRedisError(f"no node serves slot {slot}")
+    def node_for_slot(self, slot: int, wait_s: float = 5.0) -> EmbeddedRedis:
+        """The running primary that serves ``slot`` now. Right after a failover the node asked
+        may still name the dead one (gossip takes a moment): a view naming a node that is not
+        running or failing is asked again, for at most ``wait_s``."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            for v in self.topology():
+                if v.primary and not v.failing and any(lo <= slot <= hi for lo, hi in v.slots):
+                    node = self._by_port(v.port)
+                    if node.running():
+                        return node
+            if time.monotonic() > deadline:
+                raise EmbeddedRedisError(f"no running node serves slot {slot}")
+            time.sleep(0.05)
 
     def node_for_key(self, key: str) -> EmbeddedRedis:
         """The primary that serves ``key``'s slot (its ``{hash tag}`` decides)."""
