@@ -173,6 +173,9 @@ class ShardParts:
     wait_replicas: int = 0
     """Replicas that must hold an entry before the worker acts on it or counts its own append
     as done (``keeper.store.replicated``; ``[keeper] wait_replicas``)."""
+    catch_up: Callable[[Projector], Awaitable[None]] | None = None
+    """Right after a projector started: what it must read from the archive first (a start
+    below what retention trimmed)."""
     started: Callable[[RedisEventLog, list[Projector]], Awaitable[None]] | None = None
     """Called once every projector of the worker has started (restored): the run manifest."""
     retention: Callable[[RedisEventLog, asyncio.Event], Awaitable[None]] | None = None
@@ -266,8 +269,6 @@ class ShardWorker:
         await self._ready.wait()
         try:
             await self.parts.started(log, self.projectors)
-        except LeaseLost:
-            raise
         except Exception as exc:
             _log.warning("shard_manifest_failed", shard=self.shard, error=f"{type(exc).__name__}: {exc}")
         await self.stop.wait()
@@ -291,6 +292,8 @@ class ShardWorker:
                     await p.start()
                     _log.info("projector_started", projector=p.name, shard=self.shard,
                               restored_from=p.restored_from, offset=p.position)
+                    if self.parts.catch_up is not None:
+                        await self.parts.catch_up(p)
                     if all(q.core is not None for q in self.projectors):
                         self._ready.set()
                 while not self.stop.is_set():

@@ -17,11 +17,13 @@
   lag in ms); the per-account views are the one-shard daemon's only.
 
 ``url``: a ``redis+cluster://`` URL (each shard's keys in its own slot) or one Redis (every
-shard on it). Retention (``[retention] in_daemon``) runs per shard in its owner's worker, the
-projectors reading through the shard's archive. Not in this mode: a chain venue (it runs as one
-shard), the ``projector`` role. Each shard's owner writes the shard's run manifest when its
-projectors have started (``keeper replay --shard`` reads the params there). Shutdown: intake first (the writer
-drained), then the leases released, each worker stopping first (final snapshot while held).
+shard on it). Retention (``[retention] in_daemon``) runs per shard in its owner's worker; a
+projector that starts below what it trimmed, or that a hard cap may pass, reads the shard's
+archive (``keeper.app.retention_role``, as the one-shard daemon's do). Each shard's owner
+writes the shard's run manifest when its projectors have started (``keeper replay --shard``
+reads the params there). Not in this mode: a chain venue (it runs as one shard), the
+``projector`` role. Shutdown: intake first (the writer drained), then the leases released, each
+worker stopping first (final snapshot while held).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from keeper.app.executors import build_executor
 from keeper.app.feeds_role import build_pipeline, parser_for, subscriptions
 from keeper.app.freshness import FreshnessGuard
 from keeper.app.keeper_role import core_factory
-from keeper.app.retention_role import retain
+from keeper.app.retention_role import capped_reader, catch_up_archived, retain
 from keeper.app.shard_worker import ShardHost, ShardParts
 from keeper.app.stamping import StampingLog
 from keeper.app.supervise import bounded, cancel_all
@@ -53,11 +55,9 @@ from keeper.feeds.ws import WsConfig
 from keeper.ingest.account_ws import AccountStream
 from keeper.projector import Projector
 from keeper.replay import manifest as mf
-from keeper.store.archive import Archive, ArchivedLog
 from keeper.store.entries import parse_id
 from keeper.store.redis_io import make_client, wrap_errors
 from keeper.store.redis_log import RedisEventLog
-from keeper.store.retention import RetentionPolicy
 from keeper.store.shards import ShardedLog
 from keeper.store.slotconn import RedisClient, is_cluster_url, make_cluster_client
 from keeper.store.snapshots import RedisSnapshotStore
@@ -108,21 +108,13 @@ def shard_parts(daemon: Daemon, executor: VenueExecutor | None, wait_replicas: i
     ``wait_replicas``: what its log waits for (``wait_replicas_for``)."""
     cfg = daemon.config
 
-    def reading(log: RedisEventLog) -> RedisEventLog | ArchivedLog:
-        """The projectors' log: through the shard's archive when retention runs (a new owner
-        without a snapshot of the shard, or one the hard cap passed, reads the trimmed part
-        there; ``keeper.app.retention_role``), else the log itself."""
-        if not cfg.retention.enabled:
-            return log
-        policy = RetentionPolicy.from_config(cfg.retention, state_dir=cfg.keeper.state_dir)
-        return ArchivedLog(log, Archive.of(policy.archive_dir.resolve(), log))
-
     def projectors(log: RedisEventLog, shard: str) -> list[Projector]:
         out = []
         for k, profile in enumerate(daemon.profiles):
             params = msgspec.structs.replace(cfg.keeper_params(), profile=profile)
             snaps = RedisSnapshotStore(log.client, shard=shard, format=fmt_of(params))
-            stamping = StampingLog(reading(log), daemon.metrics, count_applied=k == 0)
+            # through the shard's archive when a hard cap may trim past them while they run
+            stamping = StampingLog(capped_reader(cfg, log), daemon.metrics, count_applied=k == 0)
             p = Projector(stamping, snaps, core_factory(params),  # type: ignore[arg-type]
                           name=f"keeper-{profile}", fmt=fmt_of(params), batch=cfg.keeper.batch_size,
                           snapshot_every=cfg.snapshots.every_events,
@@ -157,6 +149,7 @@ def shard_parts(daemon: Daemon, executor: VenueExecutor | None, wait_replicas: i
     run_retention = cfg.retention.enabled and cfg.retention.in_daemon
     return ShardParts(projectors, runner if executor is not None else None, executor,
                       block_ms=daemon.block_ms, wait_replicas=wait_replicas, started=started,
+                      catch_up=lambda p: catch_up_archived(cfg, p),
                       retention=retention if run_retention else None)
 
 
