@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import time
 from collections import Counter
 from decimal import Decimal
@@ -37,6 +36,7 @@ from keeper.errors import LogError
 from keeper.scenarios.book import generate_book
 from keeper.sim.server import SimServer
 from keeper.store.cluster import EmbeddedCluster
+from keeper.store.embedded import free_port
 from keeper.store.membership import shard_names
 from keeper.store.shards import ShardedLog
 from tests.cluster.lease_helpers import open_client, until
@@ -57,12 +57,6 @@ D = Decimal
 SHARDS = 16
 TTL_MS = 2_000
 KILL_AT = 12
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def append_until_accepted(writer: ShardedLog, events: list[ev.Event]) -> int:
