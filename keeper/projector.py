@@ -209,6 +209,9 @@ class Projector:
         else:
             entries, self.position = await self.log.read_batch(self.position, self.batch, block_ms)
             if not entries:
+                tidy = getattr(core, "tidy", None)
+                if tidy is not None:  # nothing new: the core's upkeep, out of the next burst's way
+                    tidy()
                 return 0
             n = await self._apply(core, [(entry.id, entry.event) for entry in entries])
         if self._since_snapshot >= self.snapshot_every or (

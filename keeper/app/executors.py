@@ -25,7 +25,7 @@ def build_executor(cfg: Config) -> VenueExecutor | None:
                           "KEEPER_HMAC_SECRET (or KEEPER_VENUE_SECRET)")
     kw: dict[str, Any] = {"secret": secret.reveal().encode(), "timeout_s": x.timeout_s,
                           "max_attempts": x.max_attempts, "status_url": x.status_url or None,
-                          "retry_after_max_s": x.retry_after_max_s}
+                          "retry_after_max_s": x.retry_after_max_s, "keep_warm_s": x.keep_warm_s}
     if x.executor == "sim":
         return SimVenueExecutor(x.url, **kw)
     return HttpExecutor(x.url, **kw)

@@ -176,6 +176,11 @@ class KeeperCore:
         """Keys of the buckets whose health moves with ``symbol``."""
         return self.index.exposed(symbol)
 
+    def tidy(self) -> int:
+        """Maintenance for a moment without entries (the projector's empty read): the screen's
+        stale edges and notes (``Screen.tidy``). Changes no decision, so replay needs none."""
+        return self.screen.tidy()
+
     def handle(self, entry_id: str, event: Event) -> list[Event]:
         """Apply one log entry and return the intents decided after it (possibly none).
 
@@ -219,18 +224,22 @@ class KeeperCore:
         _apply(self.state, entry_id, event)
         self.rechecked_last = 0
         keys, cleared = self._follow(event)
-        if type(event) is _PRICE and event.frame_more:
-            self._frame.extend(keys)  # decided with the frame's last price
-            return []
+        if type(event) is _PRICE:
+            if event.frame_more:
+                self._frame.extend(keys)  # decided with the frame's last price
+                return []
+            return self._decide_with_frame(keys, cleared, entry_id, event, tick=True)
         return self._decide_with_frame(keys, cleared, entry_id, event)
 
     def _decide_with_frame(self, keys: Sequence[str], cleared: str | None, entry_id: str,
-                           trigger: Event) -> list[Event]:
+                           trigger: Event, *, tick: bool = False) -> list[Event]:
         """Decide on ``keys`` and the buckets the current frame's earlier prices flagged, after
-        ``entry_id`` (``cleared``: the one bucket among them the screen cleared, if any)."""
+        ``entry_id`` (``cleared``: the one bucket among them the screen cleared, if any;
+        ``tick``: ``keys`` are a tick's candidates, sorted and each once)."""
         if self._frame:
             keys = [*self._frame, *keys]
             self._frame = []
+            tick = False
         if not keys:
             return []
         if (cleared is not None and not self.state.unsafe and cleared not in self._episodes
@@ -239,7 +248,7 @@ class KeeperCore:
             # the bucket the screen cleared, alone (the most frequent case): no guard would fire
             # (the screen flags a bucket lacking a price) and there is nothing to drop or decide
             return []
-        return self._decide(keys, entry_id, trigger, cleared)
+        return self._decide(keys, entry_id, trigger, cleared, ordered=tick)
 
     def pending(self) -> list[Event]:
         """Intents decided but not yet seen back in the log (re-appended on restart)."""
@@ -355,18 +364,19 @@ class KeeperCore:
     def _skip(self, why: str) -> None:
         self.skipped[why] = self.skipped.get(why, 0) + 1
 
-    def _decide(self, keys: Iterable[str], entry_id: str, trigger: Event, cleared: str | None = None
-                ) -> list[Event]:
+    def _decide(self, keys: Iterable[str], entry_id: str, trigger: Event, cleared: str | None = None,
+                *, ordered: bool = False) -> list[Event]:
         """Decide on the candidates ``keys`` after ``entry_id``: the guards, then the exact
         check and plan in chunks of ``DECIDE_CHUNK`` (``_decide_from``); ``cleared``: a bucket the
-        screen cleared (healthy for sure: its exact check is skipped)."""
+        screen cleared (healthy for sure: its exact check is skipped); ``ordered``: ``keys`` is a
+        list, sorted, each key once (a tick's candidates)."""
         # one decision per bucket, whatever the caller passed (linear for sorted keys)
-        ordered = sorted(dict.fromkeys(keys))
-        if len(ordered) <= DECIDE_CHUNK:
-            return self._decide_from(ordered, entry_id, trigger, cleared, DECIDE_CHUNK)
+        ordered_keys = keys if ordered and isinstance(keys, list) else sorted(dict.fromkeys(keys))
+        if len(ordered_keys) <= DECIDE_CHUNK:
+            return self._decide_from(ordered_keys, entry_id, trigger, cleared, DECIDE_CHUNK)
         # a burst: the screen's least headroom first (most at risk), so the first (smaller) chunk
         # is decided (and, streaming, submitted) before the rest is checked
-        return self._decide_from(self.screen.by_headroom(ordered), entry_id, trigger, cleared,
+        return self._decide_from(self.screen.by_headroom(ordered_keys), entry_id, trigger, cleared,
                                  FIRST_CHUNK)
 
     def _decide_from(self, keys: list[str], entry_id: str, trigger: Event, cleared: str | None,
@@ -392,6 +402,7 @@ class KeeperCore:
         ``backlog`` is None before it hands the core another entry."""
         if self.backlog is None:
             return []
+        self.screen.settle()  # what the burst's tick left for after its first decisions
         keys, entry_id, trigger, cleared = self.backlog
         self.backlog = None
         return self._decide_from(keys, entry_id, trigger, cleared, DECIDE_CHUNK)

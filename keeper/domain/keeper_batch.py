@@ -86,7 +86,7 @@ def handle_batch(core: KeeperCore, entries: Sequence[tuple[str, Event]]) -> list
                 if keys or core._frame:
                     state.offset, state.applied, state.log_time = offset, applied, log_time
                     held = False
-                    decided = core._decide_with_frame(keys, None, entry_id, event)
+                    decided = core._decide_with_frame(keys, None, entry_id, event, tick=True)
                     if decided:
                         out.extend(decided)
                     if core.backlog is not None:

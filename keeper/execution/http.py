@@ -30,6 +30,11 @@ with ``"status": "unknown"``: None; 405, 501 or a 404 without that body (a venue
 endpoint: never read as "not there") is ``StatusUnsupported``; anything else is
 ``TransientError``, retried like a submission.
 
+``keep_warm(stop)`` keeps a connection to the venue open through a calm: when no request has
+used the session for ``keep_warm_s`` (below aiohttp's 15 s keep-alive), one ``HEAD <url>``
+(any answer will do: what is kept is the connection). A crash's first submission then leaves on
+an open connection instead of waiting for a connect (a round trip; with TLS, several).
+
 One ``aiohttp.ClientSession`` per process: pass the process's session in; when none is given the
 executor opens one and closes it in ``close()``. Every request has an explicit timeout (aiohttp's
 default total is 300 s). The secret comes from the environment (``KEEPER_VENUE_SECRET``) unless
@@ -53,6 +58,7 @@ import aiohttp
 import msgspec
 import structlog
 
+from keeper.aio import wait_event
 from keeper.backoff import Backoff, jittered_backoff
 from keeper.domain.codec import decode
 from keeper.domain.events import Decision, Event
@@ -147,8 +153,10 @@ class HttpExecutor:
         sleep: Sleep = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
+        keep_warm_s: float = 10.0,
     ) -> None:
         self.url = url
+        self.keep_warm_s = keep_warm_s
         template = status_url or url.rstrip("/")
         self.status_url = template if "{intent_id}" in template else f"{template.rstrip('/')}/{{intent_id}}"
         self.batch_url = batch_url
@@ -170,6 +178,10 @@ class HttpExecutor:
         """Requests sent so far (every try, retries included): for metrics and tests."""
         self.status_queries = 0
         """Status requests sent so far (every try)."""
+        self.warmups = 0
+        """``HEAD`` requests ``warm`` sent (answered or not)."""
+        self._last_used = -math.inf
+        """When (``clock``) a request last ended on the session."""
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -208,6 +220,32 @@ class HttpExecutor:
             raise TransientError(f"timeout after {self._timeout.total}s") from exc
         except aiohttp.ClientError as exc:
             raise TransientError(f"{type(exc).__name__}: {exc}") from exc
+        finally:
+            self._last_used = self._clock()
+
+    async def warm(self) -> bool:
+        """Open (or keep) a connection to the venue: one ``HEAD <url>``, whatever it answers;
+        whether the venue answered at all."""
+        self.warmups += 1
+        try:
+            await self._request("HEAD", self.url, {})
+        except TransientError as exc:
+            _log.debug("venue_warmup_failed", error=str(exc)[:200])
+            return False
+        return True
+
+    async def keep_warm(self, stop: asyncio.Event) -> None:
+        """Until ``stop``: ``warm`` at once, then whenever no request has used the session for
+        ``keep_warm_s`` (0 or less: never)."""
+        if self.keep_warm_s <= 0:
+            return
+        await self.warm()
+        while not stop.is_set():
+            idle = self._clock() - self._last_used
+            if idle >= self.keep_warm_s:
+                await self.warm()
+                continue
+            await wait_event(stop, self.keep_warm_s - idle)
 
     def _raise_transient(self, status: int, payload: dict[str, Any], retry_after: str | None) -> None:
         """Raise for the answers worth retrying: 429, 408 and 5xx (``RetryLater`` when a 429 or

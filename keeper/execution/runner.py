@@ -179,6 +179,8 @@ class Runner(IntentHandling):
         halts = asyncio.ensure_future(watch_venue_halts(
             self.pauses, getattr(self.executor, "markets", None), append=self.log.append,
             now_us=self.now_us, stop=stop, interval_s=self.halt_poll_s))
+        keep_warm = getattr(self.executor, "keep_warm", None)  # an open connection for the next crash
+        warm = asyncio.ensure_future(keep_warm(stop) if keep_warm is not None else asyncio.sleep(0))
         try:
             while not stop.is_set():
                 try:
@@ -188,7 +190,8 @@ class Runner(IntentHandling):
         finally:
             self._following = False
             halts.cancel()
-            await asyncio.gather(halts, return_exceptions=True)
+            warm.cancel()
+            await asyncio.gather(halts, warm, return_exceptions=True)
             await self.wait_idle()
 
     async def _until_up(self, stop: asyncio.Event, call: Callable[[], Awaitable[int]]) -> None:

@@ -211,6 +211,10 @@ class ExecutionSection(_Section, frozen=True):
     retry_after_max_s: Positive = 5.0
     """The longest ``Retry-After`` (429/503) a submission waits out; a longer one gives up at
     once and the intent is taken up again later."""
+    keep_warm_s: float = 10.0
+    """After this long without a request, the HTTP executors send the venue one ``HEAD <url>``
+    so that a connection stays open for the next crash's first submission (aiohttp keeps an idle
+    connection 15 s); 0: never."""
 
 
 class VenueSection(_Section, frozen=True):

@@ -37,6 +37,10 @@ _TAIL = 1 << 12
 """Edges kept in the tail's heap before they go to the numpy levels as one batch: a side with
 fewer edges keeps them all in the heap (pops and pushes O(log n), no array call at all); past a
 few thousand, a tick that crosses many edges is cheaper as an array slice (docs/screen.md)."""
+_POP_ONE_BY_ONE = 64
+"""Edges a probe pops off the tail's heap one at a time; past that it moves the heap to the
+pending batches (one array batch) and filters it there: a heap pop costs ~0.5 µs, so a tick that
+crosses thousands of single pushes is an array's work, not a loop's."""
 _SMALL = 4096
 """The least size at which the ``small`` level (and the pending batches) merge down a level."""
 
@@ -186,10 +190,18 @@ class BandEdges:
             heap = self.tail
             neg_x = -x
             pop = _heappop
+            popped = 0
             while heap and heap[0][0] < neg_x:
+                if popped == _POP_ONE_BY_ONE:
+                    # a tick that crosses much of the heap (a crash through rows settled one by
+                    # one): the rest goes to the pending batches, filtered below as an array
+                    self._flush_tail()
+                    break
                 _, row, gen = pop(heap)
                 pairs.append((row, gen))
-            self.tail_top = -heap[0][0] if heap else -math.inf
+                popped += 1
+            else:
+                self.tail_top = -heap[0][0] if heap else -math.inf
         if self.pending_top > x:
             keys, prows, pgens = self._take_pending(tail=False)
             hit = keys > x
@@ -214,6 +226,15 @@ class BandEdges:
                 keys[:i], self.small_rows[:i], self.small_gens[:i])
         self.top = x  # every key left is <= x
         return rows, gens
+
+    def tidy(self) -> bool:
+        """Sort a heap of more than ``_POP_ONE_BY_ONE`` single pushes, and the pending batches,
+        into the arrays (for an idle moment: a probe then slices them instead of popping one by
+        one); whether anything moved."""
+        if len(self.tail) <= _POP_ONE_BY_ONE and not self.pending_count:
+            return False
+        self._merge(*self._take_pending(tail=len(self.tail) > _POP_ONE_BY_ONE))
+        return True
 
     def compact(self, generation: I32) -> None:
         """Drop stale edges (``generation``: each row's current one); every level is merged into

@@ -12,8 +12,10 @@ which its term cannot use up more than its share, pushed as one edge per side in
 ``BandEdges``. Shares go by the terms' values ``weight_s * |lo_s| * P_s`` (``weight``: 1, or
 ``QUIET_WEIGHT`` for a symbol that has not moved yet), so every moving symbol gets the same
 relative band ``h / sum(weight * |lo| * P)``. While every symbol of a row stays inside its band
-the row's headroom stays ``>= 0``. A flagged row gets an empty band (a floor at +inf, crossed by
-every tick of its symbols).
+the row's headroom stays ``>= 0``. A flagged row gets an empty band: it is noted, with its
+generation, in each of its symbols' ``_flagged_rows``, and every tick of those symbols takes it
+(a note, not an edge: a burst flags thousands of rows at once, and a note costs a dict entry
+where an edge would cost a sorted merge; a row noted again overwrites its note).
 
 Storage. Row ``r`` holds ``const_lo`` in ``_const_lo[r]`` and up to ``_width`` entries ``(symbol id,
 lo, price ceiling)`` in the 2-d arrays ``_entry_symbol``/``_entry_coef``/``_entry_ceiling``
@@ -27,7 +29,7 @@ from __future__ import annotations
 
 import math
 from decimal import Decimal
-from typing import Final, TypeVar
+from typing import Any, Final, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -40,6 +42,7 @@ I64 = npt.NDArray[np.int64]
 I32 = npt.NDArray[np.int32]
 F64 = npt.NDArray[np.float64]
 _A = TypeVar("_A", bound=np.ndarray)
+AnyArray = npt.NDArray[Any]
 
 Entry = tuple[int, float, float]
 """One entry of a row: ``(symbol id, lo, price ceiling)`` (``lo``: the widened coefficient)."""
@@ -51,6 +54,8 @@ GEN_MASK: Final = 0x7FFFFFFF
 compacted away long before."""
 _SET_MEMBER_BYTES: Final = 60
 """A row number in a Python set: its int (28 B) and ~1.5 hash-table slots."""
+_DICT_ITEM_BYTES: Final = 100
+"""A row's note in a dict: two ints (56 B) and ~1.5 entries of a compact dict (hash, key, value)."""
 
 
 class RowTable:
@@ -79,6 +84,9 @@ class RowTable:
         """Per symbol: the always-checked rows exposed to it."""
         self._unbanded: list[set[int]] = [set()]
         """Per quiet symbol: rows settled with no edge for it (see ``_settle_one``)."""
+        self._flagged_rows: list[dict[int, int]] = [{}]
+        """Per symbol: the rows flagged at their last settle (an empty band), each with its
+        generation then (a stale note is skipped, as a stale edge is)."""
         self._floors: list[BandEdges] = [BandEdges()]
         self._ceilings: list[BandEdges] = [BandEdges()]
         self._keys: list[str | None] = []
@@ -131,6 +139,7 @@ class RowTable:
             self._row_count.append(0)
             self._always_rows.append(set())
             self._unbanded.append(set())
+            self._flagged_rows.append({})
             self._floors.append(BandEdges())
             self._ceilings.append(BandEdges())
             if sid >= self._price_array.size:
@@ -289,7 +298,7 @@ class RowTable:
         The headroom ``h`` is split between the row's symbols by the weighted values of their terms
         (the same relative band for each moving symbol); while every symbol stays inside its band
         the row's headroom cannot go below zero. Returns whether it is flagged (then it gets an
-        empty band: a floor at +inf, crossed by every tick of its symbols).
+        empty band: noted in ``_flagged_rows`` of its symbols, taken by every tick of them).
         """
         generation_view = self._generation_view
         old: int = generation_view[row]  # typed first: the arithmetic below is then native
@@ -310,7 +319,7 @@ class RowTable:
                 if mixed and weight[sid] == QUIET_WEIGHT:
                     self._unbanded[sid].add(row)
                 else:
-                    floors[sid].push(math.inf, row, gen)
+                    self._flagged_rows[sid][row] = gen
             return True
         flagged_view = self._flagged_view
         if flagged_view[row]:
@@ -338,14 +347,10 @@ class RowTable:
                 ceilings[sid].push(-ceiling, row, gen)
         return False
 
-    def _settle_many(self, rows: I64, *, rebuild: bool = False) -> I64:
-        """Settle many linear rows at once (numpy), as ``_settle_one`` each; returns the flagged ones.
-
-        ``rebuild``: these are all the linear rows, so every symbol's edges are replaced (a
-        full settle that also drops every stale edge).
-        """
-        gen = (self._generation[rows] + 1) & GEN_MASK
-        self._generation[rows] = gen
+    def _judge(self, rows: I64) -> tuple[I32, F64, F64, F64 | None, F64, npt.NDArray[np.bool_]]:
+        """``rows`` judged at the current prices, as ``_settle_many`` judges them: their symbol
+        ids, coefficients, prices and ceilings (None: no tiers) gathered, their headrooms, and
+        whether each is flagged (``h < 0``, NaN, or a price above an entry's ceiling)."""
         self._price_array[:len(self._price)] = self._price
         sids = self._entry_symbol[rows]
         lo = self._entry_coef[rows]
@@ -356,78 +361,115 @@ class RowTable:
         if self._entry_ceiling is not None:
             tier_ceiling = self._entry_ceiling[rows]
             bad |= (px > tier_ceiling).any(axis=1)
+        return sids, lo, px, tier_ceiling, h, bad
+
+    def _settle_many(self, rows: I64, *, rebuild: bool = False) -> I64:
+        """Settle many linear rows at once (numpy), as ``_settle_one`` each; returns the flagged ones.
+
+        ``rebuild``: these are all the linear rows, so every symbol's edges and notes are replaced
+        (a full settle that also drops every stale edge). The bands are worked out for the
+        unflagged rows only: in a crash most crossed rows are flagged, and a flagged row needs its
+        notes, not a band.
+        """
+        gen = (self._generation[rows] + 1) & GEN_MASK
+        self._generation[rows] = gen
+        sids, lo, px, tier_ceiling, h, bad = self._judge(rows)
         self._flagged[rows] = bad
         weight = self._weight_array[sids]
-        weighted = np.where(lo != 0, weight * np.abs(lo) * px, 0.0)
-        weighted_sum = weighted.sum(axis=1)
-        rel = np.divide(h, weighted_sum, out=np.zeros_like(h), where=(weighted_sum > 0) & ~bad)
-        edge = px - np.sign(lo) * weight * rel[:, None] * px
-        good = ~bad[:, None]
-        row_of = np.broadcast_to(rows.astype(np.int32)[:, None], sids.shape)
-        gen_of = np.broadcast_to(gen[:, None], sids.shape)
         held = sids != 0
         quiet = (weight == QUIET_WEIGHT) & held
         # as in _settle_one: a quiet symbol of a row holding a moving one gets no edge, but a note
         skip = quiet & (held & ~quiet).any(axis=1)[:, None]
+        row_of = np.broadcast_to(rows.astype(np.int32)[:, None], sids.shape)
+        gen_of = np.broadcast_to(gen[:, None], sids.shape)
         if rebuild:
             for noted in self._unbanded:
                 noted.clear()
+            for marked in self._flagged_rows:
+                marked.clear()
+            for per_symbol in (*self._floors, *self._ceilings):
+                per_symbol.set(EMPTY_KEYS, EMPTY_INTS, EMPTY_INTS)
         if skip.any():
             unbanded = self._unbanded
-            for sid, row in zip(sids[skip].tolist(), row_of[skip].tolist(), strict=True):
-                unbanded[sid].add(row)
-        held &= ~skip
-        floor_mask = (good & (lo > 0) & held) | (bad[:, None] & held)
-        floor_key = np.where(good, edge, math.inf)[floor_mask]
+            for sid, (noted_rows,) in _by_symbol(sids[skip], row_of[skip]):
+                unbanded[sid].update(noted_rows.tolist())
+            held &= ~skip
+        flagged: I64 = rows[bad]
+        if flagged.size:
+            mask = bad[:, None] & held
+            flagged_rows = self._flagged_rows
+            for sid, (marked_rows, marked_gens) in _by_symbol(sids[mask], row_of[mask], gen_of[mask]):
+                flagged_rows[sid].update(zip(marked_rows.tolist(), marked_gens.tolist(), strict=True))
+            if flagged.size == rows.size:
+                return flagged
+            good = np.flatnonzero(~bad)
+            sids, lo, px, weight, h, held = sids[good], lo[good], px[good], weight[good], h[good], held[good]
+            row_of, gen_of = row_of[good], gen_of[good]
+            if tier_ceiling is not None:
+                tier_ceiling = tier_ceiling[good]
+        weighted = np.where(lo != 0, weight * np.abs(lo) * px, 0.0)
+        weighted_sum = weighted.sum(axis=1)
+        rel = np.divide(h, weighted_sum, out=np.zeros_like(h), where=weighted_sum > 0)
+        edge = px - np.sign(lo) * weight * rel[:, None] * px
+        floor_mask = (lo > 0) & held
         ceiling_key = np.where(lo < 0, edge, math.inf)
         if tier_ceiling is not None:
             ceiling_key = np.minimum(ceiling_key, tier_ceiling)
-        ceiling_mask = good & held & (ceiling_key != math.inf)
-        sides = ((self._floors, sids[floor_mask], floor_key, row_of[floor_mask], gen_of[floor_mask]),
+        ceiling_mask = held & (ceiling_key != math.inf)
+        sides = ((self._floors, sids[floor_mask], edge[floor_mask], row_of[floor_mask], gen_of[floor_mask]),
                  (self._ceilings, sids[ceiling_mask], -ceiling_key[ceiling_mask], row_of[ceiling_mask],
                   gen_of[ceiling_mask]))
         for edges, side_sids, side_keys, side_rows, side_gens in sides:
-            if rebuild:
-                for per_symbol in edges:
-                    per_symbol.set(EMPTY_KEYS, EMPTY_INTS, EMPTY_INTS)
-            if not side_sids.size:
-                continue
-            order = np.argsort(side_sids, kind="stable")
-            sid_sorted, keys = side_sids[order], side_keys[order]
-            edge_rows, gens = side_rows[order], side_gens[order]
-            starts = np.concatenate(([0], np.flatnonzero(np.diff(sid_sorted)) + 1))
-            bounds = [*starts.tolist(), sid_sorted.size]
-            symbols = sid_sorted[starts].tolist()
-            if rebuild:
-                for i, sid in enumerate(symbols):
-                    a, b = bounds[i], bounds[i + 1]
-                    edges[sid].set(keys[a:b], edge_rows[a:b], gens[a:b])
-                continue
-            tops = np.maximum.reduceat(keys, starts).tolist()
-            for i, sid in enumerate(symbols):
-                a, b = bounds[i], bounds[i + 1]
-                edges[sid].push_many(keys[a:b], edge_rows[a:b], gens[a:b], tops[i])
-        flagged: I64 = rows[bad]
+            for sid, (keys, edge_rows, gens) in _by_symbol(side_sids, side_keys, side_rows, side_gens):
+                if rebuild:
+                    edges[sid].set(keys, edge_rows, gens)
+                else:
+                    edges[sid].push_many(keys, edge_rows, gens, float(keys.max()))
         return flagged
 
-    def _maybe_compact(self, sid: int) -> None:
-        """Drop the symbol's stale edges once a side holds more than twice its live rows + 1024."""
+    def _maybe_compact(self, sid: int, factor: int = 2, spare: int = 1024) -> int:
+        """Drop the symbol's stale edges once a side holds more than ``factor`` times its live
+        rows + ``spare``; returns how many were dropped."""
         live = self._row_count[sid] + len(self._always_rows[sid])
+        dropped = 0
         for edges in (self._floors[sid], self._ceilings[sid]):
-            if len(edges) > 2 * live + 1024:
+            if len(edges) > factor * live + spare:
+                before = len(edges)
                 edges.compact(self._generation)
+                dropped += before - len(edges)
+        return dropped
 
     # ------------------------------------------------------------------ sizes
 
     def nbytes(self) -> int:
         """Bytes held by the row arrays, the band edges and the row sets (stale rows, quiet
-        symbols' notes: ~60 B a member), not the key list and dict."""
+        symbols' notes: ~60 B a member; flagged rows' notes: ~100 B), not the key list and dict."""
         rows = (self._const_lo.nbytes + self._generation.nbytes + self._always.nbytes + self._flagged.nbytes
                 + self._entry_symbol.nbytes + self._entry_coef.nbytes)
         if self._entry_ceiling is not None:
             rows += self._entry_ceiling.nbytes
         members = len(self._deferred_rows) + sum(len(s) for s in self._unbanded)
-        return rows + _SET_MEMBER_BYTES * members + sum(e.nbytes() for e in (*self._floors, *self._ceilings))
+        notes = sum(len(d) for d in self._flagged_rows)
+        return (rows + _SET_MEMBER_BYTES * members + _DICT_ITEM_BYTES * notes
+                + sum(e.nbytes() for e in (*self._floors, *self._ceilings)))
+
+
+def _by_symbol(sids: I32, *columns: AnyArray) -> list[tuple[int, tuple[AnyArray, ...]]]:
+    """``columns`` split by symbol id (``sids``, aligned with them): ``(sid, the columns' items of
+    that sid)`` per symbol present, ascending, each group in its original order. One symbol (a
+    burst on one market, most ticks) takes no sort."""
+    if not sids.size:
+        return []
+    first = int(sids[0])
+    if (sids == first).all():
+        return [(first, columns)]
+    order = np.argsort(sids, kind="stable")
+    sorted_sids = sids[order]
+    starts = np.concatenate(([0], np.flatnonzero(np.diff(sorted_sids)) + 1))
+    bounds = [*starts.tolist(), sorted_sids.size]
+    ordered = [c[order] for c in columns]
+    return [(sid, tuple(c[bounds[i]:bounds[i + 1]] for c in ordered))
+            for i, sid in enumerate(sorted_sids[starts].tolist())]
 
 
 def _float_view(a: F64) -> memoryview[float]:

@@ -25,7 +25,6 @@ from decimal import Decimal
 from typing import Final
 
 import numpy as np
-import numpy.ma  # np.unique imports it at its first call (~15 ms): at import, not in a burst
 import numpy.typing as npt
 
 from keeper.domain.model import AssetParams, Bucket, MarketParams
@@ -42,8 +41,15 @@ _ZERO: Final = Decimal(0)
 _SHIFT_BUDGET: Final = 1024
 """How many times its own band (``rel_tol * |coef|``) a coefficient may widen through ``shift``
 before the row must be re-linearised: extra false positives only within ~1e-6 of the boundary."""
+_TICK_COMPACT: Final = (4, 4096)
+"""A tick compacts the edges of its symbol only past 4 times its live rows + 4,096 (``tidy``
+keeps them within 2 times + 1,024 in idle moments): the sort a compaction costs stays out of
+a burst's first decisions while the keeper keeps up."""
 _SMALL_SETTLE: Final = 16
 """Crossed rows settled one by one in Python below this count (numpy's call cost dominates)."""
+_SETTLE_LATER: Final = 512
+"""From this many crossed rows a tick only finds the flagged ones and leaves the bands to
+``settle`` (the keeper's first decisions of a crash go first)."""
 
 
 class Screen(RowTable):
@@ -63,6 +69,11 @@ class Screen(RowTable):
         self._one_by_one_below = _SMALL_SETTLE
         """Crossed rows are settled one by one (``_settle_one``, the reference) below this count,
         vectorised (``_settle_many``) from it: the same promise (tests set it to 0)."""
+        self._settle_later_from = _SETTLE_LATER
+        """From this many crossed rows, a tick leaves their settling to ``settle`` (tests vary it)."""
+        self._unsettled: I64 | None = None
+        """Rows a tick crossed and flagged without settling them (``settle``): their old edges
+        are popped and their generations not moved on yet."""
         self.refresh: Callable[[str], bool] | None = None
         """Re-linearises a bucket from the exact state (``upsert``), returning whether it is flagged:
         set by the owner of the state; without it ``defer`` never defers."""
@@ -97,6 +108,8 @@ class Screen(RowTable):
         the state's must agree (``on_price``/``resync`` keep them in step). ``symbols``: the
         bucket's ``symbols()``, when the caller has them.
         """
+        if self._unsettled is not None:
+            self.settle()
         self.upserts += 1
         row = self._row.get(key)
         used = self._width
@@ -189,6 +202,8 @@ class Screen(RowTable):
         stale (its form, lowered by ``delta``, is still a lower bound), but where that flags it,
         None again: its stale form may be the only reason, so ``upsert`` must answer.
         """
+        if self._unsettled is not None:
+            self.settle()
         row = self._row.get(key)
         sid = self._symbol_id.get(symbol)
         if row is None or sid is None or self._always_view[row]:
@@ -235,6 +250,8 @@ class Screen(RowTable):
         """
         if self.refresh is None:
             return False
+        if self._unsettled is not None:
+            self.settle()
         row = self._row.get(key)
         if row is None or self._always_view[row] or self._flagged_view[row]:
             return False
@@ -244,6 +261,8 @@ class Screen(RowTable):
 
     def remove(self, key: str) -> None:
         """Forget the bucket (closed account, emptied bucket); unknown keys are ignored."""
+        if self._unsettled is not None:
+            self.settle()
         row = self._row.pop(key, None)
         if row is None:
             return
@@ -258,6 +277,8 @@ class Screen(RowTable):
         new = float(price)  # checked_price inlined (every tick)
         if not 0.0 < new < math.inf:
             raise ValueError(f"price must be finite and > 0, got {price}")
+        if self._unsettled is not None:
+            self.settle()
         if self.resync_every and self.ticks_since_resync >= self.resync_every:
             self.resync()
         self.ticks_since_resync += 1
@@ -278,13 +299,21 @@ class Screen(RowTable):
             self._weight_array[sid] = 1.0
         unbanded = self._unbanded[sid] if quiet else None
         floors, ceilings = self._floors[sid], self._ceilings[sid]
-        if floors.top <= new and ceilings.top <= -new and not unbanded:
+        marked = self._flagged_rows[sid]
+        if floors.top <= new and ceilings.top <= -new and not unbanded and not marked:
             # no band left (most ticks): only the always-checked rows, no lists, no arrays
             always = self._always_rows[sid]
             return sorted(always) if always else []
         rows: list[I32] = []
         gens: list[I32] = []
         pairs: list[tuple[int, int]] = []
+        if marked:  # flagged rows (an empty band): every tick takes them
+            if len(marked) <= _SMALL_SETTLE:
+                pairs.extend(marked.items())
+            else:
+                rows.append(np.fromiter(marked.keys(), np.int32, len(marked)))
+                gens.append(np.fromiter(marked.values(), np.int32, len(marked)))
+            marked.clear()
         if floors.top > new:
             crossed_rows, crossed_gens = floors.pop(new, pairs)
             rows += crossed_rows
@@ -306,7 +335,7 @@ class Screen(RowTable):
                     hit = sorted({r for r, g in zip(all_rows.tolist(), all_gens.tolist(), strict=True)
                                   if generation_view[r] == g})
                 else:
-                    hit = np.unique(all_rows[self._generation[all_rows] == all_gens]).tolist()
+                    hit = _unique(all_rows[self._generation[all_rows] == all_gens]).tolist()
             else:
                 hit = sorted({r for r, g in pairs if generation_view[r] == g})
             if unbanded:
@@ -322,19 +351,36 @@ class Screen(RowTable):
         return flagged
 
     def _settle_hit(self, sid: int, hit: list[int]) -> list[int]:
-        """Settle the rows a tick of ``sid`` reached (ascending): the flagged ones, ascending."""
+        """Settle the rows a tick of ``sid`` reached (ascending): the flagged ones, ascending.
+        Many rows are only judged here (``_unsettled``): ``settle`` gives them their bands."""
         refreshed: list[int] = []
         if self._deferred_rows:
             hit, refreshed = self._refresh_deferred(hit)
         if len(hit) < self._one_by_one_below:
             const_view = self._const_lo_view
             flagged = [row for row in hit if self._settle_one(row, self._entries(row), const_view[row])]
-        else:
+        elif len(hit) < self._settle_later_from:
             flagged = self._settle_many(np.array(hit, np.int64)).tolist()
+        else:
+            rows = np.array(hit, np.int64)
+            flagged = rows[self._judge(rows)[5]].tolist()
+            self._unsettled = rows
         if refreshed:
             flagged = sorted(flagged + refreshed)
-        self._maybe_compact(sid)
+        if self._unsettled is None:
+            self._maybe_compact(sid, *_TICK_COMPACT)
         return flagged
+
+    def settle(self) -> None:
+        """Give the rows the last tick only judged their bands (``_settle_many``: the same
+        flags, the same edges and notes as if the tick had settled them). Every method that
+        reads or changes rows or bands calls it first; the keeper calls it once a burst's first
+        decisions are out (``KeeperCore.continue_backlog``)."""
+        rows = self._unsettled
+        if rows is None:
+            return
+        self._unsettled = None
+        self._settle_many(rows)
 
     def _refresh_deferred(self, hit: list[int]) -> tuple[list[int], list[int]]:
         """Split crossed rows into those to settle and the ``defer``-red ones, which are re-linearised
@@ -355,6 +401,31 @@ class Screen(RowTable):
             if refresh(key):  # upsert: the row is not stale any more
                 flagged.append(self._row[key])
         return rest, flagged
+
+    def tidy(self) -> int:
+        """Drop what settles left stale, on every symbol: edges past twice the live rows +
+        1,024, and the notes of rows no longer flagged; returns how many were dropped. Edges
+        pushed one by one are sorted into the arrays (``BandEdges.tidy``).
+
+        Maintenance for a moment without work (the projector calls it when a read finds nothing
+        new): a tick does it only for its own symbol and at a looser bound, so a burst's first
+        decisions do not pay for the stale edges of the one before. Changes no answer.
+        """
+        self.settle()
+        dropped = 0
+        generation_view = self._generation_view
+        floors, ceilings = self._floors, self._ceilings
+        for sid in range(1, len(self._symbols)):
+            dropped += self._maybe_compact(sid)
+            floors[sid].tidy()
+            ceilings[sid].tidy()
+            marked = self._flagged_rows[sid]
+            if marked:
+                live = {r: g for r, g in marked.items() if generation_view[r] == g}
+                if len(live) < len(marked):
+                    dropped += len(marked) - len(live)
+                    self._flagged_rows[sid] = live
+        return dropped
 
     def on_price(self, symbol: str, price: Decimal | float) -> I64:
         """Move ``symbol`` to ``price``; return the flagged rows exposed to it, ascending.
@@ -384,6 +455,8 @@ class Screen(RowTable):
 
     def check(self, key: str) -> bool:
         """Whether the bucket is flagged at the screen's current prices (unknown key: False)."""
+        if self._unsettled is not None:
+            self.settle()
         row = self._row.get(key)
         if row is None:
             return False
@@ -404,23 +477,28 @@ class Screen(RowTable):
     def headrooms(self, keys: Sequence[str]) -> list[float]:
         """``headroom`` of each of ``keys``, in order (-inf for a key the screen does not hold):
         the same numbers, summed in the same order, for many rows at once (a burst's ordering)."""
-        row_of = self._row
-        deferred = self._deferred_rows
-        rows: list[int] = []
-        for key in keys:
-            row = row_of.get(key, -1)
-            if row >= 0 and row in deferred and self.refresh is not None:
-                self.refresh(key)  # as ``headroom``: a lagging row is brought up to date first
-                row = row_of[key]
-            rows.append(row)
-        out: list[float] = self._headroom_of_rows(np.array(rows, np.int64)).tolist()
+        out: list[float] = self._headroom_of_rows(self._rows_of(keys)).tolist()
         return out
 
     def by_headroom(self, keys: list[str]) -> list[str]:
         """``keys`` (sorted, unique) least ``headroom`` first, ties by key: ``sorted(keys,
         key=lambda k: (headroom(k), k))``, a key the screen does not hold first of all."""
-        order = np.argsort(np.array(self.headrooms(keys)), kind="stable").tolist()
+        order = np.argsort(self._headroom_of_rows(self._rows_of(keys)), kind="stable").tolist()
         return [keys[i] for i in order]
+
+    def _rows_of(self, keys: Sequence[str]) -> I64:
+        """The rows of ``keys`` (-1 for a key the screen does not hold), a lagging row brought up
+        to date first, as ``headroom`` does."""
+        row_of = self._row
+        rows = [row_of.get(key, -1) for key in keys]
+        deferred = self._deferred_rows
+        if deferred and self.refresh is not None:
+            for i, row in enumerate(rows):
+                if row >= 0 and row in deferred:
+                    key = keys[i]
+                    self.refresh(key)
+                    rows[i] = row_of[key]
+        return np.array(rows, np.int64)
 
     def price(self, symbol: str) -> float | None:
         """The screen's current price of ``symbol`` (None if it has none)."""
@@ -436,6 +514,7 @@ class Screen(RowTable):
         from a row's coefficients, so nothing drifts; this drops every stale edge and re-splits
         each row's headroom between its symbols.
         """
+        self.settle()
         for s, p in (prices or {}).items():
             self._set_price(self._sid(s), checked_price(p))
         n = len(self._keys)
@@ -471,6 +550,7 @@ class Screen(RowTable):
 
     def stats(self) -> dict[str, int]:
         """Counts for benchmarks and metrics: buckets, entries, stale edges, always-checked, bytes."""
+        self.settle()
         n = len(self._keys)
         sides = (*self._floors, *self._ceilings)
         return {
@@ -478,6 +558,7 @@ class Screen(RowTable):
             "symbols": len(self._symbols) - 1,
             "entries": int(np.count_nonzero(self._entry_symbol[:n])),
             "edges": sum(len(e) for e in sides),
+            "flagged_notes": sum(len(d) for d in self._flagged_rows),
             "dead_entries": sum(e.stale(self._generation) for e in sides),
             "always_check": int(np.count_nonzero(self._always[:n])),
             "bytes": self.nbytes(),
@@ -488,3 +569,15 @@ class Screen(RowTable):
             "deferred": self.deferred,
             "stale_rows": len(self._deferred_rows),
         }
+
+
+def _unique(rows: I32) -> I32:
+    """``np.unique(rows)``: sorted, each once (a sort and a neighbour test: several times
+    cheaper than ``np.unique``'s hashing for the few thousand rows of a burst)."""
+    out = np.sort(rows)
+    if out.size > 1:
+        keep = np.empty(out.size, np.bool_)
+        keep[0] = True
+        np.not_equal(out[1:], out[:-1], out=keep[1:])
+        out = out[keep]
+    return out

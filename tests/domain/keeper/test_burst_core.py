@@ -57,13 +57,17 @@ def run_streaming(core: KeeperCore, entries: list[tuple[str, ev.Event]]) -> list
 @settings(max_examples=12, deadline=None)
 @given(collaterals=st.lists(st.integers(6, 23), min_size=DECIDE_CHUNK + 1, max_size=3 * DECIDE_CHUNK),
        then=st.lists(st.sampled_from(["79", "78", "90", "75"]), max_size=4),
-       params=st.sampled_from([PARAMS, CAPPED]))
+       params=st.sampled_from([PARAMS, CAPPED]), later=st.booleans())
 def test_streaming_decides_what_deciding_at_once_decides(collaterals: list[int], then: list[str],
-                                                         params: KeeperParams) -> None:
+                                                         params: KeeperParams, later: bool) -> None:
+    """``later``: the streaming core's screen leaves every tick's settling for later
+    (``Screen.settle``, which a burst of thousands does): the same decisions."""
     log = burst_log(collaterals, then)
     whole = KeeperCore(params)
     expected = [encode(e) for e in whole.handle_batch(log.entries)]
     streamed = KeeperCore(params)
+    if later:
+        streamed.screen._settle_later_from = 0
     chunks = run_streaming(streamed, log.entries)
     assert [e for c in chunks for e in c] == expected
     assert streamed.snapshot() == whole.snapshot()

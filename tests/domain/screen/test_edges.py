@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from keeper.domain.screen import Screen
 
@@ -56,3 +58,38 @@ def test_band_edges_at_scale_never_miss_a_row_below_zero(
     assert st_["edges"] <= 2 * (2 * st_["entries"] + 2 * len(syms) * 1024)
     sc.resync()
     assert sc.stats()["dead_entries"] == 0
+
+
+@settings(max_examples=60, deadline=None)
+@given(keys=st.lists(st.floats(0, 1000, allow_nan=False), max_size=400),
+       batch=st.lists(st.floats(0, 1000, allow_nan=False), max_size=200),
+       probes=st.lists(st.floats(-1, 1001, allow_nan=False), min_size=1, max_size=8),
+       tidy=st.lists(st.booleans(), min_size=8, max_size=8))
+def test_a_probe_takes_exactly_the_edges_above_it_however_many_cross_the_heap(
+    keys: list[float], batch: list[float], probes: list[float], tidy: list[bool]
+) -> None:
+    """Single pushes (the heap; past ``_POP_ONE_BY_ONE`` crossed at once, the rest of the heap
+    is filtered as an array) and a batch: each probe returns exactly the edges above it that
+    an earlier probe did not, whatever level they were in, sorted into the arrays by ``tidy``
+    or not."""
+    from keeper.domain.screen.edges import BandEdges
+
+    edges = BandEdges()
+    left = {i: k for i, k in enumerate(keys)}
+    for i, k in enumerate(keys):
+        edges.push(k, i, 0)
+    base = len(keys)
+    if batch:
+        arr = np.array(batch)
+        edges.push_many(arr, np.arange(base, base + arr.size, dtype=np.int32),
+                        np.zeros(arr.size, np.int32), float(arr.max()))
+        left.update({base + j: k for j, k in enumerate(batch)})
+    for x, tidy_first in zip(sorted(probes, reverse=True), tidy, strict=False):
+        if tidy_first:
+            edges.tidy()
+        pairs: list[tuple[int, int]] = []
+        rows, _ = edges.pop(x, pairs)
+        got = [r for r, _ in pairs] + [r for a in rows for r in a.tolist()]
+        assert sorted(got) == sorted(r for r, k in left.items() if k > x)
+        left = {r: k for r, k in left.items() if k <= x}
+        assert len(edges) == len(left)

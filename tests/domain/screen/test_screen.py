@@ -458,3 +458,56 @@ def test_headrooms_bring_a_deferred_row_up_to_date_as_headroom_does() -> None:
     assert sc.defer("a/cross") and twin.defer("a/cross")
     assert sc.headrooms(["a/cross", "b/cross"]) == [twin.headroom("a/cross"), twin.headroom("b/cross")]
     assert calls == ["a/cross"], "refreshed once, from the state"
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(books(), moves)
+def test_a_tick_that_leaves_its_settling_for_later_answers_as_one_that_settles(
+    book: list[tuple[Bucket, bool]], path: list[tuple[str, int]]
+) -> None:
+    """A tick of many crossed rows only judges them and leaves their bands to ``settle`` (forced
+    here on every tick, ticks back to back): the same candidates as the vectorised settle at
+    every tick, the exact reference's liquidatable buckets among them, and once settled the
+    same edges and notes."""
+    now, later = Screen(), Screen()
+    now._one_by_one_below = later._one_by_one_below = 0
+    later._settle_later_from = 0
+    prices = dict(BASE)
+    for i, (b, lending) in enumerate(book):
+        for sc in (now, later):
+            sc.upsert(f"{i:02d}/cross", b, MARKETS, ASSETS, prices, lending)
+    for sym, bp in path:
+        prices[sym] = BASE[sym] * (1 + D(bp) / 10_000)
+        got = later.candidates(sym, prices[sym])
+        assert got == now.candidates(sym, prices[sym])
+        for i, (b, lending) in enumerate(book):
+            if liquidatable(b, prices, lending) and sym in b.symbols():
+                assert f"{i:02d}/cross" in got, (i, exact_slack(b, prices, lending))
+    keys = [f"{i:02d}/cross" for i in range(len(book))]
+    assert later.by_headroom(keys) == now.by_headroom(keys)  # judged rows need no settle to rank
+    later.settle()
+    assert later.stats() == now.stats()
+
+
+def test_tidy_drops_stale_edges_and_notes_and_changes_no_answer() -> None:
+    prices = {"BTC": D(60000), "USDC": D(1)}
+    sc, untidy = Screen(), Screen()
+    for s in (sc, untidy):
+        s.on_price("BTC", 60000)
+        s.on_price("BTC", 60001)  # BTC moves: a weight of 1, edges of its own
+        s.upsert("b/cross", long_btc("100"), MARKETS, ASSETS, prices, False)
+        s.on_price("BTC", 50000)  # b is flagged: a note for BTC
+        s.upsert("b/cross", long_btc("60000"), MARKETS, ASSETS, {**prices, "BTC": D(50000)}, False)
+        for c in range(2000):  # every upsert leaves the row's edge before it stale
+            s.upsert("a/cross", long_btc(str(16000 + c)), MARKETS, ASSETS, prices, False)
+    before = sc.stats()
+    assert before["edges"] > 1500 and before["flagged_notes"] == 1
+    dropped = sc.tidy()
+    after = sc.stats()
+    assert after["flagged_notes"] == 0  # b is healthy: its note was stale
+    assert after["edges"] <= 2 * 2 + 1024 < before["edges"]
+    assert dropped == before["edges"] - after["edges"] + 1
+    assert after["dead_entries"] == 0
+    for p in (49000, 30000, 61000, 10000, 4000):
+        assert sc.candidates("BTC", p) == untidy.candidates("BTC", p)
+    assert sc.candidates("BTC", 100) == ["a/cross"]

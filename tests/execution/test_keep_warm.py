@@ -1,0 +1,106 @@
+"""The HTTP executor keeps a connection to the venue open through a calm (``keep_warm``), so a
+crash's first submission does not wait for a connect: a real aiohttp server on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest_asyncio
+from aiohttp import web
+
+from keeper.backoff import no_delay
+from keeper.execution import HttpExecutor
+from tests.execution.test_keeper_http_executor import SECRET, decision
+
+
+class Venue:
+    """POST /liquidations accepts; every request notes the client port it came over (one port:
+    one connection). A HEAD there is answered 405, as a venue without it would."""
+
+    def __init__(self) -> None:
+        self.ports: list[tuple[str, int]] = []
+        self.url = ""
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/liquidations", self._post)
+        app.middlewares.append(self._note)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = self._runner.addresses[0][1]
+        self.url = f"http://127.0.0.1:{port}"
+
+    @web.middleware
+    async def _note(self, request: web.Request, handler: web.RequestHandler) -> web.StreamResponse:
+        assert request.transport is not None
+        self.ports.append((request.method, request.transport.get_extra_info("peername")[1]))
+        return await handler(request)
+
+    async def _post(self, request: web.Request) -> web.Response:
+        return web.json_response({"ref": "r1"})
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+
+@pytest_asyncio.fixture(loop_scope="function")
+async def venue() -> AsyncIterator[Venue]:
+    v = Venue()
+    await v.start()
+    yield v
+    await v.close()
+
+
+async def test_the_first_submission_leaves_on_the_connection_warmed_before_it(venue: Venue) -> None:
+    ex = HttpExecutor(f"{venue.url}/liquidations", secret=SECRET, backoff=no_delay, keep_warm_s=30)
+    stop = asyncio.Event()
+    warm = asyncio.create_task(ex.keep_warm(stop))
+    try:
+        for _ in range(100):
+            if venue.ports:
+                break
+            await asyncio.sleep(0.01)
+        await ex.execute(decision(1))
+    finally:
+        stop.set()
+        await warm
+        await ex.close()
+    assert [m for m, _ in venue.ports] == ["HEAD", "POST"]
+    assert len({port for _, port in venue.ports}) == 1, "one connection: opened by the HEAD"
+
+
+async def test_a_calm_is_bridged_and_traffic_needs_no_warming(venue: Venue) -> None:
+    ex = HttpExecutor(f"{venue.url}/liquidations", secret=SECRET, backoff=no_delay, keep_warm_s=0.1)
+    stop = asyncio.Event()
+    warm = asyncio.create_task(ex.keep_warm(stop))
+    try:
+        await asyncio.sleep(0.45)  # a calm: a HEAD at the start and about every 0.1 s
+        calm = ex.warmups
+        for i in range(8):  # traffic more often than every 0.1 s: no HEAD between
+            await ex.execute(decision(i))
+            await asyncio.sleep(0.03)
+        busy = ex.warmups - calm
+    finally:
+        stop.set()
+        await warm
+        await ex.close()
+    assert 3 <= calm <= 6
+    assert busy <= 1
+    assert len({port for _, port in venue.ports}) == 1, "the same connection throughout"
+
+
+async def test_no_warming_when_turned_off_or_when_the_venue_is_down() -> None:
+    off = HttpExecutor("http://127.0.0.1:9/liquidations", secret=SECRET, keep_warm_s=0)
+    await off.keep_warm(asyncio.Event())  # returns at once
+    assert off.warmups == 0
+    down = HttpExecutor("http://127.0.0.1:9/liquidations", secret=SECRET, timeout_s=0.2)
+    try:
+        assert await down.warm() is False  # a refused connection is only noted
+    finally:
+        await down.close()
+    assert down.warmups == 1
