@@ -3,11 +3,12 @@
 ``Screen`` keeps one row per bucket (``keeper.domain.screen.rows``): its linear form
 (``keeper.domain.screen.linear``), widened, and per symbol a band of prices inside which the
 row cannot reach zero headroom (``keeper.domain.screen.edges``). A tick takes only the rows
-whose band it left, settles them again (one by one in Python when a few, vectorised when many)
-and flags those with ``h < 0``; every other row is provably unflagged. A flagged row has an
-empty band: it is looked at on every tick of its symbols until it is healthy or upserted.
-``resync`` settles every row again (and drops stale edges); it runs by itself every
-``resync_every`` ticks (a count, not a clock).
+whose band it left, settles them again (one by one in Python when a few, vectorised when many;
+a crash's thousands are only judged, their bands left to ``settle``) and flags those with
+``h < 0``; every other row is provably unflagged. A flagged row has an empty band: it is looked
+at on every tick of its symbols until it is healthy or upserted. ``resync`` settles every row
+again (and drops stale edges); it runs by itself every ``resync_every`` ticks (a count, not a
+clock); ``tidy`` is upkeep for an idle moment.
 
 A bucket the screen cannot linearise (unknown market, no maintenance parameter, a missing price,
 a profile with non-linear health: ``always_check=True``) is a candidate on every tick of any
