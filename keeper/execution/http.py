@@ -31,9 +31,13 @@ endpoint: never read as "not there") is ``StatusUnsupported``; anything else is
 ``TransientError``, retried like a submission.
 
 ``keep_warm(stop)`` keeps a connection to the venue open through a calm: when no request has
-used the session for ``keep_warm_s`` (below aiohttp's 15 s keep-alive), one ``HEAD <url>``
-(any answer will do: what is kept is the connection). A crash's first submission then leaves on
-an open connection instead of waiting for a connect (a round trip; with TLS, several).
+used the session for ``keep_warm_s`` (below aiohttp's 15 s keep-alive), ``HEAD <url>`` on each
+of ``keep_warm_connections`` connections at once (any answer will do: what is kept is the
+connection; several, for the requests a crash sends at once to a venue without a batch
+endpoint). A crash's first submission then leaves on
+an open connection instead of waiting for a connect (a round trip; with TLS, several). Its first
+call also asks ``HEAD <batch_url>``: a venue without a batch endpoint (404 or 501) is found out
+before the first liquidation, not by it.
 
 One ``aiohttp.ClientSession`` per process: pass the process's session in; when none is given the
 executor opens one and closes it in ``close()``. Every request has an explicit timeout (aiohttp's
@@ -154,9 +158,11 @@ class HttpExecutor:
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         keep_warm_s: float = 10.0,
+        keep_warm_connections: int = 4,
     ) -> None:
         self.url = url
         self.keep_warm_s = keep_warm_s
+        self.keep_warm_connections = keep_warm_connections
         template = status_url or url.rstrip("/")
         self.status_url = template if "{intent_id}" in template else f"{template.rstrip('/')}/{{intent_id}}"
         self.batch_url = batch_url
@@ -182,6 +188,8 @@ class HttpExecutor:
         """``HEAD`` requests ``warm`` sent (answered or not)."""
         self._last_used = -math.inf
         """When (``clock``) a request last ended on the session."""
+        self._batch_probed = False
+        """Whether ``warm`` has asked about the batch endpoint."""
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -224,11 +232,22 @@ class HttpExecutor:
             self._last_used = self._clock()
 
     async def warm(self) -> bool:
-        """Open (or keep) a connection to the venue: one ``HEAD <url>``, whatever it answers;
-        whether the venue answered at all."""
+        """Open (or keep) ``keep_warm_connections`` connections to the venue: as many ``HEAD
+        <url>`` at once, whatever they answer; whether the venue answered them all. The first answered call also asks ``HEAD
+        <batch_url>``: a 404 or 501 there means no batch endpoint (found now, not by the first
+        liquidation's request); any other answer leaves it to be tried."""
         self.warmups += 1
         try:
-            await self._request("HEAD", self.url, {})
+            # at once, so that each takes (or opens) its own connection
+            await asyncio.gather(*(self._request("HEAD", self.url, {})
+                                   for _ in range(max(1, self.keep_warm_connections))))
+            if self.batch_url is not None and not self._batch_probed:
+                self._batch_probed = True
+                status, _, _ = await self._request("HEAD", self.batch_url, {})
+                if status in (404, 501):
+                    _log.warning("batch_endpoint_unsupported",
+                                 error=f"venue has no batch endpoint at {self.batch_url}: HEAD status {status}")
+                    self.batch_url = None
         except TransientError as exc:
             _log.debug("venue_warmup_failed", error=str(exc)[:200])
             return False

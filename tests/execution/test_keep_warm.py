@@ -18,7 +18,8 @@ class Venue:
     """POST /liquidations accepts; every request notes the client port it came over (one port:
     one connection). A HEAD there is answered 405, as a venue without it would."""
 
-    def __init__(self) -> None:
+    def __init__(self, batch: bool = False) -> None:
+        self.batch = batch
         self.ports: list[tuple[str, int]] = []
         self.url = ""
         self._runner: web.AppRunner | None = None
@@ -26,6 +27,8 @@ class Venue:
     async def start(self) -> None:
         app = web.Application()
         app.router.add_post("/liquidations", self._post)
+        if self.batch:
+            app.router.add_post("/liquidations/batch", self._post)
         app.middlewares.append(self._note)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
@@ -104,3 +107,19 @@ async def test_no_warming_when_turned_off_or_when_the_venue_is_down() -> None:
     finally:
         await down.close()
     assert down.warmups == 1
+
+
+async def test_a_venue_without_a_batch_endpoint_is_found_out_before_the_first_liquidation() -> None:
+    for has_batch in (False, True):
+        v = Venue(batch=has_batch)
+        await v.start()
+        ex = HttpExecutor(f"{v.url}/liquidations", secret=SECRET, batch_url=f"{v.url}/liquidations/batch")
+        try:
+            assert await ex.warm() is True
+            assert await ex.warm() is True  # asked once
+        finally:
+            await ex.close()
+            await v.close()
+        # aiohttp answers HEAD on a POST-only route 405 (it is there), on no route 404
+        assert (ex.batch_url is not None) is has_batch
+        assert [m for m, _ in v.ports] == ["HEAD", "HEAD", "HEAD"]
