@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 from decimal import Decimal
-from typing import Any, Final, TypeVar
+from typing import Final, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -42,7 +42,6 @@ I64 = npt.NDArray[np.int64]
 I32 = npt.NDArray[np.int32]
 F64 = npt.NDArray[np.float64]
 _A = TypeVar("_A", bound=np.ndarray)
-AnyArray = npt.NDArray[Any]
 
 Entry = tuple[int, float, float]
 """One entry of a row: ``(symbol id, lo, price ceiling)`` (``lo``: the widened coefficient)."""
@@ -367,64 +366,80 @@ class RowTable:
         """Settle many linear rows at once (numpy), as ``_settle_one`` each; returns the flagged ones.
 
         ``rebuild``: these are all the linear rows, so every symbol's edges and notes are replaced
-        (a full settle that also drops every stale edge). The bands are worked out for the
-        unflagged rows only: in a crash most crossed rows are flagged, and a flagged row needs its
-        notes, not a band.
+        (a full settle that also drops every stale edge). When most rows are flagged (a crash),
+        the bands are worked out for the others only.
         """
         gen = (self._generation[rows] + 1) & GEN_MASK
         self._generation[rows] = gen
         sids, lo, px, tier_ceiling, h, bad = self._judge(rows)
         self._flagged[rows] = bad
         weight = self._weight_array[sids]
+        row_of = np.broadcast_to(rows.astype(np.int32)[:, None], sids.shape)
+        gen_of = np.broadcast_to(gen[:, None], sids.shape)
         held = sids != 0
         quiet = (weight == QUIET_WEIGHT) & held
         # as in _settle_one: a quiet symbol of a row holding a moving one gets no edge, but a note
         skip = quiet & (held & ~quiet).any(axis=1)[:, None]
-        row_of = np.broadcast_to(rows.astype(np.int32)[:, None], sids.shape)
-        gen_of = np.broadcast_to(gen[:, None], sids.shape)
         if rebuild:
             for noted in self._unbanded:
                 noted.clear()
             for marked in self._flagged_rows:
                 marked.clear()
-            for per_symbol in (*self._floors, *self._ceilings):
-                per_symbol.set(EMPTY_KEYS, EMPTY_INTS, EMPTY_INTS)
         if skip.any():
             unbanded = self._unbanded
-            for sid, (noted_rows,) in _by_symbol(sids[skip], row_of[skip]):
-                unbanded[sid].update(noted_rows.tolist())
+            for sid, row in zip(sids[skip].tolist(), row_of[skip].tolist(), strict=True):
+                unbanded[sid].add(row)
             held &= ~skip
         flagged: I64 = rows[bad]
-        if flagged.size:
+        good = ~bad
+        if flagged.size:  # flagged rows: a note per symbol (an empty band), no edge
             mask = bad[:, None] & held
             flagged_rows = self._flagged_rows
-            for sid, (marked_rows, marked_gens) in _by_symbol(sids[mask], row_of[mask], gen_of[mask]):
-                flagged_rows[sid].update(zip(marked_rows.tolist(), marked_gens.tolist(), strict=True))
-            if flagged.size == rows.size:
-                return flagged
-            good = np.flatnonzero(~bad)
-            sids, lo, px, weight, h, held = sids[good], lo[good], px[good], weight[good], h[good], held[good]
-            row_of, gen_of = row_of[good], gen_of[good]
-            if tier_ceiling is not None:
-                tier_ceiling = tier_ceiling[good]
+            for sid, row, g in zip(sids[mask].tolist(), row_of[mask].tolist(), gen_of[mask].tolist(),
+                                   strict=True):
+                flagged_rows[sid][row] = g
+            if 2 * flagged.size > rows.size and not rebuild:  # mostly flagged (a crash)
+                keep = np.flatnonzero(good)
+                sids, lo, px, weight, h = sids[keep], lo[keep], px[keep], weight[keep], h[keep]
+                held, row_of, gen_of = held[keep], row_of[keep], gen_of[keep]
+                good = good[keep]
+                if tier_ceiling is not None:
+                    tier_ceiling = tier_ceiling[keep]
         weighted = np.where(lo != 0, weight * np.abs(lo) * px, 0.0)
         weighted_sum = weighted.sum(axis=1)
-        rel = np.divide(h, weighted_sum, out=np.zeros_like(h), where=weighted_sum > 0)
+        rel = np.divide(h, weighted_sum, out=np.zeros_like(h), where=(weighted_sum > 0) & good)
         edge = px - np.sign(lo) * weight * rel[:, None] * px
+        held &= good[:, None]
         floor_mask = (lo > 0) & held
+        floor_key = edge[floor_mask]
         ceiling_key = np.where(lo < 0, edge, math.inf)
         if tier_ceiling is not None:
             ceiling_key = np.minimum(ceiling_key, tier_ceiling)
         ceiling_mask = held & (ceiling_key != math.inf)
-        sides = ((self._floors, sids[floor_mask], edge[floor_mask], row_of[floor_mask], gen_of[floor_mask]),
+        sides = ((self._floors, sids[floor_mask], floor_key, row_of[floor_mask], gen_of[floor_mask]),
                  (self._ceilings, sids[ceiling_mask], -ceiling_key[ceiling_mask], row_of[ceiling_mask],
                   gen_of[ceiling_mask]))
         for edges, side_sids, side_keys, side_rows, side_gens in sides:
-            for sid, (keys, edge_rows, gens) in _by_symbol(side_sids, side_keys, side_rows, side_gens):
-                if rebuild:
-                    edges[sid].set(keys, edge_rows, gens)
-                else:
-                    edges[sid].push_many(keys, edge_rows, gens, float(keys.max()))
+            if rebuild:
+                for per_symbol in edges:
+                    per_symbol.set(EMPTY_KEYS, EMPTY_INTS, EMPTY_INTS)
+            if not side_sids.size:
+                continue
+            order = np.argsort(side_sids, kind="stable")
+            sid_sorted, keys = side_sids[order], side_keys[order]
+            edge_rows, gens = side_rows[order], side_gens[order]
+            starts = np.concatenate(([0], np.flatnonzero(np.diff(sid_sorted)) + 1))
+            bounds = [*starts.tolist(), sid_sorted.size]
+            symbols = sid_sorted[starts].tolist()
+            if rebuild:
+                for i, sid in enumerate(symbols):
+                    a, b = bounds[i], bounds[i + 1]
+                    edges[sid].set(keys[a:b], edge_rows[a:b], gens[a:b])
+                continue
+            tops = np.maximum.reduceat(keys, starts).tolist()
+            for i, sid in enumerate(symbols):
+                a, b = bounds[i], bounds[i + 1]
+                edges[sid].push_many(keys[a:b], edge_rows[a:b], gens[a:b], tops[i])
         return flagged
 
     def _maybe_compact(self, sid: int, factor: int = 2, spare: int = 1024) -> int:
@@ -452,24 +467,6 @@ class RowTable:
         notes = sum(len(d) for d in self._flagged_rows)
         return (rows + _SET_MEMBER_BYTES * members + _DICT_ITEM_BYTES * notes
                 + sum(e.nbytes() for e in (*self._floors, *self._ceilings)))
-
-
-def _by_symbol(sids: I32, *columns: AnyArray) -> list[tuple[int, tuple[AnyArray, ...]]]:
-    """``columns`` split by symbol id (``sids``, aligned with them): ``(sid, the columns' items of
-    that sid)`` per symbol present, ascending, each group in its original order. One symbol (a
-    burst on one market, most ticks) takes no sort."""
-    if not sids.size:
-        return []
-    first = int(sids[0])
-    if (sids == first).all():
-        return [(first, columns)]
-    order = np.argsort(sids, kind="stable")
-    sorted_sids = sids[order]
-    starts = np.concatenate(([0], np.flatnonzero(np.diff(sorted_sids)) + 1))
-    bounds = [*starts.tolist(), sorted_sids.size]
-    ordered = [c[order] for c in columns]
-    return [(sid, tuple(c[bounds[i]:bounds[i + 1]] for c in ordered))
-            for i, sid in enumerate(sorted_sids[starts].tolist())]
 
 
 def _float_view(a: F64) -> memoryview[float]:
