@@ -17,7 +17,8 @@ below level r, so exactly ``BURST`` accounts breach on that one tick.
   the p99 is the maximum);
 - ``burst_accepted``: liquidations the venue accepted, all rounds (must be ROUNDS x BURST).
 
-``BENCH_BURST`` / ``BENCH_ROUNDS`` change the sizes (default 5,000 x 4); ``BENCH_HANDOFF=0`` leaves
+``BENCH_BURST`` / ``BENCH_ROUNDS`` change the sizes (default 5,000 x 4); ``BENCH_FIRST_CHUNK`` the
+first chunk (default: the daemon's, ``[keeper] first_chunk``); ``BENCH_HANDOFF=0`` leaves
 the intents to the runner's consumer group (no in-process hand-off), ``BENCH_STREAM=0`` decides a
 burst at once.
 """
@@ -36,6 +37,7 @@ from pathlib import Path
 
 import aiohttp
 
+from keeper.app.config.schema import KeeperSection
 from keeper.app.stamping import StampingLog
 from keeper.domain import events as ev
 from keeper.domain.decide import KeeperCore, KeeperParams
@@ -135,7 +137,10 @@ async def run() -> None:
                           ev.PriceUpdated(event_id="btc-0b", ts_event=t, symbol="BTC-USD",
                                           price=ENTRY - 10),
                           ev.PriceUpdated(event_id="btc-0c", ts_event=t, symbol="BTC-USD", price=ENTRY)])
-        params = KeeperParams(profile="generic-perp", mode="live", intent_ttl_us=600_000_000)
+        # the daemon's first chunk ([keeper] first_chunk), as its configuration makes the params
+        first_chunk = int(os.environ.get("BENCH_FIRST_CHUNK", KeeperSection().first_chunk))
+        params = KeeperParams(profile="generic-perp", mode="live", intent_ttl_us=600_000_000,
+                              first_chunk=first_chunk)
         stamping = StampingLog(log)
         projector = Projector(stamping, MemorySnapshotStore(),
                               lambda data: KeeperCore(params), fmt=KeeperCore.FORMAT,

@@ -24,7 +24,7 @@ Rules (``docs/keeper.md`` states each in full, and why):
 - **Which buckets.** Lending: buckets without positions; perp: with (``ExposureIndex.decidable``).
 - **Priority.** Lowest health first, ties by bucket key; caps are spent in that order. A burst of
   more than ``DECIDE_CHUNK`` candidates is checked in chunks, least screen headroom first (the
-  first of ``FIRST_CHUNK``, the others of ``DECIDE_CHUNK``); a ``streaming`` caller records each
+  first of ``KeeperParams.first_chunk``, the others of ``DECIDE_CHUNK``); a ``streaming`` caller records each
   chunk's intents before the next chunk is checked.
 - **Modes** (``intents.mode_of``). Only ``live`` marks the bucket busy; ``paper``, ``paused``,
   ``skip:profit`` and ``skip:cap`` are recorded once per bucket per unhealthy episode. An
@@ -62,7 +62,7 @@ from keeper.domain.margin.profiles import Profile
 from keeper.domain.margin.sizing import plan_of
 from keeper.domain.margin.types import ENGINE, BucketHealth, LiquidationPlan
 from keeper.domain.model import Bucket, bucket_key
-from keeper.domain.params import CoreSnapshot, KeeperParams
+from keeper.domain.params import FIRST_CHUNK, CoreSnapshot, KeeperParams
 from keeper.domain.screen import Screen
 from keeper.domain.state import apply
 from keeper.errors import KeeperError
@@ -85,8 +85,6 @@ _INTENDED: Final = LiquidationIntended
 _apply: Final = apply
 DECIDE_CHUNK: Final = 64
 """Buckets checked exactly and planned at a time in a burst (the rules: *Priority*)."""
-FIRST_CHUNK: Final = 16
-"""A burst's first chunk: smaller, so its most at risk are decided (and, streaming, sent) sooner."""
 CORE_FORMAT = 1000 + st.STATE_FORMAT
 """Snapshot format of a keeper core (distinct from a plain projection's)."""
 
@@ -136,6 +134,7 @@ class KeeperCore:
 
     def __init__(self, params: KeeperParams, state: st.State | None = None) -> None:
         self.params = params
+        self._first_chunk = max(1, params.first_chunk)
         self.profile = with_policy(get_profile(params.profile), params.sizing)
         self.state = state if state is not None else st.State()
         self._episodes: dict[str, str] = {}
@@ -377,7 +376,7 @@ class KeeperCore:
         # a burst: the screen's least headroom first (most at risk), so the first (smaller) chunk
         # is decided (and, streaming, submitted) before the rest is checked
         return self._decide_from(self.screen.by_headroom(ordered_keys), entry_id, trigger, cleared,
-                                 FIRST_CHUNK)
+                                 self._first_chunk)
 
     def _decide_from(self, keys: list[str], entry_id: str, trigger: Event, cleared: str | None,
                      first: int) -> list[Event]:

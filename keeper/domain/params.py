@@ -16,9 +16,14 @@ from keeper.domain import events as ev
 from keeper.domain import state as st
 from keeper.domain.margin.profiles import SizingPolicy
 
-__all__ = ["CoreSnapshot", "KeeperParams", "Mode"]
+__all__ = ["FIRST_CHUNK", "CoreSnapshot", "KeeperParams", "Mode"]
 
 Mode = Literal["live", "paper"]
+
+
+FIRST_CHUNK = 16
+"""``KeeperParams.first_chunk``'s default: a burst's first chunk is smaller than the others, so
+its most at risk are decided (and, streaming, sent) sooner."""
 
 
 class KeeperParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -44,6 +49,12 @@ class KeeperParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
       ``keeper.domain.margin.profiles.with_policy``). The default here is ``least`` because a run
       manifest written before the field existed decodes with it and must replay as recorded; the
       daemon's configuration (``[keeper] sizing``) defaults to ``largest``;
+    - ``first_chunk``: a burst (more than ``DECIDE_CHUNK`` candidates) is decided in chunks
+      least headroom first, the first of ``first_chunk`` buckets, the others of
+      ``DECIDE_CHUNK``; with caps, the chunks decide which buckets spend the cap first. The
+      default here, 16, is what runs recorded before the field existed decided with; the
+      daemon's configuration (``[keeper] first_chunk``) defaults to 8, the runner's first
+      hand-off (``HANDOFF_FIRST``): the burst's first request leaves after 8 exact checks;
     - ``chain``: the chain venue whose contract events this core folds (``morpho-blue``: a
       ``keeper.domain.morpho.core.MorphoCore``); ``None``, the default, is the bucket core
       (``KeeperCore``) over the venue account events. ``keeper.domain.cores`` builds either.
@@ -61,6 +72,7 @@ class KeeperParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     reject_backoff_us: int = 1_000_000
     reject_backoff_max_us: int = 60_000_000
     sizing: SizingPolicy = "least"
+    first_chunk: int = FIRST_CHUNK
 
 
 class CoreSnapshot(msgspec.Struct, forbid_unknown_fields=True):

@@ -233,9 +233,10 @@ class HttpExecutor:
 
     async def warm(self) -> bool:
         """Open (or keep) ``keep_warm_connections`` connections to the venue: as many ``HEAD
-        <url>`` at once, whatever they answer; whether the venue answered them all. The first answered call also asks ``HEAD
-        <batch_url>``: a 404 or 501 there means no batch endpoint (found now, not by the first
-        liquidation's request); any other answer leaves it to be tried."""
+        <url>`` at once, whatever they answer; whether the venue answered them all. The first
+        answered call also asks ``HEAD <batch_url>``: a 404 or 501 there means no batch
+        endpoint (found now, not by the first liquidation's request); any other answer leaves
+        it to be tried."""
         self.warmups += 1
         try:
             # at once, so that each takes (or opens) its own connection
@@ -245,8 +246,8 @@ class HttpExecutor:
                 self._batch_probed = True
                 status, _, _ = await self._request("HEAD", self.batch_url, {})
                 if status in (404, 501):
-                    _log.warning("batch_endpoint_unsupported",
-                                 error=f"venue has no batch endpoint at {self.batch_url}: HEAD status {status}")
+                    _log.warning("batch_endpoint_unsupported", error=(
+                        f"venue has no batch endpoint at {self.batch_url}: HEAD status {status}"))
                     self.batch_url = None
         except TransientError as exc:
             _log.debug("venue_warmup_failed", error=str(exc)[:200])

@@ -135,7 +135,7 @@ def params_dict(params: KeeperParams) -> dict[str, Any]:
     return out
 
 
-ADDED_LATER: dict[str, Any] = {"sizing": "least"}
+ADDED_LATER: dict[str, Any] = {"sizing": "least", "first_chunk": 16}
 """Params added after runs were recorded, with the value their absence means: hashed only when
 they differ from it, so a manifest written before a field existed keeps its hash."""
 

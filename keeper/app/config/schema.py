@@ -105,6 +105,10 @@ class KeeperSection(_Section, frozen=True):
     ``largest``, the largest liquidation the venue accepts (the whole bucket in one request: no
     position's loss covered by the venue while another's profit could pay it; what pays a
     liquidator most), or ``least``, the least that restores health (``KeeperParams.sizing``)."""
+    first_chunk: PositiveInt = 8
+    """A burst's first chunk (``KeeperParams.first_chunk``): the most at risk buckets checked,
+    recorded and handed to the runner before the rest are checked; 8, the runner's first
+    request (``HANDOFF_FIRST``). With caps it decides which buckets spend the cap first."""
     shard: NonNegInt = 0
     """Without ``sharded``: the one shard's log this process runs (a static split, e.g. one
     venue a shard)."""
@@ -377,7 +381,7 @@ class Config(_Section, frozen=True):
             chain=self.venue.protocol if self.venue.kind == "evm" else None,
             reject_backoff_us=round(self.guards.reject_backoff_s * 1_000_000),
             reject_backoff_max_us=round(self.guards.reject_backoff_max_s * 1_000_000),
-            sizing=self.keeper.sizing)
+            sizing=self.keeper.sizing, first_chunk=self.keeper.first_chunk)
 
     def config_hash(self) -> str:
         """sha256 (hex) of the effective non-secret config: equal configs hash equal.

@@ -18,6 +18,8 @@ D = Decimal
 PARAMS = KeeperParams(profile="generic-perp", mode="live")
 CAPPED = KeeperParams(profile="generic-perp", mode="live", cap_count=40)
 """Caps spent in the burst's order: its chunks decide which buckets are live."""
+DAEMON = KeeperParams(profile="generic-perp", mode="live", cap_count=40, first_chunk=8)
+"""The daemon's first chunk (``[keeper] first_chunk``), with caps."""
 
 
 def burst_log(collaterals: list[int], then: list[str]) -> Log:
@@ -57,7 +59,7 @@ def run_streaming(core: KeeperCore, entries: list[tuple[str, ev.Event]]) -> list
 @settings(max_examples=12, deadline=None)
 @given(collaterals=st.lists(st.integers(6, 23), min_size=DECIDE_CHUNK + 1, max_size=3 * DECIDE_CHUNK),
        then=st.lists(st.sampled_from(["79", "78", "90", "75"]), max_size=4),
-       params=st.sampled_from([PARAMS, CAPPED]), later=st.booleans())
+       params=st.sampled_from([PARAMS, CAPPED, DAEMON]), later=st.booleans())
 def test_streaming_decides_what_deciding_at_once_decides(collaterals: list[int], then: list[str],
                                                          params: KeeperParams, later: bool) -> None:
     """``later``: the streaming core's screen leaves every tick's settling for later
@@ -75,6 +77,7 @@ def test_streaming_decides_what_deciding_at_once_decides(collaterals: list[int],
         assert len(expected) == len(collaterals), "every account breaches on the one tick"
     assert all(len(c) <= DECIDE_CHUNK for c in chunks[:-1])
     assert len(chunks) >= 2
+    assert len(chunks[0]) == params.first_chunk
 
 
 def test_the_first_chunk_of_a_burst_is_the_most_at_risk() -> None:
