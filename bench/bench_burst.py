@@ -1,12 +1,13 @@
 """A crash in one tick: ``BURST`` accounts breach at once; how fast does the keeper drain them?
 
-One asyncio process runs the keeper and executor roles together, as the daemon does (a private
-redis-server; a ``Projector`` driving a live ``KeeperCore``, ``generic-perp``; the ``Runner``
-with the reference-venue client); the reference venue (``keeper.sim.server.SimServer``, its own
-checks and effects) runs in a child process over HTTP on loopback, as a real venue would be
-elsewhere. The book: ``ROUNDS`` x ``BURST`` accounts, each long 1 BTC from 60,000 with just
-enough USDC that it becomes liquidatable below its round's level; round r's tick moves BTC just
-below level r, so exactly ``BURST`` accounts breach on that one tick.
+One asyncio process (the daemon's event loop, uvloop) runs the keeper and executor roles together,
+as the daemon does (a private redis-server; a ``Projector`` driving a live ``KeeperCore``,
+``generic-perp``; the ``Runner`` with the reference-venue client); the reference venue
+(``keeper.sim.server.SimServer``, its own checks and effects) runs in a child process over HTTP on
+loopback, as a real venue would be elsewhere. The book: ``ROUNDS`` x ``BURST`` accounts, each long
+1 BTC from 60,000 with just enough USDC that it becomes liquidatable below its round's level;
+round r's tick moves BTC just below level r, so exactly ``BURST`` accounts breach on that one
+tick.
 
 - ``burst_intents_per_s``: intents of a round / (its last outcome recorded - its first intent
   recorded), both from the log (``ts_ingest`` of the intents, ``ts_event`` of the outcomes:
@@ -37,6 +38,7 @@ from pathlib import Path
 
 import aiohttp
 
+from keeper import aio
 from keeper.app.config.schema import KeeperSection
 from keeper.app.stamping import StampingLog
 from keeper.domain import events as ev
@@ -233,4 +235,4 @@ if __name__ == "__main__":
     if sys.argv[1:] == ["--venue"]:
         venue_main()
     else:
-        asyncio.run(run())
+        aio.run(run(), KeeperSection().event_loop)  # the daemon's loop ([keeper] event_loop)
