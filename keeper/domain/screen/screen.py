@@ -404,28 +404,21 @@ class Screen(RowTable):
         return rest, flagged
 
     def tidy(self) -> int:
-        """Drop what settles left stale, on every symbol: edges past twice the live rows +
-        1,024, and the notes of rows no longer flagged; returns how many were dropped. Edges
-        pushed one by one are sorted into the arrays (``BandEdges.tidy``).
+        """Drop the stale edges of every symbol past twice its live rows + 1,024 and sort edges
+        pushed one by one into the arrays (``BandEdges.tidy``); returns how many were dropped.
 
         Maintenance for a moment without work (the projector calls it when a read finds nothing
         new): a tick does it only for its own symbol and at a looser bound, so a burst's first
-        decisions do not pay for the stale edges of the one before. Changes no answer.
+        decisions do not pay for the stale edges of the one before. Changes no answer. (A stale
+        note of a flagged row needs none: the next tick of its symbol takes every note.)
         """
         self.settle()
         dropped = 0
-        generation_view = self._generation_view
         floors, ceilings = self._floors, self._ceilings
         for sid in range(1, len(self._symbols)):
             dropped += self._maybe_compact(sid)
             floors[sid].tidy()
             ceilings[sid].tidy()
-            marked = self._flagged_rows[sid]
-            if marked:
-                live = {r: g for r, g in marked.items() if generation_view[r] == g}
-                if len(live) < len(marked):
-                    dropped += len(marked) - len(live)
-                    self._flagged_rows[sid] = live
         return dropped
 
     def on_price(self, symbol: str, price: Decimal | float) -> I64:
