@@ -4,6 +4,7 @@ crash's first submission does not wait for a connect: a real aiohttp server on l
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 import pytest_asyncio
@@ -59,21 +60,28 @@ async def venue() -> AsyncIterator[Venue]:
     await v.close()
 
 
-async def test_the_first_submission_leaves_on_the_connection_warmed_before_it(venue: Venue) -> None:
-    ex = HttpExecutor(f"{venue.url}/liquidations", secret=SECRET, backoff=no_delay, keep_warm_s=30,
-                      keep_warm_connections=3)
+@contextlib.asynccontextmanager
+async def kept_warm(venue: Venue, keep_warm_s: float, connections: int) -> AsyncIterator[HttpExecutor]:
+    """An executor with its ``keep_warm`` running, stopped and closed on the way out."""
+    ex = HttpExecutor(f"{venue.url}/liquidations", secret=SECRET, backoff=no_delay, keep_warm_s=keep_warm_s,
+                      keep_warm_connections=connections)
     stop = asyncio.Event()
     warm = asyncio.create_task(ex.keep_warm(stop))
     try:
+        yield ex
+    finally:
+        stop.set()
+        await warm
+        await ex.close()
+
+
+async def test_the_first_submission_leaves_on_the_connection_warmed_before_it(venue: Venue) -> None:
+    async with kept_warm(venue, 30, 3) as ex:
         for _ in range(100):
             if len(venue.ports) == 3:
                 break
             await asyncio.sleep(0.01)
         await asyncio.gather(*(ex.execute(decision(i)) for i in range(3)))  # three at once
-    finally:
-        stop.set()
-        await warm
-        await ex.close()
     assert [m for m, _ in venue.ports] == ["HEAD"] * 3 + ["POST"] * 3
     warmed = {port for m, port in venue.ports if m == "HEAD"}
     assert len(warmed) == 3, "three connections, opened at once"
@@ -81,21 +89,13 @@ async def test_the_first_submission_leaves_on_the_connection_warmed_before_it(ve
 
 
 async def test_a_calm_is_bridged_and_traffic_needs_no_warming(venue: Venue) -> None:
-    ex = HttpExecutor(f"{venue.url}/liquidations", secret=SECRET, backoff=no_delay, keep_warm_s=0.1,
-                      keep_warm_connections=2)
-    stop = asyncio.Event()
-    warm = asyncio.create_task(ex.keep_warm(stop))
-    try:
+    async with kept_warm(venue, 0.1, 2) as ex:
         await asyncio.sleep(0.45)  # a calm: a HEAD at the start and about every 0.1 s
         calm = ex.warmups
         for i in range(8):  # traffic more often than every 0.1 s: no HEAD between
             await ex.execute(decision(i))
             await asyncio.sleep(0.03)
         busy = ex.warmups - calm
-    finally:
-        stop.set()
-        await warm
-        await ex.close()
     assert 3 <= calm <= 6  # rounds, two HEADs each
     assert busy <= 1
     assert len({port for _, port in venue.ports}) == 2, "the same two connections throughout"
