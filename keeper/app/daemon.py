@@ -38,6 +38,7 @@ from keeper.app.config import Config
 from keeper.app.executors import build_executor
 from keeper.app.feeds_role import build_pipeline, parser_for, subscriptions
 from keeper.app.freshness import FreshnessGuard
+from keeper.app.heap import settle_heap
 from keeper.app.keeper_role import core_factory
 from keeper.app.metrics import Metrics
 from keeper.app.retention_role import archived, capped_reader, catch_up_archived, retain
@@ -405,6 +406,8 @@ class Daemon:
             _log.info("projector_started", projector=p.name, restored_from=p.restored_from,
                       offset=p.position)
             await catch_up_archived(self.config, p)
+            await p.catch_up()
+            settle_heap(f"projector {p.name} caught up")  # the book loaded: out of the collector's way
         while not stop.is_set():
             await p.step(block_ms=self.block_ms)
             health.REDIS.recovered(name)

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import gc
 import json
 import os
 import sys
@@ -37,6 +36,7 @@ import msgspec
 from keeper import aio
 from keeper.app.config import FeedSource, load_config
 from keeper.app.daemon import Daemon
+from keeper.app.heap import settle_heap
 from keeper.domain.decide import KeeperParams
 
 __all__ = ["LENDING_PROFILE", "MARKETS", "PERP_PROFILE", "SECRET_ENV", "DaemonProcess", "DemoDaemon",
@@ -211,8 +211,7 @@ class InlineDaemon:
         return daemon_status(self.daemon, self._task)
 
     async def freeze(self) -> dict[str, Any]:
-        gc.collect()
-        gc.freeze()
+        settle_heap("the demo's book loaded")
         return await self.status()
 
     async def stop(self) -> dict[str, Any]:
@@ -273,8 +272,7 @@ async def _serve(venue_url: str, redis_url: str, secret: str, sizing: str | None
             if command in ("stop", ""):
                 break
             if command == "freeze":
-                gc.collect()
-                gc.freeze()
+                settle_heap("the demo's book loaded")
             say(daemon_status(daemon, task))
     finally:
         stop.set()

@@ -52,6 +52,7 @@ from typing import Any
 import structlog
 
 from keeper.aio import wait_event
+from keeper.app.heap import settle_heap
 from keeper.backoff import jittered_backoff
 from keeper.domain.events import Decision
 from keeper.errors import LeaseLost, LogError, TransientError
@@ -294,6 +295,7 @@ class ShardWorker:
                               restored_from=p.restored_from, offset=p.position)
                     if self.parts.catch_up is not None:
                         await self.parts.catch_up(p)
+                    settle_heap(f"shard {self.shard}: projector {p.name} started")
                     if all(q.core is not None for q in self.projectors):
                         self._ready.set()
                 while not self.stop.is_set():

@@ -91,6 +91,7 @@ async def test_admin_serves_real_metrics_from_the_running_daemon(redis_url: str,
     its log; /metrics, /readyz, /at-risk and /accounts/{id} are scraped and checked against the
     log itself."""
     import asyncio
+    import gc
     from collections import Counter
 
     import aiohttp
@@ -102,9 +103,15 @@ async def test_admin_serves_real_metrics_from_the_running_daemon(redis_url: str,
     daemon = Daemon(_admin_cfg(redis_url, tmp_path),  # type: ignore[arg-type]
                     roles=["feeds", "keeper", "admin"], block_ms=20)
     stop = asyncio.Event()
+    gc.unfreeze()  # what an earlier test froze: the daemon's own freeze is counted below
     task = asyncio.create_task(daemon.run(stop))
     try:
         await asyncio.wait_for(daemon.started.wait(), 15)
+        for _ in range(250):  # its projector caught up: the book out of the collector's way
+            if gc.get_freeze_count():
+                break
+            await asyncio.sleep(0.02)
+        assert gc.get_freeze_count() > 0, "the daemon froze the heap once its projector caught up"
         now = wall_clock_us()
         ticks = [msgspec.structs.replace(t, ts_ingest=now) for t in crash_ticks()]
         await log.append([*setup_events(), *account_events()])
@@ -147,6 +154,7 @@ async def test_admin_serves_real_metrics_from_the_running_daemon(redis_url: str,
         stop.set()
         await asyncio.wait_for(task, 30)
         await log.close()
+        gc.unfreeze()  # the test process's objects back in the collector's sight
 
     # applied per event type, exactly what is in the log (not one `all` label)
     assert 'type="all"' not in text
