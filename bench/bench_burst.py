@@ -40,6 +40,7 @@ import aiohttp
 
 from keeper import aio
 from keeper.app.config.schema import KeeperSection
+from keeper.app.heap import settle_heap
 from keeper.app.stamping import StampingLog
 from keeper.domain import events as ev
 from keeper.domain.decide import KeeperCore, KeeperParams
@@ -150,6 +151,7 @@ async def run() -> None:
                               stream=os.environ.get("BENCH_STREAM", "1") == "1")
         await projector.start()
         await projector.catch_up()
+        settle_heap("bench: the book loaded")  # as the daemon does once its projector caught up
         runner = Runner(runner_log, Claims(runner_log.client, ttl_ms=60_000), ex, consumer="bench",
                         intent_ttl_us=600_000_000, batch=1000)
         if os.environ.get("BENCH_HANDOFF", "1") == "1":  # as the daemon wires them
