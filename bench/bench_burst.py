@@ -1,6 +1,6 @@
 """A crash in one tick: ``BURST`` accounts breach at once; how fast does the keeper drain them?
 
-One asyncio process (the daemon's event loop, uvloop) runs the keeper and executor roles together,
+One asyncio process (the daemon's event loop, the standard one) runs the keeper and executor roles together,
 as the daemon does (a private redis-server; a ``Projector`` driving a live ``KeeperCore``,
 ``generic-perp``; the ``Runner`` with the reference-venue client); the reference venue
 (``keeper.sim.server.SimServer``, its own checks and effects) runs in a child process over HTTP on
@@ -38,7 +38,6 @@ from pathlib import Path
 
 import aiohttp
 
-from keeper import aio
 from keeper.app.config.schema import KeeperSection
 from keeper.app.heap import settle_heap
 from keeper.app.stamping import StampingLog
@@ -237,4 +236,4 @@ if __name__ == "__main__":
     if sys.argv[1:] == ["--venue"]:
         venue_main()
     else:
-        aio.run(run(), KeeperSection().event_loop)  # the daemon's loop ([keeper] event_loop)
+        asyncio.run(run())  # the daemon's loop (the standard one: docs/keeper.md, Known limits)

@@ -3,30 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
-from typing import Any, Literal, TypeVar
 
-import structlog
-
-__all__ = ["EventLoop", "run", "wait_event"]
-
-T = TypeVar("T")
-EventLoop = Literal["uvloop", "asyncio"]
-"""``[keeper] event_loop``: the daemon's event loop."""
-
-
-def run(main: Coroutine[Any, Any, T], loop: EventLoop = "uvloop") -> T:
-    """``asyncio.run(main)`` on the event loop named: ``uvloop`` (libuv's loop: each of a
-    liquidation's round trips to Redis and the venue costs less; ``docs/performance.md``) where
-    it is installed, else, or for ``asyncio``, the standard library's."""
-    if loop == "uvloop":
-        try:
-            import uvloop  # noqa: PLC0415 - optional at run time
-        except ImportError:
-            structlog.get_logger().warning("uvloop_missing", fallback="asyncio")
-        else:
-            return uvloop.run(main)
-    return asyncio.run(main)
+__all__ = ["wait_event"]
 
 
 async def wait_event(event: asyncio.Event, limit_s: float | None) -> bool:

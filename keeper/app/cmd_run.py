@@ -19,7 +19,6 @@ from pathlib import Path
 import msgspec
 import structlog
 
-from keeper import aio
 from keeper.app import datadir
 from keeper.app.config import Config, load_config
 from keeper.app.daemon import ROLES, Daemon
@@ -119,6 +118,6 @@ def run(args: argparse.Namespace) -> int:
         datadir.claim_for_run(Path(cfg.redis.data_dir))
     configure_logging(cfg.log.format, cfg.log.level)
     daemon = Daemon(cfg, roles=args.role, consumer=args.consumer)
-    aio.run(serve(daemon), cfg.keeper.event_loop)
+    asyncio.run(serve(daemon))
     structlog.get_logger().info("daemon_exit", code=0)
     return 0

@@ -33,7 +33,6 @@ from typing import Any, Protocol
 
 import msgspec
 
-from keeper import aio
 from keeper.app.config import FeedSource, load_config
 from keeper.app.daemon import Daemon
 from keeper.app.heap import settle_heap
@@ -295,8 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     if not secret:
         print(f"{SECRET_ENV} is not set: the venue's HMAC secret", file=sys.stderr)
         return 1
-    loop = demo_config(args.venue_url, args.redis_url, secret, args.sizing).keeper.event_loop
-    aio.run(_serve(args.venue_url, args.redis_url, secret, args.sizing), loop)  # as `keeper run`
+    asyncio.run(_serve(args.venue_url, args.redis_url, secret, args.sizing))  # the loop `keeper run` uses
     return 0
 
 

@@ -106,9 +106,6 @@ class KeeperSection(_Section, frozen=True):
     position's loss covered by the venue while another's profit could pay it; what pays a
     liquidator most), or ``least``, the least that restores health (``KeeperParams.sizing``)."""
     first_chunk: PositiveInt = 8
-    event_loop: Literal["uvloop", "asyncio"] = "uvloop"
-    """The daemon's event loop: ``uvloop`` (where installed; the standard one otherwise) or the
-    standard library's ``asyncio``."""
     """A burst's first chunk (``KeeperParams.first_chunk``): the most at risk buckets checked,
     recorded and handed to the runner before the rest are checked; 8, the runner's first
     request (``HANDOFF_FIRST``). With caps it decides which buckets spend the cap first."""
