@@ -34,10 +34,9 @@ endpoint: never read as "not there") is ``StatusUnsupported``; anything else is
 used the session for ``keep_warm_s`` (below aiohttp's 15 s keep-alive), ``HEAD <url>`` on each
 of ``keep_warm_connections`` connections at once (any answer will do: what is kept is the
 connection; several, for the requests a crash sends at once to a venue without a batch
-endpoint). A crash's first submission then leaves on
-an open connection instead of waiting for a connect (a round trip; with TLS, several). Its first
-call also asks ``HEAD <batch_url>``: a venue without a batch endpoint (404 or 501) is found out
-before the first liquidation, not by it.
+endpoint). A crash's first submission then leaves on an open connection instead of waiting for a
+connect (a round trip; with TLS, several). Its first call also asks ``HEAD <batch_url>``: a venue
+without a batch endpoint (404 or 501) is found out before the first liquidation, not by it.
 
 One ``aiohttp.ClientSession`` per process: pass the process's session in; when none is given the
 executor opens one and closes it in ``close()``. Every request has an explicit timeout (aiohttp's

@@ -216,9 +216,9 @@ class ExecutionSection(_Section, frozen=True):
     """The longest ``Retry-After`` (429/503) a submission waits out; a longer one gives up at
     once and the intent is taken up again later."""
     keep_warm_s: float = 10.0
-    """After this long without a request, the HTTP executors send the venue one ``HEAD <url>``
-    so that a connection stays open for the next crash's first submission (aiohttp keeps an idle
-    connection 15 s); 0: never."""
+    """After this long without a request, the HTTP executors send the venue ``HEAD <url>`` on a
+    few connections at once (``HttpExecutor.keep_warm``), so that they stay open for the next
+    crash's first submissions (aiohttp keeps an idle connection 15 s); 0: never."""
 
 
 class VenueSection(_Section, frozen=True):
